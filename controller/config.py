@@ -1,0 +1,32 @@
+"""Controller settings (pydantic-settings): the one place that reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_URL = "sqlite:////var/lib/vxplane/vxplane.db"
+
+
+class Settings(BaseSettings):
+    """Controller settings; every field can be set as ``VXPLANE_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VXPLANE_", extra="ignore")
+
+    db_url: str = Field(DEFAULT_DB_URL, description="SQLAlchemy URL of the intent database")
+    api_host: str = "0.0.0.0"
+    api_port: int = 8080
+    openflow_host: str = "0.0.0.0"
+    openflow_port: int = 6653
+    default_block_prefix: int = Field(26, ge=8, le=32, description="host-affinity block size")
+    ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
+    host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,52 @@
+"""The contract between the API (writers of intent) and the OpenFlow side (flow sync).
+
+The API commits a change, which bumps the database revision, then calls ``notify``; it may
+then wait until every connected switch has applied that revision. The OpenFlow engine
+implements this protocol; API tests use a small in-memory implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchStatus:
+    """What the controller knows of one connected (or once connected) switch."""
+
+    dpid: int
+    connected: bool
+    address: str | None
+    applied_revision: int
+    flow_count: int
+    host: str | None = None
+
+
+class FlowSync(Protocol):
+    """Notified of intent changes; tells how far each switch has applied them."""
+
+    def notify(self, revision: int) -> None:
+        """Intent changed and was committed at ``revision``: recompute and push flows."""
+
+    def wait_applied(self, revision: int, timeout: float) -> bool:
+        """Block until every connected switch has applied ``revision`` (True) or timeout."""
+
+    def switches(self) -> list[SwitchStatus]:
+        """Status of every switch seen since start."""
+
+
+class NullSync:
+    """A FlowSync with no switches: every revision is applied at once (tests, no OpenFlow)."""
+
+    def __init__(self) -> None:
+        self.notified: list[int] = []
+
+    def notify(self, revision: int) -> None:
+        self.notified.append(revision)
+
+    def wait_applied(self, revision: int, timeout: float) -> bool:
+        return True
+
+    def switches(self) -> list[SwitchStatus]:
+        return []
