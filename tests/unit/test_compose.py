@@ -1,0 +1,240 @@
+"""docker-compose.yml, the Dockerfile and its entry point agree, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict), "docker-compose.yml is not a mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    assert isinstance(compose.get("services"), dict), "no services"
+    return compose["services"]
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as a dict, from either the mapping or the KEY=VALUE list form."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _build(service: dict[str, Any]) -> tuple[Path, Path]:
+    """(context directory, Dockerfile path) of a service that builds its image."""
+    build = service["build"]
+    if isinstance(build, str):
+        build = {"context": build}
+    context = (ROOT / build.get("context", ".")).resolve()
+    return context, context / build.get("dockerfile", "Dockerfile")
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of the Dockerfile's final stage, continuations joined."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    pairs = [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+    froms = [i for i, (instr, _) in enumerate(pairs) if instr == "FROM"]
+    assert froms, f"{dockerfile} has no FROM"
+    return pairs[froms[-1] :]
+
+
+def _argv(arguments: str) -> list[str]:
+    """The argv of a CMD/ENTRYPOINT, from the exec (JSON) or the shell form."""
+    if arguments.startswith("["):
+        return list(json.loads(arguments))
+    return ["/bin/sh", "-c", arguments]
+
+
+def _healthcheck_ok(service: dict[str, Any]) -> None:
+    check = service.get("healthcheck")
+    assert check and not check.get("disable"), "healthcheck missing or disabled"
+    test = check["test"]
+    assert test and test not in (["NONE"], "NONE")
+    if isinstance(test, list):
+        assert test[0] in ("CMD", "CMD-SHELL"), test
+
+
+def test_services_present(services: dict[str, Any]) -> None:
+    assert {"db", "controller"} <= services.keys()
+
+
+def test_db_is_postgres_with_a_volume_and_pg_isready(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    db = services["db"]
+    assert db["image"].startswith("postgres:15")
+    env = _env(db)
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= env.keys()
+    _healthcheck_ok(db)
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volumes = [str(v).split(":")[0] for v in db.get("volumes", [])]
+    data_volumes = [v for v in volumes if v in (compose.get("volumes") or {})]
+    assert data_volumes, "db data must live on a named volume"
+
+
+def test_controller_builds_from_an_existing_dockerfile(services: dict[str, Any]) -> None:
+    context, dockerfile = _build(services["controller"])
+    assert context.is_dir()
+    assert dockerfile.is_file(), f"{dockerfile} does not exist"
+
+
+def test_controller_waits_for_a_healthy_db(services: dict[str, Any]) -> None:
+    depends = services["controller"]["depends_on"]
+    assert isinstance(depends, dict), "depends_on needs the long form to carry a condition"
+    assert depends["db"]["condition"] == "service_healthy"
+
+
+def test_controller_healthcheck_gets_healthz_without_curl(services: dict[str, Any]) -> None:
+    controller = services["controller"]
+    _healthcheck_ok(controller)
+    test = controller["healthcheck"]["test"]
+    command = " ".join(test) if isinstance(test, list) else test
+    assert "curl" not in command and "wget" not in command, "python:*-slim has neither"
+    assert "python" in command
+    assert "http://127.0.0.1:8080/healthz" in command
+
+
+def test_controller_db_url_points_at_the_db_service(services: dict[str, Any]) -> None:
+    env = _env(services["controller"])
+    url = urlsplit(env["VXPLANE_DB_URL"])
+    assert url.scheme == "postgresql+psycopg"
+    assert url.hostname == "db"
+    assert (url.port or 5432) == 5432
+    db_env = _env(services["db"])
+    assert url.username == db_env["POSTGRES_USER"]
+    assert url.password == db_env["POSTGRES_PASSWORD"]
+    assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
+
+
+def test_controller_publishes_api_and_openflow_ports(services: dict[str, Any]) -> None:
+    published = set()
+    for port in services["controller"]["ports"]:
+        if isinstance(port, dict):
+            published.add(f"{port['published']}:{port['target']}")
+        else:
+            published.add(str(port).split("/")[0])
+    assert {"8080:8080", "6653:6653"} <= published
+    assert services["controller"].get("restart") == "unless-stopped"
+
+
+def test_dockerfile_image_runs_as_non_root_and_exposes_ports(services: dict[str, Any]) -> None:
+    _, dockerfile = _build(services["controller"])
+    final = _instructions(dockerfile)
+    assert final[0][1].split()[0] == "python:3.11-slim-bookworm"
+    users = [args for instr, args in final if instr == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    exposed = {p.split("/")[0] for instr, args in final if instr == "EXPOSE" for p in args.split()}
+    assert {"8080", "6653"} <= exposed
+
+
+def _entrypoint_and_cmd(dockerfile: Path) -> tuple[list[str], list[str]]:
+    final = _instructions(dockerfile)
+    entrypoints = [_argv(args) for instr, args in final if instr == "ENTRYPOINT"]
+    cmds = [_argv(args) for instr, args in final if instr == "CMD"]
+    return (entrypoints[-1] if entrypoints else []), (cmds[-1] if cmds else [])
+
+
+def _entrypoint_script(dockerfile: Path) -> Path | None:
+    """The repository file the image's ENTRYPOINT runs, found through the Dockerfile's COPY."""
+    entrypoint, _ = _entrypoint_and_cmd(dockerfile)
+    if not entrypoint:
+        return None
+    name = Path(entrypoint[0]).name
+    for instr, args in _instructions(dockerfile):
+        if instr != "COPY":
+            continue
+        words = [w for w in shlex.split(args) if not w.startswith("--")]
+        sources, dest = words[:-1], words[-1]
+        for source in sources:
+            if name in (Path(source).name, Path(dest).name):
+                path = dockerfile.parent / source
+                if path.is_file():
+                    return path
+    return None
+
+
+def _normalise(script: str) -> str:
+    """Shell text with comments dropped and line continuations joined."""
+    script = re.sub(r"\\\n\s*", " ", script)
+    return "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+
+
+def test_image_runs_vxplane_controller(services: dict[str, Any]) -> None:
+    _, dockerfile = _build(services["controller"])
+    entrypoint, cmd = _entrypoint_and_cmd(dockerfile)
+    argv = " ".join(entrypoint + cmd)
+    script = _entrypoint_script(dockerfile)
+    text = argv + "\n" + (_normalise(script.read_text()) if script else "")
+    assert re.search(r"\bvxplane controller\b", text), "the image must run `vxplane controller`"
+    for option in ("--db", "--api", "--openflow"):
+        assert re.search(rf"vxplane controller\b.*{option}\b", text), option
+    assert "0.0.0.0:8080" in text and "0.0.0.0:6653" in text, "listen on all addresses"
+
+
+def test_entrypoint_applies_migrations_before_starting(services: dict[str, Any]) -> None:
+    _, dockerfile = _build(services["controller"])
+    script = _entrypoint_script(dockerfile)
+    assert script is not None, "ENTRYPOINT must be a script COPY'd from the repository"
+    text = _normalise(script.read_text())
+    assert script.stat().st_mode & 0o111 or "--chmod=" in dockerfile.read_text()
+    upgrade = re.search(r"vxplane db upgrade --db \"?\$\{?VXPLANE_DB_URL", text)
+    start = re.search(r"exec vxplane controller --db \"?\$\{?VXPLANE_DB_URL", text)
+    assert upgrade, "the entry point must run `vxplane db upgrade --db $VXPLANE_DB_URL`"
+    assert start, "the entry point must exec `vxplane controller --db $VXPLANE_DB_URL`"
+    assert upgrade.start() < start.start()
+    assert re.search(r"^\s*set -[a-z]*e", text, re.M), "a failed migration must stop the start"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv"} <= ignored
+
+
+def _docker_compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+    )
+    return probe.returncode == 0
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    if not _docker_compose_available():
+        pytest.skip("the `docker compose` CLI plugin is not installed here")
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
