@@ -64,10 +64,10 @@ def desired_flows(snapshot: Snapshot, host_name: str) -> frozenset[Flow]:
         flows.append(_vni_to_metadata(net))
         flows.append(_arp_responder(net))
     for ep in snapshot.endpoints:
-        net = snapshot.networks.get(ep.network)
-        if net is None or ep.host != host.name or ep.ofport is None:
+        ep_net = snapshot.networks.get(ep.network)
+        if ep_net is None or ep.host != host.name or ep.ofport is None:
             continue
-        flows.extend(_local_endpoint(net, ep))
+        flows.extend(_local_endpoint(ep_net, ep))
     flows.extend(_remote_routes(snapshot, host))
     return frozenset(flows)
 

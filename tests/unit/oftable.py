@@ -1,0 +1,453 @@
+"""A small in-memory OpenFlow 1.3 table interpreter for ``controller.flows.Flow`` values.
+
+Tests drive the pure pipeline and reconciler through it and assert behaviour ("this packet
+from port 3 leaves on the tunnel with tun_id 42 to 198.18.0.2"), never flow text.
+
+What it models, as Open vSwitch does it:
+
+- A :class:`Switch` holds flows keyed by (table, priority, match): an add with the same key
+  replaces the old entry (cookie included); a delete by cookie removes every flow carrying it.
+- Flows are validated on install like OVS would: known fields only, match prerequisites
+  (``arp_*`` needs ``eth_type=0x0806``, ``ipv4_*`` needs ``eth_type=0x0800``; the same for
+  fields that actions set or move), register moves within field widths, goto only forward.
+- ``process`` runs the pipeline from table 0: the highest-priority matching flow wins (two
+  matching flows of equal priority are an ambiguity, a bug, and raise), apply-actions run in
+  order on a copy of the packet, then write-metadata, then goto. No match or no goto ends
+  the pipeline. Output to the packet's own in_port is dropped (OpenFlow requires
+  ``OFPP_IN_PORT`` for that), as OVS does.
+- A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
+  followed from one host to another.
+
+Packets are dicts of OXM field name -> value (MACs and IPv4 addresses as strings, the rest
+as ints); metadata, tunnel fields and registers default to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from controller.flows import OFPP_IN_PORT, Flow, MatchValue, Output, RegMove, SetField
+from controller.reconcile import Changes
+
+Packet = dict[str, int | str]
+
+ETH_IP = 0x0800
+ETH_ARP = 0x0806
+ETH_IPV6 = 0x86DD
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+ZERO_MAC = "00:00:00:00:00:00"
+
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+IP_FIELDS = frozenset(
+    {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src", "tun_ipv4_dst"}
+)
+REGS = tuple(f"reg{i}" for i in range(8))
+WIDTH: dict[str, int] = {
+    "in_port": 32,
+    "eth_type": 16,
+    "arp_op": 16,
+    "metadata": 64,
+    "tunnel_id": 64,
+    **{f: 48 for f in MAC_FIELDS},
+    **{f: 32 for f in IP_FIELDS},
+    **{r: 32 for r in REGS},
+}
+# Fields the switch zeroes at ingress unless the packet says otherwise.
+DEFAULT_ZERO = ("metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", *REGS)
+# Fields OpenFlow 1.3 does not allow a mask on.
+UNMASKABLE = frozenset({"in_port", "eth_type", "arp_op"})
+# Fields a tunnel carries across hosts (the inner frame).
+INNER_FIELDS: tuple[str, ...] = (
+    "eth_src",
+    "eth_dst",
+    "eth_type",
+    "arp_op",
+    "arp_spa",
+    "arp_tpa",
+    "arp_sha",
+    "arp_tha",
+    "ipv4_src",
+    "ipv4_dst",
+)
+VXLAN_VNI_BITS = 24
+MAX_TABLE = 254
+
+
+class FlowRejected(ValueError):
+    """The switch would refuse this flow (bad field, missing prerequisite, bad move...)."""
+
+
+class Ambiguity(AssertionError):
+    """Two flows of the same priority in one table match the same packet."""
+
+
+def prerequisite(name: str) -> int | None:
+    """The eth_type a match on (or a write to) this field requires, if any."""
+    if name.startswith("arp_"):
+        return ETH_ARP
+    if name.startswith("ipv4_"):
+        return ETH_IP
+    return None
+
+
+def to_int(name: str, value: int | str) -> int:
+    """A field value as an integer of the field's width."""
+    if name not in WIDTH:
+        raise FlowRejected(f"unknown field {name!r}")
+    if isinstance(value, int):
+        out = value
+    elif name in MAC_FIELDS:
+        out = int(value.replace(":", ""), 16)
+    elif name in IP_FIELDS:
+        out = int(IPv4Address(value))
+    else:
+        raise FlowRejected(f"{name}: cannot use {value!r}")
+    if not 0 <= out < (1 << WIDTH[name]):
+        raise FlowRejected(f"{name}: {value!r} does not fit {WIDTH[name]} bits")
+    return out
+
+
+def from_int(name: str, value: int) -> int | str:
+    """An integer field value in its readable form (MAC or dotted IPv4 where it applies)."""
+    if name in MAC_FIELDS:
+        return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+    if name in IP_FIELDS:
+        return str(IPv4Address(value))
+    return value
+
+
+def _match_pair(name: str, value: MatchValue) -> tuple[int, int]:
+    full = (1 << WIDTH[name]) - 1 if name in WIDTH else 0
+    if isinstance(value, tuple):
+        if name in UNMASKABLE:
+            raise FlowRejected(f"{name} cannot be masked")
+        v, m = to_int(name, value[0]), to_int(name, value[1])
+        return v & m, m
+    return to_int(name, value), full
+
+
+def _fields_of(f: Flow) -> Iterable[tuple[str, str]]:
+    """(role, field) of every field a flow reads or writes in its actions."""
+    for a in f.actions:
+        if isinstance(a, SetField):
+            yield "set", a.field
+        elif isinstance(a, RegMove):
+            yield "move-src", a.src
+            yield "move-dst", a.dst
+
+
+def validate(f: Flow) -> None:
+    """Raise :class:`FlowRejected` where Open vSwitch would refuse ``f``."""
+    if not 0 <= f.table <= MAX_TABLE:
+        raise FlowRejected(f"table {f.table} out of range")
+    if not 0 <= f.priority <= 0xFFFF:
+        raise FlowRejected(f"priority {f.priority} out of range")
+    match = f.match_dict()
+    if len(match) != len(f.match):
+        raise FlowRejected("a field appears twice in the match")
+    eth_type = match.get("eth_type")
+    for name, value in f.match:
+        _match_pair(name, value)
+        need = prerequisite(name)
+        if need is not None and eth_type != need:
+            raise FlowRejected(f"match on {name} needs eth_type={need:#06x}, has {eth_type!r}")
+    for role, name in _fields_of(f):
+        if name not in WIDTH:
+            raise FlowRejected(f"{role} of unknown field {name!r}")
+        need = prerequisite(name)
+        if need is not None and eth_type != need:
+            raise FlowRejected(f"{role} {name} needs a match on eth_type={need:#06x}")
+    for a in f.actions:
+        if isinstance(a, SetField):
+            to_int(a.field, a.value)
+        elif isinstance(a, RegMove):
+            if a.n_bits <= 0:
+                raise FlowRejected(f"move of {a.n_bits} bits")
+            for name, ofs in ((a.src, a.src_ofs), (a.dst, a.dst_ofs)):
+                if ofs < 0 or ofs + a.n_bits > WIDTH[name]:
+                    raise FlowRejected(f"move {ofs}+{a.n_bits} bits exceeds {name}")
+        elif isinstance(a, Output):
+            if not 0 < a.port <= 0xFFFFFFFF:
+                raise FlowRejected(f"output to port {a.port}")
+        else:  # pragma: no cover - the Action union is closed
+            raise FlowRejected(f"unknown action {a!r}")
+    if f.write_metadata is not None:
+        value, mask = f.write_metadata
+        to_int("metadata", value)
+        to_int("metadata", mask)
+    if f.goto is not None and not f.table < f.goto <= MAX_TABLE:
+        raise FlowRejected(f"goto {f.goto} from table {f.table}: OpenFlow only goes forward")
+
+
+def _normalize(packet: Mapping[str, int | str]) -> dict[str, int]:
+    pkt = {name: 0 for name in DEFAULT_ZERO}
+    for name, value in packet.items():
+        pkt[name] = to_int(name, value)
+    return pkt
+
+
+def _readable(pkt: Mapping[str, int]) -> Packet:
+    return {name: from_int(name, value) for name, value in pkt.items()}
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """A packet sent out of ``port``, as it was when the Output action ran."""
+
+    port: int
+    packet: Packet
+
+
+@dataclass
+class Switch:
+    """One bridge's flow tables."""
+
+    name: str = "br-int"
+    flows: dict[tuple[int, int, tuple[tuple[str, MatchValue], ...]], Flow] = field(
+        default_factory=dict
+    )
+    trace: list[tuple[int, Flow | None]] = field(default_factory=list)
+    suppressed: list[Emitted] = field(default_factory=list)
+
+    # -- flow table ------------------------------------------------------------------------
+    def add(self, f: Flow) -> None:
+        """OFPFC_ADD: install ``f``, replacing any flow with the same table, priority, match."""
+        validate(f)
+        self.flows[f.key()] = f
+
+    def delete_cookie(self, cookie: int) -> None:
+        """OFPFC_DELETE with an exact cookie mask, any table: remove every flow with it."""
+        for key in [k for k, f in self.flows.items() if f.cookie == cookie]:
+            del self.flows[key]
+
+    def apply(self, changes: Changes) -> None:
+        """Apply a reconcile batch in its order: adds, then deletes."""
+        for op in operations(changes):
+            self.apply_one(op)
+
+    def apply_one(self, op: Operation) -> None:
+        """Apply one operation of a batch (see :func:`operations`)."""
+        kind, arg = op
+        if kind == "add":
+            assert isinstance(arg, Flow)
+            self.add(arg)
+        else:
+            assert isinstance(arg, int)
+            self.delete_cookie(arg)
+
+    def load(self, flows: Iterable[Flow]) -> Switch:
+        """Add every flow of ``flows``; returns self."""
+        for f in flows:
+            self.add(f)
+        return self
+
+    def table(self) -> frozenset[Flow]:
+        """Every installed flow (cookies compare too, see :meth:`cookies`)."""
+        return frozenset(self.flows.values())
+
+    def cookies(self) -> frozenset[int]:
+        """The cookies of every installed flow."""
+        return frozenset(f.cookie for f in self.flows.values())
+
+    def snapshot(self) -> frozenset[tuple[int, Flow]]:
+        """The table content including cookies, for exact comparisons."""
+        return frozenset((f.cookie, f) for f in self.flows.values())
+
+    # -- packet processing -----------------------------------------------------------------
+    def lookup(self, table: int, pkt: Mapping[str, int]) -> Flow | None:
+        """The flow of ``table`` that wins for ``pkt``; raises :class:`Ambiguity` on a tie."""
+        best: list[Flow] = []
+        for f in self.flows.values():
+            if f.table != table or not _matches(f, pkt):
+                continue
+            if not best or f.priority > best[0].priority:
+                best = [f]
+            elif f.priority == best[0].priority:
+                best.append(f)
+        if len(best) > 1:
+            raise Ambiguity(
+                f"{self.name}: table {table} priority {best[0].priority}: "
+                f"{len(best)} flows match {_readable(pkt)}: {best}"
+            )
+        return best[0] if best else None
+
+    def process(self, packet: Mapping[str, int | str], in_port: int) -> list[Emitted]:
+        """Run ``packet`` arriving on ``in_port`` through the pipeline; what leaves, in order."""
+        pkt = _normalize(packet)
+        pkt["in_port"] = in_port
+        out: list[Emitted] = []
+        self.trace = []
+        self.suppressed = []
+        table: int | None = 0
+        while table is not None:
+            f = self.lookup(table, pkt)
+            self.trace.append((table, f))
+            if f is None:
+                break
+            for action in f.actions:
+                self._execute(action, pkt, in_port, out)
+            if f.write_metadata is not None:
+                value, mask = f.write_metadata
+                pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
+            table = f.goto
+        return out
+
+    def tables_visited(self) -> list[int]:
+        """Tables the last processed packet went through."""
+        return [t for t, _ in self.trace]
+
+    def _execute(
+        self, action: object, pkt: dict[str, int], in_port: int, out: list[Emitted]
+    ) -> None:
+        if isinstance(action, SetField):
+            pkt[action.field] = to_int(action.field, action.value)
+        elif isinstance(action, RegMove):
+            mask = (1 << action.n_bits) - 1
+            bits = (pkt.get(action.src, 0) >> action.src_ofs) & mask
+            old = pkt.get(action.dst, 0) & ~(mask << action.dst_ofs)
+            pkt[action.dst] = old | (bits << action.dst_ofs)
+        elif isinstance(action, Output):
+            if action.port == OFPP_IN_PORT:
+                out.append(Emitted(in_port, _readable(pkt)))
+            elif action.port == in_port:
+                # OpenFlow: output to the ingress port only through OFPP_IN_PORT.
+                self.suppressed.append(Emitted(in_port, _readable(pkt)))
+            else:
+                out.append(Emitted(action.port, _readable(pkt)))
+        else:  # pragma: no cover
+            raise FlowRejected(f"unknown action {action!r}")
+
+
+def _matches(f: Flow, pkt: Mapping[str, int]) -> bool:
+    for name, value in f.match:
+        v, m = _match_pair(name, value)
+        if pkt.get(name, 0) & m != v:
+            return False
+    return True
+
+
+Operation = tuple[str, Flow | int]
+
+
+def operations(changes: Changes) -> list[Operation]:
+    """A batch as the ordered list of single operations a switch applies."""
+    ops: list[Operation] = [("add", f) for f in changes.adds]
+    ops.extend(("delete", c) for c in changes.deletes)
+    return ops
+
+
+# -- packets ---------------------------------------------------------------------------------
+
+
+def ipv4_packet(eth_src: str, ipv4_src: str, ipv4_dst: str, eth_dst: str = ZERO_MAC) -> Packet:
+    """An IPv4 frame."""
+    return {
+        "eth_src": eth_src,
+        "eth_dst": eth_dst,
+        "eth_type": ETH_IP,
+        "ipv4_src": ipv4_src,
+        "ipv4_dst": ipv4_dst,
+    }
+
+
+def arp_packet(
+    sha: str,
+    spa: str,
+    tpa: str,
+    *,
+    op: int = 1,
+    tha: str = ZERO_MAC,
+    eth_src: str | None = None,
+    eth_dst: str = BROADCAST_MAC,
+) -> Packet:
+    """An ARP frame (a broadcast request unless told otherwise)."""
+    return {
+        "eth_src": eth_src if eth_src is not None else sha,
+        "eth_dst": eth_dst,
+        "eth_type": ETH_ARP,
+        "arp_op": op,
+        "arp_sha": sha,
+        "arp_spa": spa,
+        "arp_tha": tha,
+        "arp_tpa": tpa,
+    }
+
+
+def arp_request(sha: str, spa: str, tpa: str) -> Packet:
+    """A broadcast ARP request "who has ``tpa``? tell ``spa``"."""
+    return arp_packet(sha, spa, tpa)
+
+
+def tunnelled(inner: Mapping[str, int | str], tun_src: str, tun_dst: str, vni: int) -> Packet:
+    """``inner`` as it arrives from a VXLAN tunnel (only the inner frame survives)."""
+    pkt: Packet = {k: v for k, v in inner.items() if k in INNER_FIELDS}
+    pkt.update({"tunnel_id": vni, "tun_ipv4_src": tun_src, "tun_ipv4_dst": tun_dst})
+    return pkt
+
+
+# -- several switches joined by VXLAN ----------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """A host of the fabric: its switch, underlay address and flow-based VXLAN port."""
+
+    switch: Switch
+    underlay_ip: str
+    tunnel_port: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A packet leaving a switch on a non-tunnel port (to a container)."""
+
+    host: str
+    port: int
+    packet: Packet
+
+
+@dataclass
+class Fabric:
+    """Hosts joined by an underlay; follows packets through tunnels to their final ports."""
+
+    nodes: dict[str, Node]
+    hops: list[tuple[str, str, int]] = field(default_factory=list)
+    lost: list[tuple[str, Packet]] = field(default_factory=list)
+
+    def send(
+        self, host: str, packet: Mapping[str, int | str], in_port: int, *, max_hops: int = 4
+    ) -> list[Delivery]:
+        """Inject ``packet`` on ``host``'s ``in_port``; where it ends up, over all hosts."""
+        self.hops = []
+        self.lost = []
+        return self._run(host, packet, in_port, max_hops)
+
+    def _run(
+        self, host: str, packet: Mapping[str, int | str], in_port: int, budget: int
+    ) -> list[Delivery]:
+        node = self.nodes[host]
+        out: list[Delivery] = []
+        for e in node.switch.process(packet, in_port):
+            if e.port != node.tunnel_port:
+                out.append(Delivery(host, e.port, e.packet))
+                continue
+            vni = int(e.packet["tunnel_id"])
+            assert vni < (1 << VXLAN_VNI_BITS), f"{host}: tun_id {vni:#x} does not fit a VNI"
+            peer = self._by_underlay(str(e.packet["tun_ipv4_dst"]))
+            if peer is None or peer == host:
+                self.lost.append((host, e.packet))
+                continue
+            if budget <= 0:
+                raise AssertionError(f"forwarding loop: {self.hops}")
+            self.hops.append((host, peer, vni))
+            arriving = tunnelled(e.packet, node.underlay_ip, self.nodes[peer].underlay_ip, vni)
+            out.extend(self._run(peer, arriving, self.nodes[peer].tunnel_port, budget - 1))
+        return out
+
+    def _by_underlay(self, ip: str) -> str | None:
+        for name, node in self.nodes.items():
+            if node.underlay_ip == ip:
+                return name
+        return None
