@@ -1,0 +1,105 @@
+"""Build the FastAPI application: routers, domain errors mapped once to HTTP codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.api.routes import endpoints, health, hosts, networks
+from controller.config import Settings, get_settings
+from controller.db.session import make_engine, make_session_factory
+from controller.errors import Conflict, InvalidRequest, NotFound, VxplaneError
+from controller.sync import FlowSync, NullSync
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: tuple[tuple[type[VxplaneError], int], ...] = (
+    (InvalidRequest, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    sync: FlowSync | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+) -> FastAPI:
+    """The API app; without a session factory it opens ``settings.db_url`` (not migrated here)."""
+    settings = settings or get_settings()
+    engine: Engine | None = None
+    if session_factory is None:
+        engine = make_engine(settings.db_url)
+        session_factory = make_session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if engine is not None:
+                engine.dispose()
+
+    app = FastAPI(
+        title="vxplane",
+        version="1",
+        summary="Container networks over Open vSwitch and VXLAN",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sync = sync if sync is not None else NullSync()
+    app.state.session_factory = session_factory
+    for module in (health, networks, hosts, endpoints):
+        app.include_router(module.router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VxplaneError)
+    async def domain_error(_: Request, exc: VxplaneError) -> JSONResponse:
+        status = next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": exc.message}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(_describe(error) for error in exc.errors())
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error: %s", exc.orig)
+        return JSONResponse(
+            {"detail": "the request conflicts with a concurrent change; retry it"},
+            status_code=409,
+        )
+
+    @app.exception_handler(OperationalError)
+    async def operational_error(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc.orig)
+        return JSONResponse(
+            {"detail": "the database is busy or unavailable; retry shortly"}, status_code=503
+        )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One validation error as ``where: what`` ("subnet: '10.0.0.1/24' has host bits set")."""
+    loc = [str(part) for part in error.get("loc", ())]
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    if not loc:
+        return message
+    if loc[0] == "body":
+        where = ".".join(loc[1:]) or "request body"
+    else:
+        where = f"{loc[0]} parameter " + ".".join(loc[1:])
+    return f"{where}: {message}"

@@ -1,0 +1,34 @@
+"""FastAPI dependencies as Annotated aliases: the session, the flow sync and the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.config import Settings
+from controller.sync import FlowSync
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for one request; anything not committed is rolled back at the end."""
+    factory = cast(sessionmaker[Session], request.app.state.session_factory)
+    with factory() as session:
+        yield session
+
+
+def get_sync(request: Request) -> FlowSync:
+    """The flow sync the app was built with."""
+    return cast(FlowSync, request.app.state.sync)
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    return cast(Settings, request.app.state.settings)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SyncDep = Annotated[FlowSync, Depends(get_sync)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -1,0 +1,126 @@
+"""Endpoints: create (allocate), show, bind, unbind, delete, list; optional wait for ready.
+
+Endpoint names may contain '/', so the name is a ``path`` parameter; the ``/binding``
+routes are registered first so they win over a name ending in it (such names are refused).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.orm import Session
+
+from controller.api.deps import SessionDep, SettingsDep, SyncDep
+from controller.api.schemas import BindingUpdate, EndpointCreate, EndpointPublic
+from controller.api.tx import commit
+from controller.config import Settings
+from controller.db import repo
+from controller.db.records import EndpointRecord
+from controller.model import EndpointState
+from controller.sync import FlowSync
+
+router = APIRouter(prefix="/api/v1", tags=["endpoints"])
+
+WaitReady = Annotated[
+    float | None,
+    Query(ge=0, description="seconds to wait for the endpoint to be ready (capped by settings)"),
+]
+ITEM = "/networks/{network}/endpoints/{name:path}"
+
+
+def await_ready(
+    session: Session,
+    sync: FlowSync,
+    settings: Settings,
+    record: EndpointRecord,
+    seconds: float | None,
+) -> EndpointRecord:
+    """Wait up to ``seconds`` for a pending endpoint's flows; mark it ready if they are applied."""
+    if seconds is None or record.state is not EndpointState.PENDING:
+        return record
+    if not sync.wait_applied(record.revision, min(seconds, settings.ready_timeout)):
+        return record
+    repo.mark_ready(session, record.revision)
+    session.commit()
+    return repo.get_endpoint(session, record.network, record.name)
+
+
+@router.post("/networks/{network}/endpoints", status_code=status.HTTP_201_CREATED)
+def create_endpoint(
+    network: str, body: EndpointCreate, response: Response, session: SessionDep, sync: SyncDep
+) -> EndpointPublic:
+    """Allocate (201) or find again (200) the endpoint; 409 on address conflicts or exhaustion."""
+    record, created, revision = repo.create_endpoint(
+        session, network, body.name, ip=body.ip, host=body.host
+    )
+    commit(session, sync, revision)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return EndpointPublic.model_validate(record)
+
+
+@router.put(ITEM + "/binding")
+def bind_endpoint(
+    network: str,
+    name: str,
+    body: BindingUpdate,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    wait_ready: WaitReady = None,
+) -> EndpointPublic:
+    """Bind (or move) the endpoint to a host's OpenFlow port; pending until flows are applied."""
+    record, revision = repo.bind_endpoint(
+        session, network, name, body.host, body.ofport, port_name=body.port_name
+    )
+    commit(session, sync, revision)
+    return EndpointPublic.model_validate(await_ready(session, sync, settings, record, wait_ready))
+
+
+@router.delete(ITEM + "/binding")
+def unbind_endpoint(
+    network: str,
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
+) -> EndpointPublic:
+    """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
+    record, revision = repo.unbind_endpoint(session, network, name, host=host)
+    commit(session, sync, revision)
+    return EndpointPublic.model_validate(record)
+
+
+@router.get(ITEM)
+def get_endpoint(
+    network: str,
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    wait_ready: WaitReady = None,
+) -> EndpointPublic:
+    """One endpoint; with ``wait_ready`` waits up to that many seconds for it to be ready."""
+    record = repo.get_endpoint(session, network, name)
+    session.commit()
+    return EndpointPublic.model_validate(await_ready(session, sync, settings, record, wait_ready))
+
+
+@router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
+def delete_endpoint(network: str, name: str, session: SessionDep, sync: SyncDep) -> Response:
+    """Forget the endpoint and free its address."""
+    commit(session, sync, repo.delete_endpoint(session, network, name))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/endpoints")
+def list_endpoints(
+    session: SessionDep,
+    network: str | None = None,
+    host: str | None = None,
+    state: EndpointState | None = None,
+) -> list[EndpointPublic]:
+    """Endpoints, filtered by network, host and state."""
+    records = repo.list_endpoints(session, network=network, host=host, state=state)
+    return [EndpointPublic.model_validate(record) for record in records]

@@ -1,0 +1,48 @@
+"""Networks: create, list, show, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from controller.api.deps import SessionDep, SettingsDep, SyncDep
+from controller.api.schemas import NetworkCreate, NetworkPublic
+from controller.api.tx import commit
+from controller.db import repo
+
+router = APIRouter(prefix="/api/v1/networks", tags=["networks"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_network(
+    body: NetworkCreate, session: SessionDep, sync: SyncDep, settings: SettingsDep
+) -> NetworkPublic:
+    """Create a network (409 if the name or VNI is taken)."""
+    record, revision = repo.create_network(
+        session,
+        body.name,
+        body.subnet,
+        gateway=body.gateway,
+        vni=body.vni,
+        block_prefix=body.block_prefix or settings.default_block_prefix,
+    )
+    commit(session, sync, revision)
+    return NetworkPublic.model_validate(record)
+
+
+@router.get("")
+def list_networks(session: SessionDep) -> list[NetworkPublic]:
+    """Every network."""
+    return [NetworkPublic.model_validate(record) for record in repo.list_networks(session)]
+
+
+@router.get("/{name}")
+def get_network(name: str, session: SessionDep) -> NetworkPublic:
+    """One network (404 if unknown)."""
+    return NetworkPublic.model_validate(repo.get_network(session, name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_network(name: str, session: SessionDep, sync: SyncDep) -> Response:
+    """Delete a network and its unbound endpoints (409 while endpoints are bound)."""
+    commit(session, sync, repo.delete_network(session, name))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,192 @@
+"""Pydantic request and response bodies of the REST API (Create/Update/Public), per docs/api.md."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from controller.ipam import MAX_VNI, MIN_VNI
+from controller.model import EndpointState
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$"
+MAX_OFPORT = 0xFFFFFF00  # OFPP_MAX in OpenFlow 1.3
+_NAME_RE = re.compile(NAME_PATTERN)
+_ENDPOINT_NAME_RE = re.compile(ENDPOINT_NAME_PATTERN)
+_DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+
+
+def check_name(value: str) -> str:
+    """A network or host name, else ValueError saying what a name may contain."""
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1 to 63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def check_endpoint_name(value: str) -> str:
+    """An endpoint name (may also hold '/' and ':'), else ValueError."""
+    if not _ENDPOINT_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid endpoint name: use 1 to 255 letters, digits, '_', '.', "
+            "'-', ':' or '/', starting with a letter or digit"
+        )
+    if value.endswith("/binding") or "//" in value or value.endswith("/"):
+        raise ValueError(f"{value!r} is not a valid endpoint name: it would be ambiguous in URLs")
+    return value
+
+
+def _subnet(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length: write it like 10.0.0.0/24")
+    try:
+        return IPv4Network(value)
+    except ValueError:
+        pass
+    try:
+        loose = IPv4Network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 subnet like 10.0.0.0/24") from None
+    raise ValueError(f"{value!r} has host bits set: did you mean {loose}?")
+
+
+def _address(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address like 10.0.0.5") from None
+
+
+def _dpid(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a dpid is a 16-digit hex string like 0000aabbccddeeff")
+    if isinstance(value, int):
+        if not 0 <= value < 2**64:
+            raise ValueError(f"dpid {value} does not fit in 64 bits")
+        return value
+    if isinstance(value, str):
+        text = value.replace(":", "")
+        if _DPID_RE.fullmatch(text):
+            return int(text, 16)
+    raise ValueError(f"{value!r} is not a dpid: write 16 hex digits like 0000aabbccddeeff")
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+EndpointName = Annotated[str, AfterValidator(check_endpoint_name)]
+Subnet = Annotated[IPv4Network, BeforeValidator(_subnet)]
+Address = Annotated[IPv4Address, BeforeValidator(_address)]
+Dpid = Annotated[int, BeforeValidator(_dpid)]
+Vni = Annotated[int, Field(ge=MIN_VNI, le=MAX_VNI)]
+OfPort = Annotated[int, Field(ge=1, le=MAX_OFPORT)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class HealthPublic(BaseModel):
+    """Liveness of the controller and the current intent revision."""
+
+    status: str
+    revision: int
+
+
+class NetworkCreate(_Body):
+    """A new network; gateway, VNI and block size have defaults."""
+
+    name: Name
+    subnet: Subnet
+    gateway: Address | None = None
+    vni: Vni | None = None
+    block_prefix: int | None = Field(None, ge=8, le=32)
+
+
+class NetworkPublic(_Public):
+    """A network as the API shows it."""
+
+    name: str
+    vni: int
+    subnet: IPv4Network
+    gateway: IPv4Address
+    block_prefix: int
+    endpoints: int
+    created_at: datetime
+
+
+class HostRegister(_Body):
+    """Registration (or update) of a host; omitted dpid and tunnel_port are kept."""
+
+    underlay_ip: Address
+    dpid: Dpid | None = None
+    tunnel_port: OfPort | None = None
+
+
+class SwitchPublic(_Public):
+    """What the OpenFlow side knows of a host's switch."""
+
+    connected: bool
+    address: str | None
+    applied_revision: int
+    flow_count: int
+
+
+class HostPublic(BaseModel):
+    """A host as the API shows it; ``dpid`` is 16 hex digits."""
+
+    name: str
+    underlay_ip: IPv4Address
+    dpid: str | None
+    tunnel_port: int
+    last_seen: datetime | None
+    alive: bool
+    switch: SwitchPublic | None
+
+
+class EndpointCreate(_Body):
+    """A new (or found again) endpoint: optional static IP and host affinity."""
+
+    name: EndpointName
+    ip: Address | None = None
+    host: Name | None = None
+
+
+class BindingUpdate(_Body):
+    """Bind an endpoint to a host's OpenFlow port."""
+
+    host: Name
+    ofport: OfPort
+    port_name: str | None = Field(None, min_length=1, max_length=255)
+
+
+class EndpointPublic(_Public):
+    """An endpoint with everything a host needs to configure it."""
+
+    network: str
+    name: str
+    ip: IPv4Address
+    prefixlen: int
+    gateway: IPv4Address
+    mac: str
+    vni: int
+    host: str | None
+    ofport: int | None
+    port_name: str | None
+    state: EndpointState
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None

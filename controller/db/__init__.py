@@ -1,0 +1,1 @@
+"""The intent database: SQLAlchemy models, engines and sessions, the repository, migrations."""

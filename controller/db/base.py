@@ -1,0 +1,155 @@
+"""Shared repository helpers: write locks, the revision counter, lookups and row conversion.
+
+Locking, so allocation is safe with many API threads on SQLite and on PostgreSQL:
+
+- SQLite has one writer: a write transaction takes the lock with its first statement
+  (``begin_write``), so the reads that follow see the latest commit and nobody interleaves.
+- PostgreSQL locks rows, always in this order: network, endpoints (by id), host, then the
+  revision row last (``bump``), so writers queue instead of deadlocking. Allocation holds
+  the network row ``FOR UPDATE``; network creation serializes on the revision row.
+
+Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from controller.db.models import EndpointRow, HostRow, NetworkRow, Revision
+from controller.db.records import EndpointRecord, HostRecord, NetworkRecord
+from controller.errors import NotFound
+from controller.model import EndpointState, Network
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def dialect(session: Session) -> str:
+    """The backend name of the session's engine ("sqlite", "postgresql")."""
+    return session.get_bind().dialect.name
+
+
+def begin_write(session: Session, *, serialize: bool = False) -> None:
+    """Take the locks a write transaction needs before it reads (call it first).
+
+    On SQLite a no-op write takes the database write lock at once (waiting up to the busy
+    timeout). On PostgreSQL, ``serialize`` locks the revision row for the whole transaction.
+    """
+    if dialect(session) == "sqlite":
+        session.execute(update(Revision).where(Revision.id == 1).values(value=Revision.value))
+    elif serialize:
+        session.execute(select(Revision.value).where(Revision.id == 1).with_for_update())
+
+
+def bump(session: Session) -> int:
+    """Increment the revision in this transaction and return the new value."""
+    session.flush()
+    value = session.execute(
+        update(Revision)
+        .where(Revision.id == 1)
+        .values(value=Revision.value + 1)
+        .returning(Revision.value)
+    ).scalar_one_or_none()
+    if value is None:  # a database made by hand without the seeded row
+        session.add(Revision(id=1, value=1))
+        session.flush()
+        return 1
+    return int(value)
+
+
+def read_revision(session: Session) -> int:
+    """The current revision (0 before the first flow-relevant write)."""
+    value = session.execute(select(Revision.value).where(Revision.id == 1)).scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+def network_row(session: Session, name: str, lock: str | None = None) -> NetworkRow:
+    """The network named ``name`` (``lock``: None, "share" or "update"), else ``NotFound``."""
+    query = select(NetworkRow).where(NetworkRow.name == name)
+    if lock is not None:
+        query = query.with_for_update(read=lock == "share")
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"network {name!r} does not exist")
+    return row
+
+
+def host_row(session: Session, name: str, lock: bool = False) -> HostRow:
+    """The host named ``name``, else ``NotFound``."""
+    query = select(HostRow).where(HostRow.name == name)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"host {name!r} is not registered")
+    return row
+
+
+def to_network(row: NetworkRow) -> Network:
+    """The snapshot value of a network row."""
+    return Network(
+        name=row.name,
+        vni=row.vni,
+        subnet=IPv4Network(row.subnet),
+        gateway=IPv4Address(row.gateway),
+        block_prefix=row.block_prefix,
+    )
+
+
+def network_record(row: NetworkRow, endpoints: int) -> NetworkRecord:
+    """The API view of a network row."""
+    return NetworkRecord(
+        name=row.name,
+        vni=row.vni,
+        subnet=IPv4Network(row.subnet),
+        gateway=IPv4Address(row.gateway),
+        block_prefix=row.block_prefix,
+        endpoints=endpoints,
+        created_at=row.created_at,
+    )
+
+
+def host_record(row: HostRow) -> HostRecord:
+    """The API view of a host row."""
+    return HostRecord(
+        name=row.name,
+        underlay_ip=IPv4Address(row.underlay_ip),
+        dpid=int(row.dpid, 16) if row.dpid is not None else None,
+        tunnel_port=row.tunnel_port,
+        last_seen=row.last_seen,
+        created_at=row.created_at,
+    )
+
+
+def endpoint_record(row: EndpointRow, net: NetworkRow, host: str | None) -> EndpointRecord:
+    """The API view of an endpoint row."""
+    subnet = IPv4Network(net.subnet)
+    return EndpointRecord(
+        network=net.name,
+        name=row.name,
+        ip=IPv4Address(row.ip),
+        prefixlen=subnet.prefixlen,
+        gateway=IPv4Address(net.gateway),
+        mac=row.mac,
+        vni=net.vni,
+        host=host,
+        ofport=row.ofport,
+        port_name=row.port_name,
+        state=EndpointState(row.state),
+        revision=row.bound_rev,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        ready_at=row.ready_at,
+        released_at=row.released_at,
+    )
+
+
+def format_dpid(dpid: int) -> str:
+    """A datapath id as stored: 16 lowercase hex digits."""
+    return f"{dpid:016x}"

@@ -1,0 +1,154 @@
+"""SQLAlchemy 2.0 models of the intent database; they never leave ``controller.db``.
+
+Addresses are stored as text (portable across SQLite and PostgreSQL); timestamps are
+timezone-aware UTC. ``migrations/versions`` must match this file exactly (a test compares).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    event,
+    insert,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ENDPOINT_STATES = ("reserved", "pending", "ready")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always reads back as UTC (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the constraint naming convention the migrations use."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Revision(Base):
+    """The single-row intent revision counter, bumped by every flow-relevant write."""
+
+    __tablename__ = "revision"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class NetworkRow(Base):
+    """A virtual network (VNI + IPv4 subnet + gateway)."""
+
+    __tablename__ = "networks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), nullable=False, unique=True)
+    vni: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    subnet: Mapped[str] = mapped_column(String(18), nullable=False)
+    gateway: Mapped[str] = mapped_column(String(15), nullable=False)
+    block_prefix: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class HostRow(Base):
+    """A host running br-int; ``dpid`` is 16 lowercase hex digits once known."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), nullable=False, unique=True)
+    underlay_ip: Mapped[str] = mapped_column(String(15), nullable=False, unique=True)
+    dpid: Mapped[str | None] = mapped_column(String(16), nullable=True, unique=True)
+    tunnel_port: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class BlockRow(Base):
+    """An address block of a network with affinity to one host."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (UniqueConstraint("network_id", "cidr"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), nullable=False
+    )
+    cidr: Mapped[str] = mapped_column(String(18), nullable=False)
+    host_id: Mapped[int] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+
+class EndpointRow(Base):
+    """A named attachment to a network holding one address, bound to a host port or not."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        UniqueConstraint("network_id", "name"),
+        UniqueConstraint("network_id", "ip"),
+        CheckConstraint("state IN ('reserved', 'pending', 'ready')", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    ip: Mapped[str] = mapped_column(String(15), nullable=False)
+    mac: Mapped[str] = mapped_column(String(17), nullable=False)
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    ofport: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    port_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    bound_rev: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+@event.listens_for(Revision.__table__, "after_create")
+def _seed_revision(target: Any, connection: Connection, **_: Any) -> None:
+    """``metadata.create_all`` seeds the revision row as the migration does."""
+    connection.execute(insert(Revision).values(id=1, value=0))

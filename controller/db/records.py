@@ -1,0 +1,56 @@
+"""Plain, frozen read results of the repository (what the API turns into its schemas)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+
+from controller.model import EndpointState
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    """A network with its endpoint count."""
+
+    name: str
+    vni: int
+    subnet: IPv4Network
+    gateway: IPv4Address
+    block_prefix: int
+    endpoints: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """A registered host; ``dpid`` is an int once the bridge is known."""
+
+    name: str
+    underlay_ip: IPv4Address
+    dpid: int | None
+    tunnel_port: int
+    last_seen: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """An endpoint with what a host needs to configure it; ``revision`` is its bound revision."""
+
+    network: str
+    name: str
+    ip: IPv4Address
+    prefixlen: int
+    gateway: IPv4Address
+    mac: str
+    vni: int
+    host: str | None
+    ofport: int | None
+    port_name: str | None
+    state: EndpointState
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None
+    released_at: datetime | None

@@ -1,0 +1,366 @@
+"""Every read and write of the intent database, for the API and the OpenFlow engine.
+
+Each flow-relevant write (network create/delete, host register changing underlay_ip, dpid
+or tunnel_port, host delete, block creation, endpoint bind/unbind/move, deleting a bound
+endpoint) bumps the revision in the same transaction and returns the new revision; other
+writes return None for it. Functions never commit: the caller owns the transaction
+(``session_scope``), commits, then notifies the flow side with the revision. A write must be
+the first call of its transaction (see ``controller.db.base`` for the locking).
+
+Endpoint functions live in ``controller.db.endpoints`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller import ipam
+from controller.db.base import (
+    begin_write,
+    bump,
+    dialect,
+    format_dpid,
+    host_record,
+    host_row,
+    network_record,
+    network_row,
+    read_revision,
+    to_network,
+    utcnow,
+)
+from controller.db.endpoints import (
+    bind_endpoint,
+    create_endpoint,
+    delete_endpoint,
+    get_endpoint,
+    list_endpoints,
+    unbind_endpoint,
+)
+from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
+from controller.db.records import HostRecord, NetworkRecord
+from controller.errors import Conflict, NotFound
+from controller.model import Block, Endpoint, EndpointState, Host, Snapshot
+
+__all__ = [
+    "KEEP",
+    "bind_endpoint",
+    "create_endpoint",
+    "create_network",
+    "current_revision",
+    "delete_endpoint",
+    "delete_host",
+    "delete_network",
+    "get_endpoint",
+    "get_host",
+    "get_network",
+    "heartbeat",
+    "list_endpoints",
+    "list_hosts",
+    "list_networks",
+    "load_snapshot",
+    "mark_ready",
+    "register_host",
+    "unbind_endpoint",
+]
+
+
+class _Keep:
+    """Marker: leave this field as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+# Networks
+
+
+def create_network(
+    session: Session,
+    name: str,
+    subnet: IPv4Network,
+    gateway: IPv4Address | None = None,
+    vni: int | None = None,
+    block_prefix: int = 26,
+    now: datetime | None = None,
+) -> tuple[NetworkRecord, int]:
+    """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free)."""
+    begin_write(session, serialize=True)
+    gateway = gateway if gateway is not None else ipam.default_gateway(subnet)
+    ipam.check_network(subnet, gateway, block_prefix)
+    if session.execute(select(NetworkRow.id).where(NetworkRow.name == name)).first():
+        raise Conflict(f"network {name!r} already exists")
+    used = set(session.execute(select(NetworkRow.vni)).scalars())
+    chosen = ipam.allocate_vni(used, vni)
+    row = NetworkRow(
+        name=name,
+        vni=chosen,
+        subnet=str(subnet),
+        gateway=str(gateway),
+        block_prefix=block_prefix,
+        created_at=now or utcnow(),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"network {name!r} or vni {chosen} is already taken") from exc
+    return network_record(row, 0), bump(session)
+
+
+def _endpoint_counts(session: Session) -> dict[int, int]:
+    query = select(EndpointRow.network_id, func.count()).group_by(EndpointRow.network_id)
+    return {network_id: count for network_id, count in session.execute(query)}
+
+
+def list_networks(session: Session) -> list[NetworkRecord]:
+    """Every network, by name."""
+    counts = _endpoint_counts(session)
+    rows = session.execute(select(NetworkRow).order_by(NetworkRow.name)).scalars()
+    return [network_record(row, counts.get(row.id, 0)) for row in rows]
+
+
+def get_network(session: Session, name: str) -> NetworkRecord:
+    """The network named ``name``, else ``NotFound``."""
+    row = network_row(session, name)
+    count = session.execute(
+        select(func.count()).select_from(EndpointRow).where(EndpointRow.network_id == row.id)
+    ).scalar_one()
+    return network_record(row, count)
+
+
+def delete_network(session: Session, name: str) -> int:
+    """Delete a network and its unbound endpoints; ``Conflict`` while endpoints are bound."""
+    begin_write(session)
+    row = network_row(session, name, lock="update")
+    bound = session.execute(
+        select(EndpointRow.name)
+        .where(EndpointRow.network_id == row.id, EndpointRow.host_id.is_not(None))
+        .order_by(EndpointRow.name)
+        .limit(6)
+    ).scalars()
+    names = list(bound)
+    if names:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise Conflict(
+            f"network {name!r} still has endpoints bound to hosts ({shown}): unbind them first"
+        )
+    session.execute(delete(EndpointRow).where(EndpointRow.network_id == row.id))
+    session.execute(delete(BlockRow).where(BlockRow.network_id == row.id))
+    session.delete(row)
+    return bump(session)
+
+
+# Hosts
+
+
+def register_host(
+    session: Session,
+    name: str,
+    underlay_ip: IPv4Address,
+    dpid: int | None | _Keep = KEEP,
+    tunnel_port: int | None = None,
+    now: datetime | None = None,
+) -> tuple[HostRecord, int | None]:
+    """Register or update a host (idempotent); ``Conflict`` if its underlay IP or dpid is taken.
+
+    ``dpid=KEEP`` and ``tunnel_port=None`` leave the stored values (1 for a new host's port).
+    Returns the revision if the dataplane view of the host changed.
+    """
+    begin_write(session)
+    now = now or utcnow()
+    row = session.execute(
+        select(HostRow).where(HostRow.name == name).with_for_update()
+    ).scalar_one_or_none()
+    dpid_text = row.dpid if row is not None else None
+    if not isinstance(dpid, _Keep):
+        dpid_text = format_dpid(dpid) if dpid is not None else None
+    _check_host_unique(session, name, str(underlay_ip), dpid_text)
+    if row is None:
+        row = HostRow(name=name, created_at=now, tunnel_port=tunnel_port or 1)
+        session.add(row)
+        changed = True
+    else:
+        changed = (row.underlay_ip, row.dpid) != (str(underlay_ip), dpid_text) or (
+            tunnel_port is not None and tunnel_port != row.tunnel_port
+        )
+    row.underlay_ip = str(underlay_ip)
+    row.dpid = dpid_text
+    if tunnel_port is not None:
+        row.tunnel_port = tunnel_port
+    row.last_seen = now
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"host {name!r}: underlay IP or dpid taken by another host") from exc
+    return host_record(row), bump(session) if changed else None
+
+
+def _check_host_unique(session: Session, name: str, underlay_ip: str, dpid: str | None) -> None:
+    other = session.execute(
+        select(HostRow.name).where(HostRow.underlay_ip == underlay_ip, HostRow.name != name)
+    ).scalar_one_or_none()
+    if other is not None:
+        raise Conflict(f"underlay IP {underlay_ip} is already registered by host {other!r}")
+    if dpid is not None:
+        other = session.execute(
+            select(HostRow.name).where(HostRow.dpid == dpid, HostRow.name != name)
+        ).scalar_one_or_none()
+        if other is not None:
+            raise Conflict(f"dpid {dpid} is already registered by host {other!r}")
+
+
+def heartbeat(session: Session, name: str, now: datetime | None = None) -> HostRecord:
+    """Record that the host is alive; ``NotFound`` if unknown. Not flow-relevant."""
+    begin_write(session)
+    row = host_row(session, name)
+    row.last_seen = now or utcnow()
+    session.flush()
+    return host_record(row)
+
+
+def list_hosts(session: Session) -> list[HostRecord]:
+    """Every host, by name."""
+    rows = session.execute(select(HostRow).order_by(HostRow.name)).scalars()
+    return [host_record(row) for row in rows]
+
+
+def get_host(session: Session, name: str) -> HostRecord:
+    """The host named ``name``, else ``NotFound``."""
+    return host_record(host_row(session, name))
+
+
+def delete_host(session: Session, name: str, now: datetime | None = None) -> int:
+    """Forget a host: its endpoints become reserved (keep their address), its blocks go."""
+    begin_write(session)
+    host_id = session.execute(select(HostRow.id).where(HostRow.name == name)).scalar_one_or_none()
+    if host_id is None:
+        raise NotFound(f"host {name!r} is not registered")
+    now = now or utcnow()
+    release = (
+        update(EndpointRow)
+        .where(_locked(session, EndpointRow.host_id == host_id))
+        .values(
+            host_id=None,
+            ofport=None,
+            port_name=None,
+            state=EndpointState.RESERVED.value,
+            ready_at=None,
+            released_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(release)
+    row = host_row(session, name, lock=True)
+    session.execute(release)  # endpoints bound while we waited for the host row lock
+    session.execute(delete(BlockRow).where(BlockRow.host_id == host_id))
+    session.delete(row)
+    return bump(session)
+
+
+def _locked(session: Session, where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``where``, locking the matching endpoint rows in id order first on PostgreSQL."""
+    if dialect(session) == "sqlite":
+        return where
+    ids = select(EndpointRow.id).where(where).order_by(EndpointRow.id).with_for_update()
+    return EndpointRow.id.in_(ids.scalar_subquery())
+
+
+# For the OpenFlow engine
+
+
+def current_revision(session: Session) -> int:
+    """The current intent revision."""
+    return read_revision(session)
+
+
+def load_snapshot(session: Session) -> Snapshot:
+    """Every network, host, block and endpoint, read in one transaction with its revision.
+
+    On PostgreSQL it reads in one REPEATABLE READ transaction: a read-only transaction
+    already open on the session is ended first; one that wrote is read from as it is.
+    SQLite transactions always read one snapshot.
+    """
+    _begin_snapshot(session)
+    revision = read_revision(session)
+    net_rows = list(session.execute(select(NetworkRow)).scalars())
+    host_rows = list(session.execute(select(HostRow)).scalars())
+    net_names = {row.id: row.name for row in net_rows}
+    host_names = {row.id: row.name for row in host_rows}
+    blocks = tuple(
+        Block(net_names[row.network_id], IPv4Network(row.cidr), host_names[row.host_id])
+        for row in session.execute(select(BlockRow).order_by(BlockRow.id)).scalars()
+    )
+    endpoints = tuple(
+        Endpoint(
+            network=net_names[row.network_id],
+            name=row.name,
+            ip=IPv4Address(row.ip),
+            mac=row.mac,
+            host=host_names[row.host_id] if row.host_id is not None else None,
+            ofport=row.ofport,
+            state=EndpointState(row.state),
+            bound_rev=row.bound_rev,
+        )
+        for row in session.execute(select(EndpointRow).order_by(EndpointRow.id)).scalars()
+    )
+    hosts = {
+        row.name: Host(
+            name=row.name,
+            underlay_ip=IPv4Address(row.underlay_ip),
+            dpid=int(row.dpid, 16) if row.dpid is not None else None,
+            tunnel_port=row.tunnel_port,
+            last_seen=row.last_seen,
+        )
+        for row in host_rows
+    }
+    networks = {row.name: to_network(row) for row in net_rows}
+    return Snapshot(revision, networks, hosts, blocks, endpoints)
+
+
+def _begin_snapshot(session: Session) -> None:
+    """Start a REPEATABLE READ transaction on PostgreSQL unless the session has written."""
+    if dialect(session) != "postgresql":
+        return
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            return
+        wrote = session.execute(text("SELECT pg_current_xact_id_if_assigned()")).scalar()
+        if wrote is not None:
+            return
+        session.rollback()
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def mark_ready(
+    session: Session,
+    revision: int,
+    hosts: Collection[str] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Mark pending endpoints bound at or before ``revision`` ready; how many changed.
+
+    With ``hosts``, only endpoints bound to those hosts. The caller commits. Not
+    flow-relevant: the revision is not bumped.
+    """
+    begin_write(session)
+    pending = EndpointRow.state == EndpointState.PENDING.value
+    if hosts is not None:
+        on_hosts = select(HostRow.id).where(HostRow.name.in_(sorted(hosts)))
+        pending = pending & EndpointRow.host_id.in_(on_hosts.scalar_subquery())
+    result = session.execute(
+        update(EndpointRow)
+        .where(_locked(session, pending & (EndpointRow.bound_rev <= revision)), pending)
+        .values(state=EndpointState.READY.value, ready_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

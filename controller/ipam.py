@@ -1,0 +1,190 @@
+"""Pure address management: subnet checks, host-affinity blocks, endpoint IPs, MACs and VNIs.
+
+No database here: the repository reads what is in use, calls ``allocate`` and writes the
+result. The rules, in order, for an endpoint address:
+
+1. A requested address must be a usable address of the subnet (not the network, broadcast
+   or gateway address: ``InvalidRequest``) and free (``Conflict``).
+2. With a host: the first free address of a block owned by that host; else the first
+   unowned block with a free address is claimed for the host (a new ``Block``); else any
+   free address of the subnet (it becomes a /32 exception in the dataplane).
+3. Without a host: the first free address outside every owned block, then anywhere.
+4. A full subnet reclaims the oldest reservation (an unbound name still holding an
+   address); with none to reclaim, ``AddressExhausted``. Nothing is allocated on failure.
+
+Blocks are ``max(block_prefix, subnet prefixlen)`` long and aligned inside the subnet.
+Addresses are handled as ints inside this module for speed on large subnets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from controller.errors import AddressExhausted, Conflict, InvalidRequest
+from controller.model import Block, Network, mac_for_ip
+
+MIN_VNI = 1
+MAX_VNI = 2**24 - 1
+MAX_SUBNET_PREFIX = 30
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An unbound endpoint that still holds an address (reclaimable when the subnet is full)."""
+
+    name: str
+    ip: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The address chosen for an endpoint, the block to create (if any) and what was reclaimed."""
+
+    ip: IPv4Address
+    mac: str
+    block: Block | None = None
+    reclaimed: Reservation | None = None
+
+
+def default_gateway(subnet: IPv4Network) -> IPv4Address:
+    """The default gateway of a subnet: its first host address."""
+    return subnet.network_address + 1
+
+
+def check_network(subnet: IPv4Network, gateway: IPv4Address, block_prefix: int) -> None:
+    """Raise ``InvalidRequest`` unless the subnet, gateway and block size make a usable network."""
+    if subnet.prefixlen > MAX_SUBNET_PREFIX:
+        raise InvalidRequest(
+            f"subnet {subnet} is too small: it must hold the gateway and at least one endpoint "
+            f"besides its network and broadcast addresses (use a /{MAX_SUBNET_PREFIX} or larger)"
+        )
+    if subnet.is_multicast or subnet.is_loopback or subnet.subnet_of(_THIS_NETWORK):
+        raise InvalidRequest(f"subnet {subnet} is not a unicast range usable for endpoints")
+    if subnet.overlaps(IPv4Network("240.0.0.0/4")):
+        raise InvalidRequest(f"subnet {subnet} lies in the reserved range 240.0.0.0/4")
+    if gateway not in subnet:
+        raise InvalidRequest(f"gateway {gateway} is outside subnet {subnet}")
+    if gateway in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidRequest(
+            f"gateway {gateway} is the network or broadcast address of subnet {subnet}"
+        )
+    if not 1 <= block_prefix <= 32:
+        raise InvalidRequest(f"block_prefix {block_prefix} must be between 1 and 32")
+
+
+def block_prefixlen(network: Network) -> int:
+    """The prefix length of the network's host-affinity blocks."""
+    return max(network.block_prefix, network.subnet.prefixlen)
+
+
+def check_requested_ip(network: Network, ip: IPv4Address) -> None:
+    """Raise ``InvalidRequest`` unless ``ip`` is an address an endpoint of ``network`` may hold."""
+    subnet = network.subnet
+    if ip not in subnet:
+        raise InvalidRequest(f"{ip} is outside subnet {subnet} of network {network.name!r}")
+    if ip == subnet.network_address:
+        raise InvalidRequest(f"{ip} is the network address of subnet {subnet}")
+    if ip == subnet.broadcast_address:
+        raise InvalidRequest(f"{ip} is the broadcast address of subnet {subnet}")
+    if ip == network.gateway:
+        raise InvalidRequest(f"{ip} is the gateway of network {network.name!r}")
+
+
+class _Space:
+    """The usable addresses of one network as ints, with the used ones."""
+
+    def __init__(self, network: Network, used: Iterable[IPv4Address]) -> None:
+        self.first = int(network.subnet.network_address)
+        self.last = int(network.subnet.broadcast_address)
+        self.gateway = int(network.gateway)
+        self.used = {int(ip) for ip in used}
+        self.block_size = 2 ** (32 - block_prefixlen(network))
+
+    def first_free(self, start: int, end: int) -> int | None:
+        """The lowest free usable address in ``[start, end)``, or None."""
+        for candidate in range(max(start, self.first + 1), min(end, self.last)):
+            if candidate != self.gateway and candidate not in self.used:
+                return candidate
+        return None
+
+    def block_starts(self) -> range:
+        """The first address of every block of the subnet, in order."""
+        return range(self.first, self.last + 1, self.block_size)
+
+
+def allocate(
+    network: Network,
+    used: Collection[IPv4Address],
+    blocks: Sequence[Block],
+    host: str | None = None,
+    requested: IPv4Address | None = None,
+    reclaimable: Sequence[Reservation] = (),
+) -> Allocation:
+    """Choose an address for a new endpoint of ``network`` (see the module rules).
+
+    ``used``: every address held in the network; ``blocks``: the network's blocks;
+    ``reclaimable``: reservations that may be taken back, oldest first.
+    """
+    if requested is not None:
+        check_requested_ip(network, requested)
+        if requested in used:
+            raise Conflict(f"{requested} is already in use in network {network.name!r}")
+        return Allocation(requested, mac_for_ip(requested))
+
+    space = _Space(network, used)
+    owned = {int(block.cidr.network_address) for block in blocks}
+    size = space.block_size
+
+    if host is not None:
+        mine = sorted(int(b.cidr.network_address) for b in blocks if b.host == host)
+        for start in mine:
+            found = space.first_free(start, start + size)
+            if found is not None:
+                return _allocation(found)
+    for start in space.block_starts():
+        if start in owned:
+            continue
+        found = space.first_free(start, start + size)
+        if found is not None:
+            if host is None:
+                return _allocation(found)
+            cidr = IPv4Network((start, block_prefixlen(network)))
+            return _allocation(found, block=Block(network.name, cidr, host))
+    found = space.first_free(space.first, space.last + 1)
+    if found is not None:
+        return _allocation(found)
+    if reclaimable:
+        oldest = reclaimable[0]
+        return Allocation(oldest.ip, mac_for_ip(oldest.ip), reclaimed=oldest)
+    raise AddressExhausted(
+        f"subnet {network.subnet} of network {network.name!r} is exhausted: every address is "
+        "held by an endpoint and no unbound reservation is left to reclaim"
+    )
+
+
+def _allocation(ip_int: int, block: Block | None = None) -> Allocation:
+    ip = IPv4Address(ip_int)
+    return Allocation(ip, mac_for_ip(ip), block=block)
+
+
+def allocate_vni(used: Collection[int], requested: int | None = None) -> int:
+    """The requested VNI if free (else ``Conflict``), or the lowest free one in 1..16777215."""
+    if requested is not None:
+        if not MIN_VNI <= requested <= MAX_VNI:
+            raise InvalidRequest(f"vni {requested} must be between {MIN_VNI} and {MAX_VNI}")
+        if requested in used:
+            raise Conflict(f"vni {requested} is already used by another network")
+        return requested
+    candidate = MIN_VNI
+    for vni in sorted(set(used)):
+        if vni < candidate:
+            continue
+        if vni > candidate:
+            break
+        candidate += 1
+    if candidate > MAX_VNI:
+        raise AddressExhausted(f"every VNI ({MIN_VNI}..{MAX_VNI}) is already used by a network")
+    return candidate

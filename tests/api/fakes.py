@@ -1,0 +1,25 @@
+"""A recording fake of the FlowSync protocol for the API tests."""
+
+from __future__ import annotations
+
+from controller.sync import SwitchStatus
+
+
+class RecordingSync:
+    """A FlowSync that records notifications and waits, and answers as told."""
+
+    def __init__(self) -> None:
+        self.notified: list[int] = []
+        self.waits: list[tuple[int, float]] = []
+        self.applied = True
+        self.status: list[SwitchStatus] = []
+
+    def notify(self, revision: int) -> None:
+        self.notified.append(revision)
+
+    def wait_applied(self, revision: int, timeout: float) -> bool:
+        self.waits.append((revision, timeout))
+        return self.applied
+
+    def switches(self) -> list[SwitchStatus]:
+        return list(self.status)
