@@ -8,6 +8,7 @@ implements this protocol; API tests use a small in-memory implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Protocol
 
 
@@ -29,8 +30,9 @@ class FlowSync(Protocol):
     def notify(self, revision: int) -> None:
         """Intent changed and was committed at ``revision``: recompute and push flows."""
 
-    def wait_applied(self, revision: int, timeout: float) -> bool:
-        """Block until every connected switch has applied ``revision`` (True) or timeout."""
+    def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
+        """Block until every connected switch has applied ``revision`` and the switches of
+        ``hosts`` are connected (True), or until ``timeout`` (False)."""
 
     def switches(self) -> list[SwitchStatus]:
         """Status of every switch seen since start."""
@@ -45,7 +47,7 @@ class NullSync:
     def notify(self, revision: int) -> None:
         self.notified.append(revision)
 
-    def wait_applied(self, revision: int, timeout: float) -> bool:
+    def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
         return True
 
     def switches(self) -> list[SwitchStatus]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from controller.sync import SwitchStatus
 
 
@@ -11,14 +13,16 @@ class RecordingSync:
     def __init__(self) -> None:
         self.notified: list[int] = []
         self.waits: list[tuple[int, float]] = []
+        self.wait_hosts: list[list[str]] = []
         self.applied = True
         self.status: list[SwitchStatus] = []
 
     def notify(self, revision: int) -> None:
         self.notified.append(revision)
 
-    def wait_applied(self, revision: int, timeout: float) -> bool:
+    def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
         self.waits.append((revision, timeout))
+        self.wait_hosts.append(list(hosts))
         return self.applied
 
     def switches(self) -> list[SwitchStatus]:

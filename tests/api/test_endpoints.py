@@ -166,6 +166,7 @@ def test_bind_wait_ready_true_and_capped(world: TestClient, sync: RecordingSync)
     body = _bind(world, "web", "h1", 7, "?wait_ready=30")
     assert body["state"] == "ready" and body["host"] == "h1" and body["ofport"] == 7
     assert sync.waits == [(body["revision"], 2.0)]  # capped by ready_timeout
+    assert sync.wait_hosts == [["h1"]], "readiness needs the endpoint's own host's switch"
     again = _bind(world, "web", "h1", 7, "?wait_ready=1")  # same binding: nothing to do
     assert again["state"] == "ready" and again["revision"] == body["revision"]
     assert len(sync.waits) == 1

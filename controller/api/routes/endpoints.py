@@ -39,9 +39,10 @@ def await_ready(
     """Wait up to ``seconds`` for a pending endpoint's flows; mark it ready if they are applied."""
     if seconds is None or record.state is not EndpointState.PENDING:
         return record
-    if not sync.wait_applied(record.revision, min(seconds, settings.ready_timeout)):
+    hosts = [record.host] if record.host else []
+    if not sync.wait_applied(record.revision, min(seconds, settings.ready_timeout), hosts):
         return record
-    repo.mark_ready(session, record.revision)
+    repo.mark_ready(session, record.revision, hosts=hosts)
     session.commit()
     return repo.get_endpoint(session, record.network, record.name)
 

@@ -1,0 +1,183 @@
+"""Benchmarks on a real lab: attach-to-ready latency and overlay vs underlay TCP throughput.
+
+Run as root: ``make bench`` or ``.venv/bin/python -m bench.run [--endpoints 200]``.
+Starts its own controller (SQLite in a temp dir) and its own lab (prefix ``bn-``, underlay
+198.18.4.0/24), measures, prints a table and writes JSON to ``bench/results/``, then
+removes everything it made, also on failure.
+
+attach-to-ready: the agent's attach call (controller allocates, agent plugs the veth and the
+OVS port, controller pushes flows and confirms them by barrier on every switch), timed from
+the request to the agent's answer; the namespace is made before the clock starts. Then
+"first ping": from the same request until a peer on another host gets its first echo reply
+(the figure DESIGN.md quotes for OVN), polled with one-packet pings.
+
+throughput: iperf3 TCP between two endpoints on two hosts (overlay, VXLAN through both
+hosts' userspace OVS) and between the same two hosts' underlay addresses, alternated in one
+run, median of the repeats, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.launch import ControllerProcess
+from hostagent.agent_client import AgentClient
+from hostagent.lab import Lab
+
+PREFIX = "bn-"
+UNDERLAY = "198.18.4.0/24"
+API_PORT = 18480
+OF_PORT = 16680
+RESULTS = Path(__file__).parent / "results"
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank."""
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def ns_exec(ns: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[str, Any]:
+    """Attach n endpoints one at a time, round-robin over hosts; time each to ready."""
+    lab.run(hosts[-1], "bn-peer", "bench")
+    ready_ms: list[float] = []
+    ping_ms: list[float] = []
+    for i in range(n):
+        host = hosts[i % (len(hosts) - 1)]
+        name = f"bn-e{i}"
+        made.append(name)
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        t0 = time.perf_counter()
+        with AgentClient(lab.host_paths(host).agent_sock) as agent:
+            ep = agent.attach(name, name, "bench")
+        t_ready = time.perf_counter()
+        ready_ms.append((t_ready - t0) * 1000)
+        while True:
+            if ns_exec("bn-peer", ["ping", "-c1", "-W1", "-q", ep["ip"]]).returncode == 0:
+                break
+            if time.perf_counter() - t0 > 10:
+                raise RuntimeError(f"{name} ({ep['ip']}) never answered a ping")
+        ping_ms.append((time.perf_counter() - t0) * 1000)
+    return {
+        "endpoints": n,
+        "attach_to_ready_ms": {
+            "median": statistics.median(ready_ms),
+            "p90": pct(ready_ms, 0.90),
+            "p99": pct(ready_ms, 0.99),
+            "max": max(ready_ms),
+        },
+        "request_to_first_ping_ms": {
+            "median": statistics.median(ping_ms),
+            "p99": pct(ping_ms, 0.99),
+        },
+    }
+
+
+def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int) -> float:
+    """TCP throughput in Mbit/s from client_ns to server_ns (iperf3, one stream)."""
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", server_ip, "-p", "5211"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        out = ns_exec(
+            client_ns,
+            ["iperf3", "-c", server_ip, "-p", "5211", "-t", str(seconds), "-J"],
+            timeout=seconds + 30,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"iperf3 {client_ns}->{server_ip}: {out.stderr or out.stdout}")
+        return float(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e6
+    finally:
+        srv.wait(timeout=seconds + 30) if srv.poll() is None else None
+
+
+def throughput(lab: Lab, hosts: list[str], seconds: int, repeats: int) -> dict[str, Any]:
+    a = lab.run(hosts[0], "bn-tpa", "bench")
+    b = lab.run(hosts[1], "bn-tpb", "bench")
+    st = {h["name"]: h for h in lab.status()["hosts"]}
+    ua, ub = st[hosts[0]]["underlay_ip"], st[hosts[1]]["underlay_ip"]
+    overlay, underlay = [], []
+    for _ in range(repeats):
+        overlay.append(iperf("bn-tpa", "bn-tpb", b["ip"], seconds))
+        underlay.append(iperf(hosts[0], hosts[1], ub.split("/")[0], seconds))
+    o, u = statistics.median(overlay), statistics.median(underlay)
+    return {
+        "seconds": seconds,
+        "repeats": repeats,
+        "overlay_mbps": overlay,
+        "underlay_mbps": underlay,
+        "overlay_median_mbps": o,
+        "underlay_median_mbps": u,
+        "ratio": o / u if u else None,
+        "hosts": [f"{hosts[0]} ({ua})", f"{hosts[1]} ({ub})"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--endpoints", type=int, default=200, help="endpoints attached one by one")
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--iperf-seconds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-throughput", action="store_true")
+    args = p.parse_args(argv)
+
+    lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
+    lab.down()
+    tmp = Path(tempfile.mkdtemp(prefix="vxplane-bench-"))
+    ctl = ControllerProcess(f"sqlite:///{tmp}/bench.db", tmp / "controller.log", API_PORT, OF_PORT)
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
+        "command": " ".join([".venv/bin/python -m bench.run", *(argv or sys.argv[1:])]),
+    }
+    made: list[str] = []
+    try:
+        ctl.start()
+        lab.up(
+            hosts=args.hosts,
+            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
+            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
+        )
+        hosts = [h["name"] for h in lab.status()["hosts"]]
+        httpx.post(
+            f"{ctl.url}/api/v1/networks", json={"name": "bench", "subnet": "10.77.0.0/16"}
+        ).raise_for_status()
+        result["attach"] = attach_latency(lab, args.endpoints, hosts, made)
+        if not args.skip_throughput:
+            result["throughput"] = throughput(lab, hosts, args.iperf_seconds, args.repeats)
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+        lab.down()
+        ctl.stop()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``vxplane`` command line."""

@@ -1,0 +1,173 @@
+"""``vxplane lab`` (emulated hosts on this machine) and ``vxplane demo``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from controller.cli.output import Output, console, fail, render
+
+lab_app = typer.Typer(
+    help=(
+        "A lab of emulated hosts on this machine: each host is a network namespace with its "
+        "own ovsdb-server, ovs-vswitchd (userspace datapath) and vxplane agent, joined by a "
+        "VXLAN underlay in 198.18.0.0/24. Needs root."
+    ),
+    no_args_is_help=True,
+)
+demo_app = typer.Typer(
+    help="Run the demo: controller on SQLite, 3 emulated hosts, two networks, a ping matrix.",
+    invoke_without_command=True,
+)
+
+PrefixOpt = Annotated[
+    str, typer.Option("--prefix", help="Name prefix of the lab's hosts", envvar="VXPLANE_LAB_PREFIX")
+]
+UnderlayOpt = Annotated[
+    str,
+    typer.Option(
+        "--underlay", help="Underlay subnet (inside 198.18.0.0/15)", envvar="VXPLANE_LAB_UNDERLAY"
+    ),
+]
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        fail("the lab needs root (network namespaces, Open vSwitch)", "run it with sudo")
+
+
+def _lab(prefix: str, underlay: str):  # type: ignore[no-untyped-def]
+    from hostagent.lab import Lab
+
+    return Lab(prefix=prefix, underlay=underlay)
+
+
+def _host_name(prefix: str, host: str) -> str:
+    return host if host.startswith(prefix) else prefix + host
+
+
+@lab_app.command("up")
+def lab_up(
+    hosts: Annotated[int, typer.Option(help="Number of hosts", min=1, max=50)] = 3,
+    controller: Annotated[
+        str | None,
+        typer.Option(help="Controller API URL as seen from the hosts [http://<fabric gw>:8080]"),
+    ] = None,
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+) -> None:
+    """Create hosts PREFIXh1..PREFIXhN, each with OVS and an agent connected to the controller."""
+    _need_root()
+    lab = _lab(prefix, underlay)
+    with console.status(f"bringing up {hosts} emulated hosts..."):
+        try:
+            lab.up(hosts=hosts, controller_url=controller)
+        except Exception as exc:  # noqa: BLE001 - report, lab.up cleans its own half-work
+            fail(f"lab up failed: {exc}", "see the logs under /run/vxplane/lab; `vxplane lab down`")
+    _print_status(lab.status(), Output.table)
+
+
+@lab_app.command("run")
+def lab_run(
+    host: Annotated[str, typer.Argument(help="Lab host, e.g. lab-h1 (or h1)")],
+    name: Annotated[str, typer.Argument(help="Endpoint and namespace name")],
+    network: Annotated[str, typer.Option(help="Network to attach to")],
+    ip: Annotated[str | None, typer.Option(help="Static IP [default: allocated]")] = None,
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+) -> None:
+    """Start a container-like namespace NAME on HOST, attached to NETWORK; waits until ready."""
+    _need_root()
+    lab = _lab(prefix, underlay)
+    with console.status(f"attaching {name} on {host} (waiting for flows)..."):
+        try:
+            ep = lab.run(_host_name(prefix, host), name, network, ip=ip)
+        except Exception as exc:  # noqa: BLE001
+            fail(str(exc))
+    console.print(f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})")
+
+
+@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lab_exec(
+    name: Annotated[str, typer.Argument(help="Namespace made by `lab run`")],
+    cmd: Annotated[list[str], typer.Argument(help="Command, after --")],
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+) -> None:
+    """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3"""
+    _need_root()
+    raise typer.Exit(_lab(prefix, underlay).exec(name, cmd))
+
+
+@lab_app.command("rm")
+def lab_rm(
+    name: Annotated[str, typer.Argument(help="Namespace made by `lab run`")],
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+) -> None:
+    """Detach and delete NAME (its address stays reserved for the name)."""
+    _need_root()
+    try:
+        _lab(prefix, underlay).rm(name)
+    except Exception as exc:  # noqa: BLE001
+        fail(str(exc))
+    console.print(f"removed {name}")
+
+
+@lab_app.command("status")
+def lab_status(
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+    output: Annotated[Output, typer.Option("--output", "-o")] = Output.table,
+) -> None:
+    """Hosts (processes alive, underlay IPs) and containers of the lab."""
+    _print_status(_lab(prefix, underlay).status(), output)
+
+
+@lab_app.command("down")
+def lab_down(prefix: PrefixOpt = "lab-", underlay: UnderlayOpt = "198.18.0.0/24") -> None:
+    """Remove everything the lab made: namespaces, OVS processes, agents, veths, files."""
+    _need_root()
+    with console.status("tearing down the lab..."):
+        _lab(prefix, underlay).down()
+    console.print("lab removed")
+
+
+def _print_status(status: dict, output: Output) -> None:  # type: ignore[type-arg]
+    if output == Output.json:
+        import json
+
+        typer.echo(json.dumps(status, indent=2, default=str))
+        return
+    render(status.get("hosts", []), ["name", "underlay_ip", "ovs", "agent"], output, "lab hosts")
+    render(status.get("containers", []), ["name", "host", "network", "ip"], output, "lab containers")
+
+
+@demo_app.callback()
+def demo(
+    ctx: typer.Context,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Stay up until Ctrl-C (--no-wait: leave it up)")
+    ] = True,
+    api_port: Annotated[int, typer.Option(help="API port")] = 8080,
+) -> None:
+    """Controller on SQLite + 3 emulated hosts + two networks sharing a CIDR + a ping matrix."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _need_root()
+    from controller.demo import run_demo
+
+    sys.exit(run_demo(wait=wait, api_port=api_port))
+
+
+@demo_app.command("down")
+def demo_down() -> None:
+    """Stop the demo's controller and remove its lab."""
+    _need_root()
+    from controller.demo import demo_down as down
+
+    down()
+    console.print("demo removed")

@@ -1,0 +1,134 @@
+"""The demo: a controller on SQLite, a 3-host lab, two networks on one CIDR, a ping matrix."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from controller.launch import ControllerProcess, stop_pid
+
+STATE = Path("/run/vxplane/demo")
+DB_FILE = Path("/var/lib/vxplane/demo.db")
+PREFIX = "lab-"
+UNDERLAY = "198.18.0.0/24"
+SUBNET = "10.20.0.0/24"
+# name, lab host, network, static IP (None = allocated from the host's block)
+ENDPOINTS = [
+    ("blue-1", "lab-h1", "blue", None),
+    ("blue-2", "lab-h2", "blue", None),
+    ("red-1", "lab-h2", "red", "10.20.0.100"),
+    ("red-2", "lab-h3", "red", "10.20.0.101"),
+]
+
+console = Console()
+
+
+def _lab():  # type: ignore[no-untyped-def]
+    from hostagent.lab import Lab
+
+    return Lab(prefix=PREFIX, underlay=UNDERLAY)
+
+
+def _start_controller(api_port: int) -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    DB_FILE.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(DB_FILE) + suffix).unlink(missing_ok=True)
+    ctl = ControllerProcess(f"sqlite:///{DB_FILE}", STATE / "controller.log", api_port=api_port)
+    ctl.start()
+    assert ctl.pid is not None
+    (STATE / "controller.pid").write_text(str(ctl.pid))
+    return ctl.pid
+
+
+def _stop_controller() -> None:
+    pidfile = STATE / "controller.pid"
+    if pidfile.exists():
+        stop_pid(int(pidfile.read_text()))
+        pidfile.unlink(missing_ok=True)
+
+
+def demo_down() -> None:
+    """Remove the demo's lab and stop its controller."""
+    _lab().down()
+    _stop_controller()
+
+
+def _ping(lab, src: str, ip: str) -> bool:  # type: ignore[no-untyped-def]
+    return lab.exec(src, ["ping", "-c", "1", "-W", "1", "-q", ip], quiet=True) == 0
+
+
+def run_demo(wait: bool = True, api_port: int = 8080) -> int:
+    """Bring the demo up, print what it shows, and (with ``wait``) tear down on Ctrl-C."""
+    api = f"http://127.0.0.1:{api_port}"
+    lab = _lab()
+    demo_down()
+    try:
+        with console.status("starting the controller (SQLite)..."):
+            _start_controller(api_port)
+        console.print(f"controller up: API {api}  (log {STATE / 'controller.log'})")
+        with console.status("bringing up 3 emulated hosts (OVS userspace datapath)..."):
+            lab.up(hosts=3, controller_url=f"http://{lab.gateway_ip}:{api_port}")
+        console.print("hosts lab-h1, lab-h2, lab-h3 up, agents registered")
+        for name in ("blue", "red"):
+            r = httpx.post(f"{api}/api/v1/networks", json={"name": name, "subnet": SUBNET})
+            r.raise_for_status()
+            console.print(f"network {name}: {SUBNET} vni {r.json()['vni']}")
+        eps = {}
+        for name, host, net, ip in ENDPOINTS:
+            t0 = time.perf_counter()
+            ep = lab.run(host, name, net, ip=ip)
+            ms = (time.perf_counter() - t0) * 1000
+            eps[name] = ep
+            console.print(f"  {name:7} on {host}: {ep['ip']:12} {ep['mac']}  ready in {ms:.0f} ms")
+        _matrix(lab, eps)
+        console.print()
+        console.print(f"[bold]API[/]        {api}   (OpenAPI docs: {api}/docs)")
+        console.print(f"[bold]Dashboard[/]  {api}/")
+        console.print("[bold]Try[/]        vxplane endpoint ls; vxplane host ls;")
+        console.print("           vxplane lab exec blue-1 -- ping -c 3 " + eps["blue-2"]["ip"])
+        if not wait:
+            console.print("left running; remove it with `make demo-down`")
+            return 0
+        console.print("press Ctrl-C to tear everything down")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    except Exception as exc:  # noqa: BLE001 - shown to the user, then cleaned up
+        console.print(f"[bold red]demo failed:[/] {exc}")
+        demo_down()
+        return 1
+    with console.status("tearing down..."):
+        demo_down()
+    console.print("demo removed")
+    return 0
+
+
+def _matrix(lab, eps: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,type-arg]
+    names = list(eps)
+    table = Table(title="reachability (ping from row to column)", title_justify="left")
+    table.add_column("from \\ to")
+    for n in names:
+        table.add_column(f"{n}\n{eps[n]['ip']}", justify="center")
+    results = {}
+    for src in names:
+        row = []
+        for dst in names:
+            if src == dst:
+                row.append("-")
+                continue
+            ok = _ping(lab, src, eps[dst]["ip"])
+            same = eps[src]["network"] == eps[dst]["network"]
+            results[f"{src}->{dst}"] = ok
+            good = ok == same
+            row.append(("[green]" if good else "[bold red]") + ("reach" if ok else "blocked") + "[/]")
+        table.add_row(src, *row)
+    console.print(table)
+    (STATE / "matrix.json").write_text(json.dumps(results, indent=2))

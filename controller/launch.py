@@ -1,0 +1,113 @@
+"""Start and stop a controller as a child process (used by the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+class ControllerProcess:
+    """A ``vxplane controller`` child process with its own database, ports and log file."""
+
+    def __init__(
+        self,
+        db_url: str,
+        log_path: Path,
+        api_port: int = 8080,
+        openflow_port: int = 6653,
+        api_host: str = "0.0.0.0",
+        openflow_host: str = "0.0.0.0",
+    ) -> None:
+        self.db_url = db_url
+        self.log_path = log_path
+        self.api_port = api_port
+        self.openflow_port = openflow_port
+        self.api_host = api_host
+        self.openflow_host = openflow_host
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The API as reached from this (root) namespace."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 30.0) -> ControllerProcess:
+        """Start the child and wait for ``/healthz``."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "controller.cli.main",
+                    "controller",
+                    "--db",
+                    self.db_url,
+                    "--api",
+                    f"{self.api_host}:{self.api_port}",
+                    "--openflow",
+                    f"{self.openflow_host}:{self.openflow_port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a controller known only by pid (``vxplane demo down``), if that pid still is one."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"controller.cli.main" not in cmdline:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,65 @@
+"""The controller process: migrations, flow engine, os-ken OpenFlow listener and the REST API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Collection
+
+import uvicorn
+from sqlalchemy.orm import Session
+
+from controller.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_controller(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM. Applies pending migrations first."""
+    from controller.api.app import create_app
+    from controller.db import migrate, repo
+    from controller.db.session import make_engine, make_session_factory
+    from controller.engine import Engine
+    from controller.ofapp import start_openflow
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    migrate.upgrade(settings.db_url)
+    db = make_engine(settings.db_url)
+    sessions = make_session_factory(db)
+
+    def mark_ready(session: Session, revision: int, hosts: Collection[str]) -> int:
+        return repo.mark_ready(session, revision, hosts=hosts)
+
+    engine = Engine(sessions, repo.load_snapshot, repo.current_revision, mark_ready)
+    engine.start()
+    start_openflow(engine, settings.openflow_host, settings.openflow_port)
+    log.info("OpenFlow listening on %s:%d", settings.openflow_host, settings.openflow_port)
+    app = create_app(settings, sync=engine, session_factory=sessions)
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("API on http://%s:%d", settings.api_host, settings.api_port)
+    try:
+        server.run()
+    finally:
+        engine.stop()
+        db.dispose()
+        # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).
+        logging.shutdown()
+        os._exit(0)
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGINT and SIGTERM."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
