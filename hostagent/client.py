@@ -1,0 +1,173 @@
+"""ControllerClient: the agent's httpx client for the controller's REST API (docs/api.md).
+
+4xx answers raise ``ControllerError`` carrying the API's ``detail`` and status; a controller
+that cannot be reached (refused, timeout, 5xx) raises ``ControllerUnavailable``, which the
+agent treats as "retry later".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from hostagent.errors import AgentError, ControllerUnavailable
+
+API = "/api/v1"
+
+
+class ControllerError(AgentError):
+    """The controller refused a request (4xx); ``status`` and ``detail`` are the API's own."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (endpoint names may hold ``/`` and ``:``)."""
+    return quote(value, safe="")
+
+
+class ControllerClient:
+    """Calls the controller API at ``base_url`` (for example ``http://198.18.0.254:8080``)."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ControllerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            resp = self._http.request(
+                method,
+                path,
+                json=json,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                timeout=timeout or self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ControllerUnavailable(f"controller {self.base_url}: {exc!r}") from exc
+        if resp.status_code >= 500:
+            raise ControllerUnavailable(
+                f"controller {self.base_url}: {method} {path}: {resp.status_code} {resp.text[:200]}"
+            )
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            if not isinstance(detail, str):
+                detail = str(detail)
+            raise ControllerError(resp.status_code, detail)
+        return resp
+
+    # -- health and hosts ----------------------------------------------------------------
+
+    def healthz(self) -> dict[str, Any]:
+        """``GET /healthz``."""
+        return self._call("GET", "/healthz").json()
+
+    def register_host(
+        self, name: str, underlay_ip: str, dpid: int | None = None, tunnel_port: int | None = None
+    ) -> dict[str, Any]:
+        """Register or update this host (``PUT /api/v1/hosts/{name}``); returns the Host."""
+        body: dict[str, Any] = {"underlay_ip": underlay_ip}
+        if dpid is not None:
+            body["dpid"] = f"{dpid:016x}"
+        if tunnel_port is not None:
+            body["tunnel_port"] = tunnel_port
+        return self._call("PUT", f"{API}/hosts/{_seg(name)}", json=body).json()
+
+    def heartbeat(self, name: str) -> dict[str, Any]:
+        """``POST /api/v1/hosts/{name}/heartbeat``; ControllerError 404 if the host is unknown."""
+        return self._call("POST", f"{API}/hosts/{_seg(name)}/heartbeat").json()
+
+    def get_network(self, name: str) -> dict[str, Any]:
+        """``GET /api/v1/networks/{name}``."""
+        return self._call("GET", f"{API}/networks/{_seg(name)}").json()
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def create_endpoint(
+        self, network: str, name: str, ip: str | None = None, host: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or find endpoint ``name``; returns (Endpoint, created-by-this-call)."""
+        body: dict[str, Any] = {"name": name}
+        if ip is not None:
+            body["ip"] = ip
+        if host is not None:
+            body["host"] = host
+        resp = self._call("POST", f"{API}/networks/{_seg(network)}/endpoints", json=body)
+        return resp.json(), resp.status_code == 201
+
+    def get_endpoint(
+        self, network: str, name: str, wait_ready: float | None = None
+    ) -> dict[str, Any]:
+        """``GET`` one endpoint, optionally waiting up to ``wait_ready`` s for it to be ready."""
+        return self._call(
+            "GET",
+            f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}",
+            params={"wait_ready": wait_ready},
+            timeout=self.timeout + (wait_ready or 0),
+        ).json()
+
+    def bind(
+        self,
+        network: str,
+        name: str,
+        host: str,
+        ofport: int,
+        port_name: str | None = None,
+        wait_ready: float | None = None,
+    ) -> dict[str, Any]:
+        """Bind (or move) the endpoint to ``host``'s ``ofport``; returns the Endpoint."""
+        body: dict[str, Any] = {"host": host, "ofport": ofport}
+        if port_name is not None:
+            body["port_name"] = port_name
+        return self._call(
+            "PUT",
+            f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}/binding",
+            json=body,
+            params={"wait_ready": wait_ready},
+            timeout=self.timeout + (wait_ready or 0),
+        ).json()
+
+    def unbind(self, network: str, name: str, host: str | None = None) -> dict[str, Any]:
+        """Unbind the endpoint (a no-op at the controller if it is bound elsewhere)."""
+        return self._call(
+            "DELETE",
+            f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}/binding",
+            params={"host": host},
+        ).json()
+
+    def delete_endpoint(self, network: str, name: str) -> None:
+        """Forget the endpoint and free its address."""
+        self._call("DELETE", f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}")
+
+    def list_endpoints(
+        self, network: str | None = None, host: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``GET /api/v1/endpoints`` with optional filters."""
+        return self._call(
+            "GET", f"{API}/endpoints", params={"network": network, "host": host, "state": state}
+        ).json()

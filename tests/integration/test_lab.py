@@ -1,0 +1,184 @@
+"""The lab without a controller: underlay, br-int, and VXLAN (remote_ip=flow) by hand-made flows.
+
+Two emulated hosts (prefix ``hct-``, underlay 198.18.7.0/24). Agents run but point at a
+controller port nobody listens on, so they stay unregistered and leave br-int alone. The
+overlay addresses (198.19.7.0/24) stay inside the namespaces this test makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+import pytest
+
+from hostagent.agent_client import AgentCallError, AgentClient
+from hostagent.lab import Lab, _link_exists, _netns_exists, _pid_alive
+from hostagent.netlink import LinkOps, device_names
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+PREFIX = "hct-"
+UNDERLAY = "198.18.7.0/24"
+STATE_DIR = "/run/vxplane/test-hct"
+VNI = 77
+CONTAINERS = {  # netns -> (lab host index, overlay IP)
+    f"{PREFIX}c1": (1, IPv4Address("198.19.7.1")),
+    f"{PREFIX}c2": (2, IPv4Address("198.19.7.2")),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def _sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} -> {done.returncode}: {done.stderr}{done.stdout}")
+    return done
+
+
+@pytest.fixture
+def lab(lab_prerequisites: None) -> Iterator[Lab]:
+    """A 2-host lab, torn down (and checked gone) whatever the test did."""
+    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir=STATE_DIR)
+    lab.down()  # leftovers of an interrupted earlier run
+    pids: list[int] = []
+    try:
+        yield lab
+    finally:
+        try:
+            pids = [p["pid"] for h in lab.status()["hosts"] for p in h["pids"].values()]
+        finally:
+            try:
+                for ns in CONTAINERS:  # hand-made by the test, not recorded by the lab
+                    if _netns_exists(ns):
+                        subprocess.run(["ip", "netns", "del", ns], check=False)
+                    for dev in device_names("hct", ns):  # in case a move to a netns failed
+                        LinkOps().delete_if_exists(dev)
+            finally:
+                lab.down()
+        left = _sh("ip", "netns", "list").stdout
+        assert not [line for line in left.splitlines() if line.startswith(PREFIX)], left
+        assert not [p for p in pids if _pid_alive(p)], "processes survived down()"
+        assert not _link_exists(f"{PREFIX}root")
+        assert not os.path.exists(STATE_DIR)
+
+
+def _plug(lab: Lab, ns: str, host_index: int, ip: IPv4Address) -> int:
+    """A container netns on lab host ``host_index`` with a veth on its br-int; its ofport."""
+    host = lab.host_name(host_index)
+    links = LinkOps()
+    host_if, peer_if = device_names("hct", ns)
+    _sh("ip", "netns", "add", ns)
+    links.ensure_veth(host_if, peer_if, mtu=1450)
+    links.move_to_netns(host_if, host)
+    _sh("ip", "-n", host, "link", "set", host_if, "up")
+    links.move_to_netns(peer_if, ns)
+    mac = "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
+    links.configure(ns, peer_if, "eth0", mac, ip, 24, 1450, None)
+    links.disable_tx_offload("eth0", ns)
+    return lab.ovs(host).ensure_port("br-int", host_if, {"vxplane-test": ns})
+
+
+def _ofctl(lab: Lab, host: str, *args: str) -> str:
+    return _sh("ovs-ofctl", "-O", "OpenFlow13", *args[:1], lab.ofctl_target(host), *args[1:]).stdout
+
+
+def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
+    blackhole = f"http://198.18.7.254:{_free_port()}"
+    openflow = f"tcp:198.18.7.254:{_free_port()}"
+    status = lab.up(2, controller_url=blackhole, openflow=openflow, wait_registered=False)
+    h1, h2 = lab.host_name(1), lab.host_name(2)
+    assert [h["name"] for h in status["hosts"]] == [h1, h2]
+    assert [h["underlay_ip"] for h in status["hosts"]] == ["198.18.7.1", "198.18.7.2"]
+    assert [(h["ovs"], h["agent"]) for h in status["hosts"]] == [("up", "unregistered")] * 2
+    assert all(p["alive"] for h in status["hosts"] for p in h["pids"].values())
+
+    # up twice keeps what exists: same processes, no second underlay veth or bridge.
+    again = lab.up(2, controller_url=blackhole, openflow=openflow, wait_registered=False)
+    assert [h["pids"] for h in again["hosts"]] == [h["pids"] for h in status["hosts"]]
+    assert lab.ovs(h1).vsctl("list-br").split() == ["br-int", "br-phy"]
+    assert lab.ovs(h1).list_ports("br-phy") == ["underlay"]
+
+    # Underlay: host to host over the fabric, and host to the root namespace (controller).
+    assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", "198.18.7.2"]) == 0
+    assert lab.exec("h2", ["ping", "-c", "2", "-W", "2", "198.18.7.254"]) == 0
+
+    # br-int as the agent expects it.
+    for host in (h1, h2):
+        ovs = lab.ovs(host)
+        assert ovs.vsctl("get", "Bridge", "br-int", "fail_mode").strip() == "secure"
+        assert ovs.vsctl("get", "Bridge", "br-int", "datapath_type").strip() == "netdev"
+        assert ovs.vsctl("get", "Interface", "vxlan0", "ofport").strip() == "1"
+        assert ovs.vsctl("get", "Interface", "vxlan0", "type").strip() == "vxlan"
+
+    # Agents are up, unregistered (no controller), and refuse to attach with a clear 503,
+    # leaving nothing behind.
+    with AgentClient(lab.host_paths(h1).agent_sock) as agent:
+        health = agent.healthz()
+        assert health["bridge_ready"] and not health["registered"]
+        assert health["tunnel_port"] == 1
+    with pytest.raises(AgentCallError) as err:
+        lab.run("h1", f"{PREFIX}x", "net1")
+    assert err.value.status == 503
+    assert not _netns_exists(f"{PREFIX}x")
+    assert lab.status()["containers"] == []
+
+    # Containers by hand and a pair of flows per host: VXLAN with remote_ip=flow.
+    ofports = {ns: _plug(lab, ns, i, ip) for ns, (i, ip) in CONTAINERS.items()}
+    for ns, (i, _) in CONTAINERS.items():
+        other_host = 2 if i == 1 else 1
+        host = lab.host_name(i)
+        port = ofports[ns]
+        _ofctl(
+            lab, host, "add-flow",
+            f"table=0,priority=100,in_port={port},"
+            f"actions=set_field:{VNI}->tun_id,"
+            f"set_field:{lab.underlay_ip(other_host)}->tun_dst,output:1",
+        )  # fmt: skip
+        _ofctl(
+            lab, host, "add-flow",
+            f"table=0,priority=100,in_port=1,tun_id={VNI},"
+            f"tun_src={lab.underlay_ip(other_host)},actions=output:{port}",
+        )  # fmt: skip
+    c1, c2 = CONTAINERS
+    ip2 = str(CONTAINERS[c2][1])
+    ping = _sh("ip", "netns", "exec", c1, "ping", "-c", "3", "-i", "0.2", "-W", "2", ip2,
+               check=False)  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    for host in (h1, h2):  # both directions went through the tunnel flows
+        flows = _ofctl(lab, host, "dump-flows").splitlines()
+        received = [f for f in flows if f"tun_id=0x{VNI:x}" in f and "in_port=1" in f]
+        assert len(received) == 1 and "n_packets=0," not in received[0], flows
+
+    # TCP across the overlay (fails when TX checksum offload is left on).
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", c2, "iperf3", "-s", "-1", "-B", ip2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _sh("ip", "netns", "exec", c2, "ss", "-Hltn", "sport = :5201").stdout.strip():
+            assert time.monotonic() < deadline, "iperf3 server never listened"
+            time.sleep(0.05)
+        done = _sh("ip", "netns", "exec", c1, "iperf3", "-J", "-c", ip2, "-t", "2", check=False)
+        result = json.loads(done.stdout)
+        assert done.returncode == 0 and "error" not in result, done.stdout[-2000:]
+        bps = result["end"]["sum_received"]["bits_per_second"]
+        assert bps > 10e6, f"overlay TCP only {bps / 1e6:.1f} Mbit/s"
+        print(f"overlay TCP {bps / 1e6:.0f} Mbit/s")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(timeout=10)
