@@ -1,0 +1,266 @@
+"""The whole product on a real 3-host lab: controller (SQLite), OVS in namespaces, agents.
+
+Prefix ``vxt-``, underlay 198.18.5.0/24, API port 18580, OpenFlow port 16780 (apart from
+the demo and the other test labs). Traffic only between namespaces this module makes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.launch import ControllerProcess
+from hostagent.lab import Lab
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+
+PREFIX = "vxt-"
+UNDERLAY = "198.18.5.0/24"
+API_PORT = 18580
+OF_PORT = 16780
+SUBNET = "10.30.0.0/24"
+
+
+@dataclass
+class Stack:
+    lab: Lab
+    ctl: ControllerProcess
+    api: httpx.Client
+
+    def run(self, host: str, name: str, network: str, ip: str | None = None) -> dict:
+        return self.lab.run(host, name, network, ip=ip)
+
+    def ping(self, src: str, ip: str, count: int = 1) -> bool:
+        argv = ["ping", "-c", str(count), "-W", "1", "-i", "0.2", "-q", ip]
+        return self.lab.exec(src, argv, quiet=True) == 0
+
+    def flows(self, host: str) -> list[str]:
+        out = subprocess.run(
+            ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.lab.ofctl_target(host)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [line for line in out.splitlines() if "cookie=" in line]
+
+    def hosts(self) -> list[str]:
+        return [h["name"] for h in self.lab.status()["hosts"]]
+
+    def converged(self, timeout: float = 20.0) -> dict[str, dict]:
+        """Wait until every host's switch is connected and at the current revision."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rev = self.api.get("/healthz").json()["revision"]
+            hosts = {h["name"]: h for h in self.api.get("/api/v1/hosts").json()}
+            sws = [h.get("switch") or {} for h in hosts.values()]
+            if len(hosts) == 3 and all(
+                s.get("connected") and s.get("applied_revision", -1) >= rev for s in sws
+            ):
+                return hosts
+            if time.monotonic() > deadline:
+                raise AssertionError(f"switches did not converge to rev {rev}: {sws}")
+            time.sleep(0.1)
+
+
+def _tcp_ok(stack: Stack, client: str, server: str, server_ip: str) -> bool:
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", "5301"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.4)
+        rc = stack.lab.exec(
+            client,
+            ["iperf3", "-c", server_ip, "-p", "5301", "-n", "4M", "--connect-timeout", "2000"],
+            quiet=True,
+        )
+        return rc == 0
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait(5)
+
+
+def _nc_listen(ns: str, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, "busybox", "nc", "-l", "-p", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _nc_send(stack: Stack, ns: str, ip: str, port: int, text: str) -> bool:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "busybox", "nc", "-w", "2", ip, str(port)],
+        input=text.encode(),
+        capture_output=True,
+        timeout=10,
+    )
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("overlay")
+    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxt")
+    lab.down()
+    ctl = ControllerProcess(
+        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
+    try:
+        ctl.start()
+        lab.up(
+            hosts=3,
+            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
+            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
+        )
+        for net in ("blue", "red"):
+            api.post("/api/v1/networks", json={"name": net, "subnet": SUBNET}).raise_for_status()
+        yield Stack(lab, ctl, api)
+    finally:
+        api.close()
+        lab.down()
+        ctl.stop()
+
+
+def test_same_network_different_hosts_ping_and_tcp(stack: Stack) -> None:
+    a = stack.run("h1", "vxt-a1", "blue")
+    b = stack.run("h2", "vxt-a2", "blue")
+    assert a["state"] == b["state"] == "ready"
+    assert stack.ping("vxt-a1", b["ip"], count=3)
+    assert stack.ping("vxt-a2", a["ip"])
+    assert _tcp_ok(stack, "vxt-a1", "vxt-a2", b["ip"])
+
+
+def test_networks_isolated_even_with_the_same_addresses(stack: Stack) -> None:
+    a1 = stack.run("h1", "vxt-i1", "blue")
+    a2 = stack.run("h2", "vxt-i2", "blue")
+    # red endpoints: one with exactly blue's i1 address, on another host
+    r1 = stack.run("h3", "vxt-r1", "red", ip=a1["ip"])
+    r2 = stack.run("h2", "vxt-r2", "red", ip="10.30.0.200")
+    assert r1["ip"] == a1["ip"] and r1["mac"] == a1["mac"]
+    # blue reaches blue's address, red reaches red's: a listener tells which one answered
+    listener = _nc_listen("vxt-r1", 7001)
+    try:
+        time.sleep(0.3)
+        assert not _nc_send(stack, "vxt-i2", a1["ip"], 7001, "from blue"), (
+            "blue's i2 reached red's listener on the shared address"
+        )
+        assert _nc_send(stack, "vxt-r2", r1["ip"], 7001, "from red")
+        out, _ = listener.communicate(timeout=5)
+        assert out == b"from red"
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait(5)
+    # an address only blue has is not reachable from red, and the reverse
+    assert not stack.ping("vxt-r2", a2["ip"])
+    assert not stack.ping("vxt-i1", r2["ip"])
+
+
+def test_deleted_endpoint_unreachable_and_its_flows_gone(stack: Stack) -> None:
+    stack.run("h3", "vxt-p1", "blue")
+    d = stack.run("h1", "vxt-d1", "blue")
+    assert stack.ping("vxt-p1", d["ip"])
+    stack.lab.rm("vxt-d1")
+    stack.converged()
+    assert not stack.ping("vxt-p1", d["ip"])
+    ip_re = re.compile(rf"(nw_dst|nw_src|arp_spa|arp_tpa)={re.escape(d['ip'])}(,|\s)")
+    for host in stack.hosts():
+        leftovers = [f for f in stack.flows(host) if ip_re.search(f) or d["mac"] in f]
+        assert leftovers == [], f"{host} still has flows of the deleted endpoint: {leftovers}"
+    ep = stack.api.get(f"/api/v1/networks/blue/endpoints/vxt-d1").json()
+    assert ep["state"] == "reserved" and ep["host"] is None
+
+
+def test_migration_keeps_ip_and_mac_and_is_reachable(stack: Stack) -> None:
+    stack.run("h3", "vxt-m3", "blue")
+    web1 = stack.run("h1", "web", "blue")
+    assert stack.ping("vxt-m3", web1["ip"])
+    stack.lab.rm("web")
+    web2 = stack.run("h2", "web", "blue")
+    assert (web2["ip"], web2["mac"], web2["host"]) == (web1["ip"], web1["mac"], f"{PREFIX}h2")
+    link = subprocess.run(
+        ["ip", "netns", "exec", "web", "ip", "-o", "link", "show", "eth0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert web1["mac"] in link
+    assert stack.ping("vxt-m3", web2["ip"])
+    assert stack.ping("web", stack.api.get("/api/v1/networks/blue/endpoints/vxt-m3").json()["ip"])
+
+
+def test_controller_sigkill_traffic_continues_then_converges(stack: Stack) -> None:
+    a = stack.run("h1", "vxt-k1", "blue")
+    b = stack.run("h3", "vxt-k2", "blue")
+    before = stack.converged()
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", "vxt-k1", "ping", "-c", "40", "-i", "0.1", "-W", "1", b["ip"]],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    stack.ctl.kill()
+    # while the controller is down: a stale flow appears on h2 (as if left by an old version)
+    h2 = f"{PREFIX}h2"
+    subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "add-flow", stack.lab.ofctl_target(h2),
+         "table=40,priority=5,cookie=0x1234,ip,nw_dst=10.99.0.1,actions=drop"],
+        check=True,
+    )  # fmt: skip
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, f"traffic stopped while the controller was down:\n{out}"
+    stack.ctl.start()
+    after = stack.converged(timeout=30)
+    for host in stack.hosts():
+        flows = stack.flows(host)
+        assert not [f for f in flows if "cookie=0x1234" in f], f"stale flow left on {host}"
+        assert all("cookie=0x76" in f for f in flows), f"foreign flows on {host}"
+        assert len(flows) == after[host]["switch"]["flow_count"]
+        assert after[host]["switch"]["flow_count"] == before[host]["switch"]["flow_count"]
+    assert stack.ping("vxt-k1", b["ip"]) and stack.ping("vxt-k2", a["ip"])
+
+
+def test_agent_restart_no_duplicate_or_lost_endpoints(stack: Stack) -> None:
+    g1 = stack.run("h2", "vxt-g1", "blue")
+    stack.run("h2", "vxt-g2", "red")
+    stack.run("h1", "vxt-g3", "blue")
+    h2 = f"{PREFIX}h2"
+
+    def on_h2() -> list[tuple[str, str, str, str]]:
+        eps = stack.api.get("/api/v1/endpoints", params={"host": h2}).json()
+        return sorted((e["network"], e["name"], e["ip"], e["state"]) for e in eps)
+
+    before = on_h2()
+    agent_pid = next(h for h in stack.lab.status()["hosts"] if h["name"] == h2)["pids"]["agent"][
+        "pid"
+    ]
+    os.kill(agent_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    stack.lab.up(
+        hosts=3,
+        controller_url=f"http://{stack.lab.gateway_ip}:{API_PORT}",
+        openflow=f"tcp:{stack.lab.gateway_ip}:{OF_PORT}",
+    )
+    new_pid = next(h for h in stack.lab.status()["hosts"] if h["name"] == h2)["pids"]["agent"][
+        "pid"
+    ]
+    assert new_pid != agent_pid
+    stack.converged()
+    assert on_h2() == before
+    all_eps = stack.api.get("/api/v1/endpoints").json()
+    keys = [(e["network"], e["name"]) for e in all_eps]
+    assert len(keys) == len(set(keys))
+    assert stack.ping("vxt-g3", g1["ip"])
