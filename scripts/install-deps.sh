@@ -33,6 +33,7 @@ APT_PACKAGES=(
   util-linux                             # nsenter, unshare (essential; listed to be explicit)
   make                                   # not on a minimal Debian 12; the Makefile needs it
   git
+  docker-compose                         # validates docker-compose.yml in tests (no engine needed)
 )
 # shellcheck disable=SC2206
 APT_PACKAGES+=(${VXPLANE_APT_EXTRA:-})
