@@ -202,7 +202,7 @@ class Lab:
         self,
         prefix: str = "lab-",
         underlay: str = "198.18.0.0/24",
-        state_dir: str = "/run/vxplane/lab",
+        state_dir: str | None = None,
         python: str | None = None,
     ) -> None:
         if not PREFIX_RE.match(prefix):
@@ -212,7 +212,11 @@ class Lab:
             raise LabError(f"underlay {underlay} must be a /15../29 inside 198.18.0.0/15")
         self.prefix = prefix
         self.underlay = net
-        self.state_dir = state_dir
+        # One state dir per prefix, so labs with different prefixes never share state.
+        default_dir = (
+            "/run/vxplane/lab" if prefix == "lab-" else f"/run/vxplane/lab-{prefix.strip('-')}"
+        )
+        self.state_dir = state_dir or default_dir
         self.python = python or sys.executable
         self.fabric_ns = f"{prefix}fabric"
         self.root_veth = f"{prefix}root"
