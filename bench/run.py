@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -167,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_throughput:
             result["throughput"] = throughput(lab, hosts, args.iperf_seconds, args.repeats)
     finally:
+        for h in lab.status().get("hosts", []):
+            log = Path(h["agent_socket"]).with_name("agent.log")
+            if log.exists():
+                shutil.copy(log, tmp / f"agent-{h['name']}.log")
+        result["logs"] = str(tmp)
         for name in made:
             subprocess.run(["ip", "netns", "del", name], check=False)
         lab.down()

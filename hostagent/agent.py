@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Address
 from typing import Any
@@ -79,6 +80,7 @@ class Agent:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._register_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vxplane-attach")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class Agent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
+        self._pool.shutdown(wait=False)
         self.client.close()
 
     def _control_loop(self) -> None:
@@ -251,42 +254,50 @@ class Agent:
         host_if, peer_if = device_names(network, name)
         laps = _Laps()
         with self._endpoint_lock(network, name):
-            ep, created = self.client.create_endpoint(network, name, ip=ip, host=self.host)
-            laps.lap("endpoint")
-            mac = ep["mac"]
             existing = self.links.get_link(ifname, netns)
-            if (
-                existing is not None
-                and existing.mac == mac
-                and self.links.get_link(host_if) is not None
-                and self.links.get_link(peer_if) is None
-            ):
-                # Already plugged by an earlier call: only make sure the binding is current.
-                ofport = self.ovs.ensure_port(self.bridge, host_if, self._ids(network, name, ep))
-                return self._bind_ready(network, name, ofport, host_if, wait, laps)
+            if existing is not None and self.links.get_link(host_if) is not None:
+                ep, _ = self.client.create_endpoint(network, name, ip=ip, host=self.host)
+                laps.lap("endpoint")
+                if existing.mac == ep["mac"]:
+                    # Already plugged by an earlier call: only make sure the binding is current.
+                    ofport = self.ovs.ensure_port(
+                        self.bridge, host_if, self._ids(network, name, ep)
+                    )
+                    return self._bind_ready(network, name, ofport, host_if, wait, laps)
+            # The controller's allocation and the local plumbing that does not depend on the
+            # address (veth into the namespace, TX offload off) run at the same time.
+            alloc = self._pool.submit(self.client.create_endpoint, network, name, ip, self.host)
             undo: list[Callable[[], object]] = []
+            seen = False
             try:
-                if created:
-                    undo.append(lambda: self.client.delete_endpoint(network, name))
-                self.links.delete_if_exists(host_if)  # leftovers of a crashed attempt
                 undo.append(lambda: self.ovs.delete_port_if_exists(self.bridge, host_if))
                 undo.append(lambda: self.links.delete_if_exists(host_if))
-                self.links.ensure_veth(host_if, peer_if, self.mtu)
-                self.links.move_to_netns(peer_if, netns)
+                self.links.ensure_veth_into(host_if, peer_if, netns, self.mtu)
+                self.links.disable_tx_offload(peer_if, netns)
                 laps.lap("veth")
+                seen = True
+                ep, created = alloc.result()
+                if created:
+                    undo.append(lambda: self.client.delete_endpoint(network, name))
+                laps.lap("endpoint")
                 self.links.configure(
-                    netns, peer_if, ifname, mac,
+                    netns, peer_if, ifname, ep["mac"],
                     IPv4Address(ep["ip"]), int(ep["prefixlen"]), self.mtu,
                     IPv4Address(ep["gateway"]) if ep.get("gateway") else None,
                 )  # fmt: skip
                 laps.lap("configure")
-                self.links.disable_tx_offload(ifname, netns)
-                laps.lap("ethtool")
                 ofport = self.ovs.ensure_port(self.bridge, host_if, self._ids(network, name, ep))
                 laps.lap("ovs-port")
                 undo.append(lambda: self.client.unbind(network, name, host=self.host))
                 return self._bind_ready(network, name, ofport, host_if, wait, laps)
             except BaseException:
+                if not seen:  # failed before we looked at the allocation: undo it too
+                    try:
+                        _, created = alloc.result()
+                    except Exception:  # noqa: BLE001 - the allocation itself failed
+                        created = False
+                    if created:
+                        undo.append(lambda: self.client.delete_endpoint(network, name))
                 for step in reversed(undo):
                     try:
                         step()

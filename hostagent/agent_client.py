@@ -28,8 +28,13 @@ class AgentClient:
 
     def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
         self.socket_path = socket_path
+        # A unix socket needs no TLS: verify=False skips loading the CA bundle, which costs
+        # about 30 ms per client (measured), more than an attach's own netlink work.
         self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=socket_path), base_url="http://agent", timeout=timeout
+            transport=httpx.HTTPTransport(uds=socket_path, verify=False),
+            base_url="http://agent",
+            timeout=timeout,
+            verify=False,
         )
 
     def close(self) -> None:

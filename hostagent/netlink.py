@@ -11,10 +11,12 @@ the container side, or TCP fails while ping works.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import hashlib
 import os
-import subprocess
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,68 @@ from pyroute2.netlink.exceptions import NetlinkError
 from hostagent.errors import InvalidRequest, LinkError, NotFound
 
 NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_STXCSUM = 0x17
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfReq(ctypes.Structure):
+    _fields_ = [
+        ("ifr_name", ctypes.c_char * 16),
+        ("ifr_data", ctypes.c_void_p),
+        ("pad", ctypes.c_char * 16),
+    ]
+
+
+def _ethtool(sock: socket.socket, ifname: str, cmd: int, data: int = 0) -> int:
+    value = _EthtoolValue(cmd, data)
+    req = _IfReq(ifname.encode(), ctypes.cast(ctypes.pointer(value), ctypes.c_void_p))
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, req)
+    return int(value.data)
+
+
+def _set_tx_csum(ifname: str) -> int:
+    """Turn TX checksum offload off on ``ifname`` in the caller's namespace; return it after."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _ethtool(sock, ifname, ETHTOOL_STXCSUM, 0)
+        return _ethtool(sock, ifname, ETHTOOL_GTXCSUM)
+
+
+@contextmanager
+def entered_netns(path: str) -> Iterator[None]:
+    """Run the block with the calling thread inside the network namespace at ``path``.
+
+    setns(2) moves only the calling thread, so sockets opened in the block live in that
+    namespace and the rest of the process is untouched. About 1 ms, against about 8 ms for
+    pyroute2's ``IPRoute(netns=...)``, which forks a helper.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+    except OSError:
+        os.close(own)
+        raise
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {path}: {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - cannot happen
+                err = ctypes.get_errno()
+                raise SystemExit(f"cannot return to the agent's namespace: {os.strerror(err)}")
+    finally:
+        os.close(target)
+        os.close(own)
 
 
 def device_names(network: str, name: str) -> tuple[str, str]:
@@ -68,7 +132,8 @@ class LinkOps:
             if not os.path.exists(path):
                 raise NotFound(f"network namespace {netns} does not exist")
             try:
-                ipr = IPRoute(netns=path, flags=0)
+                with entered_netns(path):
+                    ipr = IPRoute()
             except OSError as exc:
                 raise NotFound(f"cannot enter network namespace {netns}: {exc}") from exc
         try:
@@ -121,6 +186,37 @@ class LinkOps:
                 ipr.link("set", index=host, mtu=mtu, state="up")
         except NetlinkError as exc:
             raise LinkError(f"veth {host_name}/{peer_name}: {exc}") from exc
+
+    def ensure_veth_into(self, host_name: str, peer_name: str, netns: str, mtu: int = 1450) -> None:
+        """Make the veth pair with the peer created directly inside ``netns``, host side up.
+
+        One netlink request instead of make-then-move; a leftover host side (from a crashed
+        attempt) is deleted first, which takes its peer with it.
+        """
+        path = netns_path(netns)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise NotFound(f"network namespace {netns} does not exist") from exc
+        try:
+            with self._ipr() as ipr:
+                for name in (host_name, peer_name):
+                    index = self._index(ipr, name)
+                    if index is not None:
+                        ipr.link("del", index=index)
+                ipr.link(
+                    "add",
+                    ifname=host_name,
+                    kind="veth",
+                    mtu=mtu,
+                    peer={"ifname": peer_name, "net_ns_fd": fd, "mtu": mtu},
+                )
+                index = self._index(ipr, host_name)
+                ipr.link("set", index=index, state="up")
+        except NetlinkError as exc:
+            raise LinkError(f"veth {host_name}/{peer_name} into {netns}: {exc}") from exc
+        finally:
+            os.close(fd)
 
     def move_to_netns(self, ifname: str, netns: str) -> None:
         """Move our device ``ifname`` into ``netns`` (name or path)."""
@@ -179,19 +275,21 @@ class LinkOps:
             raise LinkError(f"configuring {ifname} in {netns}: {exc}") from exc
 
     def disable_tx_offload(self, ifname: str, netns: str | None = None) -> None:
-        """``ethtool -K <ifname> tx off`` (in ``netns``), then check that it took effect."""
-        prefix = ["nsenter", f"--net={netns_path(netns)}"] if netns else []
-        for argv, what in (
-            ([*prefix, "ethtool", "-K", ifname, "tx", "off"], "set"),
-            ([*prefix, "ethtool", "-k", ifname], "check"),
-        ):
-            try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise LinkError(f"ethtool on {ifname}: {exc}") from exc
-            if done.returncode != 0:
-                raise LinkError(f"ethtool {what} on {ifname}: {done.stderr.strip()}")
-        if "tx-checksumming: off" not in done.stdout:
+        """``ethtool -K <ifname> tx off`` (in ``netns``), then check that it took effect.
+
+        Done with the SIOCETHTOOL ioctl (ETHTOOL_STXCSUM, then ETHTOOL_GTXCSUM to check) from
+        a socket opened inside the namespace: a fraction of a millisecond, where two
+        ``nsenter ethtool`` processes cost several.
+        """
+        try:
+            if netns is None:
+                tx = _set_tx_csum(ifname)
+            else:
+                with entered_netns(netns_path(netns)):
+                    tx = _set_tx_csum(ifname)
+        except OSError as exc:
+            raise LinkError(f"ethtool tx off on {ifname}: {exc}") from exc
+        if tx:
             raise LinkError(f"TX checksum offload still on for {ifname}")
 
     def delete_if_exists(self, ifname: str, netns: str | None = None) -> None:
@@ -206,3 +304,17 @@ class LinkOps:
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:
                 raise LinkError(f"deleting {ifname}: {exc}") from exc
+
+    def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[tuple[str, int]]:
+        """The IPv4 addresses (address, prefix length) of ``ifname`` in ``netns``; [] if absent."""
+        try:
+            with self._ipr(netns) as ipr:
+                index = self._index(ipr, ifname)
+                if index is None:
+                    return []
+                return [
+                    (a.get_attr("IFA_ADDRESS"), int(a["prefixlen"]))
+                    for a in ipr.get_addr(index=index, family=2)
+                ]
+        except NetlinkError as exc:
+            raise LinkError(f"addresses of {ifname} in {netns}: {exc}") from exc
