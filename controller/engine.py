@@ -24,14 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from controller import ofmsg
 from controller.flows import Flow
-from controller.model import Snapshot
-from controller.pipeline import desired_flows
+from controller.model import Host, Snapshot
+from controller.pipeline import SnapshotIndex, desired_flows, index
 from controller.reconcile import Changes, apply, diff
 from controller.sync import SwitchStatus
 
@@ -75,6 +75,7 @@ class _Switch:
 
 SnapshotLoader = Callable[[Session], Snapshot]
 ReadyMarker = Callable[[Session, int, Collection[str]], int]
+EventSink = Callable[..., Any]  # on_event(type, **data): see controller.events.EVENT_TYPES
 
 
 class Engine:
@@ -88,12 +89,14 @@ class Engine:
         mark_ready: ReadyMarker,
         *,
         poll_interval: float = 2.0,
+        on_event: EventSink | None = None,
     ) -> None:
         self._sessions = session_factory
         self._load_snapshot = load_snapshot
         self._load_revision = load_revision
         self._mark_ready = mark_ready
         self._poll = poll_interval
+        self._on_event = on_event
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -170,6 +173,7 @@ class Engine:
             self._switches[conn.dpid] = _Switch(conn=conn, host=host)
             self._changed.notify_all()
         log.info("switch %016x connected from %s", conn.dpid, conn.address)
+        self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=host, address=conn.address)
         conn.request_flow_dump()
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
@@ -199,6 +203,7 @@ class Engine:
             sw.pending.clear()
             self._changed.notify_all()
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
+        self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
         """A barrier came back: everything sent before it is applied."""
@@ -209,7 +214,19 @@ class Engine:
             rev = sw.pending.pop(xid)
             sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
             self._changed.notify_all()
+            converged, applied, host = not sw.pending, sw.applied_rev, sw.host
         self._wake.set()
+        if converged:
+            self._emit("switch.converged", dpid=f"{dpid:016x}", host=host, revision=applied)
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        """Tell ``on_event`` (the event hub) what happened; its failure never reaches a switch."""
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, **data)
+        except Exception:
+            log.exception("event sink failed on %s", kind)
 
     def switch_error(self, dpid: int, xid: int, text: str) -> None:
         """The switch rejected a message: log it and resync the switch from a fresh dump."""
@@ -257,14 +274,19 @@ class Engine:
         with self._lock:
             self._snapshot = snap
             todo = [sw for sw in self._switches.values() if sw.connected and sw.synced]
+        if not todo:
+            return
+        idx = index(snap)
+        by_dpid = {h.dpid: h for h in snap.hosts.values() if h.dpid is not None}
         for sw in todo:
-            self._sync_switch(sw, snap)
+            self._sync_switch(sw, snap, idx, by_dpid.get(sw.conn.dpid))
 
-    def _sync_switch(self, sw: _Switch, snap: Snapshot) -> None:
-        host = snap.host_by_dpid(sw.conn.dpid)
+    def _sync_switch(
+        self, sw: _Switch, snap: Snapshot, idx: SnapshotIndex, host: Host | None
+    ) -> None:
         if host is None:
             return
-        desired = desired_flows(snap, host.name)
+        desired = desired_flows(snap, host.name, idx)
         with self._lock:
             sw.host = host.name
             changes = diff(desired, sw.installed)

@@ -25,11 +25,12 @@ with every endpoint of the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 
 from controller.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, flow
-from controller.model import Endpoint, Host, Network, Snapshot
+from controller.model import Endpoint, Network, Snapshot
 
 T_CLASSIFY = 0
 T_TUNNEL_IN = 5
@@ -50,51 +51,109 @@ PRIO_DEFAULT = 0
 PRIO_FALLTHROUGH = 10
 PRIO_NORMAL = 100
 PRIO_EXCEPTION = 200
+CACHE = 1 << 18  # memoized flow values (a few hundred bytes each)
 
 
-def desired_flows(snapshot: Snapshot, host_name: str) -> frozenset[Flow]:
-    """All flows br-int of ``host_name`` should hold for this snapshot."""
+@dataclass(frozen=True, slots=True)
+class SnapshotIndex:
+    """What every host's computation shares, built once per snapshot: endpoints bound with a
+    port, by host, and the endpoints living away from their block's host (exceptions)."""
+
+    local: dict[str, list[tuple[Network, Endpoint]]]
+    exceptions: list[tuple[Network, Endpoint]]
+
+
+def index(snapshot: Snapshot) -> SnapshotIndex:
+    """Index ``snapshot`` for :func:`desired_flows` (O(endpoints), once per snapshot)."""
+    owners = block_owners(snapshot)
+    local: dict[str, list[tuple[Network, Endpoint]]] = {}
+    exceptions: list[tuple[Network, Endpoint]] = []
+    for ep in snapshot.endpoints:
+        net = snapshot.networks.get(ep.network)
+        if net is None or ep.host is None:
+            continue
+        if ep.ofport is not None:
+            local.setdefault(ep.host, []).append((net, ep))
+        if owner_of(owners, net, ep.ip) != ep.host:
+            exceptions.append((net, ep))
+    return SnapshotIndex(local, exceptions)
+
+
+def desired_flows(
+    snapshot: Snapshot, host_name: str, idx: SnapshotIndex | None = None
+) -> frozenset[Flow]:
+    """All flows br-int of ``host_name`` should hold for this snapshot.
+
+    Costs O(local endpoints + networks + hosts + blocks + exceptions) given ``idx`` (build it
+    once with :func:`index` when computing several hosts); flow values are memoized, so a
+    flow that did not change is not rebuilt.
+    """
     host = snapshot.hosts.get(host_name)
     if host is None:
         return frozenset()
-    flows: list[Flow] = [flow(t, PRIO_DEFAULT) for t in TABLES]
-    flows.append(flow(T_LOCAL, PRIO_FALLTHROUGH, {FROM_LOCAL_REG: 1}, goto=T_REMOTE))
-    flows.extend(_tunnel_ingress(snapshot, host))
+    if idx is None:
+        idx = index(snapshot)
+    flows: list[Flow] = list(_base_flows())
+    for peer in snapshot.hosts.values():
+        if peer.name != host.name:
+            flows.append(_tunnel_from(host.tunnel_port, str(peer.underlay_ip)))
     for net in snapshot.networks.values():
-        flows.append(_vni_to_metadata(net))
-        flows.append(_arp_responder(net))
-    for ep in snapshot.endpoints:
-        ep_net = snapshot.networks.get(ep.network)
-        if ep_net is None or ep.host != host.name or ep.ofport is None:
+        flows.append(_vni_to_metadata(net.vni))
+        flows.append(_arp_responder(net.vni, net.subnet))
+    for net, ep in idx.local.get(host.name, ()):
+        assert ep.ofport is not None
+        flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport))
+    for block in snapshot.blocks:
+        bnet = snapshot.networks.get(block.network)
+        peer = snapshot.hosts.get(block.host)
+        if bnet is None or peer is None or peer.name == host.name:
             continue
-        flows.extend(_local_endpoint(ep_net, ep))
-    flows.extend(_remote_routes(snapshot, host))
+        flows.append(
+            _route(bnet.vni, block.cidr, PRIO_NORMAL, str(peer.underlay_ip), host.tunnel_port)
+        )
+    for net, ep in idx.exceptions:
+        peer = snapshot.hosts.get(ep.host or "")
+        if peer is None or peer.name == host.name:
+            continue
+        flows.append(
+            _route(
+                net.vni, IPv4Network(ep.ip), PRIO_EXCEPTION, str(peer.underlay_ip), host.tunnel_port
+            )
+        )
     return frozenset(flows)
 
 
-def _tunnel_ingress(snapshot: Snapshot, host: Host) -> Iterable[Flow]:
-    for peer in snapshot.hosts.values():
-        if peer.name == host.name:
-            continue
-        yield flow(
-            T_CLASSIFY,
-            PRIO_NORMAL,
-            {"in_port": host.tunnel_port, "tun_ipv4_src": str(peer.underlay_ip)},
-            goto=T_TUNNEL_IN,
-        )
+@lru_cache(maxsize=1)
+def _base_flows() -> tuple[Flow, ...]:
+    return (
+        *(flow(t, PRIO_DEFAULT) for t in TABLES),
+        flow(T_LOCAL, PRIO_FALLTHROUGH, {FROM_LOCAL_REG: 1}, goto=T_REMOTE),
+    )
 
 
-def _vni_to_metadata(net: Network) -> Flow:
+@lru_cache(maxsize=CACHE)
+def _tunnel_from(tunnel_port: int, peer_ip: str) -> Flow:
+    return flow(
+        T_CLASSIFY,
+        PRIO_NORMAL,
+        {"in_port": tunnel_port, "tun_ipv4_src": peer_ip},
+        goto=T_TUNNEL_IN,
+    )
+
+
+@lru_cache(maxsize=CACHE)
+def _vni_to_metadata(vni: int) -> Flow:
     return flow(
         T_TUNNEL_IN,
         PRIO_NORMAL,
-        {"tunnel_id": net.vni},
-        write_metadata=(net.vni, META_MASK),
+        {"tunnel_id": vni},
+        write_metadata=(vni, META_MASK),
         goto=T_LOCAL,
     )
 
 
-def _arp_responder(net: Network) -> Flow:
+@lru_cache(maxsize=CACHE)
+def _arp_responder(vni: int, subnet: IPv4Network) -> Flow:
     """One flow answering every address of the subnet with its derived MAC."""
     actions: list[Action] = [
         RegMove("eth_src", "eth_dst", 48),
@@ -113,59 +172,46 @@ def _arp_responder(net: Network) -> Flow:
         T_ARP,
         PRIO_NORMAL,
         {
-            "metadata": net.vni,
+            "metadata": vni,
             "eth_type": ETH_ARP,
             "arp_op": ARP_REQUEST,
-            "arp_tpa": (str(net.subnet.network_address), str(net.subnet.netmask)),
+            "arp_tpa": (str(subnet.network_address), str(subnet.netmask)),
         },
         actions,
     )
 
 
-def _local_endpoint(net: Network, ep: Endpoint) -> Iterable[Flow]:
-    assert ep.ofport is not None
-    ip, mac = str(ep.ip), ep.mac
-    meta = (net.vni, META_MASK)
-    yield flow(
-        T_CLASSIFY,
-        PRIO_NORMAL,
-        {"in_port": ep.ofport, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": ip},
-        [SetField(FROM_LOCAL_REG, 1)],
-        write_metadata=meta,
-        goto=T_LOCAL,
+@lru_cache(maxsize=CACHE)
+def _local_endpoint(vni: int, ip: str, mac: str, ofport: int) -> tuple[Flow, ...]:
+    meta = (vni, META_MASK)
+    return (
+        flow(
+            T_CLASSIFY,
+            PRIO_NORMAL,
+            {"in_port": ofport, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": ip},
+            [SetField(FROM_LOCAL_REG, 1)],
+            write_metadata=meta,
+            goto=T_LOCAL,
+        ),
+        flow(
+            T_CLASSIFY,
+            PRIO_NORMAL,
+            {"in_port": ofport, "eth_src": mac, "eth_type": ETH_ARP, "arp_spa": ip, "arp_sha": mac},
+            write_metadata=meta,
+            goto=T_ARP,
+        ),
+        flow(
+            T_ARP,
+            PRIO_EXCEPTION,
+            {"metadata": vni, "eth_type": ETH_ARP, "arp_spa": ip, "arp_tpa": ip},
+        ),
+        flow(
+            T_LOCAL,
+            PRIO_NORMAL,
+            {"metadata": vni, "eth_type": ETH_IP, "ipv4_dst": ip},
+            [SetField("eth_dst", mac), Output(ofport)],
+        ),
     )
-    yield flow(
-        T_CLASSIFY,
-        PRIO_NORMAL,
-        {
-            "in_port": ep.ofport,
-            "eth_src": mac,
-            "eth_type": ETH_ARP,
-            "arp_spa": ip,
-            "arp_sha": mac,
-        },
-        write_metadata=meta,
-        goto=T_ARP,
-    )
-    yield flow(
-        T_ARP,
-        PRIO_EXCEPTION,
-        {"metadata": net.vni, "eth_type": ETH_ARP, "arp_spa": ip, "arp_tpa": ip},
-    )
-    yield flow(
-        T_LOCAL,
-        PRIO_NORMAL,
-        {"metadata": net.vni, "eth_type": ETH_IP, "ipv4_dst": ip},
-        [SetField("eth_dst", mac), Output(ep.ofport)],
-    )
-
-
-def _to_tunnel(net: Network, peer: Host, host: Host) -> list[Action]:
-    return [
-        SetField("tunnel_id", net.vni),
-        SetField("tun_ipv4_dst", str(peer.underlay_ip)),
-        Output(host.tunnel_port),
-    ]
 
 
 def block_owners(snapshot: Snapshot) -> dict[tuple[str, IPv4Network], str]:
@@ -181,27 +227,8 @@ def owner_of(
     return owners.get((net.name, IPv4Network((ip, prefix), strict=False)))
 
 
-def _remote_routes(snapshot: Snapshot, host: Host) -> Iterable[Flow]:
-    owners = block_owners(snapshot)
-    for block in snapshot.blocks:
-        net = snapshot.networks.get(block.network)
-        peer = snapshot.hosts.get(block.host)
-        if net is None or peer is None or peer.name == host.name:
-            continue
-        yield _route(net, block.cidr, PRIO_NORMAL, _to_tunnel(net, peer, host))
-    for ep in snapshot.endpoints:
-        if ep.host is None or ep.host == host.name:
-            continue
-        net = snapshot.networks.get(ep.network)
-        peer = snapshot.hosts.get(ep.host)
-        if net is None or peer is None:
-            continue
-        if owner_of(owners, net, ep.ip) == ep.host:
-            continue
-        yield _route(net, IPv4Network(ep.ip), PRIO_EXCEPTION, _to_tunnel(net, peer, host))
-
-
-def _route(net: Network, cidr: IPv4Network, priority: int, actions: list[Action]) -> Flow:
+@lru_cache(maxsize=CACHE)
+def _route(vni: int, cidr: IPv4Network, priority: int, peer_ip: str, tunnel_port: int) -> Flow:
     dst: str | tuple[str, str]
     if cidr.prefixlen == 32:
         dst = str(cidr.network_address)
@@ -210,6 +237,6 @@ def _route(net: Network, cidr: IPv4Network, priority: int, actions: list[Action]
     return flow(
         T_REMOTE,
         priority,
-        {"metadata": net.vni, "eth_type": ETH_IP, "ipv4_dst": dst},
-        actions,
+        {"metadata": vni, "eth_type": ETH_IP, "ipv4_dst": dst},
+        [SetField("tunnel_id", vni), SetField("tun_ipv4_dst", peer_ip), Output(tunnel_port)],
     )

@@ -25,9 +25,10 @@ from hostagent import plan as planmod
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.errors import AgentError, ControllerUnavailable, NotFound, NotReady
 from hostagent.netlink import LinkOps, device_names, netns_path
-from hostagent.ovs import TUNNEL_PORT, OvsOps, detect_datapath_type
+from hostagent.ovs import TUNNEL_OFPORT, TUNNEL_PORT, OvsOps, detect_datapath_type
 
 log = logging.getLogger("hostagent")
+MAX_OFPORT = 65279
 
 EXT_NETWORK = "vxplane-network"
 EXT_ENDPOINT = "vxplane-endpoint"
@@ -80,6 +81,7 @@ class Agent:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._register_lock = threading.Lock()
+        self._ofport = 0
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vxplane-attach")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -286,10 +288,22 @@ class Agent:
                     IPv4Address(ep["gateway"]) if ep.get("gateway") else None,
                 )  # fmt: skip
                 laps.lap("configure")
-                ofport = self.ovs.ensure_port(self.bridge, host_if, self._ids(network, name, ep))
-                laps.lap("ovs-port")
+                # We pick the OpenFlow port number, so the controller can push the flows while
+                # OVS is still adding the port (both take tens of ms on the userspace datapath).
+                want = self._next_ofport()
+                ids = self._ids(network, name, ep)
+                port = self._pool.submit(
+                    self.ovs.ensure_port, self.bridge, host_if, ids, ofport_request=want
+                )
                 undo.append(lambda: self.client.unbind(network, name, host=self.host))
-                return self._bind_ready(network, name, ofport, host_if, wait, laps)
+                try:
+                    ready = self._bind_ready(network, name, want, host_if, wait, laps)
+                finally:
+                    ofport = port.result()
+                laps.lap("ovs-port")
+                if ofport != want:  # OVS could not honour the request: report the real port
+                    ready = self._bind_ready(network, name, ofport, host_if, wait, laps)
+                return ready
             except BaseException:
                 if not seen:  # failed before we looked at the allocation: undo it too
                     try:
@@ -304,6 +318,15 @@ class Agent:
                     except Exception as exc:  # undo is best effort; report the first error
                         log.warning("host %s: undo of %s/%s: %r", self.host, network, name, exc)
                 raise
+
+    def _next_ofport(self) -> int:
+        """A fresh OpenFlow port number: never one used before by this OVS while we run, so a
+        flow left for a removed port can never reach the port of a new endpoint."""
+        with self._register_lock:
+            if self._ofport <= 0:
+                self._ofport = max(self.ovs.max_ofport(), TUNNEL_OFPORT)
+            self._ofport = self._ofport + 1 if self._ofport < MAX_OFPORT else TUNNEL_OFPORT + 1
+            return self._ofport
 
     def _ids(self, network: str, name: str, ep: dict[str, Any]) -> dict[str, str]:
         return {

@@ -181,12 +181,19 @@ class OvsOps:
         port: str,
         external_ids: Mapping[str, str] | None = None,
         port_type: str | None = None,
+        ofport_request: int | None = None,
     ) -> int:
-        """Add ``port`` to ``bridge`` (if missing), set its ``external_ids``; return its ofport."""
+        """Add ``port`` to ``bridge`` (if missing), set its ``external_ids``; return its ofport.
+
+        With ``ofport_request`` the caller picks the OpenFlow port number, so it can be
+        reported before the port exists; the returned number is the one OVS really gave.
+        """
         args = ["--may-exist", "add-port", bridge, port]
         sets = [f"external_ids:{_quote(k)}={_quote(v)}" for k, v in (external_ids or {}).items()]
         if port_type:
             sets.append(f"type={port_type}")
+        if ofport_request is not None:
+            sets.append(f"ofport_request={ofport_request}")
         if sets:
             args += ["--", "set", "Interface", port, *sets]
         self.vsctl(*args)
@@ -209,6 +216,24 @@ class OvsOps:
             if time.monotonic() > deadline:
                 raise OvsError(f"interface {port} got no ofport: {error or 'no error reported'}")
             time.sleep(0.02)
+
+    def max_ofport(self) -> int:
+        """The highest OpenFlow port number in use or requested on this OVS (0 if none)."""
+        rows = self.vsctl(
+            "--format=json", "--columns=ofport,ofport_request", "list", "Interface", wait=False
+        )
+        best = 0
+        for row in json.loads(rows)["data"]:
+            for value in row:
+                atom = _atom(value)
+                if isinstance(atom, int):
+                    best = max(best, atom)
+        return best
+
+    def set_interface_ids(self, port: str, external_ids: Mapping[str, str]) -> None:
+        """Add or update keys of interface ``port``'s ``external_ids`` (others are kept)."""
+        sets = [f"external_ids:{_quote(k)}={_quote(v)}" for k, v in external_ids.items()]
+        self.vsctl("set", "Interface", port, *sets, wait=False)
 
     def delete_port_if_exists(self, bridge: str, port: str) -> None:
         """Remove ``port`` from ``bridge``; a no-op if it is not there."""
