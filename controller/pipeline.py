@@ -214,17 +214,16 @@ def _local_endpoint(vni: int, ip: str, mac: str, ofport: int) -> tuple[Flow, ...
     )
 
 
-def block_owners(snapshot: Snapshot) -> dict[tuple[str, IPv4Network], str]:
-    """(network, block) -> host of every block."""
-    return {(b.network, b.cidr): b.host for b in snapshot.blocks}
+def block_owners(snapshot: Snapshot) -> dict[tuple[str, int], str]:
+    """(network, block's first address as an int) -> host of every block."""
+    return {(b.network, int(b.cidr.network_address)): b.host for b in snapshot.blocks}
 
 
-def owner_of(
-    owners: dict[tuple[str, IPv4Network], str], net: Network, ip: IPv4Address
-) -> str | None:
+def owner_of(owners: dict[tuple[str, int], str], net: Network, ip: IPv4Address) -> str | None:
     """The host whose block of ``net`` holds ``ip``, if any (blocks are aligned)."""
     prefix = max(net.block_prefix, net.subnet.prefixlen)
-    return owners.get((net.name, IPv4Network((ip, prefix), strict=False)))
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return owners.get((net.name, int(ip) & mask))
 
 
 @lru_cache(maxsize=CACHE)

