@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     default_block_prefix: int = Field(26, ge=8, le=32, description="host-affinity block size")
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
     host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
+    host_watch_interval: float = Field(
+        1.0, gt=0, description="how often hosts' heartbeats are checked for host.lost events (s)"
+    )
+    events_capacity: int = Field(2000, ge=1, description="recent events kept for replay")
+    events_keepalive: float = Field(
+        15.0, gt=0, description="seconds between keep-alive comments on an idle event stream"
+    )
     log_level: str = "INFO"
 
 

@@ -89,8 +89,10 @@ def run_demo(wait: bool = True, api_port: int = 8080) -> int:
         _matrix(lab, eps)
         console.print()
         console.print(f"[bold]API[/]        {api}   (OpenAPI docs: {api}/docs)")
-        console.print(f"[bold]Dashboard[/]  {api}/")
-        console.print("[bold]Try[/]        vxplane endpoint ls; vxplane host ls;")
+        console.print(
+            f"[bold]Dashboard[/]  {api}/   (open it in a browser: topology, hosts, live events)"
+        )
+        console.print("[bold]Try[/]        vxplane status; vxplane host ls; vxplane events")
         console.print("           vxplane lab exec blue-1 -- ping -c 3 " + eps["blue-2"]["ip"])
         if not wait:
             console.print("left running; remove it with `make demo-down`")
@@ -128,7 +130,9 @@ def _matrix(lab, eps: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,t
             same = eps[src]["network"] == eps[dst]["network"]
             results[f"{src}->{dst}"] = ok
             good = ok == same
-            row.append(("[green]" if good else "[bold red]") + ("reach" if ok else "blocked") + "[/]")
+            row.append(
+                ("[green]" if good else "[bold red]") + ("reach" if ok else "blocked") + "[/]"
+            )
         table.add_row(src, *row)
     console.print(table)
     (STATE / "matrix.json").write_text(json.dumps(results, indent=2))

@@ -215,7 +215,6 @@ class Engine:
             sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
             self._changed.notify_all()
             converged, applied, host = not sw.pending, sw.applied_rev, sw.host
-        self._wake.set()
         if converged:
             self._emit("switch.converged", dpid=f"{dpid:016x}", host=host, revision=applied)
 
@@ -257,7 +256,10 @@ class Engine:
                     with self._sessions() as session:
                         if dirty or have < 0 or self._load_revision(session) != have:
                             self.sync_all(self._load_snapshot(session))
-                self._mark()
+                if not woken:
+                    # Waiting requests mark their own endpoints; this catches the rest, on the
+                    # poll tick, so it never contends for the database with a request.
+                    self._mark()
             except Exception:
                 log.exception("reading intent failed; flows left as they are")
                 with self._lock:

@@ -23,6 +23,7 @@ class ControllerProcess:
         openflow_port: int = 6653,
         api_host: str = "0.0.0.0",
         openflow_host: str = "0.0.0.0",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.db_url = db_url
         self.log_path = log_path
@@ -30,6 +31,7 @@ class ControllerProcess:
         self.openflow_port = openflow_port
         self.api_host = api_host
         self.openflow_host = openflow_host
+        self.env = dict(env or {})  # extra environment, e.g. {"VXPLANE_HOST_DEAD_AFTER": "3"}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,11 +65,14 @@ class ControllerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"controller exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"controller exited with {self.proc.returncode}; see {self.log_path}"
+                )
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
@@ -75,7 +80,9 @@ class ControllerProcess:
                 pass
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError(f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}")
+        raise RuntimeError(
+            f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}"
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

@@ -22,6 +22,7 @@ def run_controller(settings: Settings) -> None:
     from controller.db import migrate, repo
     from controller.db.session import make_engine, make_session_factory
     from controller.engine import Engine
+    from controller.events import EventHub
     from controller.ofapp import start_openflow
 
     logging.basicConfig(
@@ -35,20 +36,25 @@ def run_controller(settings: Settings) -> None:
     def mark_ready(session: Session, revision: int, hosts: Collection[str]) -> int:
         return repo.mark_ready(session, revision, hosts=hosts)
 
-    engine = Engine(sessions, repo.load_snapshot, repo.current_revision, mark_ready)
+    hub = EventHub(settings.events_capacity)
+    engine = Engine(
+        sessions, repo.load_snapshot, repo.current_revision, mark_ready, on_event=hub.publish
+    )
     engine.start()
     start_openflow(engine, settings.openflow_host, settings.openflow_port)
     log.info("OpenFlow listening on %s:%d", settings.openflow_host, settings.openflow_port)
-    app = create_app(settings, sync=engine, session_factory=sessions)
+    app = create_app(settings, sync=engine, session_factory=sessions, events=hub)
     config = uvicorn.Config(
         app,
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # open event streams (dashboards, `vxplane events`) never end by themselves
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    log.info("API on http://%s:%d", settings.api_host, settings.api_port)
+    log.info("API on http://%s:%d (dashboard at /)", settings.api_host, settings.api_port)
     try:
         server.run()
     finally:

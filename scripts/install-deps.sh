@@ -34,6 +34,7 @@ APT_PACKAGES=(
   make                                   # not on a minimal Debian 12; the Makefile needs it
   git
   docker-compose                         # validates docker-compose.yml in tests (no engine needed)
+  chromium                               # headless browser for tests/web (dashboard, Playwright)
 )
 # shellcheck disable=SC2206
 APT_PACKAGES+=(${VXPLANE_APT_EXTRA:-})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,10 +16,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.api.routes import endpoints, health, hosts, networks
+from controller.api.routes import endpoints, health, hosts, networks, web
+from controller.api.routes import events as event_routes
 from controller.config import Settings, get_settings
+from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
 from controller.errors import Conflict, InvalidRequest, NotFound, VxplaneError
+from controller.events import EventHub
+from controller.hostwatch import HostWatch
 from controller.sync import FlowSync, NullSync
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,12 @@ def create_app(
     settings: Settings | None = None,
     sync: FlowSync | None = None,
     session_factory: sessionmaker[Session] | None = None,
+    events: EventHub | None = None,
 ) -> FastAPI:
-    """The API app; without a session factory it opens ``settings.db_url`` (not migrated here)."""
+    """The API app and dashboard; without a session factory it opens ``settings.db_url`` (not
+    migrated here). ``events`` is the hub the flow engine also publishes to."""
     settings = settings or get_settings()
+    hub = events if events is not None else EventHub(settings.events_capacity)
     engine: Engine | None = None
     if session_factory is None:
         engine = make_engine(settings.db_url)
@@ -43,9 +52,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        assert session_factory is not None
+        task = asyncio.create_task(_housekeeping(settings, session_factory, hub))
         try:
             yield
         finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
             if engine is not None:
                 engine.dispose()
 
@@ -58,10 +72,44 @@ def create_app(
     app.state.settings = settings
     app.state.sync = sync if sync is not None else NullSync()
     app.state.session_factory = session_factory
-    for module in (health, networks, hosts, endpoints):
+    app.state.events = hub
+    for module in (health, networks, hosts, endpoints, event_routes):
         app.include_router(module.router)
+    web.mount(app)
     _add_error_handlers(app)
     return app
+
+
+PRUNE_EVERY = 300.0  # seconds between endpoint-history prunes
+
+
+async def _housekeeping(
+    settings: Settings, session_factory: sessionmaker[Session], hub: EventHub
+) -> None:
+    """Publish host.lost / host.alive as heartbeats go stale or come back; prune history."""
+    watch = HostWatch()
+    loop = asyncio.get_running_loop()
+    pruned_at = loop.time()
+
+    def read_hosts() -> list[Any]:
+        with session_factory() as session:
+            return repo.list_hosts(session)
+
+    def prune() -> None:
+        with session_factory() as session:
+            repo.prune_history(session)
+            session.commit()
+
+    while True:
+        try:
+            hosts_now = await asyncio.to_thread(read_hosts)
+            hub.publish_all(watch.check(hosts_now, datetime.now(UTC), settings.host_dead_after))
+            if loop.time() - pruned_at > PRUNE_EVERY:
+                pruned_at = loop.time()
+                await asyncio.to_thread(prune)
+        except Exception as exc:  # the database may be busy: try again next round
+            log.warning("host watch: %s", exc)
+        await asyncio.sleep(settings.host_watch_interval)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

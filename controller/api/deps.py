@@ -1,4 +1,4 @@
-"""FastAPI dependencies as Annotated aliases: the session, the flow sync and the settings."""
+"""FastAPI dependencies as Annotated aliases: session, flow sync, settings and event hub."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.config import Settings
+from controller.events import EventHub
 from controller.sync import FlowSync
 
 
@@ -29,6 +30,12 @@ def get_app_settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
+def get_events(request: Request) -> EventHub:
+    """The event hub the app publishes to."""
+    return cast(EventHub, request.app.state.events)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SyncDep = Annotated[FlowSync, Depends(get_sync)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+EventsDep = Annotated[EventHub, Depends(get_events)]

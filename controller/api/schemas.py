@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -37,7 +37,7 @@ def check_endpoint_name(value: str) -> str:
             f"{value!r} is not a valid endpoint name: use 1 to 255 letters, digits, '_', '.', "
             "'-', ':' or '/', starting with a letter or digit"
         )
-    if value.endswith("/binding") or "//" in value or value.endswith("/"):
+    if value.endswith(("/binding", "/history")) or "//" in value or value.endswith("/"):
         raise ValueError(f"{value!r} is not a valid endpoint name: it would be ambiguous in URLs")
     return value
 
@@ -144,6 +144,9 @@ class SwitchPublic(_Public):
     flow_count: int
 
 
+HostStatus = Literal["converged", "lagging", "disconnected", "lost"]
+
+
 class HostPublic(BaseModel):
     """A host as the API shows it; ``dpid`` is 16 hex digits."""
 
@@ -154,6 +157,46 @@ class HostPublic(BaseModel):
     last_seen: datetime | None
     alive: bool
     switch: SwitchPublic | None
+    wanted_revision: int = Field(
+        description="the controller's current intent revision: what the switch should apply"
+    )
+    converged: bool = Field(
+        description="the switch is connected and has applied the wanted revision"
+    )
+    status: HostStatus = Field(
+        description="lost (heartbeat older than host_dead_after), disconnected (switch not "
+        "connected), lagging (applied < wanted) or converged"
+    )
+    endpoints: int = Field(description="endpoints bound to this host")
+
+
+class EventPublic(BaseModel):
+    """Something that just changed (see docs/api.md for every type and its data)."""
+
+    id: int = Field(description="increases by one per event; restarts with the controller")
+    time: datetime
+    type: str = Field(examples=["endpoint.moved"])
+    summary: str = Field(examples=["endpoint blue/web (10.20.0.2) moved from h1 to h2"])
+    data: dict[str, Any]
+
+
+class EventsRecent(BaseModel):
+    """The newest events, oldest first, and the stream's epoch."""
+
+    epoch: str = Field(description="changes when the controller restarts (ids restart)")
+    last_id: int
+    events: list[EventPublic]
+
+
+class MovePublic(_Public):
+    """One step of an endpoint's history."""
+
+    kind: Literal["bound", "moved", "unbound"]
+    host: str | None = Field(description="the host it is on after this step (null: unbound)")
+    from_host: str | None = Field(description="the host it left (moved, unbound)")
+    ofport: int | None
+    revision: int
+    at: datetime
 
 
 class EndpointCreate(_Body):

@@ -1,14 +1,22 @@
-"""The end of a write request: commit first, then tell the flow side the new revision."""
+"""The end of a write request: commit, then tell the flow side and the event hub."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from controller.db import changes
+from controller.events import EventHub
 from controller.sync import FlowSync
 
 
-def commit(session: Session, sync: FlowSync, revision: int | None) -> None:
-    """Commit the request's transaction; notify ``sync`` if the write was flow-relevant."""
+def commit(
+    session: Session, sync: FlowSync, revision: int | None, events: EventHub | None = None
+) -> None:
+    """Commit the request's transaction; notify ``sync`` if the write was flow-relevant, and
+    publish what the transaction noted (``controller.db.changes``) to ``events``."""
     session.commit()
     if revision is not None:
         sync.notify(revision)
+    noted = changes.take(session)
+    if events is not None:
+        events.publish_all(noted)

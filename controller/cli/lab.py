@@ -24,7 +24,8 @@ demo_app = typer.Typer(
 )
 
 PrefixOpt = Annotated[
-    str, typer.Option("--prefix", help="Name prefix of the lab's hosts", envvar="VXPLANE_LAB_PREFIX")
+    str,
+    typer.Option("--prefix", help="Name prefix of the lab's hosts", envvar="VXPLANE_LAB_PREFIX"),
 ]
 UnderlayOpt = Annotated[
     str,
@@ -87,10 +88,14 @@ def lab_run(
             ep = lab.run(_host_name(prefix, host), name, network, ip=ip)
         except Exception as exc:  # noqa: BLE001
             fail(str(exc))
-    console.print(f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})")
+    console.print(
+        f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})"
+    )
 
 
-@lab_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@lab_app.command(
+    "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
 def lab_exec(
     name: Annotated[str, typer.Argument(help="Namespace made by `lab run`")],
     cmd: Annotated[list[str], typer.Argument(help="Command, after --")],
@@ -143,7 +148,9 @@ def _print_status(status: dict, output: Output) -> None:  # type: ignore[type-ar
         typer.echo(json.dumps(status, indent=2, default=str))
         return
     render(status.get("hosts", []), ["name", "underlay_ip", "ovs", "agent"], output, "lab hosts")
-    render(status.get("containers", []), ["name", "host", "network", "ip"], output, "lab containers")
+    render(
+        status.get("containers", []), ["name", "host", "network", "ip"], output, "lab containers"
+    )
 
 
 @demo_app.callback()

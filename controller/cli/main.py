@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from controller.cli.events import events, status
 from controller.cli.lab import demo_app, lab_app
 from controller.cli.resources import endpoint_app, host_app, network_app
 
@@ -25,6 +26,8 @@ app.add_typer(host_app, name="host")
 app.add_typer(lab_app, name="lab")
 app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
+app.command("events")(events)
+app.command("status")(status)
 
 DbOpt = Annotated[
     str | None,
@@ -116,7 +119,9 @@ def db_upgrade(db: DbOpt = None, revision: str = "head") -> None:
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target, e.g. base")], db: DbOpt = None) -> None:
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target, e.g. base")], db: DbOpt = None
+) -> None:
     """Revert migrations down to REVISION."""
     from controller.config import Settings
     from controller.db import migrate

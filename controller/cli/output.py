@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NoReturn
 
@@ -14,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_API = "http://127.0.0.1:8080"
-console = Console()
+# Piped output is not cut at 80 columns: tables stay on one line per row for grep and less.
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 
@@ -26,8 +29,10 @@ class Output(StrEnum):
 
 
 def api_url(api: str | None) -> str:
-    """The API base URL: --api, else $VXPLANE_API, else the local default."""
-    return (api or os.environ.get("VXPLANE_API") or DEFAULT_API).rstrip("/")
+    """The API base URL: --api, else $VXPLANE_API, else the local default (``http://`` is
+    added when the scheme is left out: ``10.0.0.5:8080``)."""
+    url = (api or os.environ.get("VXPLANE_API") or DEFAULT_API).strip().rstrip("/")
+    return url if "://" in url else "http://" + url
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
@@ -38,8 +43,18 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def call(api: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """Call the controller API; turn transport errors and 4xx/5xx into clear CLI errors."""
+STATUS_HINTS = {
+    404: "check the name; `vxplane network ls`, `vxplane host ls` and `vxplane endpoint ls` "
+    "list what exists",
+    503: "the controller's database is busy or unreachable: retry in a moment, and check the "
+    "controller's log",
+}
+
+
+def call(api: str | None, method: str, path: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """Call the controller API; turn transport errors and 4xx/5xx into clear CLI errors.
+
+    ``hint`` is printed under a 404 (what to run to find the right name)."""
     base = api_url(api)
     try:
         resp = httpx.request(method, base + path, timeout=30.0, **kwargs)
@@ -57,20 +72,30 @@ def call(api: str | None, method: str, path: str, **kwargs: Any) -> Any:
             detail = "; ".join(
                 f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
             )
-        fail(f"{detail} (HTTP {resp.status_code})")
+        code = resp.status_code
+        fail(f"{detail} (HTTP {code})", (hint if code == 404 else None) or STATUS_HINTS.get(code))
     if resp.status_code == 204 or not resp.content:
         return None
     return resp.json()
 
 
-def render(rows: Sequence[dict[str, Any]], columns: Sequence[str], output: Output, title: str) -> None:
-    """Print rows as an aligned table, or as JSON for scripts."""
+def render(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    output: Output,
+    title: str,
+    empty: str | None = None,
+) -> None:
+    """Print rows as an aligned table, or as JSON for scripts (``empty``: said when none)."""
     if output == Output.json:
         typer.echo(json.dumps(list(rows), indent=2, default=str))
         return
+    if not rows and empty:
+        console.print(f"[dim]{title}:[/] {empty}")
+        return
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col.upper().replace("_", " "))
+        table.add_column(col.upper().replace("_", " "), no_wrap=True)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console.print(table)
@@ -84,3 +109,23 @@ def render_one(obj: dict[str, Any], output: Output) -> None:
     width = max(len(k) for k in obj) if obj else 0
     for key, value in obj.items():
         console.print(f"[bold]{key.ljust(width)}[/]  {'' if value is None else value}")
+
+
+def ago(iso: str | None, now: datetime | None = None) -> str:
+    """``"3 s ago"`` for an ISO timestamp from the API; ``"never"`` for None."""
+    if not iso:
+        return "never"
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    secs = int(((now or datetime.now(UTC)) - then).total_seconds())
+    if secs < 2:
+        return "just now"
+    if secs < 60:
+        return f"{secs} s ago"
+    if secs < 3600:
+        return f"{secs // 60} min ago"
+    if secs < 86400:
+        return f"{secs // 3600} h ago"
+    return f"{secs // 86400} d ago"

@@ -6,21 +6,40 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.output import Output, call, console, render, render_one
+from controller.cli.output import Output, ago, call, console, render, render_one
 
 ApiOpt = Annotated[
     str | None,
-    typer.Option("--api", help="Controller API URL [env: VXPLANE_API; default http://127.0.0.1:8080]"),
+    typer.Option(
+        "--api", help="Controller API URL [env: VXPLANE_API; default http://127.0.0.1:8080]"
+    ),
 ]
 OutOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]
 
-network_app = typer.Typer(help="Create, list, show and remove virtual networks.", no_args_is_help=True)
+network_app = typer.Typer(
+    help="Create, list, show and remove virtual networks.", no_args_is_help=True
+)
 endpoint_app = typer.Typer(help="List and inspect endpoints.", no_args_is_help=True)
 host_app = typer.Typer(help="List hosts and their switches.", no_args_is_help=True)
 
+STATUS_STYLE = {
+    "converged": "[green]{}[/]",
+    "lagging": "[yellow]{}[/]",
+    "disconnected": "[dark_orange]{}[/]",
+    "lost": "[bold red]{}[/]",
+}
 NET_COLS = ["name", "vni", "subnet", "gateway", "endpoints"]
 EP_COLS = ["network", "name", "ip", "mac", "host", "ofport", "state"]
-HOST_COLS = ["name", "underlay_ip", "dpid", "alive", "switch", "applied", "flows", "last_seen"]
+HOST_COLS = [
+    "name",
+    "status",
+    "underlay_ip",
+    "switch",
+    "flows",
+    "applied",
+    "endpoints",
+    "heartbeat",
+]
 
 
 @network_app.command("create")
@@ -48,7 +67,13 @@ def network_create(
 @network_app.command("ls")
 def network_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
     """List networks."""
-    render(call(api, "GET", "/api/v1/networks"), NET_COLS, output, "networks")
+    render(
+        call(api, "GET", "/api/v1/networks"),
+        NET_COLS,
+        output,
+        "networks",
+        empty="no networks yet: `vxplane network create blue --subnet 10.10.0.0/24`",
+    )
 
 
 @network_app.command("show")
@@ -58,7 +83,7 @@ def network_show(
     output: OutOpt = Output.table,
 ) -> None:
     """Show one network and its endpoints."""
-    net = call(api, "GET", f"/api/v1/networks/{name}")
+    net = call(api, "GET", f"/api/v1/networks/{name}", hint="list them with `vxplane network ls`")
     eps = call(api, "GET", "/api/v1/endpoints", params={"network": name})
     if output == Output.json:
         render_one({**net, "endpoint_list": eps}, output)
@@ -80,12 +105,21 @@ def network_rm(
 def endpoint_ls(
     network: Annotated[str | None, typer.Option(help="Only this network")] = None,
     host: Annotated[str | None, typer.Option(help="Only this host")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only this state: reserved, pending or ready")
+    ] = None,
     api: ApiOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """List endpoints: name, address, host and state (reserved, pending, ready)."""
-    params = {k: v for k, v in {"network": network, "host": host}.items() if v}
-    render(call(api, "GET", "/api/v1/endpoints", params=params), EP_COLS, output, "endpoints")
+    params = {k: v for k, v in {"network": network, "host": host, "state": state}.items() if v}
+    render(
+        call(api, "GET", "/api/v1/endpoints", params=params),
+        EP_COLS,
+        output,
+        "endpoints",
+        empty="no endpoints" + (" match" if params else " yet"),
+    )
 
 
 @endpoint_app.command("show")
@@ -96,12 +130,21 @@ def endpoint_show(
     output: OutOpt = Output.table,
 ) -> None:
     """Show one endpoint."""
-    render_one(call(api, "GET", f"/api/v1/networks/{network}/endpoints/{name}"), output)
+    render_one(
+        call(
+            api,
+            "GET",
+            f"/api/v1/networks/{network}/endpoints/{name}",
+            hint=f"list them with `vxplane endpoint ls --network {network}`",
+        ),
+        output,
+    )
 
 
 @host_app.command("ls")
 def host_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
-    """List hosts with their OpenFlow connection, applied revision and flow count."""
+    """List hosts: status (converged, lagging, disconnected, lost), OpenFlow connection, flow
+    count, applied / wanted revision, endpoints and heartbeat age."""
     hosts = call(api, "GET", "/api/v1/hosts")
     if output == Output.json:
         render(hosts, HOST_COLS, output, "hosts")
@@ -109,12 +152,44 @@ def host_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
     rows = []
     for h in hosts:
         sw = h.get("switch") or {}
+        applied = sw.get("applied_revision", "-")
         rows.append(
             {
                 **h,
-                "switch": "connected" if sw.get("connected") else "down",
-                "applied": sw.get("applied_revision"),
+                "status": STATUS_STYLE.get(h["status"], "{}").format(h["status"]),
+                "switch": ("connected " + (sw.get("address") or ""))
+                if sw.get("connected")
+                else ("down" if sw else "never connected"),
+                "applied": f"{applied} / {h['wanted_revision']}",
                 "flows": sw.get("flow_count"),
+                "heartbeat": ago(h.get("last_seen")),
             }
         )
-    render(rows, HOST_COLS, output, "hosts")
+    render(rows, HOST_COLS, output, "hosts", empty="no hosts registered: start `vxplane agent`")
+
+
+@endpoint_app.command("history")
+def endpoint_history(
+    network: Annotated[str, typer.Argument(help="Network name")],
+    name: Annotated[str, typer.Argument(help="Endpoint name")],
+    limit: Annotated[int, typer.Option(help="Newest steps to show", min=1, max=1000)] = 100,
+    api: ApiOpt = None,
+    output: OutOpt = Output.table,
+) -> None:
+    """Where the endpoint has been: binds, moves between hosts, unbinds (newest first)."""
+    moves = call(
+        api,
+        "GET",
+        f"/api/v1/networks/{network}/endpoints/{name}/history",
+        params={"limit": limit},
+        hint=f"list the endpoints with `vxplane endpoint ls --network {network}`",
+    )
+    if output == Output.table:
+        moves = [{**m, "at": m["at"][:19].replace("T", " ")} for m in moves]
+    render(
+        moves,
+        ["at", "kind", "from_host", "host", "ofport", "revision"],
+        output,
+        f"history of {network}/{name}",
+        empty=f"{network}/{name} was never bound to a host",
+    )

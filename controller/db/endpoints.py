@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,8 +23,9 @@ from controller.db.base import (
     to_network,
     utcnow,
 )
-from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
-from controller.db.records import EndpointRecord
+from controller.db.changes import note
+from controller.db.models import BlockRow, EndpointMoveRow, EndpointRow, HostRow, NetworkRow
+from controller.db.records import EndpointRecord, MoveRecord
 from controller.errors import AddressExhausted, Conflict, NotFound
 from controller.model import Block, EndpointState
 
@@ -107,7 +108,9 @@ def create_endpoint(
     except IntegrityError as exc:
         raise Conflict(f"endpoint {name!r} or {allocation.ip} was taken concurrently") from exc
     revision = bump(session) if allocation.block is not None else None
-    return _record(session, row, net), True, revision
+    record = _record(session, row, net)
+    note(session, "endpoint.created", network=network, endpoint=name, ip=str(record.ip))
+    return record, True, revision
 
 
 def _allocate(
@@ -199,6 +202,9 @@ def bind_endpoint(
     ):
         return endpoint_record(row, net, target.name), None
     revision = bump(session)
+    previous = session.get(HostRow, row.host_id) if row.host_id is not None else None
+    moved = previous is not None and previous.id != target.id
+    now = now or utcnow()
     row.host_id = target.id
     row.ofport = ofport
     row.port_name = port_name
@@ -206,11 +212,25 @@ def bind_endpoint(
     row.bound_rev = revision
     row.ready_at = None
     row.released_at = None
-    row.updated_at = now or utcnow()
+    row.updated_at = now
+    from_host = previous.name if moved and previous is not None else None
     try:
         session.flush()
+        kind = "moved" if moved else "bound"
+        _add_move(session, row.id, kind, target.name, from_host, ofport, revision, now)
     except IntegrityError as exc:  # the host was deleted concurrently
         raise NotFound(f"host {host!r} is not registered") from exc
+    note(
+        session,
+        "endpoint.moved" if moved else "endpoint.bound",
+        network=network,
+        endpoint=name,
+        ip=row.ip,
+        host=target.name,
+        from_host=from_host,
+        ofport=ofport,
+        revision=revision,
+    )
     return endpoint_record(row, net, target.name), revision
 
 
@@ -240,7 +260,17 @@ def unbind_endpoint(
     row.ready_at = None
     row.released_at = now
     row.updated_at = now
+    _add_move(session, row.id, "unbound", None, current.name, None, revision, now)
     session.flush()
+    note(
+        session,
+        "endpoint.unbound",
+        network=network,
+        endpoint=name,
+        ip=row.ip,
+        host=current.name,
+        revision=revision,
+    )
     return endpoint_record(row, net, None), revision
 
 
@@ -249,7 +279,59 @@ def delete_endpoint(session: Session, network: str, name: str) -> int | None:
     begin_write(session)
     net = network_row(session, network, lock="share")
     row = _endpoint_row(session, net, name, lock=True)
-    bound = row.host_id is not None
+    host = session.get(HostRow, row.host_id) if row.host_id is not None else None
+    ip = row.ip
     session.delete(row)
     session.flush()
-    return bump(session) if bound else None
+    revision = bump(session) if host is not None else None
+    note(
+        session,
+        "endpoint.deleted",
+        network=network,
+        endpoint=name,
+        ip=ip,
+        host=host.name if host is not None else None,
+        revision=revision,
+    )
+    return revision
+
+
+def _add_move(
+    session: Session,
+    endpoint_id: int,
+    kind: str,
+    host: str | None,
+    from_host: str | None,
+    ofport: int | None,
+    revision: int,
+    at: datetime,
+) -> None:
+    session.execute(
+        insert(EndpointMoveRow).values(
+            endpoint_id=endpoint_id,
+            kind=kind,
+            host=host,
+            from_host=from_host,
+            ofport=ofport,
+            revision=revision,
+            at=at,
+        )
+    )
+
+
+def endpoint_history(
+    session: Session, network: str, name: str, limit: int = 100
+) -> list[MoveRecord]:
+    """The endpoint's binds, moves and unbinds, newest first; ``NotFound`` if unknown."""
+    net = network_row(session, network)
+    row = _endpoint_row(session, net, name)
+    query = (
+        select(EndpointMoveRow)
+        .where(EndpointMoveRow.endpoint_id == row.id)
+        .order_by(EndpointMoveRow.id.desc())
+        .limit(limit)
+    )
+    return [
+        MoveRecord(m.kind, m.host, m.from_host, m.ofport, m.revision, m.at)
+        for m in session.execute(query).scalars()
+    ]

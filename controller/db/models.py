@@ -35,6 +35,7 @@ NAMING_CONVENTION = {
 }
 
 ENDPOINT_STATES = ("reserved", "pending", "ready")
+MOVE_KINDS = ("bound", "moved", "unbound")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -146,6 +147,28 @@ class EndpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class EndpointMoveRow(Base):
+    """One step of an endpoint's history: bound to a host, moved between hosts, unbound.
+
+    Lives as long as the endpoint (cascade); the newest ``HISTORY_KEEP`` per endpoint are kept.
+    Host names are copied, not referenced, so the history outlives a deleted host.
+    """
+
+    __tablename__ = "endpoint_moves"
+    __table_args__ = (CheckConstraint("kind IN ('bound', 'moved', 'unbound')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    from_host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    ofport: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 @event.listens_for(Revision.__table__, "after_create")

@@ -54,3 +54,15 @@ class EndpointRecord:
     updated_at: datetime
     ready_at: datetime | None
     released_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRecord:
+    """One step of an endpoint's history (``kind``: bound, moved, unbound)."""
+
+    kind: str
+    host: str | None
+    from_host: str | None
+    ofport: int | None
+    revision: int
+    at: datetime

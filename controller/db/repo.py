@@ -16,7 +16,18 @@ from collections.abc import Collection
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
-from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,15 +45,24 @@ from controller.db.base import (
     to_network,
     utcnow,
 )
+from controller.db.changes import note
 from controller.db.endpoints import (
     bind_endpoint,
     create_endpoint,
     delete_endpoint,
+    endpoint_history,
     get_endpoint,
     list_endpoints,
     unbind_endpoint,
 )
-from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
+from controller.db.models import (
+    BlockRow,
+    EndpointMoveRow,
+    EndpointRow,
+    HostRow,
+    NetworkRow,
+    UTCDateTime,
+)
 from controller.db.records import HostRecord, NetworkRecord
 from controller.errors import Conflict, NotFound
 from controller.model import Block, Endpoint, EndpointState, Host, Snapshot
@@ -56,15 +76,18 @@ __all__ = [
     "delete_endpoint",
     "delete_host",
     "delete_network",
+    "endpoint_history",
     "get_endpoint",
     "get_host",
     "get_network",
     "heartbeat",
+    "host_endpoint_counts",
     "list_endpoints",
     "list_hosts",
     "list_networks",
     "load_snapshot",
     "mark_ready",
+    "prune_history",
     "register_host",
     "unbind_endpoint",
 ]
@@ -78,6 +101,7 @@ class _Keep:
 
 
 KEEP = _Keep()
+HISTORY_KEEP = 100  # newest history rows kept per endpoint (``prune_history``)
 
 
 # Networks
@@ -113,6 +137,7 @@ def create_network(
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"network {name!r} or vni {chosen} is already taken") from exc
+    note(session, "network.created", network=name, vni=chosen, subnet=str(subnet))
     return network_record(row, 0), bump(session)
 
 
@@ -156,6 +181,7 @@ def delete_network(session: Session, name: str) -> int:
     session.execute(delete(EndpointRow).where(EndpointRow.network_id == row.id))
     session.execute(delete(BlockRow).where(BlockRow.network_id == row.id))
     session.delete(row)
+    note(session, "network.deleted", network=name, vni=row.vni)
     return bump(session)
 
 
@@ -187,8 +213,9 @@ def register_host(
     if row is None:
         row = HostRow(name=name, created_at=now, tunnel_port=tunnel_port or 1)
         session.add(row)
-        changed = True
+        changed = created = True
     else:
+        created = False
         changed = (row.underlay_ip, row.dpid) != (str(underlay_ip), dpid_text) or (
             tunnel_port is not None and tunnel_port != row.tunnel_port
         )
@@ -201,6 +228,9 @@ def register_host(
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"host {name!r}: underlay IP or dpid taken by another host") from exc
+    if changed:
+        kind = "host.registered" if created else "host.updated"
+        note(session, kind, host=name, underlay_ip=str(underlay_ip), dpid=dpid_text)
     return host_record(row), bump(session) if changed else None
 
 
@@ -233,6 +263,18 @@ def list_hosts(session: Session) -> list[HostRecord]:
     return [host_record(row) for row in rows]
 
 
+def host_endpoint_counts(session: Session, host: str | None = None) -> dict[str, int]:
+    """How many endpoints are bound to each host, or only to ``host`` (none: absent)."""
+    query = (
+        select(HostRow.name, func.count())
+        .join(EndpointRow, EndpointRow.host_id == HostRow.id)
+        .group_by(HostRow.name)
+    )
+    if host is not None:
+        query = query.where(HostRow.name == host)
+    return {name: count for name, count in session.execute(query)}
+
+
 def get_host(session: Session, name: str) -> HostRecord:
     """The host named ``name``, else ``NotFound``."""
     return host_record(host_row(session, name))
@@ -245,6 +287,9 @@ def delete_host(session: Session, name: str, now: datetime | None = None) -> int
     if host_id is None:
         raise NotFound(f"host {name!r} is not registered")
     now = now or utcnow()
+    bound = list(
+        session.execute(select(EndpointRow.id).where(EndpointRow.host_id == host_id)).scalars()
+    )
     release = (
         update(EndpointRow)
         .where(_locked(session, EndpointRow.host_id == host_id))
@@ -264,7 +309,24 @@ def delete_host(session: Session, name: str, now: datetime | None = None) -> int
     session.execute(release)  # endpoints bound while we waited for the host row lock
     session.execute(delete(BlockRow).where(BlockRow.host_id == host_id))
     session.delete(row)
-    return bump(session)
+    revision = bump(session)
+    if bound:
+        session.execute(
+            insert(EndpointMoveRow).from_select(
+                ["endpoint_id", "kind", "host", "from_host", "ofport", "revision", "at"],
+                select(
+                    EndpointRow.id,
+                    literal("unbound"),
+                    literal(None, String()),
+                    literal(name),
+                    literal(None, BigInteger()),
+                    literal(revision),
+                    literal(now, UTCDateTime()),
+                ).where(EndpointRow.id.in_(bound)),
+            )
+        )
+    note(session, "host.deleted", host=name, released=len(bound), revision=revision)
+    return revision
 
 
 def _locked(session: Session, where: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -273,6 +335,24 @@ def _locked(session: Session, where: ColumnElement[bool]) -> ColumnElement[bool]
         return where
     ids = select(EndpointRow.id).where(where).order_by(EndpointRow.id).with_for_update()
     return EndpointRow.id.in_(ids.scalar_subquery())
+
+
+def prune_history(session: Session, keep: int = HISTORY_KEEP) -> int:
+    """Forget all but the newest ``keep`` history rows of each endpoint; how many went."""
+    begin_write(session)
+    ranked = select(
+        EndpointMoveRow.id,
+        func.row_number()
+        .over(partition_by=EndpointMoveRow.endpoint_id, order_by=EndpointMoveRow.id.desc())
+        .label("rank"),
+    ).subquery()
+    old = select(ranked.c.id).where(ranked.c.rank > keep)
+    result = session.execute(
+        delete(EndpointMoveRow)
+        .where(EndpointMoveRow.id.in_(old))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # For the OpenFlow engine

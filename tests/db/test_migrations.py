@@ -10,7 +10,7 @@ from controller.db import migrate
 from controller.db.models import Base
 from controller.db.session import make_engine
 
-TABLES = {"revision", "networks", "hosts", "blocks", "endpoints"}
+TABLES = {"revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves"}
 
 
 def _tables(url: str) -> set[str]:
@@ -28,9 +28,12 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     finally:
         engine.dispose()
+
+    migrate.downgrade(db_url, "0001")  # 0002 alone comes off and leaves 0001's tables
+    assert _tables(db_url) & TABLES == TABLES - {"endpoint_moves"}
 
     migrate.downgrade(db_url, "base")
     assert not TABLES & _tables(db_url)

@@ -70,12 +70,12 @@ def snapshot(rev: int, with_b: bool = False) -> Snapshot:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, poll: float = 60) -> None:
         self.snap = snapshot(1)
         self.fail_reads = False
         self.marked: list[tuple[int, list[str]]] = []
         self.engine = Engine(
-            self._session, self._load, lambda s: self.snap.revision, self._mark, poll_interval=60
+            self._session, self._load, lambda s: self.snap.revision, self._mark, poll_interval=poll
         )
 
     class _S:
@@ -179,7 +179,8 @@ def test_failed_database_read_changes_nothing(h: Harness) -> None:
     assert c1.msgs == []
 
 
-def test_worker_marks_ready_after_barrier(h: Harness) -> None:
+def test_worker_marks_ready_on_its_poll_tick() -> None:
+    h = Harness(poll=0.05)
     c1 = FakeConn(1)
     h.engine.switch_connected(c1)
     h.engine.start()

@@ -1,7 +1,8 @@
-"""Endpoints: create (allocate), show, bind, unbind, delete, list; optional wait for ready.
+"""Endpoints: create (allocate), show, bind, unbind, delete, list, history; wait for ready.
 
-Endpoint names may contain '/', so the name is a ``path`` parameter; the ``/binding``
-routes are registered first so they win over a name ending in it (such names are refused).
+Endpoint names may contain '/', so the name is a ``path`` parameter; the ``/binding`` and
+``/history`` routes are registered first so they win over a name ending in them (such names
+are refused).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
-from controller.api.deps import SessionDep, SettingsDep, SyncDep
-from controller.api.schemas import BindingUpdate, EndpointCreate, EndpointPublic
+from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.schemas import BindingUpdate, EndpointCreate, EndpointPublic, MovePublic
 from controller.api.tx import commit
 from controller.config import Settings
 from controller.db import repo
@@ -49,13 +50,18 @@ def await_ready(
 
 @router.post("/networks/{network}/endpoints", status_code=status.HTTP_201_CREATED)
 def create_endpoint(
-    network: str, body: EndpointCreate, response: Response, session: SessionDep, sync: SyncDep
+    network: str,
+    body: EndpointCreate,
+    response: Response,
+    session: SessionDep,
+    sync: SyncDep,
+    events: EventsDep,
 ) -> EndpointPublic:
     """Allocate (201) or find again (200) the endpoint; 409 on address conflicts or exhaustion."""
     record, created, revision = repo.create_endpoint(
         session, network, body.name, ip=body.ip, host=body.host
     )
-    commit(session, sync, revision)
+    commit(session, sync, revision, events)
     if not created:
         response.status_code = status.HTTP_200_OK
     return EndpointPublic.model_validate(record)
@@ -69,13 +75,14 @@ def bind_endpoint(
     session: SessionDep,
     sync: SyncDep,
     settings: SettingsDep,
+    events: EventsDep,
     wait_ready: WaitReady = None,
 ) -> EndpointPublic:
     """Bind (or move) the endpoint to a host's OpenFlow port; pending until flows are applied."""
     record, revision = repo.bind_endpoint(
         session, network, name, body.host, body.ofport, port_name=body.port_name
     )
-    commit(session, sync, revision)
+    commit(session, sync, revision, events)
     return EndpointPublic.model_validate(await_ready(session, sync, settings, record, wait_ready))
 
 
@@ -85,12 +92,28 @@ def unbind_endpoint(
     name: str,
     session: SessionDep,
     sync: SyncDep,
+    events: EventsDep,
     host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
 ) -> EndpointPublic:
     """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
     record, revision = repo.unbind_endpoint(session, network, name, host=host)
-    commit(session, sync, revision)
+    commit(session, sync, revision, events)
     return EndpointPublic.model_validate(record)
+
+
+@router.get(ITEM + "/history")
+def endpoint_history(
+    network: str,
+    name: str,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="newest steps to return")] = 100,
+) -> list[MovePublic]:
+    """Where the endpoint has been: its binds, moves between hosts and unbinds, newest first.
+
+    The history lives as long as the endpoint; the newest 100 steps per endpoint are kept.
+    """
+    records = repo.endpoint_history(session, network, name, limit=limit)
+    return [MovePublic.model_validate(record) for record in records]
 
 
 @router.get(ITEM)
@@ -109,9 +132,11 @@ def get_endpoint(
 
 
 @router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
-def delete_endpoint(network: str, name: str, session: SessionDep, sync: SyncDep) -> Response:
+def delete_endpoint(
+    network: str, name: str, session: SessionDep, sync: SyncDep, events: EventsDep
+) -> Response:
     """Forget the endpoint and free its address."""
-    commit(session, sync, repo.delete_endpoint(session, network, name))
+    commit(session, sync, repo.delete_endpoint(session, network, name), events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,4 +1,4 @@
-"""Hosts: register (idempotent PUT), heartbeat, list, show, delete."""
+"""Hosts: register (idempotent PUT), heartbeat, list, show, delete; status and convergence."""
 
 from __future__ import annotations
 
@@ -7,32 +7,50 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 from pydantic import AfterValidator
+from sqlalchemy.orm import Session
 
-from controller.api.deps import SessionDep, SettingsDep, SyncDep
-from controller.api.schemas import HostPublic, HostRegister, SwitchPublic, check_name
+from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic, check_name
 from controller.api.tx import commit
 from controller.config import Settings
 from controller.db import repo
 from controller.db.base import format_dpid
 from controller.db.records import HostRecord
-from controller.sync import FlowSync
+from controller.hostwatch import is_alive
+from controller.sync import FlowSync, SwitchStatus
 
 router = APIRouter(prefix="/api/v1/hosts", tags=["hosts"])
 
 HostName = Annotated[str, Path(description="host name"), AfterValidator(check_name)]
 
 
-def to_public(record: HostRecord, sync: FlowSync, settings: Settings) -> HostPublic:
+def host_status(alive: bool, switch: SwitchStatus | None, wanted: int) -> HostStatus:
+    """lost, disconnected, lagging or converged (in that order of precedence)."""
+    if not alive:
+        return "lost"
+    if switch is None or not switch.connected:
+        return "disconnected"
+    return "converged" if switch.applied_revision >= wanted else "lagging"
+
+
+def to_public(
+    record: HostRecord,
+    sync: FlowSync,
+    settings: Settings,
+    wanted: int,
+    endpoints: int,
+    switches: list[SwitchStatus] | None = None,
+) -> HostPublic:
     """The API view of a host: alive from its heartbeat, switch from the flow side."""
-    now = datetime.now(UTC)
-    alive = (
-        record.last_seen is not None
-        and (now - record.last_seen).total_seconds() <= settings.host_dead_after
-    )
-    switch = None
+    alive = is_alive(record.last_seen, datetime.now(UTC), settings.host_dead_after)
+    found = None
     if record.dpid is not None:
-        found = next((s for s in sync.switches() if s.dpid == record.dpid), None)
-        switch = SwitchPublic.model_validate(found) if found is not None else None
+        found = next(
+            (s for s in (switches if switches is not None else sync.switches())
+             if s.dpid == record.dpid),
+            None,
+        )  # fmt: skip
+    state = host_status(alive, found, wanted)
     return HostPublic(
         name=record.name,
         underlay_ip=record.underlay_ip,
@@ -40,21 +58,36 @@ def to_public(record: HostRecord, sync: FlowSync, settings: Settings) -> HostPub
         tunnel_port=record.tunnel_port,
         last_seen=record.last_seen,
         alive=alive,
-        switch=switch,
+        switch=SwitchPublic.model_validate(found) if found is not None else None,
+        wanted_revision=wanted,
+        converged=state == "converged",
+        status=state,
+        endpoints=endpoints,
     )
+
+
+def _one(session: Session, record: HostRecord, sync: FlowSync, settings: Settings) -> HostPublic:
+    counts = repo.host_endpoint_counts(session, record.name)
+    wanted = repo.current_revision(session)
+    return to_public(record, sync, settings, wanted, counts.get(record.name, 0))
 
 
 @router.put("/{name}")
 def register_host(
-    name: HostName, body: HostRegister, session: SessionDep, sync: SyncDep, settings: SettingsDep
+    name: HostName,
+    body: HostRegister,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    events: EventsDep,
 ) -> HostPublic:
     """Register or update a host (409 if another host has its underlay IP or dpid)."""
     dpid = body.dpid if "dpid" in body.model_fields_set else repo.KEEP
     record, revision = repo.register_host(
         session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port
     )
-    commit(session, sync, revision)
-    return to_public(record, sync, settings)
+    commit(session, sync, revision, events)
+    return _one(session, record, sync, settings)
 
 
 @router.post("/{name}/heartbeat")
@@ -62,23 +95,27 @@ def heartbeat(name: str, session: SessionDep, sync: SyncDep, settings: SettingsD
     """Record that the host is alive (404 if unknown)."""
     record = repo.heartbeat(session, name)
     session.commit()
-    return to_public(record, sync, settings)
+    return _one(session, record, sync, settings)
 
 
 @router.get("")
 def list_hosts(session: SessionDep, sync: SyncDep, settings: SettingsDep) -> list[HostPublic]:
-    """Every host."""
-    return [to_public(record, sync, settings) for record in repo.list_hosts(session)]
+    """Every host, with its switch's connection, flow count and convergence."""
+    records = repo.list_hosts(session)
+    counts = repo.host_endpoint_counts(session)
+    wanted = repo.current_revision(session)
+    switches = sync.switches()
+    return [to_public(r, sync, settings, wanted, counts.get(r.name, 0), switches) for r in records]
 
 
 @router.get("/{name}")
 def get_host(name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep) -> HostPublic:
     """One host (404 if unknown)."""
-    return to_public(repo.get_host(session, name), sync, settings)
+    return _one(session, repo.get_host(session, name), sync, settings)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_host(name: str, session: SessionDep, sync: SyncDep) -> Response:
+def delete_host(name: str, session: SessionDep, sync: SyncDep, events: EventsDep) -> Response:
     """Forget a host: its endpoints become reserved, its blocks are released."""
-    commit(session, sync, repo.delete_host(session, name))
+    commit(session, sync, repo.delete_host(session, name), events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from controller.api.deps import SessionDep, SettingsDep, SyncDep
+from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.schemas import NetworkCreate, NetworkPublic
 from controller.api.tx import commit
 from controller.db import repo
@@ -14,7 +14,11 @@ router = APIRouter(prefix="/api/v1/networks", tags=["networks"])
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_network(
-    body: NetworkCreate, session: SessionDep, sync: SyncDep, settings: SettingsDep
+    body: NetworkCreate,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    events: EventsDep,
 ) -> NetworkPublic:
     """Create a network (409 if the name or VNI is taken)."""
     record, revision = repo.create_network(
@@ -25,7 +29,7 @@ def create_network(
         vni=body.vni,
         block_prefix=body.block_prefix or settings.default_block_prefix,
     )
-    commit(session, sync, revision)
+    commit(session, sync, revision, events)
     return NetworkPublic.model_validate(record)
 
 
@@ -42,7 +46,7 @@ def get_network(name: str, session: SessionDep) -> NetworkPublic:
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_network(name: str, session: SessionDep, sync: SyncDep) -> Response:
+def delete_network(name: str, session: SessionDep, sync: SyncDep, events: EventsDep) -> Response:
     """Delete a network and its unbound endpoints (409 while endpoints are bound)."""
-    commit(session, sync, repo.delete_network(session, name))
+    commit(session, sync, repo.delete_network(session, name), events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

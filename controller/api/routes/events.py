@@ -1,0 +1,134 @@
+"""The live event stream (server-sent events) and the recent events as JSON.
+
+``GET /api/v1/events`` is ``text/event-stream``: first a ``hello`` event (the hub's epoch and
+last id), then one unnamed message per event, its ``id:`` field the event id, its data the
+event as JSON; a ``: keep-alive`` comment when idle. A client that reconnects with
+``Last-Event-ID`` (browsers' EventSource do it by themselves) or ``?after=`` gets what it
+missed from the ring buffer; when that is gone (or the controller restarted) it receives a
+``resync`` event and should reload its state from the REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from controller.api.deps import EventsDep, SettingsDep
+from controller.api.schemas import EventPublic, EventsRecent
+from controller.events import Event, EventHub
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+Types = Annotated[
+    str | None,
+    Query(
+        description="only these types or families, comma-separated "
+        "(`endpoint`, `host.lost`, `switch`, ...)",
+        examples=["endpoint,host"],
+    ),
+]
+STREAM_DOC = {
+    200: {
+        "description": "A stream of server-sent events (each `data:` is an Event as JSON).",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "example": 'event: hello\ndata: {"epoch": "3f2a9c1d", "last_id": 41}\n\n'
+                'id: 42\ndata: {"id": 42, "type": "endpoint.moved", ...}\n\n',
+            }
+        },
+    }
+}
+
+
+def _matcher(types: str | None):  # type: ignore[no-untyped-def]
+    wanted = [t.strip() for t in (types or "").split(",") if t.strip()]
+    if not wanted:
+        return lambda kind: True
+    return lambda kind: any(kind == t or kind.startswith(t + ".") for t in wanted)
+
+
+def _frame(event: Event) -> str:
+    return f"id: {event.id}\ndata: {json.dumps(event.as_dict(), separators=(',', ':'))}\n\n"
+
+
+def _named(name: str, data: dict[str, object]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _stream(
+    hub: EventHub, start: int | None, types: str | None, keepalive: float
+) -> AsyncIterator[str]:
+    wanted = _matcher(types)
+    sub = hub.subscribe()
+    try:
+        last = hub.last_id
+        yield "retry: 2000\n" + _named("hello", {"epoch": hub.epoch, "last_id": last})
+        cursor = last if start is None else start
+        if cursor > last:  # an id from before a controller restart
+            yield _named("resync", {"reason": "unknown event id", "last_id": last})
+            cursor = last
+        while True:
+            sub.ready.clear()
+            events, missed = hub.since(cursor)
+            if missed:
+                yield _named("resync", {"reason": "events were dropped", "last_id": hub.last_id})
+            for event in events:
+                cursor = event.id
+                if wanted(event.type):
+                    yield _frame(event)
+            if events:
+                continue
+            try:
+                await asyncio.wait_for(sub.ready.wait(), keepalive)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+    finally:
+        hub.unsubscribe(sub)
+
+
+@router.get("", response_class=StreamingResponse, responses=STREAM_DOC)  # type: ignore[arg-type]
+async def event_stream(
+    request: Request,
+    hub: EventsDep,
+    settings: SettingsDep,
+    types: Types = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="replay events after this id (else: new only)")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="set by EventSource on reconnect; wins over `after`")
+    ] = None,
+) -> StreamingResponse:
+    """Follow what changes: networks, endpoints (added, moved, removed), hosts, switches."""
+    start = after
+    if last_event_id and last_event_id.strip().isdigit():
+        start = int(last_event_id.strip())
+    return StreamingResponse(
+        _stream(hub, start, types, settings.events_keepalive),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/recent")
+def recent_events(
+    hub: EventsDep,
+    types: Types = None,
+    limit: Annotated[int, Query(ge=1, le=10000, description="at most this many")] = 100,
+    after: Annotated[int, Query(ge=0, description="only events after this id")] = 0,
+) -> EventsRecent:
+    """The newest events kept by the controller (oldest first)."""
+    wanted = _matcher(types)
+    last = hub.last_id
+    events = [e for e in hub.since(after)[0] if wanted(e.type)][-limit:]
+    return EventsRecent(
+        epoch=hub.epoch,
+        last_id=last,
+        events=[EventPublic.model_validate(e.as_dict()) for e in events],
+    )

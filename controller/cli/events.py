@@ -1,0 +1,167 @@
+"""``vxplane events`` (follow the live stream) and ``vxplane status`` (the overlay at a glance)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from controller.cli.output import Output, api_url, call, console, err_console, fail
+from controller.cli.resources import ApiOpt, OutOpt
+
+TYPE_STYLE = {
+    "endpoint": "cyan",
+    "host": "bright_blue",
+    "network": "magenta",
+    "switch": "dim",
+    "host.lost": "bold red",
+    "switch.disconnected": "red",
+    "host.alive": "green",
+}
+
+
+def _style(kind: str) -> str:
+    return TYPE_STYLE.get(kind) or TYPE_STYLE.get(kind.split(".")[0], "")
+
+
+def print_event(event: dict[str, Any], output: Output) -> None:
+    """One event: a JSON line, or ``time  type  summary`` aligned."""
+    if output == Output.json:
+        typer.echo(json.dumps(event, separators=(",", ":")))
+        return
+    try:
+        stamp = datetime.fromisoformat(event["time"]).astimezone().strftime("%H:%M:%S")
+    except (KeyError, ValueError):
+        stamp = "--:--:--"
+    kind = event.get("type", "?")
+    style = _style(kind)
+    label = f"[{style}]{kind:<20}[/]" if style else f"{kind:<20}"
+    console.print(f"[dim]{stamp}[/]  {label} {event.get('summary', '')}", highlight=False)
+
+
+def sse_messages(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
+    """(event name, data, id) of each message of a server-sent event stream."""
+    name, ident = "message", None
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield name, "\n".join(data), ident
+            name, data, ident = "message", [], None
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+            elif field == "id":
+                ident = value
+
+
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow/--no-follow", "-f", help="Keep following new events")
+    ] = True,
+    last: Annotated[
+        int, typer.Option("--last", "-n", help="Recent events to show first", min=0, max=10000)
+    ] = 20,
+    types: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help="Only these types or families: endpoint,host.lost,..."),
+    ] = None,
+    api: ApiOpt = None,
+    output: OutOpt = Output.table,
+) -> None:
+    """Show recent events, then follow the live stream (Ctrl-C to stop); -o json: JSON lines."""
+    params: dict[str, Any] = {"limit": max(last, 1)}
+    if types:
+        params["types"] = types
+    recent = call(api, "GET", "/api/v1/events/recent", params=params)
+    for event in recent["events"][-last:] if last else []:
+        print_event(event, output)
+    if not follow:
+        return
+    cursor, epoch = recent["last_id"], recent["epoch"]
+    base = api_url(api)
+    try:
+        while True:
+            try:
+                cursor, epoch = _follow(base, cursor, epoch, types, output)
+            except httpx.HTTPError as exc:
+                err_console.print(f"[yellow]event stream interrupted ({exc}); reconnecting...[/]")
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _follow(
+    base: str, cursor: int, epoch: str, types: str | None, output: Output
+) -> tuple[int, str]:
+    params: dict[str, Any] = {"after": cursor}
+    if types:
+        params["types"] = types
+    timeout = httpx.Timeout(10.0, read=None)
+    with httpx.stream("GET", base + "/api/v1/events", params=params, timeout=timeout) as resp:
+        if resp.status_code >= 400:
+            fail(f"the controller refused the event stream (HTTP {resp.status_code})")
+        for name, data, ident in sse_messages(resp.iter_lines()):
+            if name == "hello":
+                hello = json.loads(data)
+                if hello["epoch"] != epoch:
+                    err_console.print("[yellow]the controller restarted: event ids start over[/]")
+                    epoch = hello["epoch"]
+            elif name == "resync":
+                err_console.print("[yellow]some events were missed (the stream fell behind)[/]")
+            elif name == "message":
+                print_event(json.loads(data), output)
+                if ident and ident.isdigit():
+                    cursor = int(ident)
+    return cursor, epoch
+
+
+def status(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
+    """The overlay at a glance: hosts and their convergence, networks, endpoints, revision."""
+    health = call(api, "GET", "/healthz")
+    hosts = call(api, "GET", "/api/v1/hosts")
+    networks = call(api, "GET", "/api/v1/networks")
+    endpoints = call(api, "GET", "/api/v1/endpoints")
+    by_status: dict[str, list[str]] = {}
+    for h in hosts:
+        by_status.setdefault(h["status"], []).append(h["name"])
+    by_state: dict[str, int] = {}
+    for e in endpoints:
+        by_state[e["state"]] = by_state.get(e["state"], 0) + 1
+    summary = {
+        "controller": api_url(api),
+        "revision": health["revision"],
+        "hosts": len(hosts),
+        "hosts_by_status": by_status,
+        "networks": len(networks),
+        "endpoints": len(endpoints),
+        "endpoints_by_state": by_state,
+        "converged": bool(hosts) and len(by_status.get("converged", [])) == len(hosts),
+    }
+    if output == Output.json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(f"[bold]controller[/]  {summary['controller']}  (revision {health['revision']})")
+    parts = [f"{len(v)} {k}" for k, v in sorted(by_status.items())]
+    console.print(f"[bold]hosts[/]       {len(hosts)}" + (f": {', '.join(parts)}" if parts else ""))
+    for state in ("lost", "disconnected", "lagging"):
+        if by_status.get(state):
+            console.print(f"  [red]{state}:[/] {', '.join(by_status[state])}")
+    console.print(f"[bold]networks[/]    {len(networks)}")
+    states = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+    console.print(f"[bold]endpoints[/]   {len(endpoints)}" + (f": {states}" if states else ""))
+    if summary["converged"]:
+        console.print("[green]every switch has applied the current revision[/]")
+    elif hosts:
+        console.print("[yellow]not every switch is converged: see `vxplane host ls`[/]")

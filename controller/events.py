@@ -1,0 +1,200 @@
+"""The in-process event hub: what just changed, for the dashboard's live log and `vxplane events`.
+
+Publishers are the API routes (after their transaction committed), the flow engine (switch
+connected, disconnected, converged) and the host watch (heartbeat went stale, came back).
+They may run on any thread. The hub keeps the last ``capacity`` events in a ring buffer with
+ids that increase by one per event, so a client that reconnects with ``Last-Event-ID`` gets
+what it missed. Each hub has an ``epoch`` (random, per process): ids restart at 1 when the
+controller restarts, and a client seeing a new epoch reloads its state instead of trusting
+its old id.
+
+Subscribers are asyncio tasks (the SSE responses): ``publish`` only wakes them (through
+``call_soon_threadsafe``) and they read the ring themselves, so a slow client never blocks a
+publisher and never grows a queue; one that falls more than ``capacity`` events behind is
+told to resynchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 2000
+
+# Every event type, what its ``data`` holds, and its one-line summary.
+EVENT_TYPES: dict[str, str] = {
+    "network.created": "network, vni, subnet",
+    "network.deleted": "network",
+    "endpoint.created": "network, endpoint, ip (reserved, on no host yet)",
+    "endpoint.bound": "network, endpoint, ip, host, ofport (plugged in on a host)",
+    "endpoint.moved": "network, endpoint, ip, host, from_host, ofport",
+    "endpoint.unbound": "network, endpoint, ip, host (the host it left)",
+    "endpoint.deleted": "network, endpoint, ip, host (if it was bound)",
+    "host.registered": "host, underlay_ip (new host)",
+    "host.updated": "host, underlay_ip, dpid (its dataplane identity changed)",
+    "host.lost": "host, last_seen (heartbeat older than host_dead_after)",
+    "host.alive": "host, last_seen (heartbeat fresh again)",
+    "host.deleted": "host, released (endpoints made reserved)",
+    "switch.connected": "dpid, host, address",
+    "switch.disconnected": "dpid, host",
+    "switch.converged": "dpid, host, revision (every change sent was confirmed)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened; ``data`` holds the type's fields (see ``EVENT_TYPES``)."""
+
+    id: int
+    time: datetime
+    type: str
+    summary: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what the API and the stream send)."""
+        return {
+            "id": self.id,
+            "time": self.time.isoformat(),
+            "type": self.type,
+            "summary": self.summary,
+            "data": self.data,
+        }
+
+
+def summarize(kind: str, data: dict[str, Any]) -> str:
+    """A short human sentence for an event ("blue/web moved from h1 to h2")."""
+    ep = f"{data.get('network')}/{data.get('endpoint')}"
+    host = data.get("host")
+    match kind:
+        case "network.created":
+            return (
+                f"network {data.get('network')} created: {data.get('subnet')} vni {data.get('vni')}"
+            )
+        case "network.deleted":
+            return f"network {data.get('network')} deleted"
+        case "endpoint.created":
+            return f"endpoint {ep} reserved {data.get('ip')}"
+        case "endpoint.bound":
+            return f"endpoint {ep} ({data.get('ip')}) added on {host}"
+        case "endpoint.moved":
+            return f"endpoint {ep} ({data.get('ip')}) moved from {data.get('from_host')} to {host}"
+        case "endpoint.unbound":
+            return f"endpoint {ep} ({data.get('ip')}) removed from {host}"
+        case "endpoint.deleted":
+            return f"endpoint {ep} ({data.get('ip')}) deleted"
+        case "host.registered":
+            return f"host {host} registered ({data.get('underlay_ip')})"
+        case "host.updated":
+            return f"host {host} re-registered with a new identity ({data.get('underlay_ip')})"
+        case "host.lost":
+            return f"host {host} lost: no heartbeat"
+        case "host.alive":
+            return f"host {host} is back"
+        case "host.deleted":
+            return f"host {host} deleted"
+        case "switch.connected":
+            return f"switch of {host or 'unknown host'} connected from {data.get('address')}"
+        case "switch.disconnected":
+            return f"switch of {host or 'unknown host'} disconnected"
+        case "switch.converged":
+            return (
+                f"switch of {host or 'unknown host'} converged at revision {data.get('revision')}"
+            )
+    return kind
+
+
+class _Subscriber:
+    """An asyncio waiter woken from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready = asyncio.Event()
+
+    def wake(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.ready.set)
+        except RuntimeError:  # the loop is closed: the subscriber is gone
+            pass
+
+
+class EventHub:
+    """Bounded ring buffer of recent events plus asyncio subscribers; thread-safe."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.epoch = secrets.token_hex(4)
+        self._ring: deque[Event] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._last_id = 0
+        self._subscribers: set[_Subscriber] = set()
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event (0 before the first)."""
+        with self._lock:
+            return self._last_id
+
+    def publish(self, kind: str, **data: Any) -> Event:
+        """Record an event and wake every subscriber. Never raises for a subscriber's sake."""
+        clean = {k: v for k, v in data.items() if v is not None}
+        with self._lock:
+            self._last_id += 1
+            event = Event(self._last_id, datetime.now(UTC), kind, summarize(kind, clean), clean)
+            self._ring.append(event)
+            subscribers = list(self._subscribers)
+        for sub in subscribers:
+            sub.wake()
+        log.debug("event %d %s", event.id, event.summary)
+        return event
+
+    def publish_all(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Publish ``(type, data)`` pairs in order."""
+        for kind, data in events:
+            self.publish(kind, **data)
+
+    def since(self, after: int, limit: int | None = None) -> tuple[list[Event], bool]:
+        """Events with id > ``after`` (oldest first, at most ``limit``, the newest ones kept)
+        and whether some were already dropped from the ring (the reader missed events)."""
+        with self._lock:
+            ring = list(self._ring)
+            last = self._last_id
+        after = max(after, 0)
+        events = [e for e in ring if e.id > after]
+        first_kept = ring[0].id if ring else last + 1
+        missed = after < last and after + 1 < first_kept
+        if limit is not None and len(events) > limit:
+            events = events[-limit:] if limit > 0 else []
+        return events, missed
+
+    def recent(self, limit: int = 100) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        return self.since(0, limit)[0]
+
+    def subscribe(self) -> _Subscriber:
+        """A waiter for the running event loop; ``unsubscribe`` it when done."""
+        sub = _Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        """Stop waking ``sub``."""
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open."""
+        with self._lock:
+            return len(self._subscribers)
