@@ -1,0 +1,68 @@
+"""Controller-side cost of one change: snapshot read and desired flows, by endpoint count.
+
+No root, no OVS: ``.venv/bin/python -m bench.pipeline [--sizes 40 400 2000] [--hosts 3]``.
+Fills a SQLite database in a temp dir through the repository (as the API does), then for
+each size times ``repo.load_snapshot`` and ``pipeline.desired_flows`` for every host
+(median of 10 runs each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from ipaddress import IPv4Address, IPv4Network
+
+from controller.db import migrate, repo
+from controller.db.session import make_engine, make_session_factory
+from controller.pipeline import desired_flows, index
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[40, 400, 2000])
+    p.add_argument("--hosts", type=int, default=3)
+    args = p.parse_args(argv)
+    url = f"sqlite:///{tempfile.mkdtemp(prefix='vxplane-bench-')}/p.db"
+    migrate.upgrade(url)
+    sessions = make_session_factory(make_engine(url))
+    with sessions() as s:
+        repo.create_network(s, "n", IPv4Network("10.0.0.0/8"), block_prefix=22)
+        s.commit()
+        for h in range(args.hosts):
+            repo.register_host(s, f"h{h}", IPv4Address(f"198.18.0.{h + 1}"), h + 1)
+            s.commit()
+    made = 0
+    print(f"{'endpoints':>9}  {'snapshot read':>13}  {'index':>7}  {'desired, all hosts':>18}")
+    for size in args.sizes:
+        for i in range(made, size):
+            host = f"h{i % args.hosts}"
+            with sessions() as s:
+                repo.create_endpoint(s, "n", f"e{i}", host=host)
+                s.commit()
+            with sessions() as s:
+                repo.bind_endpoint(s, "n", f"e{i}", host, i + 2)
+                s.commit()
+        made = size
+        reads, idxs, flows = [], [], []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            with sessions() as s:
+                snap = repo.load_snapshot(s)
+            t1 = time.perf_counter()
+            idx = index(snap)
+            t2 = time.perf_counter()
+            for h in range(args.hosts):
+                desired_flows(snap, f"h{h}", idx)
+            t3 = time.perf_counter()
+            reads.append(t1 - t0)
+            idxs.append(t2 - t1)
+            flows.append(t3 - t2)
+        ms = [statistics.median(x) * 1000 for x in (reads, idxs, flows)]
+        print(f"{size:>9}  {ms[0]:>10.1f} ms  {ms[1]:>4.1f} ms  {ms[2]:>15.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
