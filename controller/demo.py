@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -98,11 +100,12 @@ def run_demo(wait: bool = True, api_port: int = 8080) -> int:
             console.print("left running; remove it with `make demo-down`")
             return 0
         console.print("press Ctrl-C to tear everything down")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        stop = threading.Event()
+        # Explicit handlers: a process started in the background inherits SIGINT ignored,
+        # and SIGTERM (e.g. from a service manager) should tear down too.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
     except Exception as exc:  # noqa: BLE001 - shown to the user, then cleaned up
         console.print(f"[bold red]demo failed:[/] {exc}")
         demo_down()
