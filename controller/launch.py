@@ -113,8 +113,24 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            os.kill(pid, 0)
+            if _gone(pid):
+                return
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
+        _gone(pid)
     except ProcessLookupError:
         pass
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited (reaping it if it is our child; a zombie counts as gone)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
