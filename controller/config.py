@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     events_keepalive: float = Field(
         15.0, gt=0, description="seconds between keep-alive comments on an idle event stream"
     )
+    switch_echo_interval: float = Field(2.0, gt=0, description="OpenFlow echo probe period (s)")
+    switch_echo_misses: int = Field(
+        3, ge=1, description="unanswered echo probes before a switch counts as disconnected"
+    )
     log_level: str = "INFO"
 
 

@@ -92,8 +92,15 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 self.engine_.switch_disconnected(dp.id, conn)
 
 
-def start_openflow(engine: Engine, host: str, port: int) -> list[Any]:
-    """Start os-ken's OpenFlow listener and our app in background threads."""
+def start_openflow(
+    engine: Engine, host: str, port: int, echo_interval: float = 2.0, echo_misses: int = 3
+) -> list[Any]:
+    """Start os-ken's OpenFlow listener and our app in background threads.
+
+    Echo probing (off in os-ken by default) closes a switch that stops answering after
+    ``echo_misses`` probes ``echo_interval`` s apart: a switch whose process died without
+    closing its TCP connection must not count as connected (it would hold back readiness).
+    """
     from os_ken import cfg
 
     conf = cfg.CONF
@@ -102,6 +109,8 @@ def start_openflow(engine: Engine, host: str, port: int) -> list[Any]:
         start_openflow._configured = True  # type: ignore[attr-defined]
     conf.set_override("ofp_listen_host", host)
     conf.set_override("ofp_tcp_listen_port", port)
+    conf.set_override("echo_request_interval", echo_interval)
+    conf.set_override("maximum_unreplied_echo_requests", echo_misses)
     VxplaneOFApp.engine = engine
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps([__name__])

@@ -41,7 +41,13 @@ def run_controller(settings: Settings) -> None:
         sessions, repo.load_snapshot, repo.current_revision, mark_ready, on_event=hub.publish
     )
     engine.start()
-    start_openflow(engine, settings.openflow_host, settings.openflow_port)
+    start_openflow(
+        engine,
+        settings.openflow_host,
+        settings.openflow_port,
+        echo_interval=settings.switch_echo_interval,
+        echo_misses=settings.switch_echo_misses,
+    )
     log.info("OpenFlow listening on %s:%d", settings.openflow_host, settings.openflow_port)
     app = create_app(settings, sync=engine, session_factory=sessions, events=hub)
     config = uvicorn.Config(

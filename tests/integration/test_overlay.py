@@ -264,3 +264,23 @@ def test_agent_restart_no_duplicate_or_lost_endpoints(stack: Stack) -> None:
     keys = [(e["network"], e["name"]) for e in all_eps]
     assert len(keys) == len(set(keys))
     assert stack.ping("vxt-g3", g1["ip"])
+
+
+def test_dead_switch_is_dropped_and_does_not_hold_back_readiness(stack: Stack) -> None:
+    """ovs-vswitchd killed (no TCP close reaches the controller through its own datapath):
+    echo probing declares the switch gone, and attaches elsewhere stay quick. Runs last: it
+    leaves h3 without a switch."""
+    h3 = f"{PREFIX}h3"
+    pid = next(h for h in stack.lab.status()["hosts"] if h["name"] == h3)["pids"]["ovs-vswitchd"]
+    os.kill(pid["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:
+        sw = stack.api.get(f"/api/v1/hosts/{h3}").json().get("switch") or {}
+        if not sw.get("connected"):
+            break
+        assert time.monotonic() < deadline, "the dead switch still counts as connected"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    ep = stack.run("h1", "vxt-late", "blue")
+    assert ep["state"] == "ready"
+    assert time.monotonic() - t0 < 5, "readiness waited for the dead switch"
