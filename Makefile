@@ -16,6 +16,7 @@ ARTIFACTS   := test-artifacts
 TEST_TIMEOUT ?= 300
 PYTEST_ARGS  ?=
 DEMO_ARGS    ?=
+DOCKER       ?=
 BENCH_ARGS   ?=
 
 PYTEST_FLAGS := -q --timeout=$(TEST_TIMEOUT) -p no:cacheprovider
@@ -33,6 +34,7 @@ endef
 help:
 	@echo "make deps       install apt packages and .venv (root; idempotent, fast when done)"
 	@echo "make demo       start the demo lab (root); DEMO_ARGS='...' passed to 'vxplane demo'"
+	@echo "                DOCKER=1: also a dockerd per host and Docker containers (vxplane driver)"
 	@echo "make demo-down  tear the demo lab down (root)"
 	@echo "make test       the whole test suite (root); PYTEST_ARGS='...', TEST_TIMEOUT=$(TEST_TIMEOUT)"
 	@echo "make test-unit  tests/unit and tests/api (no root)"
@@ -49,7 +51,7 @@ venv:
 
 demo: deps
 	$(require_root)
-	$(VXPLANE) demo $(DEMO_ARGS)
+	$(VXPLANE) demo $(DEMO_ARGS) $(if $(filter-out 0,$(DOCKER)),--docker)
 
 demo-down:
 	$(require_root)

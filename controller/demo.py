@@ -65,8 +65,10 @@ def _ping(lab, src: str, ip: str) -> bool:  # type: ignore[no-untyped-def]
     return lab.exec(src, ["ping", "-c", "1", "-W", "1", "-q", ip], quiet=True) == 0
 
 
-def run_demo(wait: bool = True, api_port: int = 8080) -> int:
-    """Bring the demo up, print what it shows, and (with ``wait``) tear down on Ctrl-C."""
+def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> int:
+    """Bring the demo up, print what it shows, and (with ``wait``) tear down on Ctrl-C.
+
+    ``docker``: also one dockerd per host and Docker containers on a vxplane network."""
     api = f"http://127.0.0.1:{api_port}"
     lab = _lab()
     demo_down()
@@ -75,7 +77,7 @@ def run_demo(wait: bool = True, api_port: int = 8080) -> int:
             _start_controller(api_port)
         console.print(f"controller up: API {api}  (log {STATE / 'controller.log'})")
         with console.status("bringing up 3 emulated hosts (OVS userspace datapath)..."):
-            lab.up(hosts=3, controller_url=f"http://{lab.gateway_ip}:{api_port}")
+            lab.up(hosts=3, controller_url=f"http://{lab.gateway_ip}:{api_port}", docker=docker)
         console.print("hosts lab-h1, lab-h2, lab-h3 up, agents registered")
         for name in ("blue", "red"):
             r = httpx.post(f"{api}/api/v1/networks", json={"name": name, "subnet": SUBNET})
@@ -89,6 +91,8 @@ def run_demo(wait: bool = True, api_port: int = 8080) -> int:
             eps[name] = ep
             console.print(f"  {name:7} on {host}: {ep['ip']:12} {ep['mac']}  ready in {ms:.0f} ms")
         _matrix(lab, eps)
+        if docker:
+            _docker_demo(lab)
         console.print()
         console.print(f"[bold]API[/]        {api}   (OpenAPI docs: {api}/docs)")
         console.print(
@@ -139,3 +143,35 @@ def _matrix(lab, eps: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,t
         table.add_row(src, *row)
     console.print(table)
     (STATE / "matrix.json").write_text(json.dumps(results, indent=2))
+
+
+DOCKER_NET, DOCKER_SUBNET = "dnet", "10.22.0.0/24"
+
+
+def _docker_demo(lab) -> None:  # type: ignore[no-untyped-def]
+    """`docker network create -d vxplane` on every host, a container on h1 and on h3, a ping."""
+    import subprocess
+
+    def docker(host: str, *args: str) -> str:
+        done = subprocess.run(lab.docker_argv(host, list(args)), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} on {host}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    for host in ("lab-h1", "lab-h2", "lab-h3"):
+        docker(host, "network", "create", "-d", "vxplane", "--ipam-driver", "vxplane",
+               "--subnet", DOCKER_SUBNET, DOCKER_NET)  # fmt: skip
+    console.print(f"docker network {DOCKER_NET} ({DOCKER_SUBNET}) on every host, driver vxplane")
+    ips = {}
+    for name, host in (("web", "lab-h1"), ("db", "lab-h3")):
+        docker(host, "run", "-d", "--name", name, "--network", DOCKER_NET, "vxplane/busybox",
+               "sleep", "infinity")  # fmt: skip
+        fmt = "{{.NetworkSettings.Networks." + DOCKER_NET + ".IPAddress}}"
+        ips[name] = docker(host, "inspect", "-f", fmt, name)
+        console.print(f"  container {name:4} on {host}: {ips[name]}")
+    ok = subprocess.run(
+        lab.docker_argv("lab-h1", ["exec", "web", "ping", "-c", "1", "-W", "2", ips["db"]]),
+        capture_output=True,
+    ).returncode == 0  # fmt: skip
+    console.print(f"  web -> db ping: {'[green]reach[/]' if ok else '[bold red]blocked[/]'}")
+    console.print("[bold]Docker[/]     vxplane lab docker h1 -- exec web ping -c 3 " + ips["db"])

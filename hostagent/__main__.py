@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datapath-type", choices=["system", "netdev"], default=None)
     parser.add_argument("--dpid", default=None, help="br-int datapath id, 16 hex digits")
     parser.add_argument("--ready-timeout", type=float, default=10.0)
+    parser.add_argument("--docker-plugin", default=None, help="serve the Docker drivers here")
+    parser.add_argument("--docker-engine", default="unix:///run/docker.sock")
+    parser.add_argument("--docker-scope", choices=["local", "global"], default="local")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -44,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         datapath_type=args.datapath_type,
         dpid=args.dpid,
         ready_timeout=args.ready_timeout,
+        docker_plugin=args.docker_plugin,
+        docker_engine=args.docker_engine,
+        docker_scope=args.docker_scope,
     )
     return 0
 

@@ -439,8 +439,12 @@ def run_agent(
     datapath_type: str | None = None,
     dpid: str | None = None,
     ready_timeout: float = 10.0,
+    docker_plugin: str | None = None,
+    docker_engine: str = "unix:///run/docker.sock",
+    docker_scope: str = "local",
 ) -> None:
-    """Run the agent until SIGTERM/SIGINT: control thread plus the API on ``socket_path``."""
+    """Run the agent until SIGTERM/SIGINT: control thread plus the API on ``socket_path``;
+    with ``docker_plugin`` (a socket path) also the Docker drivers (``docker_plugin.py``)."""
     import uvicorn
 
     from hostagent.api import create_app
@@ -463,12 +467,19 @@ def run_agent(
     if os.path.exists(socket_path):
         os.unlink(socket_path)
     agent.start()
+    stop_docker = None
+    if docker_plugin:
+        from hostagent.docker_plugin import start_docker_plugin
+
+        stop_docker = start_docker_plugin(agent, docker_plugin, docker_engine, docker_scope)
     try:
         config = uvicorn.Config(
             create_app(agent), uds=socket_path, access_log=False, log_level="warning"
         )
         uvicorn.Server(config).run()
     finally:
+        if stop_docker is not None:
+            stop_docker()
         agent.stop()
         if os.path.exists(socket_path):
             os.unlink(socket_path)

@@ -5,6 +5,7 @@
 - ``POST /v1/detach`` ``{name, network}`` -> ``{network, name, detached, unbound}``.
 - ``GET /v1/endpoints`` -> endpoints plugged on this host.
 - ``GET /v1/healthz`` -> agent status (bridge, registration, last error).
+- ``POST /v1/cni/{add,del,check,gc,status}``: the CNI plugin's verbs (``cni_routes.py``).
 
 Errors are ``{"detail": ...}`` with 4xx (bad input, unknown network or namespace, conflict),
 503 (controller unreachable), 504 (not ready in time), 500 (local OVS/netlink failure).
@@ -86,5 +87,9 @@ def create_app(agent: Agent) -> FastAPI:
     @app.get("/v1/healthz")
     def healthz() -> dict[str, Any]:
         return agent.health()
+
+    from hostagent.cni_routes import cni_router  # imports this module's models
+
+    app.include_router(cni_router(agent))
 
     return app

@@ -106,6 +106,33 @@ class ControllerClient:
         """``GET /api/v1/networks/{name}``."""
         return self._call("GET", f"{API}/networks/{_seg(name)}").json()
 
+    def create_network(
+        self, name: str, subnet: str, gateway: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create network ``name`` or find it; returns (Network, created-by-this-call).
+
+        An existing network is returned as is (the caller compares its subnet)."""
+        body: dict[str, Any] = {"name": name, "subnet": subnet}
+        if gateway is not None:
+            body["gateway"] = gateway
+        try:
+            return self._call("POST", f"{API}/networks", json=body).json(), True
+        except ControllerError as exc:
+            if exc.status != 409:
+                raise
+            try:
+                return self.get_network(name), False
+            except ControllerError:
+                raise exc from None
+
+    def delete_network(self, name: str) -> None:
+        """``DELETE /api/v1/networks/{name}`` (409 while endpoints are bound)."""
+        self._call("DELETE", f"{API}/networks/{_seg(name)}")
+
+    def get_host(self, name: str) -> dict[str, Any]:
+        """``GET /api/v1/hosts/{name}``."""
+        return self._call("GET", f"{API}/hosts/{_seg(name)}").json()
+
     # -- endpoints ------------------------------------------------------------------------
 
     def create_endpoint(

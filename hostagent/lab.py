@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+from hostagent import labdocker
 from hostagent.agent_client import AgentClient
 from hostagent.errors import AgentError
 from hostagent.ovs import OvsOps
@@ -183,6 +184,16 @@ def _stop_pid(pid: int, must_contain: str, timeout: float = 5.0) -> None:
     _reap(pid)
 
 
+def _kill_tasks(host_dir: str) -> None:
+    """SIGKILL the shims (and their containers) an engine left running, by recorded pid."""
+    for shim, init in labdocker.task_pids(host_dir):
+        if not _pid_alive(shim) or not any(host_dir in a for a in _cmdline(shim)):
+            continue
+        if _pid_alive(init):
+            os.kill(init, signal.SIGKILL)
+        os.kill(shim, signal.SIGKILL)
+
+
 def _reap(pid: int) -> None:
     child = _children.pop(pid, None)
     if child is not None:
@@ -316,6 +327,7 @@ class Lab:
         agents: bool = True,
         agent_wait: float = 20.0,
         wait_registered: bool = True,
+        docker: bool = False,
     ) -> dict[str, Any]:
         """Bring up ``hosts`` emulated hosts (idempotent: what exists is kept).
 
@@ -323,7 +335,9 @@ class Lab:
         ``tcp:<gateway_ip>:6653``. ``agents=False`` starts no agents (br-int is made anyway).
         With ``wait_registered`` it waits up to ``agent_wait`` s for the agents to register at
         the controller; one that does not is reported in ``status()`` (``registered``), not
-        an error, as agents keep retrying. If a fresh lab fails halfway, what it made is
+        an error, as agents keep retrying. ``docker`` also starts one dockerd per host, its
+        agent serving the Docker drivers (``hostagent/labdocker.py``). If a fresh lab fails
+        halfway, what it made is
         removed again (``down``); a failing ``up`` of an existing lab leaves it as it was
         plus what was made (``down`` removes it all). Returns ``status()``.
         """
@@ -338,12 +352,18 @@ class Lab:
                 for i in range(1, hosts + 1):
                     self._ensure_host(state, i, openflow)
                 self._warm_neighbours(hosts)
+                if docker:
+                    for i in range(1, hosts + 1):
+                        self._ensure_holder(state, i)
                 if agents:
                     for i in range(1, hosts + 1):
                         self._ensure_agent(state, i, controller_url, openflow, extra_agent_args)
                     deadline = time.monotonic() + agent_wait
                     for i in range(1, hosts + 1):
                         self._wait_agent(state, i, deadline, wait_registered)
+                if docker:
+                    for i in range(1, hosts + 1):
+                        self._ensure_dockerd(state, i)
         except BaseException:
             if fresh:
                 log.warning("lab %s: up failed, removing what it made", self.prefix)
@@ -420,15 +440,30 @@ class Lab:
         ovs.ensure_bridge("br-int", "netdev", openflow, dpid=f"{int(ip):016x}")
 
     def _warm_neighbours(self, hosts: int) -> None:
-        """One underlay ping per pair of hosts, so each OVS learns its peers' MACs.
+        """Underlay pings in both directions between all hosts, so each OVS learns its peers'
+        MACs.
 
         The userspace tunnel resolves the underlay next hop from its own neighbour cache, fed
-        by snooping ARP on br-phy; a miss sends an ARP and drops the packet, so without this
-        the first overlay packet to every host is lost.
+        by snooping ARP replies on br-phy; a miss sends an ARP and drops the packet, so without
+        this the first overlay packet to every host is lost. A kernel that received a peer's
+        ARP request already knows that peer and sends no request of its own, so its OVS never
+        sees a reply: the second direction runs after a neighbour flush (seen: h2 lost its
+        first packet to h1).
         """
-        pairs = [(i, j) for i in range(1, hosts + 1) for j in range(i + 1, hosts + 1)]
-        pairs += [(i, 0) for i in range(1, hosts + 1)]
+        forward = [(i, j) for i in range(1, hosts + 1) for j in range(i + 1, hosts + 1)]
+        forward += [(i, 0) for i in range(1, hosts + 1)]
+        backward = [(j, i) for i, j in forward if j != 0]
+        failed = self._ping_pairs(forward)
+        for i in range(1, hosts + 1):
+            _run(["ip", "-n", self.host_name(i), "neigh", "flush", "dev", "br-phy"], check=False)
+        failed += self._ping_pairs(backward)
+        if failed:
+            log.warning("lab %s: %d underlay pings failed while warming up", self.prefix, failed)
+
+    def _ping_pairs(self, pairs: list[tuple[int, int]]) -> int:
+        """One ping from host i to host j (0: the gateway) per pair; returns the failures."""
         running: list[subprocess.Popen[bytes]] = []
+        failed = 0
         for i, j in pairs:
             target = self.gateway_ip if j == 0 else str(self.underlay_ip(j))
             argv = ["ip", "netns", "exec", self.host_name(i), "ping", "-c", "1", "-W", "2", target]
@@ -436,10 +471,8 @@ class Lab:
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
             if len(running) >= 32:
-                running.pop(0).wait(timeout=10)
-        failed = sum(1 for p in running if p.wait(timeout=10) != 0)
-        if failed:
-            log.warning("lab %s: %d underlay pings failed while warming up", self.prefix, failed)
+                failed += running.pop(0).wait(timeout=10) != 0
+        return failed + sum(1 for p in running if p.wait(timeout=10) != 0)
 
     def _ensure_ovs(self, host: dict[str, Any], name: str, paths: HostPaths) -> None:
         pids = host["pids"]
@@ -479,8 +512,13 @@ class Lab:
         host = state["hosts"][name]
         paths = self.host_paths(name)
         pid = host["pids"].get("agent")
+        holder = host["pids"].get("mnt-holder")
+        mount = [f"--mount=/proc/{holder}/ns/mnt"] if holder else []
+        if holder:
+            extra = [*extra, "--docker-plugin", labdocker.PLUGIN_SOCKET,
+                     "--docker-engine", f"unix://{labdocker.paths(paths.dir)['sock']}"]  # fmt: skip
         argv = [
-            "nsenter", f"--net={os.path.join(NETNS_DIR, name)}",
+            "nsenter", f"--net={os.path.join(NETNS_DIR, name)}", *mount,
             self.python, "-m", "hostagent",
             "--controller", controller_url, "--host", name,
             "--underlay-ip", host["underlay_ip"], "--ovsdb", paths.db,
@@ -530,6 +568,78 @@ class Lab:
             "lab %s: agent of %s not registered at %s yet: %s",
             self.prefix, name, health.get("controller"), health.get("last_error"),
         )  # fmt: skip
+
+    # -- docker -------------------------------------------------------------------------
+
+    def _ensure_holder(self, state: dict[str, Any], i: int) -> None:
+        """The host's private mount namespace holding its /run/docker/plugins."""
+        name = self.host_name(i)
+        host, paths = state["hosts"][name], self.host_paths(name)
+        pid = host["pids"].get("mnt-holder")
+        if _pid_alive(pid) and any(paths.dir in a for a in _cmdline(pid)):
+            return
+        child = labdocker.start_holder(paths.dir)
+        _children[child.pid] = child
+        host["pids"]["mnt-holder"] = child.pid
+        deadline = time.monotonic() + 10
+        while not labdocker.holder_ready(child.pid, paths.dir):
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"mount namespace of {name} did not come up")
+            time.sleep(0.02)
+
+    def _ensure_dockerd(self, state: dict[str, Any], i: int) -> None:
+        """The host's dockerd (in its netns and mount holder) and the busybox image."""
+        name = self.host_name(i)
+        host, paths = state["hosts"][name], self.host_paths(name)
+        sock = labdocker.paths(paths.dir)["sock"]
+        pid = host["pids"].get("dockerd")
+        if not (_pid_alive(pid) and labdocker.engine_up(sock)):
+            if pid:
+                _stop_pid(pid, paths.dir, timeout=20)
+            # A SIGKILLed dockerd's containerd dies with it but may linger as a zombie whose
+            # pid file makes the next dockerd wait for it forever.
+            cfile = labdocker.containerd_pidfile(paths.dir)
+            cpid = _read_pidfile(cfile)
+            if cpid:
+                _stop_pid(cpid, paths.dir)
+                if not _pid_alive(cpid):
+                    os.unlink(cfile)
+            child = labdocker.start_dockerd(
+                os.path.join(NETNS_DIR, name), host["pids"]["mnt-holder"], paths.dir
+            )
+            _children[child.pid] = child
+            host["pids"]["dockerd"] = pid = child.pid
+            try:
+                labdocker.wait_engine(sock, child)
+            except RuntimeError as exc:
+                raise LabError(str(exc)) from exc
+        host["docker_sock"] = sock
+        labdocker.ensure_image(sock)
+
+    def restart_dockerd(self, host: str, kill: bool = False) -> int:
+        """Stop ``host``'s dockerd (SIGTERM, or SIGKILL with ``kill``) and start it again;
+        returns the new pid."""
+        with self._locked() as state:
+            name = self.host_name(host)
+            h, paths = state["hosts"][name], self.host_paths(name)
+            pid = h["pids"].get("dockerd")
+            if pid and kill and _pid_alive(pid) and any(paths.dir in a for a in _cmdline(pid)):
+                os.kill(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    _reap(pid)
+                    time.sleep(0.05)
+            elif pid:
+                _stop_pid(pid, paths.dir, timeout=20)
+            self._ensure_dockerd(state, h["index"])
+            return int(h["pids"]["dockerd"])
+
+    def docker_argv(self, host: str, args: Sequence[str]) -> list[str]:
+        """The docker CLI command line for ``host``'s engine."""
+        with self._locked() as state:
+            name = self.host_name(host)
+            if not state["hosts"].get(name, {}).get("docker_sock"):
+                raise LabError(f"{name} runs no dockerd (lab up --docker)")
+        return labdocker.cli_argv(self.host_paths(name).dir, list(args))
 
     # -- containers ---------------------------------------------------------------------
 
@@ -658,8 +768,19 @@ class Lab:
                 pids = dict(host["pids"])
                 for daemon in ("ovs-vswitchd", "ovsdb-server"):
                     pids.setdefault(daemon, _read_pidfile(paths.pidfile(daemon)))
+                if pids.get("dockerd"):
+                    labdocker.remove_all_containers(labdocker.paths(paths.dir)["sock"])
+                    _stop_pid(pids["dockerd"], paths.dir, timeout=20)
+                    # dockerd stops the containerd it started, unless it was SIGKILLed once
+                    exec_root = labdocker.paths(paths.dir)["exec"]
+                    containerd = _read_pidfile(f"{exec_root}/containerd/containerd.pid")
+                    if containerd:
+                        _stop_pid(containerd, paths.dir)
+                    _kill_tasks(paths.dir)
                 if pids.get("agent"):
                     _stop_pid(pids["agent"], paths.agent_sock)
+                if pids.get("mnt-holder"):
+                    _stop_pid(pids["mnt-holder"], paths.dir)
                 for daemon in ("ovs-vswitchd", "ovsdb-server"):
                     # Only a process whose command line names this host's dir is ours.
                     if pids.get(daemon):

@@ -35,11 +35,12 @@ APT_PACKAGES=(
   git
   docker-compose                         # validates docker-compose.yml in tests (no engine needed)
   chromium                               # headless browser for tests/web (dashboard, Playwright)
+  docker.io                              # dockerd per emulated host (tests/runtime, lab --docker)
 )
 # shellcheck disable=SC2206
 APT_PACKAGES+=(${VXPLANE_APT_EXTRA:-})
 # Services that the packages above ship and that we never want running.
-SYSTEM_UNITS=(openvswitch-switch ovsdb-server ovs-vswitchd postgresql)
+SYSTEM_UNITS=(openvswitch-switch ovsdb-server ovs-vswitchd postgresql docker docker.socket containerd)
 
 DO_APT=1
 DO_VENV=1
@@ -133,6 +134,7 @@ install_apt() {
         units+=(openvswitch-switch ovsdb-server ovs-vswitchd)
       fi
       if in_list postgresql "${missing[@]}"; then units+=(postgresql); fi
+      if in_list docker.io "${missing[@]}"; then units+=(docker docker.socket containerd); fi
       if ((${#units[@]})); then systemctl disable "${units[@]}" >/dev/null 2>&1 || true; fi
     fi
   fi

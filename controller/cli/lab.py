@@ -59,13 +59,21 @@ def lab_up(
     ] = None,
     prefix: PrefixOpt = "lab-",
     underlay: UnderlayOpt = "198.18.0.0/24",
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Also run one dockerd per host, its agent serving the vxplane network and "
+            "IPAM drivers (see `vxplane lab docker`)",
+        ),
+    ] = False,
 ) -> None:
     """Create hosts PREFIXh1..PREFIXhN, each with OVS and an agent connected to the controller."""
     _need_root()
     lab = _lab(prefix, underlay)
     with console.status(f"bringing up {hosts} emulated hosts..."):
         try:
-            lab.up(hosts=hosts, controller_url=controller)
+            lab.up(hosts=hosts, controller_url=controller, docker=docker)
         except Exception as exc:  # noqa: BLE001 - report, lab.up cleans its own half-work
             fail(f"lab up failed: {exc}", "see the logs under /run/vxplane/lab; `vxplane lab down`")
     _print_status(lab.status(), Output.table)
@@ -105,6 +113,26 @@ def lab_exec(
     """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3"""
     _need_root()
     raise typer.Exit(_lab(prefix, underlay).exec(name, cmd))
+
+
+@lab_app.command(
+    "docker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lab_docker(
+    host: Annotated[str, typer.Argument(help="Lab host started with --docker, e.g. h1")],
+    args: Annotated[list[str] | None, typer.Argument(help="docker CLI arguments, after --")] = None,
+    prefix: PrefixOpt = "lab-",
+    underlay: UnderlayOpt = "198.18.0.0/24",
+) -> None:
+    """Run the docker CLI against HOST's engine: vxplane lab docker h1 -- ps -a"""
+    _need_root()
+    try:
+        argv = _lab(prefix, underlay).docker_argv(_host_name(prefix, host), args or [])
+    except Exception as exc:  # noqa: BLE001
+        fail(str(exc), "start the lab with `vxplane lab up --docker`")
+    import subprocess
+
+    raise typer.Exit(subprocess.run(argv, check=False).returncode)
 
 
 @lab_app.command("rm")
@@ -160,6 +188,9 @@ def demo(
         bool, typer.Option("--wait/--no-wait", help="Stay up until Ctrl-C (--no-wait: leave it up)")
     ] = True,
     api_port: Annotated[int, typer.Option(help="API port")] = 8080,
+    docker: Annotated[
+        bool, typer.Option("--docker", help="Also Docker engines and containers on the hosts")
+    ] = False,
 ) -> None:
     """Controller on SQLite + 3 emulated hosts + two networks sharing a CIDR + a ping matrix."""
     if ctx.invoked_subcommand is not None:
@@ -167,7 +198,7 @@ def demo(
     _need_root()
     from controller.demo import run_demo
 
-    sys.exit(run_demo(wait=wait, api_port=api_port))
+    sys.exit(run_demo(wait=wait, api_port=api_port, docker=docker))
 
 
 @demo_app.command("down")

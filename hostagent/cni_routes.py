@@ -1,0 +1,121 @@
+"""The agent's ``/v1/cni/*`` routes, called by the ``vxplane-cni`` plugin.
+
+- ``POST /v1/cni/add`` ``{netns, name, network, ifname, container_id, config, ip?}`` ->
+  ``{endpoint, mtu, port_name}`` once the endpoint is ready.
+- ``POST /v1/cni/del`` ``{name, network, ifname, container_id, config, release, netns?}``
+- ``POST /v1/cni/check`` ``{netns, name, network, ifname, container_id, config}``
+- ``POST /v1/cni/gc`` ``{config, valid: [{container_id, ifname}], release}`` -> ``{removed}``
+- ``POST /v1/cni/status`` ``{network}``
+
+Errors are ``{"detail", "cni_code"}``: the CNI code is decided here, once (``cni_code``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, IPvAnyAddress
+
+from hostagent.agent import Agent
+from hostagent.api import IFNAME, EndpointName, Name
+from hostagent.cni_service import CniService, cni_code
+from hostagent.errors import AgentError
+
+Text = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class CniAttachment(BaseModel):
+    """Who the attachment is: endpoint, network, and the runtime's own identity of it."""
+
+    name: EndpointName
+    network: Name
+    ifname: Annotated[str, Field(pattern=IFNAME)]
+    container_id: Text
+    config: Text
+    netns: Text | None = None
+
+
+class CniAdd(CniAttachment):
+    netns: Text
+    ip: IPvAnyAddress | None = None
+
+
+class CniDel(CniAttachment):
+    release: bool = True
+
+
+class CniCheck(CniAttachment):
+    netns: Text
+
+
+class CniValid(BaseModel):
+    container_id: str
+    ifname: str = ""
+
+
+class CniGc(BaseModel):
+    config: Text
+    valid: list[CniValid]
+    release: bool = True
+
+
+class CniStatus(BaseModel):
+    network: Name
+
+
+def _error(exc: AgentError) -> JSONResponse:
+    return JSONResponse(
+        status_code=exc.status, content={"detail": exc.detail, "cni_code": cni_code(exc)}
+    )
+
+
+def cni_router(agent: Agent) -> APIRouter:
+    """The CNI routes bound to ``agent``."""
+    svc = CniService(agent)
+    router = APIRouter(prefix="/v1/cni")
+
+    @router.post("/add", response_model=None)
+    def add(req: CniAdd) -> dict[str, Any] | JSONResponse:
+        try:
+            return svc.add(
+                req.netns, req.name, req.network, req.ifname, req.container_id, req.config,
+                ip=str(req.ip) if req.ip is not None else None,
+            )  # fmt: skip
+        except AgentError as exc:
+            return _error(exc)
+
+    @router.post("/del", response_model=None)
+    def delete(req: CniDel) -> dict[str, Any] | JSONResponse:
+        try:
+            return svc.delete(
+                req.name, req.network, req.ifname, req.container_id, req.config, req.release
+            )
+        except AgentError as exc:
+            return _error(exc)
+
+    @router.post("/check", response_model=None)
+    def check(req: CniCheck) -> dict[str, Any] | JSONResponse:
+        try:
+            return svc.check(
+                req.netns, req.name, req.network, req.ifname, req.container_id, req.config
+            )
+        except AgentError as exc:
+            return _error(exc)
+
+    @router.post("/gc", response_model=None)
+    def gc(req: CniGc) -> dict[str, Any] | JSONResponse:
+        try:
+            return svc.gc(req.config, [(v.container_id, v.ifname) for v in req.valid], req.release)
+        except AgentError as exc:
+            return _error(exc)
+
+    @router.post("/status", response_model=None)
+    def status(req: CniStatus) -> dict[str, Any] | JSONResponse:
+        try:
+            return svc.status(req.network)
+        except AgentError as exc:
+            return _error(exc)
+
+    return router

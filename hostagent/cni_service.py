@@ -1,0 +1,230 @@
+"""The agent's side of the CNI plugin: add, del, check, gc and status on top of ``Agent``.
+
+CNI attachments are plain agent attachments whose OVS interface also records who made it
+(``external_ids``: container id, interface name and CNI configuration name), so DEL finds
+its endpoint even if the runtime's arguments changed, a stale DEL of an old sandbox never
+unplugs a newer sandbox holding the same endpoint name, and GC can tell which attachments
+of a configuration are still valid. The plugin protocol itself lives in ``hostagent/cni.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from hostagent.agent import EXT_ENDPOINT, EXT_NETWORK, Agent
+from hostagent.client import ControllerError
+from hostagent.errors import (
+    AgentError,
+    Conflict,
+    ControllerUnavailable,
+    InvalidRequest,
+    LinkError,
+    NotFound,
+    NotReady,
+    OvsError,
+)
+from hostagent.netlink import device_names, netns_path
+
+log = logging.getLogger("hostagent.cni")
+
+CNI_CONTAINER = "vxplane-cni-container"
+CNI_IFNAME = "vxplane-cni-ifname"
+CNI_CONFIG = "vxplane-cni-config"
+CNI_NETNS = "vxplane-cni-netns"
+
+
+class CheckFailed(AgentError):
+    """CHECK found the attachment different from what it should be."""
+
+    status = 409
+
+
+class NotAvailable(AgentError):
+    """STATUS: the agent cannot serve ADD for this network right now."""
+
+    status = 503
+
+
+def cni_code(exc: AgentError) -> int:
+    """The CNI error code for an agent error (``hostagent/cni.py`` lists them)."""
+    from hostagent import cni
+
+    if isinstance(exc, NotAvailable):
+        return cni.NOT_AVAILABLE
+    if isinstance(exc, CheckFailed):
+        return cni.NOT_AS_EXPECTED
+    if isinstance(exc, ControllerUnavailable | NotReady):
+        return cni.TRY_AGAIN
+    if isinstance(exc, NotFound):
+        return cni.UNKNOWN_CONTAINER
+    if isinstance(exc, ControllerError):
+        return cni.ADDRESS_CONFLICT if exc.status == 409 else cni.INVALID_CONFIG
+    if isinstance(exc, Conflict):
+        return cni.ADDRESS_CONFLICT
+    if isinstance(exc, InvalidRequest):
+        return cni.INVALID_CONFIG
+    if isinstance(exc, OvsError | LinkError):
+        return cni.IO_FAILURE
+    return cni.IO_FAILURE
+
+
+class CniService:
+    """CNI verbs of one agent."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def _cni_ports(self) -> dict[str, dict[str, Any]]:
+        return self.agent.ovs.list_ports_with(CNI_CONTAINER, self.agent.bridge)
+
+    def add(
+        self,
+        netns: str,
+        name: str,
+        network: str,
+        ifname: str,
+        container_id: str,
+        config: str,
+        ip: str | None = None,
+    ) -> dict[str, Any]:
+        """Attach (returns once ready) and label the port as this CNI attachment's."""
+        ep = self.agent.attach(netns, name, network, ip=ip, ifname=ifname)
+        host_if, _ = device_names(network, name)
+        try:
+            self.agent.ovs.set_interface_ids(
+                host_if,
+                {
+                    CNI_CONTAINER: container_id,
+                    CNI_IFNAME: ifname,
+                    CNI_CONFIG: config,
+                    CNI_NETNS: netns,
+                },
+            )
+        except AgentError:
+            self.agent.detach(name, network)
+            raise
+        return {"endpoint": ep, "mtu": self.agent.mtu, "port_name": host_if}
+
+    def delete(
+        self,
+        name: str,
+        network: str,
+        ifname: str,
+        container_id: str,
+        config: str,
+        release: bool,
+    ) -> dict[str, Any]:
+        """Unplug the attachment (idempotent) and, with ``release``, free the address unless
+        the name is bound on some host by now."""
+        ports = self._cni_ports()
+        for row in ports.values():
+            ids = row["external_ids"]
+            if (ids.get(CNI_CONTAINER), ids.get(CNI_IFNAME), ids.get(CNI_CONFIG)) == (
+                container_id,
+                ifname,
+                config,
+            ):
+                network, name = ids.get(EXT_NETWORK, network), ids.get(EXT_ENDPOINT, name)
+                break
+        else:
+            owner = ports.get(device_names(network, name)[0], {}).get("external_ids", {})
+            if owner and owner.get(CNI_CONTAINER) != container_id:
+                log.info(
+                    "host %s: CNI DEL of %s/%s by %s: now held by %s; left alone",
+                    self.agent.host, network, name, container_id, owner.get(CNI_CONTAINER),
+                )  # fmt: skip
+                return {"network": network, "name": name, "detached": False, "released": False}
+        out = self.agent.detach(name, network)
+        released = False
+        if release:
+            try:
+                ep = self.agent.client.get_endpoint(network, name)
+                if not ep.get("host"):
+                    self.agent.client.delete_endpoint(network, name)
+                    released = True
+            except ControllerError as exc:
+                if exc.status != 404:
+                    raise
+        return {**out, "released": released}
+
+    def check(
+        self, netns: str, name: str, network: str, ifname: str, container_id: str, config: str
+    ) -> dict[str, Any]:
+        """CheckFailed unless the attachment is plugged, bound here, ready and configured."""
+        if not os.path.exists(netns_path(netns)):
+            raise NotFound(f"network namespace {netns} does not exist")
+        host_if, _ = device_names(network, name)
+        row = self._cni_ports().get(host_if)
+        if row is None:
+            raise CheckFailed(f"{network}/{name}: no port {host_if} on {self.agent.bridge}")
+        if row["external_ids"].get(CNI_CONTAINER) != container_id:
+            raise CheckFailed(f"{network}/{name} belongs to container {row['external_ids']}")
+        try:
+            ep = self.agent.client.get_endpoint(network, name)
+        except ControllerError as exc:
+            raise CheckFailed(f"{network}/{name}: controller: {exc.detail}") from exc
+        if (ep.get("host"), ep.get("ofport"), ep.get("state")) != (
+            self.agent.host,
+            row["ofport"],
+            "ready",
+        ):
+            raise CheckFailed(
+                f"{network}/{name}: controller has host {ep.get('host')} ofport "
+                f"{ep.get('ofport')} state {ep.get('state')}, expected {self.agent.host} "
+                f"ofport {row['ofport']} ready"
+            )
+        link = self.agent.links.get_link(ifname, netns)
+        if link is None:
+            raise CheckFailed(f"no interface {ifname} in {netns}")
+        if link.mac.lower() != ep["mac"].lower() or link.mtu != self.agent.mtu:
+            raise CheckFailed(
+                f"{ifname} in {netns} has MAC {link.mac} MTU {link.mtu}, "
+                f"expected {ep['mac']} MTU {self.agent.mtu}"
+            )
+        want = (ep["ip"], int(ep["prefixlen"]))
+        have = self.agent.links.ipv4_addresses(ifname, netns)
+        if want not in have:
+            raise CheckFailed(f"{ifname} in {netns} has {have}, expected {want[0]}/{want[1]}")
+        return {"endpoint": ep, "mtu": self.agent.mtu, "port_name": host_if}
+
+    def gc(self, config: str, valid: list[tuple[str, str]], release: bool) -> dict[str, Any]:
+        """Remove ``config``'s attachments that are not in ``valid`` (container id, ifname;
+        an empty ifname keeps every attachment of that container)."""
+        keep = set(valid)
+        removed, errors = [], []
+        for row in self._cni_ports().values():
+            ids = row["external_ids"]
+            if ids.get(CNI_CONFIG) != config:
+                continue
+            key = (ids.get(CNI_CONTAINER, ""), ids.get(CNI_IFNAME, ""))
+            if key in keep or (key[0], "") in keep:  # no ifname given: any of the container's
+                continue
+            try:
+                self.delete(
+                    ids.get(EXT_ENDPOINT, ""), ids.get(EXT_NETWORK, ""), key[1], key[0], config,
+                    release,
+                )  # fmt: skip
+                removed.append({"container_id": key[0], "ifname": key[1]})
+            except AgentError as exc:
+                errors.append(f"{key[0]}/{key[1]}: {exc.detail}")
+        if errors:
+            raise OvsError(f"GC removed {len(removed)}, failed: {'; '.join(errors)}")
+        return {"removed": removed}
+
+    def status(self, network: str) -> dict[str, Any]:
+        """NotAvailable unless the bridge is up, the host registered and ``network`` known."""
+        health = self.agent.health()
+        if not health["bridge_ready"] or not health["registered"]:
+            raise NotAvailable(
+                f"host {self.agent.host}: bridge ready {health['bridge_ready']}, registered "
+                f"{health['registered']} ({health['last_error']})"
+            )
+        try:
+            self.agent.client.get_network(network)
+        except ControllerError as exc:
+            raise NotAvailable(f"network {network}: {exc.detail}") from exc
+        except ControllerUnavailable as exc:
+            raise NotAvailable(exc.detail) from exc
+        return health

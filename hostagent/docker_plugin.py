@@ -1,0 +1,526 @@
+"""The Docker network driver and IPAM driver ``vxplane``, served by the host agent.
+
+Both drivers answer on one socket (``/run/docker/plugins/vxplane.sock``; ``Plugin.Activate``
+returns both). The protocol itself (fields, replies, error shapes) is ``docker_proto.py``;
+this module does the work:
+
+- ``RequestPool``/``CreateNetwork`` record the subnet; the vxplane network of the Docker
+  network's *name* is created (or adopted when it exists with the same subnet) as soon as the
+  name is known (from the engine, right after ``CreateNetwork`` returns). ``DeleteNetwork``
+  deletes the vxplane network when no endpoint of it is bound on any host.
+- ``RequestAddress`` decides the address: the endpoint is named after the container being
+  started (see ``docker_proto.pick_container`` and docs/docker.md), so the same container
+  name gets the same IP and MAC on every host; ``--ip`` is honoured.
+- ``CreateEndpoint`` makes the veth (MTU, TX offload off) and the OVS port; ``Join`` binds
+  it at the controller and answers only once the flows are confirmed; Docker then moves the
+  peer into the container and names it ``eth0``. ``Leave`` unbinds, ``DeleteEndpoint``
+  removes port and veth. The name keeps its address (reservation) for its next start.
+- The engine's events drive cleanup of endpoints whose container went away without a
+  teardown (``docker_engine.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from hostagent import docker_proto as proto
+from hostagent.agent import Agent
+from hostagent.client import ControllerError
+from hostagent.docker_engine import Debouncer, EngineClient, EventFollower
+from hostagent.docker_proto import ProtocolError
+from hostagent.errors import AgentError, NotReady
+from hostagent.netlink import device_names
+
+log = logging.getLogger("hostagent.docker")
+
+DRIVER = "vxplane"
+EXT_EP = "vxplane-docker-endpoint"
+EXT_NET = "vxplane-docker-network"
+EXT_SINCE = "vxplane-docker-since"
+ANON = "docker-anon-"
+
+
+class DockerDriver:
+    """The two drivers of one host."""
+
+    def __init__(
+        self, agent: Agent, engine: EngineClient, scope: str = "local", grace: float = 30.0
+    ) -> None:
+        self.agent = agent
+        self.engine = engine
+        self.scope = scope
+        self.grace = grace
+        self.networks: dict[str, dict[str, Any]] = {}  # docker network id -> name, subnet, gw
+        self.pending: dict[tuple[str, str], str] = {}  # (subnet, ip) -> endpoint name
+        self.inflight: dict[str, float] = {}  # endpoint id -> created (not yet running)
+        self.seen_live: set[str] = set()  # endpoint ids seen in a running container
+        self.cleaned = 0
+        self._lock = threading.Lock()
+        self.reconcile_soon = Debouncer(self.reconcile)
+        self.handlers: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
+            ("Plugin", "Activate"): lambda b: proto.activate(),
+            ("NetworkDriver", "GetCapabilities"): lambda b: proto.capabilities(self.scope),
+            ("NetworkDriver", "CreateNetwork"): self.create_network,
+            ("NetworkDriver", "DeleteNetwork"): self.delete_network,
+            ("NetworkDriver", "AllocateNetwork"): lambda b: (proto.ids(b, False), {"Options": {}})[
+                1
+            ],
+            ("NetworkDriver", "FreeNetwork"): lambda b: (proto.ids(b, False), {})[1],
+            ("NetworkDriver", "CreateEndpoint"): self.create_endpoint,
+            ("NetworkDriver", "DeleteEndpoint"): self.delete_endpoint,
+            ("NetworkDriver", "EndpointOperInfo"): lambda b: (proto.ids(b), {"Value": {}})[1],
+            ("NetworkDriver", "Join"): self.join,
+            ("NetworkDriver", "Leave"): self.leave,
+            ("NetworkDriver", "DiscoverNew"): proto.discover,
+            ("NetworkDriver", "DiscoverDelete"): proto.discover,
+            ("NetworkDriver", "ProgramExternalConnectivity"): lambda b: (proto.ids(b), {})[1],
+            ("NetworkDriver", "RevokeExternalConnectivity"): lambda b: (proto.ids(b), {})[1],
+            ("IpamDriver", "GetCapabilities"): lambda b: proto.ipam_capabilities(),
+            ("IpamDriver", "GetDefaultAddressSpaces"): lambda b: proto.address_spaces(),
+            ("IpamDriver", "RequestPool"): lambda b: proto.pool_reply(proto.request_pool(b).pool),
+            ("IpamDriver", "ReleasePool"): lambda b: (proto.release(b, False), {})[1],
+            ("IpamDriver", "RequestAddress"): self.request_address,
+            ("IpamDriver", "ReleaseAddress"): self.release_address,
+            ("IpamDriver", "DiscoverNew"): proto.discover,
+            ("IpamDriver", "DiscoverDelete"): proto.discover,
+        }
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def dispatch(self, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """One plugin call: (HTTP status, reply). Failures are the protocol's error shape."""
+        try:
+            kind, method = proto.split_path(path)
+        except ProtocolError as exc:
+            return 404, {"Err": exc.message}
+        try:
+            body = json.loads(raw.decode() or "null")
+        except (UnicodeDecodeError, ValueError):
+            return 200, proto.error_reply(kind, f"{method}: request body is not valid JSON")
+        try:
+            return 200, self.handlers[(kind, method)](body)
+        except ProtocolError as exc:
+            message = exc.message
+        except AgentError as exc:
+            message = exc.detail
+        except Exception as exc:  # the user sees a message, never a traceback
+            log.exception("host %s: %s failed", self.agent.host, path)
+            message = f"vxplane internal error: {exc!r}"
+        log.warning("host %s: %s.%s refused: %s", self.agent.host, kind, method, message)
+        return 200, proto.error_reply(kind, f"vxplane: {message}")
+
+    # -- networks ---------------------------------------------------------------------
+
+    def create_network(self, body: Any) -> dict[str, Any]:
+        req = proto.create_network(body)
+        with self._lock:
+            self.networks[req.network_id] = {
+                "name": None, "subnet": req.subnet, "gateway": req.gateway, "ready": False,
+            }  # fmt: skip
+        # The name is known to the engine only once this call returned: learn it then.
+        threading.Thread(
+            target=self._adopt_later, args=(req.network_id,), name="docker-adopt", daemon=True
+        ).start()
+        return {}
+
+    def _adopt_later(self, network_id: str) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.network_info(network_id)
+                return
+            except ProtocolError:
+                time.sleep(0.1)
+            except AgentError as exc:
+                log.error("host %s: docker network %s: %s", self.agent.host, network_id, exc.detail)
+                return
+
+    def network_info(self, network_id: str) -> dict[str, Any]:
+        """Name, subnet and gateway of a Docker network, its vxplane network made sure of."""
+        with self._lock:
+            info = self.networks.get(network_id)
+        if info is None or info["name"] is None:
+            try:
+                net = self.engine.network(network_id)
+            except Exception as exc:  # noqa: BLE001 - engine down or slow
+                raise ProtocolError(f"network {network_id[:12]}: engine: {exc!r}") from exc
+            if not net:
+                raise ProtocolError(f"network {network_id[:12]} is not known to the engine yet")
+            if net.get("Driver") != DRIVER:
+                raise ProtocolError(f"network {net.get('Name')} is not a {DRIVER} network")
+            configs = (net.get("IPAM") or {}).get("Config") or [{}]
+            subnet = IPv4Network(configs[0].get("Subnet"))
+            gw = configs[0].get("Gateway")
+            info = {
+                "name": net["Name"],
+                "subnet": subnet,
+                "gateway": IPv4Address(gw.split("/")[0]) if gw else subnet[1],
+                "ready": False,
+            }
+            with self._lock:
+                self.networks[network_id] = info
+        if not info["ready"]:
+            self._ensure_vx_network(info)
+            info["ready"] = True
+        return info
+
+    def _ensure_vx_network(self, info: dict[str, Any]) -> None:
+        name = info["name"]
+        if not proto_name_ok(name):
+            raise ProtocolError(f"network name {name!r} is not a valid vxplane network name")
+        net, created = self.agent.client.create_network(
+            name, str(info["subnet"]), str(info["gateway"])
+        )
+        if net["subnet"] != str(info["subnet"]) or net["gateway"] != str(info["gateway"]):
+            raise ProtocolError(
+                f"vxplane network {name} has subnet {net['subnet']} gateway {net['gateway']}, "
+                f"the Docker network {info['subnet']} gateway {info['gateway']}"
+            )
+        log.info(
+            "host %s: docker network %s -> vxplane network %s (%s)",
+            self.agent.host, name, name, "created" if created else "adopted",
+        )  # fmt: skip
+
+    def delete_network(self, body: Any) -> dict[str, Any]:
+        nid = proto.ids(body, endpoint=False).network_id
+        with self._lock:
+            info = self.networks.pop(nid, None)
+        if not info or not info.get("name"):
+            return {}
+        name = info["name"]
+        try:
+            eps = self.agent.client.list_endpoints(network=name)
+            if any(ep.get("host") for ep in eps):
+                log.info("host %s: vxplane network %s still in use; kept", self.agent.host, name)
+            else:
+                self.agent.client.delete_network(name)
+                log.info("host %s: vxplane network %s removed", self.agent.host, name)
+        except ControllerError as exc:
+            if exc.status not in (404, 409):
+                raise
+        return {}
+
+    # -- addresses --------------------------------------------------------------------
+
+    def _network_of_pool(self, pool: IPv4Network) -> tuple[str, dict[str, Any]]:
+        with self._lock:
+            found = [(nid, i) for nid, i in self.networks.items() if i["subnet"] == pool]
+        if not found:
+            for net in self.engine.networks(DRIVER):
+                configs = (net.get("IPAM") or {}).get("Config") or []
+                if configs and configs[0].get("Subnet") == str(pool):
+                    found.append((net["Id"], {}))
+        if len(found) != 1:
+            raise ProtocolError(
+                f"{len(found)} {DRIVER} networks on this host use {pool}: want exactly one"
+            )
+        return found[0][0], self.network_info(found[0][0])
+
+    def _endpoint(self, network: str, name: str, ip: str | None) -> dict[str, Any]:
+        """Create or find endpoint ``name`` (with ``ip`` if given) at the controller."""
+        client = self.agent.client
+        try:
+            try:
+                ep, _ = client.create_endpoint(network, name, ip=ip, host=self.agent.host)
+            except ControllerError as exc:
+                # removed from vxplane on another host while this one still defines it
+                with self._lock:
+                    known = list(self.networks.values())
+                info = next((i for i in known if i["name"] == network), None)
+                if exc.status != 404 or info is None:
+                    raise
+                self._ensure_vx_network(info)
+                ep, _ = client.create_endpoint(network, name, ip=ip, host=self.agent.host)
+        except ControllerError as exc:
+            existing = None
+            if exc.status == 409 and ip:
+                try:
+                    existing = client.get_endpoint(network, name)
+                except ControllerError:
+                    existing = None
+            if not existing or existing.get("host") or existing.get("ip") == ip:
+                raise ProtocolError(f"address for {name}: {exc.detail}") from exc
+            client.delete_endpoint(network, name)  # an old reservation; --ip wins
+            ep, _ = client.create_endpoint(network, name, ip=ip, host=self.agent.host)
+        owner = ep.get("host")
+        if owner and owner != self.agent.host:
+            try:
+                alive = client.get_host(owner).get("alive", True)
+            except ControllerError:
+                alive = False
+            if alive:
+                raise ProtocolError(
+                    f"a container named {name} is running on {owner} in network {network} "
+                    f"with {ep['ip']}: remove it there first"
+                )
+        return ep
+
+    def _container_name(self, network: str, ip: IPv4Address | None) -> str:
+        try:
+            containers = self.engine.containers()
+        except Exception as exc:  # noqa: BLE001 - no name: the endpoint is anonymous
+            log.warning("host %s: listing containers: %r", self.agent.host, exc)
+            containers = []
+        name = proto.pick_container(containers, network, ip)
+        return name or f"{ANON}{uuid.uuid4().hex[:12]}"
+
+    def request_address(self, body: Any) -> dict[str, Any]:
+        req = proto.request_address(body)
+        if req.gateway:
+            return proto.address_reply(req.address or req.pool[1], req.pool)
+        _, info = self._network_of_pool(req.pool)
+        name = self._container_name(info["name"], req.address)
+        ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
+        with self._lock:
+            self.pending[(str(req.pool), ep["ip"])] = name
+        log.info("host %s: address %s for %s/%s", self.agent.host, ep["ip"], info["name"], name)
+        return proto.address_reply(ep["ip"], req.pool)
+
+    def release_address(self, body: Any) -> dict[str, Any]:
+        pool, address = proto.release(body, address=True)
+        ip = address.split("/")[0]
+        with self._lock:
+            name = self.pending.pop((str(pool), ip), None)
+            nets = [i for i in self.networks.values() if i["subnet"] == pool and i["name"]]
+        for info in nets:
+            for ep in self.agent.client.list_endpoints(network=info["name"]):
+                if ep["ip"] == ip and (name is None or ep["name"] == name):
+                    if ep["name"].startswith(ANON) and not ep.get("host"):
+                        self._forget(info["name"], ep["name"])
+        return {}
+
+    def _forget(self, network: str, name: str) -> None:
+        try:
+            self.agent.client.delete_endpoint(network, name)
+        except ControllerError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- endpoints --------------------------------------------------------------------
+
+    def create_endpoint(self, body: Any) -> dict[str, Any]:
+        req = proto.create_endpoint(body)
+        info = self.network_info(req.network_id)
+        if req.address is None:
+            raise ProtocolError("the endpoint has no IPv4 address (use --ipam-driver vxplane)")
+        ip = str(req.address.ip)
+        if req.address.network != info["subnet"]:
+            raise ProtocolError(f"address {req.address} is not in {info['subnet']}")
+        network = info["name"]
+        with self._lock:
+            name = self.pending.pop((str(info["subnet"]), ip), None)
+        name = name or self._container_name(network, req.address.ip)
+        ep = self._endpoint(network, name, ip)
+        if req.mac and req.mac != ep["mac"]:
+            raise ProtocolError(f"vxplane derives the MAC from the IP: {ip} has {ep['mac']}")
+        host_if, peer = device_names(network, name)
+        agent = self.agent
+        with self._lock:  # before the port exists: reconcile must not take it for stale
+            self.inflight[req.endpoint_id] = time.monotonic()
+        with agent._endpoint_lock(network, name):
+            try:
+                agent.links.delete_if_exists(host_if)
+                agent.links.ensure_veth(host_if, peer, agent.mtu)
+                agent.links.disable_tx_offload(peer)
+                ids = {
+                    **agent._ids(network, name, ep),
+                    EXT_EP: req.endpoint_id,
+                    EXT_NET: req.network_id,
+                    EXT_SINCE: f"{time.time():.3f}",
+                }
+                agent.ovs.ensure_port(agent.bridge, host_if, ids)
+            except BaseException:
+                agent.ovs.delete_port_if_exists(agent.bridge, host_if)
+                agent.links.delete_if_exists(host_if)
+                with self._lock:
+                    self.inflight.pop(req.endpoint_id, None)
+                raise
+        return proto.create_endpoint_reply(req.mac, ep["mac"])
+
+    def _port(self, endpoint_id: str) -> tuple[str, dict[str, Any]] | None:
+        for port, row in self.agent.ovs.list_ports_with(EXT_EP, self.agent.bridge).items():
+            if row["external_ids"].get(EXT_EP) == endpoint_id:
+                return port, row
+        return None
+
+    def join(self, body: Any) -> dict[str, Any]:
+        req = proto.join(body)
+        found = self._port(req.endpoint_id)
+        if found is None:
+            raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
+        port, row = found
+        ids = row["external_ids"]
+        network, name = ids["vxplane-network"], ids["vxplane-endpoint"]
+        wait = self.agent.ready_timeout
+        ep = self.agent.client.bind(
+            network, name, self.agent.host, row["ofport"], port, wait_ready=wait
+        )
+        if ep.get("state") != "ready":
+            raise NotReady(f"endpoint {network}/{name} not ready after {wait}s")
+        log.info(
+            "host %s: docker endpoint %s/%s ready (%s)", self.agent.host, network, name, ep["ip"]
+        )
+        return proto.join_reply(device_names(network, name)[1], ep.get("gateway"))
+
+    def leave(self, body: Any) -> dict[str, Any]:
+        req = proto.ids(body)
+        found = self._port(req.endpoint_id)
+        if found is not None:
+            ids = found[1]["external_ids"]
+            try:
+                self.agent.client.unbind(
+                    ids["vxplane-network"], ids["vxplane-endpoint"], host=self.agent.host
+                )
+            except ControllerError as exc:
+                if exc.status != 404:
+                    raise
+        return {}
+
+    def delete_endpoint(self, body: Any) -> dict[str, Any]:
+        req = proto.ids(body)
+        found = self._port(req.endpoint_id)
+        if found is not None:
+            self._unplug(found[1]["external_ids"])
+        with self._lock:
+            self.inflight.pop(req.endpoint_id, None)
+            self.seen_live.discard(req.endpoint_id)
+        return {}
+
+    def _unplug(self, ids: dict[str, str]) -> None:
+        network, name = ids["vxplane-network"], ids["vxplane-endpoint"]
+        self.agent.detach(name, network)
+        if name.startswith(ANON):
+            self._forget(network, name)
+
+    # -- reconciliation with the engine -----------------------------------------------
+
+    def on_connect(self) -> None:
+        """The engine is (back) up: learn its vxplane networks, then reconcile."""
+        for net in self.engine.networks(DRIVER):
+            try:
+                self.network_info(net["Id"])
+            except (ProtocolError, AgentError) as exc:
+                log.error("host %s: docker network %s: %s", self.agent.host, net.get("Name"), exc)
+        self.reconcile()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """An engine event: cleanup after containers, adopt new networks."""
+        kind, action = event.get("Type"), str(event.get("Action", ""))
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        if kind == "container" and action in ("start", "die", "destroy", "kill", "stop"):
+            self.reconcile_soon.kick()
+        elif kind == "network" and action == "disconnect" and attrs.get("type") == DRIVER:
+            self.reconcile_soon.kick()
+
+    def reconcile(self) -> list[str]:
+        """Unplug Docker endpoints on this host that no running container holds.
+
+        Spared: endpoints being started (made by ``CreateEndpoint`` less than ``grace`` s
+        ago) and, unless once seen running, ports younger than 5 s (made by an earlier agent
+        process, maybe still starting); the periodic pass comes back for them."""
+        live = set()
+        for c in self.engine.containers(all_=False):
+            for cfg in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values():
+                if isinstance(cfg, dict) and cfg.get("EndpointID"):
+                    live.add(cfg["EndpointID"])
+        with self._lock:
+            for eid in live:
+                self.inflight.pop(eid, None)
+            self.seen_live |= live
+        cleaned = []
+        for _port, row in self.agent.ovs.list_ports_with(EXT_EP, self.agent.bridge).items():
+            ids = row["external_ids"]
+            eid = ids.get(EXT_EP, "")
+            if eid in live:
+                continue
+            with self._lock:
+                started = self.inflight.get(eid)
+                seen = eid in self.seen_live
+            if started is not None and time.monotonic() - started < self.grace:
+                continue
+            if not seen and time.time() - float(ids.get(EXT_SINCE, "0") or 0) < 5:
+                continue
+            self._unplug(ids)
+            with self._lock:
+                self.inflight.pop(eid, None)
+                self.seen_live.discard(eid)
+            self.cleaned += 1
+            cleaned.append(f"{ids.get('vxplane-network')}/{ids.get('vxplane-endpoint')}")
+            log.warning(
+                "host %s: docker endpoint %s/%s (%s) has no running container: cleaned up",
+                self.agent.host, ids.get("vxplane-network"), ids.get("vxplane-endpoint"), eid[:12],
+            )  # fmt: skip
+        return cleaned
+
+
+def proto_name_ok(name: str) -> bool:
+    """A Docker network name that is also a valid vxplane network name."""
+    import re
+
+    return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name or ""))
+
+
+def create_plugin_app(driver: DockerDriver) -> FastAPI:
+    """The plugin's ASGI app: every POST goes to ``driver.dispatch``."""
+    app = FastAPI(title="vxplane Docker plugin", openapi_url=None, docs_url=None)
+
+    @app.post("/{method}")
+    async def call(method: str, request: Request) -> JSONResponse:
+        raw = await request.body()
+        status, reply = await run_in_threadpool(driver.dispatch, "/" + method, raw)
+        return JSONResponse(reply, status_code=status, media_type=proto.CONTENT_TYPE)
+
+    return app
+
+
+def start_docker_plugin(
+    agent: Agent, socket_path: str, engine_url: str, scope: str = "local"
+) -> Callable[[], None]:
+    """Serve the drivers on ``socket_path`` and follow the engine; returns ``stop``."""
+    import uvicorn
+
+    driver = DockerDriver(agent, EngineClient(engine_url), scope=scope)
+    os.makedirs(os.path.dirname(socket_path) or ".", exist_ok=True)
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_plugin_app(driver), uds=socket_path, access_log=False, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="docker-plugin", daemon=True)
+    thread.start()
+    follower = EventFollower(driver.engine, driver.on_connect, driver.on_event)
+    follower.start()
+    stopping = threading.Event()
+
+    def periodic() -> None:  # catches what events cannot tell (ports spared as too young)
+        while not stopping.wait(15.0):
+            if follower.connected:
+                driver.reconcile_soon.kick()
+
+    threading.Thread(target=periodic, name="docker-periodic", daemon=True).start()
+    agent.docker = driver  # type: ignore[attr-defined]
+    log.info("host %s: docker drivers on %s, engine %s", agent.host, socket_path, engine_url)
+
+    def stop() -> None:
+        stopping.set()
+        follower.stop()
+        server.should_exit = True
+        thread.join(timeout=10)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+
+    return stop

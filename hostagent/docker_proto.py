@@ -1,0 +1,358 @@
+"""Docker's remote network driver and remote IPAM protocols as pure data (libnetwork's
+``docs/remote.md`` and ``docs/ipam.md``): request validation, replies and error shapes.
+
+Docker POSTs JSON to ``/Plugin.Activate``, ``/NetworkDriver.<Method>`` and
+``/IpamDriver.<Method>`` on the plugin's socket. A failure is a reply carrying ``Err``
+(network driver) or ``Error`` (IPAM) with a message; libnetwork turns it into the error the
+user sees. Every request is checked here against the fields the protocol defines, so a
+malformed one gets that error shape, never a traceback.
+
+Pool ids are ``vxplane:<cidr>``: stateless, so the agent can restart between calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
+from typing import Any
+
+ACTIVATE = "Plugin.Activate"
+IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
+LOCAL_SPACE = "vxplane-local"
+GLOBAL_SPACE = "vxplane-global"
+POOL_PREFIX = "vxplane:"
+GATEWAY_REQUEST = "com.docker.network.gateway"
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
+CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+NETWORK_METHODS = (
+    "GetCapabilities", "CreateNetwork", "DeleteNetwork", "AllocateNetwork", "FreeNetwork",
+    "CreateEndpoint", "DeleteEndpoint", "EndpointOperInfo", "Join", "Leave",
+    "DiscoverNew", "DiscoverDelete", "ProgramExternalConnectivity",
+    "RevokeExternalConnectivity",
+)  # fmt: skip
+IPAM_METHODS = (
+    "GetCapabilities", "GetDefaultAddressSpaces", "RequestPool", "ReleasePool",
+    "RequestAddress", "ReleaseAddress", "DiscoverNew", "DiscoverDelete",
+)  # fmt: skip
+
+
+class ProtocolError(Exception):
+    """A request the protocol (or vxplane) cannot accept; ``message`` goes to the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """``/NetworkDriver.Join`` -> ("NetworkDriver", "Join"); ProtocolError if unknown."""
+    kind, _, method = path.strip("/").partition(".")
+    known = {"NetworkDriver": NETWORK_METHODS, "IpamDriver": IPAM_METHODS, "Plugin": ("Activate",)}
+    if method not in known.get(kind, ()):
+        raise ProtocolError(f"unknown plugin method {path!r}")
+    return kind, method
+
+
+def error_reply(kind: str, message: str) -> dict[str, str]:
+    """The protocol's error shape: ``Error`` for IPAM, ``Err`` for everything else."""
+    return {"Error": message} if kind == "IpamDriver" else {"Err": message}
+
+
+# -- field checks ---------------------------------------------------------------------
+
+
+def _obj(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ProtocolError("request body must be a JSON object")
+    return body
+
+
+def _str(body: dict[str, Any], key: str, required: bool = True) -> str:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise ProtocolError(f"{key} is required")
+        return ""
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key} must be a string")
+    return value
+
+
+def _map(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{key} must be an object")
+    return value
+
+
+def _list(body: dict[str, Any], key: str) -> list[Any]:
+    value = body.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProtocolError(f"{key} must be a list")
+    return value
+
+
+def _cidr_ip(value: str, key: str) -> IPv4Interface:
+    try:
+        iface = ip_interface(value)
+    except ValueError as exc:
+        raise ProtocolError(f"{key} {value!r} is not an address in CIDR form") from exc
+    if not isinstance(iface, IPv4Interface) or "/" not in value:
+        raise ProtocolError(f"{key} {value!r}: want an IPv4 address with a prefix length")
+    return iface
+
+
+# -- requests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ids:
+    """NetworkID and (where the method has it) EndpointID."""
+
+    network_id: str
+    endpoint_id: str = ""
+
+
+def ids(body: Any, endpoint: bool = True) -> Ids:
+    """The ids of a network or endpoint request."""
+    b = _obj(body)
+    return Ids(_str(b, "NetworkID"), _str(b, "EndpointID") if endpoint else "")
+
+
+@dataclass(frozen=True)
+class CreateNetwork:
+    network_id: str
+    subnet: IPv4Network
+    gateway: IPv4Address
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def create_network(body: Any) -> CreateNetwork:
+    """``CreateNetwork``: one IPv4 pool with its gateway; no IPv6."""
+    b = _obj(body)
+    nid = _str(b, "NetworkID")
+    v4 = _list(b, "IPv4Data")
+    if _list(b, "IPv6Data"):
+        raise ProtocolError("vxplane networks are IPv4 only (no --ipv6)")
+    if len(v4) != 1 or not isinstance(v4[0], dict):
+        raise ProtocolError("vxplane networks need exactly one IPv4 subnet (--subnet)")
+    pool = _pool(_str(v4[0], "Pool"))
+    gw = _str(v4[0], "Gateway", required=False)
+    gateway = _cidr_ip(gw, "Gateway").ip if gw else pool[1]
+    if gateway not in pool:
+        raise ProtocolError(f"gateway {gateway} is outside {pool}")
+    _map(v4[0], "AuxAddresses")
+    return CreateNetwork(nid, pool, gateway, _map(b, "Options"))
+
+
+@dataclass(frozen=True)
+class CreateEndpoint:
+    network_id: str
+    endpoint_id: str
+    address: IPv4Interface | None
+    mac: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def create_endpoint(body: Any) -> CreateEndpoint:
+    """``CreateEndpoint``: the interface's address (from the IPAM driver) and MAC, if set."""
+    b = _obj(body)
+    i = ids(b)
+    iface = _map(b, "Interface")
+    if _str(iface, "AddressIPv6", required=False):
+        raise ProtocolError("vxplane endpoints are IPv4 only")
+    addr = _str(iface, "Address", required=False)
+    mac = _str(iface, "MacAddress", required=False).lower()
+    return CreateEndpoint(
+        i.network_id,
+        i.endpoint_id,
+        _cidr_ip(addr, "Interface.Address") if addr else None,
+        mac,
+        _map(b, "Options"),
+    )
+
+
+@dataclass(frozen=True)
+class Join:
+    network_id: str
+    endpoint_id: str
+    sandbox_key: str
+
+
+def join(body: Any) -> Join:
+    """``Join``: the endpoint enters the sandbox at ``SandboxKey``."""
+    b = _obj(body)
+    i = ids(b)
+    _map(b, "Options")
+    return Join(i.network_id, i.endpoint_id, _str(b, "SandboxKey"))
+
+
+def discover(body: Any) -> dict[str, Any]:
+    """``DiscoverNew``/``DiscoverDelete``: checked, then ignored (an empty reply)."""
+    b = _obj(body)
+    if not isinstance(b.get("DiscoveryType"), int) or isinstance(b.get("DiscoveryType"), bool):
+        raise ProtocolError("DiscoveryType must be an integer")
+    return {}
+
+
+def _pool(value: str) -> IPv4Network:
+    try:
+        net = ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ProtocolError(f"pool {value!r} is not a subnet in CIDR form: {exc}") from exc
+    if not isinstance(net, IPv4Network):
+        raise ProtocolError(f"pool {value}: vxplane is IPv4 only")
+    if net.prefixlen > 30:
+        raise ProtocolError(f"pool {value} is too small (at most /30)")
+    return net
+
+
+@dataclass(frozen=True)
+class RequestPool:
+    space: str
+    pool: IPv4Network
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def request_pool(body: Any) -> RequestPool:
+    """``RequestPool``: vxplane needs the subnet (``--subnet``); no sub-pools, no IPv6."""
+    b = _obj(body)
+    space = _str(b, "AddressSpace")
+    if b.get("V6"):
+        raise ProtocolError("vxplane IPAM is IPv4 only")
+    if not isinstance(b.get("V6", False), bool):
+        raise ProtocolError("V6 must be a boolean")
+    pool = _str(b, "Pool", required=False)
+    if _str(b, "SubPool", required=False):
+        if not pool:
+            raise ProtocolError("SubPool given without Pool")
+        raise ProtocolError("vxplane IPAM does not support --ip-range")
+    if not pool:
+        raise ProtocolError("vxplane IPAM needs the subnet: docker network create --subnet CIDR")
+    return RequestPool(space, _pool(pool), _map(b, "Options"))
+
+
+def pool_id(pool: IPv4Network) -> str:
+    """The id of a pool (same pool, same id)."""
+    return f"{POOL_PREFIX}{pool}"
+
+
+def parse_pool_id(value: str) -> IPv4Network:
+    """The pool of an id made by ``pool_id``."""
+    if not value.startswith(POOL_PREFIX):
+        raise ProtocolError(f"unknown PoolID {value!r}")
+    return _pool(value[len(POOL_PREFIX) :])
+
+
+@dataclass(frozen=True)
+class RequestAddress:
+    pool: IPv4Network
+    address: IPv4Address | None
+    gateway: bool
+    mac: str
+
+
+def request_address(body: Any) -> RequestAddress:
+    """``RequestAddress``: the gateway's (at network creation) or an endpoint's."""
+    b = _obj(body)
+    pool = parse_pool_id(_str(b, "PoolID"))
+    opts = _map(b, "Options")
+    raw = _str(b, "Address", required=False)
+    address = None
+    if raw:
+        try:
+            address = IPv4Address(raw.split("/")[0])
+        except ValueError as exc:
+            raise ProtocolError(f"Address {raw!r} is not an IPv4 address") from exc
+        if address not in pool:
+            raise ProtocolError(f"address {address} is outside the pool {pool}")
+    return RequestAddress(
+        pool,
+        address,
+        opts.get("RequestAddressType") == GATEWAY_REQUEST,
+        str(opts.get(MAC_OPTION, "")),
+    )
+
+
+def release(body: Any, address: bool) -> tuple[IPv4Network, str]:
+    """``ReleasePool`` / ``ReleaseAddress``: (pool, address or "")."""
+    b = _obj(body)
+    pool = parse_pool_id(_str(b, "PoolID"))
+    return pool, _str(b, "Address") if address else ""
+
+
+# -- replies --------------------------------------------------------------------------
+
+
+def activate() -> dict[str, Any]:
+    return {"Implements": list(IMPLEMENTS)}
+
+
+def capabilities(scope: str) -> dict[str, Any]:
+    return {"Scope": scope, "ConnectivityScope": "global"}
+
+
+def ipam_capabilities() -> dict[str, Any]:
+    return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+
+def address_spaces() -> dict[str, Any]:
+    return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
+
+
+def pool_reply(pool: IPv4Network) -> dict[str, Any]:
+    return {"PoolID": pool_id(pool), "Pool": str(pool), "Data": {}}
+
+
+def address_reply(ip: IPv4Address | str, pool: IPv4Network) -> dict[str, Any]:
+    return {"Address": f"{ip}/{pool.prefixlen}", "Data": {}}
+
+
+def create_endpoint_reply(request_mac: str, mac: str) -> dict[str, Any]:
+    """Docker refuses a MAC from the driver when the request already had one."""
+    return {} if request_mac else {"Interface": {"MacAddress": mac}}
+
+
+def join_reply(src_name: str, gateway: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "InterfaceName": {"SrcName": src_name, "DstPrefix": "eth"},
+        "DisableGatewayService": False,
+    }
+    if gateway:
+        out["Gateway"] = gateway
+    return out
+
+
+# -- which container is starting (pure) ----------------------------------------------
+
+
+def pick_container(
+    containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
+) -> str | None:
+    """The name of the one container that is being connected to ``network`` now, or None.
+
+    ``containers`` is the engine's ``GET /containers/json?all=1``. A candidate names the
+    network in its settings without an endpoint there yet; with ``ip``, it must have asked
+    for that address (``--ip``), without, it must not have asked for any. None when there is
+    no candidate or more than one (several containers starting at once on one network).
+    """
+    found = []
+    for c in containers:
+        nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        cfg = nets.get(network)
+        if not isinstance(cfg, dict) or cfg.get("EndpointID"):
+            continue
+        asked = ((cfg.get("IPAMConfig") or {}).get("IPv4Address")) or None
+        if (str(ip) if ip else None) != asked:
+            continue
+        names = c.get("Names") or []
+        if names:
+            found.append(str(names[0]).lstrip("/"))
+    return found[0] if len(found) == 1 else None

@@ -1,0 +1,344 @@
+"""The ``vxplane-cni`` executable driven as a runtime drives it, on a real 2-host lab.
+
+Each call execs the installed binary inside the emulated host's network namespace with the
+``CNI_*`` environment and the configuration on stdin, against real container namespaces.
+Prefix ``vxr-``, underlay 198.18.8.0/24, API port 18780, OpenFlow port 16980.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.launch import ControllerProcess
+from hostagent.lab import Lab
+from hostagent.netlink import device_names
+from tests.runtime.conftest import require_free_ports
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+PREFIX = "vxr-"
+UNDERLAY = "198.18.8.0/24"
+API_PORT = 18780
+OF_PORT = 16980
+SUBNET = "10.40.0.0/24"
+CNI_BIN = Path(sys.executable).with_name("vxplane-cni")
+H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
+
+
+@dataclass
+class Stack:
+    lab: Lab
+    api: httpx.Client
+    namespaces: list[str] = field(default_factory=list)
+
+    def netns(self, name: str) -> str:
+        """A fresh container namespace (removed by the fixture); returns its path."""
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.namespaces.append(name)
+        return f"/run/netns/{name}"
+
+    def cni(
+        self,
+        host: str,
+        command: str | None,
+        conf: dict[str, Any] | bytes,
+        cid: str | None = None,
+        netns: str | None = None,
+        ifname: str | None = "eth0",
+        args: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """Exec the plugin in ``host``'s namespace; (exit code, decoded stdout or None)."""
+        environ = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CNI_PATH": str(CNI_BIN.parent),
+            "VXPLANE_AGENT_SOCKET": self.lab.host_paths(host).agent_sock,
+        }
+        for key, value in (
+            ("CNI_COMMAND", command), ("CNI_CONTAINERID", cid), ("CNI_NETNS", netns),
+            ("CNI_IFNAME", ifname), ("CNI_ARGS", args),
+        ):  # fmt: skip
+            if value is not None:
+                environ[key] = value
+        environ.update(env or {})
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+        done = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{host}", str(CNI_BIN)],
+            input=stdin,
+            env=environ,
+            capture_output=True,
+            timeout=90,
+        )
+        out = done.stdout.decode().strip()
+        return done.returncode, json.loads(out) if out else None
+
+    def ping(self, netns: str, ip: str, count: int = 1) -> bool:
+        argv = ["ip", "netns", "exec", netns, "ping", "-c", str(count), "-W", "2", "-q", ip]
+        return subprocess.run(argv, capture_output=True).returncode == 0
+
+    def endpoint(self, network: str, name: str) -> dict[str, Any] | None:
+        resp = self.api.get(f"/api/v1/networks/{network}/endpoints/{name}")
+        return None if resp.status_code == 404 else resp.raise_for_status().json()
+
+    def ports(self, host: str) -> list[str]:
+        db = self.lab.host_paths(host).db
+        out = subprocess.run(
+            ["ovs-vsctl", f"--db={db}", "list-ports", "br-int"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return sorted(out.split())
+
+    def flows_mentioning(self, ip: str) -> list[str]:
+        found = []
+        for host in (H1, H2):
+            out = subprocess.run(
+                ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.lab.ofctl_target(host)],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            found += [f for f in out.splitlines() if f"={ip}," in f or f"={ip} " in f]
+        return found
+
+    def state(self) -> tuple[list[str], list[str], list[str]]:
+        """Ports on both hosts and endpoint names: what a failed call must leave unchanged."""
+        eps = sorted(e["name"] for e in self.api.get("/api/v1/endpoints").json())
+        return self.ports(H1), self.ports(H2), eps
+
+
+def _link_exists(name: str, netns: str | None = None) -> bool:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", name]
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def conf(name: str = "blue", version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
+    return {"cniVersion": version, "name": name, "type": "vxplane-cni", **extra}
+
+
+@pytest.fixture(scope="module")
+def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not CNI_BIN.exists():
+        pytest.fail(f"{CNI_BIN} is not installed: pip install -e . (pyproject [project.scripts])")
+    tmp = tmp_path_factory.mktemp("cni")
+    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxr")
+    lab.down()
+    require_free_ports(API_PORT, OF_PORT)
+    ctl = ControllerProcess(
+        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
+    st = Stack(lab, api)
+    try:
+        ctl.start()
+        lab.up(
+            hosts=2,
+            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
+            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
+        )
+        api.post("/api/v1/networks", json={"name": "blue", "subnet": SUBNET}).raise_for_status()
+        yield st
+    finally:
+        for ns in st.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        api.close()
+        lab.down()
+        ctl.stop()
+
+
+def test_add_ping_check_del(stack: Stack) -> None:
+    a_ns, b_ns = stack.netns("vxr-a"), stack.netns("vxr-b")
+    rc, a = stack.cni(H1, "ADD", conf(), cid="ctr-a", netns=a_ns)
+    assert rc == 0, a
+    pod_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_UID=42"
+    rc, b = stack.cni(H2, "ADD", conf(), cid="ctr-b", netns=b_ns, args=pod_args)
+    assert rc == 0, b
+    # the result object of CNI 1.1
+    assert a["cniVersion"] == "1.1.0"
+    assert a["interfaces"] == [
+        {"name": "eth0", "mac": a["interfaces"][0]["mac"], "sandbox": a_ns, "mtu": 1450}
+    ]
+    a_ip, prefix = a["ips"][0]["address"].split("/")
+    assert prefix == "24" and a["ips"][0] == {
+        "address": f"{a_ip}/24", "gateway": "10.40.0.1", "interface": 0
+    }  # fmt: skip
+    assert a["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.40.0.1"}]
+    b_ip = b["ips"][0]["address"].split("/")[0]
+    web = stack.endpoint("blue", "default/web")
+    assert web is not None and web["state"] == "ready" and web["host"] == H2 and web["ip"] == b_ip
+    assert stack.endpoint("blue", "ctr-a")["mac"] == a["interfaces"][0]["mac"]  # type: ignore[index]
+    # ADD returned only with flows installed: the very first ping is answered
+    assert stack.ping("vxr-a", b_ip) and stack.ping("vxr-b", a_ip)
+    # ADD again: same answer, nothing new
+    before = stack.state()
+    rc, again = stack.cni(H1, "ADD", conf(), cid="ctr-a", netns=a_ns)
+    assert rc == 0 and again == a and stack.state() == before
+
+    rc, out = stack.cni(H1, "CHECK", conf(prevResult=a), cid="ctr-a", netns=a_ns)
+    assert (rc, out) == (0, None)
+    wrong = json.loads(json.dumps(a))
+    wrong["interfaces"][0]["mac"] = "0a:58:0a:28:00:fe"
+    rc, out = stack.cni(H1, "CHECK", conf(prevResult=wrong), cid="ctr-a", netns=a_ns)
+    assert rc != 0 and out["code"] == 101, out
+    subprocess.run(["ip", "-n", "vxr-a", "addr", "del", f"{a_ip}/24", "dev", "eth0"], check=True)
+    rc, out = stack.cni(H1, "CHECK", conf(prevResult=a), cid="ctr-a", netns=a_ns)
+    assert rc != 0 and out["code"] == 101 and a_ip in out["msg"], out
+
+    host_if, _ = device_names("blue", "ctr-a")
+    assert host_if in stack.ports(H1)
+    for _ in range(2):  # DEL, then DEL again: both succeed
+        rc, out = stack.cni(H1, "DEL", conf(), cid="ctr-a", netns=a_ns)
+        assert (rc, out) == (0, None)
+    assert host_if not in stack.ports(H1) and not _link_exists(host_if, H1)
+    assert not _link_exists("eth0", "vxr-a")
+    assert stack.endpoint("blue", "ctr-a") is None  # the address is released
+    # DEL after the namespace is gone, without CNI_NETNS: still unplugs and releases
+    subprocess.run(["ip", "netns", "del", "vxr-b"], check=True)
+    rc, out = stack.cni(H2, "DEL", conf(), cid="ctr-b", netns=None, args=pod_args)
+    assert (rc, out) == (0, None)
+    b_if, _ = device_names("blue", "default/web")
+    assert b_if not in stack.ports(H2) and not _link_exists(b_if, H2)
+    assert stack.endpoint("blue", "default/web") is None
+    time.sleep(0.5)
+    assert stack.flows_mentioning(a_ip) == [] and stack.flows_mentioning(b_ip) == []
+
+
+def test_requested_addresses_ifname_and_kept_address(stack: Stack) -> None:
+    c_ns, d_ns, e_ns = stack.netns("vxr-c"), stack.netns("vxr-d"), stack.netns("vxr-e")
+    rc, c = stack.cni(
+        H1, "ADD", conf(runtimeConfig={"ips": ["10.40.0.77/24"]}), cid="ctr-c", netns=c_ns,
+        ifname="net1",
+    )  # fmt: skip
+    assert rc == 0, c
+    assert c["ips"][0]["address"] == "10.40.0.77/24" and c["interfaces"][0]["name"] == "net1"
+    assert stack.endpoint("blue", "ctr-c:net1") is not None and _link_exists("net1", "vxr-c")
+    rc, d = stack.cni(H2, "ADD", conf(), cid="ctr-d", netns=d_ns, args="IP=10.40.0.78")
+    assert rc == 0 and d["ips"][0]["address"] == "10.40.0.78/24", d
+    # the same address for another container: refused, nothing made
+    before = stack.state()
+    rc, err = stack.cni(
+        H1, "ADD", conf(runtimeConfig={"ips": ["10.40.0.77"]}), cid="ctr-e", netns=e_ns
+    )
+    assert rc != 0 and err["code"] == 100, err
+    assert stack.state() == before and not _link_exists("eth0", "vxr-e")
+
+    # keepAddress: the name keeps its address and MAC on another host
+    keep = conf(keepAddress=True, runtimeConfig={"endpointName": "db-0"})
+    rc, db1 = stack.cni(H1, "ADD", keep, cid="ctr-db1", netns=e_ns)
+    assert rc == 0, db1
+    assert stack.cni(H1, "DEL", keep, cid="ctr-db1", netns=e_ns)[0] == 0
+    assert stack.endpoint("blue", "db-0")["state"] == "reserved"  # type: ignore[index]
+    subprocess.run(["ip", "netns", "del", "vxr-e"], check=True)
+    stack.namespaces.remove("vxr-e")
+    f_ns = stack.netns("vxr-f")
+    rc, db2 = stack.cni(H2, "ADD", keep, cid="ctr-db2", netns=f_ns)
+    assert rc == 0, db2
+    assert (db2["ips"], db2["interfaces"][0]["mac"]) == (db1["ips"], db1["interfaces"][0]["mac"])
+    assert stack.ping("vxr-c", db2["ips"][0]["address"].split("/")[0])
+    # a stale DEL of the first sandbox does not unplug the second
+    assert stack.cni(H2, "DEL", keep, cid="ctr-db1", netns=None)[0] == 0
+    assert stack.ping("vxr-d", db2["ips"][0]["address"].split("/")[0])
+    for host, cid, ns, ifname, cfg in (
+        (H1, "ctr-c", c_ns, "net1", conf()), (H2, "ctr-d", d_ns, "eth0", conf()),
+        (H2, "ctr-db2", f_ns, "eth0", conf(runtimeConfig={"endpointName": "db-0"})),
+    ):  # fmt: skip
+        assert stack.cni(host, "DEL", cfg, cid=cid, netns=ns, ifname=ifname)[0] == 0
+    assert stack.endpoint("blue", "db-0") is None
+
+
+def test_gc_removes_only_stale_attachments(stack: Stack) -> None:
+    nss = {n: stack.netns(f"vxr-{n}") for n in ("g1", "g2", "g3")}
+    ips = {}
+    for n, host in (("g1", H1), ("g2", H1), ("g3", H2)):
+        rc, res = stack.cni(host, "ADD", conf(), cid=f"ctr-{n}", netns=nss[n])
+        assert rc == 0, res
+        ips[n] = res["ips"][0]["address"].split("/")[0]
+    valid = [{"containerID": "ctr-g1", "ifname": "eth0"}, {"containerID": "ctr-g3"}]
+    gc = conf(**{"cni.dev/valid-attachments": valid})
+    for host in (H1, H2):
+        assert stack.cni(host, "GC", gc, ifname=None) == (0, None)
+    assert stack.endpoint("blue", "ctr-g2") is None
+    assert device_names("blue", "ctr-g2")[0] not in stack.ports(H1)
+    assert stack.endpoint("blue", "ctr-g1")["state"] == "ready"  # type: ignore[index]
+    assert stack.ping("vxr-g3", ips["g1"]) and not stack.ping("vxr-g3", ips["g2"])
+    # GC with nothing valid clears this configuration's attachments
+    empty = conf(**{"cni.dev/valid-attachments": []})
+    for host in (H1, H2):
+        assert stack.cni(host, "GC", empty, ifname=None) == (0, None)
+    assert stack.endpoint("blue", "ctr-g1") is None and stack.endpoint("blue", "ctr-g3") is None
+
+
+def test_status_and_version(stack: Stack) -> None:
+    assert stack.cni(H1, "STATUS", conf(), ifname=None) == (0, None)
+    rc, err = stack.cni(H1, "STATUS", conf(network="nosuch"), ifname=None)
+    assert rc != 0 and err["code"] == 50, err
+    rc, err = stack.cni(
+        H1, "STATUS", conf(), ifname=None, env={"VXPLANE_AGENT_SOCKET": "/run/vxplane/none.sock"}
+    )
+    assert rc != 0 and err["code"] == 50, err
+    rc, out = stack.cni(H1, "VERSION", {"cniVersion": "1.0.0"}, ifname=None)
+    assert rc == 0 and out["cniVersion"] == "1.0.0" and "1.1.0" in out["supportedVersions"]
+
+
+def test_older_result_format(stack: Stack) -> None:
+    ns = stack.netns("vxr-old")
+    rc, res = stack.cni(H1, "ADD", conf(version="0.4.0"), cid="ctr-old", netns=ns)
+    assert rc == 0 and res["cniVersion"] == "0.4.0" and res["ips"][0]["version"] == "4", res
+    assert "mtu" not in res["interfaces"][0]
+    assert stack.cni(H1, "DEL", conf(version="0.4.0"), cid="ctr-old", netns=ns)[0] == 0
+
+
+# (command, environment, configuration or raw stdin, expected code)
+ERROR_CASES: list[tuple[str, str | None, dict[str, Any], Any, int]] = [
+    ("no command", None, {}, conf(), 4),
+    ("unknown command", "FROB", {}, conf(), 4),
+    ("no container id", "ADD", {"cid": None}, conf(), 4),
+    ("bad container id", "ADD", {"cid": "-bad/id"}, conf(), 4),
+    ("no ifname", "ADD", {"ifname": None}, conf(), 4),
+    ("ifname too long", "ADD", {"ifname": "a-very-long-ifname"}, conf(), 4),
+    ("no netns", "ADD", {"netns": None}, conf(), 4),
+    ("malformed CNI_ARGS", "ADD", {"args": "garbage"}, conf(), 4),
+    ("unknown CNI_ARGS key", "ADD", {"args": "FOO=1"}, conf(), 4),
+    ("netns gone", "ADD", {"netns": "/run/netns/vxr-none"}, conf(), 3),
+    ("netns gone on CHECK", "CHECK", {"netns": "/run/netns/vxr-none"}, conf(prevResult={}), 3),
+    ("not JSON", "ADD", {}, b"{not json", 6),
+    ("not an object", "ADD", {}, b"[1, 2]", 6),
+    ("unsupported version", "ADD", {}, conf(version="9.9.9"), 1),
+    ("CHECK before 0.4.0", "CHECK", {}, conf(version="0.3.1", prevResult={}), 1),
+    ("GC before 1.1.0", "GC", {}, conf(version="1.0.0"), 1),
+    ("STATUS before 1.1.0", "STATUS", {}, conf(version="1.0.0"), 1),
+    ("ipMasq", "ADD", {}, conf(ipMasq=True), 2),
+    ("foreign IPAM", "ADD", {}, conf(ipam={"type": "host-local"}), 2),
+    ("no version", "ADD", {}, {"name": "blue", "type": "vxplane-cni"}, 7),
+    ("no name", "ADD", {}, {"cniVersion": "1.1.0", "type": "vxplane-cni"}, 7),
+    ("unknown network", "ADD", {}, conf(network="nosuch"), 7),
+    ("two addresses", "ADD", {}, conf(runtimeConfig={"ips": ["10.40.0.5", "10.40.0.6"]}), 7),
+    ("IPv6 address", "ADD", {}, conf(runtimeConfig={"ips": ["fd00::5/64"]}), 7),
+    ("address outside subnet", "ADD", {}, conf(runtimeConfig={"ips": ["10.99.0.5/24"]}), 7),
+    ("gateway address", "ADD", {"args": "IP=10.40.0.1"}, conf(), 7),
+    ("CHECK without prevResult", "CHECK", {}, conf(), 7),
+    ("GC without valid list", "GC", {}, conf(), 7),
+    ("agent down", "ADD", {"env": {"VXPLANE_AGENT_SOCKET": "/run/vxplane/none.sock"}}, conf(), 11),
+]
+
+
+def test_error_paths_give_the_spec_error_and_change_nothing(stack: Stack) -> None:
+    ns = stack.netns("vxr-err")
+    before = stack.state()
+    for label, command, over, cfg, code in ERROR_CASES:
+        kw: dict[str, Any] = {"cid": "ctr-err", "netns": ns, "ifname": "eth0", **over}
+        rc, err = stack.cni(H1, command, cfg, **kw)
+        assert rc != 0, f"{label}: exit 0"
+        assert isinstance(err, dict) and err.get("code") == code, f"{label}: {err}"
+        assert isinstance(err.get("msg"), str) and err["msg"], f"{label}: {err}"
+        assert err.get("cniVersion") in ("1.1.0", "1.0.0", "0.3.1", "0.4.0"), f"{label}: {err}"
+    assert stack.state() == before
+    assert not _link_exists("eth0", "vxr-err")

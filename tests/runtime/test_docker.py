@@ -1,0 +1,375 @@
+"""The Docker drivers with real engines: one dockerd per emulated host, 2 hosts.
+
+``docker network create -d vxplane --ipam-driver vxplane``, containers on both hosts, ping
+and TCP, isolation, stable addresses across hosts, an engine SIGKILL, malformed plugin
+calls, and a full cleanup. Prefix ``vxd-``, underlay 198.18.9.0/24, API port 18880,
+OpenFlow port 17080. The lab starts (and stops by pid) its own dockerd processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.launch import ControllerProcess
+from hostagent import labdocker
+from hostagent.lab import Lab, _pid_alive
+from hostagent.netlink import device_names
+from tests.runtime.conftest import require_free_ports
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+PREFIX = "vxd-"
+UNDERLAY = "198.18.9.0/24"
+API_PORT = 18880
+OF_PORT = 17080
+H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
+BLUE, RED = ("vxd-blue", "10.60.0.0/24"), ("vxd-red", "10.61.0.0/24")
+IMAGE = labdocker.IMAGE
+
+
+@dataclass
+class Stack:
+    lab: Lab
+    api: httpx.Client
+
+    def docker(self, host: str, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            self.lab.docker_argv(host, list(args)), capture_output=True, text=True, timeout=90
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} on {host}: {done.stderr.strip()}")
+        return done.stdout.strip() if check else done.stdout + done.stderr
+
+    def run(self, host: str, name: str, network: str, *extra: str) -> dict[str, str]:
+        self.docker(host, "run", "-d", "--name", name, "--network", network, *extra, IMAGE,
+                    "sleep", "3600")  # fmt: skip
+        doc = json.loads(self.docker(host, "inspect", name))[0]
+        cfg = doc["NetworkSettings"]["Networks"][network]
+        return {"ip": cfg["IPAddress"], "mac": cfg["MacAddress"], "endpoint": cfg["EndpointID"]}
+
+    def ping(self, host: str, container: str, ip: str) -> bool:
+        argv = self.lab.docker_argv(host, ["exec", container, "ping", "-c", "1", "-W", "2", ip])
+        return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+    def ports(self, host: str) -> list[str]:
+        out = subprocess.run(
+            ["ovs-vsctl", f"--db={self.lab.host_paths(host).db}", "list-ports", "br-int"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return sorted(out.split())
+
+    def links(self, host: str) -> list[str]:
+        out = subprocess.run(
+            ["ip", "-n", host, "-o", "link"], capture_output=True, text=True, check=True
+        ).stdout
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+    def flows_with(self, text: str) -> list[str]:
+        found = []
+        for host in (H1, H2):
+            out = subprocess.run(
+                ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", self.lab.ofctl_target(host)],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            found += [f for f in out.splitlines() if text in f]
+        return found
+
+    def endpoint(self, network: str, name: str) -> dict[str, Any] | None:
+        resp = self.api.get(f"/api/v1/networks/{network}/endpoints/{name}")
+        return None if resp.status_code == 404 else resp.raise_for_status().json()
+
+    def plugin(self, host: str, method: str, body: Any) -> tuple[int, Any]:
+        """POST to the host's plugin socket as the engine does."""
+        sock = f"{labdocker.paths(self.lab.host_paths(host).dir)['plugins']}/vxplane.sock"
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=sock), base_url="http://plugin", timeout=30
+        ) as http:
+            resp = http.post(f"/{method}", content=raw)
+        return resp.status_code, resp.json()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def orphan_port(stack: Stack, host: str, name: str) -> str:
+    """A bound Docker attachment on ``host`` that no container holds (as left by a crash)."""
+    port, peer = device_names(BLUE[0], name)
+    db = stack.lab.host_paths(host).db
+    subprocess.run(["ip", "-n", host, "link", "add", port, "type", "veth", "peer", "name", peer],
+                   check=True)  # fmt: skip
+    subprocess.run(["ip", "-n", host, "link", "set", port, "up"], check=True)
+    ep = stack.api.post(
+        f"/api/v1/networks/{BLUE[0]}/endpoints", json={"name": name, "host": host}
+    ).json()
+    subprocess.run(
+        ["ovs-vsctl", f"--db={db}", "add-port", "br-int", port, "--", "set", "Interface", port,
+         f"external_ids:vxplane-network={BLUE[0]}", f"external_ids:vxplane-endpoint={name}",
+         f"external_ids:vxplane-ip={ep['ip']}", f"external_ids:vxplane-docker-endpoint={name}0",
+         "external_ids:vxplane-docker-network=none", "external_ids:vxplane-docker-since=1"],
+        check=True,
+    )  # fmt: skip
+    ofport = subprocess.run(
+        ["ovs-vsctl", f"--db={db}", "get", "Interface", port, "ofport"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    stack.api.put(
+        f"/api/v1/networks/{BLUE[0]}/endpoints/{name}/binding",
+        json={"host": host, "ofport": int(ofport)},
+    ).raise_for_status()
+    return port
+
+
+@pytest.fixture(scope="module")
+def stack(docker_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("docker")
+    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxd")
+    lab.down()
+    require_free_ports(API_PORT, OF_PORT)
+    ctl = ControllerProcess(
+        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
+    try:
+        ctl.start()
+        lab.up(
+            hosts=2,
+            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
+            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
+            docker=True,
+        )
+        st = Stack(lab, api)
+        for host in (H1, H2):
+            for name, subnet in (BLUE, RED):
+                st.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver",
+                          "vxplane", "--subnet", subnet, name)  # fmt: skip
+        yield st
+    finally:
+        api.close()
+        dirs = [lab.host_paths(h).dir for h in (H1, H2)]
+        pids = [
+            p["pid"] for h in lab.status()["hosts"] for k, p in h["pids"].items()
+            if k in ("dockerd", "mnt-holder")
+        ]  # fmt: skip
+        lab.down()
+        ctl.stop()
+        # the engines and their files are gone
+        wait_for("engines stopped", lambda: not [p for p in pids if _pid_alive(p)], 10)
+        assert not [d for d in dirs if Path(d).exists()], "engine data roots left behind"
+
+
+def test_network_create_adopts_one_vxplane_network_per_name(stack: Stack) -> None:
+    for name, subnet in (BLUE, RED):
+        net = wait_for(name, lambda n=name: stack.api.get(f"/api/v1/networks/{n}").json())
+        assert net["subnet"] == subnet and net["gateway"] == subnet.replace("0/24", "1")
+    names = [n["name"] for n in stack.api.get("/api/v1/networks").json()]
+    assert names.count(BLUE[0]) == 1 and names.count(RED[0]) == 1
+
+
+def test_ping_tcp_across_hosts_and_isolation(stack: Stack) -> None:
+    b1 = stack.run(H1, "b1", BLUE[0])
+    b2 = stack.run(H2, "b2", BLUE[0])
+    r1 = stack.run(H2, "r1", RED[0])
+    ep = stack.endpoint(BLUE[0], "b1")
+    assert ep and ep["state"] == "ready" and ep["host"] == H1
+    assert (ep["ip"], ep["mac"]) == (b1["ip"], b1["mac"])
+    # the container started only once its flows were in: the first ping is answered
+    assert stack.ping(H2, "b2", b1["ip"]) and stack.ping(H1, "b1", b2["ip"])
+    stack.docker(H1, "exec", "-d", "b1", "sh", "-c", "nc -l -p 7000 > /tmp/got")
+    time.sleep(0.3)
+    sent = stack.docker(H2, "exec", "b2", "sh", "-c",
+                        f"echo over vxlan | nc -w 2 {b1['ip']} 7000; echo rc=$?")  # fmt: skip
+    assert sent.endswith("rc=0"), sent
+    got = wait_for("tcp data", lambda: stack.docker(H1, "exec", "b1", "cat", "/tmp/got"))
+    assert got == "over vxlan"
+    # red reaches neither blue container, blue does not reach red
+    assert not stack.ping(H2, "r1", b1["ip"]) and not stack.ping(H2, "r1", b2["ip"])
+    assert not stack.ping(H1, "b1", r1["ip"])
+
+
+def test_same_name_on_the_other_host_keeps_ip_and_mac(stack: Stack) -> None:
+    first = stack.run(H1, "mover", BLUE[0])
+    stack.docker(H1, "rm", "-f", "mover")
+    ep = stack.endpoint(BLUE[0], "mover")
+    assert ep and ep["state"] == "reserved" and ep["host"] is None
+    again = stack.run(H2, "mover", BLUE[0])
+    assert (again["ip"], again["mac"]) == (first["ip"], first["mac"])
+    mac = stack.docker(H2, "exec", "mover", "cat", "/sys/class/net/eth0/address")
+    assert mac == first["mac"]
+    assert stack.ping(H1, "b1", again["ip"]) and stack.ping(H2, "mover", first["ip"])
+    # --ip on any host
+    fixed = stack.run(H1, "fixed", BLUE[0], "--ip", "10.60.0.200")
+    assert fixed["ip"] == "10.60.0.200" and fixed["mac"] == "0a:58:0a:3c:00:c8"
+    assert stack.ping(H2, "mover", "10.60.0.200")
+    # the same address for another container: refused with the driver's message
+    out = stack.docker(H2, "run", "-d", "--name", "clash", "--network", BLUE[0], "--ip",
+                       "10.60.0.200", IMAGE, "sleep", "60", check=False)  # fmt: skip
+    assert "vxplane" in out and "10.60.0.200" in out, out
+    stack.docker(H2, "rm", "-f", "clash")
+    assert stack.endpoint(BLUE[0], "clash") is None or not stack.endpoint(BLUE[0], "clash")["host"]  # type: ignore[index]
+
+
+def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:
+    k1 = stack.run(H2, "k1", BLUE[0])
+    k1_if = device_names(BLUE[0], "k1")[0]
+    # an attachment whose container is gone without any teardown (as after a crash)
+    ghost_if = orphan_port(stack, H2, "ghost")
+    assert k1_if in stack.ports(H2) and ghost_if in stack.ports(H2)
+
+    stack.lab.restart_dockerd("h2", kill=True)
+    # k1 died with the engine; the ghost never had a container: both are cleaned up
+    wait_for("stale ports removed", lambda: not {k1_if, ghost_if} & set(stack.ports(H2)), 20)
+    assert ghost_if not in stack.links(H2) and k1_if not in stack.links(H2)
+    for name in ("k1", "ghost"):
+        ep = wait_for(
+            name, lambda n=name: (e := stack.endpoint(BLUE[0], n)) and not e["host"] and e
+        )
+        assert ep["state"] == "reserved"
+    assert stack.flows_with(f"nw_dst={k1['ip']},") == []
+    # the agent still serves the restarted engine
+    k2 = stack.run(H2, "k2", BLUE[0])
+    assert stack.ping(H2, "k2", stack.endpoint(BLUE[0], "b1")["ip"])  # type: ignore[index]
+    assert stack.ping(H1, "b1", k2["ip"])
+    stack.docker(H2, "rm", "-f", "k1", "k2", "b2", "r1", "mover")
+
+
+def test_restarted_agent_reconciles_with_the_engine(stack: Stack) -> None:
+    live = stack.run(H1, "live1", BLUE[0])
+    ghost_if = orphan_port(stack, H1, "ghost1")
+    agent = next(h for h in stack.lab.status()["hosts"] if h["name"] == H1)["pids"]["agent"]
+    os.kill(agent["pid"], signal.SIGKILL)
+    stack.lab.up(
+        hosts=2,
+        controller_url=f"http://{stack.lab.gateway_ip}:{API_PORT}",
+        openflow=f"tcp:{stack.lab.gateway_ip}:{OF_PORT}",
+        docker=True,
+    )
+    wait_for("orphan removed", lambda: ghost_if not in stack.ports(H1), 20)
+    wait_for("orphan unbound", lambda: not stack.endpoint(BLUE[0], "ghost1")["host"])  # type: ignore[index]
+    # the running container's attachment is kept and still works
+    assert device_names(BLUE[0], "live1")[0] in stack.ports(H1)
+    assert stack.endpoint(BLUE[0], "live1")["state"] == "ready"  # type: ignore[index]
+    assert stack.ping(H1, "b1", live["ip"])
+    stack.docker(H1, "rm", "-f", "live1")
+
+
+NET_CALLS: list[tuple[str, Any]] = [
+    ("NetworkDriver.CreateNetwork", b"{not json"),
+    ("NetworkDriver.CreateNetwork", [1, 2]),
+    ("NetworkDriver.CreateNetwork", {"IPv4Data": [{"Pool": "10.70.0.0/24"}]}),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n1", "IPv4Data": []}),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n1", "IPv4Data": [{"Pool": "10.70.0.1/24"}]}),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": 5, "IPv4Data": [{"Pool": "10.70.0.0/24"}]}),
+    (
+        "NetworkDriver.CreateNetwork",
+        {"NetworkID": "n1", "IPv4Data": [{"Pool": "10.70.0.0/24", "Gateway": "10.71.0.1/24"}]},
+    ),
+    (
+        "NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": "n1",
+            "IPv4Data": [{"Pool": "10.70.0.0/24"}],
+            "IPv6Data": [{"Pool": "fd00::/64"}],
+        },
+    ),
+    (
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": "nope", "EndpointID": "e1", "Interface": {"Address": "10.70.0.5/24"}},
+    ),
+    (
+        "NetworkDriver.CreateEndpoint",
+        {"NetworkID": "n1", "EndpointID": "e1", "Interface": {"Address": "10.70.0.5"}},
+    ),
+    ("NetworkDriver.CreateEndpoint", {"NetworkID": "n1", "EndpointID": "e1", "Interface": "x"}),
+    ("NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": "nope", "SandboxKey": "/x"}),
+    ("NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": "e1"}),
+    ("NetworkDriver.Leave", {"NetworkID": "n1"}),
+    ("NetworkDriver.DeleteEndpoint", {}),
+    ("NetworkDriver.DeleteNetwork", None),
+    ("NetworkDriver.EndpointOperInfo", {"EndpointID": "e"}),
+    ("NetworkDriver.DiscoverNew", {"DiscoveryType": "one"}),
+    ("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": "n1"}),
+]
+IPAM_CALLS: list[tuple[str, Any]] = [
+    ("IpamDriver.RequestPool", b"\xff"),
+    ("IpamDriver.RequestPool", {"Pool": "10.70.0.0/24"}),
+    ("IpamDriver.RequestPool", {"AddressSpace": "vxplane-local"}),
+    ("IpamDriver.RequestPool", {"AddressSpace": "a", "Pool": "10.70.0.0/33"}),
+    (
+        "IpamDriver.RequestPool",
+        {"AddressSpace": "a", "Pool": "10.70.0.0/24", "SubPool": "10.70.0.0/25"},
+    ),
+    ("IpamDriver.RequestPool", {"AddressSpace": "a", "SubPool": "10.70.0.0/25"}),
+    ("IpamDriver.RequestPool", {"AddressSpace": "a", "V6": True}),
+    ("IpamDriver.RequestAddress", {"PoolID": "other:10.70.0.0/24"}),
+    ("IpamDriver.RequestAddress", {"PoolID": "vxplane:10.70.0.0/24", "Address": "10.99.0.1"}),
+    ("IpamDriver.RequestAddress", {"PoolID": "vxplane:10.70.0.0/24", "Address": "x"}),
+    ("IpamDriver.RequestAddress", {"PoolID": "vxplane:10.70.0.0/24"}),
+    ("IpamDriver.ReleaseAddress", {"PoolID": "vxplane:10.70.0.0/24"}),
+    ("IpamDriver.ReleasePool", {"PoolID": 7}),
+    ("IpamDriver.DiscoverDelete", {}),
+]
+
+
+def test_malformed_plugin_calls_get_the_protocol_error_shape(stack: Stack) -> None:
+    assert stack.plugin(H1, "Plugin.Activate", None) == (
+        200, {"Implements": ["NetworkDriver", "IpamDriver"]}
+    )  # fmt: skip
+    assert stack.plugin(H1, "NetworkDriver.GetCapabilities", None) == (
+        200, {"Scope": "local", "ConnectivityScope": "global"}
+    )  # fmt: skip
+    assert stack.plugin(H1, "IpamDriver.GetDefaultAddressSpaces", None)[1] == {
+        "LocalDefaultAddressSpace": "vxplane-local",
+        "GlobalDefaultAddressSpace": "vxplane-global",
+    }
+    before = (stack.ports(H1), stack.api.get("/api/v1/endpoints").json(),
+              stack.api.get("/api/v1/networks").json())  # fmt: skip
+    for method, body in NET_CALLS:
+        status, reply = stack.plugin(H1, method, body)
+        assert status == 200 and set(reply) == {"Err"} and reply["Err"], (method, body, reply)
+        assert "Traceback" not in reply["Err"]
+    for method, body in IPAM_CALLS:
+        status, reply = stack.plugin(H1, method, body)
+        assert status == 200 and set(reply) == {"Error"} and reply["Error"], (method, body, reply)
+    status, reply = stack.plugin(H1, "NetworkDriver.Frobnicate", {})
+    assert status == 404 and "Err" in reply
+    after = (stack.ports(H1), stack.api.get("/api/v1/endpoints").json(),
+             stack.api.get("/api/v1/networks").json())  # fmt: skip
+    assert after == before
+
+
+def test_rm_and_network_rm_leave_nothing_behind(stack: Stack) -> None:
+    ips = [e["ip"] for e in stack.api.get("/api/v1/endpoints").json()]
+    for host in (H1, H2):
+        left = stack.docker(host, "ps", "-aq").split()
+        if left:
+            stack.docker(host, "rm", "-f", *left)
+        for name, _ in (BLUE, RED):
+            stack.docker(host, "network", "rm", name)
+    for host in (H1, H2):
+        assert stack.ports(host) == ["vxlan0"]
+        assert not [link for link in stack.links(host) if link.startswith(("vx", "vp"))]
+    names = [n["name"] for n in stack.api.get("/api/v1/networks").json()]
+    assert BLUE[0] not in names and RED[0] not in names
+    assert stack.api.get("/api/v1/endpoints").json() == []
+    for ip in ips:
+        assert stack.flows_with(f"={ip},") == [] and stack.flows_with(f"={ip} ") == []
