@@ -113,7 +113,7 @@ def iperf(client_ns: str, server_ns: str, server_ip: str, seconds: int) -> float
 
 
 def throughput(lab: Lab, hosts: list[str], seconds: int, repeats: int) -> dict[str, Any]:
-    a = lab.run(hosts[0], "bn-tpa", "bench")
+    lab.run(hosts[0], "bn-tpa", "bench")
     b = lab.run(hosts[1], "bn-tpb", "bench")
     st = {h["name"]: h for h in lab.status()["hosts"]}
     ua, ub = st[hosts[0]]["underlay_ip"], st[hosts[1]]["underlay_ip"]

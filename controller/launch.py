@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,7 +46,13 @@ class ControllerProcess:
         return self.proc.pid if self.proc else None
 
     def start(self, timeout: float = 30.0) -> ControllerProcess:
-        """Start the child and wait for ``/healthz``."""
+        """Start the child and wait for ``/healthz`` (refused if the API port is taken, so a
+        stale controller answering there is never mistaken for this one)."""
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", self.api_port))
+            except OSError as exc:
+                raise RuntimeError(f"API port {self.api_port} is in use: {exc}") from exc
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

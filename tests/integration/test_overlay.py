@@ -180,7 +180,7 @@ def test_deleted_endpoint_unreachable_and_its_flows_gone(stack: Stack) -> None:
     for host in stack.hosts():
         leftovers = [f for f in stack.flows(host) if ip_re.search(f) or d["mac"] in f]
         assert leftovers == [], f"{host} still has flows of the deleted endpoint: {leftovers}"
-    ep = stack.api.get(f"/api/v1/networks/blue/endpoints/vxt-d1").json()
+    ep = stack.api.get("/api/v1/networks/blue/endpoints/vxt-d1").json()
     assert ep["state"] == "reserved" and ep["host"] is None
 
 

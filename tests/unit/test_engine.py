@@ -53,7 +53,9 @@ def snapshot(rev: int, with_b: bool = False) -> Snapshot:
     a_ip, b_ip = IPv4Address("10.0.0.2"), IPv4Address("10.0.0.66")
     eps = [Endpoint("blue", "a", a_ip, mac_for_ip(a_ip), "h1", 5, EndpointState.PENDING, 1)]
     if with_b:
-        eps.append(Endpoint("blue", "b", b_ip, mac_for_ip(b_ip), "h2", 6, EndpointState.PENDING, rev))
+        eps.append(
+            Endpoint("blue", "b", b_ip, mac_for_ip(b_ip), "h2", 6, EndpointState.PENDING, rev)
+        )
     return Snapshot(
         rev,
         {"blue": net},
