@@ -7,8 +7,8 @@ implements this protocol; API tests use a small in-memory implementation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Protocol
 
 
