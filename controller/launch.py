@@ -49,6 +49,9 @@ class ControllerProcess:
         """Start the child and wait for ``/healthz`` (refused if the API port is taken, so a
         stale controller answering there is never mistaken for this one)."""
         with socket.socket() as probe:
+            # SO_REUSEADDR as uvicorn does: TIME_WAIT leftovers of an earlier run are fine,
+            # a live listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.api_port))
             except OSError as exc:
