@@ -8,37 +8,7 @@ import socket
 
 import pytest
 
-LAB_TOOLS = (
-    "ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl",
-    "ip", "ethtool", "nsenter", "ping", "busybox",
-)  # fmt: skip
-
-
-def require(reason: str | None) -> None:
-    """Skip with ``reason`` (if any); under CI=true fail instead: CI must run these tests."""
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the runtime tests: {reason}")
-        pytest.skip(reason)
-
-
-def missing_lab_prerequisites() -> str | None:
-    """Why the lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, veths, OVS daemons)"
-    missing = [t for t in LAB_TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"missing binaries: {', '.join(missing)}"
-    if not os.path.exists("/usr/share/openvswitch/vswitch.ovsschema"):
-        return "missing /usr/share/openvswitch/vswitch.ovsschema"
-    return None
-
-
-@pytest.fixture(scope="session")
-def lab_prerequisites() -> None:
-    """Skip (with the reason) when the lab cannot run here; under CI, fail instead."""
-    require(missing_lab_prerequisites())
-
+from tests.conftest import missing_lab_prerequisites, require
 
 DOCKER_TOOLS = ("dockerd", "containerd", "runc", "unshare", "findmnt")
 

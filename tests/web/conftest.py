@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.conftest import missing_lab_prerequisites, require
 
 CHROMIUM = os.environ.get("VXPLANE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -26,13 +27,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-dev-shm-usage",
 ]
-OVS_TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl")
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the dashboard tests: {reason}")
-    pytest.skip(reason)
 
 
 def missing_prerequisites() -> str | None:
@@ -43,20 +37,13 @@ def missing_prerequisites() -> str | None:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         return "the playwright package is missing: pip install -e '.[dev]'"
-    if os.geteuid() != 0:
-        return "needs root (the lab of emulated hosts)"
-    missing = [t for t in (*OVS_TOOLS, "ip", "nsenter") if shutil.which(t) is None]
-    if missing:
-        return f"missing binaries: {', '.join(missing)}"
-    return None
+    return missing_lab_prerequisites()
 
 
 @pytest.fixture(scope="session")
 def web_prerequisites() -> None:
     """Skip (with the reason) when the browser or the lab cannot run; under CI, fail."""
-    reason = missing_prerequisites()
-    if reason:
-        _skip_or_fail(reason)
+    require(missing_prerequisites(), "the dashboard tests")
 
 
 @pytest.fixture(scope="module")
