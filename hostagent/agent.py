@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Address
@@ -82,7 +83,7 @@ class Agent:
         self._locks_guard = threading.Lock()
         self._register_lock = threading.Lock()
         self._ofport = 0
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vxplane-attach")
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vxplane-attach")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -282,27 +283,30 @@ class Agent:
                 if created:
                     undo.append(lambda: self.client.delete_endpoint(network, name))
                 laps.lap("endpoint")
-                self.links.configure(
-                    netns, peer_if, ifname, ep["mac"],
-                    IPv4Address(ep["ip"]), int(ep["prefixlen"]), self.mtu,
-                    IPv4Address(ep["gateway"]) if ep.get("gateway") else None,
-                )  # fmt: skip
-                laps.lap("configure")
-                # We pick the OpenFlow port number, so the controller can push the flows while
-                # OVS is still adding the port (both take tens of ms on the userspace datapath).
+                # We pick the OpenFlow port number, so the controller pushes the flows while
+                # OVS adds the port and we configure the namespace: the three overlap.
                 want = self._next_ofport()
                 ids = self._ids(network, name, ep)
+                undo.append(lambda: self.client.unbind(network, name, host=self.host))
                 port = self._pool.submit(
                     self.ovs.ensure_port, self.bridge, host_if, ids, ofport_request=want
                 )
-                undo.append(lambda: self.client.unbind(network, name, host=self.host))
+                bind = self._pool.submit(self._bind_ready, network, name, want, host_if, wait)
                 try:
-                    ready = self._bind_ready(network, name, want, host_if, wait, laps)
+                    self.links.configure(
+                        netns, peer_if, ifname, ep["mac"],
+                        IPv4Address(ep["ip"]), int(ep["prefixlen"]), self.mtu,
+                        IPv4Address(ep["gateway"]) if ep.get("gateway") else None,
+                    )  # fmt: skip
+                    laps.lap("configure")
                 finally:
-                    ofport = port.result()
-                laps.lap("ovs-port")
+                    futures.wait([port, bind])  # never undo under a call still running
+                ofport = port.result()
+                ready = bind.result()
+                laps.lap("port+bind-ready")
                 if ofport != want:  # OVS could not honour the request: report the real port
-                    ready = self._bind_ready(network, name, ofport, host_if, wait, laps)
+                    ready = self._bind_ready(network, name, ofport, host_if, wait)
+                self._log_attached(network, name, ready, ofport, laps)
                 return ready
             except BaseException:
                 if not seen:  # failed before we looked at the allocation: undo it too
@@ -337,19 +341,31 @@ class Agent:
         }
 
     def _bind_ready(
-        self, network: str, name: str, ofport: int, port_name: str, wait: float, laps: _Laps
+        self,
+        network: str,
+        name: str,
+        ofport: int,
+        port_name: str,
+        wait: float,
+        laps: _Laps | None = None,
     ) -> dict[str, Any]:
         ep = self.client.bind(network, name, self.host, ofport, port_name, wait_ready=wait)
-        laps.lap("bind-ready")
         if ep.get("state") != "ready":
             raise NotReady(
                 f"endpoint {network}/{name} not ready after {wait}s (state {ep.get('state')})"
             )
+        if laps is not None:
+            laps.lap("bind-ready")
+            self._log_attached(network, name, ep, ofport, laps)
+        return ep
+
+    def _log_attached(
+        self, network: str, name: str, ep: dict[str, Any], ofport: int, laps: _Laps
+    ) -> None:
         log.info(
             "host %s: attached %s/%s (%s) at ofport %d in %s",
             self.host, network, name, ep.get("ip"), ofport, laps,
         )  # fmt: skip
-        return ep
 
     def detach(self, name: str, network: str) -> dict[str, Any]:
         """Unplug endpoint ``name`` of ``network`` (port, veth) and unbind it; idempotent."""
