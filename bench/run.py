@@ -60,6 +60,7 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
     lab.run(hosts[-1], "bn-peer", "bench")
     ready_ms: list[float] = []
     ping_ms: list[float] = []
+    slow: list[dict[str, Any]] = []
     for i in range(n):
         host = hosts[i % (len(hosts) - 1)]
         name = f"bn-e{i}"
@@ -76,6 +77,8 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
             if time.perf_counter() - t0 > 10:
                 raise RuntimeError(f"{name} ({ep['ip']}) never answered a ping")
         ping_ms.append((time.perf_counter() - t0) * 1000)
+        if ping_ms[-1] > 500:  # a first ping went unanswered: keep what we know of it
+            slow.append({"endpoint": name, "host": host, "ip": ep["ip"], "ms": ping_ms[-1]})
     return {
         "endpoints": n,
         "attach_to_ready_ms": {
@@ -88,6 +91,7 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
             "median": statistics.median(ping_ms),
             "p99": pct(ping_ms, 0.99),
         },
+        "first_ping_unanswered": slow,
     }
 
 

@@ -19,7 +19,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from hostagent import plan as planmod
@@ -30,6 +30,7 @@ from hostagent.ovs import TUNNEL_OFPORT, TUNNEL_PORT, OvsOps, detect_datapath_ty
 
 log = logging.getLogger("hostagent")
 MAX_OFPORT = 65279
+T = TypeVar("T")
 
 EXT_NETWORK = "vxplane-network"
 EXT_ENDPOINT = "vxplane-endpoint"
@@ -289,9 +290,11 @@ class Agent:
                 ids = self._ids(network, name, ep)
                 undo.append(lambda: self.client.unbind(network, name, host=self.host))
                 port = self._pool.submit(
-                    self.ovs.ensure_port, self.bridge, host_if, ids, ofport_request=want
+                    _timed, self.ovs.ensure_port, self.bridge, host_if, ids, ofport_request=want
                 )
-                bind = self._pool.submit(self._bind_ready, network, name, want, host_if, wait)
+                bind = self._pool.submit(
+                    _timed, self._bind_ready, network, name, want, host_if, wait
+                )
                 try:
                     self.links.configure(
                         netns, peer_if, ifname, ep["mac"],
@@ -301,9 +304,11 @@ class Agent:
                     laps.lap("configure")
                 finally:
                     futures.wait([port, bind])  # never undo under a call still running
-                ofport = port.result()
-                ready = bind.result()
+                ofport, port_s = port.result()
+                ready, bind_s = bind.result()
                 laps.lap("port+bind-ready")
+                laps.note("ovs-port", port_s)
+                laps.note("bind-ready", bind_s)
                 if ofport != want:  # OVS could not honour the request: report the real port
                     ready = self._bind_ready(network, name, ofport, host_if, wait)
                 self._log_attached(network, name, ready, ofport, laps)
@@ -415,20 +420,33 @@ class Agent:
         }
 
 
+def _timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """Call ``fn`` and return its result with how long it took (s)."""
+    t0 = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t0
+
+
 class _Laps:
     """Durations of the stages of one attach, for the log."""
 
     def __init__(self) -> None:
         self.start = self.last = time.perf_counter()
         self.laps: list[tuple[str, float]] = []
+        self.notes: list[tuple[str, float]] = []
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.laps.append((stage, now - self.last))
         self.last = now
 
+    def note(self, what: str, seconds: float) -> None:
+        """Record the duration of something that ran beside the stages."""
+        self.notes.append((what, seconds))
+
     def __str__(self) -> str:
         parts = " ".join(f"{stage}={s * 1000:.1f}" for stage, s in self.laps)
+        if self.notes:
+            parts += "; in parallel: " + " ".join(f"{w}={s * 1000:.1f}" for w, s in self.notes)
         return f"{(self.last - self.start) * 1000:.1f} ms ({parts})"
 
 
