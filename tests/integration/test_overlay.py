@@ -13,13 +13,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
 from controller.launch import ControllerProcess
 from hostagent.lab import Lab
+from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
@@ -111,27 +111,17 @@ def _nc_send(stack: Stack, ns: str, ip: str, port: int, text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("overlay")
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxt")
-    lab.down()
-    ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
-    )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
-    try:
-        ctl.start()
-        lab.up(
-            hosts=3,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-        )
+    with controller_and_lab(
+        tmp_path_factory.mktemp("overlay"),
+        prefix=PREFIX,
+        underlay=UNDERLAY,
+        api_port=API_PORT,
+        openflow_port=OF_PORT,
+        hosts=3,
+    ) as (lab, ctl, api):
         for net in ("blue", "red"):
             api.post("/api/v1/networks", json={"name": net, "subnet": SUBNET}).raise_for_status()
         yield Stack(lab, ctl, api)
-    finally:
-        api.close()
-        lab.down()
-        ctl.stop()
 
 
 def test_same_network_different_hosts_ping_and_tcp(stack: Stack) -> None:

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.launch import ControllerProcess
 from hostagent.lab import Lab
 from hostagent.netlink import device_names
 from tests.runtime.conftest import require_free_ports
+from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -128,30 +128,22 @@ def conf(name: str = "blue", version: str = "1.1.0", **extra: Any) -> dict[str, 
 def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not CNI_BIN.exists():
         pytest.fail(f"{CNI_BIN} is not installed: pip install -e . (pyproject [project.scripts])")
-    tmp = tmp_path_factory.mktemp("cni")
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxr")
-    lab.down()
     require_free_ports(API_PORT, OF_PORT)
-    ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
-    )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
-    st = Stack(lab, api)
-    try:
-        ctl.start()
-        lab.up(
-            hosts=2,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-        )
-        api.post("/api/v1/networks", json={"name": "blue", "subnet": SUBNET}).raise_for_status()
-        yield st
-    finally:
-        for ns in st.namespaces:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        api.close()
-        lab.down()
-        ctl.stop()
+    with controller_and_lab(
+        tmp_path_factory.mktemp("cni"),
+        prefix=PREFIX,
+        underlay=UNDERLAY,
+        api_port=API_PORT,
+        openflow_port=OF_PORT,
+        hosts=2,
+    ) as (lab, _ctl, api):
+        st = Stack(lab, api)
+        try:
+            api.post("/api/v1/networks", json={"name": "blue", "subnet": SUBNET}).raise_for_status()
+            yield st
+        finally:
+            for ns in st.namespaces:
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def test_add_ping_check_del(stack: Stack) -> None:

@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.launch import ControllerProcess
 from hostagent import labdocker
 from hostagent.lab import Lab, _pid_alive
 from hostagent.netlink import device_names
 from tests.runtime.conftest import require_free_ports
+from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -141,40 +141,32 @@ def orphan_port(stack: Stack, host: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(docker_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("docker")
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxd")
-    lab.down()
     require_free_ports(API_PORT, OF_PORT)
-    ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db", Path(tmp) / "controller.log", API_PORT, OF_PORT
-    )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=30)
-    try:
-        ctl.start()
-        lab.up(
-            hosts=2,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-            docker=True,
-        )
-        st = Stack(lab, api)
-        for host in (H1, H2):
-            for name, subnet in (BLUE, RED):
-                st.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver",
-                          "vxplane", "--subnet", subnet, name)  # fmt: skip
-        yield st
-    finally:
-        api.close()
-        dirs = [lab.host_paths(h).dir for h in (H1, H2)]
-        pids = [
-            p["pid"] for h in lab.status()["hosts"] for k, p in h["pids"].items()
-            if k in ("dockerd", "mnt-holder")
-        ]  # fmt: skip
-        lab.down()
-        ctl.stop()
-        # the engines and their files are gone
-        wait_for("engines stopped", lambda: not [p for p in pids if _pid_alive(p)], 10)
-        assert not [d for d in dirs if Path(d).exists()], "engine data roots left behind"
+    with controller_and_lab(
+        tmp_path_factory.mktemp("docker"),
+        prefix=PREFIX,
+        underlay=UNDERLAY,
+        api_port=API_PORT,
+        openflow_port=OF_PORT,
+        hosts=2,
+        docker=True,
+    ) as (lab, _ctl, api):
+        try:
+            st = Stack(lab, api)
+            for host in (H1, H2):
+                for name, subnet in (BLUE, RED):
+                    st.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver",
+                              "vxplane", "--subnet", subnet, name)  # fmt: skip
+            yield st
+        finally:
+            dirs = [lab.host_paths(h).dir for h in (H1, H2)]
+            pids = [
+                p["pid"] for h in lab.status()["hosts"] for k, p in h["pids"].items()
+                if k in ("dockerd", "mnt-holder")
+            ]  # fmt: skip
+    # the lab is down: the engines and their files are gone
+    wait_for("engines stopped", lambda: not [p for p in pids if _pid_alive(p)], 10)
+    assert not [d for d in dirs if Path(d).exists()], "engine data roots left behind"
 
 
 def test_network_create_adopts_one_vxplane_network_per_name(stack: Stack) -> None:
@@ -229,6 +221,7 @@ def test_same_name_on_the_other_host_keeps_ip_and_mac(stack: Stack) -> None:
 
 
 def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:
+    peer = stack.run(H1, "kpeer", BLUE[0])
     k1 = stack.run(H2, "k1", BLUE[0])
     k1_if = device_names(BLUE[0], "k1")[0]
     # an attachment whose container is gone without any teardown (as after a crash)
@@ -247,9 +240,10 @@ def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:
     assert stack.flows_with(f"nw_dst={k1['ip']},") == []
     # the agent still serves the restarted engine
     k2 = stack.run(H2, "k2", BLUE[0])
-    assert stack.ping(H2, "k2", stack.endpoint(BLUE[0], "b1")["ip"])  # type: ignore[index]
-    assert stack.ping(H1, "b1", k2["ip"])
+    assert stack.ping(H2, "k2", peer["ip"])
+    assert stack.ping(H1, "kpeer", k2["ip"])
     stack.docker(H2, "rm", "-f", "k1", "k2", "b2", "r1", "mover")
+    stack.docker(H1, "rm", "-f", "kpeer")
 
 
 def test_restarted_agent_reconciles_with_the_engine(stack: Stack) -> None:

@@ -26,6 +26,7 @@ from controller.demo import ENDPOINTS as DEMO_ENDPOINTS
 from controller.demo import SUBNET as DEMO_SUBNET
 from controller.launch import ControllerProcess
 from hostagent.lab import Lab
+from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -60,35 +61,22 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(web_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("web")
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY, state_dir="/run/vxplane/test-vxw")
-    lab.down()
-    ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db",
-        Path(tmp) / "controller.log",
-        API_PORT,
-        OF_PORT,
+    with controller_and_lab(
+        tmp_path_factory.mktemp("web"),
+        prefix=PREFIX,
+        underlay=UNDERLAY,
+        api_port=API_PORT,
+        openflow_port=OF_PORT,
+        hosts=3,
         env={"VXPLANE_HOST_DEAD_AFTER": str(DEAD_AFTER), "VXPLANE_HOST_WATCH_INTERVAL": "0.3"},
-    )
-    api = httpx.Client(base_url=URL, timeout=30)
-    try:
-        ctl.start()
-        lab.up(
-            hosts=3,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-            extra_agent_args=["--heartbeat-interval", "0.5"],
-        )
+        extra_agent_args=["--heartbeat-interval", "0.5"],
+    ) as (lab, ctl, api):
         for net in ("blue", "red"):
             r = api.post("/api/v1/networks", json={"name": net, "subnet": DEMO_SUBNET})
             r.raise_for_status()
         for name, host, net, ip in DEMO_ENDPOINTS:  # the demo's endpoints, on this lab
             lab.run(lab.host_name(host.removeprefix("lab-")), name, net, ip=ip)
         yield Stack(lab, ctl, api)
-    finally:
-        api.close()
-        lab.down()
-        ctl.stop()
 
 
 @pytest.fixture
