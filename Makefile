@@ -38,7 +38,7 @@ help:
 	@echo "make demo-down  tear the demo lab down (root)"
 	@echo "make test       the whole test suite (root); PYTEST_ARGS='...', TEST_TIMEOUT=$(TEST_TIMEOUT)"
 	@echo "make test-unit  tests/unit and tests/api (no root)"
-	@echo "make lint       ruff check + ruff format --check"
+	@echo "make lint       ruff check + ruff format --check + mypy"
 	@echo "make bench      benchmarks (bench/run.py); BENCH_ARGS='...'"
 	@echo "make clean      remove caches and test artifacts (distclean: also .venv)"
 
@@ -87,6 +87,7 @@ test-unit: venv
 lint: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(VENV)/bin/mypy controller hostagent bench
 
 bench: venv
 	@test -f bench/run.py || { echo "make bench: bench/run.py does not exist yet" >&2; exit 1; }

@@ -105,19 +105,23 @@ def desired_flows(
         flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport))
     for block in snapshot.blocks:
         bnet = snapshot.networks.get(block.network)
-        peer = snapshot.hosts.get(block.host)
-        if bnet is None or peer is None or peer.name == host.name:
+        owner = snapshot.hosts.get(block.host)
+        if bnet is None or owner is None or owner.name == host.name:
             continue
         flows.append(
-            _route(bnet.vni, block.cidr, PRIO_NORMAL, str(peer.underlay_ip), host.tunnel_port)
+            _route(bnet.vni, block.cidr, PRIO_NORMAL, str(owner.underlay_ip), host.tunnel_port)
         )
     for net, ep in idx.exceptions:
-        peer = snapshot.hosts.get(ep.host or "")
-        if peer is None or peer.name == host.name:
+        there = snapshot.hosts.get(ep.host or "")
+        if there is None or there.name == host.name:
             continue
         flows.append(
             _route(
-                net.vni, IPv4Network(ep.ip), PRIO_EXCEPTION, str(peer.underlay_ip), host.tunnel_port
+                net.vni,
+                IPv4Network(ep.ip),
+                PRIO_EXCEPTION,
+                str(there.underlay_ip),
+                host.tunnel_port,
             )
         )
     return frozenset(flows)

@@ -289,10 +289,10 @@ class Agent:
                 want = self._next_ofport()
                 ids = self._ids(network, name, ep)
                 undo.append(lambda: self.client.unbind(network, name, host=self.host))
-                port = self._pool.submit(
+                port: futures.Future[tuple[int, float]] = self._pool.submit(
                     _timed, self.ovs.ensure_port, self.bridge, host_if, ids, ofport_request=want
                 )
-                bind = self._pool.submit(
+                bind: futures.Future[tuple[dict[str, Any], float]] = self._pool.submit(
                     _timed, self._bind_ready, network, name, want, host_if, wait
                 )
                 try:
@@ -303,7 +303,8 @@ class Agent:
                     )  # fmt: skip
                     laps.lap("configure")
                 finally:
-                    futures.wait([port, bind])  # never undo under a call still running
+                    for running in (port, bind):  # never undo under a call still running
+                        running.exception()  # waits; the result is read below
                 ofport, port_s = port.result()
                 ready, bind_s = bind.result()
                 laps.lap("port+bind-ready")
