@@ -41,6 +41,12 @@ def run_controller(settings: Settings) -> None:
         sessions, repo.load_snapshot, repo.current_revision, mark_ready, on_event=hub.publish
     )
     engine.start()
+    listener = None
+    if db.dialect.name == "postgresql":  # other controller processes' writes, at once
+        from controller.db.listen import RevisionListener
+
+        listener = RevisionListener(settings.db_url, engine.notify)
+        listener.start()
     start_openflow(
         engine,
         settings.openflow_host,
@@ -64,6 +70,8 @@ def run_controller(settings: Settings) -> None:
     try:
         server.run()
     finally:
+        if listener is not None:
+            listener.stop()
         engine.stop()
         db.dispose()
         # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).

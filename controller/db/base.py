@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from controller.db.models import EndpointRow, HostRow, NetworkRow, Revision
@@ -47,6 +47,9 @@ def begin_write(session: Session, *, serialize: bool = False) -> None:
         session.execute(select(Revision.value).where(Revision.id == 1).with_for_update())
 
 
+REVISION_CHANNEL = "vxplane_revision"
+
+
 def bump(session: Session) -> int:
     """Increment the revision in this transaction and return the new value."""
     session.flush()
@@ -59,7 +62,11 @@ def bump(session: Session) -> int:
     if value is None:  # a database made by hand without the seeded row
         session.add(Revision(id=1, value=1))
         session.flush()
-        return 1
+        value = 1
+    if dialect(session) == "postgresql":
+        # Delivered at commit (never for a rolled-back write) to every controller process
+        # listening on this database (controller/db/listen.py).
+        session.execute(select(func.pg_notify(REVISION_CHANNEL, str(value))))
     return int(value)
 
 
