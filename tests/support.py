@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,16 @@ import httpx
 
 from controller.launch import ControllerProcess
 from hostagent.lab import Lab
+
+
+def _require_free(port: int) -> None:
+    """Fail if ``port`` has a live listener: a stale controller there would answer for ours."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} is in use ({exc}): a leftover controller?") from exc
 
 
 @contextmanager
@@ -32,6 +43,7 @@ def controller_and_lab(
     """
     lab = Lab(prefix=prefix, underlay=underlay, state_dir=f"/run/vxplane/test-{prefix.strip('-')}")
     lab.down()  # leftovers of an interrupted run
+    _require_free(openflow_port)  # the API port is checked by ControllerProcess.start
     ctl = ControllerProcess(
         f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env
     )

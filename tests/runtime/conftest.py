@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
@@ -32,14 +31,3 @@ def missing_docker_prerequisites() -> str | None:
 def docker_prerequisites() -> None:
     """Skip (with the reason) when no Docker engine can run here; under CI, fail instead."""
     require(missing_docker_prerequisites())
-
-
-def require_free_ports(*ports: int) -> None:
-    """Fail if a port is taken: a stale controller there would answer for ours."""
-    for port in ports:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError as exc:
-                pytest.fail(f"port {port} is in use ({exc}): a leftover controller?")

@@ -22,7 +22,6 @@ import pytest
 
 from hostagent.lab import Lab
 from hostagent.netlink import device_names
-from tests.runtime.conftest import require_free_ports
 from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
@@ -128,7 +127,6 @@ def conf(name: str = "blue", version: str = "1.1.0", **extra: Any) -> dict[str, 
 def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not CNI_BIN.exists():
         pytest.fail(f"{CNI_BIN} is not installed: pip install -e . (pyproject [project.scripts])")
-    require_free_ports(API_PORT, OF_PORT)
     with controller_and_lab(
         tmp_path_factory.mktemp("cni"),
         prefix=PREFIX,

@@ -24,7 +24,6 @@ import pytest
 from hostagent import labdocker
 from hostagent.lab import Lab, _pid_alive
 from hostagent.netlink import device_names
-from tests.runtime.conftest import require_free_ports
 from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
@@ -141,7 +140,6 @@ def orphan_port(stack: Stack, host: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(docker_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_free_ports(API_PORT, OF_PORT)
     with controller_and_lab(
         tmp_path_factory.mktemp("docker"),
         prefix=PREFIX,
