@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from collections.abc import Collection
 
 import uvicorn
@@ -77,9 +75,3 @@ def run_controller(settings: Settings) -> None:
         # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).
         logging.shutdown()
         os._exit(0)
-
-
-def install_stop_signals(stop: threading.Event) -> None:
-    """Set ``stop`` on SIGINT and SIGTERM."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())

@@ -92,10 +92,38 @@ def agent(
         str, typer.Option("--socket", help="Unix socket of the agent's local API")
     ] = "/run/vxplane/agent.sock",
     mtu: Annotated[int, typer.Option(help="Container MTU: underlay MTU minus 50")] = 1450,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats")] = 5.0,
+    datapath_type: Annotated[
+        str | None, typer.Option(help="system or netdev [detected: system if the module loads]")
+    ] = None,
+    dpid: Annotated[str | None, typer.Option(help="br-int datapath id, 16 hex digits")] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Longest wait for an endpoint's flows (s)")
+    ] = 10.0,
+    docker_plugin: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Docker's network+IPAM drivers on this socket, e.g. "
+            "/run/docker/plugins/vxplane.sock"
+        ),
+    ] = None,
+    docker_engine: Annotated[
+        str, typer.Option(help="The Docker engine whose events the agent follows")
+    ] = "unix:///run/docker.sock",
+    docker_scope: Annotated[
+        str, typer.Option(help="Driver scope: local, or global under swarm")
+    ] = "local",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """Run the host agent: registers the host, keeps br-int, plugs endpoints."""
+    """Run the host agent: registers the host, keeps br-int, plugs endpoints (local API,
+    CNI, and with --docker-plugin the Docker drivers)."""
+    import logging
+
     from hostagent.agent import run_agent
 
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     run_agent(
         controller_url=controller_url,
         host_name=host,
@@ -105,6 +133,13 @@ def agent(
         socket_path=socket_path,
         openflow_target=openflow,
         mtu=mtu,
+        heartbeat_interval=heartbeat_interval,
+        datapath_type=datapath_type,
+        dpid=dpid,
+        ready_timeout=ready_timeout,
+        docker_plugin=docker_plugin,
+        docker_engine=docker_engine,
+        docker_scope=docker_scope,
     )
 
 
