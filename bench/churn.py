@@ -26,8 +26,7 @@ from typing import Any
 
 import httpx
 
-from controller.launch import ControllerProcess
-from hostagent.lab import Lab
+from controller.launch import controller_and_lab
 
 PREFIX = "bc-"
 UNDERLAY = "198.18.13.0/24"
@@ -63,21 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=8)
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="vxplane-churn-"))
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
-    lab.down()
-    ctl = ControllerProcess(f"sqlite:///{tmp}/c.db", tmp / "controller.log", API_PORT, OF_PORT)
     result: dict[str, Any] = {
         "command": " ".join(["python -m bench.churn", *(argv or sys.argv[1:])])
     }
-    try:
-        ctl.start()
-        lab.up(
-            hosts=3,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-        )
-        api = httpx.Client(base_url=ctl.url, timeout=30)
-        api.post("/api/v1/networks", json={"name": "churn", "subnet": "10.88.0.0/16"})
+    with controller_and_lab(
+        tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT, hosts=3
+    ) as (_lab, ctl, api):
+        net = {"name": "churn", "subnet": "10.88.0.0/16"}
+        api.post("/api/v1/networks", json=net).raise_for_status()
         hosts = [h["name"] for h in api.get("/api/v1/hosts").json()]
         counts = [0] * args.workers
         lat: list[float] = []
@@ -115,10 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             converged_after_burst_ms=round(converge * 1000, 1),
             final_revision=rev,
         )
-        api.close()
-    finally:
-        lab.down()
-        ctl.stop()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from controller.launch import ControllerProcess
+from controller.launch import controller_and_lab
 from hostagent.lab import Lab
 
 PREFIX = "bmg-"
@@ -130,30 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.moves < 1 or args.interval_ms < 0.2:
         p.error("--moves >= 1, --interval-ms >= 0.2")
 
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
-    lab.down()
     tmp = Path(tempfile.mkdtemp(prefix="vxplane-migration-"))
-    ctl = ControllerProcess(f"sqlite:///{tmp}/mig.db", tmp / "controller.log", API_PORT, OF_PORT)
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
         "command": " ".join([".venv/bin/python -m bench.migration", *(argv or sys.argv[1:])]),
     }
-    try:
-        ctl.start()
-        lab.up(
-            hosts=3,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-        )
+    with controller_and_lab(
+        tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT, hosts=3
+    ) as (lab, _ctl, api):
         hosts = [h["name"] for h in lab.status()["hosts"]]
-        httpx.post(
-            f"{ctl.url}/api/v1/networks", json={"name": "mig", "subnet": "10.78.0.0/24"}
+        api.post(
+            "/api/v1/networks", json={"name": "mig", "subnet": "10.78.0.0/24"}
         ).raise_for_status()
         result["migration"] = measure(lab, hosts, args.moves, args.interval_ms, args.settle)
-    finally:
-        lab.down()
-        ctl.stop()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"migration-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -30,9 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from controller.launch import ControllerProcess
+from controller.launch import controller_and_lab
 from hostagent.agent_client import AgentClient
 from hostagent.lab import Lab
 
@@ -147,40 +145,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args(argv)
 
-    lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
-    lab.down()
     tmp = Path(tempfile.mkdtemp(prefix="vxplane-bench-"))
-    ctl = ControllerProcess(f"sqlite:///{tmp}/bench.db", tmp / "controller.log", API_PORT, OF_PORT)
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
         "command": " ".join([".venv/bin/python -m bench.run", *(argv or sys.argv[1:])]),
+        "logs": str(tmp),
     }
     made: list[str] = []
-    try:
-        ctl.start()
-        lab.up(
-            hosts=args.hosts,
-            controller_url=f"http://{lab.gateway_ip}:{API_PORT}",
-            openflow=f"tcp:{lab.gateway_ip}:{OF_PORT}",
-        )
-        hosts = [h["name"] for h in lab.status()["hosts"]]
-        httpx.post(
-            f"{ctl.url}/api/v1/networks", json={"name": "bench", "subnet": "10.77.0.0/16"}
-        ).raise_for_status()
-        result["attach"] = attach_latency(lab, args.endpoints, hosts, made)
-        if not args.skip_throughput:
-            result["throughput"] = throughput(lab, hosts, args.iperf_seconds, args.repeats)
-    finally:
-        for h in lab.status().get("hosts", []):
-            log = Path(h["agent_socket"]).with_name("agent.log")
-            if log.exists():
-                shutil.copy(log, tmp / f"agent-{h['name']}.log")
-        result["logs"] = str(tmp)
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], check=False)
-        lab.down()
-        ctl.stop()
+    with controller_and_lab(
+        tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT,
+        hosts=args.hosts,
+    ) as (lab, _ctl, api):  # fmt: skip
+        try:
+            hosts = [h["name"] for h in lab.status()["hosts"]]
+            net = {"name": "bench", "subnet": "10.77.0.0/16"}
+            api.post("/api/v1/networks", json=net).raise_for_status()
+            result["attach"] = attach_latency(lab, args.endpoints, hosts, made)
+            if not args.skip_throughput:
+                result["throughput"] = throughput(lab, hosts, args.iperf_seconds, args.repeats)
+        finally:
+            for h in lab.status().get("hosts", []):
+                log = Path(h["agent_socket"]).with_name("agent.log")
+                if log.exists():
+                    shutil.copy(log, tmp / f"agent-{h['name']}.log")
+            for name in made:
+                subprocess.run(["ip", "netns", "del", name], check=False)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))

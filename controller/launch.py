@@ -8,7 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -144,3 +147,56 @@ def _gone(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _require_free(port: int) -> None:
+    """Fail if ``port`` has a live listener: a stale controller there would answer for ours."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise RuntimeError(f"port {port} is in use ({exc}): a leftover controller?") from exc
+
+
+@contextmanager
+def controller_and_lab(
+    tmp: Path,
+    *,
+    prefix: str,
+    underlay: str,
+    api_port: int,
+    openflow_port: int,
+    hosts: int,
+    env: dict[str, str] | None = None,
+    **up: Any,
+) -> Iterator[tuple[Any, ControllerProcess, httpx.Client]]:
+    """Start a controller (SQLite in ``tmp``) and a ``hosts``-host lab pointed at it; yield
+    (lab, controller, API client) and remove both afterwards, also on failure.
+
+    Used by the real-stack tests and the benchmarks; each uses its own prefix, underlay and
+    ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
+    ``extra_agent_args=[...]``).
+    """
+    from hostagent.lab import Lab  # the controller itself never needs the lab
+
+    lab = Lab(prefix=prefix, underlay=underlay)
+    lab.down()  # leftovers of an interrupted run
+    _require_free(openflow_port)  # the API port is checked by ControllerProcess.start
+    ctl = ControllerProcess(
+        f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env
+    )
+    api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
+    try:
+        ctl.start()
+        lab.up(
+            hosts=hosts,
+            controller_url=f"http://{lab.gateway_ip}:{api_port}",
+            openflow=f"tcp:{lab.gateway_ip}:{openflow_port}",
+            **up,
+        )
+        yield lab, ctl, api
+    finally:
+        api.close()
+        lab.down()
+        ctl.stop()

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db import migrate
+from controller.db.session import make_engine, make_session_factory
 
 PG_USER = "postgres"
 INSTALL_HINT = (
@@ -165,3 +167,13 @@ def migrated_url(db_url: str) -> str:
     """``db_url`` migrated to the latest schema."""
     migrate.upgrade(db_url)
     return db_url
+
+
+@pytest.fixture
+def factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on a migrated database (SQLite and PostgreSQL)."""
+    engine = make_engine(migrated_url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()

@@ -3,25 +3,14 @@ and unbind, released with a deleted host, pruned per endpoint, gone with the end
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db import changes, repo
-from controller.db.session import make_engine, make_session_factory, session_scope
+from controller.db.session import session_scope
 
 A = IPv4Address
-
-
-@pytest.fixture
-def factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(migrated_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def test_history_notes_and_prune(factory: sessionmaker[Session]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -17,15 +16,6 @@ from controller.errors import AddressExhausted, Conflict
 from controller.model import Block, EndpointState
 
 A = IPv4Address
-
-
-@pytest.fixture
-def factory(migrated_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(migrated_url)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 def test_allocation_binding_and_snapshot(factory: sessionmaker[Session]) -> None:

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from controller.launch import ControllerProcess
+from controller.launch import ControllerProcess, controller_and_lab
 from hostagent.lab import Lab
-from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 

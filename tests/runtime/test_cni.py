@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.launch import controller_and_lab
 from hostagent.lab import Lab
 from hostagent.netlink import device_names
-from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -91,12 +91,7 @@ class Stack:
         return None if resp.status_code == 404 else resp.raise_for_status().json()
 
     def ports(self, host: str) -> list[str]:
-        db = self.lab.host_paths(host).db
-        out = subprocess.run(
-            ["ovs-vsctl", f"--db={db}", "list-ports", "br-int"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return sorted(out.split())
+        return sorted(self.lab.ovs(host).list_ports("br-int"))
 
     def flows_mentioning(self, ip: str) -> list[str]:
         found = []

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.launch import controller_and_lab
 from hostagent import labdocker
 from hostagent.lab import Lab, _pid_alive
 from hostagent.netlink import device_names
-from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -62,11 +62,7 @@ class Stack:
         return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
 
     def ports(self, host: str) -> list[str]:
-        out = subprocess.run(
-            ["ovs-vsctl", f"--db={self.lab.host_paths(host).db}", "list-ports", "br-int"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return sorted(out.split())
+        return sorted(self.lab.ovs(host).list_ports("br-int"))
 
     def links(self, host: str) -> list[str]:
         out = subprocess.run(

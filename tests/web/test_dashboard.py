@@ -24,9 +24,8 @@ from conftest import ConsoleLog
 
 from controller.demo import ENDPOINTS as DEMO_ENDPOINTS
 from controller.demo import SUBNET as DEMO_SUBNET
-from controller.launch import ControllerProcess
+from controller.launch import ControllerProcess, controller_and_lab
 from hostagent.lab import Lab
-from tests.support import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
