@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY controller ./controller
 COPY hostagent ./hostagent
+COPY vxcommon ./vxcommon
 COPY migrations ./migrations
 RUN pip wheel --wheel-dir /wheels .
 

@@ -11,35 +11,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from controller.ipam import MAX_VNI, MIN_VNI
 from controller.model import EndpointState
+from vxcommon.names import check_endpoint_name, check_name
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$"
 MAX_OFPORT = 0xFFFFFF00  # OFPP_MAX in OpenFlow 1.3
-_NAME_RE = re.compile(NAME_PATTERN)
-_ENDPOINT_NAME_RE = re.compile(ENDPOINT_NAME_PATTERN)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
-
-
-def check_name(value: str) -> str:
-    """A network or host name, else ValueError saying what a name may contain."""
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: use 1 to 63 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-def check_endpoint_name(value: str) -> str:
-    """An endpoint name (may also hold '/' and ':'), else ValueError."""
-    if not _ENDPOINT_NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid endpoint name: use 1 to 255 letters, digits, '_', '.', "
-            "'-', ':' or '/', starting with a letter or digit"
-        )
-    if value.endswith(("/binding", "/history")) or "//" in value or value.endswith("/"):
-        raise ValueError(f"{value!r} is not a valid endpoint name: it would be ambiguous in URLs")
-    return value
 
 
 def _subnet(value: Any) -> Any:

@@ -10,7 +10,7 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
-from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic, check_name
+from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic
 from controller.api.tx import commit
 from controller.config import Settings
 from controller.db import repo
@@ -18,6 +18,7 @@ from controller.db.base import format_dpid
 from controller.db.records import HostRecord
 from controller.hostwatch import is_alive
 from controller.sync import FlowSync, SwitchStatus
+from vxcommon.names import check_name
 
 router = APIRouter(prefix="/api/v1/hosts", tags=["hosts"])
 
