@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from controller.launch import controller_and_lab
+from vxlab.launch import controller_and_lab
 
 PREFIX = "bc-"
 UNDERLAY = "198.18.13.0/24"

@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.launch import controller_and_lab
-from hostagent.lab import Lab
+from vxlab.lab import Lab
+from vxlab.launch import controller_and_lab
 
 PREFIX = "bmg-"
 UNDERLAY = "198.18.10.0/24"

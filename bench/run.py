@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.launch import controller_and_lab
 from hostagent.agent_client import AgentClient
-from hostagent.lab import Lab
+from vxlab.lab import Lab
+from vxlab.launch import controller_and_lab
 
 PREFIX = "bn-"
 UNDERLAY = "198.18.4.0/24"

@@ -41,7 +41,7 @@ def _need_root() -> None:
 
 
 def _lab(prefix: str, underlay: str):  # type: ignore[no-untyped-def]
-    from hostagent.lab import Lab
+    from vxlab.lab import Lab
 
     return Lab(prefix=prefix, underlay=underlay)
 
@@ -196,7 +196,7 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return
     _need_root()
-    from controller.demo import run_demo
+    from vxlab.demo import run_demo
 
     sys.exit(run_demo(wait=wait, api_port=api_port, docker=docker))
 
@@ -205,7 +205,7 @@ def demo(
 def demo_down() -> None:
     """Stop the demo's controller and remove its lab."""
     _need_root()
-    from controller.demo import demo_down as down
+    from vxlab.demo import demo_down as down
 
     down()
     console.print("demo removed")

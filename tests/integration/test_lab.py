@@ -18,8 +18,8 @@ from ipaddress import IPv4Address
 import pytest
 
 from hostagent.agent_client import AgentCallError, AgentClient
-from hostagent.lab import Lab, _link_exists, _netns_exists, _pid_alive
 from hostagent.netlink import LinkOps, device_names
+from vxlab.lab import Lab, _link_exists, _netns_exists, _pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

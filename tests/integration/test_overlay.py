@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from controller.launch import ControllerProcess, controller_and_lab
-from hostagent.lab import Lab
+from vxlab.lab import Lab
+from vxlab.launch import ControllerProcess, controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 

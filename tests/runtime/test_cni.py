@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.launch import controller_and_lab
-from hostagent.lab import Lab
 from hostagent.netlink import device_names
+from vxlab.lab import Lab
+from vxlab.launch import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.launch import controller_and_lab
-from hostagent import labdocker
-from hostagent.lab import Lab, _pid_alive
 from hostagent.netlink import device_names
+from vxlab import docker as labdocker
+from vxlab.lab import Lab, _pid_alive
+from vxlab.launch import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

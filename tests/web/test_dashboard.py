@@ -22,10 +22,10 @@ import httpx
 import pytest
 from conftest import ConsoleLog
 
-from controller.demo import ENDPOINTS as DEMO_ENDPOINTS
-from controller.demo import SUBNET as DEMO_SUBNET
-from controller.launch import ControllerProcess, controller_and_lab
-from hostagent.lab import Lab
+from vxlab.demo import ENDPOINTS as DEMO_ENDPOINTS
+from vxlab.demo import SUBNET as DEMO_SUBNET
+from vxlab.lab import Lab
+from vxlab.launch import ControllerProcess, controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 

@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from hostagent import labdocker
 from hostagent.agent_client import AgentClient
 from hostagent.errors import AgentError
 from hostagent.ovs import OvsOps
+from vxlab import docker as labdocker
 
 log = logging.getLogger(__name__)
 

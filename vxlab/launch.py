@@ -1,4 +1,4 @@
-"""Start and stop a controller as a child process (used by the demo, tests and benchmarks)."""
+"""Start and stop a controller as a child process, alone or with a lab (demo, tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from vxlab.lab import Lab
 
 
 class ControllerProcess:
@@ -170,7 +172,7 @@ def controller_and_lab(
     hosts: int,
     env: dict[str, str] | None = None,
     **up: Any,
-) -> Iterator[tuple[Any, ControllerProcess, httpx.Client]]:
+) -> Iterator[tuple[Lab, ControllerProcess, httpx.Client]]:
     """Start a controller (SQLite in ``tmp``) and a ``hosts``-host lab pointed at it; yield
     (lab, controller, API client) and remove both afterwards, also on failure.
 
@@ -178,8 +180,6 @@ def controller_and_lab(
     ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
     ``extra_agent_args=[...]``).
     """
-    from hostagent.lab import Lab  # the controller itself never needs the lab
-
     lab = Lab(prefix=prefix, underlay=underlay)
     lab.down()  # leftovers of an interrupted run
     _require_free(openflow_port)  # the API port is checked by ControllerProcess.start

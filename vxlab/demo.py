@@ -7,12 +7,14 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from controller.launch import ControllerProcess, stop_pid
+from vxlab.lab import Lab
+from vxlab.launch import ControllerProcess, stop_pid
 
 STATE = Path("/run/vxplane/demo")
 DB_FILE = Path("/var/lib/vxplane/demo.db")
@@ -30,9 +32,7 @@ ENDPOINTS = [
 console = Console()
 
 
-def _lab():  # type: ignore[no-untyped-def]
-    from hostagent.lab import Lab
-
+def _lab() -> Lab:
     return Lab(prefix=PREFIX, underlay=UNDERLAY)
 
 
@@ -61,7 +61,7 @@ def demo_down() -> None:
     _stop_controller()
 
 
-def _ping(lab, src: str, ip: str) -> bool:  # type: ignore[no-untyped-def]
+def _ping(lab: Lab, src: str, ip: str) -> bool:
     return lab.exec(src, ["ping", "-c", "1", "-W", "1", "-q", ip], quiet=True) == 0
 
 
@@ -120,7 +120,7 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
     return 0
 
 
-def _matrix(lab, eps: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,type-arg]
+def _matrix(lab: Lab, eps: dict[str, dict[str, Any]]) -> None:
     names = list(eps)
     table = Table(title="reachability (ping from row to column)", title_justify="left")
     table.add_column("from \\ to")
@@ -148,7 +148,7 @@ def _matrix(lab, eps: dict[str, dict]) -> None:  # type: ignore[no-untyped-def,t
 DOCKER_NET, DOCKER_SUBNET = "dnet", "10.22.0.0/24"
 
 
-def _docker_demo(lab) -> None:  # type: ignore[no-untyped-def]
+def _docker_demo(lab: Lab) -> None:
     """`docker network create -d vxplane` on every host, a container on h1 and on h3, a ping."""
     import subprocess
 

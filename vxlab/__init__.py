@@ -1,0 +1,1 @@
+"""The lab: emulated container hosts on one machine, for the demo, the tests and the benchmarks."""
