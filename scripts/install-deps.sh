@@ -8,10 +8,12 @@
 # Fast when already done: apt runs only if a package is missing (dpkg-query), and pip runs only
 # when pyproject.toml (or the Python) changed since the last install (stamp file in .venv).
 #
-# The Debian openvswitch-switch and postgresql packages would start system daemons (a system
-# ovsdb-server/ovs-vswitchd, the "15/main" cluster on port 5432). vxplane starts its own per
-# emulated host and per test, so the install runs with a temporary policy-rc.d that forbids
-# service starts, and the units we newly installed are disabled so a reboot does not start them.
+# The Debian openvswitch-switch, postgresql and ovn-central/ovn-host packages would start system
+# daemons (a system ovsdb-server/ovs-vswitchd, the "15/main" cluster on port 5432, ovn-northd,
+# the OVN NB/SB databases, ovn-controller). vxplane starts its own per emulated host and per
+# test (bench/ovn.py its own OVN daemons), so the install runs with a temporary policy-rc.d that
+# forbids service starts, and the units we newly installed are disabled so a reboot does not
+# start them.
 #
 # Environment:
 #   VXPLANE_APT_EXTRA="pkg ..."   more apt packages to ensure (e.g. "docker.io chromium")
@@ -36,11 +38,13 @@ APT_PACKAGES=(
   docker-compose                         # validates docker-compose.yml in tests (no engine needed)
   chromium                               # headless browser for tests/web (dashboard, Playwright)
   docker.io                              # dockerd per emulated host (tests/runtime, lab --docker)
+  ovn-central ovn-host                   # OVN 23.03, measured against by bench/ovn.py
 )
 # shellcheck disable=SC2206
 APT_PACKAGES+=(${VXPLANE_APT_EXTRA:-})
 # Services that the packages above ship and that we never want running.
-SYSTEM_UNITS=(openvswitch-switch ovsdb-server ovs-vswitchd postgresql docker docker.socket containerd)
+SYSTEM_UNITS=(openvswitch-switch ovsdb-server ovs-vswitchd postgresql docker docker.socket containerd
+  ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb ovn-host ovn-controller)
 
 DO_APT=1
 DO_VENV=1
@@ -76,7 +80,8 @@ have_systemd() { [[ -d /run/systemd/system ]]; }
 # own run directories and pid files).
 running_system_services() {
   local pidfile
-  for pidfile in /run/openvswitch/ovsdb-server.pid /run/openvswitch/ovs-vswitchd.pid; do
+  for pidfile in /run/openvswitch/ovsdb-server.pid /run/openvswitch/ovs-vswitchd.pid \
+    /run/ovn/ovn-northd.pid /run/ovn/ovnnb_db.pid /run/ovn/ovnsb_db.pid /run/ovn/ovn-controller.pid; do
     if [[ -r "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       basename "$pidfile" .pid
     fi
@@ -90,6 +95,10 @@ stop_system_services() {
   log "stopping Debian system services (vxplane runs its own daemons)"
   if have_systemd; then
     systemctl stop "${SYSTEM_UNITS[@]}" 2>/dev/null || true
+  fi
+  if [[ -x /usr/share/ovn/scripts/ovn-ctl ]]; then
+    /usr/share/ovn/scripts/ovn-ctl stop_controller >/dev/null 2>&1 || true
+    /usr/share/ovn/scripts/ovn-ctl stop_northd >/dev/null 2>&1 || true
   fi
   if [[ -x /usr/share/openvswitch/scripts/ovs-ctl ]]; then
     /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1 || true
@@ -135,6 +144,10 @@ install_apt() {
       fi
       if in_list postgresql "${missing[@]}"; then units+=(postgresql); fi
       if in_list docker.io "${missing[@]}"; then units+=(docker docker.socket containerd); fi
+      if in_list ovn-central "${missing[@]}"; then
+        units+=(ovn-central ovn-northd ovn-ovsdb-server-nb ovn-ovsdb-server-sb)
+      fi
+      if in_list ovn-host "${missing[@]}"; then units+=(ovn-host ovn-controller); fi
       if ((${#units[@]})); then systemctl disable "${units[@]}" >/dev/null 2>&1 || true; fi
     fi
   fi
@@ -143,6 +156,7 @@ install_apt() {
   running="$(running_system_services)"
   if [[ -n "$running" ]]; then
     if in_list openvswitch-switch "${missing[@]}" || in_list postgresql "${missing[@]}" ||
+      in_list ovn-central "${missing[@]}" || in_list ovn-host "${missing[@]}" ||
       [[ "${CI:-}" == "true" ]]; then
       stop_system_services
     else
