@@ -29,6 +29,19 @@ Errors are the spec's error object on stdout with a non-zero exit: 1 incompatibl
 unknown network or a bad requested address), 11 try again later (agent or controller
 unreachable, flows not confirmed in time), 50 not available (STATUS), and vxplane's own
 100 address conflict, 101 attachment not as expected (CHECK).
+
+With ``VXPLANE_CNI_TIMING`` set, a call that reached the agent also writes one JSON line to
+stderr: ``request_seconds`` (connect to reply) and ``agent_seconds`` (the agent's own
+handling time from its ``X-Vxplane-Agent-Seconds`` reply header, null if it sent none).
+
+Exec cost: a runtime pays interpreter start, imports and one request on every call, so this
+module imports ``json``, ``os``, ``re``, ``sys``, ``time`` and ``vxcommon.names`` (only
+``re``), and ``socket`` once it calls the agent. Measured with ``python -X importtime``
+(Python 3.11, warm cache): ``http.client`` would cost 16 ms (``email.parser`` 9, ``ssl`` 5),
+httpx 75 ms, ``dataclasses`` 6 ms, ``typing`` 2.5 ms, ``ipaddress`` 0.8 ms; so the agent is
+spoken to with the few lines of HTTP/1.1 below (one request per connection), the types are
+for mypy only, and ``ipaddress`` is imported where an address is checked. ``python -m
+bench.cni`` measures whole execs.
 """
 
 from __future__ import annotations
@@ -37,10 +50,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Interface, ip_interface
-from typing import Any, Protocol
+import time
+
+from vxcommon.names import endpoint_name_error, ifname_error, name_error
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any, BinaryIO, Protocol
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
@@ -59,10 +76,9 @@ NOT_AVAILABLE = 50
 ADDRESS_CONFLICT = 100
 NOT_AS_EXPECTED = 101
 
-NET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-VXNET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-ENDPOINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,252}$")
+# The spec's rule for configuration names and container ids (vxplane's own names, of the
+# network, endpoint and interface, follow vxcommon.names like everywhere else).
+CNI_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 KNOWN_ARGS = {
     "IgnoreUnknown",
     "IP",
@@ -88,22 +104,41 @@ def _vt(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
-@dataclass(frozen=True)
 class Invocation:
     """One validated plugin call: the environment and configuration, parsed."""
 
-    command: str
-    version: str
-    config: dict[str, Any] = field(default_factory=dict)
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    network: str = ""
-    endpoint: str = ""
-    ip: str | None = None
-    agent_socket: str = DEFAULT_SOCKET
-    keep_address: bool = False
-    valid_attachments: tuple[tuple[str, str], ...] = ()
+    __slots__ = (
+        "command", "version", "config", "container_id", "netns", "ifname", "network",
+        "endpoint", "ip", "agent_socket", "keep_address", "valid_attachments",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        command: str,
+        version: str,
+        config: dict[str, Any] | None = None,
+        container_id: str = "",
+        netns: str = "",
+        ifname: str = "",
+        network: str = "",
+        endpoint: str = "",
+        ip: str | None = None,
+        agent_socket: str = DEFAULT_SOCKET,
+        keep_address: bool = False,
+        valid_attachments: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.command = command
+        self.version = version
+        self.config = config if config is not None else {}
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.network = network
+        self.endpoint = endpoint
+        self.ip = ip
+        self.agent_socket = agent_socket
+        self.keep_address = keep_address
+        self.valid_attachments = valid_attachments
 
     @property
     def body(self) -> dict[str, Any]:
@@ -140,14 +175,6 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return args
 
 
-def _ifname_ok(name: str) -> bool:
-    return (
-        0 < len(name.encode()) <= 15
-        and name not in (".", "..")
-        and not any(c in name for c in "/:") and not any(c.isspace() for c in name)
-    )  # fmt: skip
-
-
 def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
     """The one address asked for: runtimeConfig ``ips`` > ``args.cni.ips`` > CNI_ARGS ``IP``."""
     runtime = config.get("runtimeConfig") or {}
@@ -168,6 +195,8 @@ def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
         return None
     if len(ips) > 1:
         raise CniError(code, f"{where}: a vxplane endpoint holds one IPv4 address, got {ips}")
+    from ipaddress import IPv4Interface, ip_interface
+
     try:
         addr = ip_interface(ips[0].strip())
     except ValueError as exc:
@@ -192,8 +221,9 @@ def _endpoint_name(config: dict[str, Any], args: dict[str, str], cid: str, ifnam
         raise CniError(code, f"{where}: want a string")
     if ifname and ifname != "eth0":
         name = f"{name}:{ifname}"
-    if not ENDPOINT_RE.match(name) or "//" in name or name.endswith("/"):
-        raise CniError(code, f"{where}: endpoint name {name!r} is not valid")
+    error = endpoint_name_error(name)
+    if error:
+        raise CniError(code, f"{where}: {error}")
     return name
 
 
@@ -233,7 +263,7 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
     if minimum and _vt(version) < _vt(minimum):
         raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version} does not allow {command}")
     name = config.get("name")
-    if not isinstance(name, str) or not NET_NAME_RE.match(name):
+    if not isinstance(name, str) or not CNI_NAME_RE.fullmatch(name):
         raise CniError(INVALID_CONFIG, f"network configuration name {name!r} is missing or invalid")
     if not isinstance(config.get("type"), str) or not config["type"]:
         raise CniError(INVALID_CONFIG, "network configuration has no type")
@@ -248,8 +278,9 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
     if "prevResult" in config and not isinstance(config["prevResult"], dict):
         raise CniError(INVALID_CONFIG, "prevResult must be a result object")
     network = config.get("network", name)
-    if not isinstance(network, str) or not VXNET_RE.match(network):
-        raise CniError(INVALID_CONFIG, f"network {network!r} is not a valid vxplane network name")
+    error = name_error(network)
+    if error:
+        raise CniError(INVALID_CONFIG, f"network: {error}")
     socket = config.get("agentSocket") or env.get("VXPLANE_AGENT_SOCKET") or DEFAULT_SOCKET
     keep = config.get("keepAddress", False)
     if not isinstance(socket, str) or not isinstance(keep, bool):
@@ -267,11 +298,12 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
     if command == "GC":
         return Invocation(**common, valid_attachments=_valid_attachments(config))
     cid = env.get("CNI_CONTAINERID", "")
-    if not CONTAINER_ID_RE.match(cid):
+    if not CNI_NAME_RE.fullmatch(cid):
         raise CniError(INVALID_ENV, f"CNI_CONTAINERID {cid!r} is missing or invalid")
     ifname = env.get("CNI_IFNAME", "")
-    if not _ifname_ok(ifname):
-        raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is missing or not an interface name")
+    error = ifname_error(ifname)
+    if error:
+        raise CniError(INVALID_ENV, f"CNI_IFNAME: {error}")
     netns = env.get("CNI_NETNS", "")
     if command != "DEL" and not netns:
         raise CniError(INVALID_ENV, f"CNI_NETNS is required for {command}")
@@ -341,6 +373,8 @@ def result(inv: Invocation, answer: dict[str, Any]) -> dict[str, Any]:
 
 def compare_prev_result(inv: Invocation, answer: dict[str, Any]) -> None:
     """CHECK: CniError 101 unless ``prevResult`` describes what the agent found plugged."""
+    from ipaddress import IPv4Interface, ip_interface
+
     ep = answer["endpoint"]
     prev = inv.config["prevResult"]
     ifaces = prev.get("interfaces") or []
@@ -379,10 +413,12 @@ def error_doc(version: str, err: CniError) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------------
 
 
-class AgentPort(Protocol):
-    """What the plugin needs of the agent: one call per verb, CniError on failure."""
+if TYPE_CHECKING:
 
-    def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    class AgentPort(Protocol):
+        """What the plugin needs of the agent: one call per verb, CniError on failure."""
+
+        def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def execute(inv: Invocation, agent: AgentPort) -> dict[str, Any] | None:
@@ -422,7 +458,9 @@ def _version_for_errors(stdin: bytes) -> str:
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST
 
 
-def run(env: Mapping[str, str], stdin: bytes, connect: Any) -> tuple[int, str]:
+def run(
+    env: Mapping[str, str], stdin: bytes, connect: Callable[[str], AgentPort]
+) -> tuple[int, str]:
     """One plugin execution: (exit code, stdout). ``connect(socket_path)`` -> AgentPort."""
     try:
         inv = parse(env, stdin)
@@ -434,38 +472,121 @@ def run(env: Mapping[str, str], stdin: bytes, connect: Any) -> tuple[int, str]:
 
 
 class SocketAgent:
-    """AgentPort over the agent's unix socket (``POST /v1/cni/<verb>``)."""
+    """AgentPort over the agent's unix socket (``POST /v1/cni/<verb>``).
+
+    After a call, ``agent_seconds`` is the handling time the agent reported in its
+    ``X-Vxplane-Agent-Seconds`` header (None if it sent none) and ``request_seconds`` the
+    time from connect to the last byte of the reply.
+    """
 
     def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.agent_seconds: float | None = None
+        self.request_seconds: float | None = None
 
     def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; map a failure to the CniError the agent named (or a fitting one)."""
-        import httpx
-
-        if not os.path.exists(self.socket_path):
-            raise CniError(TRY_AGAIN, f"vxplane agent socket {self.socket_path} does not exist")
+        t0 = time.perf_counter()
         try:
-            with httpx.Client(
-                transport=httpx.HTTPTransport(uds=self.socket_path),
-                base_url="http://agent",
-                timeout=self.timeout,
-            ) as http:
-                resp = http.post(f"/v1/cni/{verb}", json=body)
-        except httpx.HTTPError as exc:
+            status, headers, payload = post_unix(
+                self.socket_path, f"/v1/cni/{verb}", json.dumps(body).encode(), self.timeout
+            )
+        except FileNotFoundError as exc:
+            raise CniError(
+                TRY_AGAIN, f"vxplane agent socket {self.socket_path} does not exist"
+            ) from exc
+        except (OSError, ValueError) as exc:  # refused, timed out, not HTTP, cut short
             raise CniError(TRY_AGAIN, f"vxplane agent at {self.socket_path}: {exc!r}") from exc
+        self.request_seconds = time.perf_counter() - t0
         try:
-            doc = resp.json()
+            self.agent_seconds = float(headers["x-vxplane-agent-seconds"])
+        except (KeyError, ValueError):
+            self.agent_seconds = None
+        try:
+            doc = json.loads(payload)
         except ValueError:
-            doc = {"detail": resp.text[:500]}
-        if resp.status_code < 400:
+            doc = {"detail": payload[:500].decode(errors="replace")}
+        if status < 400:
             return doc if isinstance(doc, dict) else {}
         detail = str(doc.get("detail", "")) if isinstance(doc, dict) else str(doc)
         code = doc.get("cni_code") if isinstance(doc, dict) else None
         if not isinstance(code, int):
-            code = INVALID_CONFIG if resp.status_code < 500 else TRY_AGAIN
-        raise CniError(code, detail or f"agent answered {resp.status_code}")
+            code = INVALID_CONFIG if status < 500 else TRY_AGAIN
+        raise CniError(code, detail or f"agent answered {status}")
+
+
+# -- HTTP/1.1 over a unix socket (http.client would cost 16 ms of imports per exec) -----
+
+
+def post_unix(
+    socket_path: str, path: str, body: bytes, timeout: float
+) -> tuple[int, dict[str, str], bytes]:
+    """POST a JSON ``body`` to ``path`` on the HTTP server at ``socket_path``; return
+    (status, headers with lower-case names, body). OSError if the socket fails, ValueError
+    if the reply is not HTTP or is cut short."""
+    import socket
+
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(head.encode() + body)
+        with sock.makefile("rb") as reply:
+            return read_response(reply)
+
+
+MAX_LINE = 65536
+
+
+def read_response(reply: BinaryIO) -> tuple[int, dict[str, str], bytes]:
+    """Parse one HTTP/1.x response (RFC 9112): status line, headers, and a body framed by
+    ``Transfer-Encoding: chunked``, ``Content-Length`` or the end of the connection."""
+    status_line = reply.readline(MAX_LINE)
+    if not status_line:
+        raise ValueError("connection closed without a reply")
+    proto, _, rest = status_line.decode("latin-1").partition(" ")
+    code = rest[:3]
+    if not proto.startswith("HTTP/1.") or not code.isdigit():
+        raise ValueError(f"not an HTTP/1 reply: {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        line = reply.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise ValueError("reply ended inside its headers")
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return int(code), headers, _read_chunked(reply)
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        if length < 0:
+            raise ValueError(f"Content-Length {length}")
+        payload = reply.read(length)
+        if len(payload) < length:
+            raise ValueError(f"reply cut short: {len(payload)} of {length} bytes")
+        return int(code), headers, payload
+    return int(code), headers, reply.read()
+
+
+def _read_chunked(reply: BinaryIO) -> bytes:
+    chunks = []
+    while True:
+        size = int(reply.readline(MAX_LINE).split(b";")[0], 16)  # ValueError if not hex
+        if size == 0:
+            break
+        chunk = reply.read(size)
+        if len(chunk) < size or reply.readline(MAX_LINE).strip():
+            raise ValueError("chunked reply cut short")
+        chunks.append(chunk)
+    while reply.readline(MAX_LINE).strip():  # trailer fields: not used
+        pass
+    return b"".join(chunks)
 
 
 def main() -> int:
@@ -475,9 +596,19 @@ def main() -> int:
     except OSError as exc:
         sys.stdout.write(json.dumps(error_doc(LATEST, CniError(IO_FAILURE, str(exc)))))
         return 1
-    rc, out = run(os.environ, stdin, SocketAgent)
+    agents: list[SocketAgent] = []
+
+    def connect(socket_path: str) -> SocketAgent:
+        agents.append(SocketAgent(socket_path))
+        return agents[-1]
+
+    rc, out = run(os.environ, stdin, connect)
     if out:
         sys.stdout.write(out + "\n")
+    if agents and os.environ.get("VXPLANE_CNI_TIMING"):
+        agent = agents[0]
+        timing = {"request_seconds": agent.request_seconds, "agent_seconds": agent.agent_seconds}
+        sys.stderr.write(json.dumps(timing) + "\n")
     return rc
 
 

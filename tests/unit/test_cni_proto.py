@@ -1,16 +1,28 @@
 """CNI protocol translation (``hostagent/cni.py``) against a fake agent: parsing, naming,
-results of each spec version, error objects, and the agent-error -> CNI-code mapping."""
+results of each spec version, error objects, and the agent-error -> CNI-code mapping; and the
+plugin's HTTP transport against a real HTTP server on a unix socket answering like the agent."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hostagent import cni
 from hostagent.client import ControllerError
-from hostagent.cni_service import CheckFailed, NotAvailable, cni_code
 from hostagent.errors import (
     ControllerUnavailable,
     InvalidRequest,
@@ -20,7 +32,12 @@ from hostagent.errors import (
     OvsError,
 )
 
-EP = {
+try:
+    from hostagent.runtimes.cni_service import CheckFailed, NotAvailable, cni_code
+except ImportError:  # before the move into hostagent/runtimes/ (issue 7)
+    from hostagent.cni_service import CheckFailed, NotAvailable, cni_code  # type: ignore[no-redef]
+
+EP: dict[str, Any] = {
     "network": "blue",
     "name": "x",
     "ip": "10.0.0.5",
@@ -254,3 +271,195 @@ def test_agent_errors_map_to_cni_codes() -> None:
 def test_agent_error_code_passes_through() -> None:
     rc, err = run(env(), conf(), FakeAgent(cni.CniError(100, "10.0.0.5 is taken")))
     assert (rc, err["code"], err["msg"]) == (1, 100, "10.0.0.5 is taken")
+
+
+# -- the transport: a real HTTP server on a unix socket ----------------------------------
+
+
+def http_reply(status: int, doc: Any, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with a JSON body and Content-Length."""
+    body = json.dumps(doc).encode()
+    head = [
+        f"HTTP/1.1 {status} X",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return "\r\n".join([*head, "", ""]).encode() + body
+
+
+class AgentServer(socketserver.ThreadingUnixStreamServer):
+    """Parses each request with the standard library's HTTP server, records it, and writes
+    back the raw bytes that ``reply(path, body)`` returns (so a test can send anything)."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.reply: Callable[[str, bytes], bytes] = lambda path, body: http_reply(200, {})
+        super().__init__(path, Handler)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: AgentServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append((self.path, dict(self.headers), body))
+        self.wfile.write(self.server.reply(self.path, body))
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="vxcni")  # short: unix socket paths end at 108 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def agent_server(sock_dir: str) -> Iterator[AgentServer]:
+    server = AgentServer(os.path.join(sock_dir, "agent.sock"))
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def plug(server: AgentServer, command: str = "ADD", **conf_kw: Any) -> tuple[int, Any]:
+    """``cni.run`` with the real transport against ``server``."""
+    rc, out = cni.run(env(command), conf(**conf_kw, agentSocket=server.path), cni.SocketAgent)
+    return rc, json.loads(out) if out else None
+
+
+def test_add_over_the_socket(agent_server: AgentServer) -> None:
+    agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450})
+    rc, out = plug(agent_server)
+    assert rc == 0 and out["ips"][0]["address"] == "10.0.0.5/24", out
+    [(path, headers, body)] = agent_server.requests
+    assert path == "/v1/cni/add" and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {
+        "name": "abc123", "network": "blue", "ifname": "eth0", "container_id": "abc123",
+        "config": "blue", "netns": "/proc/self/ns/net",
+    }  # fmt: skip
+
+
+def test_agent_error_reply_keeps_its_cni_code(agent_server: AgentServer) -> None:
+    doc = {"detail": "10.0.0.5 is taken", "cni_code": 100}
+    agent_server.reply = lambda path, body: http_reply(409, doc)
+    assert plug(agent_server) == (1, {"cniVersion": "1.1.0", "code": 100, "msg": doc["detail"]})
+    # no cni_code: a 4xx is the request's fault, a 5xx the agent's (try again)
+    agent_server.reply = lambda path, body: http_reply(422, {"detail": [{"msg": "bad ip"}]})
+    rc, err = plug(agent_server)
+    assert (rc, err["code"]) == (1, cni.INVALID_CONFIG) and "bad ip" in err["msg"]
+    agent_server.reply = lambda path, body: b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\noops"
+    rc, err = plug(agent_server)
+    assert (rc, err["code"], err["msg"]) == (1, cni.TRY_AGAIN, "oops")
+
+
+def test_agent_down_is_try_again_and_status_not_available(sock_dir: str) -> None:
+    missing = os.path.join(sock_dir, "none.sock")
+    rc, out = cni.run(env(), conf(agentSocket=missing), cni.SocketAgent)
+    err = json.loads(out)
+    assert (rc, err["code"]) == (1, cni.TRY_AGAIN) and "does not exist" in err["msg"]
+    # the socket file is there but nobody listens (an agent that died): refused
+    dead = os.path.join(sock_dir, "dead.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(dead)
+    rc, out = cni.run(env(), conf(agentSocket=dead), cni.SocketAgent)
+    err = json.loads(out)
+    assert (rc, err["code"]) == (1, cni.TRY_AGAIN) and "ConnectionRefusedError" in err["msg"]
+    rc, out = cni.run({"CNI_COMMAND": "STATUS"}, conf(agentSocket=dead), cni.SocketAgent)
+    assert (rc, json.loads(out)["code"]) == (1, cni.NOT_AVAILABLE)
+
+
+def test_large_bodies_both_ways(agent_server: AgentServer) -> None:
+    valid = [{"containerID": f"c{i:06d}", "ifname": "eth0"} for i in range(40_000)]  # ~1.5 MB
+    removed = [f"endpoint-{i:06d}" for i in range(60_000)]
+    agent_server.reply = lambda path, body: http_reply(200, {"removed": removed})
+    agent = cni.SocketAgent(agent_server.path)
+    assert cni.run(
+        {"CNI_COMMAND": "GC"}, conf(**{"cni.dev/valid-attachments": valid}), lambda p: agent
+    ) == (0, "")
+    [(path, _, body)] = agent_server.requests
+    assert path == "/v1/cni/gc" and len(json.loads(body)["valid"]) == len(valid)
+    assert agent.call("gc", {}) == {"removed": removed}
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5;x=y\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\nTrailer: t\r\n\r\n", {"a": 1}),
+        (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\": 2}", {"a": 2}),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{\"a\": 3}trailing", {"a": 3}),
+    ],
+)  # fmt: skip
+def test_reply_framings(agent_server: AgentServer, raw: bytes, want: Any) -> None:
+    agent_server.reply = lambda path, body: raw
+    assert cni.SocketAgent(agent_server.path).call("status", {}) == want
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"SSH-2.0-OpenSSH\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Le",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_broken_replies_are_try_again(agent_server: AgentServer, raw: bytes) -> None:
+    agent_server.reply = lambda path, body: raw
+    with pytest.raises(cni.CniError) as caught:
+        cni.SocketAgent(agent_server.path).call("status", {})
+    assert caught.value.code == cni.TRY_AGAIN
+
+
+def test_main_reports_agent_time_when_asked(
+    agent_server: AgentServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    headers = {"X-Vxplane-Agent-Seconds": "0.0125"}
+    agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450}, headers)
+    for key, value in env(VXPLANE_AGENT_SOCKET=agent_server.path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
+    assert cni.main() == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["interfaces"][0]["mac"] == EP["mac"] and err == ""
+    monkeypatch.setenv("VXPLANE_CNI_TIMING", "1")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
+    assert cni.main() == 0
+    timing = json.loads(capsys.readouterr().err)
+    assert timing["agent_seconds"] == 0.0125 and 0 < timing["request_seconds"] < 10
+    agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450})
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
+    assert cni.main() == 0
+    assert json.loads(capsys.readouterr().err)["agent_seconds"] is None
+
+
+# What each exec would pay for (python -X importtime, Python 3.11): the reason the plugin
+# speaks HTTP itself and keeps its types for mypy. hostagent/__init__ must stay trivial too.
+HEAVY = {
+    "httpx", "http.client", "ssl", "email", "pydantic", "fastapi", "typing", "dataclasses",
+    "inspect", "ipaddress", "socket", "hostagent.agent", "hostagent.api", "hostagent.client",
+}  # fmt: skip
+
+
+def test_plugin_import_stays_light() -> None:
+    # -S: no site, so nothing but the plugin's own imports is in sys.modules
+    code = "import sys, hostagent.cni; print(' '.join(sys.modules))"
+    root = str(Path(cni.__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], env={"PYTHONPATH": root}, capture_output=True,
+        text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "hostagent.cni" in out and HEAVY.isdisjoint(out), sorted(HEAVY.intersection(out))
