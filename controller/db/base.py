@@ -154,6 +154,7 @@ def endpoint_record(row: EndpointRow, net: NetworkRow, host: str | None) -> Endp
         updated_at=row.updated_at,
         ready_at=row.ready_at,
         released_at=row.released_at,
+        labels=dict(row.labels),
     )
 
 

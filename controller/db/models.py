@@ -6,6 +6,7 @@ timezone-aware UTC. ``migrations/versions`` must match this file exactly (a test
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     event,
     insert,
@@ -57,6 +59,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class JSONLabels(TypeDecorator[dict[str, str]]):
+    """A map of string to string stored as JSON text (sorted keys), read back as a dict."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: dict[str, str] | None, dialect: Dialect) -> str:
+        return json.dumps(value or {}, sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dict[str, str]:
+        return dict(json.loads(value)) if value else {}
 
 
 class Base(DeclarativeBase):
@@ -147,6 +162,9 @@ class EndpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    labels: Mapped[dict[str, str]] = mapped_column(
+        JSONLabels(), nullable=False, default=dict, server_default="{}"
+    )
 
 
 class EndpointMoveRow(Base):

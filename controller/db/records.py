@@ -36,7 +36,9 @@ class HostRecord:
 
 @dataclass(frozen=True, slots=True)
 class EndpointRecord:
-    """An endpoint with what a host needs to configure it; ``revision`` is its bound revision."""
+    """An endpoint with what a host needs to configure it; ``revision`` is its bound revision.
+
+    ``labels`` is the endpoint's own copy: treat it as read-only."""
 
     network: str
     name: str
@@ -54,6 +56,7 @@ class EndpointRecord:
     updated_at: datetime
     ready_at: datetime | None
     released_at: datetime | None
+    labels: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -21,6 +23,14 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def _columns(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     migrate.upgrade(db_url)
     assert TABLES <= _tables(db_url)
@@ -28,9 +38,14 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     finally:
         engine.dispose()
+    assert "labels" in _columns(db_url, "endpoints")
+
+    migrate.downgrade(db_url, "0002")  # 0003 alone: only the labels column goes
+    assert _tables(db_url) & TABLES == TABLES
+    assert "labels" not in _columns(db_url, "endpoints")
 
     migrate.downgrade(db_url, "0001")  # 0002 alone comes off and leaves 0001's tables
     assert _tables(db_url) & TABLES == TABLES - {"endpoint_moves"}
@@ -40,6 +55,48 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
 
     migrate.upgrade(db_url, "head")  # and back up again from base
     assert TABLES <= _tables(db_url)
+
+
+def test_labels_migration_keeps_endpoints_and_history(db_url: str) -> None:
+    """0003 gives existing endpoints ``{}``; going down again loses neither rows nor history."""
+    migrate.upgrade(db_url, "0002")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO networks (id, name, vni, subnet, gateway, block_prefix,"
+                    " created_at)"
+                    " VALUES (1, 'n', 1, '10.0.0.0/24', '10.0.0.1', 26, :at)"
+                ),
+                {"at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO endpoints (id, network_id, name, ip, mac, state, bound_rev,"
+                    " created_at, updated_at) VALUES"
+                    " (1, 1, 'web', '10.0.0.2', '0a:58:0a:00:00:02', 'reserved', 3, :at, :at)"
+                ),
+                {"at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO endpoint_moves (endpoint_id, kind, host, ofport, revision, at)"
+                    " VALUES (1, 'bound', 'h1', 5, 3, :at)"
+                ),
+                {"at": at},
+            )
+        migrate.upgrade(db_url, "0003")
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT labels FROM endpoints")).scalar() == "{}"
+            conn.execute(text("""UPDATE endpoints SET labels = '{"app":"web"}'"""))
+        migrate.downgrade(db_url, "0002")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name, bound_rev FROM endpoints")).all() == [("web", 3)]
+            assert conn.execute(text("SELECT count(*) FROM endpoint_moves")).scalar() == 1
+    finally:
+        engine.dispose()
 
 
 def test_models_match_migrations(migrated_url: str) -> None:
