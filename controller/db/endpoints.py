@@ -1,40 +1,57 @@
-"""Endpoint reads and writes: allocation (through ``ipam``), bind, unbind, delete.
+"""Endpoint reads and writes: create, bind, create-and-bind in one step, unbind, delete.
 
 Same conventions as ``controller.db.repo`` (which re-exports these): the caller commits,
 a write is the first call of its transaction, flow-relevant writes return the new revision.
+Allocation of a new endpoint's address lives in ``controller.db.allocate``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller import ipam
+from controller.db.allocate import new_endpoint
 from controller.db.base import (
     begin_write,
     bump,
     endpoint_record,
     host_row,
     network_row,
-    to_network,
     utcnow,
 )
 from controller.db.changes import note
-from controller.db.models import BlockRow, EndpointMoveRow, EndpointRow, HostRow, NetworkRow
+from controller.db.models import EndpointMoveRow, EndpointRow, HostRow, NetworkRow
 from controller.db.records import EndpointRecord, MoveRecord
-from controller.errors import AddressExhausted, Conflict, NotFound
-from controller.model import Block, EndpointState
+from controller.errors import Conflict, NotFound
+from controller.model import EndpointState
 
 
-def _endpoint_row(session: Session, net: NetworkRow, name: str, lock: bool = False) -> EndpointRow:
+class RevisionMismatch(Conflict):
+    """``if_revision`` is not the endpoint's current revision (HTTP 409 with the endpoint).
+
+    ``endpoint`` is the endpoint as it is now, None when the name does not exist.
+    """
+
+    def __init__(self, message: str, endpoint: EndpointRecord | None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+def _find_row(
+    session: Session, net: NetworkRow, name: str, lock: bool = False
+) -> EndpointRow | None:
     query = select(EndpointRow).where(EndpointRow.network_id == net.id, EndpointRow.name == name)
     if lock:
         query = query.with_for_update()
-    row = session.execute(query).scalar_one_or_none()
+    return session.execute(query).scalar_one_or_none()
+
+
+def _endpoint_row(session: Session, net: NetworkRow, name: str, lock: bool = False) -> EndpointRow:
+    row = _find_row(session, net, name, lock)
     if row is None:
         raise NotFound(f"endpoint {name!r} does not exist in network {net.name!r}")
     return row
@@ -45,6 +62,21 @@ def _record(session: Session, row: EndpointRow, net: NetworkRow) -> EndpointReco
     return endpoint_record(row, net, host.name if host is not None else None)
 
 
+def _check_same_ip(row: EndpointRow, ip: IPv4Address | None, network: str) -> None:
+    if ip is not None and str(ip) != row.ip:
+        raise Conflict(
+            f"endpoint {row.name!r} of network {network!r} already holds {row.ip}, "
+            f"not {ip}: delete it first to change its address"
+        )
+
+
+def _set_labels(row: EndpointRow, labels: dict[str, str] | None, now: datetime) -> None:
+    """Replace the row's labels with ``labels`` (None: keep them). Not flow-relevant (yet)."""
+    if labels is not None and labels != row.labels:
+        row.labels = dict(labels)
+        row.updated_at = now
+
+
 def create_endpoint(
     session: Session,
     network: str,
@@ -52,102 +84,26 @@ def create_endpoint(
     ip: IPv4Address | None = None,
     host: str | None = None,
     now: datetime | None = None,
+    labels: dict[str, str] | None = None,
 ) -> tuple[EndpointRecord, bool, int | None]:
     """Find or create the endpoint ``name`` of ``network`` (state reserved).
 
     Returns the endpoint, whether it was created, and the revision if a block was claimed.
-    An existing name keeps its address (``Conflict`` if ``ip`` asks for another one).
+    An existing name keeps its address (``Conflict`` if ``ip`` asks for another one);
+    ``labels``, when given, replace its labels.
     """
     begin_write(session)
     net = network_row(session, network, lock="update")
-    existing = session.execute(
-        select(EndpointRow).where(EndpointRow.network_id == net.id, EndpointRow.name == name)
-    ).scalar_one_or_none()
-    if existing is not None:
-        if ip is not None and str(ip) != existing.ip:
-            raise Conflict(
-                f"endpoint {name!r} of network {network!r} already holds {existing.ip}, "
-                f"not {ip}: delete it first to change its address"
-            )
-        return _record(session, existing, net), False, None
-    host_id = host_row(session, host).id if host is not None else None
-    if ip is not None:
-        holder = session.execute(
-            select(EndpointRow.name).where(
-                EndpointRow.network_id == net.id, EndpointRow.ip == str(ip)
-            )
-        ).scalar_one_or_none()
-        if holder is not None:
-            raise Conflict(f"{ip} is already held by endpoint {holder!r} of network {network!r}")
-
-    allocation = _allocate(session, net, host, ip)
-    if allocation.reclaimed is not None:
-        session.execute(
-            delete(EndpointRow).where(
-                EndpointRow.network_id == net.id,
-                EndpointRow.name == allocation.reclaimed.name,
-                EndpointRow.host_id.is_(None),
-            )
-        )
-    if allocation.block is not None and host_id is not None:
-        session.add(BlockRow(network_id=net.id, cidr=str(allocation.block.cidr), host_id=host_id))
     now = now or utcnow()
-    row = EndpointRow(
-        network_id=net.id,
-        name=name,
-        ip=str(allocation.ip),
-        mac=allocation.mac,
-        state=EndpointState.RESERVED.value,
-        bound_rev=0,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise Conflict(f"endpoint {name!r} or {allocation.ip} was taken concurrently") from exc
-    revision = bump(session) if allocation.block is not None else None
-    record = _record(session, row, net)
-    note(session, "endpoint.created", network=network, endpoint=name, ip=str(record.ip))
-    return record, True, revision
-
-
-def _allocate(
-    session: Session, net: NetworkRow, host: str | None, ip: IPv4Address | None
-) -> ipam.Allocation:
-    """Run the pure allocator on what the network holds; reclaim only when it is full."""
-    network = to_network(net)
-    used = {
-        IPv4Address(value)
-        for value in session.execute(
-            select(EndpointRow.ip).where(EndpointRow.network_id == net.id)
-        ).scalars()
-    }
-    blocks = [
-        Block(net.name, IPv4Network(cidr), host_name)
-        for cidr, host_name in session.execute(
-            select(BlockRow.cidr, HostRow.name)
-            .join(HostRow, BlockRow.host_id == HostRow.id)
-            .where(BlockRow.network_id == net.id)
-        )
-    ]
-    try:
-        return ipam.allocate(network, used, blocks, host=host, requested=ip)
-    except AddressExhausted:
-        if ip is not None:
-            raise
-    oldest = func.coalesce(EndpointRow.released_at, EndpointRow.created_at)
-    reclaimable = [
-        ipam.Reservation(name, IPv4Address(value))
-        for name, value in session.execute(
-            select(EndpointRow.name, EndpointRow.ip)
-            .where(EndpointRow.network_id == net.id, EndpointRow.host_id.is_(None))
-            .order_by(oldest, EndpointRow.id)
-            .limit(1)
-        )
-    ]
-    return ipam.allocate(network, used, blocks, host=host, reclaimable=reclaimable)
+    existing = _find_row(session, net, name)
+    if existing is not None:
+        _check_same_ip(existing, ip, network)
+        _set_labels(existing, labels, now)
+        return _record(session, existing, net), False, None
+    target = host_row(session, host) if host is not None else None
+    row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
+    revision = bump(session) if claimed else None
+    return _record(session, row, net), True, revision
 
 
 def get_endpoint(session: Session, network: str, name: str) -> EndpointRecord:
@@ -187,24 +143,122 @@ def bind_endpoint(
     port_name: str | None = None,
     now: datetime | None = None,
 ) -> tuple[EndpointRecord, int | None]:
-    """Bind (or move) an endpoint to a host's OpenFlow port: state pending, bound_rev = revision.
+    """Bind (or move) an existing endpoint to a host's OpenFlow port: ``attach_endpoint``
+    without creation or checks. Returns the endpoint and the revision (None: no change)."""
+    record, _, revision = attach_endpoint(
+        session, network, name, host, ofport, port_name=port_name, now=now
+    )
+    return record, revision
 
-    Binding again to the same host and port changes nothing and returns no revision.
+
+def attach_endpoint(
+    session: Session,
+    network: str,
+    name: str,
+    host: str,
+    ofport: int,
+    *,
+    port_name: str | None = None,
+    ip: IPv4Address | None = None,
+    labels: dict[str, str] | None = None,
+    if_revision: int | None = None,
+    create: bool = False,
+    now: datetime | None = None,
+) -> tuple[EndpointRecord, bool, int | None]:
+    """Bind the endpoint ``name`` to a host's OpenFlow port, creating it first if ``create``.
+
+    Allocation, bind and one revision bump happen in this transaction: the endpoint is
+    ``pending`` with ``revision`` = the new revision. Returns the endpoint, whether it was
+    created, and the revision (None when binding again to the same host and port changed
+    nothing the dataplane sees). Checks, before anything changes:
+
+    - ``NotFound`` for an unknown network or host, or an unknown name without ``create``;
+    - ``RevisionMismatch`` when ``if_revision`` is given and is not the endpoint's current
+      ``revision`` (a name that does not exist has revision 0);
+    - ``Conflict`` when an existing endpoint holds another address than ``ip``, or (new name)
+      ``ip`` is held by another endpoint; allocation errors as ``create_endpoint``.
+
+    ``labels``, when given, replace the endpoint's labels. A new name is allocated as
+    ``create_endpoint(host=host)`` would, and notes ``endpoint.created`` then
+    ``endpoint.bound``, as the two calls would.
     """
     begin_write(session)
-    net = network_row(session, network, lock="share")
-    row = _endpoint_row(session, net, name, lock=True)
+    now = now or utcnow()
+    net, row = _lock_for_attach(session, network, name, create)
+    current = row.bound_rev if row is not None else 0
+    if if_revision is not None and if_revision != current:
+        shown = _record(session, row, net) if row is not None else None
+        state = f"is at revision {current}" if row is not None else "does not exist (revision 0)"
+        raise RevisionMismatch(
+            f"endpoint {name!r} of network {network!r} {state}, not {if_revision}: "
+            "read it again and retry",
+            shown,
+        )
+    if row is not None:
+        _check_same_ip(row, ip, network)
     target = host_row(session, host)
-    if (
-        row.host_id == target.id
-        and row.ofport == ofport
-        and (port_name is None or port_name == row.port_name)
-    ):
-        return endpoint_record(row, net, target.name), None
+    created = row is None
+    if row is None:
+        row, _ = new_endpoint(session, net, name, ip, target, labels or {}, now)
+    else:
+        _set_labels(row, labels, now)
+        if (
+            row.host_id == target.id
+            and row.ofport == ofport
+            and (port_name is None or port_name == row.port_name)
+        ):
+            return endpoint_record(row, net, target.name), False, None
     revision = bump(session)
+    _bind(session, network, row, target, ofport, port_name, revision, now)
+    return endpoint_record(row, net, target.name), created, revision
+
+
+def _lock_for_attach(
+    session: Session, network: str, name: str, create: bool
+) -> tuple[NetworkRow, EndpointRow | None]:
+    """The network and the endpoint's row, locked; None for a new name when ``create``.
+
+    An existing endpoint needs only a share lock on its network, so binds in one network
+    run side by side on PostgreSQL. A new name needs the network ``FOR UPDATE`` (allocation)
+    and is looked up again under it: a concurrent attach of the same name may have created
+    it meanwhile, and then this one binds what that one made (SQLite: one writer anyway).
+    """
+    if create and not _exists(session, network, name):
+        net = network_row(session, network, lock="update")
+        return net, _find_row(session, net, name, lock=True)
+    net = network_row(session, network, lock="share")
+    row = _find_row(session, net, name, lock=True)
+    if row is None and create:
+        raise Conflict(
+            f"endpoint {name!r} of network {network!r} was deleted while being bound: retry"
+        )
+    if row is None:
+        raise NotFound(f"endpoint {name!r} does not exist in network {network!r}")
+    return net, row
+
+
+def _exists(session: Session, network: str, name: str) -> bool:
+    query = (
+        select(EndpointRow.id)
+        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+        .where(NetworkRow.name == network, EndpointRow.name == name)
+    )
+    return session.execute(query).first() is not None
+
+
+def _bind(
+    session: Session,
+    network: str,
+    row: EndpointRow,
+    target: HostRow,
+    ofport: int,
+    port_name: str | None,
+    revision: int,
+    now: datetime,
+) -> None:
+    """Point ``row`` at the host's port (state pending at ``revision``); history and note."""
     previous = session.get(HostRow, row.host_id) if row.host_id is not None else None
     moved = previous is not None and previous.id != target.id
-    now = now or utcnow()
     row.host_id = target.id
     row.ofport = ofport
     row.port_name = port_name
@@ -219,19 +273,18 @@ def bind_endpoint(
         kind = "moved" if moved else "bound"
         _add_move(session, row.id, kind, target.name, from_host, ofport, revision, now)
     except IntegrityError as exc:  # the host was deleted concurrently
-        raise NotFound(f"host {host!r} is not registered") from exc
+        raise NotFound(f"host {target.name!r} is not registered") from exc
     note(
         session,
         "endpoint.moved" if moved else "endpoint.bound",
         network=network,
-        endpoint=name,
+        endpoint=row.name,
         ip=row.ip,
         host=target.name,
         from_host=from_host,
         ofport=ofport,
         revision=revision,
     )
-    return endpoint_record(row, net, target.name), revision
 
 
 def unbind_endpoint(

@@ -47,6 +47,8 @@ from controller.db.base import (
 )
 from controller.db.changes import note
 from controller.db.endpoints import (
+    RevisionMismatch,
+    attach_endpoint,
     bind_endpoint,
     create_endpoint,
     delete_endpoint,
@@ -69,6 +71,8 @@ from controller.model import Block, Endpoint, EndpointState, Host, Snapshot
 
 __all__ = [
     "KEEP",
+    "RevisionMismatch",
+    "attach_endpoint",
     "bind_endpoint",
     "create_endpoint",
     "create_network",

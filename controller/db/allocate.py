@@ -1,0 +1,115 @@
+"""A new endpoint's row: its address from the pure allocator (``ipam``), a block claimed for
+its host if needed, reclaiming the oldest reservation only when the subnet is full.
+
+Used by ``controller.db.endpoints`` (create, create-and-bind) inside their write transaction,
+with the network row already locked ``FOR UPDATE``; nothing here bumps the revision or commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from controller import ipam
+from controller.db.base import to_network
+from controller.db.changes import note
+from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
+from controller.errors import AddressExhausted, Conflict
+from controller.model import Block, EndpointState
+
+
+def new_endpoint(
+    session: Session,
+    net: NetworkRow,
+    name: str,
+    ip: IPv4Address | None,
+    host: HostRow | None,
+    labels: dict[str, str],
+    now: datetime,
+) -> tuple[EndpointRow, bool]:
+    """Insert the reserved endpoint ``name``; also whether a block was claimed for ``host``.
+
+    ``Conflict`` if ``ip`` is held by another name or the name or address was taken by a
+    concurrent writer; ``InvalidRequest`` or ``AddressExhausted`` from the allocator. Notes
+    ``endpoint.created``; the caller bumps the revision if a block was claimed.
+    """
+    if ip is not None:
+        holder = session.execute(
+            select(EndpointRow.name).where(
+                EndpointRow.network_id == net.id, EndpointRow.ip == str(ip)
+            )
+        ).scalar_one_or_none()
+        if holder is not None:
+            raise Conflict(f"{ip} is already held by endpoint {holder!r} of network {net.name!r}")
+
+    allocation = _allocate(session, net, host.name if host is not None else None, ip)
+    if allocation.reclaimed is not None:
+        session.execute(
+            delete(EndpointRow).where(
+                EndpointRow.network_id == net.id,
+                EndpointRow.name == allocation.reclaimed.name,
+                EndpointRow.host_id.is_(None),
+            )
+        )
+    block = allocation.block  # only ever chosen for a host
+    if block is not None and host is not None:
+        session.add(BlockRow(network_id=net.id, cidr=str(block.cidr), host_id=host.id))
+    row = EndpointRow(
+        network_id=net.id,
+        name=name,
+        ip=str(allocation.ip),
+        mac=allocation.mac,
+        state=EndpointState.RESERVED.value,
+        bound_rev=0,
+        created_at=now,
+        updated_at=now,
+        labels=dict(labels),
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"endpoint {name!r} or {allocation.ip} was taken concurrently") from exc
+    note(session, "endpoint.created", network=net.name, endpoint=name, ip=row.ip)
+    return row, block is not None
+
+
+def _allocate(
+    session: Session, net: NetworkRow, host: str | None, ip: IPv4Address | None
+) -> ipam.Allocation:
+    """Run the pure allocator on what the network holds; reclaim only when it is full."""
+    network = to_network(net)
+    used = {
+        IPv4Address(value)
+        for value in session.execute(
+            select(EndpointRow.ip).where(EndpointRow.network_id == net.id)
+        ).scalars()
+    }
+    blocks = [
+        Block(net.name, IPv4Network(cidr), host_name)
+        for cidr, host_name in session.execute(
+            select(BlockRow.cidr, HostRow.name)
+            .join(HostRow, BlockRow.host_id == HostRow.id)
+            .where(BlockRow.network_id == net.id)
+        )
+    ]
+    try:
+        return ipam.allocate(network, used, blocks, host=host, requested=ip)
+    except AddressExhausted:
+        if ip is not None:
+            raise
+    oldest = func.coalesce(EndpointRow.released_at, EndpointRow.created_at)
+    reclaimable = [
+        ipam.Reservation(name, IPv4Address(value))
+        for name, value in session.execute(
+            select(EndpointRow.name, EndpointRow.ip)
+            .where(EndpointRow.network_id == net.id, EndpointRow.host_id.is_(None))
+            .order_by(oldest, EndpointRow.id)
+            .limit(1)
+        )
+    ]
+    return ipam.allocate(network, used, blocks, host=host, reclaimable=reclaimable)
