@@ -1,8 +1,9 @@
 """ControllerClient: the agent's httpx client for the controller's REST API (docs/api.md).
 
-4xx answers raise ``ControllerError`` carrying the API's ``detail`` and status; a controller
-that cannot be reached (refused, timeout, 5xx) raises ``ControllerUnavailable``, which the
-agent treats as "retry later".
+Endpoints come back as ``hostagent.model.Endpoint`` values. 4xx answers raise
+``ControllerError`` carrying the API's ``detail`` and status; a controller that cannot be
+reached (refused, timeout, 5xx) raises ``ControllerUnavailable``, which the agent treats as
+"retry later".
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from hostagent.errors import AgentError, ControllerUnavailable
+from hostagent.model import Endpoint, Network
 
 API = "/api/v1"
 
@@ -102,13 +104,13 @@ class ControllerClient:
         """``POST /api/v1/hosts/{name}/heartbeat``; ControllerError 404 if the host is unknown."""
         return self._call("POST", f"{API}/hosts/{_seg(name)}/heartbeat").json()
 
-    def get_network(self, name: str) -> dict[str, Any]:
+    def get_network(self, name: str) -> Network:
         """``GET /api/v1/networks/{name}``."""
-        return self._call("GET", f"{API}/networks/{_seg(name)}").json()
+        return Network.from_api(self._call("GET", f"{API}/networks/{_seg(name)}").json())
 
     def create_network(
         self, name: str, subnet: str, gateway: str | None = None
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Network, bool]:
         """Create network ``name`` or find it; returns (Network, created-by-this-call).
 
         An existing network is returned as is (the caller compares its subnet)."""
@@ -116,7 +118,7 @@ class ControllerClient:
         if gateway is not None:
             body["gateway"] = gateway
         try:
-            return self._call("POST", f"{API}/networks", json=body).json(), True
+            return Network.from_api(self._call("POST", f"{API}/networks", json=body).json()), True
         except ControllerError as exc:
             if exc.status != 409:
                 raise
@@ -137,7 +139,7 @@ class ControllerClient:
 
     def create_endpoint(
         self, network: str, name: str, ip: str | None = None, host: str | None = None
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[Endpoint, bool]:
         """Create or find endpoint ``name``; returns (Endpoint, created-by-this-call)."""
         body: dict[str, Any] = {"name": name}
         if ip is not None:
@@ -145,18 +147,17 @@ class ControllerClient:
         if host is not None:
             body["host"] = host
         resp = self._call("POST", f"{API}/networks/{_seg(network)}/endpoints", json=body)
-        return resp.json(), resp.status_code == 201
+        return Endpoint.from_api(resp.json()), resp.status_code == 201
 
-    def get_endpoint(
-        self, network: str, name: str, wait_ready: float | None = None
-    ) -> dict[str, Any]:
+    def get_endpoint(self, network: str, name: str, wait_ready: float | None = None) -> Endpoint:
         """``GET`` one endpoint, optionally waiting up to ``wait_ready`` s for it to be ready."""
-        return self._call(
+        resp = self._call(
             "GET",
             f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}",
             params={"wait_ready": wait_ready},
             timeout=self.timeout + (wait_ready or 0),
-        ).json()
+        )
+        return Endpoint.from_api(resp.json())
 
     def bind(
         self,
@@ -165,27 +166,38 @@ class ControllerClient:
         host: str,
         ofport: int,
         port_name: str | None = None,
+        *,
+        create: bool = False,
+        ip: str | None = None,
+        labels: dict[str, str] | None = None,
         wait_ready: float | None = None,
-    ) -> dict[str, Any]:
-        """Bind (or move) the endpoint to ``host``'s ``ofport``; returns the Endpoint."""
+    ) -> tuple[Endpoint, bool]:
+        """Bind (or move) the endpoint to ``host``'s ``ofport``; with ``create`` make it first
+        if the name is new, all in one request. Returns (Endpoint, created-by-this-call)."""
         body: dict[str, Any] = {"host": host, "ofport": ofport}
         if port_name is not None:
             body["port_name"] = port_name
-        return self._call(
+        if ip is not None:
+            body["ip"] = ip
+        if labels:
+            body["labels"] = labels
+        resp = self._call(
             "PUT",
             f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}/binding",
             json=body,
-            params={"wait_ready": wait_ready},
+            params={"wait_ready": wait_ready, "create": "true" if create else None},
             timeout=self.timeout + (wait_ready or 0),
-        ).json()
+        )
+        return Endpoint.from_api(resp.json()), resp.status_code == 201
 
-    def unbind(self, network: str, name: str, host: str | None = None) -> dict[str, Any]:
+    def unbind(self, network: str, name: str, host: str | None = None) -> Endpoint:
         """Unbind the endpoint (a no-op at the controller if it is bound elsewhere)."""
-        return self._call(
+        resp = self._call(
             "DELETE",
             f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}/binding",
             params={"host": host},
-        ).json()
+        )
+        return Endpoint.from_api(resp.json())
 
     def delete_endpoint(self, network: str, name: str) -> None:
         """Forget the endpoint and free its address."""
@@ -193,8 +205,9 @@ class ControllerClient:
 
     def list_endpoints(
         self, network: str | None = None, host: str | None = None, state: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[Endpoint]:
         """``GET /api/v1/endpoints`` with optional filters."""
-        return self._call(
+        resp = self._call(
             "GET", f"{API}/endpoints", params={"network": network, "host": host, "state": state}
-        ).json()
+        )
+        return [Endpoint.from_api(doc) for doc in resp.json()]

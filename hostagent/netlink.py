@@ -1,8 +1,7 @@
 """LinkOps: the agent's idempotent verbs on network devices (veths, namespaces) via pyroute2.
 
-Device names derive from the endpoint's identity (``network/name``), so a retry finds what a
-crashed attempt made: the host side is ``vx`` + 11 hex digits of a hash, the peer ``vp`` + the
-same digits until it is renamed (``eth0``) inside the container's namespace.
+Device names derive from the endpoint's identity (``hostagent.plug.device_names``), so a
+retry finds what a crashed attempt made.
 
 With the userspace datapath ovs-vswitchd reads the host side through a packet socket and never
 fills in checksums the container's kernel left to the NIC: TX checksum offload must be off on
@@ -14,17 +13,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import hashlib
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from hostagent.edges import LinkInfo
 from hostagent.errors import InvalidRequest, LinkError, NotFound
 
 NETNS_DIR = "/run/netns"
@@ -92,12 +90,6 @@ def entered_netns(path: str) -> Iterator[None]:
         os.close(own)
 
 
-def device_names(network: str, name: str) -> tuple[str, str]:
-    """Host-side and peer names of the veth of endpoint ``name`` on ``network``."""
-    digest = hashlib.sha256(f"{network}/{name}".encode()).hexdigest()[:11]
-    return f"vx{digest}", f"vp{digest}"
-
-
 def netns_path(netns: str) -> str:
     """The path of a network namespace given as a name (``/run/netns/<name>``) or a path."""
     if "/" in netns:
@@ -107,19 +99,12 @@ def netns_path(netns: str) -> str:
     return os.path.join(NETNS_DIR, netns)
 
 
-@dataclass(frozen=True, slots=True)
-class LinkInfo:
-    """What we need to know of a device inside a namespace."""
-
-    index: int
-    ifname: str
-    mac: str
-    mtu: int
-    kind: str | None
-
-
 class LinkOps:
     """Idempotent device verbs in the agent's own namespace and in containers' namespaces."""
+
+    def netns_exists(self, netns: str) -> bool:
+        """Whether the network namespace (a name under /run/netns, or a path) exists."""
+        return os.path.exists(netns_path(netns))
 
     # -- namespaces ---------------------------------------------------------------------
 
@@ -164,7 +149,7 @@ class LinkOps:
 
     # -- veths --------------------------------------------------------------------------
 
-    def ensure_veth(self, host_name: str, peer_name: str, mtu: int = 1450) -> None:
+    def make_veth(self, host_name: str, peer_name: str, mtu: int = 1450) -> None:
         """Make the veth pair ``host_name``/``peer_name`` here, host side up.
 
         If the host side exists but its peer is not in this namespace any more (a previous
@@ -187,7 +172,7 @@ class LinkOps:
         except NetlinkError as exc:
             raise LinkError(f"veth {host_name}/{peer_name}: {exc}") from exc
 
-    def ensure_veth_into(self, host_name: str, peer_name: str, netns: str, mtu: int = 1450) -> None:
+    def make_veth_into(self, host_name: str, peer_name: str, netns: str, mtu: int = 1450) -> None:
         """Make the veth pair with the peer created directly inside ``netns``, host side up.
 
         One netlink request instead of make-then-move; a leftover host side (from a crashed
@@ -218,32 +203,13 @@ class LinkOps:
         finally:
             os.close(fd)
 
-    def move_to_netns(self, ifname: str, netns: str) -> None:
-        """Move our device ``ifname`` into ``netns`` (name or path)."""
-        path = netns_path(netns)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise NotFound(f"network namespace {netns} does not exist") from exc
-        try:
-            with self._ipr() as ipr:
-                index = self._index(ipr, ifname)
-                if index is None:
-                    raise LinkError(f"device {ifname} not found")
-                ipr.link("set", index=index, net_ns_fd=fd)
-        except NetlinkError as exc:
-            raise LinkError(f"moving {ifname} to {netns}: {exc}") from exc
-        finally:
-            os.close(fd)
-
     def configure(
         self,
         netns: str,
         current: str,
         ifname: str,
         mac: str,
-        ip: IPv4Address,
-        prefixlen: int,
+        address: IPv4Interface,
         mtu: int,
         gateway: IPv4Address | None,
     ) -> None:
@@ -261,7 +227,12 @@ class LinkOps:
                     ipr.link("set", index=index, ifname=ifname)
                 ipr.link("set", index=index, address=mac, mtu=mtu)
                 try:
-                    ipr.addr("add", index=index, address=str(ip), prefixlen=prefixlen)
+                    ipr.addr(
+                        "add",
+                        index=index,
+                        address=str(address.ip),
+                        prefixlen=address.network.prefixlen,
+                    )
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
@@ -292,7 +263,7 @@ class LinkOps:
         if tx:
             raise LinkError(f"TX checksum offload still on for {ifname}")
 
-    def delete_if_exists(self, ifname: str, netns: str | None = None) -> None:
+    def delete(self, ifname: str, netns: str | None = None) -> None:
         """Delete device ``ifname`` (a veth takes its peer with it); a no-op if absent."""
         try:
             with self._ipr(netns) as ipr:
@@ -305,15 +276,15 @@ class LinkOps:
             if exc.code != errno.ENODEV:
                 raise LinkError(f"deleting {ifname}: {exc}") from exc
 
-    def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[tuple[str, int]]:
-        """The IPv4 addresses (address, prefix length) of ``ifname`` in ``netns``; [] if absent."""
+    def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[IPv4Interface]:
+        """The IPv4 addresses of ``ifname`` in ``netns``; [] if it is absent."""
         try:
             with self._ipr(netns) as ipr:
                 index = self._index(ipr, ifname)
                 if index is None:
                     return []
                 return [
-                    (a.get_attr("IFA_ADDRESS"), int(a["prefixlen"]))
+                    IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
                     for a in ipr.get_addr(index=index, family=2)
                 ]
         except NetlinkError as exc:

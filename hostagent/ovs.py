@@ -1,51 +1,53 @@
-"""OvsOps: the agent's idempotent verbs on one Open vSwitch instance, through ovs-vsctl.
+"""OvsdbOps: the agent's verbs on its Open vSwitch, over one persistent OVSDB connection.
 
-Every verb can be retried: bridges and ports are added with ``--may-exist``, removed with
-``--if-exists``, and ports carry the endpoint they belong to in ``external_ids``
-(``vxplane-network``, ``vxplane-endpoint``, ``vxplane-ip``, ``iface-id``), so what a crashed
-agent made is found again by the next one.
+ovsdbapp keeps an in-memory replica of the tables we use (Open_vSwitch, Bridge, Port,
+Interface, Controller), updated by the server's monitor stream:
 
-The tunnel is one flow-based VXLAN port ``vxlan0`` (``remote_ip=flow``, ``key=flow``) with
-``ofport_request=1``. No ``local_ip`` is set: on transmit the source address comes from the
-route to ``tun_dst`` (OVS's own router, fed from the kernel's routes; with the userspace
-datapath the underlay address must sit on an OVS internal port such as ``br-phy``), and on
-receive the port accepts packets to any local address; the controller checks ``tun_src``.
+- reads (ports and their ``external_ids``, the highest ofport) come from the replica, with
+  no round trip and no fork;
+- a port is added in one transaction that does not wait for ovs-vswitchd (ovsdbapp's
+  default, like ``ovs-vsctl``, bumps ``next_cfg`` and blocks the connection's only thread
+  until vswitchd applied it); the OpenFlow port number then arrives in the update stream
+  and ``wait_ofport`` wakes on it instead of polling;
+- an interface whose device vanished gets ``ofport -1`` from vswitchd: the ``on_dead_port``
+  callback hears of it at once, so the agent unplugs it and unbinds its endpoint.
+
+Bridge set-up waits for vswitchd (it happens once, at start). Every verb can be retried:
+``may_exist`` and ``if_exists`` everywhere, and ports carry the endpoint they belong to in
+``external_ids`` (``vxplane-network``, ``vxplane-endpoint``, ``vxplane-ip``, ``iface-id``).
+
+The tunnel is one flow-based VXLAN port ``vxlan0`` (``remote_ip=flow``, ``key=flow``) at
+ofport 1. No ``local_ip``: the source address comes from the route to ``tun_dst`` (with the
+userspace datapath the underlay address must sit on an OVS internal port such as
+``br-phy``); the controller checks ``tun_src`` on receive.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
-import time
-from collections.abc import Mapping, Sequence
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from hostagent.errors import OvsError
+# The ovs library imports eventlet when it is installed (os-ken brings it), which warns.
+warnings.filterwarnings("ignore", message="\\s*Eventlet is deprecated")
+
+from ovsdbapp.backend.ovs_idl import connection, idlutils  # noqa: E402
+from ovsdbapp.backend.ovs_idl import transaction as ovs_txn  # noqa: E402
+from ovsdbapp.schema.open_vswitch import impl_idl  # noqa: E402
+
+from hostagent.edges import BridgeSpec, PortRecord  # noqa: E402
+from hostagent.errors import OvsError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 TUNNEL_PORT = "vxlan0"
 TUNNEL_OFPORT = 1
-
-
-def _quote(value: str) -> str:
-    """An ovs-vsctl string atom: always double-quoted, so ``/``, ``:`` and ``=`` survive."""
-    return json.dumps(value)
-
-
-def _atom(value: Any) -> Any:
-    """Decode one value of ovs-vsctl's JSON output (plain atom, ``set`` or ``map``)."""
-    if isinstance(value, list) and len(value) == 2:
-        kind, body = value
-        if kind == "set":
-            return [_atom(v) for v in body]
-        if kind == "map":
-            return {k: _atom(v) for k, v in body}
-        if kind == "uuid":
-            return body
-    return value
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
 
 
 def detect_datapath_type() -> str:
@@ -63,197 +65,230 @@ def detect_datapath_type() -> str:
     return "netdev"
 
 
-class OvsOps:
-    """Idempotent ovs-vsctl verbs against one ovsdb (``db`` = ``unix:/path/db.sock`` or None)."""
+class _NoWaitTransaction(ovs_txn.Transaction):
+    """Commit and return: do not wait for ovs-vswitchd to apply the change."""
 
-    def __init__(self, db: str | None = None, timeout: int = 10) -> None:
-        self.db = db
+    def pre_commit(self, txn: Any) -> None:
+        txn.expected_ifaces = set()  # AddPortCommand records the interface here
+
+
+class _Api(impl_idl.OvsdbIdl):
+    def create_transaction(
+        self, check_error: bool = False, log_errors: bool = True, wait: bool = True, **_: Any
+    ) -> Any:
+        cls = impl_idl.OvsVsctlTransaction if wait else _NoWaitTransaction
+        return cls(self, self.ovsdb_connection, check_error=check_error, log_errors=log_errors)
+
+
+class _Idl(connection.OvsdbIdl):
+    """The replica: updates are applied under ``lock``, and interface changes reported."""
+
+    def __init__(self, remote: str, helper: Any, on_row: Callable[[str, Any], None]) -> None:
+        super().__init__(remote, helper, leader_only=False)
+        self.lock = threading.RLock()
+        self._on_row = on_row
+
+    def run(self) -> Any:
+        with self.lock:
+            return super().run()
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        if event in ("create", "update"):
+            self._on_row(row._table.name, row)
+
+
+class OvsdbOps:
+    """Idempotent OVS verbs on the ovsdb at ``remote`` (``unix:/path/db.sock``)."""
+
+    def __init__(self, remote: str, timeout: float = 10.0) -> None:
+        self.remote = remote
         self.timeout = timeout
-
-    # -- plumbing -----------------------------------------------------------------------
-
-    def vsctl(self, *args: str, wait: bool = True) -> str:
-        """Run ``ovs-vsctl`` with our db and timeout; return stdout, raise OvsError on failure."""
-        argv = ["ovs-vsctl", f"--timeout={self.timeout}"]
-        if self.db:
-            argv.append(f"--db={self.db}")
-        if not wait:
-            argv.append("--no-wait")
-        argv.extend(args)
+        self.on_dead_port: Callable[[str], None] | None = None
+        self._cond = threading.Condition()
+        self._ofports: dict[str, int] = {}  # interface name -> its ofport as last seen
         try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.timeout + 5, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise OvsError(f"ovs-vsctl {' '.join(args)}: {exc}") from exc
-        if done.returncode != 0:
-            raise OvsError(f"ovs-vsctl {' '.join(args)}: {done.stderr.strip()}")
-        return done.stdout
+            helper = idlutils.get_schema_helper(remote, "Open_vSwitch")
+            for table in TABLES:
+                helper.register_table(table)
+            self._idl = _Idl(remote, helper, self._row_changed)
+            self._conn = connection.Connection(self._idl, timeout=timeout)
+            self.api = _Api(self._conn)
+        except Exception as exc:  # noqa: BLE001 - ovsdbapp raises many kinds
+            raise OvsError(f"ovsdb {remote}: {exc}") from exc
 
-    def _find_one(self, table: str, name: str, column: str) -> Any:
-        """``column`` of the row of ``table`` named ``name`` (OvsError if there is none)."""
-        out = self.vsctl(
-            "--format=json", f"--columns={column}", "find", table, f"name={_quote(name)}",
-            wait=False,
-        )  # fmt: skip
-        data = json.loads(out)["data"]
-        if not data:
-            raise OvsError(f"{table} {name} does not exist")
-        return _atom(data[0][0])
+    def close(self) -> None:
+        """Stop the connection thread."""
+        self._conn.stop(timeout=2)
 
-    def _rows(self, table: str, columns: Sequence[str]) -> list[dict[str, Any]]:
-        out = self.vsctl(
-            "--format=json", f"--columns={','.join(columns)}", "list", table, wait=False
-        )
-        doc = json.loads(out)
-        return [
-            {h: _atom(v) for h, v in zip(doc["headings"], row, strict=True)} for row in doc["data"]
-        ]
+    # -- the replica ---------------------------------------------------------------------
 
-    # -- bridges ------------------------------------------------------------------------
+    def _row_changed(self, table: str, row: Any) -> None:
+        if table != "Interface":
+            with self._cond:
+                self._cond.notify_all()  # a bridge's datapath_id, for bridge_dpid
+            return
+        ofport = row.ofport[0] if row.ofport else 0
+        with self._cond:
+            before = self._ofports.get(row.name, 0)
+            self._ofports[row.name] = ofport
+            self._cond.notify_all()
+        if ofport == -1 and before > 0 and self.on_dead_port is not None:
+            log.warning("ovs: interface %s lost its device (ofport -1)", row.name)
+            self.on_dead_port(row.name)
 
-    def ensure_bridge(
-        self,
-        name: str,
-        datapath_type: str,
-        controller_target: str | None,
-        dpid: str | None = None,
-    ) -> None:
-        """Make ``name`` an OpenFlow 1.3, fail-secure bridge with ``vxlan0`` at ofport 1.
+    @contextmanager
+    def _rows(self, table: str) -> Iterator[list[Any]]:
+        with self._idl.lock:
+            yield list(self._idl.tables[table].rows.values())
 
-        ``controller_target`` is ``tcp:IP:PORT`` (None: leave the controller unset);
-        ``dpid`` is 16 hex digits (None: OVS derives it from the bridge MAC).
+    def _execute(self, *commands: Any, wait: bool = True) -> list[Any]:
+        try:
+            with self.api.transaction(check_error=True, wait=wait) as txn:
+                for command in commands:
+                    txn.add(command)
+            return list(txn.result or [])
+        except Exception as exc:  # noqa: BLE001 - ovsdbapp raises many kinds
+            raise OvsError(f"ovsdb {self.remote}: {exc}") from exc
+
+    # -- bridges -------------------------------------------------------------------------
+
+    def ensure_bridge(self, spec: BridgeSpec) -> None:
+        """Make ``spec.name`` an OpenFlow 1.3, fail-secure bridge with ``vxlan0`` at ofport 1,
+        and wait for ovs-vswitchd to apply it.
+
+        The controller target is set only when it differs: going from no controller to one
+        (or back) makes OVS delete every flow, so an agent never passes through zero targets.
         """
-        args = [
-            "--may-exist", "add-br", name,
-            "--", "set", "Bridge", name,
-            f"datapath_type={datapath_type}",
-            "fail_mode=secure",
-            "protocols=OpenFlow13",
-            "other-config:disable-in-band=true",
+        api = self.api
+        other = {"disable-in-band": "true"}
+        if spec.dpid:
+            other["datapath-id"] = spec.dpid
+        commands = [
+            api.add_br(spec.name, may_exist=True, datapath_type=spec.datapath_type),
+            api.db_set(
+                "Bridge", spec.name,
+                ("fail_mode", "secure"), ("protocols", ["OpenFlow13"]), ("other_config", other),
+            ),
+            api.add_port(
+                spec.name, TUNNEL_PORT, may_exist=True, type="vxlan",
+                options={"remote_ip": "flow", "key": "flow"}, ofport_request=TUNNEL_OFPORT,
+            ),
         ]  # fmt: skip
-        if dpid:
-            args.append(f"other-config:datapath-id={int(dpid, 16):016x}")
-        args += [
-            "--", "--may-exist", "add-port", name, TUNNEL_PORT,
-            "--", "set", "Interface", TUNNEL_PORT, "type=vxlan",
-            "options:remote_ip=flow", "options:key=flow", f"ofport_request={TUNNEL_OFPORT}",
-        ]  # fmt: skip
-        self.vsctl(*args)
-        if controller_target and self.get_controller(name) != [controller_target]:
-            self.vsctl("set-controller", name, controller_target)
-            # Reconnect quickly after a controller restart (default backoff grows to 8 s).
-            self.vsctl("set", "Controller", name, "max_backoff=1000", "inactivity_probe=5000")
+        self._execute(*commands)
+        if spec.controller and self._controllers(spec.name) != [spec.controller]:
+            self._execute(api.set_controller(spec.name, [spec.controller]))
+            # Reconnect quickly after a controller restart (the default backoff grows to 8 s).
+            with self._rows("Controller") as rows:
+                uuids = [r.uuid for r in rows if r.target == spec.controller]
+            self._execute(
+                *(
+                    api.db_set("Controller", u, ("max_backoff", 1000), ("inactivity_probe", 5000))
+                    for u in uuids
+                )
+            )
         self.wait_ofport(TUNNEL_PORT)
 
-    def get_controller(self, bridge: str) -> list[str]:
-        """The controller targets configured on ``bridge``."""
-        return self.vsctl("get-controller", bridge, wait=False).split()
-
-    def bridge_exists(self, name: str) -> bool:
-        """Whether the bridge exists."""
-        try:
-            self.vsctl("br-exists", name, wait=False)
-        except OvsError:
-            return False
-        return True
+    def _controllers(self, bridge: str) -> list[str]:
+        with self._idl.lock:
+            row = idlutils.row_by_value(self._idl, "Bridge", "name", bridge, None)
+            return sorted(c.target for c in row.controller) if row is not None else []
 
     def bridge_dpid(self, name: str) -> int:
         """The datapath id ovs-vswitchd chose for ``name`` (waits until it is set)."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            value = self._find_one("Bridge", name, "datapath_id")
-            if isinstance(value, str) and value:
-                return int(value, 16)
-            if time.monotonic() > deadline:
+
+        def dpid() -> int | None:
+            with self._idl.lock:
+                row = idlutils.row_by_value(self._idl, "Bridge", "name", name, None)
+                value = row.datapath_id if row is not None else None
+            return int(value[0], 16) if value else None
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: dpid() is not None, timeout=self.timeout):
                 raise OvsError(f"bridge {name} has no datapath_id after {self.timeout}s")
-            time.sleep(0.05)
+        found = dpid()
+        assert found is not None
+        return found
 
-    def delete_bridge_if_exists(self, name: str) -> None:
-        """Remove the bridge (and its ports) if it exists."""
-        self.vsctl("--if-exists", "del-br", name)
+    # -- ports ---------------------------------------------------------------------------
 
-    # -- ports --------------------------------------------------------------------------
-
-    def ensure_port(
+    def add_port(
         self,
         bridge: str,
-        port: str,
-        external_ids: Mapping[str, str] | None = None,
-        port_type: str | None = None,
+        name: str,
+        external_ids: Mapping[str, str],
         ofport_request: int | None = None,
-    ) -> int:
-        """Add ``port`` to ``bridge`` (if missing), set its ``external_ids``; return its ofport.
+    ) -> None:
+        """Add port ``name`` (whose device exists) to ``bridge`` in one transaction, without
+        waiting for ovs-vswitchd; an existing port only gets its ``external_ids`` updated."""
+        with self._idl.lock:
+            exists = idlutils.row_by_value(self._idl, "Interface", "name", name, None) is not None
+        if exists:
+            command = self.api.db_set("Interface", name, ("external_ids", dict(external_ids)))
+        else:
+            with self._cond:
+                self._ofports.pop(name, None)  # a number seen for an earlier port of this name
+            attrs: dict[str, Any] = {"external_ids": dict(external_ids)}
+            if ofport_request is not None:
+                attrs["ofport_request"] = ofport_request
+            command = self.api.add_port(bridge, name, may_exist=True, **attrs)
+        self._execute(command, wait=False)
 
-        With ``ofport_request`` the caller picks the OpenFlow port number, so it can be
-        reported before the port exists; the returned number is the one OVS really gave.
-        """
-        args = ["--may-exist", "add-port", bridge, port]
-        sets = [f"external_ids:{_quote(k)}={_quote(v)}" for k, v in (external_ids or {}).items()]
-        if port_type:
-            sets.append(f"type={port_type}")
-        if ofport_request is not None:
-            sets.append(f"ofport_request={ofport_request}")
-        if sets:
-            args += ["--", "set", "Interface", port, *sets]
-        self.vsctl(*args)
-        return self.wait_ofport(port)
+    def wait_ofport(self, name: str, timeout: float | None = None) -> int:
+        """The OpenFlow port number ovs-vswitchd gave ``name``, once the update stream tells;
+        OvsError if it reports the device missing (ofport -1) or nothing comes in time."""
+        limit = self.timeout if timeout is None else timeout
+        with self._cond:
+            self._cond.wait_for(lambda: self._ofports.get(name, 0) != 0, timeout=limit)
+            ofport = self._ofports.get(name, 0)
+        if ofport > 0:
+            return ofport
+        error = self._interface_error(name)
+        if ofport == -1:
+            raise OvsError(f"interface {name}: ovs-vswitchd could not add it ({error})")
+        raise OvsError(f"interface {name} got no ofport in {limit}s ({error})")
 
-    def wait_ofport(self, port: str, timeout: float | None = None) -> int:
-        """Wait until ovs-vswitchd assigned ``port`` an OpenFlow port number, and return it."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
-            rows = self.vsctl(
-                "--format=json", "--columns=ofport,error", "find", "Interface",
-                f"name={_quote(port)}", wait=False,
-            )  # fmt: skip
-            data = json.loads(rows)["data"]
-            if not data:
-                raise OvsError(f"interface {port} does not exist")
-            ofport, error = (_atom(v) for v in data[0])
-            if isinstance(ofport, int) and ofport > 0:
-                return ofport
-            if time.monotonic() > deadline:
-                raise OvsError(f"interface {port} got no ofport: {error or 'no error reported'}")
-            time.sleep(0.02)
+    def _interface_error(self, name: str) -> str:
+        with self._idl.lock:
+            row = idlutils.row_by_value(self._idl, "Interface", "name", name, None)
+            if row is None:
+                return "no such interface"
+            return row.error[0] if row.error else "no error reported"
+
+    def set_port_ids(self, name: str, external_ids: Mapping[str, str]) -> None:
+        """Add or update keys of interface ``name``'s ``external_ids`` (others are kept)."""
+        self._execute(
+            *(self.api.iface_set_external_id(name, k, v) for k, v in external_ids.items()),
+            wait=False,
+        )
+
+    def delete_port(self, bridge: str, name: str) -> None:
+        """Remove port ``name`` from ``bridge``; a no-op if it is not there."""
+        self._execute(self.api.del_port(name, bridge=bridge, if_exists=True), wait=False)
+
+    def ports(self, bridge: str) -> list[PortRecord]:
+        """The ports of ``bridge`` (from the replica): name, ofport (None: none or dead), ids."""
+        with self._idl.lock:
+            row = idlutils.row_by_value(self._idl, "Bridge", "name", bridge, None)
+            if row is None:
+                return []
+            found = []
+            for port in row.ports:
+                for iface in port.interfaces:
+                    ofport = iface.ofport[0] if iface.ofport else None
+                    found.append(
+                        PortRecord(
+                            name=iface.name,
+                            ofport=ofport if ofport is not None and ofport > 0 else None,
+                            external_ids=dict(iface.external_ids),
+                        )
+                    )
+            return found
 
     def max_ofport(self) -> int:
         """The highest OpenFlow port number in use or requested on this OVS (0 if none)."""
-        rows = self.vsctl(
-            "--format=json", "--columns=ofport,ofport_request", "list", "Interface", wait=False
-        )
         best = 0
-        for row in json.loads(rows)["data"]:
-            for value in row:
-                atom = _atom(value)
-                if isinstance(atom, int):
-                    best = max(best, atom)
+        with self._rows("Interface") as rows:
+            for row in rows:
+                for value in (*row.ofport, *row.ofport_request):
+                    best = max(best, int(value))
         return best
-
-    def set_interface_ids(self, port: str, external_ids: Mapping[str, str]) -> None:
-        """Add or update keys of interface ``port``'s ``external_ids`` (others are kept)."""
-        sets = [f"external_ids:{_quote(k)}={_quote(v)}" for k, v in external_ids.items()]
-        self.vsctl("set", "Interface", port, *sets, wait=False)
-
-    def delete_port_if_exists(self, bridge: str, port: str) -> None:
-        """Remove ``port`` from ``bridge``; a no-op if it is not there."""
-        self.vsctl("--if-exists", "del-port", bridge, port)
-
-    def list_ports(self, bridge: str) -> list[str]:
-        """Names of the ports on ``bridge``."""
-        return self.vsctl("list-ports", bridge, wait=False).split()
-
-    def list_ports_with(self, key: str, bridge: str | None = None) -> dict[str, dict[str, Any]]:
-        """Interfaces carrying ``external_ids:<key>``, by name: ``{"ofport", "external_ids"}``.
-
-        With ``bridge``, only that bridge's ports.
-        """
-        on_bridge = set(self.list_ports(bridge)) if bridge else None
-        found: dict[str, dict[str, Any]] = {}
-        for row in self._rows("Interface", ["name", "ofport", "external_ids"]):
-            ids = row["external_ids"] if isinstance(row["external_ids"], dict) else {}
-            if key not in ids or (on_bridge is not None and row["name"] not in on_bridge):
-                continue
-            ofport = row["ofport"] if isinstance(row["ofport"], int) else None
-            found[row["name"]] = {"ofport": ofport, "external_ids": ids}
-        return found

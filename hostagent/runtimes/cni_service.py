@@ -1,10 +1,11 @@
 """The agent's side of the CNI plugin: add, del, check, gc and status on top of ``Agent``.
 
-CNI attachments are plain agent attachments whose OVS interface also records who made it
-(``external_ids``: container id, interface name and CNI configuration name), so DEL finds
-its endpoint even if the runtime's arguments changed, a stale DEL of an old sandbox never
-unplugs a newer sandbox holding the same endpoint name, and GC can tell which attachments
-of a configuration are still valid. The plugin protocol itself lives in ``hostagent/cni.py``.
+CNI attachments are plain plugs (``hostagent.plug``) whose OVS interface also records who
+made it (``external_ids``: container id, interface name, CNI configuration name and netns,
+written in the same transaction as the port), so DEL finds its endpoint even if the
+runtime's arguments changed, a stale DEL of an old sandbox never unplugs a newer sandbox
+holding the same endpoint name, and GC can tell which attachments of a configuration are
+still valid. The plugin protocol itself lives in ``hostagent/cni.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 import os
 from typing import Any
 
-from hostagent.agent import EXT_ENDPOINT, EXT_NETWORK, Agent
+from hostagent.agent import Agent
 from hostagent.client import ControllerError
+from hostagent.edges import PortRecord
 from hostagent.errors import (
     AgentError,
     Conflict,
@@ -25,7 +27,8 @@ from hostagent.errors import (
     NotReady,
     OvsError,
 )
-from hostagent.netlink import device_names, netns_path
+from hostagent.netlink import netns_path
+from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
 
 log = logging.getLogger("hostagent.cni")
 
@@ -76,8 +79,9 @@ class CniService:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    def _cni_ports(self) -> dict[str, dict[str, Any]]:
-        return self.agent.ovs.list_ports_with(CNI_CONTAINER, self.agent.bridge)
+    def _cni_ports(self) -> dict[str, PortRecord]:
+        ports = self.agent.ovs.ports(self.agent.bridge)
+        return {p.name: p for p in ports if CNI_CONTAINER in p.external_ids}
 
     def add(
         self,
@@ -88,24 +92,20 @@ class CniService:
         container_id: str,
         config: str,
         ip: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Attach (returns once ready) and label the port as this CNI attachment's."""
-        ep = self.agent.attach(netns, name, network, ip=ip, ifname=ifname)
-        host_if, _ = device_names(network, name)
-        try:
-            self.agent.ovs.set_interface_ids(
-                host_if,
-                {
-                    CNI_CONTAINER: container_id,
-                    CNI_IFNAME: ifname,
-                    CNI_CONFIG: config,
-                    CNI_NETNS: netns,
-                },
+        """Plug the attachment, labelled as this CNI attachment's; returns once ready."""
+        runtime_ids = {
+            CNI_CONTAINER: container_id, CNI_IFNAME: ifname, CNI_CONFIG: config, CNI_NETNS: netns,
+        }  # fmt: skip
+        ep = self.agent.attach(
+            PlugRequest(
+                network=network, name=name, netns=netns, ifname=ifname, ip=ip,
+                labels=labels or {}, runtime_ids=runtime_ids,
             )
-        except AgentError:
-            self.agent.detach(name, network)
-            raise
-        return {"endpoint": ep, "mtu": self.agent.mtu, "port_name": host_if}
+        )  # fmt: skip
+        host_if, _ = device_names(network, name)
+        return {"endpoint": ep.to_api(), "mtu": self.agent.settings.mtu, "port_name": host_if}
 
     def delete(
         self,
@@ -120,7 +120,7 @@ class CniService:
         the name is bound on some host by now."""
         ports = self._cni_ports()
         for row in ports.values():
-            ids = row["external_ids"]
+            ids = row.external_ids
             if (ids.get(CNI_CONTAINER), ids.get(CNI_IFNAME), ids.get(CNI_CONFIG)) == (
                 container_id,
                 ifname,
@@ -129,19 +129,20 @@ class CniService:
                 network, name = ids.get(EXT_NETWORK, network), ids.get(EXT_ENDPOINT, name)
                 break
         else:
-            owner = ports.get(device_names(network, name)[0], {}).get("external_ids", {})
+            port = ports.get(device_names(network, name)[0])
+            owner = port.external_ids if port is not None else {}
             if owner and owner.get(CNI_CONTAINER) != container_id:
                 log.info(
                     "host %s: CNI DEL of %s/%s by %s: now held by %s; left alone",
                     self.agent.host, network, name, container_id, owner.get(CNI_CONTAINER),
                 )  # fmt: skip
                 return {"network": network, "name": name, "detached": False, "released": False}
-        out = self.agent.detach(name, network)
+        out = self.agent.detach(network, name)
         released = False
         if release:
             try:
                 ep = self.agent.client.get_endpoint(network, name)
-                if not ep.get("host"):
+                if not ep.host:
                     self.agent.client.delete_endpoint(network, name)
                     released = True
             except ControllerError as exc:
@@ -159,35 +160,32 @@ class CniService:
         row = self._cni_ports().get(host_if)
         if row is None:
             raise CheckFailed(f"{network}/{name}: no port {host_if} on {self.agent.bridge}")
-        if row["external_ids"].get(CNI_CONTAINER) != container_id:
-            raise CheckFailed(f"{network}/{name} belongs to container {row['external_ids']}")
+        if row.external_ids.get(CNI_CONTAINER) != container_id:
+            raise CheckFailed(f"{network}/{name} belongs to container {row.external_ids}")
         try:
             ep = self.agent.client.get_endpoint(network, name)
         except ControllerError as exc:
             raise CheckFailed(f"{network}/{name}: controller: {exc.detail}") from exc
-        if (ep.get("host"), ep.get("ofport"), ep.get("state")) != (
-            self.agent.host,
-            row["ofport"],
-            "ready",
-        ):
+        if (ep.host, ep.ofport, ep.state) != (self.agent.host, row.ofport, "ready"):
             raise CheckFailed(
-                f"{network}/{name}: controller has host {ep.get('host')} ofport "
-                f"{ep.get('ofport')} state {ep.get('state')}, expected {self.agent.host} "
-                f"ofport {row['ofport']} ready"
+                f"{network}/{name}: controller has host {ep.host} ofport {ep.ofport} state "
+                f"{ep.state}, expected {self.agent.host} ofport {row.ofport} ready"
             )
         link = self.agent.links.get_link(ifname, netns)
         if link is None:
             raise CheckFailed(f"no interface {ifname} in {netns}")
-        if link.mac.lower() != ep["mac"].lower() or link.mtu != self.agent.mtu:
+        mtu = self.agent.settings.mtu
+        if link.mac.lower() != ep.mac or link.mtu != mtu:
             raise CheckFailed(
                 f"{ifname} in {netns} has MAC {link.mac} MTU {link.mtu}, "
-                f"expected {ep['mac']} MTU {self.agent.mtu}"
+                f"expected {ep.mac} MTU {mtu}"
             )
-        want = (ep["ip"], int(ep["prefixlen"]))
         have = self.agent.links.ipv4_addresses(ifname, netns)
-        if want not in have:
-            raise CheckFailed(f"{ifname} in {netns} has {have}, expected {want[0]}/{want[1]}")
-        return {"endpoint": ep, "mtu": self.agent.mtu, "port_name": host_if}
+        if ep.interface not in have:
+            raise CheckFailed(
+                f"{ifname} in {netns} has {[str(a) for a in have]}, expected {ep.interface}"
+            )
+        return {"endpoint": ep.to_api(), "mtu": mtu, "port_name": host_if}
 
     def gc(self, config: str, valid: list[tuple[str, str]], release: bool) -> dict[str, Any]:
         """Remove ``config``'s attachments that are not in ``valid`` (container id, ifname;
@@ -195,7 +193,7 @@ class CniService:
         keep = set(valid)
         removed, errors = [], []
         for row in self._cni_ports().values():
-            ids = row["external_ids"]
+            ids = row.external_ids
             if ids.get(CNI_CONFIG) != config:
                 continue
             key = (ids.get(CNI_CONTAINER, ""), ids.get(CNI_IFNAME, ""))

@@ -12,18 +12,16 @@ Errors are ``{"detail", "cni_code"}``: the CNI code is decided here, once (``cni
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, IPvAnyAddress
+from pydantic import BaseModel, IPvAnyAddress
 
 from hostagent.agent import Agent
-from hostagent.api import IFNAME, EndpointName, Name
-from hostagent.cni_service import CniService, cni_code
+from hostagent.api.schemas import EndpointName, IfName, Labels, Name, Text
 from hostagent.errors import AgentError
-
-Text = Annotated[str, Field(min_length=1, max_length=4096)]
+from hostagent.runtimes.cni_service import CniService, cni_code
 
 
 class CniAttachment(BaseModel):
@@ -31,7 +29,7 @@ class CniAttachment(BaseModel):
 
     name: EndpointName
     network: Name
-    ifname: Annotated[str, Field(pattern=IFNAME)]
+    ifname: IfName
     container_id: Text
     config: Text
     netns: Text | None = None
@@ -40,6 +38,7 @@ class CniAttachment(BaseModel):
 class CniAdd(CniAttachment):
     netns: Text
     ip: IPvAnyAddress | None = None
+    labels: Labels = {}
 
 
 class CniDel(CniAttachment):
@@ -81,7 +80,7 @@ def cni_router(agent: Agent) -> APIRouter:
         try:
             return svc.add(
                 req.netns, req.name, req.network, req.ifname, req.container_id, req.config,
-                ip=str(req.ip) if req.ip is not None else None,
+                ip=str(req.ip) if req.ip is not None else None, labels=req.labels,
             )  # fmt: skip
         except AgentError as exc:
             return _error(exc)

@@ -1,0 +1,50 @@
+"""The agent's own routes: attach, detach, the endpoints plugged here, health.
+
+- ``POST /v1/attach`` ``{netns, name, network, ip?, ifname="eth0", labels?, ready_timeout?}``
+  -> the controller's Endpoint, once ready.
+- ``POST /v1/detach`` ``{name, network}`` -> ``{network, name, detached, unbound}``.
+- ``GET /v1/endpoints`` -> endpoints plugged on this host.
+- ``GET /v1/healthz`` -> agent status (bridge, registration, last error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from hostagent.agent import Agent
+from hostagent.api.schemas import AttachRequest, DetachRequest
+from hostagent.plug import PlugRequest
+
+
+def agent_router(agent: Agent) -> APIRouter:
+    """The routes bound to ``agent``."""
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/attach")
+    def attach(req: AttachRequest) -> dict[str, Any]:
+        plug = PlugRequest(
+            network=req.network,
+            name=req.name,
+            netns=req.netns,
+            ifname=req.ifname,
+            ip=str(req.ip) if req.ip is not None else None,
+            labels=req.labels,
+            ready_timeout=req.ready_timeout,
+        )
+        return agent.attach(plug).to_api()
+
+    @router.post("/detach")
+    def detach(req: DetachRequest) -> dict[str, Any]:
+        return agent.detach(req.network, req.name)
+
+    @router.get("/endpoints")
+    def endpoints() -> list[dict[str, Any]]:
+        return agent.local_endpoints()
+
+    @router.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return agent.health()
+
+    return router

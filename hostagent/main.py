@@ -1,0 +1,63 @@
+"""Run the agent: the one place that puts the parts together.
+
+The agent (``agent.py``) on its edges (``ovs.OvsdbOps``, ``netlink.LinkOps``) and its
+controller client, its local API (``api/``) with the CNI routes on top
+(``runtimes/cni_routes.py``), and with ``--docker-plugin`` the Docker drivers
+(``runtimes/docker/``) on their own socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from hostagent.agent import Agent
+from hostagent.api.routes import agent_router
+from hostagent.api.server import UnixServer, create_app
+from hostagent.client import ControllerClient
+from hostagent.netlink import LinkOps
+from hostagent.ovs import OvsdbOps
+from hostagent.runtimes.cni_routes import cni_router
+from hostagent.settings import AgentSettings
+
+
+def run(settings: AgentSettings) -> None:
+    """Run the agent until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    agent = Agent(
+        settings,
+        client=ControllerClient(settings.controller),
+        ovs=OvsdbOps(settings.ovsdb),
+        links=LinkOps(),
+    )
+    server = UnixServer(
+        create_app("vxplane host agent", [agent_router(agent), cni_router(agent)]), settings.socket
+    )
+    agent.start()
+    stop_docker: Callable[[], None] | None = None
+    if settings.docker_plugin:
+        from hostagent.runtimes.docker.driver import start_docker_plugin
+
+        stop_docker = start_docker_plugin(
+            agent, settings.docker_plugin, settings.docker_engine, settings.docker_scope
+        )
+    # uvicorn re-raises the signal it caught once it stopped: exit through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.run()
+    finally:
+        if stop_docker is not None:
+            stop_docker()
+        agent.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hostagent`` / ``vxplane agent``: parse the options and run."""
+    run(AgentSettings.from_cli(sys.argv[1:] if argv is None else argv))
+    return 0

@@ -1,0 +1,298 @@
+"""The plug sequence: the one way an endpoint is plugged into br-int and unplugged again.
+
+The agent's own API, the CNI plugin and the Docker driver all call ``Plugger.plug`` and
+``Plugger.unplug``; nothing else makes or removes an endpoint's veth or OVS port. A plug:
+
+1. picks the OpenFlow port number itself (``ofport_request``; never reused while the agent
+   runs, so a flow left for a removed port can never reach a new endpoint), so that
+2. **one request** to the controller creates the endpoint if its name is new and binds it to
+   that port (``PUT .../binding?create=true&wait_ready=S``): the controller pushes the flows
+   for a port about to appear and answers once every switch confirmed them, while
+3. the agent makes the veth (its peer created directly inside the container's namespace, TX
+   checksum offload off) and adds the OVS port in one no-wait OVSDB transaction, then waits
+   for the port number in OVSDB's update stream;
+4. with the address from the controller's answer, the container side is configured
+   (``eth0``, MAC derived from the IP, address, MTU, default route), and the port is labelled
+   with the address (``vxplane-ip``) so a restarted agent can re-create a lost endpoint.
+
+Any failure undoes what this call made (port, veth, binding, and the endpoint itself if this
+call created it) and re-raises. Calls are serialized per endpoint (``lock``). For Docker the
+peer stays in the agent's namespace (``netns=None``): the engine moves and names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from hostagent.client import ControllerClient, ControllerError
+from hostagent.edges import LinkEdge, OvsEdge
+from hostagent.errors import ControllerUnavailable, NotReady
+from hostagent.model import Endpoint
+from hostagent.ovs import TUNNEL_OFPORT
+
+log = logging.getLogger("hostagent.plug")
+
+MAX_OFPORT = 65279  # OVS refuses flows naming a higher port (OFPP_MAX is not its limit)
+EXT_NETWORK = "vxplane-network"
+EXT_ENDPOINT = "vxplane-endpoint"
+EXT_IP = "vxplane-ip"
+IFACE_ID = "iface-id"
+
+
+def device_names(network: str, name: str) -> tuple[str, str]:
+    """Host-side and peer names of endpoint ``name``'s veth: ``vx``/``vp`` + 11 hex digits of
+    a hash of ``network/name``, so a retry finds what a crashed attempt made."""
+    digest = hashlib.sha256(f"{network}/{name}".encode()).hexdigest()[:11]
+    return f"vx{digest}", f"vp{digest}"
+
+
+def port_ids(network: str, name: str, ip: str | None = None) -> dict[str, str]:
+    """The ``external_ids`` that tie an OVS port to its endpoint."""
+    ids = {EXT_NETWORK: network, EXT_ENDPOINT: name, IFACE_ID: f"{network}/{name}"}
+    if ip is not None:
+        ids[EXT_IP] = ip
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class PlugRequest:
+    """What to plug: endpoint ``name`` of ``network`` into ``netns`` as ``ifname``.
+
+    ``netns`` None leaves the veth's peer in the agent's namespace (Docker moves it).
+    ``runtime_ids`` are extra ``external_ids`` of the runtime that asked (CNI, Docker).
+    """
+
+    network: str
+    name: str
+    netns: str | None
+    ifname: str = "eth0"
+    ip: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    runtime_ids: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout: float | None = None
+
+
+class _Undo:
+    """The undo of a binding (marked, so it is registered once)."""
+
+    binding = True
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> object:
+        return self.fn()
+
+
+class Laps:
+    """Durations of the stages of one plug, for the log."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((stage, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        parts = " ".join(f"{stage}={s * 1000:.1f}" for stage, s in self.laps)
+        return f"{(self.last - self.start) * 1000:.1f} ms ({parts})"
+
+
+class Plugger:
+    """Plugs and unplugs endpoints of one host."""
+
+    def __init__(
+        self,
+        host: str,
+        bridge: str,
+        *,
+        ovs: OvsEdge,
+        links: LinkEdge,
+        client: ControllerClient,
+        mtu: int,
+        ready_timeout: float,
+    ) -> None:
+        self.host = host
+        self.bridge = bridge
+        self.ovs = ovs
+        self.links = links
+        self.client = client
+        self.mtu = mtu
+        self.ready_timeout = ready_timeout
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._ofport = 0
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vxplane-bind")
+
+    def close(self) -> None:
+        """Stop the bind threads (running binds finish)."""
+        self._pool.shutdown(wait=False)
+
+    @contextmanager
+    def lock(self, network: str, name: str) -> Iterator[None]:
+        """Serialize everything done to one endpoint on this host."""
+        with self._guard:
+            lock = self._locks.setdefault((network, name), threading.Lock())
+        with lock:
+            yield
+
+    def next_ofport(self) -> int:
+        """A fresh OpenFlow port number: never one this OVS used before while we run."""
+        with self._guard:
+            if self._ofport <= 0:
+                self._ofport = max(self.ovs.max_ofport(), TUNNEL_OFPORT)
+            self._ofport = self._ofport + 1 if self._ofport < MAX_OFPORT else TUNNEL_OFPORT + 1
+            return self._ofport
+
+    # -- plug ----------------------------------------------------------------------------
+
+    def plug(self, req: PlugRequest) -> Endpoint:
+        """Plug ``req``'s endpoint; return it once the controller reports it ready."""
+        wait = self.ready_timeout if req.ready_timeout is None else req.ready_timeout
+        host_if, peer_if = device_names(req.network, req.name)
+        with self.lock(req.network, req.name):
+            if req.netns is not None and self._plugged(req, host_if):
+                return self._rebind(req, host_if, wait)
+            laps = Laps()
+            want = self.next_ofport()
+            bind: Future[tuple[Endpoint, bool]] = self._pool.submit(
+                self.client.bind, req.network, req.name, self.host, want, host_if,
+                create=True, ip=req.ip, labels=dict(req.labels) or None, wait_ready=wait,
+            )  # fmt: skip
+            undo: list[Callable[[], object]] = []
+            try:
+                undo.append(lambda: self.links.delete(host_if))
+                if req.netns is not None:
+                    self.links.make_veth_into(host_if, peer_if, req.netns, self.mtu)
+                    self.links.disable_tx_offload(peer_if, req.netns)
+                else:
+                    self.links.make_veth(host_if, peer_if, self.mtu)
+                    self.links.disable_tx_offload(peer_if)
+                laps.lap("veth")
+                undo.append(lambda: self.ovs.delete_port(self.bridge, host_if))
+                ids = {**port_ids(req.network, req.name, req.ip), **req.runtime_ids}
+                self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)
+                ofport = self.ovs.wait_ofport(host_if)
+                laps.lap("port")
+                ep = self._bound(req, bind, undo)
+                laps.lap("bind")
+                if ofport != want:  # OVS could not honour the request: report the real port
+                    log.warning(
+                        "host %s: %s got ofport %d, not %d", self.host, host_if, ofport, want
+                    )
+                    ep, _ = self.client.bind(
+                        req.network, req.name, self.host, ofport, host_if, wait_ready=wait
+                    )
+                if not ep.ready:
+                    raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
+                if req.netns is not None:
+                    self.links.configure(
+                        req.netns, peer_if, req.ifname, ep.mac, ep.interface, self.mtu, ep.gateway
+                    )
+                    laps.lap("configure")
+                if req.ip is None:
+                    self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
+            except BaseException:
+                if not any(getattr(step, "binding", False) for step in undo):
+                    self._bound_quietly(req, bind, undo)  # waits: never undo under a bind
+                for step in reversed(undo):
+                    try:
+                        step()
+                    except Exception as exc:  # noqa: BLE001 - undo is best effort
+                        log.warning(
+                            "host %s: undo for %s/%s: %r", self.host, req.network, req.name, exc
+                        )
+                raise
+        log.info(
+            "host %s: plugged %s/%s (%s) at ofport %d in %s",
+            self.host, req.network, req.name, ep.ip, ep.ofport, laps,
+        )  # fmt: skip
+        return ep
+
+    def _bound(
+        self,
+        req: PlugRequest,
+        bind: Future[tuple[Endpoint, bool]],
+        undo: list[Callable[[], object]],
+    ) -> Endpoint:
+        """The bind's answer; registers its undo (unbind, and delete if it created)."""
+        ep, created = bind.result()
+        if created:
+            step = _Undo(lambda: self.client.delete_endpoint(req.network, req.name))
+        else:
+            step = _Undo(lambda: self.client.unbind(req.network, req.name, host=self.host))
+        undo.append(step)
+        return ep
+
+    def _bound_quietly(
+        self,
+        req: PlugRequest,
+        bind: Future[tuple[Endpoint, bool]],
+        undo: list[Callable[[], object]],
+    ) -> None:
+        try:
+            self._bound(req, bind, undo)
+        except Exception:  # noqa: BLE001 - the bind itself failed: nothing to undo there
+            pass
+
+    def _plugged(self, req: PlugRequest, host_if: str) -> bool:
+        """Whether an earlier call already plugged this endpoint into ``req.netns``."""
+        assert req.netns is not None
+        return (
+            self.links.get_link(req.ifname, req.netns) is not None
+            and self.links.get_link(host_if) is not None
+            and any(p.name == host_if and p.ofport for p in self.ovs.ports(self.bridge))
+        )
+
+    def _rebind(self, req: PlugRequest, host_if: str, wait: float) -> Endpoint:
+        """Already plugged: make sure the binding is current (same address) and ready."""
+        assert req.netns is not None
+        ofport = next(p.ofport for p in self.ovs.ports(self.bridge) if p.name == host_if)
+        assert ofport is not None
+        ep, _ = self.client.bind(
+            req.network, req.name, self.host, ofport, host_if,
+            create=True, ip=req.ip, labels=dict(req.labels) or None, wait_ready=wait,
+        )  # fmt: skip
+        link = self.links.get_link(req.ifname, req.netns)
+        if link is None or link.mac.lower() != ep.mac:
+            raise NotReady(f"{req.netns} has {req.ifname} with another MAC than {ep.mac}")
+        if not ep.ready:
+            raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
+        if req.runtime_ids:
+            self.ovs.set_port_ids(host_if, dict(req.runtime_ids))
+        return ep
+
+    # -- unplug --------------------------------------------------------------------------
+
+    def unplug(self, network: str, name: str) -> bool:
+        """Remove the endpoint's port and veth and unbind it here; idempotent.
+
+        Returns whether the controller was told (False when it could not be reached: the
+        agent's reconciliation unbinds once it is back)."""
+        host_if, _ = device_names(network, name)
+        with self.lock(network, name):
+            self.remove_local(host_if)
+            try:
+                self.client.unbind(network, name, host=self.host)
+            except ControllerError as exc:
+                if exc.status != 404:
+                    raise
+            except ControllerUnavailable as exc:
+                log.warning("host %s: unplug %s/%s: %s", self.host, network, name, exc.detail)
+                return False
+        return True
+
+    def remove_local(self, port_name: str) -> None:
+        """Remove an OVS port and its veth (the caller holds the endpoint's lock)."""
+        self.ovs.delete_port(self.bridge, port_name)
+        self.links.delete(port_name)

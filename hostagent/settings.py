@@ -1,0 +1,103 @@
+"""Agent settings (pydantic-settings): the one definition of every agent option.
+
+Both command lines (``vxplane agent`` and ``python -m hostagent``) are this class's own CLI
+(``AgentSettings.from_cli``); every option can also be set in the environment as
+``VXPLANE_AGENT_<OPTION>`` (for example ``VXPLANE_AGENT_CONTROLLER``). Nothing else in the
+agent reads arguments or the environment.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vxcommon.names import check_name
+
+DEFAULT_SOCKET = "/run/vxplane/agent.sock"
+DEFAULT_DOCKER_PLUGIN = "/run/docker/plugins/vxplane.sock"
+
+
+class AgentSettings(BaseSettings):
+    """How one host's agent runs: its identity, its controller, its bridge and its sockets."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VXPLANE_AGENT_",
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="vxplane agent",
+    )
+
+    controller: str = Field(description="controller API URL, e.g. http://10.0.0.5:8080")
+    host: str = Field(description="this host's name in vxplane")
+    underlay_ip: IPv4Address = Field(description="this host's VXLAN (underlay) IPv4 address")
+    bridge: str = Field("br-int", description="integration bridge")
+    ovsdb: str = Field(
+        "unix:/run/openvswitch/db.sock", description="OVSDB remote, e.g. unix:/path/db.sock"
+    )
+    openflow: str | None = Field(
+        None, description="OpenFlow target of br-int [tcp:<controller host>:6653]"
+    )
+    socket: str = Field(DEFAULT_SOCKET, description="unix socket of the agent's local API")
+    mtu: int = Field(1450, ge=576, le=9000, description="container MTU: underlay MTU minus 50")
+    heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats")
+    datapath_type: Literal["system", "netdev"] | None = Field(
+        None, description="br-int datapath [system if the kernel module loads, else netdev]"
+    )
+    dpid: str | None = Field(None, description="br-int datapath id, 16 hex digits")
+    ready_timeout: float = Field(
+        10.0, gt=0, le=60, description="longest wait for an endpoint's flows (s)"
+    )
+    docker_plugin: str | None = Field(
+        None,
+        description=f"serve Docker's network and IPAM drivers here, e.g. {DEFAULT_DOCKER_PLUGIN}",
+    )
+    docker_engine: str = Field(
+        "unix:///run/docker.sock", description="the Docker engine whose events the agent follows"
+    )
+    docker_scope: Literal["local", "global"] = Field(
+        "local", description="Docker driver scope: local, or global under swarm"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("dpid")
+    @classmethod
+    def _dpid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            number = int(value, 16)
+        except ValueError:
+            number = -1
+        if not 0 <= number < 1 << 64:
+            raise ValueError(f"dpid {value!r}: up to 16 hex digits")
+        return f"{number:016x}"
+
+    @field_validator("controller")
+    @classmethod
+    def _controller(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"controller {value!r}: an http(s)://HOST:PORT URL")
+        return value.rstrip("/")
+
+    @property
+    def openflow_target(self) -> str:
+        """``--openflow``, or ``tcp:<controller's host>:6653``."""
+        if self.openflow:
+            return self.openflow
+        return f"tcp:{urlsplit(self.controller).hostname}:6653"
+
+    @classmethod
+    def from_cli(cls, argv: list[str]) -> AgentSettings:
+        """Parse ``argv`` (options as ``--kebab-case``; the environment fills the rest)."""
+        return cls(_cli_parse_args=argv)  # type: ignore[call-arg]
