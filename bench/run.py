@@ -53,6 +53,19 @@ def ns_exec(ns: str, argv: list[str], timeout: float = 30) -> subprocess.Complet
     )
 
 
+def first_ping(peer_ns: str, ip: str, t0: float, timeout: float = 10) -> tuple[float, int]:
+    """Ping ``ip`` from ``peer_ns`` with one-packet pings (``ping -c1 -W1``, one after the other)
+    until one is answered; return the ms from ``t0`` (a ``perf_counter``) to that answer and how
+    many pings went unanswered before it (each costs about 1 s). bench.ovn uses it too, so both
+    sides are measured the same way."""
+    unanswered = 0
+    while ns_exec(peer_ns, ["ping", "-c1", "-W1", "-q", ip]).returncode != 0:
+        unanswered += 1
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{ip} never answered a ping from {peer_ns}")
+    return (time.perf_counter() - t0) * 1000, unanswered
+
+
 def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[str, Any]:
     """Attach n endpoints one at a time, round-robin over hosts; time each to ready."""
     lab.run(hosts[-1], "bn-peer", "bench")
@@ -69,14 +82,10 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
             ep = agent.attach(name, name, "bench")
         t_ready = time.perf_counter()
         ready_ms.append((t_ready - t0) * 1000)
-        while True:
-            if ns_exec("bn-peer", ["ping", "-c1", "-W1", "-q", ep["ip"]]).returncode == 0:
-                break
-            if time.perf_counter() - t0 > 10:
-                raise RuntimeError(f"{name} ({ep['ip']}) never answered a ping")
-        ping_ms.append((time.perf_counter() - t0) * 1000)
-        if ping_ms[-1] > 500:  # a first ping went unanswered: keep what we know of it
-            slow.append({"endpoint": name, "host": host, "ip": ep["ip"], "ms": ping_ms[-1]})
+        ms, unanswered = first_ping("bn-peer", ep["ip"], t0)
+        ping_ms.append(ms)
+        if unanswered:  # a first ping went unanswered: keep what we know of it
+            slow.append({"endpoint": name, "host": host, "ip": ep["ip"], "ms": ms})
     return {
         "endpoints": n,
         "attach_to_ready_ms": {
@@ -87,7 +96,9 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
         },
         "request_to_first_ping_ms": {
             "median": statistics.median(ping_ms),
+            "p90": pct(ping_ms, 0.90),
             "p99": pct(ping_ms, 0.99),
+            "max": max(ping_ms),
         },
         "first_ping_unanswered": slow,
     }
@@ -136,6 +147,43 @@ def throughput(lab: Lab, hosts: list[str], seconds: int, repeats: int) -> dict[s
     }
 
 
+def measure(
+    endpoints: int,
+    hosts: int = 3,
+    with_throughput: bool = True,
+    iperf_seconds: int = 5,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Start a controller and a lab, measure, remove both; return the results (as in the JSON,
+    without "command"). bench.ovn's comparison calls this."""
+    tmp = Path(tempfile.mkdtemp(prefix="vxplane-bench-"))
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
+        "logs": str(tmp),
+    }
+    made: list[str] = []
+    with controller_and_lab(
+        tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT,
+        hosts=hosts,
+    ) as (lab, _ctl, api):  # fmt: skip
+        try:
+            names = [h["name"] for h in lab.status()["hosts"]]
+            net = {"name": "bench", "subnet": "10.77.0.0/16"}
+            api.post("/api/v1/networks", json=net).raise_for_status()
+            result["attach"] = attach_latency(lab, endpoints, names, made)
+            if with_throughput:
+                result["throughput"] = throughput(lab, names, iperf_seconds, repeats)
+        finally:
+            for h in lab.status().get("hosts", []):
+                log = Path(h["agent_socket"]).with_name("agent.log")
+                if log.exists():
+                    shutil.copy(log, tmp / f"agent-{h['name']}.log")
+            for name in made:
+                subprocess.run(["ip", "netns", "del", name], check=False)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--endpoints", type=int, default=200, help="endpoints attached one by one")
@@ -145,32 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args(argv)
 
-    tmp = Path(tempfile.mkdtemp(prefix="vxplane-bench-"))
-    result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
+    result = {
         "command": " ".join([".venv/bin/python -m bench.run", *(argv or sys.argv[1:])]),
-        "logs": str(tmp),
-    }
-    made: list[str] = []
-    with controller_and_lab(
-        tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT,
-        hosts=args.hosts,
-    ) as (lab, _ctl, api):  # fmt: skip
-        try:
-            hosts = [h["name"] for h in lab.status()["hosts"]]
-            net = {"name": "bench", "subnet": "10.77.0.0/16"}
-            api.post("/api/v1/networks", json=net).raise_for_status()
-            result["attach"] = attach_latency(lab, args.endpoints, hosts, made)
-            if not args.skip_throughput:
-                result["throughput"] = throughput(lab, hosts, args.iperf_seconds, args.repeats)
-        finally:
-            for h in lab.status().get("hosts", []):
-                log = Path(h["agent_socket"]).with_name("agent.log")
-                if log.exists():
-                    shutil.copy(log, tmp / f"agent-{h['name']}.log")
-            for name in made:
-                subprocess.run(["ip", "netns", "del", name], check=False)
+        **measure(args.endpoints, args.hosts, not args.skip_throughput, args.iperf_seconds,
+                  args.repeats),
+    }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
