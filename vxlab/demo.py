@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vxlab.lab import Lab
-from vxlab.launch import ControllerProcess, stop_pid
+from vxlab.launch import ControllerProcess
+from vxlab.proc import stop_pid
 
 STATE = Path("/run/vxplane/demo")
 DB_FILE = Path("/var/lib/vxplane/demo.db")
@@ -51,7 +52,7 @@ def _start_controller(api_port: int) -> int:
 def _stop_controller() -> None:
     pidfile = STATE / "controller.pid"
     if pidfile.exists():
-        stop_pid(int(pidfile.read_text()))
+        stop_pid(int(pidfile.read_text()), ControllerProcess.MARKER, timeout=10)
         pidfile.unlink(missing_ok=True)
 
 

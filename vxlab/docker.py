@@ -16,15 +16,16 @@ Per host (files under the host's lab dir, ``docker/``):
   (``/bin/busybox`` plus one symlink per applet); no registry is involved.
 
 Stopping: remove every container through the engine, SIGTERM dockerd (it stops its own
-containerd), then the holder; all by recorded pid, each checked against its command line.
+containerd, unless dockerd was SIGKILLed once: then that containerd, and the shims and
+containers it left, are stopped from their pid files), then the holder; all by recorded pid,
+each checked against its command line.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -32,6 +33,10 @@ import time
 from typing import Any
 
 import httpx
+
+from vxlab.errors import LabError
+from vxlab.paths import HostPaths
+from vxlab.proc import owned, parent_pid, pid_alive, read_pidfile, spawn, stop_pid
 
 IMAGE = "vxplane/busybox:latest"
 PLUGIN_DIR = "/run/docker/plugins"
@@ -44,7 +49,7 @@ def docker_cli() -> str:
     return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 
 
-def paths(host_dir: str) -> dict[str, str]:
+def engine_paths(host_dir: str) -> dict[str, str]:
     """Where a host's engine keeps its files."""
     base = os.path.join(host_dir, "docker")
     return {
@@ -79,7 +84,7 @@ def engine_up(sock: str) -> bool:
 
 def start_holder(host_dir: str) -> subprocess.Popen[bytes]:
     """Start the mount holder of a host (see the module docstring); returns the child."""
-    p = paths(host_dir)
+    p = engine_paths(host_dir)
     os.makedirs(p["plugins"], exist_ok=True)
     os.makedirs(PLUGIN_DIR, exist_ok=True)
     # The final process keeps the plugin dir on its command line: ``down`` checks it there.
@@ -87,11 +92,9 @@ def start_holder(host_dir: str) -> subprocess.Popen[bytes]:
         'set -e; m=$(findmnt -n -o TARGET --target "$1"); mount --make-private "$m"; '
         'mount --bind "$2" "$1"; exec "$3" -c "import signal; signal.pause()" "$2"'
     )
-    return subprocess.Popen(
+    return spawn(
         ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script, "holder",
-         PLUGIN_DIR, p["plugins"], sys.executable],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, cwd="/",
+         PLUGIN_DIR, p["plugins"], sys.executable]
     )  # fmt: skip
 
 
@@ -106,7 +109,7 @@ def holder_ready(pid: int, host_dir: str) -> bool:
 
 def dockerd_argv(netns_path: str, holder_pid: int, host_dir: str) -> list[str]:
     """The command line of a host's dockerd."""
-    p = paths(host_dir)
+    p = engine_paths(host_dir)
     return [
         "nsenter", f"--net={netns_path}", f"--mount=/proc/{holder_pid}/ns/mnt",
         "dockerd", "--data-root", p["data"], "--exec-root", p["exec"],
@@ -119,7 +122,7 @@ def dockerd_argv(netns_path: str, holder_pid: int, host_dir: str) -> list[str]:
 
 def start_dockerd(netns_path: str, holder_pid: int, host_dir: str) -> subprocess.Popen[bytes]:
     """Start a host's dockerd (not waiting for it)."""
-    p = paths(host_dir)
+    p = engine_paths(host_dir)
     for d in ("data", "exec"):
         os.makedirs(p[d], exist_ok=True)
     # A SIGKILLed dockerd leaves its pid file, and a new one refuses to start while the old
@@ -128,30 +131,25 @@ def start_dockerd(netns_path: str, holder_pid: int, host_dir: str) -> subprocess
         os.unlink(p["pidfile"])
     with open(p["config"], "w") as f:
         f.write("{}\n")
-    with open(p["log"], "ab") as log:
-        return subprocess.Popen(
-            dockerd_argv(netns_path, holder_pid, host_dir),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/",
-        )  # fmt: skip
+    return spawn(dockerd_argv(netns_path, holder_pid, host_dir), p["log"])
 
 
 def wait_engine(sock: str, child: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Wait until the engine answers; RuntimeError if it exits or is late."""
+    """Wait until the engine answers; LabError if it exits or is late."""
     deadline = time.monotonic() + timeout
     pid = child.pid
     while not engine_up(sock):
         if child.poll() is not None:
-            raise RuntimeError(f"dockerd {pid} exited; see {os.path.dirname(sock)}/dockerd.log")
+            raise LabError(f"dockerd {pid} exited; see {os.path.dirname(sock)}/dockerd.log")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"dockerd {pid} did not answer on {sock} within {timeout}s")
+            raise LabError(f"dockerd {pid} did not answer on {sock} within {timeout}s")
         time.sleep(0.2)
 
 
 def busybox_rootfs_tar() -> bytes:
     """A tar of a minimal root filesystem: busybox-static and one symlink per applet."""
     if not os.path.exists(BUSYBOX):
-        raise RuntimeError(f"{BUSYBOX} missing: apt-get install busybox-static")
+        raise LabError(f"{BUSYBOX} missing: apt-get install busybox-static")
     applets = subprocess.run(
         [BUSYBOX, "--list"], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -184,7 +182,7 @@ def ensure_image(sock: str) -> None:
             headers={"Content-Type": "application/x-tar"},
         )
         if resp.status_code != 200 or '"error"' in resp.text:
-            raise RuntimeError(f"docker import into {sock}: {resp.status_code} {resp.text[:300]}")
+            raise LabError(f"docker import into {sock}: {resp.status_code} {resp.text[:300]}")
 
 
 def remove_all_containers(sock: str) -> int:
@@ -200,7 +198,7 @@ def remove_all_containers(sock: str) -> int:
 
 def containerd_pidfile(host_dir: str) -> str:
     """The pid file of the containerd a host's dockerd starts."""
-    return os.path.join(paths(host_dir)["exec"], "containerd", "containerd.pid")
+    return os.path.join(engine_paths(host_dir)["exec"], "containerd", "containerd.pid")
 
 
 def task_pids(host_dir: str) -> list[tuple[int, int]]:
@@ -210,7 +208,11 @@ def task_pids(host_dir: str) -> list[tuple[int, int]]:
     the containers' ``init.pid`` files are the only record of them (the shim is the init
     process's parent)."""
     tasks = os.path.join(
-        paths(host_dir)["exec"], "containerd", "daemon", "io.containerd.runtime.v2.task", "moby"
+        engine_paths(host_dir)["exec"],
+        "containerd",
+        "daemon",
+        "io.containerd.runtime.v2.task",
+        "moby",
     )
     found: list[tuple[int, int]] = []
     for entry in sorted(os.listdir(tasks)) if os.path.isdir(tasks) else []:
@@ -225,25 +227,69 @@ def task_pids(host_dir: str) -> list[tuple[int, int]]:
     return found
 
 
-def parent_pid(pid: int) -> int | None:
-    """The parent of ``pid`` (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def remove_dirs(host_dir: str) -> None:
-    """Remove a host's engine files (data root, exec root, plugin dir)."""
-    shutil.rmtree(paths(host_dir)["base"], ignore_errors=True)
-
-
 def cli_argv(host_dir: str, args: list[str]) -> list[str]:
     """``docker -H unix://<host's socket> ARGS...``."""
-    return [docker_cli(), "-H", f"unix://{paths(host_dir)['sock']}", *args]
+    return [docker_cli(), "-H", f"unix://{engine_paths(host_dir)['sock']}", *args]
 
 
-def events_filter(types: list[str]) -> str:
-    """The ``filters`` query value of ``GET /events`` for the given event types."""
-    return json.dumps({"type": types})
+def kill_tasks(host_dir: str) -> None:
+    """SIGKILL the shims (and their containers) an engine left running, by recorded pid."""
+    for shim, init in task_pids(host_dir):
+        if not owned(shim, host_dir):
+            continue
+        if pid_alive(init):
+            os.kill(init, signal.SIGKILL)
+        os.kill(shim, signal.SIGKILL)
+
+
+# -- one host's engine, as recorded in the lab's state ------------------------------------
+
+
+def ensure_holder(name: str, host: dict[str, Any], paths: HostPaths) -> None:
+    """Host ``name``'s mount holder (its private /run/docker/plugins), started unless it runs;
+    its pid goes to ``host["pids"]``."""
+    pid = host["pids"].get("mnt-holder")
+    if owned(pid, paths.dir):
+        return
+    child = start_holder(paths.dir)
+    host["pids"]["mnt-holder"] = child.pid
+    deadline = time.monotonic() + 10
+    while not holder_ready(child.pid, paths.dir):
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise LabError(f"mount namespace of {name} did not come up")
+        time.sleep(0.02)
+
+
+def ensure_dockerd(netns_path: str, host: dict[str, Any], paths: HostPaths) -> None:
+    """The host's dockerd (in its netns and mount holder), started unless it answers, and the
+    busybox image; records its pid and socket in ``host``."""
+    sock = engine_paths(paths.dir)["sock"]
+    pid = host["pids"].get("dockerd")
+    if not (pid_alive(pid) and engine_up(sock)):
+        if pid:
+            stop_pid(pid, paths.dir, timeout=20)
+        # A SIGKILLed dockerd's containerd dies with it but may linger as a zombie whose
+        # pid file makes the next dockerd wait for it forever.
+        cfile = containerd_pidfile(paths.dir)
+        cpid = read_pidfile(cfile)
+        if cpid:
+            stop_pid(cpid, paths.dir)
+            if not pid_alive(cpid):
+                os.unlink(cfile)
+        child = start_dockerd(netns_path, host["pids"]["mnt-holder"], paths.dir)
+        host["pids"]["dockerd"] = child.pid
+        wait_engine(sock, child)
+    host["docker_sock"] = sock
+    ensure_image(sock)
+
+
+def stop_engine(pid: int, host_dir: str) -> None:
+    """Remove every container of the host's engine, stop its dockerd (``pid``), the containerd
+    and, after a SIGKILLed engine, the shims and containers it left."""
+    remove_all_containers(engine_paths(host_dir)["sock"])
+    stop_pid(pid, host_dir, timeout=20)
+    # dockerd stops the containerd it started, unless it was SIGKILLed once
+    containerd = read_pidfile(containerd_pidfile(host_dir))
+    if containerd:
+        stop_pid(containerd, host_dir)
+    kill_tasks(host_dir)

@@ -21,6 +21,8 @@ from vxlab.lab import Lab
 class ControllerProcess:
     """A ``vxplane controller`` child process with its own database, ports and log file."""
 
+    MARKER = "controller.cli.main"  # in the command line of every controller started here
+
     def __init__(
         self,
         db_url: str,
@@ -67,7 +69,7 @@ class ControllerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "controller.cli.main",
+                    self.MARKER,
                     "controller",
                     "--db",
                     self.db_url,
@@ -114,41 +116,6 @@ class ControllerProcess:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-
-
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """Stop a controller known only by pid (``vxplane demo down``), if that pid still is one."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if b"controller.cli.main" not in cmdline:
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _gone(pid):
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-        _gone(pid)
-    except ProcessLookupError:
-        pass
-
-
-def _gone(pid: int) -> bool:
-    """True once ``pid`` has exited (reaping it if it is our child; a zombie counts as gone)."""
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return True
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _require_free(port: int) -> None:

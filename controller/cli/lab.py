@@ -1,14 +1,23 @@
-"""``vxplane lab`` (emulated hosts on this machine) and ``vxplane demo``."""
+"""``vxplane lab`` (emulated hosts on this machine) and ``vxplane demo``.
+
+The lab is a harness (``vxlab``), not part of the product: it is imported inside the commands,
+so the rest of ``vxplane`` never loads it.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from controller.cli.output import Output, console, fail, render
+
+if TYPE_CHECKING:
+    from vxlab.lab import Lab
 
 lab_app = typer.Typer(
     help=(
@@ -40,10 +49,23 @@ def _need_root() -> None:
         fail("the lab needs root (network namespaces, Open vSwitch)", "run it with sudo")
 
 
-def _lab(prefix: str, underlay: str):  # type: ignore[no-untyped-def]
+@contextmanager
+def _reported(hint: str | None = None) -> Iterator[None]:
+    """A refused or failed lab operation (or its agent's answer) as a message, not a traceback."""
+    from hostagent.agent_client import AgentCallError, AgentUnavailable
+    from vxlab.errors import LabError
+
+    try:
+        yield
+    except (LabError, AgentCallError, AgentUnavailable) as exc:
+        fail(str(exc), hint)
+
+
+def _lab(prefix: str, underlay: str) -> Lab:
     from vxlab.lab import Lab
 
-    return Lab(prefix=prefix, underlay=underlay)
+    with _reported():
+        return Lab(prefix=prefix, underlay=underlay)
 
 
 def _host_name(prefix: str, host: str) -> str:
@@ -75,7 +97,7 @@ def lab_up(
         try:
             lab.up(hosts=hosts, controller_url=controller, docker=docker)
         except Exception as exc:  # noqa: BLE001 - report, lab.up cleans its own half-work
-            fail(f"lab up failed: {exc}", "see the logs under /run/vxplane/lab; `vxplane lab down`")
+            fail(f"lab up failed: {exc}", f"see the logs under {lab.state_dir}; `vxplane lab down`")
     _print_status(lab.status(), Output.table)
 
 
@@ -91,11 +113,8 @@ def lab_run(
     """Start a container-like namespace NAME on HOST, attached to NETWORK; waits until ready."""
     _need_root()
     lab = _lab(prefix, underlay)
-    with console.status(f"attaching {name} on {host} (waiting for flows)..."):
-        try:
-            ep = lab.run(_host_name(prefix, host), name, network, ip=ip)
-        except Exception as exc:  # noqa: BLE001
-            fail(str(exc))
+    with console.status(f"attaching {name} on {host} (waiting for flows)..."), _reported():
+        ep = lab.run(_host_name(prefix, host), name, network, ip=ip)
     console.print(
         f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})"
     )
@@ -112,7 +131,9 @@ def lab_exec(
 ) -> None:
     """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3"""
     _need_root()
-    raise typer.Exit(_lab(prefix, underlay).exec(name, cmd))
+    with _reported():
+        code = _lab(prefix, underlay).exec(name, cmd)
+    raise typer.Exit(code)
 
 
 @lab_app.command(
@@ -126,10 +147,8 @@ def lab_docker(
 ) -> None:
     """Run the docker CLI against HOST's engine: vxplane lab docker h1 -- ps -a"""
     _need_root()
-    try:
+    with _reported("start the lab with `vxplane lab up --docker`"):
         argv = _lab(prefix, underlay).docker_argv(_host_name(prefix, host), args or [])
-    except Exception as exc:  # noqa: BLE001
-        fail(str(exc), "start the lab with `vxplane lab up --docker`")
     import subprocess
 
     raise typer.Exit(subprocess.run(argv, check=False).returncode)
@@ -143,10 +162,8 @@ def lab_rm(
 ) -> None:
     """Detach and delete NAME (its address stays reserved for the name)."""
     _need_root()
-    try:
+    with _reported():
         _lab(prefix, underlay).rm(name)
-    except Exception as exc:  # noqa: BLE001
-        fail(str(exc))
     console.print(f"removed {name}")
 
 
@@ -157,14 +174,16 @@ def lab_status(
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.table,
 ) -> None:
     """Hosts (processes alive, underlay IPs) and containers of the lab."""
-    _print_status(_lab(prefix, underlay).status(), output)
+    with _reported():
+        status = _lab(prefix, underlay).status()
+    _print_status(status, output)
 
 
 @lab_app.command("down")
 def lab_down(prefix: PrefixOpt = "lab-", underlay: UnderlayOpt = "198.18.0.0/24") -> None:
     """Remove everything the lab made: namespaces, OVS processes, agents, veths, files."""
     _need_root()
-    with console.status("tearing down the lab..."):
+    with console.status("tearing down the lab..."), _reported():
         _lab(prefix, underlay).down()
     console.print("lab removed")
 

@@ -19,7 +19,9 @@ import pytest
 
 from hostagent.agent_client import AgentCallError, AgentClient
 from hostagent.netlink import LinkOps, device_names
-from vxlab.lab import Lab, _link_exists, _netns_exists, _pid_alive
+from vxlab.fabric import link_exists, netns_exists
+from vxlab.lab import Lab
+from vxlab.proc import pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -60,7 +62,7 @@ def lab(lab_prerequisites: None) -> Iterator[Lab]:
         finally:
             try:
                 for ns in CONTAINERS:  # hand-made by the test, not recorded by the lab
-                    if _netns_exists(ns):
+                    if netns_exists(ns):
                         subprocess.run(["ip", "netns", "del", ns], check=False)
                     for dev in device_names("hct", ns):  # in case a move to a netns failed
                         LinkOps().delete_if_exists(dev)
@@ -68,8 +70,8 @@ def lab(lab_prerequisites: None) -> Iterator[Lab]:
                 lab.down()
         left = _sh("ip", "netns", "list").stdout
         assert not [line for line in left.splitlines() if line.startswith(PREFIX)], left
-        assert not [p for p in pids if _pid_alive(p)], "processes survived down()"
-        assert not _link_exists(f"{PREFIX}root")
+        assert not [p for p in pids if pid_alive(p)], "processes survived down()"
+        assert not link_exists(f"{PREFIX}root")
         assert not os.path.exists(STATE_DIR)
 
 
@@ -86,7 +88,13 @@ def _plug(lab: Lab, ns: str, host_index: int, ip: IPv4Address) -> int:
     mac = "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
     links.configure(ns, peer_if, "eth0", mac, ip, 24, 1450, None)
     links.disable_tx_offload("eth0", ns)
-    return lab.ovs(host).ensure_port("br-int", host_if, {"vxplane-test": ns})
+    lab.vsctl(host, "add-port", "br-int", host_if,
+              "--", "set", "Interface", host_if, f'external_ids:vxplane-test="{ns}"')  # fmt: skip
+    return lab.ofport(host, host_if)
+
+
+def _get(lab: Lab, host: str, table: str, record: str, column: str) -> str:
+    return lab.vsctl(host, "get", table, record, column).strip()
 
 
 def _ofctl(lab: Lab, host: str, *args: str) -> str:
@@ -106,20 +114,27 @@ def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
     # up twice keeps what exists: same processes, no second underlay veth or bridge.
     again = lab.up(2, controller_url=blackhole, openflow=openflow, wait_registered=False)
     assert [h["pids"] for h in again["hosts"]] == [h["pids"] for h in status["hosts"]]
-    assert lab.ovs(h1).vsctl("list-br").split() == ["br-int", "br-phy"]
-    assert lab.ovs(h1).list_ports("br-phy") == ["underlay"]
+    assert lab.vsctl(h1, "list-br").split() == ["br-int", "br-phy"]
+    assert lab.ports(h1, "br-phy") == ["underlay"]
 
     # Underlay: host to host over the fabric, and host to the root namespace (controller).
     assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", "198.18.7.2"]) == 0
     assert lab.exec("h2", ["ping", "-c", "2", "-W", "2", "198.18.7.254"]) == 0
 
     # br-int as the agent expects it.
-    for host in (h1, h2):
-        ovs = lab.ovs(host)
-        assert ovs.vsctl("get", "Bridge", "br-int", "fail_mode").strip() == "secure"
-        assert ovs.vsctl("get", "Bridge", "br-int", "datapath_type").strip() == "netdev"
-        assert ovs.vsctl("get", "Interface", "vxlan0", "ofport").strip() == "1"
-        assert ovs.vsctl("get", "Interface", "vxlan0", "type").strip() == "vxlan"
+    for i, host in ((1, h1), (2, h2)):
+        assert _get(lab, host, "Bridge", "br-int", "fail_mode") == "secure"
+        assert _get(lab, host, "Bridge", "br-int", "datapath_type") == "netdev"
+        assert _get(lab, host, "Bridge", "br-int", "protocols") == "[OpenFlow13]"
+        dpid = f"{int(lab.underlay_ip(i)):016x}"
+        assert _get(lab, host, "Bridge", "br-int", "other-config") == (
+            f'{{datapath-id="{dpid}", disable-in-band="true"}}'
+        )
+        assert _get(lab, host, "Interface", "vxlan0", "ofport") == "1"
+        assert _get(lab, host, "Interface", "vxlan0", "type") == "vxlan"
+        assert _get(lab, host, "Interface", "vxlan0", "options") == "{key=flow, remote_ip=flow}"
+        assert lab.vsctl(host, "get-controller", "br-int").split() == [openflow]
+        assert _get(lab, host, "Controller", "br-int", "max_backoff") == "1000"
 
     # Agents are up, unregistered (no controller), and refuse to attach with a clear 503,
     # leaving nothing behind.
@@ -130,7 +145,7 @@ def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
     with pytest.raises(AgentCallError) as err:
         lab.run("h1", f"{PREFIX}x", "net1")
     assert err.value.status == 503
-    assert not _netns_exists(f"{PREFIX}x")
+    assert not netns_exists(f"{PREFIX}x")
     assert lab.status()["containers"] == []
 
     # Containers by hand and a pair of flows per host: VXLAN with remote_ip=flow.
