@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.api.routes import endpoints, health, hosts, networks, web
 from controller.api.routes import events as event_routes
+from controller.api.schemas import EndpointConflict, EndpointPublic
 from controller.config import Settings, get_settings
 from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
@@ -117,6 +118,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: VxplaneError) -> JSONResponse:
         status = next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 400)
         return JSONResponse({"detail": exc.message}, status_code=status)
+
+    @app.exception_handler(repo.RevisionMismatch)
+    async def revision_mismatch(_: Request, exc: repo.RevisionMismatch) -> JSONResponse:
+        shown = EndpointPublic.model_validate(exc.endpoint) if exc.endpoint is not None else None
+        body = EndpointConflict(detail=exc.message, endpoint=shown)
+        return JSONResponse(body.model_dump(mode="json"), status_code=409)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,6 +15,11 @@ from vxcommon.names import check_endpoint_name, check_name
 
 MAX_OFPORT = 0xFFFFFF00  # OFPP_MAX in OpenFlow 1.3
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+LABELS_MAX = 64
+LABEL_KEY_MAX = 63
+LABEL_VALUE_MAX = 63
+_LABEL_KEY_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_./-]{{0,{LABEL_KEY_MAX - 1}}}$")
+_LABEL_VALUE_RE = re.compile(rf"^[A-Za-z0-9_.-]{{0,{LABEL_VALUE_MAX}}}$")
 
 
 def _subnet(value: Any) -> Any:
@@ -56,6 +61,27 @@ def _dpid(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a dpid: write 16 hex digits like 0000aabbccddeeff")
 
 
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > LABELS_MAX:
+        raise ValueError(f"{len(value)} labels: at most {LABELS_MAX} are allowed")
+    for key, text in value.items():
+        if not _LABEL_KEY_RE.fullmatch(key):
+            raise ValueError(
+                f"{_shown(key)} is not a valid label key: use 1 to {LABEL_KEY_MAX} letters, "
+                "digits, '_', '.', '-' or '/', starting with a letter or digit"
+            )
+        if not _LABEL_VALUE_RE.fullmatch(text):
+            raise ValueError(
+                f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
+                f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-'"
+            )
+    return value
+
+
 Name = Annotated[str, AfterValidator(check_name)]
 EndpointName = Annotated[str, AfterValidator(check_endpoint_name)]
 Subnet = Annotated[IPv4Network, BeforeValidator(_subnet)]
@@ -63,6 +89,15 @@ Address = Annotated[IPv4Address, BeforeValidator(_address)]
 Dpid = Annotated[int, BeforeValidator(_dpid)]
 Vni = Annotated[int, Field(ge=MIN_VNI, le=MAX_VNI)]
 OfPort = Annotated[int, Field(ge=1, le=MAX_OFPORT)]
+Labels = Annotated[
+    dict[str, str],
+    AfterValidator(_labels),
+    Field(
+        description=f"at most {LABELS_MAX}; keys 1 to {LABEL_KEY_MAX} of A-Z a-z 0-9 _ . - / "
+        f"(starting with a letter or digit), values 0 to {LABEL_VALUE_MAX} of A-Z a-z 0-9 _ . -",
+        examples=[{"app": "web", "app.kubernetes.io/part-of": "shop"}],
+    ),
+]
 
 
 class _Body(BaseModel):
@@ -175,19 +210,31 @@ class MovePublic(_Public):
 
 
 class EndpointCreate(_Body):
-    """A new (or found again) endpoint: optional static IP and host affinity."""
+    """A new (or found again) endpoint: optional static IP, host affinity and labels."""
 
     name: EndpointName
     ip: Address | None = None
     host: Name | None = None
+    labels: Labels | None = Field(None, description="replace the endpoint's labels")
 
 
 class BindingUpdate(_Body):
-    """Bind an endpoint to a host's OpenFlow port."""
+    """Bind an endpoint to a host's OpenFlow port (with ``create=true``: create it first)."""
 
     host: Name
     ofport: OfPort
     port_name: str | None = Field(None, min_length=1, max_length=255)
+    ip: Address | None = Field(
+        None, description="the address the endpoint must hold (a new name is given it)"
+    )
+    labels: Labels | None = Field(None, description="replace the endpoint's labels")
+    if_revision: int | None = Field(
+        None,
+        ge=0,
+        strict=True,
+        description="change nothing (409) unless this is the endpoint's current revision; "
+        "a name that does not exist has revision 0",
+    )
 
 
 class EndpointPublic(_Public):
@@ -208,3 +255,11 @@ class EndpointPublic(_Public):
     created_at: datetime
     updated_at: datetime
     ready_at: datetime | None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class EndpointConflict(BaseModel):
+    """409 of a binding whose ``if_revision`` did not match: the endpoint as it is now."""
+
+    detail: str
+    endpoint: EndpointPublic | None = Field(description="null: the name does not exist")

@@ -1,4 +1,5 @@
-"""Endpoints: create (allocate), show, bind, unbind, delete, list, history; wait for ready.
+"""Endpoints: create (allocate), show, bind (or create and bind), unbind, delete, list,
+history; wait for ready.
 
 Endpoint names may contain '/', so the name is a ``path`` parameter; the ``/binding`` and
 ``/history`` routes are registered first so they win over a name ending in them (such names
@@ -13,7 +14,13 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
-from controller.api.schemas import BindingUpdate, EndpointCreate, EndpointPublic, MovePublic
+from controller.api.schemas import (
+    BindingUpdate,
+    EndpointConflict,
+    EndpointCreate,
+    EndpointPublic,
+    MovePublic,
+)
 from controller.api.tx import commit
 from controller.config import Settings
 from controller.db import repo
@@ -59,7 +66,7 @@ def create_endpoint(
 ) -> EndpointPublic:
     """Allocate (201) or find again (200) the endpoint; 409 on address conflicts or exhaustion."""
     record, created, revision = repo.create_endpoint(
-        session, network, body.name, ip=body.ip, host=body.host
+        session, network, body.name, ip=body.ip, host=body.host, labels=body.labels
     )
     commit(session, sync, revision, events)
     if not created:
@@ -67,22 +74,44 @@ def create_endpoint(
     return EndpointPublic.model_validate(record)
 
 
-@router.put(ITEM + "/binding")
+@router.put(
+    ITEM + "/binding",
+    responses={
+        201: {"model": EndpointPublic, "description": "created (create=true) and bound"},
+        409: {"model": EndpointConflict, "description": "address conflict or stale if_revision"},
+    },
+)
 def bind_endpoint(
     network: str,
     name: str,
     body: BindingUpdate,
+    response: Response,
     session: SessionDep,
     sync: SyncDep,
     settings: SettingsDep,
     events: EventsDep,
     wait_ready: WaitReady = None,
+    create: Annotated[bool, Query(description="create the endpoint if the name is new")] = False,
 ) -> EndpointPublic:
-    """Bind (or move) the endpoint to a host's OpenFlow port; pending until flows are applied."""
-    record, revision = repo.bind_endpoint(
-        session, network, name, body.host, body.ofport, port_name=body.port_name
+    """Bind (or move) the endpoint to a host's OpenFlow port; pending until flows are applied.
+
+    With ``create=true`` an unknown name is created and bound in the same transaction (201).
+    """
+    record, created, revision = repo.attach_endpoint(
+        session,
+        network,
+        name,
+        body.host,
+        body.ofport,
+        port_name=body.port_name,
+        ip=body.ip,
+        labels=body.labels,
+        if_revision=body.if_revision,
+        create=create,
     )
     commit(session, sync, revision, events)
+    if created:
+        response.status_code = status.HTTP_201_CREATED
     return EndpointPublic.model_validate(await_ready(session, sync, settings, record, wait_ready))
 
 
