@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import changes, repo
+from controller.db import changes, endpoints, repo
 from controller.db.session import session_scope
 from controller.errors import Conflict, NotFound
 from controller.model import EndpointState
@@ -155,3 +155,15 @@ def test_concurrent_attaches_of_one_new_name(world: sessionmaker[Session]) -> No
         steps = repo.endpoint_history(s, "n", "web")
     assert endpoint.revision == max(r for r in revisions if r is not None)
     assert len(steps) == 8 and steps[-1].kind == "bound"
+
+
+def test_name_deleted_between_lookup_and_lock_is_a_conflict(
+    world: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup saw the name, then another writer deleted it: 409 to retry, nothing made."""
+    monkeypatch.setattr(endpoints, "_exists", lambda *_: True)
+    with pytest.raises(Conflict, match="deleted while being bound: retry"):
+        with session_scope(world) as s:
+            repo.attach_endpoint(s, "n", "web", "h1", 1, create=True)
+    with session_scope(world) as s:
+        assert repo.list_endpoints(s) == []
