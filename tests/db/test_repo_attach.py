@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db import changes, endpoints, repo
 from controller.db.session import session_scope
-from controller.errors import Conflict, NotFound
+from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.model import EndpointState
 
 A = IPv4Address
@@ -98,7 +98,7 @@ def test_if_revision_must_match(world: sessionmaker[Session]) -> None:
         ({"host": "h9"}, NotFound, "host 'h9'"),
         ({"create": False}, NotFound, "endpoint 'web'"),
         ({"ip": A("10.0.0.9")}, Conflict, "held by endpoint 'db'"),
-        ({"ip": A("10.0.1.9")}, Exception, "outside"),
+        ({"ip": A("10.0.1.9")}, InvalidRequest, "outside"),
     ],
 )
 def test_refused_attach_makes_nothing(
