@@ -57,7 +57,7 @@ class Agent:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._register_lock = threading.Lock()
-        ovs.on_dead_port = self._dead_port
+        ovs.on_port_down = self._port_down
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -103,8 +103,9 @@ class Agent:
         self.client.close()
         self.ovs.close()
 
-    def _dead_port(self, port_name: str) -> None:
-        """OVS says a port's device is gone: reconcile soon (on the control thread)."""
+    def _port_down(self, port_name: str) -> None:
+        """OVS says a port's link went down (maybe its device is gone): reconcile soon, on
+        the control thread."""
         self._wake.set()
 
     def _control_loop(self) -> None:
@@ -144,8 +145,10 @@ class Agent:
     # -- reconciliation -----------------------------------------------------------------
 
     def local_ports(self) -> list[planmod.LocalPort]:
-        """Ports on br-int that carry a vxplane endpoint (ofport None: its device is gone)."""
+        """Ports on br-int that carry a vxplane endpoint (ofport None: its device is gone,
+        which OVS reports as ofport -1 only at its next reconfiguration)."""
         ports = []
+        devices = self.links.names()
         for port in self.ovs.ports(self.bridge):
             ids = port.external_ids
             if EXT_ENDPOINT not in ids:
@@ -159,7 +162,7 @@ class Agent:
                     network=ids.get(EXT_NETWORK, ""),
                     name=ids[EXT_ENDPOINT],
                     port_name=port.name,
-                    ofport=port.ofport,
+                    ofport=port.ofport if port.name in devices else None,
                     ip=ip,
                 )
             )

@@ -108,6 +108,14 @@ class LinkOps:
 
     # -- namespaces ---------------------------------------------------------------------
 
+    def names(self) -> set[str]:
+        """The names of the devices in the agent's own namespace."""
+        try:
+            with self._ipr() as ipr:
+                return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        except NetlinkError as exc:
+            raise LinkError(f"listing devices: {exc}") from exc
+
     @contextmanager
     def _ipr(self, netns: str | None = None) -> Iterator[IPRoute]:
         if netns is None:
@@ -173,10 +181,13 @@ class LinkOps:
             raise LinkError(f"veth {host_name}/{peer_name}: {exc}") from exc
 
     def make_veth_into(self, host_name: str, peer_name: str, netns: str, mtu: int = 1450) -> None:
-        """Make the veth pair with the peer created directly inside ``netns``, host side up.
+        """Make the veth pair with the peer created directly inside ``netns`` under its final
+        name, host side up.
 
-        One netlink request instead of make-then-move; a leftover host side (from a crashed
-        attempt) is deleted first, which takes its peer with it.
+        One netlink request instead of make-then-move-then-rename; a leftover host side (from
+        a crashed attempt) is deleted first, which takes its peer with it. Only the host side's
+        name is looked up here: ``peer_name`` (``eth0``) may well exist in our own namespace.
+        InvalidRequest if ``netns`` already has a device ``peer_name``.
         """
         path = netns_path(netns)
         try:
@@ -185,17 +196,23 @@ class LinkOps:
             raise NotFound(f"network namespace {netns} does not exist") from exc
         try:
             with self._ipr() as ipr:
-                for name in (host_name, peer_name):
-                    index = self._index(ipr, name)
-                    if index is not None:
-                        ipr.link("del", index=index)
-                ipr.link(
-                    "add",
-                    ifname=host_name,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": peer_name, "net_ns_fd": fd, "mtu": mtu},
-                )
+                index = self._index(ipr, host_name)
+                if index is not None:
+                    ipr.link("del", index=index)
+                try:
+                    ipr.link(
+                        "add",
+                        ifname=host_name,
+                        kind="veth",
+                        mtu=mtu,
+                        peer={"ifname": peer_name, "net_ns_fd": fd, "mtu": mtu},
+                    )
+                except NetlinkError as exc:
+                    if exc.code == errno.EEXIST and self._index(ipr, host_name) is None:
+                        raise InvalidRequest(
+                            f"{netns} already has an interface {peer_name}"
+                        ) from exc
+                    raise
                 index = self._index(ipr, host_name)
                 ipr.link("set", index=index, state="up")
         except NetlinkError as exc:

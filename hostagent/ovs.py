@@ -9,8 +9,9 @@ Interface, Controller), updated by the server's monitor stream:
   default, like ``ovs-vsctl``, bumps ``next_cfg`` and blocks the connection's only thread
   until vswitchd applied it); the OpenFlow port number then arrives in the update stream
   and ``wait_ofport`` wakes on it instead of polling;
-- an interface whose device vanished gets ``ofport -1`` from vswitchd: the ``on_dead_port``
-  callback hears of it at once, so the agent unplugs it and unbinds its endpoint.
+- an interface whose link goes down (its device vanished: vswitchd keeps the ofport until
+  its next reconfiguration, then reports -1) is reported to ``on_port_down`` at once, so the
+  agent checks the device and unplugs the port and unbinds its endpoint.
 
 Bridge set-up waits for vswitchd (it happens once, at start). Every verb can be retried:
 ``may_exist`` and ``if_exists`` everywhere, and ports carry the endpoint they belong to in
@@ -103,9 +104,10 @@ class OvsdbOps:
     def __init__(self, remote: str, timeout: float = 10.0) -> None:
         self.remote = remote
         self.timeout = timeout
-        self.on_dead_port: Callable[[str], None] | None = None
+        self.on_port_down: Callable[[str], None] | None = None
         self._cond = threading.Condition()
         self._ofports: dict[str, int] = {}  # interface name -> its ofport as last seen
+        self._links: dict[str, str] = {}  # interface name -> its link_state as last seen
         try:
             helper = idlutils.get_schema_helper(remote, "Open_vSwitch")
             for table in TABLES:
@@ -128,13 +130,17 @@ class OvsdbOps:
                 self._cond.notify_all()  # a bridge's datapath_id, for bridge_dpid
             return
         ofport = row.ofport[0] if row.ofport else 0
+        link = row.link_state[0] if row.link_state else ""
         with self._cond:
             before = self._ofports.get(row.name, 0)
+            was = self._links.get(row.name, "")
             self._ofports[row.name] = ofport
+            self._links[row.name] = link
             self._cond.notify_all()
-        if ofport == -1 and before > 0 and self.on_dead_port is not None:
-            log.warning("ovs: interface %s lost its device (ofport -1)", row.name)
-            self.on_dead_port(row.name)
+        went_down = (ofport == -1 and before > 0) or (link == "down" and was == "up")
+        if went_down and self.on_port_down is not None:
+            log.info("ovs: interface %s went down (ofport %d, link %s)", row.name, ofport, link)
+            self.on_port_down(row.name)
 
     @contextmanager
     def _rows(self, table: str) -> Iterator[list[Any]]:

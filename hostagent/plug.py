@@ -172,9 +172,9 @@ class Plugger:
             undo: list[Callable[[], object]] = []
             try:
                 undo.append(lambda: self.links.delete(host_if))
-                if req.netns is not None:
-                    self.links.make_veth_into(host_if, peer_if, req.netns, self.mtu)
-                    self.links.disable_tx_offload(peer_if, req.netns)
+                if req.netns is not None:  # the peer is born in the namespace as ``ifname``
+                    self.links.make_veth_into(host_if, req.ifname, req.netns, self.mtu)
+                    self.links.disable_tx_offload(req.ifname, req.netns)
                 else:
                     self.links.make_veth(host_if, peer_if, self.mtu)
                     self.links.disable_tx_offload(peer_if)
@@ -182,10 +182,20 @@ class Plugger:
                 undo.append(lambda: self.ovs.delete_port(self.bridge, host_if))
                 ids = {**port_ids(req.network, req.name, req.ip), **req.runtime_ids}
                 self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)
-                ofport = self.ovs.wait_ofport(host_if)
                 laps.lap("port")
+                # ovs-vswitchd adds the port while the controller answers and we configure.
                 ep = self._bound(req, bind, undo)
                 laps.lap("bind")
+                if not ep.ready:
+                    raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
+                if req.netns is not None:
+                    self.links.configure(
+                        req.netns, req.ifname, req.ifname, ep.mac, ep.interface, self.mtu,
+                        ep.gateway,
+                    )  # fmt: skip
+                    laps.lap("configure")
+                ofport = self.ovs.wait_ofport(host_if)
+                laps.lap("ofport")
                 if ofport != want:  # OVS could not honour the request: report the real port
                     log.warning(
                         "host %s: %s got ofport %d, not %d", self.host, host_if, ofport, want
@@ -193,13 +203,6 @@ class Plugger:
                     ep, _ = self.client.bind(
                         req.network, req.name, self.host, ofport, host_if, wait_ready=wait
                     )
-                if not ep.ready:
-                    raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
-                if req.netns is not None:
-                    self.links.configure(
-                        req.netns, peer_if, req.ifname, ep.mac, ep.interface, self.mtu, ep.gateway
-                    )
-                    laps.lap("configure")
                 if req.ip is None:
                     self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
             except BaseException:

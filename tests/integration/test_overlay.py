@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from hostagent.plug import device_names
 from vxlab.lab import Lab
 from vxlab.launch import ControllerProcess, controller_and_lab
 
@@ -273,3 +274,26 @@ def test_dead_switch_is_dropped_and_does_not_hold_back_readiness(stack: Stack) -
     ep = stack.run("h1", "vxt-late", "blue")
     assert ep["state"] == "ready"
     assert time.monotonic() - t0 < 5, "readiness waited for the dead switch"
+
+
+def test_port_whose_device_vanished_is_unplugged_and_unbound(stack: Stack) -> None:
+    """A container's namespace deleted behind the agent's back: its veth dies, OVS reports
+    the port's ofport as -1, and the agent (told by OVSDB's update stream, not at its next
+    restart) removes the port and unbinds the endpoint, so no flows or address leak."""
+    ep = stack.run("h1", "vxt-gone", "blue")
+    port = device_names("blue", "vxt-gone")[0]
+    db = stack.lab.host_paths("h1").db
+    list_ports = ["ovs-vsctl", f"--db={db}", "list-ports", "br-int"]
+    assert port in subprocess.run(list_ports, capture_output=True, text=True).stdout.split()
+    subprocess.run(["ip", "netns", "del", "vxt-gone"], check=True)
+    deadline = time.monotonic() + 15
+    while True:
+        now = stack.api.get("/api/v1/networks/blue/endpoints/vxt-gone").json()
+        ports = subprocess.run(list_ports, capture_output=True, text=True).stdout.split()
+        if now["host"] is None and port not in ports:
+            break
+        assert time.monotonic() < deadline, f"still bound or plugged: {now}, ports {ports}"
+        time.sleep(0.1)
+    assert now["state"] == "reserved" and now["ip"] == ep["ip"]  # the address stays reserved
+    assert not [f for f in stack.flows("h1") if f"nw_dst={ep['ip']} " in f]
+    stack.lab.rm("vxt-gone")  # forget it in the lab's state (the agent's detach is a no-op)
