@@ -147,9 +147,11 @@ def controller_and_lab(
     ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
     ``extra_agent_args=[...]``).
     """
+    # Ports first: a controller listening there may be another run's, using this very lab.
+    _require_free(openflow_port)
+    _require_free(api_port)  # checked again by ControllerProcess.start
     lab = Lab(prefix=prefix, underlay=underlay)
     lab.down()  # leftovers of an interrupted run
-    _require_free(openflow_port)  # the API port is checked by ControllerProcess.start
     ctl = ControllerProcess(
         f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env
     )

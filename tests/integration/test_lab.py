@@ -18,7 +18,6 @@ from ipaddress import IPv4Address
 import pytest
 
 from hostagent.agent_client import AgentCallError, AgentClient
-from hostagent.netlink import LinkOps, device_names
 from vxlab.fabric import link_exists, netns_exists
 from vxlab.lab import Lab
 from vxlab.proc import pid_alive
@@ -64,8 +63,6 @@ def lab(lab_prerequisites: None) -> Iterator[Lab]:
                 for ns in CONTAINERS:  # hand-made by the test, not recorded by the lab
                     if netns_exists(ns):
                         subprocess.run(["ip", "netns", "del", ns], check=False)
-                    for dev in device_names("hct", ns):  # in case a move to a netns failed
-                        LinkOps().delete_if_exists(dev)
             finally:
                 lab.down()
         left = _sh("ip", "netns", "list").stdout
@@ -76,18 +73,19 @@ def lab(lab_prerequisites: None) -> Iterator[Lab]:
 
 
 def _plug(lab: Lab, ns: str, host_index: int, ip: IPv4Address) -> int:
-    """A container netns on lab host ``host_index`` with a veth on its br-int; its ofport."""
+    """A container netns on lab host ``host_index`` with a veth on its br-int; its ofport.
+
+    Made with ``ip`` alone, not the agent's code: this test is about the lab."""
     host = lab.host_name(host_index)
-    links = LinkOps()
-    host_if, peer_if = device_names("hct", ns)
-    _sh("ip", "netns", "add", ns)
-    links.ensure_veth(host_if, peer_if, mtu=1450)
-    links.move_to_netns(host_if, host)
-    _sh("ip", "-n", host, "link", "set", host_if, "up")
-    links.move_to_netns(peer_if, ns)
+    host_if = f"{ns}h"
     mac = "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
-    links.configure(ns, peer_if, "eth0", mac, ip, 24, 1450, None)
-    links.disable_tx_offload("eth0", ns)
+    _sh("ip", "netns", "add", ns)
+    _sh("ip", "link", "add", host_if, "mtu", "1450", "netns", host, "type", "veth",
+        "peer", "name", "eth0", "mtu", "1450", "netns", ns)  # fmt: skip
+    _sh("ip", "-n", host, "link", "set", host_if, "up")
+    _sh("ip", "-n", ns, "link", "set", "eth0", "address", mac, "up")
+    _sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    _sh("ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off")
     lab.vsctl(host, "add-port", "br-int", host_if,
               "--", "set", "Interface", host_if, f'external_ids:vxplane-test="{ns}"')  # fmt: skip
     return lab.ofport(host, host_if)
