@@ -203,6 +203,8 @@ class Plugger:
                     ep, _ = self.client.bind(
                         req.network, req.name, self.host, ofport, host_if, wait_ready=wait
                     )
+                    if not ep.ready:
+                        raise NotReady(f"{req.network}/{req.name} not ready at ofport {ofport}")
                 if req.ip is None:
                     self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
             except BaseException:
