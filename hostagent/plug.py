@@ -262,11 +262,12 @@ class Plugger:
     def _rebind(self, req: PlugRequest, host_if: str, wait: float) -> Endpoint:
         """Already plugged: make sure the binding is current (same address) and ready."""
         assert req.netns is not None
-        ofport = next(p.ofport for p in self.ovs.ports(self.bridge) if p.name == host_if)
-        assert ofport is not None
+        port = next(p for p in self.ovs.ports(self.bridge) if p.name == host_if)
+        assert port.ofport is not None
+        ip = req.ip or port.external_ids.get(EXT_IP)  # the address the container has
         ep, _ = self.client.bind(
-            req.network, req.name, self.host, ofport, host_if,
-            create=True, ip=req.ip, labels=dict(req.labels) or None, wait_ready=wait,
+            req.network, req.name, self.host, port.ofport, host_if,
+            create=True, ip=ip, labels=dict(req.labels) or None, wait_ready=wait,
         )  # fmt: skip
         link = self.links.get_link(req.ifname, req.netns)
         if link is None or link.mac.lower() != ep.mac:
