@@ -332,8 +332,12 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def measure_ports(ovn: OvnLab, n: int) -> dict[str, Any]:
-    """The peer on the last host, then ``n`` ports one at a time on the others, round-robin."""
+def measure_ports(ovn: OvnLab, n: int, settle_ms: float = 0) -> dict[str, Any]:
+    """The peer on the last host, then ``n`` ports one at a time on the others, round-robin.
+
+    ``settle_ms`` (a diagnostic, 0 for the real figure) waits that long between "ready" and
+    the first ping: do lost first pings go away when the rest of the lab has time to catch
+    up?"""
     ovn.nbctl("ls-add", SWITCH, "--", "set", "Logical_Switch", SWITCH,
               f"other_config:subnet={SUBNET}")  # fmt: skip
     pool = futures.ThreadPoolExecutor(2)
@@ -350,11 +354,17 @@ def measure_ports(ovn: OvnLab, n: int) -> dict[str, Any]:
             ovn.add_netns(p.name)
             t0, wall[p.name] = time.perf_counter(), time.time()
             laps.append(create_port(ovn, p, pool))
-            ms, unanswered = first_ping(peer.name, str(p.ip), t0)
+            time.sleep(settle_ms / 1000)
+            neigh: list[str] = []  # the peer's ARP entry right after an unanswered ping
+
+            def look(ip: str = str(p.ip), neigh: list[str] = neigh) -> None:
+                neigh.append(sh(["ip", "-n", PEER, "neigh", "show", ip]).strip())
+
+            ms, unanswered = first_ping(peer.name, str(p.ip), t0, on_unanswered=look)
             ping_ms.append(ms)
             if unanswered:
                 lost.append({"port": p.name, "host": p.host, "ip": str(p.ip), "ms": ms,
-                             "ready_ms": laps[-1]["ready"]})  # fmt: skip
+                             "ready_ms": laps[-1]["ready"], "peer_neigh": neigh})  # fmt: skip
         return {
             "endpoints": n,
             "attach_to_ready_ms": stats([x["ready"] for x in laps]),
@@ -402,7 +412,9 @@ def controller_log_times(ovn: OvnLab, t0: dict[str, float]) -> dict[str, float]:
     }
 
 
-def measure(endpoints: int, hosts: int = 3, keep_logs: bool = False) -> dict[str, Any]:
+def measure(
+    endpoints: int, hosts: int = 3, keep_logs: bool = False, settle_ms: float = 0
+) -> dict[str, Any]:
     """Bring up the OVN lab, measure, remove it; the results (as in the JSON)."""
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -412,7 +424,9 @@ def measure(endpoints: int, hosts: int = 3, keep_logs: bool = False) -> dict[str
     }
     with ovn_lab(hosts) as ovn:
         try:
-            result["attach"] = measure_ports(ovn, endpoints)
+            result["attach"] = measure_ports(ovn, endpoints, settle_ms)
+            if settle_ms:
+                result["attach"]["settle_ms"] = settle_ms
         finally:
             if keep_logs:
                 logs = Path(tempfile.mkdtemp(prefix="vxplane-ovn-bench-"))
@@ -474,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="run bench.run's vxplane side first")
     p.add_argument("--rounds", type=int, default=1, help="with --compare: vxplane/OVN pairs")
     p.add_argument("--keep-logs", action="store_true", help="copy the OVN daemons' logs to /tmp")
+    p.add_argument("--settle-ms", type=float, default=0,
+                   help="diagnostic: pause between ready and the first ping (counted)")  # fmt: skip
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("needs root (namespaces, OVS)")
@@ -492,7 +508,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  vxplane/OVN: median {ratio['median']:.2f}, p90 {ratio['p90']:.2f},"
                   f" p99 {ratio['p99']:.2f}")  # fmt: skip
     else:
-        result = {"command": command, **measure(args.endpoints, args.hosts, args.keep_logs)}
+        result = {
+            "command": command,
+            **measure(args.endpoints, args.hosts, args.keep_logs, args.settle_ms),
+        }
         out = write("ovn", result)
         print(json.dumps(result))
         print(summary("OVN", result))

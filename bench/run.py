@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,23 @@ def ns_exec(ns: str, argv: list[str], timeout: float = 30) -> subprocess.Complet
     )
 
 
-def first_ping(peer_ns: str, ip: str, t0: float, timeout: float = 10) -> tuple[float, int]:
+def first_ping(
+    peer_ns: str,
+    ip: str,
+    t0: float,
+    timeout: float = 10,
+    on_unanswered: Callable[[], object] | None = None,
+) -> tuple[float, int]:
     """Ping ``ip`` from ``peer_ns`` with one-packet pings (``ping -c1 -W1``, one after the other)
     until one is answered; return the ms from ``t0`` (a ``perf_counter``) to that answer and how
     many pings went unanswered before it (each costs about 1 s). bench.ovn uses it too, so both
-    sides are measured the same way."""
+    sides are measured the same way. ``on_unanswered`` runs after each unanswered ping (to look
+    at the state right then)."""
     unanswered = 0
     while ns_exec(peer_ns, ["ping", "-c1", "-W1", "-q", ip]).returncode != 0:
         unanswered += 1
+        if on_unanswered is not None:
+            on_unanswered()
         if time.perf_counter() - t0 > timeout:
             raise RuntimeError(f"{ip} never answered a ping from {peer_ns}")
     return (time.perf_counter() - t0) * 1000, unanswered
