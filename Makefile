@@ -87,7 +87,7 @@ test-unit: venv
 lint: venv
 	$(RUFF) check .
 	$(RUFF) format --check .
-	$(VENV)/bin/mypy controller hostagent vxcommon vxlab bench
+	$(VENV)/bin/mypy controller hostagent vxcommon vxlab bench tests/unit/agentfakes.py
 
 bench: venv
 	@test -f bench/run.py || { echo "make bench: bench/run.py does not exist yet" >&2; exit 1; }

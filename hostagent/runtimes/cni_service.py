@@ -11,7 +11,6 @@ still valid. The plugin protocol itself lives in ``hostagent/cni.py``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from hostagent.agent import Agent
@@ -27,7 +26,6 @@ from hostagent.errors import (
     NotReady,
     OvsError,
 )
-from hostagent.netlink import netns_path
 from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
 
 log = logging.getLogger("hostagent.cni")
@@ -154,7 +152,7 @@ class CniService:
         self, netns: str, name: str, network: str, ifname: str, container_id: str, config: str
     ) -> dict[str, Any]:
         """CheckFailed unless the attachment is plugged, bound here, ready and configured."""
-        if not os.path.exists(netns_path(netns)):
+        if not self.agent.links.netns_exists(netns):
             raise NotFound(f"network namespace {netns} does not exist")
         host_if, _ = device_names(network, name)
         row = self._cni_ports().get(host_if)
