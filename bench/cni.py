@@ -18,8 +18,9 @@ as an installed package has):
   plugin's own time of an ADD is its wall time minus the agent's handling time, which the
   agent reports in the ``X-Vxplane-Agent-Seconds`` reply header and the plugin passes on
   when ``VXPLANE_CNI_TIMING`` is set. If the agent sends no such header, that figure is
-  reported as unavailable, with the raw wall time and the time outside the request (wall
-  minus connect-to-reply, as the plugin measured it).
+  reported as unavailable, with the raw wall time. Either way the exec is split in its
+  parts with the plugin's own timestamps: fork to ``main`` (interpreter and imports),
+  ``main`` to the request, the request (connect to reply), and reply to exit.
 
 The controller, lab and namespaces it makes are removed afterwards, also on failure.
 """
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -37,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,39 +60,57 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **extra}
 
 
-def timed_exec(
-    argv: list[str], env: dict[str, str], stdin: bytes = b""
-) -> tuple[float, subprocess.CompletedProcess[bytes]]:
-    """(wall seconds, result) of one exec, from fork to exit."""
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=120)
-    return time.perf_counter() - t0, done
+class Exec:
+    """One finished exec: wall time from fork to exit (``time.monotonic``, the clock the
+    plugin's timing uses too), the child's CPU time (user + system, which other load on the
+    machine changes less), and its result."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], stdin: bytes = b"") -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.forked_at = time.monotonic()
+        self.done = subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=120)
+        self.exited_at = time.monotonic()
+        self.wall = self.exited_at - self.forked_at
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        if self.done.returncode != 0:
+            out = (self.done.stdout + self.done.stderr).decode()[-500:]
+            raise RuntimeError(f"{argv} exited {self.done.returncode}: {out}")
+        lines = self.done.stderr.decode().strip().splitlines()
+        # what the plugin reports with VXPLANE_CNI_TIMING (see hostagent/cni.py)
+        self.timing: dict[str, Any] = json.loads(lines[-1]) if lines else {}
 
 
-def startup(runs: int) -> dict[str, float]:
+def ms(values: Iterable[float]) -> float:
+    """The median, in ms."""
+    return statistics.median(values) * 1000
+
+
+def startup(runs: int) -> dict[str, dict[str, float]]:
     """Execs that need no agent: the floor under the plugin, its imports, and VERSION; one of
     each per round, so a change in the machine's load hits all of them alike."""
     env = clean_env()
     kinds: dict[str, tuple[list[str], dict[str, str], bytes]] = {
-        "spawn_true_ms": (["/bin/true"], env, b""),
-        "python_no_site_ms": ([PYTHON, "-S", "-c", "pass"], env, b""),
-        "python_floor_ms": ([PYTHON, "-c", "pass"], env, b""),
-        "python_import_cni_ms": ([PYTHON, "-c", "import hostagent.cni"], env, b""),
-        "version_ms": ([CNI_BIN], clean_env(CNI_COMMAND="VERSION"), b'{"cniVersion":"1.1.0"}'),
+        "spawn_true": (["/bin/true"], env, b""),
+        "python_no_site": ([PYTHON, "-S", "-c", "pass"], env, b""),
+        "python_floor": ([PYTHON, "-c", "pass"], env, b""),
+        "python_import_cni": ([PYTHON, "-c", "import hostagent.cni"], env, b""),
+        "version": ([CNI_BIN], clean_env(CNI_COMMAND="VERSION"), b'{"cniVersion":"1.1.0"}'),
     }
-    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    execs: dict[str, list[Exec]] = {k: [] for k in kinds}
     for i in range(WARMUP + runs):
         for kind, (argv, env, stdin) in kinds.items():
-            wall, done = timed_exec(argv, env, stdin)
-            if done.returncode != 0:
-                raise RuntimeError(f"{argv} exited {done.returncode}: {done.stderr.decode()}")
+            done = Exec(argv, env, stdin)
             if i >= WARMUP:
-                walls[kind].append(wall)
-    return {kind: statistics.median(w) * 1000 for kind, w in walls.items()}
+                execs[kind].append(done)
+    return {
+        k: {"wall_ms": ms(e.wall for e in ex), "cpu_ms": ms(e.cpu for e in ex)}
+        for k, ex in execs.items()
+    }
 
 
-def _cni(command: str, sock: str, cid: str, netns: str | None) -> tuple[float, dict[str, Any]]:
-    """Exec the plugin for one verb; (wall seconds, the timing it wrote to stderr)."""
+def _cni(command: str, sock: str, cid: str, netns: str | None) -> Exec:
+    """Exec the plugin for one verb, as a runtime would."""
     env = clean_env(
         CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_PATH=CNI_DIR,
         VXPLANE_AGENT_SOCKET=sock, VXPLANE_CNI_TIMING="1",
@@ -98,47 +118,45 @@ def _cni(command: str, sock: str, cid: str, netns: str | None) -> tuple[float, d
     if netns:
         env["CNI_NETNS"] = netns
     conf = {"cniVersion": "1.1.0", "name": "cnib", "type": "vxplane-cni", "network": "cnib"}
-    wall, done = timed_exec([CNI_BIN], env, json.dumps(conf).encode())
-    if done.returncode != 0:
-        raise RuntimeError(f"{command} {cid}: exit {done.returncode}: {done.stdout.decode()}")
-    lines = done.stderr.decode().strip().splitlines()
-    return wall, json.loads(lines[-1]) if lines else {}
+    return Exec([CNI_BIN], env, json.dumps(conf).encode())
 
 
 def add_del(sock: str, runs: int, made: list[str]) -> dict[str, Any]:
     """``runs`` ADDs (after WARMUP), each in a fresh namespace and followed by a DEL."""
-    rows = []
+    adds, dels = [], []
     for i in range(WARMUP + runs):
         ns = f"{PREFIX}c{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         made.append(ns)
-        add_wall, add_t = _cni("ADD", sock, f"ctr-{i}", f"/run/netns/{ns}")
-        del_wall, del_t = _cni("DEL", sock, f"ctr-{i}", None)
+        add = _cni("ADD", sock, f"ctr-{i}", f"/run/netns/{ns}")
+        delete = _cni("DEL", sock, f"ctr-{i}", None)
         subprocess.run(["ip", "netns", "del", ns], check=True)
         made.remove(ns)
         if i >= WARMUP:
-            rows.append((add_wall, add_t, del_wall, del_t))
-    return {
-        "ADD": _summary([(w, t) for w, t, _, _ in rows]),
-        "DEL": _summary([(w, t) for _, _, w, t in rows]),
-    }
+            adds.append(add)
+            dels.append(delete)
+    return {"ADD": _summary(adds), "DEL": _summary(dels)}
 
 
-def _summary(rows: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
-    def med(f: Callable[[float, dict[str, Any]], float]) -> float:
-        return statistics.median(f(w, t) for w, t in rows) * 1000
-
+def _summary(execs: list[Exec]) -> dict[str, Any]:
+    timing = [(e, e.timing) for e in execs]
     out: dict[str, Any] = {
-        "runs": len(rows),
-        "wall_ms": med(lambda w, t: w),
-        "request_ms": med(lambda w, t: t["request_seconds"]),
-        "outside_request_ms": med(lambda w, t: w - t["request_seconds"]),
+        "runs": len(execs),
+        "wall_ms": ms(e.wall for e in execs),
+        "cpu_ms": ms(e.cpu for e in execs),
+        # the exec in its parts, in order
+        "to_main_ms": ms(t["started_at"] - e.forked_at for e, t in timing),
+        "main_to_request_ms": ms(
+            t["replied_at"] - t["request_seconds"] - t["started_at"] for e, t in timing
+        ),
+        "request_ms": ms(t["request_seconds"] for e, t in timing),
+        "after_reply_ms": ms(e.exited_at - t["replied_at"] for e, t in timing),
+        "agent_ms": None,  # unless the agent sent X-Vxplane-Agent-Seconds every time
+        "plugin_own_ms": None,
     }
-    if all(t.get("agent_seconds") is not None for _, t in rows):
-        out["agent_ms"] = med(lambda w, t: t["agent_seconds"])
-        out["plugin_own_ms"] = med(lambda w, t: w - t["agent_seconds"])
-    else:
-        out["agent_ms"] = out["plugin_own_ms"] = None  # no X-Vxplane-Agent-Seconds header
+    if all(t.get("agent_seconds") is not None for _, t in timing):
+        out["agent_ms"] = ms(t["agent_seconds"] for e, t in timing)
+        out["plugin_own_ms"] = ms(e.wall - t["agent_seconds"] for e, t in timing)
     return out
 
 
@@ -163,31 +181,35 @@ def measure_add(runs: int, tmp: Path) -> dict[str, Any]:
                 subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def _fmt(ms: float | None) -> str:
-    return "unavailable" if ms is None else f"{ms:7.1f} ms"
+def _fmt(value: float | None) -> str:
+    return "unavailable" if value is None else f"{value:8.1f} ms"
 
 
 def report(result: dict[str, Any]) -> str:
+    """The result as a table: median wall (and CPU) time per exec."""
     s = result["startup"]
-    lines = [
-        f"load average before/after: {result['load_before']} / {result['load_after']}",
-        f"spawn (/bin/true)                  {_fmt(s['spawn_true_ms'])}",
-        f"python -S -c pass                  {_fmt(s['python_no_site_ms'])}",
-        f"python -c pass (floor)             {_fmt(s['python_floor_ms'])}",
-        f"python -c 'import hostagent.cni'   {_fmt(s['python_import_cni_ms'])}"
-        f"   (imports: {s['python_import_cni_ms'] - s['python_floor_ms']:.1f} ms)",
-        f"vxplane-cni VERSION                {_fmt(s['version_ms'])}",
+    imports = s["python_import_cni"]["wall_ms"] - s["python_floor"]["wall_ms"]
+    rows = [
+        ("spawn (/bin/true)", s["spawn_true"]),
+        ("python -S -c pass", s["python_no_site"]),
+        ("python -c pass (the floor)", s["python_floor"]),
+        (f"python -c 'import hostagent.cni' (+{imports:.1f})", s["python_import_cni"]),
+        ("vxplane-cni VERSION", s["version"]),
     ]
-    for verb in ("ADD", "DEL"):
-        a = result.get("exec", {}).get(verb)
-        if a is None:
-            continue
+    lines = [
+        f"load average before: {result['load_before']}, after: {result['load_after']}",
+        f"{'median per exec':44} {'wall':>11} {'cpu':>11}",
+        *(f"{label:44} {_fmt(r['wall_ms'])} {_fmt(r['cpu_ms'])}" for label, r in rows),
+    ]
+    for verb, a in result.get("exec", {}).items():
         lines += [
-            f"{verb} wall                           {_fmt(a['wall_ms'])}",
-            f"{verb} agent (reported)               {_fmt(a['agent_ms'])}",
-            f"{verb} plugin own (wall - agent)      {_fmt(a['plugin_own_ms'])}",
-            f"{verb} request (connect to reply)     {_fmt(a['request_ms'])}",
-            f"{verb} outside the request            {_fmt(a['outside_request_ms'])}",
+            f"{verb:44} {_fmt(a['wall_ms'])} {_fmt(a['cpu_ms'])}",
+            f"  plugin own time (wall - agent)             {_fmt(a['plugin_own_ms'])}",
+            f"  agent handling (reported by the agent)     {_fmt(a['agent_ms'])}",
+            f"  fork to main (interpreter, imports)        {_fmt(a['to_main_ms'])}",
+            f"  main to request (stdin, parse)             {_fmt(a['main_to_request_ms'])}",
+            f"  request (connect to reply)                 {_fmt(a['request_ms'])}",
+            f"  reply to exit (result, interpreter exit)   {_fmt(a['after_reply_ms'])}",
         ]
     return "\n".join(lines)
 

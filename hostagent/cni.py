@@ -31,8 +31,10 @@ unreachable, flows not confirmed in time), 50 not available (STATUS), and vxplan
 100 address conflict, 101 attachment not as expected (CHECK).
 
 With ``VXPLANE_CNI_TIMING`` set, a call that reached the agent also writes one JSON line to
-stderr: ``request_seconds`` (connect to reply) and ``agent_seconds`` (the agent's own
-handling time from its ``X-Vxplane-Agent-Seconds`` reply header, null if it sent none).
+stderr: ``request_seconds`` (connect to reply), ``agent_seconds`` (the agent's own handling
+time from its ``X-Vxplane-Agent-Seconds`` reply header, null if it sent none), and the
+``time.monotonic()`` clock (system-wide) when ``main`` started and when the reply was read,
+``started_at`` and ``replied_at``, so a caller can split the exec into its parts.
 
 Exec cost: a runtime pays interpreter start, imports and one request on every call, so this
 module imports ``json``, ``os``, ``re``, ``sys``, ``time`` and ``vxcommon.names`` (only
@@ -57,7 +59,7 @@ from vxcommon.names import endpoint_name_error, ifname_error, name_error
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from typing import Any, BinaryIO, Protocol
+    from typing import Any, BinaryIO, NoReturn, Protocol, TextIO
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
@@ -475,8 +477,8 @@ class SocketAgent:
     """AgentPort over the agent's unix socket (``POST /v1/cni/<verb>``).
 
     After a call, ``agent_seconds`` is the handling time the agent reported in its
-    ``X-Vxplane-Agent-Seconds`` header (None if it sent none) and ``request_seconds`` the
-    time from connect to the last byte of the reply.
+    ``X-Vxplane-Agent-Seconds`` header (None if it sent none), ``request_seconds`` the
+    time from connect to the last byte of the reply, and ``replied_at`` that moment.
     """
 
     def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
@@ -484,10 +486,11 @@ class SocketAgent:
         self.timeout = timeout
         self.agent_seconds: float | None = None
         self.request_seconds: float | None = None
+        self.replied_at: float | None = None
 
     def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; map a failure to the CniError the agent named (or a fitting one)."""
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         try:
             status, headers, payload = post_unix(
                 self.socket_path, f"/v1/cni/{verb}", json.dumps(body).encode(), self.timeout
@@ -498,7 +501,8 @@ class SocketAgent:
             ) from exc
         except (OSError, ValueError) as exc:  # refused, timed out, not HTTP, cut short
             raise CniError(TRY_AGAIN, f"vxplane agent at {self.socket_path}: {exc!r}") from exc
-        self.request_seconds = time.perf_counter() - t0
+        self.replied_at = time.monotonic()
+        self.request_seconds = self.replied_at - t0
         try:
             self.agent_seconds = float(headers["x-vxplane-agent-seconds"])
         except (KeyError, ValueError):
@@ -589,12 +593,13 @@ def _read_chunked(reply: BinaryIO) -> bytes:
     return b"".join(chunks)
 
 
-def main() -> int:
-    """Entry point of the ``vxplane-cni`` executable."""
+def invoke(environ: Mapping[str, str], stdin: BinaryIO, stdout: TextIO, stderr: TextIO) -> int:
+    """One exec of the plugin on the given streams; returns the exit code."""
+    started_at = time.monotonic()
     try:
-        stdin = sys.stdin.buffer.read()
+        raw = stdin.read()
     except OSError as exc:
-        sys.stdout.write(json.dumps(error_doc(LATEST, CniError(IO_FAILURE, str(exc)))))
+        stdout.write(json.dumps(error_doc(LATEST, CniError(IO_FAILURE, str(exc)))))
         return 1
     agents: list[SocketAgent] = []
 
@@ -602,15 +607,29 @@ def main() -> int:
         agents.append(SocketAgent(socket_path))
         return agents[-1]
 
-    rc, out = run(os.environ, stdin, connect)
+    rc, out = run(environ, raw, connect)
     if out:
-        sys.stdout.write(out + "\n")
-    if agents and os.environ.get("VXPLANE_CNI_TIMING"):
+        stdout.write(out + "\n")
+    if agents and environ.get("VXPLANE_CNI_TIMING"):
         agent = agents[0]
-        timing = {"request_seconds": agent.request_seconds, "agent_seconds": agent.agent_seconds}
-        sys.stderr.write(json.dumps(timing) + "\n")
+        timing = {
+            "request_seconds": agent.request_seconds,
+            "agent_seconds": agent.agent_seconds,
+            "started_at": started_at,
+            "replied_at": agent.replied_at,
+        }
+        stderr.write(json.dumps(timing) + "\n")
     return rc
 
 
+def main() -> NoReturn:
+    """Entry point of the ``vxplane-cni`` executable. It ends with ``os._exit``: there is
+    nothing to clean up, and the interpreter's teardown would add 5 ms to every exec."""
+    rc = invoke(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

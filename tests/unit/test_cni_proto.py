@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -424,26 +425,37 @@ def test_broken_replies_are_try_again(agent_server: AgentServer, raw: bytes) -> 
     assert caught.value.code == cni.TRY_AGAIN
 
 
-def test_main_reports_agent_time_when_asked(
-    agent_server: AgentServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def invoke(environ: dict[str, str], stdin: bytes) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    rc = cni.invoke(environ, io.BytesIO(stdin), stdout, stderr)
+    return rc, stdout.getvalue(), stderr.getvalue()
+
+
+def test_timing_is_reported_when_asked(agent_server: AgentServer) -> None:
     headers = {"X-Vxplane-Agent-Seconds": "0.0125"}
     agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450}, headers)
-    for key, value in env(VXPLANE_AGENT_SOCKET=agent_server.path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
-    assert cni.main() == 0
-    out, err = capsys.readouterr()
-    assert json.loads(out)["interfaces"][0]["mac"] == EP["mac"] and err == ""
-    monkeypatch.setenv("VXPLANE_CNI_TIMING", "1")
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
-    assert cni.main() == 0
-    timing = json.loads(capsys.readouterr().err)
+    environ = env(VXPLANE_AGENT_SOCKET=agent_server.path)
+    rc, out, err = invoke(environ, conf())
+    assert rc == 0 and json.loads(out)["interfaces"][0]["mac"] == EP["mac"] and err == ""
+    rc, out, err = invoke({**environ, "VXPLANE_CNI_TIMING": "1"}, conf())
+    timing = json.loads(err)
     assert timing["agent_seconds"] == 0.0125 and 0 < timing["request_seconds"] < 10
+    spent = timing["replied_at"] - timing["started_at"]
+    assert timing["request_seconds"] <= spent < 10 and timing["replied_at"] <= time.monotonic()
     agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450})
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(conf())))
-    assert cni.main() == 0
-    assert json.loads(capsys.readouterr().err)["agent_seconds"] is None
+    rc, out, err = invoke({**environ, "VXPLANE_CNI_TIMING": "1"}, conf())
+    assert rc == 0 and json.loads(err)["agent_seconds"] is None
+
+
+def test_the_executable_flushes_before_its_quick_exit(agent_server: AgentServer) -> None:
+    agent_server.reply = lambda path, body: http_reply(200, {"endpoint": EP, "mtu": 1450})
+    environ = {**env(VXPLANE_AGENT_SOCKET=agent_server.path), "PATH": os.environ["PATH"]}
+    argv = [sys.executable, "-c", "from hostagent.cni import main; main()"]
+    done = subprocess.run(argv, input=conf(), env=environ, capture_output=True, timeout=30)
+    assert done.returncode == 0 and json.loads(done.stdout)["cniVersion"] == "1.1.0", done
+    environ["CNI_COMMAND"] = "FROB"
+    done = subprocess.run(argv, input=conf(), env=environ, capture_output=True, timeout=30)
+    assert done.returncode == 1 and json.loads(done.stdout)["code"] == cni.INVALID_ENV, done
 
 
 # What each exec would pay for (python -X importtime, Python 3.11): the reason the plugin
