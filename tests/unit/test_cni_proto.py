@@ -32,11 +32,7 @@ from hostagent.errors import (
     NotReady,
     OvsError,
 )
-
-try:
-    from hostagent.runtimes.cni_service import CheckFailed, NotAvailable, cni_code
-except ImportError:  # before the move into hostagent/runtimes/ (issue 7)
-    from hostagent.cni_service import CheckFailed, NotAvailable, cni_code  # type: ignore[no-redef]
+from hostagent.runtimes.cni_service import CheckFailed, NotAvailable, cni_code
 
 EP: dict[str, Any] = {
     "network": "blue",
@@ -463,6 +459,7 @@ def test_the_executable_flushes_before_its_quick_exit(agent_server: AgentServer)
 HEAVY = {
     "httpx", "http.client", "ssl", "email", "pydantic", "fastapi", "typing", "dataclasses",
     "inspect", "ipaddress", "socket", "hostagent.agent", "hostagent.api", "hostagent.client",
+    "hostagent.settings", "hostagent.runtimes",
 }  # fmt: skip
 
 
