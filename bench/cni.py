@@ -1,7 +1,8 @@
 """Cost of one ``vxplane-cni`` exec: interpreter start, imports, VERSION, and ADD minus the agent.
 
 Run ``.venv/bin/python -m bench.cni`` (as root for ADD; ``--skip-add`` measures the rest
-without a lab). It prints a table and writes JSON to ``bench/results/``.
+without a lab; ``--plugin PATH`` measures another build, e.g. an older one, for a before and
+after). It prints a table and writes JSON to ``bench/results/``.
 
 Every figure is the median wall time of ``--runs`` execs from this process (fork, exec,
 wait; the kinds below taken in turn, one of each per round), started with a clean
@@ -86,7 +87,7 @@ def ms(values: Iterable[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def startup(runs: int) -> dict[str, dict[str, float]]:
+def startup(runs: int, plugin: str) -> dict[str, dict[str, float]]:
     """Execs that need no agent: the floor under the plugin, its imports, and VERSION; one of
     each per round, so a change in the machine's load hits all of them alike."""
     env = clean_env()
@@ -95,7 +96,7 @@ def startup(runs: int) -> dict[str, dict[str, float]]:
         "python_no_site": ([PYTHON, "-S", "-c", "pass"], env, b""),
         "python_floor": ([PYTHON, "-c", "pass"], env, b""),
         "python_import_cni": ([PYTHON, "-c", "import hostagent.cni"], env, b""),
-        "version": ([CNI_BIN], clean_env(CNI_COMMAND="VERSION"), b'{"cniVersion":"1.1.0"}'),
+        "version": ([plugin], clean_env(CNI_COMMAND="VERSION"), b'{"cniVersion":"1.1.0"}'),
     }
     execs: dict[str, list[Exec]] = {k: [] for k in kinds}
     for i in range(WARMUP + runs):
@@ -109,7 +110,7 @@ def startup(runs: int) -> dict[str, dict[str, float]]:
     }
 
 
-def _cni(command: str, sock: str, cid: str, netns: str | None) -> Exec:
+def _cni(plugin: str, command: str, sock: str, cid: str, netns: str | None) -> Exec:
     """Exec the plugin for one verb, as a runtime would."""
     env = clean_env(
         CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_PATH=CNI_DIR,
@@ -118,18 +119,18 @@ def _cni(command: str, sock: str, cid: str, netns: str | None) -> Exec:
     if netns:
         env["CNI_NETNS"] = netns
     conf = {"cniVersion": "1.1.0", "name": "cnib", "type": "vxplane-cni", "network": "cnib"}
-    return Exec([CNI_BIN], env, json.dumps(conf).encode())
+    return Exec([plugin], env, json.dumps(conf).encode())
 
 
-def add_del(sock: str, runs: int, made: list[str]) -> dict[str, Any]:
+def add_del(plugin: str, sock: str, runs: int, made: list[str]) -> dict[str, Any]:
     """``runs`` ADDs (after WARMUP), each in a fresh namespace and followed by a DEL."""
     adds, dels = [], []
     for i in range(WARMUP + runs):
         ns = f"{PREFIX}c{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         made.append(ns)
-        add = _cni("ADD", sock, f"ctr-{i}", f"/run/netns/{ns}")
-        delete = _cni("DEL", sock, f"ctr-{i}", None)
+        add = _cni(plugin, "ADD", sock, f"ctr-{i}", f"/run/netns/{ns}")
+        delete = _cni(plugin, "DEL", sock, f"ctr-{i}", None)
         subprocess.run(["ip", "netns", "del", ns], check=True)
         made.remove(ns)
         if i >= WARMUP:
@@ -139,28 +140,30 @@ def add_del(sock: str, runs: int, made: list[str]) -> dict[str, Any]:
 
 
 def _summary(execs: list[Exec]) -> dict[str, Any]:
-    timing = [(e, e.timing) for e in execs]
     out: dict[str, Any] = {
         "runs": len(execs),
         "wall_ms": ms(e.wall for e in execs),
         "cpu_ms": ms(e.cpu for e in execs),
-        # the exec in its parts, in order
-        "to_main_ms": ms(t["started_at"] - e.forked_at for e, t in timing),
-        "main_to_request_ms": ms(
-            t["replied_at"] - t["request_seconds"] - t["started_at"] for e, t in timing
-        ),
-        "request_ms": ms(t["request_seconds"] for e, t in timing),
-        "after_reply_ms": ms(e.exited_at - t["replied_at"] for e, t in timing),
-        "agent_ms": None,  # unless the agent sent X-Vxplane-Agent-Seconds every time
-        "plugin_own_ms": None,
+        "plugin_own_ms": None,  # unless the agent sent X-Vxplane-Agent-Seconds every time
+        "agent_ms": None,
     }
+    timing = [(e, e.timing) for e in execs]
+    if all("replied_at" in t for _, t in timing):  # a plugin without timing has no parts
+        out.update(  # the exec in its parts, in order
+            to_main_ms=ms(t["started_at"] - e.forked_at for e, t in timing),
+            main_to_request_ms=ms(
+                t["replied_at"] - t["request_seconds"] - t["started_at"] for e, t in timing
+            ),
+            request_ms=ms(t["request_seconds"] for e, t in timing),
+            after_reply_ms=ms(e.exited_at - t["replied_at"] for e, t in timing),
+        )
     if all(t.get("agent_seconds") is not None for _, t in timing):
         out["agent_ms"] = ms(t["agent_seconds"] for e, t in timing)
         out["plugin_own_ms"] = ms(e.wall - t["agent_seconds"] for e, t in timing)
     return out
 
 
-def measure_add(runs: int, tmp: Path) -> dict[str, Any]:
+def measure_add(runs: int, tmp: Path, plugin: str) -> dict[str, Any]:
     """Start a controller and a 1-host lab, run ADD/DEL, and remove it all again."""
     from vxlab.launch import controller_and_lab  # only this part needs the lab
 
@@ -171,7 +174,7 @@ def measure_add(runs: int, tmp: Path) -> dict[str, Any]:
         try:
             api.post("/api/v1/networks", json={"name": "cnib", "subnet": SUBNET}).raise_for_status()
             host = lab.status()["hosts"][0]
-            return add_del(host["agent_socket"], runs, made)
+            return add_del(plugin, host["agent_socket"], runs, made)
         finally:
             for h in lab.status().get("hosts", []):
                 log = Path(h["agent_socket"]).with_name("agent.log")
@@ -206,10 +209,10 @@ def report(result: dict[str, Any]) -> str:
             f"{verb:44} {_fmt(a['wall_ms'])} {_fmt(a['cpu_ms'])}",
             f"  plugin own time (wall - agent)             {_fmt(a['plugin_own_ms'])}",
             f"  agent handling (reported by the agent)     {_fmt(a['agent_ms'])}",
-            f"  fork to main (interpreter, imports)        {_fmt(a['to_main_ms'])}",
-            f"  main to request (stdin, parse)             {_fmt(a['main_to_request_ms'])}",
-            f"  request (connect to reply)                 {_fmt(a['request_ms'])}",
-            f"  reply to exit (result, interpreter exit)   {_fmt(a['after_reply_ms'])}",
+            f"  fork to main (interpreter, imports)        {_fmt(a.get('to_main_ms'))}",
+            f"  main to request (stdin, parse)             {_fmt(a.get('main_to_request_ms'))}",
+            f"  request (connect to reply)                 {_fmt(a.get('request_ms'))}",
+            f"  reply to exit (result, exit)               {_fmt(a.get('after_reply_ms'))}",
         ]
     return "\n".join(lines)
 
@@ -222,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--runs", type=int, default=50, help="measured execs of each kind")
     p.add_argument("--skip-add", action="store_true", help="no lab: startup and VERSION only")
+    p.add_argument(
+        "--plugin", default=CNI_BIN, help="the executable to measure, e.g. an older build"
+    )
     args = p.parse_args(argv)
-    if not os.path.exists(CNI_BIN):
-        print(f"{CNI_BIN} is not installed: pip install -e .", file=sys.stderr)
+    if not os.path.exists(args.plugin):
+        print(f"{args.plugin} is not installed: pip install -e .", file=sys.stderr)
         return 2
     if not args.skip_add and os.geteuid() != 0:
         print("ADD needs a lab, so root: run as root or pass --skip-add", file=sys.stderr)
@@ -238,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([".venv/bin/python -m bench.cni", *(argv or sys.argv[1:])]),
         "logs": str(tmp),
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "startup": startup(args.runs),
+        "plugin": args.plugin,
+        "startup": startup(args.runs, args.plugin),
     }
     if not args.skip_add:
-        result["exec"] = measure_add(args.runs, tmp)
+        result["exec"] = measure_add(args.runs, tmp, args.plugin)
     result["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"cni-{time.strftime('%Y%m%d-%H%M%S')}.json"
