@@ -13,9 +13,9 @@ module does the work, and plugs through the agent's one plug sequence (``hostage
   name gets the same IP and MAC on every host; ``--ip`` is honoured.
 - ``CreateEndpoint`` plugs the endpoint with its peer left in the agent's namespace (veth,
   MTU, TX offload off, OVS port, bound at the controller) and answers once the flows are
-  confirmed; ``Join`` names the peer, which Docker moves into the container as ``eth0``
-  (after a ``Leave`` it binds again first). ``Leave`` unbinds, ``DeleteEndpoint`` unplugs.
-  The name keeps its address (reservation) for its next start.
+  confirmed; ``Join`` names the peer, which Docker moves into the container as ``eth0``.
+  ``DeleteEndpoint`` unplugs and unbinds (``Leave`` changes nothing: see ``leave``). The
+  name keeps its address (reservation) for its next start.
 - The engine's events drive cleanup of endpoints whose container went away without a
   teardown (``engine.py``).
 """
@@ -39,7 +39,7 @@ from hostagent.agent import Agent
 from hostagent.api.server import UnixServer
 from hostagent.client import ControllerError
 from hostagent.edges import PortRecord
-from hostagent.errors import AgentError, NotReady
+from hostagent.errors import AgentError
 from hostagent.model import Endpoint
 from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
 from hostagent.runtimes.docker import proto
@@ -70,7 +70,6 @@ class DockerDriver:
         self.pending: dict[tuple[str, str], str] = {}  # (subnet, ip) -> endpoint name
         self.inflight: dict[str, float] = {}  # endpoint id -> created (not yet running)
         self.seen_live: set[str] = set()  # endpoint ids seen in a running container
-        self.left: set[str] = set()  # endpoint ids unbound by Leave (a Join binds again)
         self.cleaned = 0
         self._lock = threading.Lock()
         self.reconcile_soon = Debouncer(self.reconcile)
@@ -360,17 +359,6 @@ class DockerDriver:
         if port is None or port.ofport is None:
             raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
         network, name = port.external_ids[EXT_NETWORK], port.external_ids[EXT_ENDPOINT]
-        with self._lock:
-            rebind = req.endpoint_id in self.left
-        if rebind:  # CreateEndpoint bound it; a Leave since unbound it
-            wait = self.agent.settings.ready_timeout
-            ep, _ = self.agent.client.bind(
-                network, name, self.agent.host, port.ofport, port.name, wait_ready=wait
-            )
-            if not ep.ready:
-                raise NotReady(f"endpoint {network}/{name} not ready after {wait}s")
-            with self._lock:
-                self.left.discard(req.endpoint_id)
         gateway = self._gateway(port)
         return proto.join_reply(device_names(network, name)[1], gateway)
 
@@ -380,17 +368,14 @@ class DockerDriver:
         return str(info["gateway"]) if info and info.get("gateway") else None
 
     def leave(self, body: Any) -> dict[str, Any]:
-        req = proto.ids(body)
-        port = self._port(req.endpoint_id)
-        if port is not None:
-            ids = port.external_ids
-            try:
-                self.agent.client.unbind(ids[EXT_NETWORK], ids[EXT_ENDPOINT], host=self.agent.host)
-            except ControllerError as exc:
-                if exc.status != 404:
-                    raise
-            with self._lock:
-                self.left.add(req.endpoint_id)
+        """``Leave``: nothing to do. libnetwork calls it, then takes the interface out of the
+        container (the port's link goes down), then ``DeleteEndpoint``, which unplugs and
+        unbinds under the endpoint's lock. Unbinding here left a live port with an unbound
+        endpoint for the agent's reconciliation (woken by that link-down) to bind again,
+        after ``DeleteEndpoint`` had removed the port: the endpoint then stayed bound to a
+        port that no longer existed, "pending" for good, and its network could not be
+        deleted."""
+        proto.ids(body)
         return {}
 
     def delete_endpoint(self, body: Any) -> dict[str, Any]:
@@ -401,7 +386,6 @@ class DockerDriver:
         with self._lock:
             self.inflight.pop(req.endpoint_id, None)
             self.seen_live.discard(req.endpoint_id)
-            self.left.discard(req.endpoint_id)
         return {}
 
     def _unplug(self, ids: dict[str, str]) -> None:
