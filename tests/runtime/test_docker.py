@@ -95,6 +95,14 @@ class Stack:
         return resp.status_code, resp.json()
 
 
+def network(stack: Stack, name: str) -> Any:
+    """The vxplane network ``name`` once the controller has it (the agents create it right
+    after ``docker network create`` returned)."""
+    return wait_for(
+        name, lambda: (r := stack.api.get(f"/api/v1/networks/{name}")).is_success and r.json()
+    )
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -165,7 +173,7 @@ def stack(docker_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_network_create_adopts_one_vxplane_network_per_name(stack: Stack) -> None:
     for name, subnet in (BLUE, RED):
-        net = wait_for(name, lambda n=name: stack.api.get(f"/api/v1/networks/{n}").json())
+        net = network(stack, name)
         assert net["subnet"] == subnet and net["gateway"] == subnet.replace("0/24", "1")
     names = [n["name"] for n in stack.api.get("/api/v1/networks").json()]
     assert names.count(BLUE[0]) == 1 and names.count(RED[0]) == 1
@@ -258,6 +266,81 @@ def test_restarted_agent_reconciles_with_the_engine(stack: Stack) -> None:
     assert stack.endpoint(BLUE[0], "live1")["state"] == "ready"  # type: ignore[index]
     assert stack.ping(H1, "b1", live["ip"])
     stack.docker(H1, "rm", "-f", "live1")
+
+
+def test_two_networks_with_the_same_subnet_on_one_host(stack: Stack) -> None:
+    """Same CIDR, two Docker networks on each host: each container lands in its own network
+    (even with the same --ip in both), reaches only its own peers, across an agent restart
+    and an engine restart."""
+    subnet = "10.62.0.0/24"
+    nets = ("vxd-sa", "vxd-sb")
+    for host in (H1, H2):
+        for net in nets:
+            stack.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver", "vxplane",
+                         "--subnet", subnet, net)  # fmt: skip
+    vnis = {n: network(stack, n) for n in nets}
+    assert vnis["vxd-sa"]["subnet"] == vnis["vxd-sb"]["subnet"] == subnet
+    assert vnis["vxd-sa"]["vni"] != vnis["vxd-sb"]["vni"]
+    # the same address in both networks on H1; a different one per network on H2
+    a1 = stack.run(H1, "sa1", "vxd-sa", "--ip", "10.62.0.10")
+    b1 = stack.run(H1, "sb1", "vxd-sb", "--ip", "10.62.0.10")
+    a2 = stack.run(H2, "sa2", "vxd-sa", "--ip", "10.62.0.20")
+    b2 = stack.run(H2, "sb2", "vxd-sb", "--ip", "10.62.0.21")
+    assert a1["ip"] == b1["ip"] == "10.62.0.10"
+    for net, name, host in (("vxd-sa", "sa1", H1), ("vxd-sb", "sb1", H1),
+                            ("vxd-sa", "sa2", H2), ("vxd-sb", "sb2", H2)):  # fmt: skip
+        ep = stack.endpoint(net, name)
+        assert ep and ep["host"] == host and ep["state"] == "ready", (net, name, ep)
+    other = {"vxd-sa": "vxd-sb", "vxd-sb": "vxd-sa"}
+    for net, name in (("vxd-sa", "sa1"), ("vxd-sb", "sb1")):
+        assert stack.endpoint(other[net], name) is None
+
+    def isolated() -> None:
+        assert stack.ping(H1, "sa1", a2["ip"]) and stack.ping(H1, "sb1", b2["ip"])
+        assert not stack.ping(H1, "sa1", b2["ip"]) and not stack.ping(H1, "sb1", a2["ip"])
+        assert stack.ping(H2, "sa2", a1["ip"]) and stack.ping(H2, "sb2", b1["ip"])
+
+    isolated()
+    # the agent restarts: containers started afterwards still find their own network
+    agent = next(h for h in stack.lab.status()["hosts"] if h["name"] == H1)["pids"]["agent"]
+    os.kill(agent["pid"], signal.SIGKILL)
+    stack.lab.up(
+        hosts=2,
+        controller_url=f"http://{stack.lab.gateway_ip}:{API_PORT}",
+        openflow=f"tcp:{stack.lab.gateway_ip}:{OF_PORT}",
+        docker=True,
+    )
+    a3 = stack.run(H1, "sa3", "vxd-sa")
+    b3 = stack.run(H1, "sb3", "vxd-sb", "--ip", "10.62.0.30")
+    assert (stack.endpoint("vxd-sa", "sa3") or {}).get("ip") == a3["ip"]
+    assert (stack.endpoint("vxd-sb", "sb3") or {}).get("ip") == b3["ip"]
+    assert stack.endpoint("vxd-sb", "sa3") is None and stack.endpoint("vxd-sa", "sb3") is None
+    assert stack.ping(H1, "sa3", a2["ip"]) and not stack.ping(H1, "sa3", b2["ip"])
+    assert stack.ping(H1, "sb3", b2["ip"]) and not stack.ping(H1, "sb3", a2["ip"])
+    isolated()
+    # the engine restarts (its containers stop): new containers still find their network
+    stack.docker(H1, "rm", "-f", "sa1", "sb1", "sa3", "sb3")
+    stack.lab.restart_dockerd(H1)
+    a4 = stack.run(H1, "sa4", "vxd-sa", "--ip", "10.62.0.40")
+    b4 = stack.run(H1, "sb4", "vxd-sb", "--ip", "10.62.0.40")
+    assert (stack.endpoint("vxd-sa", "sa4") or {}).get("host") == H1
+    assert (stack.endpoint("vxd-sb", "sb4") or {}).get("host") == H1
+    assert stack.ping(H1, "sa4", a2["ip"]) and not stack.ping(H1, "sa4", b2["ip"])
+    assert stack.ping(H1, "sb4", b2["ip"]) and not stack.ping(H1, "sb4", a2["ip"])
+    assert a4["ip"] == b4["ip"]
+    for host in (H1, H2):
+        left = stack.docker(host, "ps", "-aq").split()
+        if left:
+            stack.docker(host, "rm", "-f", *left)
+        for net in nets:
+            stack.docker(host, "network", "rm", net)
+    names = [n["name"] for n in stack.api.get("/api/v1/networks").json()]
+    assert not set(nets) & set(names), [
+        (e["network"], e["name"], e["host"], e["state"])
+        for n in nets
+        if n in names
+        for e in stack.api.get("/api/v1/endpoints", params={"network": n}).json()
+    ]
 
 
 NET_CALLS: list[tuple[str, Any]] = [

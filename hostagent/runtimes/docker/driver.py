@@ -4,11 +4,14 @@ Both drivers answer on one socket (``/run/docker/plugins/vxplane.sock``; ``Plugi
 returns both). The protocol itself (fields, replies, error shapes) is ``proto.py``; this
 module does the work, and plugs through the agent's one plug sequence (``hostagent.plug``):
 
-- ``RequestPool``/``CreateNetwork`` record the subnet; the vxplane network of the Docker
-  network's *name* is created (or adopted when it exists with the same subnet) as soon as the
-  name is known (from the engine, right after ``CreateNetwork`` returns). ``DeleteNetwork``
-  deletes the vxplane network when no endpoint of it is bound on any host.
-- ``RequestAddress`` decides the address: the endpoint is named after the container being
+- ``RequestPool`` hands out a fresh pool id, which ``CreateNetwork`` pairs with its Docker
+  network (``pools.py``: two Docker networks may share a subnet); ``CreateNetwork`` records
+  the subnet, and the vxplane network of the Docker network's *name* is created (or adopted
+  when it exists with the same subnet) as soon as the name is known (from the engine, right
+  after ``CreateNetwork`` returns). ``DeleteNetwork`` deletes the vxplane network when no
+  endpoint of it is bound on any host.
+- ``RequestAddress`` finds the network by its pool id and decides the address: the
+  endpoint is named after the container being
   started (see ``docker_proto.pick_container`` and docs/docker.md), so the same container
   name gets the same IP and MAC on every host; ``--ip`` is honoured.
 - ``CreateEndpoint`` plugs the endpoint with its peer left in the agent's namespace (veth,
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -44,6 +48,7 @@ from hostagent.model import Endpoint
 from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
 from hostagent.runtimes.docker import proto
 from hostagent.runtimes.docker.engine import Debouncer, EngineClient, EventFollower
+from hostagent.runtimes.docker.pools import PoolTable
 from hostagent.runtimes.docker.proto import ProtocolError
 from vxcommon.names import name_error
 
@@ -60,14 +65,20 @@ class DockerDriver:
     """The two drivers of one host."""
 
     def __init__(
-        self, agent: Agent, engine: EngineClient, scope: str = "local", grace: float = 30.0
+        self,
+        agent: Agent,
+        engine: EngineClient,
+        scope: str = "local",
+        grace: float = 30.0,
+        pools: PoolTable | None = None,
     ) -> None:
         self.agent = agent
         self.engine = engine
         self.scope = scope
         self.grace = grace
+        self.pools = pools if pools is not None else PoolTable(None)
         self.networks: dict[str, dict[str, Any]] = {}  # docker network id -> name, subnet, gw
-        self.pending: dict[tuple[str, str], str] = {}  # (subnet, ip) -> endpoint name
+        self.pending: dict[tuple[str, str], str] = {}  # (network id, ip) -> endpoint name
         self.inflight: dict[str, float] = {}  # endpoint id -> created (not yet running)
         self.seen_live: set[str] = set()  # endpoint ids seen in a running container
         self.cleaned = 0
@@ -93,8 +104,8 @@ class DockerDriver:
             ("NetworkDriver", "RevokeExternalConnectivity"): lambda b: (proto.ids(b), {})[1],
             ("IpamDriver", "GetCapabilities"): lambda b: proto.ipam_capabilities(),
             ("IpamDriver", "GetDefaultAddressSpaces"): lambda b: proto.address_spaces(),
-            ("IpamDriver", "RequestPool"): lambda b: proto.pool_reply(proto.request_pool(b).pool),
-            ("IpamDriver", "ReleasePool"): lambda b: (proto.release(b, False), {})[1],
+            ("IpamDriver", "RequestPool"): self.request_pool,
+            ("IpamDriver", "ReleasePool"): self.release_pool,
             ("IpamDriver", "RequestAddress"): self.request_address,
             ("IpamDriver", "ReleaseAddress"): self.release_address,
             ("IpamDriver", "DiscoverNew"): proto.discover,
@@ -127,8 +138,19 @@ class DockerDriver:
 
     # -- networks ---------------------------------------------------------------------
 
+    def request_pool(self, body: Any) -> dict[str, Any]:
+        req = proto.request_pool(body)
+        return proto.pool_reply(self.pools.request(req.pool), req.pool)
+
+    def release_pool(self, body: Any) -> dict[str, Any]:
+        ref, _ = proto.release(body, address=False)
+        self.pools.released(ref.pool_id)
+        return {}
+
     def create_network(self, body: Any) -> dict[str, Any]:
         req = proto.create_network(body)
+        if req.our_pool:
+            self.pools.created(req.subnet, req.network_id)
         with self._lock:
             self.networks[req.network_id] = {
                 "name": None, "subnet": req.subnet, "gateway": req.gateway, "ready": False,
@@ -219,19 +241,44 @@ class DockerDriver:
 
     # -- addresses --------------------------------------------------------------------
 
-    def _network_of_pool(self, pool: IPv4Network) -> tuple[str, dict[str, Any]]:
-        with self._lock:
-            found = [(nid, i) for nid, i in self.networks.items() if i["subnet"] == pool]
-        if not found:
-            for net in self.engine.networks(DRIVER):
-                configs = (net.get("IPAM") or {}).get("Config") or []
-                if configs and configs[0].get("Subnet") == str(pool):
-                    found.append((net["Id"], {}))
+    def _network_of_pool(
+        self, ref: proto.PoolRef, ip: IPv4Address | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The Docker network (id, info) of a pool.
+
+        A pool paired at ``CreateNetwork`` (or learned before) is that network. Otherwise
+        (an old-style id, or the pairing lost with the table's file): the one ``vxplane``
+        network of the engine with that subnet that no other pool claims; with several, the
+        one a container (with address ``ip`` if given) is being connected to now
+        (``pick_network``)."""
+        nid = self.pools.network_of(ref.pool_id)
+        if nid:
+            return nid, self.network_info(nid)
+        if self.pools.awaiting(ref.pool_id):
+            raise ProtocolError(
+                f"pool {ref.pool_id} has no network yet (--aux-address is not supported)"
+            )
+        claimed = self.pools.claimed(except_pool=ref.pool_id) if ref.tag else set()
+        found = {
+            net["Id"]: str(net.get("Name", ""))
+            for net in self.engine.networks(DRIVER)
+            if ((net.get("IPAM") or {}).get("Config") or [{}])[0].get("Subnet") == str(ref.pool)
+            and ((net.get("IPAM") or {}).get("Driver") in (None, "", DRIVER))
+            and net["Id"] not in claimed
+        }
+        if len(found) > 1:
+            picked = proto.pick_network(self._containers(), sorted(found.values()), ip)
+            if picked is not None:
+                found = {i: n for i, n in found.items() if n == picked}
         if len(found) != 1:
             raise ProtocolError(
-                f"{len(found)} {DRIVER} networks on this host use {pool}: want exactly one"
+                f"{len(found)} {DRIVER} networks on this host could be pool {ref.pool_id} "
+                f"({', '.join(sorted(found.values())) or 'none'}): want exactly one"
             )
-        return found[0][0], self.network_info(found[0][0])
+        nid = next(iter(found))
+        if ref.tag:
+            self.pools.learn(ref.pool_id, nid)
+        return nid, self.network_info(nid)
 
     def _endpoint(self, network: str, name: str, ip: str | None) -> Endpoint:
         """Create or find endpoint ``name`` (with ``ip`` if given) at the controller."""
@@ -272,33 +319,41 @@ class DockerDriver:
                 )
         return ep
 
-    def _container_name(self, network: str, ip: IPv4Address | None) -> str:
+    def _containers(self) -> list[dict[str, Any]]:
         try:
-            containers = self.engine.containers()
+            return self.engine.containers()
         except Exception as exc:  # noqa: BLE001 - no name: the endpoint is anonymous
             log.warning("host %s: listing containers: %r", self.agent.host, exc)
-            containers = []
-        name = proto.pick_container(containers, network, ip)
+            return []
+
+    def _container_name(self, network: str, ip: IPv4Address | None) -> str:
+        name = proto.pick_container(self._containers(), network, ip)
         return name or f"{ANON}{uuid.uuid4().hex[:12]}"
 
     def request_address(self, body: Any) -> dict[str, Any]:
         req = proto.request_address(body)
         if req.gateway:
             return proto.address_reply(req.address or req.pool[1], req.pool)
-        _, info = self._network_of_pool(req.pool)
+        nid, info = self._network_of_pool(req.ref, req.address)
         name = self._container_name(info["name"], req.address)
         ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
         with self._lock:
-            self.pending[(str(req.pool), str(ep.ip))] = name
+            self.pending[(nid, str(ep.ip))] = name
         log.info("host %s: address %s for %s/%s", self.agent.host, ep.ip, info["name"], name)
         return proto.address_reply(str(ep.ip), req.pool)
 
     def release_address(self, body: Any) -> dict[str, Any]:
-        pool, address = proto.release(body, address=True)
+        ref, address = proto.release(body, address=True)
         ip = address.split("/")[0]
+        nid = self.pools.network_of(ref.pool_id)
         with self._lock:
-            name = self.pending.pop((str(pool), ip), None)
-            nets = [i for i in self.networks.values() if i["subnet"] == pool and i["name"]]
+            if nid:
+                name = self.pending.pop((nid, ip), None)
+                info = self.networks.get(nid)
+                nets = [info] if info and info["name"] else []
+            else:  # an old-style or unknown pool: any network of the subnet
+                name = None
+                nets = [i for i in self.networks.values() if i["subnet"] == ref.pool and i["name"]]
         for info in nets:
             for ep in self.agent.client.list_endpoints(network=info["name"]):
                 if str(ep.ip) == ip and (name is None or ep.name == name):
@@ -325,7 +380,7 @@ class DockerDriver:
             raise ProtocolError(f"address {req.address} is not in {info['subnet']}")
         network = info["name"]
         with self._lock:
-            name = self.pending.pop((str(info["subnet"]), ip), None)
+            name = self.pending.pop((req.network_id, ip), None)
         name = name or self._container_name(network, req.address.ip)
         reserved = self._endpoint(network, name, ip)  # the address; no live owner elsewhere
         if req.mac and req.mac != reserved.mac:
@@ -398,7 +453,10 @@ class DockerDriver:
 
     def on_connect(self) -> None:
         """The engine is (back) up: learn its vxplane networks, then reconcile."""
-        for net in self.engine.networks(DRIVER):
+        nets = self.engine.networks(DRIVER)
+        for pool_id in self.pools.prune({n["Id"] for n in nets}):
+            log.info("host %s: docker pool %s: its network is gone", self.agent.host, pool_id)
+        for net in nets:
             try:
                 self.network_info(net["Id"])
             except (ProtocolError, AgentError) as exc:
@@ -470,11 +528,19 @@ def create_plugin_app(driver: DockerDriver) -> FastAPI:
     return app
 
 
+def pools_path(socket_path: str) -> str:
+    """Where the pool table of the plugin on ``socket_path`` is kept: beside the socket
+    (``vxplane.sock`` -> ``vxplane-pools.json``; Docker looks only at sockets there)."""
+    return f"{os.path.splitext(socket_path)[0]}-pools.json"
+
+
 def start_docker_plugin(
     agent: Agent, socket_path: str, engine_url: str, scope: str = "local"
 ) -> Callable[[], None]:
     """Serve the drivers on ``socket_path`` and follow the engine; returns ``stop``."""
-    driver = DockerDriver(agent, EngineClient(engine_url), scope=scope)
+    driver = DockerDriver(
+        agent, EngineClient(engine_url), scope=scope, pools=PoolTable(pools_path(socket_path))
+    )
     stop_server = UnixServer(create_plugin_app(driver), socket_path).start()
     follower = EventFollower(driver.engine, driver.on_connect, driver.on_event)
     follower.start()

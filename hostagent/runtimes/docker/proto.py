@@ -7,11 +7,14 @@ Docker POSTs JSON to ``/Plugin.Activate``, ``/NetworkDriver.<Method>`` and
 user sees. Every request is checked here against the fields the protocol defines, so a
 malformed one gets that error shape, never a traceback.
 
-Pool ids are ``vxplane:<cidr>``: stateless, so the agent can restart between calls.
+Pool ids are ``vxplane:<cidr>:<tag>``, a fresh random tag per ``RequestPool``: two Docker
+networks with the same subnet get distinct ids, which the driver pairs with their networks
+(``pools.py``). Ids of the older form ``vxplane:<cidr>`` (one per subnet) are still read.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
 from typing import Any
@@ -21,6 +24,7 @@ IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 LOCAL_SPACE = "vxplane-local"
 GLOBAL_SPACE = "vxplane-global"
 POOL_PREFIX = "vxplane:"
+POOL_TAG = re.compile(r"[0-9a-z]{1,32}")
 GATEWAY_REQUEST = "com.docker.network.gateway"
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
@@ -132,6 +136,12 @@ class CreateNetwork:
     subnet: IPv4Network
     gateway: IPv4Address
     options: dict[str, Any] = field(default_factory=dict)
+    address_space: str = ""
+
+    @property
+    def our_pool(self) -> bool:
+        """True when the pool came from vxplane's IPAM (its address spaces)."""
+        return self.address_space in (LOCAL_SPACE, GLOBAL_SPACE)
 
 
 def create_network(body: Any) -> CreateNetwork:
@@ -149,7 +159,8 @@ def create_network(body: Any) -> CreateNetwork:
     if gateway not in pool:
         raise ProtocolError(f"gateway {gateway} is outside {pool}")
     _map(v4[0], "AuxAddresses")
-    return CreateNetwork(nid, pool, gateway, _map(b, "Options"))
+    space = _str(v4[0], "AddressSpace", required=False)
+    return CreateNetwork(nid, pool, gateway, _map(b, "Options"), space)
 
 
 @dataclass(frozen=True)
@@ -239,30 +250,48 @@ def request_pool(body: Any) -> RequestPool:
     return RequestPool(space, _pool(pool), _map(b, "Options"))
 
 
-def pool_id(pool: IPv4Network) -> str:
-    """The id of a pool (same pool, same id)."""
-    return f"{POOL_PREFIX}{pool}"
+def pool_id(pool: IPv4Network, tag: str = "") -> str:
+    """The id of a pool: ``vxplane:<cidr>:<tag>``, or the old ``vxplane:<cidr>`` without tag."""
+    if tag and not POOL_TAG.fullmatch(tag):
+        raise ValueError(f"pool tag {tag!r}: 1 to 32 of [0-9a-z]")
+    return f"{POOL_PREFIX}{pool}:{tag}" if tag else f"{POOL_PREFIX}{pool}"
 
 
-def parse_pool_id(value: str) -> IPv4Network:
-    """The pool of an id made by ``pool_id``."""
+@dataclass(frozen=True)
+class PoolRef:
+    """A parsed pool id: the id itself, its subnet and its tag ("" in an old-style id)."""
+
+    pool_id: str
+    pool: IPv4Network
+    tag: str = ""
+
+
+def parse_pool_id(value: str) -> PoolRef:
+    """The parts of an id made by ``pool_id`` (either form)."""
     if not value.startswith(POOL_PREFIX):
         raise ProtocolError(f"unknown PoolID {value!r}")
-    return _pool(value[len(POOL_PREFIX) :])
+    cidr, _, tag = value[len(POOL_PREFIX) :].partition(":")
+    if ":" in value[len(POOL_PREFIX) :] and not POOL_TAG.fullmatch(tag):
+        raise ProtocolError(f"unknown PoolID {value!r}")
+    return PoolRef(value, _pool(cidr), tag)
 
 
 @dataclass(frozen=True)
 class RequestAddress:
-    pool: IPv4Network
+    ref: PoolRef
     address: IPv4Address | None
     gateway: bool
     mac: str
+
+    @property
+    def pool(self) -> IPv4Network:
+        return self.ref.pool
 
 
 def request_address(body: Any) -> RequestAddress:
     """``RequestAddress``: the gateway's (at network creation) or an endpoint's."""
     b = _obj(body)
-    pool = parse_pool_id(_str(b, "PoolID"))
+    ref = parse_pool_id(_str(b, "PoolID"))
     opts = _map(b, "Options")
     raw = _str(b, "Address", required=False)
     address = None
@@ -271,21 +300,21 @@ def request_address(body: Any) -> RequestAddress:
             address = IPv4Address(raw.split("/")[0])
         except ValueError as exc:
             raise ProtocolError(f"Address {raw!r} is not an IPv4 address") from exc
-        if address not in pool:
-            raise ProtocolError(f"address {address} is outside the pool {pool}")
+        if address not in ref.pool:
+            raise ProtocolError(f"address {address} is outside the pool {ref.pool}")
     return RequestAddress(
-        pool,
+        ref,
         address,
         opts.get("RequestAddressType") == GATEWAY_REQUEST,
         str(opts.get(MAC_OPTION, "")),
     )
 
 
-def release(body: Any, address: bool) -> tuple[IPv4Network, str]:
+def release(body: Any, address: bool) -> tuple[PoolRef, str]:
     """``ReleasePool`` / ``ReleaseAddress``: (pool, address or "")."""
     b = _obj(body)
-    pool = parse_pool_id(_str(b, "PoolID"))
-    return pool, _str(b, "Address") if address else ""
+    ref = parse_pool_id(_str(b, "PoolID"))
+    return ref, _str(b, "Address") if address else ""
 
 
 # -- replies --------------------------------------------------------------------------
@@ -307,8 +336,8 @@ def address_spaces() -> dict[str, Any]:
     return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
 
 
-def pool_reply(pool: IPv4Network) -> dict[str, Any]:
-    return {"PoolID": pool_id(pool), "Pool": str(pool), "Data": {}}
+def pool_reply(pool_id: str, pool: IPv4Network) -> dict[str, Any]:
+    return {"PoolID": pool_id, "Pool": str(pool), "Data": {}}
 
 
 def address_reply(ip: IPv4Address | str, pool: IPv4Network) -> dict[str, Any]:
@@ -333,16 +362,8 @@ def join_reply(src_name: str, gateway: str | None) -> dict[str, Any]:
 # -- which container is starting (pure) ----------------------------------------------
 
 
-def pick_container(
-    containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
-) -> str | None:
-    """The name of the one container that is being connected to ``network`` now, or None.
-
-    ``containers`` is the engine's ``GET /containers/json?all=1``. A candidate names the
-    network in its settings without an endpoint there yet; with ``ip``, it must have asked
-    for that address (``--ip``), without, it must not have asked for any. None when there is
-    no candidate or more than one (several containers starting at once on one network).
-    """
+def _starting(containers: list[dict[str, Any]], network: str, ip: IPv4Address | None) -> list[str]:
+    """Names of the containers being connected to ``network`` now (see ``pick_container``)."""
     found = []
     for c in containers:
         nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
@@ -355,4 +376,27 @@ def pick_container(
         names = c.get("Names") or []
         if names:
             found.append(str(names[0]).lstrip("/"))
+    return found
+
+
+def pick_container(
+    containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
+) -> str | None:
+    """The name of the one container that is being connected to ``network`` now, or None.
+
+    ``containers`` is the engine's ``GET /containers/json?all=1``. A candidate names the
+    network in its settings without an endpoint there yet; with ``ip``, it must have asked
+    for that address (``--ip``), without, it must not have asked for any. None when there is
+    no candidate or more than one (several containers starting at once on one network).
+    """
+    found = _starting(containers, network, ip)
     return found[0] if len(found) == 1 else None
+
+
+def pick_network(
+    containers: list[dict[str, Any]], networks: list[str], ip: IPv4Address | None
+) -> str | None:
+    """Which of ``networks`` (Docker network names) a container is being connected to now:
+    the only one with a starting container (as ``pick_container``), else None."""
+    busy = [n for n in networks if _starting(containers, n, ip)]
+    return busy[0] if len(busy) == 1 else None
