@@ -34,6 +34,17 @@ before the clock starts, as in bench.run):
    ``ping -c1 -W1`` after the other from the peer's netns until one is answered).
 
 A "lost first ping" is a ping that got no answer within 1 s and needed a retry.
+
+IPv6 is off in the ports' namespaces (set before the clock starts, as Docker 26 and later
+do on IPv4-only networks; ``--ipv6`` leaves the kernel default). With it on, every new
+interface sends link-local multicast (DAD, MLD reports, router solicitations). An OVN
+logical switch floods that to every port on every host; on this lab's userspace datapath
+each port host's ovs-vswitchd then used about 4 times the CPU (8.9 s against 2.0 s for 100
+ports) and OVN's median roughly doubled (about 110 ms against 59 ms; one run each on a
+2-core machine busy with other tests). vxplane does not flood it, yet gained too (median
+46 ms against 34-38 ms, two runs each). ``--compare`` applies the same setting to both
+sides; ``bench.run`` alone keeps the kernel default unless given ``--no-ipv6``, so compare
+it with this command's figures only with that flag.
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, first_ping, pct
+from bench.run import RESULTS, first_ping, no_ipv6, pct
 from vxlab.lab import Lab
 
 PREFIX = "ovnb-"
@@ -149,6 +160,7 @@ class OvnLab:
     lab: Lab
     hosts: list[str]
     workdir: Path
+    ipv6: bool = False  # leave IPv6 on in the ports' namespaces (see the module docstring)
 
     @property
     def central(self) -> Path:
@@ -169,6 +181,8 @@ class OvnLab:
         with open(self.workdir / "netns", "a") as f:
             f.write(name + "\n")
         sh(["ip", "netns", "add", name])
+        if not self.ipv6:
+            no_ipv6(name)
 
     def start_central(self) -> None:
         c = self.central
@@ -238,7 +252,7 @@ class OvnLab:
 
 
 @contextmanager
-def ovn_lab(hosts: int = 3, workdir: Path = WORKDIR) -> Iterator[OvnLab]:
+def ovn_lab(hosts: int = 3, workdir: Path = WORKDIR, ipv6: bool = False) -> Iterator[OvnLab]:
     """Bring up the lab and OVN on it; remove all of it afterwards, also on failure."""
     lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
     remove_leftovers(workdir)  # of a killed run
@@ -248,7 +262,7 @@ def ovn_lab(hosts: int = 3, workdir: Path = WORKDIR) -> Iterator[OvnLab]:
         # agents=False: no vxplane agent; the br-int it makes is replaced by OVN's
         lab.up(hosts=hosts, agents=False, openflow=f"tcp:{lab.gateway_ip}:1")
         names = [h["name"] for h in lab.status()["hosts"]]
-        ovn = OvnLab(lab, names, workdir)
+        ovn = OvnLab(lab, names, workdir, ipv6)
         ovn.start_central()
         for i, host in enumerate(names, start=1):
             ovn.start_controller(i, host)
@@ -334,6 +348,23 @@ def stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def cpu_seconds(ovn: OvnLab) -> dict[str, float]:
+    """CPU time (user + system) used so far by each daemon of the lab, by pid file."""
+    pidfiles = {f"{p.parent.name}/{p.stem}": p for p in ovn.workdir.rglob("*.pid")}
+    for h in ovn.hosts:
+        pidfiles[f"{h}/ovs-vswitchd"] = Path(ovn.lab.host_paths(h).pidfile("ovs-vswitchd"))
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pidfile in sorted(pidfiles.items()):
+        try:
+            stat = Path(f"/proc/{int(pidfile.read_text())}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
 def measure_ports(ovn: OvnLab, n: int, settle_ms: float = 0) -> dict[str, Any]:
     """The peer on the last host, then ``n`` ports one at a time on the others, round-robin.
 
@@ -347,6 +378,7 @@ def measure_ports(ovn: OvnLab, n: int, settle_ms: float = 0) -> dict[str, Any]:
         peer = Port(PEER, ovn.hosts[-1], SUBNET[2])
         ovn.add_netns(peer.name)
         create_port(ovn, peer, pool)
+        cpu_before, started = cpu_seconds(ovn), time.perf_counter()
         laps: list[dict[str, float]] = []
         wall: dict[str, float] = {}  # port -> request, wall clock (to compare with logs)
         veths: dict[str, str] = {}
@@ -369,7 +401,11 @@ def measure_ports(ovn: OvnLab, n: int, settle_ms: float = 0) -> dict[str, Any]:
             if unanswered:
                 lost.append({"port": p.name, "host": p.host, "ip": str(p.ip), "ms": ms,
                              "ready_ms": laps[-1]["ready"], "peer_neigh": neigh})  # fmt: skip
+        cpu = {k: round(v - cpu_before.get(k, 0), 2) for k, v in cpu_seconds(ovn).items()}
+        seen = log_times(ovn, wall, veths)
         return {
+            "seconds": round(time.perf_counter() - started, 1),
+            "daemon_cpu_seconds": cpu,
             "endpoints": n,
             "attach_to_ready_ms": stats([x["ready"] for x in laps]),
             "request_to_first_ping_ms": stats(ping_ms),
@@ -381,10 +417,14 @@ def measure_ports(ovn: OvnLab, n: int, settle_ms: float = 0) -> dict[str, Any]:
             "ready_after_ovs_port_median_ms": statistics.median(
                 x["ready"] - max(x["nbctl"], x["plumbing"] + x["ovs_port"]) for x in laps
             ),
-            "from_logs_median_ms": log_times(ovn, wall, veths),
+            "from_logs_median_ms": log_medians(seen),
             "per_port_ms": {
                 "ready": [round(x["ready"], 1) for x in laps],
                 "first_ping": [round(x, 1) for x in ping_ms],
+                **{
+                    what: [round(seen.get(name, {}).get(what, -1), 1) for name in wall]
+                    for what in ("added", "claim", "installed", "up")
+                },
             },
         }
     finally:
@@ -400,11 +440,14 @@ LOG_LINE = re.compile(
 )
 
 
-def log_times(ovn: OvnLab, t0: dict[str, float], veths: dict[str, str]) -> dict[str, float]:
+def log_times(
+    ovn: OvnLab, t0: dict[str, float], veths: dict[str, str]
+) -> dict[str, dict[str, float]]:
     """Medians from the daemons' logs (ms resolution), per port from the request: when
     ovs-vswitchd "added interface" (the ofport exists), when ovn-controller logged "Claiming
     lport", "Setting lport ... ovn-installed in OVS" and "... up in Southbound".
-    ``t0``: port -> request time (``time.time()``); ``veths``: OVS interface -> port."""
+    ``t0``: port -> request time (``time.time()``); ``veths``: OVS interface -> port.
+    Returns port -> {"added", "claim", "installed", "up"} (ms since its request)."""
     logs = [*ovn.workdir.glob("*/ovn-controller.log")]
     logs += [Path(ovn.lab.host_paths(h).log("ovs-vswitchd")) for h in ovn.hosts]
     seen: dict[str, dict[str, float]] = {}
@@ -418,6 +461,10 @@ def log_times(ovn: OvnLab, t0: dict[str, float], veths: dict[str, str]) -> dict[
             if port in t0:
                 ts = datetime.strptime(m[1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
                 seen.setdefault(port, {}).setdefault(what, (ts.timestamp() - t0[port]) * 1000)
+    return seen
+
+
+def log_medians(seen: dict[str, dict[str, float]]) -> dict[str, float]:
     out = {}
     for what in ("added", "claim", "installed", "up"):
         values = [s[what] for s in seen.values() if what in s]
@@ -427,7 +474,11 @@ def log_times(ovn: OvnLab, t0: dict[str, float], veths: dict[str, str]) -> dict[
 
 
 def measure(
-    endpoints: int, hosts: int = 3, keep_logs: bool = False, settle_ms: float = 0
+    endpoints: int,
+    hosts: int = 3,
+    keep_logs: bool = False,
+    settle_ms: float = 0,
+    ipv6: bool = False,
 ) -> dict[str, Any]:
     """Bring up the OVN lab, measure, remove it; the results (as in the JSON)."""
     result: dict[str, Any] = {
@@ -435,8 +486,9 @@ def measure(
         "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()}",
         "ovn": sh(["ovn-controller", "--version"]).splitlines()[0],
         "loadavg_before": os.getloadavg(),
+        "ipv6_in_ports": ipv6,
     }
-    with ovn_lab(hosts) as ovn:
+    with ovn_lab(hosts, ipv6=ipv6) as ovn:
         try:
             result["attach"] = measure_ports(ovn, endpoints, settle_ms)
             if settle_ms:
@@ -474,16 +526,19 @@ def write(kind: str, result: dict[str, Any]) -> Path:
     return out
 
 
-def compare(endpoints: int, hosts: int, rounds: int, keep_logs: bool) -> dict[str, Any]:
+def compare(endpoints: int, hosts: int, rounds: int, keep_logs: bool, ipv6: bool) -> dict[str, Any]:
     """vxplane (bench.run, no throughput) then OVN, ``rounds`` times; both and their ratios."""
     from bench import run as vxbench
 
     runs: list[dict[str, Any]] = []
     for _ in range(rounds):
         load = os.getloadavg()
-        vx = {"loadavg_before": load, **vxbench.measure(endpoints, hosts, with_throughput=False)}
+        vx = {
+            "loadavg_before": load,
+            **vxbench.measure(endpoints, hosts, with_throughput=False, ipv6=ipv6),
+        }
         vx["loadavg_after"] = os.getloadavg()
-        ovn = measure(endpoints, hosts, keep_logs)
+        ovn = measure(endpoints, hosts, keep_logs, ipv6=ipv6)
         v, o = vx["attach"]["request_to_first_ping_ms"], ovn["attach"]["request_to_first_ping_ms"]
         runs.append(
             {
@@ -502,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="run bench.run's vxplane side first")
     p.add_argument("--rounds", type=int, default=1, help="with --compare: vxplane/OVN pairs")
     p.add_argument("--keep-logs", action="store_true", help="copy the OVN daemons' logs to /tmp")
+    p.add_argument("--ipv6", action="store_true",
+                   help="leave IPv6 on in the ports' namespaces (OVN floods it)")  # fmt: skip
     p.add_argument("--settle-ms", type=float, default=0,
                    help="diagnostic: pause between ready and the first ping (counted)")  # fmt: skip
     args = p.parse_args(argv)
@@ -511,9 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python -m bench.ovn", *(argv or sys.argv[1:])])
     if args.compare:
         result = {"command": command, **compare(args.endpoints, args.hosts, args.rounds,
-                                                args.keep_logs)}  # fmt: skip
+                                                args.keep_logs, args.ipv6)}  # fmt: skip
         out = write("compare", result)
         print(json.dumps(result))
+        print(f"IPv6 in the ports' namespaces: {'on' if args.ipv6 else 'off'} on both sides")
         for i, r in enumerate(result["runs"], start=1):
             ratio = r["ratio_vxplane_over_ovn"]
             print(f"round {i}")
@@ -524,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = {
             "command": command,
-            **measure(args.endpoints, args.hosts, args.keep_logs, args.settle_ms),
+            **measure(args.endpoints, args.hosts, args.keep_logs, args.settle_ms, args.ipv6),
         }
         out = write("ovn", result)
         print(json.dumps(result))
@@ -534,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
             f"steps (median): nbctl {steps['nbctl']:.1f} ms (in parallel with) plumbing "
             f"{steps['plumbing']:.1f} ms, then ovs add-port (commit) {steps['ovs_port']:.1f} ms,"
             f" then ovn-installed after {result['attach']['ready_after_ovs_port_median_ms']:.1f} ms"
+        )
+        print(
+            f"CPU seconds used by the daemons in those {result['attach']['seconds']} s: "
+            + ", ".join(f"{k} {v}" for k, v in result["attach"]["daemon_cpu_seconds"].items())
         )
         logs = result["attach"]["from_logs_median_ms"]
         if len(logs) == 4:

@@ -76,9 +76,21 @@ def first_ping(
     return (time.perf_counter() - t0) * 1000, unanswered
 
 
-def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[str, Any]:
-    """Attach n endpoints one at a time, round-robin over hosts; time each to ready."""
+def no_ipv6(ns: str) -> None:
+    """Turn IPv6 off in netns ``ns`` (as Docker does on IPv4-only networks): no link-local
+    multicast (DAD, MLD, router solicitations) from its interfaces."""
+    off = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", *off], check=True)
+
+
+def attach_latency(
+    lab: Lab, n: int, hosts: list[str], made: list[str], ipv6: bool = True
+) -> dict[str, Any]:
+    """Attach n endpoints one at a time, round-robin over hosts; time each to ready.
+    ``ipv6=False`` turns IPv6 off in each endpoint's netns before the clock starts."""
     lab.run(hosts[-1], "bn-peer", "bench")
+    if not ipv6:
+        no_ipv6("bn-peer")
     ready_ms: list[float] = []
     ping_ms: list[float] = []
     slow: list[dict[str, Any]] = []
@@ -87,6 +99,8 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
         name = f"bn-e{i}"
         made.append(name)
         subprocess.run(["ip", "netns", "add", name], check=True)
+        if not ipv6:
+            no_ipv6(name)
         t0 = time.perf_counter()
         with AgentClient(lab.host_paths(host).agent_sock) as agent:
             ep = agent.attach(name, name, "bench")
@@ -98,6 +112,7 @@ def attach_latency(lab: Lab, n: int, hosts: list[str], made: list[str]) -> dict[
             slow.append({"endpoint": name, "host": host, "ip": ep["ip"], "ms": ms})
     return {
         "endpoints": n,
+        "ipv6_in_endpoints": ipv6,
         "attach_to_ready_ms": {
             "median": statistics.median(ready_ms),
             "p90": pct(ready_ms, 0.90),
@@ -163,6 +178,7 @@ def measure(
     with_throughput: bool = True,
     iperf_seconds: int = 5,
     repeats: int = 3,
+    ipv6: bool = True,
 ) -> dict[str, Any]:
     """Start a controller and a lab, measure, remove both; return the results (as in the JSON,
     without "command"). bench.ovn's comparison calls this."""
@@ -181,7 +197,7 @@ def measure(
             names = [h["name"] for h in lab.status()["hosts"]]
             net = {"name": "bench", "subnet": "10.77.0.0/16"}
             api.post("/api/v1/networks", json=net).raise_for_status()
-            result["attach"] = attach_latency(lab, endpoints, names, made)
+            result["attach"] = attach_latency(lab, endpoints, names, made, ipv6)
             if with_throughput:
                 result["throughput"] = throughput(lab, names, iperf_seconds, repeats)
         finally:
@@ -201,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iperf-seconds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--no-ipv6", action="store_true", help="IPv6 off in the endpoints' netns")
     args = p.parse_args(argv)
 
     result = {
         "command": " ".join([".venv/bin/python -m bench.run", *(argv or sys.argv[1:])]),
         **measure(args.endpoints, args.hosts, not args.skip_throughput, args.iperf_seconds,
-                  args.repeats),
+                  args.repeats, not args.no_ipv6),
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
