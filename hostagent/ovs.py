@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TUNNEL_PORT = "vxlan0"
 TUNNEL_OFPORT = 1
+MAX_OFPORT = 65279  # OVS refuses flows naming a higher port (65534 is a bridge's LOCAL)
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
 
 
@@ -290,11 +291,16 @@ class OvsdbOps:
                     )
             return found
 
-    def max_ofport(self) -> int:
-        """The highest OpenFlow port number in use or requested on this OVS (0 if none)."""
+    def max_ofport(self, bridge: str) -> int:
+        """The highest OpenFlow port number in use or requested on ``bridge`` (0 if none),
+        among real ports: the bridge's own LOCAL port (65534) does not count."""
         best = 0
-        with self._rows("Interface") as rows:
-            for row in rows:
-                for value in (*row.ofport, *row.ofport_request):
-                    best = max(best, int(value))
+        with self._idl.lock:
+            row = idlutils.row_by_value(self._idl, "Bridge", "name", bridge, None)
+            ports = list(row.ports) if row is not None else []
+            for port in ports:
+                for iface in port.interfaces:
+                    for value in (*iface.ofport, *iface.ofport_request):
+                        if 0 < int(value) <= MAX_OFPORT:
+                            best = max(best, int(value))
         return best

@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import LinkEdge, OvsEdge
-from hostagent.errors import ControllerUnavailable, NotReady
+from hostagent.errors import ControllerUnavailable, NotReady, OvsError
 from hostagent.model import Endpoint
-from hostagent.ovs import TUNNEL_OFPORT
+from hostagent.ovs import MAX_OFPORT, TUNNEL_OFPORT
 
 log = logging.getLogger("hostagent.plug")
 
-MAX_OFPORT = 65279  # OVS refuses flows naming a higher port (OFPP_MAX is not its limit)
 EXT_NETWORK = "vxplane-network"
 EXT_ENDPOINT = "vxplane-endpoint"
 EXT_IP = "vxplane-ip"
@@ -132,6 +131,7 @@ class Plugger:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
         self._ofport = 0
+        self._wrapped = False  # past 65279 once: numbers in use must be skipped
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vxplane-bind")
 
     def close(self) -> None:
@@ -147,12 +147,21 @@ class Plugger:
             yield
 
     def next_ofport(self) -> int:
-        """A fresh OpenFlow port number: never one this OVS used before while we run."""
+        """A fresh OpenFlow port number: above every port of the bridge when the agent
+        started, then never one used before while it runs, so a flow left for a removed port
+        can never reach a new endpoint. After 65279 it wraps around, skipping ports in use."""
         with self._guard:
             if self._ofport <= 0:
-                self._ofport = max(self.ovs.max_ofport(), TUNNEL_OFPORT)
-            self._ofport = self._ofport + 1 if self._ofport < MAX_OFPORT else TUNNEL_OFPORT + 1
-            return self._ofport
+                self._ofport = max(self.ovs.max_ofport(self.bridge), TUNNEL_OFPORT)
+            used = {p.ofport for p in self.ovs.ports(self.bridge)} if self._wrapped else set()
+            for _ in range(MAX_OFPORT):
+                if self._ofport >= MAX_OFPORT:
+                    self._ofport, self._wrapped = TUNNEL_OFPORT, True
+                    used = {p.ofport for p in self.ovs.ports(self.bridge)}
+                self._ofport += 1
+                if self._ofport not in used:
+                    return self._ofport
+            raise OvsError(f"bridge {self.bridge}: every OpenFlow port number is in use")
 
     # -- plug ----------------------------------------------------------------------------
 

@@ -191,10 +191,10 @@ class FakeOvs(_Fake):
         ]
 
     @verb
-    def max_ofport(self) -> int:
-        numbers = [i.ofport for i in self.ifaces.values()]
-        numbers += [i.ofport_request for i in self.ifaces.values() if i.ofport_request]
-        return max(numbers, default=0)
+    def max_ofport(self, bridge: str) -> int:
+        ifaces = [i for i in self.ifaces.values() if i.bridge == bridge]
+        numbers = [i.ofport for i in ifaces] + [i.ofport_request or 0 for i in ifaces]
+        return max((n for n in numbers if 0 < n <= MAX_OFPORT), default=0)
 
     @verb
     def close(self) -> None:

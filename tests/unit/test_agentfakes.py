@@ -51,7 +51,7 @@ def test_ovs_honours_ofport_request_unless_taken() -> None:
     ovs.add_port("br-int", "b", {}, ofport_request=7)
     ovs.add_port("br-int", "c", {})
     assert (ovs.wait_ofport("a"), ovs.wait_ofport("b"), ovs.wait_ofport("c")) == (7, 3, 4)
-    assert ovs.max_ofport() == 7
+    assert ovs.max_ofport("br-int") == 7
     ovs.add_port("br-int", "a", {"x": "y"}, ofport_request=9)  # exists: ids replaced only
     assert ovs.port("a") == ovs.ports("br-int")[1] and ovs.wait_ofport("a") == 7
     assert ovs.ports("br-int")[1].external_ids == {"x": "y"} and ovs.added["a"] == {"k": "v"}

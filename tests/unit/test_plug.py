@@ -17,8 +17,9 @@ from hostagent.errors import (
     NotReady,
     OvsError,
 )
+from hostagent.ovs import MAX_OFPORT
 from hostagent.plug import EXT_IP, PlugRequest, device_names, port_ids
-from tests.unit.agentfakes import HOST, MTU, FakeHost
+from tests.unit.agentfakes import HOST, MTU, FakeHost, FakeInterface
 
 NS = "c1"
 HOST_IF, PEER_IF = device_names("blue", "a")
@@ -111,14 +112,30 @@ def test_ofport_numbers_are_never_reused_while_running(host: FakeHost) -> None:
     b = plugger.plug(req("b", netns="c2"))
     c = plugger.plug(req("c", netns=NS))
     assert (a.ofport, b.ofport, c.ofport) == (2, 3, 4)
-    assert host.ovs.max_ofport() == 4  # OVS itself would hand out 2 again
+    assert host.ovs.max_ofport("br-int") == 4  # OVS itself would hand out 2 again
     assert host.ctl.view()[("blue", "b")][2:] == (3, "ready")
 
 
 def test_a_restarted_plugger_starts_above_every_port_in_ovs(host: FakeHost) -> None:
+    """Above every real port of br-int: its LOCAL port (65534) does not count, or the
+    numbers would wrap around at once onto ports in use (seen after an agent restart)."""
+    host.ovs.ifaces["br-int"] = FakeInterface("br-int", "br-int", 65534, None, {})  # LOCAL
     host.plugger().plug(req("a"))
+    assert host.plugger().next_ofport() == 3  # not 2: that is a's
     host.links.add_netns("c2")
     assert host.plugger().plug(req("b", netns="c2")).ofport == 3
+
+
+def test_ofport_numbers_wrap_around_onto_free_ones_only(host: FakeHost) -> None:
+    plugger = host.plugger()
+    plugger.plug(req("a"))  # ofport 2
+    host.links.add_netns("c2")
+    plugger.plug(req("b", netns="c2"))  # 3
+    assert plugger.unplug("blue", "a")
+    plugger._ofport = MAX_OFPORT - 1
+    assert plugger.next_ofport() == MAX_OFPORT
+    assert plugger.next_ofport() == 2  # 2 is free again; 3 is still b's
+    assert plugger.next_ofport() == 4
 
 
 def test_ofport_ovs_did_not_honour_is_bound_instead(host: FakeHost) -> None:
