@@ -49,7 +49,21 @@ log = logging.getLogger(__name__)
 TUNNEL_PORT = "vxlan0"
 TUNNEL_OFPORT = 1
 MAX_OFPORT = 65279  # OVS refuses flows naming a higher port (65534 is a bridge's LOCAL)
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
+# Only the columns the agent reads or writes: ovs-vswitchd rewrites every interface's
+# statistics every few seconds, which the replica would otherwise parse for nothing.
+COLUMNS = {
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
+    "Bridge": [
+        "name", "ports", "datapath_type", "datapath_id", "fail_mode", "protocols",
+        "other_config", "controller",
+    ],
+    "Port": ["name", "interfaces"],
+    "Interface": [
+        "name", "type", "options", "ofport", "ofport_request", "external_ids", "link_state",
+        "error",
+    ],
+    "Controller": ["target", "max_backoff", "inactivity_probe"],
+}  # fmt: skip
 
 
 def detect_datapath_type() -> str:
@@ -111,8 +125,8 @@ class OvsdbOps:
         self._links: dict[str, str] = {}  # interface name -> its link_state as last seen
         try:
             helper = idlutils.get_schema_helper(remote, "Open_vSwitch")
-            for table in TABLES:
-                helper.register_table(table)
+            for table, columns in COLUMNS.items():
+                helper.register_columns(table, columns)
             self._idl = _Idl(remote, helper, self._row_changed)
             self._conn = connection.Connection(self._idl, timeout=timeout)
             self.api = _Api(self._conn)

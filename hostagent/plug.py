@@ -190,9 +190,10 @@ class Plugger:
                 laps.lap("veth")
                 undo.append(lambda: self.ovs.delete_port(self.bridge, host_if))
                 ids = {**port_ids(req.network, req.name, req.ip), **req.runtime_ids}
-                self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)
-                laps.lap("port")
-                # ovs-vswitchd adds the port while the controller answers and we configure.
+                # The port is added (one OVSDB transaction, then ovs-vswitchd's work) while
+                # the controller answers and the namespace is configured.
+                port = self._pool.submit(self._add_port, host_if, ids, want)
+                undo.append(port.exception)  # runs first on undo: never undo under it
                 ep = self._bound(req, bind, undo)
                 laps.lap("bind")
                 if not ep.ready:
@@ -203,8 +204,8 @@ class Plugger:
                         ep.gateway,
                     )  # fmt: skip
                     laps.lap("configure")
-                ofport = self.ovs.wait_ofport(host_if)
-                laps.lap("ofport")
+                ofport = port.result()
+                laps.lap("port")
                 if ofport != want:  # OVS could not honour the request: report the real port
                     log.warning(
                         "host %s: %s got ofport %d, not %d", self.host, host_if, ofport, want
@@ -232,6 +233,10 @@ class Plugger:
             self.host, req.network, req.name, ep.ip, ep.ofport, laps,
         )  # fmt: skip
         return ep
+
+    def _add_port(self, host_if: str, ids: dict[str, str], want: int) -> int:
+        self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)
+        return self.ovs.wait_ofport(host_if)
 
     def _bound(
         self,
