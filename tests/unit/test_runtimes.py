@@ -309,15 +309,19 @@ def test_docker_create_endpoint_and_join(docker: Docker) -> None:
     assert docker.host.ctl.view()[("green", "web")] == ("10.30.0.2", HOST, port.ofport, "ready")
 
 
-def test_docker_leave_then_join_binds_again(docker: Docker) -> None:
+def test_docker_leave_keeps_the_binding_until_delete_endpoint(docker: Docker) -> None:
+    """Leave unbinds nothing (DeleteEndpoint, which libnetwork always sends next, unplugs and
+    unbinds): a Join after it finds the endpoint still bound and ready."""
     docker.start("web", "n1", "e1")
     ofport = docker.host.ctl.view()[("green", "web")][2]
     docker.call("NetworkDriver.Leave", {"NetworkID": "n1", "EndpointID": "e1"})
-    assert docker.host.ctl.view()[("green", "web")] == ("10.30.0.2", None, None, "reserved")
+    assert docker.host.ctl.view()[("green", "web")] == ("10.30.0.2", HOST, ofport, "ready")
 
     docker.call("NetworkDriver.Join", {"NetworkID": "n1", "EndpointID": "e1", "SandboxKey": "/x"})
-
     assert docker.host.ctl.view()[("green", "web")] == ("10.30.0.2", HOST, ofport, "ready")
+
+    docker.call("NetworkDriver.DeleteEndpoint", {"NetworkID": "n1", "EndpointID": "e1"})
+    assert docker.host.ctl.view()[("green", "web")] == ("10.30.0.2", None, None, "reserved")
 
 
 def test_docker_delete_endpoint_unplugs_and_keeps_the_name(docker: Docker) -> None:
