@@ -198,6 +198,9 @@ class Plugger:
                 laps.lap("bind")
                 if not ep.ready:
                     raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
+                # The port is labelled with the address while the namespace is configured.
+                label = self._pool.submit(self._label, port, host_if, None if req.ip else ep)
+                undo.append(label.exception)
                 if req.netns is not None:
                     self.links.configure(
                         req.netns, req.ifname, req.ifname, ep.mac, ep.interface, self.mtu,
@@ -215,8 +218,7 @@ class Plugger:
                     )
                     if not ep.ready:
                         raise NotReady(f"{req.network}/{req.name} not ready at ofport {ofport}")
-                if req.ip is None:
-                    self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
+                label.result()
             except BaseException:
                 if not any(getattr(step, "binding", False) for step in undo):
                     self._bound_quietly(req, bind, undo)  # waits: never undo under a bind
@@ -233,6 +235,12 @@ class Plugger:
             self.host, req.network, req.name, ep.ip, ep.ofport, laps,
         )  # fmt: skip
         return ep
+
+    def _label(self, port: Future[int], host_if: str, ep: Endpoint | None) -> None:
+        """Once the port exists, record the address the controller gave (if it chose it)."""
+        port.result()
+        if ep is not None:
+            self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
 
     def _add_port(self, host_if: str, ids: dict[str, str], want: int) -> int:
         self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from hostagent.agent import Agent
 from hostagent.api.schemas import AttachRequest, DetachRequest
@@ -22,8 +23,8 @@ def agent_router(agent: Agent) -> APIRouter:
     """The routes bound to ``agent``."""
     router = APIRouter(prefix="/v1")
 
-    @router.post("/attach")
-    def attach(req: AttachRequest) -> dict[str, Any]:
+    @router.post("/attach", response_class=JSONResponse)
+    def attach(req: AttachRequest) -> JSONResponse:
         plug = PlugRequest(
             network=req.network,
             name=req.name,
@@ -33,7 +34,8 @@ def agent_router(agent: Agent) -> APIRouter:
             labels=req.labels,
             ready_timeout=req.ready_timeout,
         )
-        return agent.attach(plug).to_api()
+        # A JSONResponse skips FastAPI's re-validation of a plain dict (on every attach).
+        return JSONResponse(agent.attach(plug).to_api())
 
     @router.post("/detach")
     def detach(req: DetachRequest) -> dict[str, Any]:
