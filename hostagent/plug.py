@@ -132,10 +132,10 @@ class Plugger:
         self._guard = threading.Lock()
         self._ofport = 0
         self._wrapped = False  # past 65279 once: numbers in use must be skipped
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vxplane-bind")
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vxplane-plug")
 
     def close(self) -> None:
-        """Stop the bind threads (running binds finish)."""
+        """Stop the plug threads (what runs finishes)."""
         self._pool.shutdown(wait=False)
 
     @contextmanager
