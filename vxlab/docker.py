@@ -23,6 +23,7 @@ each checked against its command line.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -36,7 +37,7 @@ import httpx
 
 from vxlab.errors import LabError
 from vxlab.paths import HostPaths
-from vxlab.proc import owned, parent_pid, pid_alive, read_pidfile, spawn, stop_pid
+from vxlab.proc import cmdline, owned, parent_pid, pid_alive, read_pidfile, spawn, stop_pid
 
 IMAGE = "vxplane/busybox:latest"
 PLUGIN_DIR = "/run/docker/plugins"
@@ -201,6 +202,33 @@ def containerd_pidfile(host_dir: str) -> str:
     return os.path.join(engine_paths(host_dir)["exec"], "containerd", "containerd.pid")
 
 
+def retire_containerd(host_dir: str, timeout: float = 10.0) -> None:
+    """Make sure the containerd of a host's dead dockerd is gone; remove its pid file.
+
+    dockerd trusts ``containerd.pid``: while that pid exists (``kill -0``, which a zombie
+    or a process in the middle of exiting passes) it adopts it as its containerd instead of
+    starting one, cannot connect, and exits 15 s later ("libcontainerd: containerd is still
+    running", then "failed to start containerd: timeout waiting for containerd to start").
+    A SIGKILLed dockerd's containerd gets SIGKILL from the kernel at the same moment (its
+    parent-death signal), so right after the kill it is often still exiting: state R, and
+    once the kernel has released its memory its command line reads empty, so it no longer
+    looks like ours and used to be neither waited for nor its pid file removed. Here: stop
+    it if it is ours, wait (at most ``timeout`` s) while the pid runs ours or an exiting
+    process, then remove the pid file whatever it named (a pid reused since is not ours)."""
+    cfile = containerd_pidfile(host_dir)
+    cpid = read_pidfile(cfile)
+    if cpid:
+        stop_pid(cpid, host_dir)
+        deadline = time.monotonic() + timeout
+        while pid_alive(cpid) and time.monotonic() < deadline:
+            args = cmdline(cpid)
+            if args and not any(host_dir in a for a in args):
+                break  # the pid runs something else now
+            time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(cfile)
+
+
 def task_pids(host_dir: str) -> list[tuple[int, int]]:
     """(shim pid, container init pid) of every task containerd recorded for the engine.
 
@@ -268,14 +296,7 @@ def ensure_dockerd(netns_path: str, host: dict[str, Any], paths: HostPaths) -> N
     if not (pid_alive(pid) and engine_up(sock)):
         if pid:
             stop_pid(pid, paths.dir, timeout=20)
-        # A SIGKILLed dockerd's containerd dies with it but may linger as a zombie whose
-        # pid file makes the next dockerd wait for it forever.
-        cfile = containerd_pidfile(paths.dir)
-        cpid = read_pidfile(cfile)
-        if cpid:
-            stop_pid(cpid, paths.dir)
-            if not pid_alive(cpid):
-                os.unlink(cfile)
+        retire_containerd(paths.dir)
         child = start_dockerd(netns_path, host["pids"]["mnt-holder"], paths.dir)
         host["pids"]["dockerd"] = child.pid
         wait_engine(sock, child)
