@@ -115,7 +115,11 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def orphan_port(stack: Stack, host: str, name: str) -> str:
-    """A bound Docker attachment on ``host`` that no container holds (as left by a crash)."""
+    """A bound Docker attachment on ``host`` that no container holds (as left by a crash).
+
+    It is made "just created": the agent spares a Docker port younger than 5 s that it has
+    never seen in use (it may be an earlier agent's, still starting), so the running agent
+    cannot clean it up while it is being made (``age_port`` makes it old)."""
     port, peer = device_names(BLUE[0], name)
     db = stack.lab.host_paths(host).db
     subprocess.run(["ip", "-n", host, "link", "add", port, "type", "veth", "peer", "name", peer],
@@ -128,7 +132,8 @@ def orphan_port(stack: Stack, host: str, name: str) -> str:
         ["ovs-vsctl", f"--db={db}", "add-port", "br-int", port, "--", "set", "Interface", port,
          f"external_ids:vxplane-network={BLUE[0]}", f"external_ids:vxplane-endpoint={name}",
          f"external_ids:vxplane-ip={ep['ip']}", f"external_ids:vxplane-docker-endpoint={name}0",
-         "external_ids:vxplane-docker-network=none", "external_ids:vxplane-docker-since=1"],
+         "external_ids:vxplane-docker-network=none",
+         f"external_ids:vxplane-docker-since={time.time():.3f}"],
         check=True,
     )  # fmt: skip
     ofport = subprocess.run(
@@ -140,6 +145,15 @@ def orphan_port(stack: Stack, host: str, name: str) -> str:
         json={"host": host, "ofport": int(ofport)},
     ).raise_for_status()
     return port
+
+
+def age_port(stack: Stack, host: str, port: str) -> None:
+    """Make a Docker port look created long ago (no longer spared as just created)."""
+    subprocess.run(
+        ["ovs-vsctl", f"--db={stack.lab.host_paths(host).db}", "set", "Interface", port,
+         "external_ids:vxplane-docker-since=1"],
+        check=True,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +243,7 @@ def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:
     # an attachment whose container is gone without any teardown (as after a crash)
     ghost_if = orphan_port(stack, H2, "ghost")
     assert k1_if in stack.ports(H2) and ghost_if in stack.ports(H2)
+    age_port(stack, H2, ghost_if)
 
     stack.lab.restart_dockerd("h2", kill=True)
     # k1 died with the engine; the ghost never had a container: both are cleaned up
@@ -253,6 +268,7 @@ def test_restarted_agent_reconciles_with_the_engine(stack: Stack) -> None:
     ghost_if = orphan_port(stack, H1, "ghost1")
     agent = next(h for h in stack.lab.status()["hosts"] if h["name"] == H1)["pids"]["agent"]
     os.kill(agent["pid"], signal.SIGKILL)
+    age_port(stack, H1, ghost_if)
     stack.lab.up(
         hosts=2,
         controller_url=f"http://{stack.lab.gateway_ip}:{API_PORT}",
