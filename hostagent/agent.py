@@ -197,10 +197,12 @@ class Agent:
                 port = action.port
                 assert port.ofport is not None
                 with lock(port.network, port.name):
-                    self.client.bind(
-                        port.network, port.name, self.host, port.ofport, port.port_name,
-                        create=True, ip=str(port.ip) if port.ip else None,
-                    )  # fmt: skip
+                    # an unplug that held the lock while we planned may have removed the port
+                    if self._live_port(port.network, port.name):
+                        self.client.bind(
+                            port.network, port.name, self.host, port.ofport, port.port_name,
+                            create=True, ip=str(port.ip) if port.ip else None,
+                        )  # fmt: skip
             elif isinstance(action, planmod.Unbind):
                 with lock(action.network, action.name):
                     # a plug that held the lock while we planned may have made the port

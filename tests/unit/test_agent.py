@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from hostagent import plan as planmod
 from hostagent.agent import Agent
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.errors import ControllerUnavailable, NotFound
@@ -185,6 +186,22 @@ def test_restart_binds_again_an_endpoint_unbound_meanwhile(host: FakeHost) -> No
     up(host)
 
     assert host.ctl.view() == {("blue", "a"): ("10.0.0.2", HOST, 2, "ready")}
+
+
+def test_a_bind_planned_for_a_port_unplugged_meanwhile_is_not_sent(host: FakeHost) -> None:
+    """Reconciliation plans from one read, then takes each endpoint's lock: a port unplugged
+    in between (Docker's DeleteEndpoint) must not be bound again."""
+    agent = up(host)
+    plug(agent, "a", "c1")
+    host.ctl.unbind("blue", "a")
+    (port,) = agent.local_ports()
+    agent.plugger.remove_local(port.port_name)  # the unplug that won the lock
+    binds = len(host.ctl.calls_of("bind"))
+
+    agent._apply(planmod.Bind(port))
+
+    assert len(host.ctl.calls_of("bind")) == binds
+    assert host.ctl.view() == {("blue", "a"): ("10.0.0.2", None, None, "reserved")}
 
 
 def test_restart_removes_the_port_of_an_endpoint_that_moved(host: FakeHost) -> None:
