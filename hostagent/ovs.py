@@ -30,8 +30,7 @@ import os
 import subprocess
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # The ovs library imports eventlet when it is installed (os-ken brings it), which warns.
@@ -157,11 +156,6 @@ class OvsdbOps:
             log.info("ovs: interface %s went down (ofport %d, link %s)", row.name, ofport, link)
             self.on_port_down(row.name)
 
-    @contextmanager
-    def _rows(self, table: str) -> Iterator[list[Any]]:
-        with self._idl.lock:
-            yield list(self._idl.tables[table].rows.values())
-
     def _execute(self, *commands: Any, wait: bool = True) -> list[Any]:
         try:
             with self.api.transaction(check_error=True, wait=wait) as txn:
@@ -199,7 +193,8 @@ class OvsdbOps:
         if spec.controller and self._controllers(spec.name) != [spec.controller]:
             self._execute(api.set_controller(spec.name, [spec.controller]))
             # Reconnect quickly after a controller restart (the default backoff grows to 8 s).
-            with self._rows("Controller") as rows:
+            with self._idl.lock:
+                rows = self._idl.tables["Controller"].rows.values()
                 uuids = [r.uuid for r in rows if r.target == spec.controller]
             self._execute(
                 *(

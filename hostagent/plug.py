@@ -78,18 +78,6 @@ class PlugRequest:
     ready_timeout: float | None = None
 
 
-class _Undo:
-    """The undo of a binding (marked, so it is registered once)."""
-
-    binding = True
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self.fn = fn
-
-    def __call__(self) -> object:
-        return self.fn()
-
-
 class Laps:
     """Durations of the stages of one plug, for the log."""
 
@@ -179,6 +167,7 @@ class Plugger:
                 create=True, ip=req.ip, labels=dict(req.labels) or None, wait_ready=wait,
             )  # fmt: skip
             undo: list[Callable[[], object]] = []
+            bound = False  # the bind's answer was read and its undo registered
             try:
                 undo.append(lambda: self.links.delete(host_if))
                 if req.netns is not None:  # the peer is born in the namespace as ``ifname``
@@ -195,6 +184,7 @@ class Plugger:
                 port = self._pool.submit(self._add_port, host_if, ids, want)
                 undo.append(port.exception)  # runs first on undo: never undo under it
                 ep = self._bound(req, bind, undo)
+                bound = True
                 laps.lap("bind")
                 if not ep.ready:
                     raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
@@ -220,7 +210,7 @@ class Plugger:
                         raise NotReady(f"{req.network}/{req.name} not ready at ofport {ofport}")
                 label.result()
             except BaseException:
-                if not any(getattr(step, "binding", False) for step in undo):
+                if not bound:
                     self._bound_quietly(req, bind, undo)  # waits: never undo under a bind
                 for step in reversed(undo):
                     try:
@@ -255,10 +245,9 @@ class Plugger:
         """The bind's answer; registers its undo (unbind, and delete if it created)."""
         ep, created = bind.result()
         if created:
-            step = _Undo(lambda: self.client.delete_endpoint(req.network, req.name))
+            undo.append(lambda: self.client.delete_endpoint(req.network, req.name))
         else:
-            step = _Undo(lambda: self.client.unbind(req.network, req.name, host=self.host))
-        undo.append(step)
+            undo.append(lambda: self.client.unbind(req.network, req.name, host=self.host))
         return ep
 
     def _bound_quietly(

@@ -12,6 +12,7 @@ Errors are ``{"detail", "cni_code"}``: the CNI code is decided here, once (``cni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -64,10 +65,14 @@ class CniStatus(BaseModel):
     network: Name
 
 
-def _error(exc: AgentError) -> JSONResponse:
-    return JSONResponse(
-        status_code=exc.status, content={"detail": exc.detail, "cni_code": cni_code(exc)}
-    )
+def _answer(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | JSONResponse:
+    """``call``'s result, or its AgentError as ``{"detail", "cni_code"}`` with its status."""
+    try:
+        return call()
+    except AgentError as exc:
+        return JSONResponse(
+            status_code=exc.status, content={"detail": exc.detail, "cni_code": cni_code(exc)}
+        )
 
 
 def cni_router(agent: Agent) -> APIRouter:
@@ -77,44 +82,37 @@ def cni_router(agent: Agent) -> APIRouter:
 
     @router.post("/add", response_model=None)
     def add(req: CniAdd) -> dict[str, Any] | JSONResponse:
-        try:
-            return svc.add(
+        ip = str(req.ip) if req.ip is not None else None
+        return _answer(
+            lambda: svc.add(
                 req.netns, req.name, req.network, req.ifname, req.container_id, req.config,
-                ip=str(req.ip) if req.ip is not None else None, labels=req.labels,
-            )  # fmt: skip
-        except AgentError as exc:
-            return _error(exc)
+                ip=ip, labels=req.labels,
+            )
+        )  # fmt: skip
 
     @router.post("/del", response_model=None)
     def delete(req: CniDel) -> dict[str, Any] | JSONResponse:
-        try:
-            return svc.delete(
+        return _answer(
+            lambda: svc.delete(
                 req.name, req.network, req.ifname, req.container_id, req.config, req.release
             )
-        except AgentError as exc:
-            return _error(exc)
+        )
 
     @router.post("/check", response_model=None)
     def check(req: CniCheck) -> dict[str, Any] | JSONResponse:
-        try:
-            return svc.check(
+        return _answer(
+            lambda: svc.check(
                 req.netns, req.name, req.network, req.ifname, req.container_id, req.config
             )
-        except AgentError as exc:
-            return _error(exc)
+        )
 
     @router.post("/gc", response_model=None)
     def gc(req: CniGc) -> dict[str, Any] | JSONResponse:
-        try:
-            return svc.gc(req.config, [(v.container_id, v.ifname) for v in req.valid], req.release)
-        except AgentError as exc:
-            return _error(exc)
+        valid = [(v.container_id, v.ifname) for v in req.valid]
+        return _answer(lambda: svc.gc(req.config, valid, req.release))
 
     @router.post("/status", response_model=None)
     def status(req: CniStatus) -> dict[str, Any] | JSONResponse:
-        try:
-            return svc.status(req.network)
-        except AgentError as exc:
-            return _error(exc)
+        return _answer(lambda: svc.status(req.network))
 
     return router

@@ -558,5 +558,6 @@ def start_docker_plugin(
         stopping.set()
         follower.stop()
         stop_server()
+        driver.engine.close()
 
     return stop
