@@ -18,15 +18,16 @@ from ipaddress import IPv4Address
 import pytest
 
 from hostagent.agent_client import AgentCallError, AgentClient
+from tests import slots
 from vxlab.fabric import link_exists, netns_exists
 from vxlab.lab import Lab
 from vxlab.proc import pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-PREFIX = "hct-"
-UNDERLAY = "198.18.7.0/24"
-STATE_DIR = "/run/vxplane/test-hct"
+PREFIX = slots.prefix("hct-")
+UNDERLAY = slots.underlay("198.18.7.0/24")
+STATE_DIR = slots.state_dir("/run/vxplane/test-hct")
 VNI = 77
 CONTAINERS = {  # netns -> (lab host index, overlay IP)
     f"{PREFIX}c1": (1, IPv4Address("198.19.7.1")),

@@ -18,15 +18,16 @@ import httpx
 import pytest
 
 from hostagent.plug import device_names
+from tests import slots
 from vxlab.lab import Lab
 from vxlab.launch import ControllerProcess, controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
-PREFIX = "vxt-"
-UNDERLAY = "198.18.5.0/24"
-API_PORT = 18580
-OF_PORT = 16780
+PREFIX = slots.prefix("vxt-")
+UNDERLAY = slots.underlay("198.18.5.0/24")
+API_PORT = slots.port(18580)
+OF_PORT = slots.port(16780)
 SUBNET = "10.30.0.0/24"
 
 

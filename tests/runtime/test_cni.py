@@ -21,15 +21,16 @@ import httpx
 import pytest
 
 from hostagent.plug import device_names
+from tests import slots
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-PREFIX = "vxr-"
-UNDERLAY = "198.18.8.0/24"
-API_PORT = 18780
-OF_PORT = 16980
+PREFIX = slots.prefix("vxr-")
+UNDERLAY = slots.underlay("198.18.8.0/24")
+API_PORT = slots.port(18780)
+OF_PORT = slots.port(16980)
 SUBNET = "10.40.0.0/24"
 CNI_BIN = Path(sys.executable).with_name("vxplane-cni")
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from hostagent.plug import device_names
+from tests import slots
 from vxlab.docker import IMAGE, engine_paths
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
@@ -29,10 +30,10 @@ from vxlab.proc import pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-PREFIX = "vxd-"
-UNDERLAY = "198.18.9.0/24"
-API_PORT = 18880
-OF_PORT = 17080
+PREFIX = slots.prefix("vxd-")
+UNDERLAY = slots.underlay("198.18.9.0/24")
+API_PORT = slots.port(18880)
+OF_PORT = slots.port(17080)
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
 BLUE, RED = ("vxd-blue", "10.60.0.0/24"), ("vxd-red", "10.61.0.0/24")
 

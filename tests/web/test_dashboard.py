@@ -22,6 +22,7 @@ import httpx
 import pytest
 from conftest import ConsoleLog
 
+from tests import slots
 from vxlab.demo import ENDPOINTS as DEMO_ENDPOINTS
 from vxlab.demo import SUBNET as DEMO_SUBNET
 from vxlab.lab import Lab
@@ -29,10 +30,10 @@ from vxlab.launch import ControllerProcess, controller_and_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-PREFIX = "vxw-"
-UNDERLAY = "198.18.6.0/24"
-API_PORT = 18680
-OF_PORT = 16880
+PREFIX = slots.prefix("vxw-")
+UNDERLAY = slots.underlay("198.18.6.0/24")
+API_PORT = slots.port(18680)
+OF_PORT = slots.port(16880)
 DEAD_AFTER = 3.0
 URL = f"http://127.0.0.1:{API_PORT}"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
