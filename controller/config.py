@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     events_keepalive: float = Field(
         15.0, gt=0, description="seconds between keep-alive comments on an idle event stream"
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body accepted; larger: 413 (bytes)"
+    )
+    max_event_subscribers: int = Field(
+        64, ge=1, description="open event streams at most; more: 503 with Retry-After"
+    )
     switch_echo_interval: float = Field(2.0, gt=0, description="OpenFlow echo probe period (s)")
     switch_echo_misses: int = Field(
         3, ge=1, description="unanswered echo probes before a switch counts as disconnected"

@@ -1,8 +1,9 @@
 """Domain exceptions, raised by the core and the repository and mapped once to HTTP codes.
 
 ``InvalidRequest`` -> 422, ``NotFound`` -> 404, ``Conflict`` -> 409 (``AddressExhausted``
-is a conflict with existing state: the subnet is full). The message is shown to the user
-as is, so it says what is wrong and, where it helps, what to do.
+is a conflict with existing state: the subnet is full); ``Busy`` -> 503 with ``Retry-After``.
+The message is shown to the user as is, so it says what is wrong and, where it helps, what to
+do.
 """
 
 from __future__ import annotations
@@ -30,3 +31,11 @@ class Conflict(VxplaneError):
 
 class AddressExhausted(Conflict):
     """No address (or VNI) is left to allocate (HTTP 409)."""
+
+
+class Busy(VxplaneError):
+    """A limit is reached for now (HTTP 503); the client may retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

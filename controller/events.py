@@ -11,7 +11,8 @@ its old id.
 Subscribers are asyncio tasks (the SSE responses): ``publish`` only wakes them (through
 ``call_soon_threadsafe``) and they read the ring themselves, so a slow client never blocks a
 publisher and never grows a queue; one that falls more than ``capacity`` events behind is
-told to resynchronise.
+told to resynchronise. ``subscribe`` takes a limit (``Settings.max_event_subscribers``): past
+it a new stream is refused with ``Busy`` (503 and Retry-After), so open streams cannot pile up.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.errors import Busy
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 2000
+SUBSCRIBER_RETRY_AFTER = 10  # seconds a refused stream client is told to wait
 
 # Every event type, what its ``data`` holds, and its one-line summary.
 EVENT_TYPES: dict[str, str] = {
@@ -181,10 +185,17 @@ class EventHub:
         """The newest ``limit`` events, oldest first."""
         return self.since(0, limit)[0]
 
-    def subscribe(self) -> _Subscriber:
-        """A waiter for the running event loop; ``unsubscribe`` it when done."""
+    def subscribe(self, limit: int | None = None) -> _Subscriber:
+        """A waiter for the running event loop; ``unsubscribe`` it when done. ``Busy`` if
+        ``limit`` subscribers are already open."""
         sub = _Subscriber(asyncio.get_running_loop())
         with self._lock:
+            if limit is not None and len(self._subscribers) >= limit:
+                raise Busy(
+                    f"too many event streams open ({limit}, the most this controller serves): "
+                    "close one or retry later",
+                    retry_after=SUBSCRIBER_RETRY_AFTER,
+                )
             self._subscribers.add(sub)
         return sub
 

@@ -16,13 +16,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.api.limits import BodyLimit
 from controller.api.routes import endpoints, health, hosts, networks, web
 from controller.api.routes import events as event_routes
 from controller.api.schemas import EndpointConflict, EndpointPublic
 from controller.config import Settings, get_settings
 from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
-from controller.errors import Conflict, InvalidRequest, NotFound, VxplaneError
+from controller.errors import Busy, Conflict, InvalidRequest, NotFound, VxplaneError
 from controller.events import EventHub
 from controller.hostwatch import HostWatch
 from controller.sync import FlowSync, NullSync
@@ -33,6 +34,7 @@ STATUS_CODES: tuple[tuple[type[VxplaneError], int], ...] = (
     (InvalidRequest, 422),
     (NotFound, 404),
     (Conflict, 409),
+    (Busy, 503),
 )
 
 
@@ -78,6 +80,7 @@ def create_app(
         app.include_router(module.router)
     web.mount(app)
     _add_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
 
@@ -117,7 +120,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VxplaneError)
     async def domain_error(_: Request, exc: VxplaneError) -> JSONResponse:
         status = next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 400)
-        return JSONResponse({"detail": exc.message}, status_code=status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
     @app.exception_handler(repo.RevisionMismatch)
     async def revision_mismatch(_: Request, exc: repo.RevisionMismatch) -> JSONResponse:

@@ -263,3 +263,10 @@ class EndpointConflict(BaseModel):
 
     detail: str
     endpoint: EndpointPublic | None = Field(description="null: the name does not exist")
+
+
+class Problem(BaseModel):
+    """Every error answer: what is wrong, in one sentence (422: each bad field as
+    ``where: what``, joined by '; ')."""
+
+    detail: str

@@ -243,3 +243,15 @@ def test_sse_stream_over_http_with_last_event_id(live_api: tuple[str, EventHub])
     datas = [json.loads(x[6:]) for x in got if x.startswith('data: {"id"')]
     assert [d["type"] for d in datas] == ["network.created", "host.lost"]
     assert got[0] == "retry: 2000" and got[1] == "event: hello"
+
+
+def test_a_closed_stream_gives_its_subscriber_slot_back(live_api: tuple[str, EventHub]) -> None:
+    url, hub = live_api
+    with httpx.stream("GET", f"{url}/api/v1/events", timeout=5) as resp:
+        lines = resp.iter_lines()
+        assert next(lines) == "retry: 2000"
+        assert hub.subscribers == 1
+    deadline = time.monotonic() + 5
+    while hub.subscribers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert hub.subscribers == 0

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from controller.api.deps import EventsDep, SettingsDep
-from controller.api.schemas import EventPublic, EventsRecent
-from controller.events import Event, EventHub
+from controller.api.schemas import EventPublic, EventsRecent, Problem
+from controller.events import Event, EventHub, _Subscriber
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
@@ -42,7 +43,12 @@ STREAM_DOC = {
                 'id: 42\ndata: {"id": 42, "type": "endpoint.moved", ...}\n\n',
             }
         },
-    }
+    },
+    503: {
+        "model": Problem,
+        "description": "too many event streams open (`max_event_subscribers`): retry after "
+        "the `Retry-After` header's seconds",
+    },
 }
 
 
@@ -61,11 +67,34 @@ def _named(name: str, data: dict[str, object]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class _EventStream(StreamingResponse):
+    """A streaming response that gives its subscriber slot back however the response ends
+    (also when the client left before the first byte, and the body never started)."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None]) -> None:
+        super().__init__(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
 async def _stream(
-    hub: EventHub, start: int | None, types: str | None, keepalive: float
+    hub: EventHub,
+    start: int | None,
+    types: str | None,
+    keepalive: float,
+    sub: _Subscriber | None = None,
 ) -> AsyncIterator[str]:
     wanted = _matcher(types)
-    sub = hub.subscribe()
+    sub = sub or hub.subscribe()
     try:
         last = hub.last_id
         yield "retry: 2000\n" + _named("hello", {"epoch": hub.epoch, "last_id": last})
@@ -105,14 +134,17 @@ async def event_stream(
         str | None, Header(description="set by EventSource on reconnect; wins over `after`")
     ] = None,
 ) -> StreamingResponse:
-    """Follow what changes: networks, endpoints (added, moved, removed), hosts, switches."""
+    """Follow what changes: networks, endpoints (added, moved, removed), hosts, switches.
+
+    At most ``max_event_subscribers`` streams (64 by default) are open at once; past that the
+    answer is 503 with ``Retry-After``."""
     start = after
     if last_event_id and last_event_id.strip().isdigit():
         start = int(last_event_id.strip())
-    return StreamingResponse(
-        _stream(hub, start, types, settings.events_keepalive),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    sub = hub.subscribe(settings.max_event_subscribers)
+    return _EventStream(
+        _stream(hub, start, types, settings.events_keepalive, sub),
+        lambda: hub.unsubscribe(sub),
     )
 
 

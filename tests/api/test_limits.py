@@ -1,0 +1,85 @@
+"""Limits of the API: request body size."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
+
+from controller.api.limits import BodyLimit
+
+MIB = 1024 * 1024
+JSON = {"content-type": "application/json"}
+
+
+def padded(size: int) -> bytes:
+    """A valid network-create body of ``size`` bytes (JSON whitespace as padding)."""
+    head = b'{"name": "blue", "subnet": "10.1.0.0/24"'
+    return head + b" " * (size - len(head) - 1) + b"}"
+
+
+def test_a_body_over_1_mib_is_refused_with_413(client: TestClient) -> None:
+    r = client.post("/api/v1/networks", content=padded(MIB + 1), headers=JSON)
+    assert r.status_code == 413
+    assert r.json() == {"detail": "request body too large: at most 1048576 bytes are accepted"}
+    assert client.get("/api/v1/networks").json() == []
+
+
+def test_a_body_of_exactly_1_mib_is_taken(client: TestClient) -> None:
+    r = client.post("/api/v1/networks", content=padded(MIB), headers=JSON)
+    assert r.status_code == 201, r.text
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_reading_it_all() -> None:
+    """No Content-Length: the middleware counts what it receives and stops at the limit."""
+    received: list[int] = []
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):  # reads the whole body, as a route would
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    async def receive() -> Message:
+        received.append(1)
+        return {"type": "http.request", "body": b"x" * MIB, "more_body": len(received) < 50}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    asyncio.run(BodyLimit(app, max_bytes=MIB)(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert b"too large" in sent[1]["body"]
+    assert len(received) == 2  # 2 of the 50 MiB offered
+
+
+def test_a_route_reading_a_chunked_body_answers_413(client: TestClient) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name": "blue", "subnet": "10.1.0.0/24"'
+        for _ in range(3):
+            yield b" " * MIB
+        yield b"}"
+
+    r = client.post("/api/v1/networks", content=chunks(), headers=JSON)
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    assert client.get("/api/v1/networks").json() == []
+
+
+def test_event_streams_past_the_limit_answer_503_with_retry_after(make_client) -> None:  # type: ignore[no-untyped-def]
+    """The TestClient cannot follow an endless stream: hold the slots through the hub."""
+    client = make_client(max_event_subscribers=2)
+    hub = client.app.state.events  # type: ignore[attr-defined]
+
+    async def fill() -> list[object]:
+        return [hub.subscribe(2), hub.subscribe(2)]
+
+    held = client.portal.call(fill)  # type: ignore[union-attr]
+    r = client.get("/api/v1/events")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "10"
+    assert "too many event streams open (2" in r.json()["detail"]
+    hub.unsubscribe(held[0])
+    assert hub.subscribers == 1
