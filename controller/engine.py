@@ -6,7 +6,9 @@ committed by another controller process sharing a PostgreSQL database). Each pas
 snapshot, and for every connected, synced switch computes ``pipeline.desired_flows``, diffs it
 against the installed model (``reconcile.diff``) and sends only the changes, in one buffer,
 followed by a barrier. The barrier reply moves the switch's applied revision; API requests
-wait on that (``wait_applied``) to call an endpoint ready.
+wait on that to call an endpoint ready: ``until_applied`` from the event loop, holding no
+thread (each waiter is an asyncio future that the barrier's thread resolves through
+``call_soon_threadsafe``), or ``wait_applied``, blocking, from a thread.
 
 A switch is synced after its first flow dump at connect: its installed model is then exactly
 the cookies it holds, so a controller restart replays nothing that is already there and
@@ -19,6 +21,7 @@ No os-ken import here: switches are reached through the small ``SwitchConn`` pro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -73,6 +76,20 @@ class _Switch:
         return self.next_xid
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """An asyncio wait for ``revision`` (and ``hosts`` connected); ``wake`` from any thread."""
+
+    revision: int
+    hosts: tuple[str, ...]
+    wake: Callable[[], None]
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 SnapshotLoader = Callable[[Session], Snapshot]
 ReadyMarker = Callable[[Session, int, Collection[str]], int]
 EventSink = Callable[..., Any]  # on_event(type, **data): see controller.events.EVENT_TYPES
@@ -102,6 +119,7 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._switches: dict[int, _Switch] = {}
+        self._waiters: set[_Waiter] = set()
         self._snapshot: Snapshot | None = None
         self._marked: tuple[int, list[str]] = (-1, [])
         self._dirty = True
@@ -135,6 +153,46 @@ class Engine:
         """Wait until every connected switch applied ``revision`` and ``hosts`` are connected."""
         with self._changed:
             return self._changed.wait_for(lambda: self._applied(revision, hosts), timeout)
+
+    async def until_applied(
+        self, revision: int, timeout: float, hosts: Collection[str] = ()
+    ) -> bool:
+        """``wait_applied`` for the event loop: awaits a future, holds no thread."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, done)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        waiter = _Waiter(revision, tuple(hosts), wake)
+        with self._lock:
+            if self._applied(revision, hosts):
+                return True
+            self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(done, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+    @property
+    def waiting(self) -> int:
+        """How many ``until_applied`` calls are waiting (tests, diagnostics)."""
+        with self._lock:
+            return len(self._waiters)
+
+    def _signal(self) -> None:
+        """(Lock held.) Applied revisions or connections changed: wake the waiters done."""
+        self._changed.notify_all()
+        for waiter in [w for w in self._waiters if self._applied(w.revision, w.hosts)]:
+            self._waiters.discard(waiter)
+            waiter.wake()
 
     def switches(self) -> list[SwitchStatus]:
         """Status of every switch seen since start."""
@@ -171,7 +229,7 @@ class Engine:
             old = self._switches.get(conn.dpid)
             host = old.host if old else None
             self._switches[conn.dpid] = _Switch(conn=conn, host=host)
-            self._changed.notify_all()
+            self._signal()
         log.info("switch %016x connected from %s", conn.dpid, conn.address)
         self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=host, address=conn.address)
         conn.request_flow_dump()
@@ -201,7 +259,7 @@ class Engine:
             sw.connected = False
             sw.synced = False
             sw.pending.clear()
-            self._changed.notify_all()
+            self._signal()
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
 
@@ -213,7 +271,7 @@ class Engine:
                 return
             rev = sw.pending.pop(xid)
             sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
-            self._changed.notify_all()
+            self._signal()
             converged, applied, host = not sw.pending, sw.applied_rev, sw.host
         if converged:
             self._emit("switch.converged", dpid=f"{dpid:016x}", host=host, revision=applied)
@@ -290,13 +348,15 @@ class Engine:
             return
         desired = desired_flows(snap, host.name, idx)
         with self._lock:
-            sw.host = host.name
+            if sw.host != host.name:  # a wait for this host's switch may be over
+                sw.host = host.name
+                self._signal()
             changes = diff(desired, sw.installed)
             if not changes:
                 sw.sent_rev = snap.revision
                 if not sw.pending:
                     sw.applied_rev = max(sw.applied_rev, snap.revision)
-                    self._changed.notify_all()
+                    self._signal()
                 return
             data, barrier_xid = self._encode(sw, changes)
             sw.installed = apply(sw.installed, changes)

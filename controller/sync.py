@@ -1,7 +1,9 @@
 """The contract between the API (writers of intent) and the OpenFlow side (flow sync).
 
 The API commits a change, which bumps the database revision, then calls ``notify``; it may
-then wait until every connected switch has applied that revision. The OpenFlow engine
+then wait until every connected switch has applied that revision: ``until_applied`` from the
+event loop (a waiting request holds no thread, so many waits cannot starve other requests),
+``wait_applied`` from a thread. The OpenFlow engine
 implements this protocol; API tests use a small in-memory implementation.
 """
 
@@ -34,6 +36,11 @@ class FlowSync(Protocol):
         """Block until every connected switch has applied ``revision`` and the switches of
         ``hosts`` are connected (True), or until ``timeout`` (False)."""
 
+    async def until_applied(
+        self, revision: int, timeout: float, hosts: Collection[str] = ()
+    ) -> bool:
+        """``wait_applied`` without holding a thread: await it in the event loop."""
+
     def switches(self) -> list[SwitchStatus]:
         """Status of every switch seen since start."""
 
@@ -48,6 +55,11 @@ class NullSync:
         self.notified.append(revision)
 
     def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
+        return True
+
+    async def until_applied(
+        self, revision: int, timeout: float, hosts: Collection[str] = ()
+    ) -> bool:
         return True
 
     def switches(self) -> list[SwitchStatus]:

@@ -25,5 +25,10 @@ class RecordingSync:
         self.wait_hosts.append(list(hosts))
         return self.applied
 
+    async def until_applied(
+        self, revision: int, timeout: float, hosts: Collection[str] = ()
+    ) -> bool:
+        return self.wait_applied(revision, timeout, hosts)
+
     def switches(self) -> list[SwitchStatus]:
         return list(self.status)

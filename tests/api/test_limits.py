@@ -83,3 +83,80 @@ def test_event_streams_past_the_limit_answer_503_with_retry_after(make_client) -
     assert "too many event streams open (2" in r.json()["detail"]
     hub.unsubscribe(held[0])
     assert hub.subscribers == 1
+
+
+class SilentSwitch:
+    """A connected switch that takes every message and never answers a barrier."""
+
+    dpid = 1
+    address = "198.18.0.1:40000"
+
+    def send(self, data: bytes) -> bool:
+        return True
+
+    def request_flow_dump(self) -> None:
+        pass
+
+
+def test_waits_for_a_switch_that_never_answers_hold_no_thread(db_file_url: str) -> None:
+    """80 binds wait for readiness (more than the 40 worker threads): /healthz and the other
+    requests still answer at once, and the waits end pending after their timeout."""
+    import time
+
+    import httpx
+
+    from controller.api.app import create_app
+    from controller.config import Settings
+    from controller.db import repo
+    from controller.db.session import make_engine, make_session_factory
+    from controller.engine import Engine
+
+    factory = make_session_factory(make_engine(db_file_url))
+    engine = Engine(
+        factory,
+        repo.load_snapshot,
+        repo.current_revision,
+        lambda s, rev, hosts: repo.mark_ready(s, rev, hosts=hosts),
+        poll_interval=60,
+    )
+    app = create_app(Settings(db_url=db_file_url), sync=engine, session_factory=factory)  # type: ignore[call-arg]
+    waits, seconds = 80, 3.0
+
+    async def scenario() -> tuple[float, float, int, list[httpx.Response]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            await api.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": 1})
+            await api.post("/api/v1/networks", json={"name": "blue", "subnet": "10.1.0.0/16"})
+            engine.switch_connected(SilentSwitch())  # type: ignore[arg-type]
+            engine.switch_dump(1, [], more=False)
+            binds = [
+                asyncio.create_task(
+                    api.put(
+                        f"/api/v1/networks/blue/endpoints/e{i}/binding",
+                        params={"create": "true", "wait_ready": seconds},
+                        json={"host": "h1", "ofport": i + 1},
+                    )
+                )
+                for i in range(waits)
+            ]
+            deadline = time.monotonic() + 1.5
+            while engine.waiting < waits and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            start = time.monotonic()
+            assert (await api.get("/healthz")).status_code == 200
+            health = time.monotonic() - start
+            start = time.monotonic()
+            assert (await api.get("/api/v1/networks")).status_code == 200
+            listing = time.monotonic() - start
+            waiting = engine.waiting
+            return health, listing, waiting, await asyncio.gather(*binds)
+
+    engine.start()
+    try:
+        health, listing, waiting, answers = asyncio.run(scenario())
+    finally:
+        engine.stop()
+    assert health < 0.5 and listing < 0.5, (health, listing)
+    assert waiting == waits, "every bind was waiting for its barrier (in the event loop)"
+    assert {(r.status_code, r.json()["state"]) for r in answers} == {(201, "pending")}
+    assert engine.waiting == 0

@@ -217,3 +217,44 @@ def test_disconnect_excludes_switch_and_error_triggers_resync(h: Harness) -> Non
     assert c1.dumps == 2
     status = {s.dpid: s for s in h.engine.switches()}
     assert status[1].connected and not status[2].connected
+
+
+def test_until_applied_awaits_the_barrier_without_a_thread(h: Harness) -> None:
+    """The asyncio wait is resolved by the barrier reply from another thread; a wait that
+    times out leaves no waiter behind."""
+    import asyncio
+
+    c1 = FakeConn(1)
+    h.engine.switch_connected(c1)
+    h.engine.switch_dump(1, [], more=False)
+    h.sync()
+
+    async def scenario() -> tuple[bool, bool, bool, int]:
+        timed_out = await h.engine.until_applied(1, 0.05, hosts=["h1"])
+        waits = [asyncio.create_task(h.engine.until_applied(1, 5, hosts=["h1"])) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        assert h.engine.waiting == 50
+        reply = threading.Thread(target=h.engine.barrier_reply, args=(1, c1.barriers()[-1]))
+        reply.start()
+        done = await asyncio.wait_for(asyncio.gather(*waits), 2)
+        reply.join()
+        at_once = await h.engine.until_applied(1, 0)
+        return timed_out, all(done), at_once, h.engine.waiting
+
+    assert asyncio.run(scenario()) == (False, True, True, 0)
+
+
+def test_until_applied_waits_for_the_hosts_switch_to_connect(h: Harness) -> None:
+    import asyncio
+
+    async def scenario() -> bool:
+        wait = asyncio.create_task(h.engine.until_applied(0, 5, hosts=["h1"]))
+        await asyncio.sleep(0.02)
+        assert not wait.done()
+        c1 = FakeConn(1)
+        h.engine.switch_connected(c1)
+        h.engine.switch_dump(1, [], more=False)
+        await asyncio.to_thread(h.sync)  # the snapshot maps dpid 1 to h1
+        return await asyncio.wait_for(wait, 2)
+
+    assert asyncio.run(scenario())

@@ -1,6 +1,10 @@
 """Endpoints: create (allocate), show, bind (or create and bind), unbind, delete, list,
 history; wait for ready.
 
+The routes that may wait for readiness (``wait_ready``) are ``async``: they do their database
+work in a worker thread, then await the flow engine's future in the event loop, so a waiting
+request holds no thread and many waits cannot starve the other requests.
+
 Endpoint names may contain '/', so the name is a ``path`` parameter; the ``/binding`` and
 ``/history`` routes are registered first so they win over a name ending in them (such names
 are refused).
@@ -14,6 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.schemas import (
@@ -39,7 +44,7 @@ WaitReady = Annotated[
 ITEM = "/networks/{network}/endpoints/{name:path}"
 
 
-def await_ready(
+async def await_ready(
     request: Request,
     background: BackgroundTasks,
     sync: FlowSync,
@@ -54,7 +59,7 @@ def await_ready(
     if seconds is None or record.state is not EndpointState.PENDING:
         return record
     hosts = [record.host] if record.host else []
-    if not sync.wait_applied(record.revision, min(seconds, settings.ready_timeout), hosts):
+    if not await sync.until_applied(record.revision, min(seconds, settings.ready_timeout), hosts):
         return record
     background.add_task(_mark_ready, request.app.state.session_factory, record.revision, hosts)
     return dataclasses.replace(record, state=EndpointState.READY, ready_at=datetime.now(UTC))
@@ -92,7 +97,7 @@ def create_endpoint(
         409: {"model": EndpointConflict, "description": "address conflict or stale if_revision"},
     },
 )
-def bind_endpoint(
+async def bind_endpoint(
     network: str,
     name: str,
     body: BindingUpdate,
@@ -110,23 +115,28 @@ def bind_endpoint(
 
     With ``create=true`` an unknown name is created and bound in the same transaction (201).
     """
-    record, created, revision = repo.attach_endpoint(
-        session,
-        network,
-        name,
-        body.host,
-        body.ofport,
-        port_name=body.port_name,
-        ip=body.ip,
-        labels=body.labels,
-        if_revision=body.if_revision,
-        create=create,
-    )
-    commit(session, sync, revision, events)
+
+    def attach() -> tuple[EndpointRecord, bool]:
+        record, created, revision = repo.attach_endpoint(
+            session,
+            network,
+            name,
+            body.host,
+            body.ofport,
+            port_name=body.port_name,
+            ip=body.ip,
+            labels=body.labels,
+            if_revision=body.if_revision,
+            create=create,
+        )
+        commit(session, sync, revision, events)
+        return record, created
+
+    record, created = await run_in_threadpool(attach)
     if created:
         response.status_code = status.HTTP_201_CREATED
     return EndpointPublic.model_validate(
-        await_ready(request, background, sync, settings, record, wait_ready)
+        await await_ready(request, background, sync, settings, record, wait_ready)
     )
 
 
@@ -161,7 +171,7 @@ def endpoint_history(
 
 
 @router.get(ITEM)
-def get_endpoint(
+async def get_endpoint(
     network: str,
     name: str,
     session: SessionDep,
@@ -172,10 +182,15 @@ def get_endpoint(
     wait_ready: WaitReady = None,
 ) -> EndpointPublic:
     """One endpoint; with ``wait_ready`` waits up to that many seconds for it to be ready."""
-    record = repo.get_endpoint(session, network, name)
-    session.commit()
+
+    def read() -> EndpointRecord:
+        record = repo.get_endpoint(session, network, name)
+        session.commit()
+        return record
+
+    record = await run_in_threadpool(read)
     return EndpointPublic.model_validate(
-        await_ready(request, background, sync, settings, record, wait_ready)
+        await await_ready(request, background, sync, settings, record, wait_ready)
     )
 
 
