@@ -37,7 +37,9 @@ def run(settings: AgentSettings) -> None:
         links=LinkOps(),
     )
     server = UnixServer(
-        create_app("vxplane host agent", [agent_router(agent), cni_router(agent)]), settings.socket
+        create_app("vxplane host agent", [agent_router(agent), cni_router(agent)]),
+        settings.socket,
+        settings.socket_gid,
     )
     agent.start()
     stop_docker: Callable[[], None] | None = None

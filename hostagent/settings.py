@@ -8,6 +8,7 @@ agent reads arguments or the environment.
 
 from __future__ import annotations
 
+import grp
 from ipaddress import IPv4Address
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,15 @@ from vxcommon.names import check_name
 
 DEFAULT_SOCKET = "/run/vxplane/agent.sock"
 DEFAULT_DOCKER_PLUGIN = "/run/docker/plugins/vxplane.sock"
+
+
+def group_id(group: str) -> int:
+    """The id of ``group`` (a name or a number); ValueError if there is no such group."""
+    try:
+        entry = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+    except KeyError:
+        raise ValueError(f"no group {group!r} on this machine") from None
+    return entry.gr_gid
 
 
 class AgentSettings(BaseSettings):
@@ -43,6 +53,9 @@ class AgentSettings(BaseSettings):
         None, description="OpenFlow target of br-int [tcp:<controller host>:6653]"
     )
     socket: str = Field(DEFAULT_SOCKET, description="unix socket of the agent's local API")
+    socket_group: str | None = Field(
+        None, description="group that may also use the agent's socket (mode 0660) [root only: 0600]"
+    )
     mtu: int = Field(1450, ge=576, le=9000, description="container MTU: underlay MTU minus 50")
     heartbeat_interval: float = Field(5.0, gt=0, description="seconds between heartbeats")
     datapath_type: Literal["system", "netdev"] | None = Field(
@@ -69,6 +82,13 @@ class AgentSettings(BaseSettings):
     def _host(cls, value: str) -> str:
         return check_name(value)
 
+    @field_validator("socket_group")
+    @classmethod
+    def _socket_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            group_id(value)  # an unknown group fails here, not when the socket is made
+        return value
+
     @field_validator("dpid")
     @classmethod
     def _dpid(cls, value: str | None) -> str | None:
@@ -89,6 +109,11 @@ class AgentSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"controller {value!r}: an http(s)://HOST:PORT URL")
         return value.rstrip("/")
+
+    @property
+    def socket_gid(self) -> int | None:
+        """The id of ``--socket-group``, if one was given."""
+        return None if self.socket_group is None else group_id(self.socket_group)
 
     @property
     def openflow_target(self) -> str:

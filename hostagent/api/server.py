@@ -24,6 +24,7 @@ from hostagent.errors import AgentError
 
 TIMING_HEADER = b"x-vxplane-agent-seconds"
 SOCKET_MODE = 0o600  # uvicorn makes unix sockets 0666: only root may plug containers
+GROUP_SOCKET_MODE = 0o660  # with --socket-group: root and that group
 
 
 class _Timing:
@@ -72,28 +73,36 @@ def create_app(title: str, routers: Iterable[APIRouter]) -> FastAPI:
     return app
 
 
-def bind_unix(path: str, mode: int = SOCKET_MODE) -> socket.socket:
-    """A listening unix socket at ``path`` that is never reachable with a wider ``mode``.
+def bind_unix(path: str, gid: int | None = None) -> socket.socket:
+    """A listening unix socket at ``path``, mode 0600 (root only), or 0660 with group ``gid``.
 
     Linux gives the socket file the mode of the socket's inode at bind time (less the umask),
-    so the mode is set on the descriptor before ``bind``: no window where it is 0666.
+    so 0600 is set on the descriptor before ``bind``: no window where the file is wider. With
+    a group, the file gets that group first and its group bits only then.
     """
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if os.path.exists(path):
+    if os.path.lexists(path):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    os.fchmod(sock.fileno(), mode)
-    sock.bind(path)
-    sock.listen(128)
+    try:
+        os.fchmod(sock.fileno(), SOCKET_MODE)
+        sock.bind(path)
+        if gid is not None:
+            os.chown(path, -1, gid)
+            os.chmod(path, GROUP_SOCKET_MODE)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
 class UnixServer:
-    """uvicorn serving ``app`` on the unix socket ``path`` (mode 0600)."""
+    """uvicorn serving ``app`` on the unix socket ``path`` (mode 0600, or 0660 with ``gid``)."""
 
-    def __init__(self, app: Any, path: str) -> None:
+    def __init__(self, app: Any, path: str, gid: int | None = None) -> None:
         self.path = path
-        self.sock = bind_unix(path)
+        self.sock = bind_unix(path, gid)
         config = uvicorn.Config(app, fd=self.sock.fileno(), access_log=False, log_level="warning")
         self.server = uvicorn.Server(config)
 

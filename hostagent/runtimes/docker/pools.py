@@ -95,6 +95,7 @@ class PoolTable:
         tmp = f"{self.path}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a leftover tmp keeps its own mode through O_CREAT
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=1)
                 f.flush()
