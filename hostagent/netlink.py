@@ -27,6 +27,9 @@ from hostagent.errors import InvalidRequest, LinkError, NotFound
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: the namespace's type (Linux 4.11)
+# The network namespaces no container lives in: the agent's own and the init process's.
+HOST_NETNS = ("/proc/thread-self/ns/net", "/proc/1/ns/net")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -119,12 +122,54 @@ def netns_path(netns: str) -> str:
     return os.path.join(NETNS_DIR, netns)
 
 
+def check_netns(netns: str) -> None:
+    """Refuse (before anything is made) a namespace that is not a container's.
+
+    ``netns`` is a name under /run/netns or the path of any network namespace file (CNI's
+    ``/proc/PID/ns/net`` or ``/var/run/netns/...``, Docker's sandbox keys), but never the
+    agent's own namespace or the init process's (the host's): a veth named ``eth0`` and a
+    default route there would replace the host's own. The namespace is told by its inode
+    (``st_dev``, ``st_ino``), so no other path or bind mount of the host's namespace passes.
+    NotFound if it does not exist, InvalidRequest otherwise.
+    """
+    path = netns_path(netns)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise NotFound(f"network namespace {netns} does not exist") from exc
+    except OSError as exc:
+        raise InvalidRequest(f"network namespace {netns}: {exc.strerror}") from exc
+    try:
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = 0
+        if kind != CLONE_NEWNET:
+            raise InvalidRequest(f"{netns} is not a network namespace")
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    for own in HOST_NETNS:
+        try:
+            host = os.stat(own)
+        except OSError:  # no /proc/1 to look at (another pid namespace): the agent's own counts
+            continue
+        if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino):
+            raise InvalidRequest(
+                f"network namespace {netns} is the host's own ({own}): refusing to plug into it"
+            )
+
+
 class LinkOps:
     """Idempotent device verbs in the agent's own namespace and in containers' namespaces."""
 
     def netns_exists(self, netns: str) -> bool:
         """Whether the network namespace (a name under /run/netns, or a path) exists."""
         return os.path.exists(netns_path(netns))
+
+    def check_netns(self, netns: str) -> None:
+        """``check_netns``: NotFound or InvalidRequest unless ``netns`` is a container's."""
+        check_netns(netns)
 
     # -- namespaces ---------------------------------------------------------------------
 

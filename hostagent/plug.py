@@ -15,8 +15,10 @@ The agent's own API, the CNI plugin and the Docker driver all call ``Plugger.plu
    (``eth0``, MAC derived from the IP, address, MTU, default route), and the port is labelled
    with the address (``vxplane-ip``) so a restarted agent can re-create a lost endpoint.
 
-Any failure undoes what this call made (port, veth, binding, and the endpoint itself if this
-call created it) and re-raises. Calls are serialized per endpoint (``lock``). For Docker the
+A namespace that is not a container's (the agent's own or the init process's, under any
+path: ``netlink.check_netns``) is refused before anything is made. Any failure undoes what
+this call made (port, veth, binding, and the endpoint itself if this call created it) and
+re-raises. Calls are serialized per endpoint (``lock``). For Docker the
 peer stays in the agent's namespace (``netns=None``): the engine moves and names it.
 """
 
@@ -155,6 +157,8 @@ class Plugger:
 
     def plug(self, req: PlugRequest) -> Endpoint:
         """Plug ``req``'s endpoint; return it once the controller reports it ready."""
+        if req.netns is not None:  # never the host's own namespace: before anything is made
+            self.links.check_netns(req.netns)
         wait = self.ready_timeout if req.ready_timeout is None else req.ready_timeout
         host_if, peer_if = device_names(req.network, req.name)
         with self.lock(req.network, req.name):

@@ -257,6 +257,7 @@ class FakeLinks(_Fake):
     def __init__(self) -> None:
         super().__init__()
         self.namespaces: set[str] = set()
+        self.host_netns = {"/proc/1/ns/net"}  # paths of the agent's own namespace
         self.devices: dict[str | None, dict[str, FakeDevice]] = {None: {}}
         self._index = 1
 
@@ -367,6 +368,13 @@ class FakeLinks(_Fake):
     @verb
     def netns_exists(self, netns: str) -> bool:
         return netns in self.namespaces
+
+    @verb
+    def check_netns(self, netns: str) -> None:
+        if netns in self.host_netns:
+            raise InvalidRequest(f"network namespace {netns} is the host's own")
+        if netns not in self.namespaces:
+            raise NotFound(f"network namespace {netns} does not exist")
 
     @verb
     def names(self) -> set[str]:

@@ -217,6 +217,20 @@ def test_a_namespace_that_has_the_interface_already_is_refused(host: FakeHost) -
     assert host.ctl.view() == {}
 
 
+@pytest.mark.parametrize("netns", ["/proc/1/ns/net", "/run/netns/host-alias"])
+def test_the_hosts_own_namespace_is_refused_before_anything_is_made(
+    host: FakeHost, netns: str
+) -> None:
+    host.links.add_netns(netns)  # it exists: the agent's own namespace under some path
+    host.links.host_netns.add(netns)
+    plugger, asked = host.plugger(), len(host.ctl.calls)
+    with pytest.raises(InvalidRequest, match="host's own"):
+        plugger.plug(req(netns=netns))
+    assert host.is_empty() and host.ctl.view() == {}
+    assert len(host.ctl.calls) == asked  # the controller was not even asked
+    assert [c[0] for c in host.links.calls] == ["check_netns"]
+
+
 def test_failure_of_a_docker_style_plug_undoes_it(host: FakeHost) -> None:
     host.links.fail("disable_tx_offload", LinkError("tx"))
     with pytest.raises(LinkError):

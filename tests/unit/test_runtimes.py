@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from hostagent import cni as cni_proto
 from hostagent.agent import Agent
-from hostagent.errors import NotFound
+from hostagent.errors import InvalidRequest, NotFound
 from hostagent.plug import EXT_IP, device_names
 from hostagent.runtimes.cni_service import (
     CNI_CONFIG,
@@ -23,6 +24,7 @@ from hostagent.runtimes.cni_service import (
     CheckFailed,
     CniService,
     NotAvailable,
+    cni_code,
 )
 from hostagent.runtimes.docker.driver import EXT_EP, EXT_SINCE, DockerDriver
 from tests.unit.agentfakes import HOST, MTU, FakeHost
@@ -65,6 +67,15 @@ class Cni:
 @pytest.fixture
 def cni(tmp_path: Path) -> Cni:
     return Cni(tmp_path)
+
+
+def test_cni_add_into_the_hosts_own_namespace_is_refused_as_invalid_config(cni: Cni) -> None:
+    netns = cni.netns("host")
+    cni.host.links.host_netns.add(netns)  # e.g. CNI_NETNS=/proc/1/ns/net
+    with pytest.raises(InvalidRequest, match="host's own") as refused:
+        cni.add("a", "c1", netns)
+    assert cni_code(refused.value) == cni_proto.INVALID_CONFIG
+    assert cni.host.is_empty() and cni.host.ctl.view() == {}
 
 
 def test_cni_add_labels_the_port_in_the_plug_itself(cni: Cni) -> None:
