@@ -19,7 +19,7 @@ from typing import Any
 from hostagent import plan as planmod
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import BridgeSpec, LinkEdge, OvsEdge
-from hostagent.errors import AgentError, ControllerUnavailable, NotFound
+from hostagent.errors import AgentError, ControllerUnavailable
 from hostagent.model import Endpoint
 from hostagent.ovs import TUNNEL_PORT, detect_datapath_type
 from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_NETWORK, Plugger, PlugRequest
@@ -227,11 +227,10 @@ class Agent:
     # -- the verbs of the local API -------------------------------------------------------
 
     def attach(self, req: PlugRequest) -> Endpoint:
-        """Plug ``req``'s endpoint into its namespace; return it once ready."""
+        """Plug ``req``'s endpoint into its namespace (the plug refuses a missing one or the
+        host's own before anything is made); return it once ready."""
         if self.tunnel_port is None:
             raise ControllerUnavailable(f"host {self.host}: bridge {self.bridge} not set up yet")
-        if req.netns is not None and not self.links.netns_exists(req.netns):
-            raise NotFound(f"network namespace {req.netns} does not exist")
         if not self.registered:
             self.register()  # do not make the caller wait for the control loop's next round
         return self.plugger.plug(req)
