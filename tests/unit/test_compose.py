@@ -1,4 +1,8 @@
-"""docker-compose.yml, the Dockerfile and its entry point agree, checked without a Docker engine."""
+"""docker-compose.yml, the Dockerfile and its entry point agree, checked without a Docker engine.
+
+The file is read as compose reads it: ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``
+filled from an environment (``interpolate``), so the tests see what a deployment gets with
+and without its ``.env``."""
 
 from __future__ import annotations
 
@@ -17,12 +21,47 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+DEPLOYED = {"POSTGRES_PASSWORD": "0f1e2d3c4b5a69788796a5b4"}  # what a .env holds
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    """A ``${VAR:?error}`` whose variable is unset or empty."""
+
+
+def interpolate(data: Any, env: dict[str, str]) -> Any:
+    """``data`` with every ``${...}`` in its strings filled from ``env``, as compose does."""
+    if isinstance(data, dict):
+        return {key: interpolate(value, env) for key, value in data.items()}
+    if isinstance(data, list):
+        return [interpolate(value, env) for value in data]
+    if not isinstance(data, str):
+        return data
+
+    def one(m: re.Match[str]) -> str:
+        value, op, arg = env.get(m["name"]), m["op"] or "", m["arg"] or ""
+        missing = value is None or (op.startswith(":") and value == "")
+        if op.endswith("?") and missing:
+            raise MissingVariable(f"{m['name']}: {arg}")
+        if op.endswith("-") and missing:
+            return arg
+        return value or ""
+
+    return _VAR.sub(one, data)
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def raw() -> dict[str, Any]:
     data = yaml.safe_load(COMPOSE_FILE.read_text())
     assert isinstance(data, dict), "docker-compose.yml is not a mapping"
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose(raw: dict[str, Any]) -> dict[str, Any]:
+    """The file as deployed with a ``.env`` that sets the database password."""
+    data = interpolate(raw, DEPLOYED)
+    assert isinstance(data, dict)
     return data
 
 
@@ -131,15 +170,42 @@ def test_controller_db_url_points_at_the_db_service(services: dict[str, Any]) ->
     assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
 
 
-def test_controller_publishes_api_and_openflow_ports(services: dict[str, Any]) -> None:
-    published = set()
-    for port in services["controller"]["ports"]:
+def _published(service: dict[str, Any]) -> dict[str, str]:
+    """Container port -> the host address it is published on ("" for every address)."""
+    out = {}
+    for port in service.get("ports", []):
         if isinstance(port, dict):
-            published.add(f"{port['published']}:{port['target']}")
+            out[str(port["target"])] = str(port.get("host_ip", ""))
         else:
-            published.add(str(port).split("/")[0])
-    assert {"8080:8080", "6653:6653"} <= published
-    assert services["controller"].get("restart") == "unless-stopped"
+            parts = str(port).split("/")[0].rsplit(":", 2)
+            out[parts[-1]] = parts[0] if len(parts) == 3 else ""
+    return out
+
+
+def test_controller_publishes_api_and_openflow_on_loopback_unless_configured(
+    raw: dict[str, Any], compose: dict[str, Any]
+) -> None:
+    controller = compose["services"]["controller"]
+    assert _published(controller) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
+    assert controller.get("restart") == "unless-stopped"
+    elsewhere = interpolate(raw, {**DEPLOYED, "VXPLANE_PUBLISH_ADDR": "198.51.100.4"})
+    assert _published(elsewhere["services"]["controller"]) == {
+        "8080": "198.51.100.4", "6653": "198.51.100.4"
+    }  # fmt: skip
+    for name, service in compose["services"].items():  # nothing on every interface
+        assert "" not in _published(service).values(), name
+
+
+def test_database_password_has_no_default_and_a_clear_error(raw: dict[str, Any]) -> None:
+    with pytest.raises(MissingVariable, match=r"POSTGRES_PASSWORD: set POSTGRES_PASSWORD in \.env"):
+        interpolate(raw, {})
+    with pytest.raises(MissingVariable):
+        interpolate(raw, {"POSTGRES_PASSWORD": ""})
+    db, controller = (interpolate(raw, DEPLOYED)["services"][n] for n in ("db", "controller"))
+    password = DEPLOYED["POSTGRES_PASSWORD"]
+    assert _env(db)["POSTGRES_PASSWORD"] == password
+    assert urlsplit(_env(controller)["VXPLANE_DB_URL"]).password == password
+    assert "vxplane:vxplane@" not in COMPOSE_FILE.read_text()
 
 
 def test_dockerfile_image_runs_as_non_root_and_exposes_ports(services: dict[str, Any]) -> None:
@@ -232,17 +298,29 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config_accepts_the_file() -> None:
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     cli = _compose_cli()
     if cli is None:
         if os.environ.get("CI"):
             pytest.fail("CI must validate the compose file: install docker-compose (install-deps)")
         pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
-    result = subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    empty = tmp_path / "empty.env"  # not the checkout's own .env, if a developer has one
+    empty.write_text("")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("POSTGRES_PASSWORD", "VXPLANE_PUBLISH_ADDR")
+    }
+
+    def config(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, "-f", str(COMPOSE_FILE), "--env-file", str(empty), "config"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env={**env, **extra},
+        )  # fmt: skip
+
+    result = config(DEPLOYED)
     assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert _published(resolved["controller"]) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
+    refused = config({})
+    assert refused.returncode != 0 and "set POSTGRES_PASSWORD in .env" in refused.stderr
