@@ -6,7 +6,8 @@ Tables (everything not explicitly allowed is dropped; no MAC learning, no floodi
                 IPs (-> TUNNEL_IN); traffic from a local endpoint's port passes port
                 security (source MAC and IP, ARP sender MAC and IP must be its own), gets
                 its network's VNI in ``metadata`` and goes to ARP (ARP) or LOCAL (IPv4, with
-                reg6=1 marking "came from a local port").
+                reg6=1 marking "came from a local port"). An endpoint bound to the tunnel's
+                port number gets no flows: its own would admit tunnel traffic from anywhere.
   5 TUNNEL_IN   tun_id (VNI) of a known network -> metadata = VNI -> LOCAL.
  10 ARP         ARP requests for any address of the network's subnet are answered on the
                 spot with the MAC derived from the address (0a:58 + IP), one flow per
@@ -102,6 +103,8 @@ def desired_flows(
         flows.append(_arp_responder(net.vni, net.subnet))
     for net, ep in idx.local.get(host.name, ()):
         assert ep.ofport is not None
+        if ep.ofport == host.tunnel_port:  # would admit tunnel traffic from any underlay source
+            continue
         flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport))
     for block in snapshot.blocks:
         bnet = snapshot.networks.get(block.network)

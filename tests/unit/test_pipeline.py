@@ -163,6 +163,18 @@ def test_tunnel_traffic_from_unknown_source_or_vni_is_dropped(lab: Lab) -> None:
     assert sw.process(tunnelled(inner, "198.18.0.1", "198.18.0.2", 100), 7) == []
 
 
+def test_an_endpoint_bound_to_the_tunnel_port_opens_no_way_in(lab: Lab) -> None:
+    """r2a bound to h2's tunnel port number: its port security flows would take tunnel
+    traffic from any underlay source carrying r2a's inner addresses into red."""
+    sw = lab.switch("h2", lab.rebind("r2a", "h2", TUNNEL_PORT))
+    r2a = lab.ep("r2a")
+    inner = ipv4_packet(r2a.mac, str(r2a.ip), "10.0.0.10")  # to rmv, red, bound on h2
+    for tun_src in ("198.18.0.99", "10.9.9.9"):
+        assert sw.process(tunnelled(inner, tun_src, "198.18.0.2", 100), TUNNEL_PORT) == []
+    # a known peer still gets in
+    assert [e.port for e in sw.process(from_peer(lab, "h1", 100, "10.0.0.10"), TUNNEL_PORT)] == [5]
+
+
 def test_tunnel_traffic_is_never_sent_back_into_the_overlay(lab: Lab) -> None:
     """h2 receives red traffic for an address of h3's block and for h1's: dropped, not relayed."""
     sw = lab.switch("h2")
