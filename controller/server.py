@@ -7,11 +7,33 @@ import os
 from collections.abc import Collection
 
 import uvicorn
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def write_admin_token(sessions: sessionmaker[Session], path: str) -> None:
+    """Make the bootstrap admin token if the database has no admin, and write it to ``path``
+    (mode 0600, replaced atomically) so that root on this machine needs no setup."""
+    from controller.db import tokens
+
+    token = tokens.ensure_bootstrap_admin(sessions)
+    if token is None:
+        log.info("admin token: the bootstrap token was revoked; %s left as it is", path)
+        return
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    log.info("admin token in %s (`vxplane token create` makes more)", path)
 
 
 def run_controller(settings: Settings) -> None:
@@ -30,6 +52,7 @@ def run_controller(settings: Settings) -> None:
     migrate.upgrade(settings.db_url)
     db = make_engine(settings.db_url)
     sessions = make_session_factory(db)
+    write_admin_token(sessions, settings.admin_token_file)
 
     def mark_ready(session: Session, revision: int, hosts: Collection[str]) -> int:
         return repo.mark_ready(session, revision, hosts=hosts)
@@ -62,9 +85,12 @@ def run_controller(settings: Settings) -> None:
         access_log=False,
         # open event streams (dashboards, `vxplane events`) never end by themselves
         timeout_graceful_shutdown=2,
+        ssl_certfile=settings.api_cert,
+        ssl_keyfile=settings.api_key,
     )
     server = uvicorn.Server(config)
-    log.info("API on http://%s:%d (dashboard at /)", settings.api_host, settings.api_port)
+    scheme = "https" if settings.api_cert else "http"
+    log.info("API on %s://%s:%d (dashboard at /)", scheme, settings.api_host, settings.api_port)
     try:
         server.run()
     finally:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
@@ -17,9 +17,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.api.limits import BodyLimit
-from controller.api.routes import endpoints, health, hosts, networks, web
+from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
+from controller.api.routes import endpoints, health, hosts, networks, session, tokens, web
 from controller.api.routes import events as event_routes
 from controller.api.schemas import EndpointConflict, EndpointPublic
+from controller.auth import Forbidden, Unauthorized
 from controller.config import Settings, get_settings
 from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
@@ -31,6 +33,8 @@ from controller.sync import FlowSync, NullSync
 log = logging.getLogger(__name__)
 
 STATUS_CODES: tuple[tuple[type[VxplaneError], int], ...] = (
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (InvalidRequest, 422),
     (NotFound, 404),
     (Conflict, 409),
@@ -76,9 +80,13 @@ def create_app(
     app.state.sync = sync if sync is not None else NullSync()
     app.state.session_factory = session_factory
     app.state.events = hub
-    for module in (health, networks, hosts, endpoints, event_routes):
-        app.include_router(module.router)
+    app.state.auth = Authenticator(session_factory)
+    app.include_router(health.router)
+    app.include_router(session.router)
+    for module in (networks, hosts, endpoints, event_routes, tokens):
+        app.include_router(module.router, dependencies=[Depends(gate)])
     web.mount(app)
+    app.add_middleware(HostHeaderMiddleware, allowed=settings.allowed_hosts_or_default())
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -120,7 +128,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VxplaneError)
     async def domain_error(_: Request, exc: VxplaneError) -> JSONResponse:
         status = next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 400)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Busy) else None
+        headers: dict[str, str] | None = None
+        if isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
     @app.exception_handler(repo.RevisionMismatch)

@@ -270,3 +270,49 @@ class Problem(BaseModel):
     ``where: what``, joined by '; ')."""
 
     detail: str
+
+
+class TokenCreate(_Body):
+    """``POST /api/v1/tokens``: an agent token names its host; others none."""
+
+    role: Literal["admin", "agent", "viewer"]
+    host: Annotated[str, AfterValidator(check_name)] | None = None
+    description: str = Field("", max_length=255)
+    expires_in: float | None = Field(
+        None, gt=0, le=10 * 365 * 86400, description="seconds until the token stops working"
+    )
+
+
+class TokenPublic(_Public):
+    """A token as listed: never its secret."""
+
+    id: str
+    role: str
+    host: str | None
+    description: str
+    created_by: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    bootstrap: bool
+
+
+class TokenCreated(TokenPublic):
+    """The answer to a create: the only time the token's text is shown."""
+
+    token: str
+
+
+class SessionCreate(_Body):
+    """``POST /api/v1/session``: the token the dashboard's user typed."""
+
+    token: str = Field(min_length=1, max_length=200)
+
+
+class SessionPublic(BaseModel):
+    """Who the request's token is (``GET /api/v1/session``)."""
+
+    token_id: str
+    role: str
+    host: str | None
+    expires_at: datetime | None

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from controller.cli.output import Output, api_url, call, console, err_console, fail
+from controller.cli.output import (
+    Output,
+    TokenOpt,
+    api_url,
+    call,
+    console,
+    err_console,
+    fail,
+    http_options,
+)
 from controller.cli.resources import ApiOpt, OutOpt
 
 TYPE_STYLE = {
@@ -78,13 +87,14 @@ def events(
         typer.Option("--type", "-t", help="Only these types or families: endpoint,host.lost,..."),
     ] = None,
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """Show recent events, then follow the live stream (Ctrl-C to stop); -o json: JSON lines."""
     params: dict[str, Any] = {"limit": max(last, 1)}
     if types:
         params["types"] = types
-    recent = call(api, "GET", "/api/v1/events/recent", params=params)
+    recent = call(api, "GET", "/api/v1/events/recent", params=params, token=token)
     for event in recent["events"][-last:] if last else []:
         print_event(event, output)
     if not follow:
@@ -94,7 +104,7 @@ def events(
     try:
         while True:
             try:
-                cursor, epoch = _follow(base, cursor, epoch, types, output)
+                cursor, epoch = _follow(base, token, cursor, epoch, types, output)
             except httpx.HTTPError as exc:
                 err_console.print(f"[yellow]event stream interrupted ({exc}); reconnecting...[/]")
                 time.sleep(1.0)
@@ -103,13 +113,18 @@ def events(
 
 
 def _follow(
-    base: str, cursor: int, epoch: str, types: str | None, output: Output
+    base: str, token: str | None, cursor: int, epoch: str, types: str | None, output: Output
 ) -> tuple[int, str]:
     params: dict[str, Any] = {"after": cursor}
     if types:
         params["types"] = types
     timeout = httpx.Timeout(10.0, read=None)
-    with httpx.stream("GET", base + "/api/v1/events", params=params, timeout=timeout) as resp:
+    options = http_options(token)
+    url = base + "/api/v1/events"
+    with (
+        httpx.Client(verify=options.pop("verify", True), timeout=timeout) as client,
+        client.stream("GET", url, params=params, headers=options.get("headers")) as resp,
+    ):
         if resp.status_code >= 400:
             fail(f"the controller refused the event stream (HTTP {resp.status_code})")
         for name, data, ident in sse_messages(resp.iter_lines()):
@@ -127,12 +142,12 @@ def _follow(
     return cursor, epoch
 
 
-def status(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
+def status(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """The overlay at a glance: hosts and their convergence, networks, endpoints, revision."""
-    health = call(api, "GET", "/healthz")
-    hosts = call(api, "GET", "/api/v1/hosts")
-    networks = call(api, "GET", "/api/v1/networks")
-    endpoints = call(api, "GET", "/api/v1/endpoints")
+    health = call(api, "GET", "/healthz", token=token)
+    hosts = call(api, "GET", "/api/v1/hosts", token=token)
+    networks = call(api, "GET", "/api/v1/networks", token=token)
+    endpoints = call(api, "GET", "/api/v1/endpoints", token=token)
     by_status: dict[str, list[str]] = {}
     for h in hosts:
         by_status.setdefault(h["status"], []).append(h["name"])

@@ -9,6 +9,7 @@ import typer
 from controller.cli.events import events, status
 from controller.cli.lab import demo_app, lab_app
 from controller.cli.resources import endpoint_app, host_app, network_app
+from controller.cli.tokens import token_app
 
 app = typer.Typer(
     help=(
@@ -23,6 +24,7 @@ db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_he
 app.add_typer(network_app, name="network")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(host_app, name="host")
+app.add_typer(token_app, name="token")
 app.add_typer(lab_app, name="lab")
 app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
@@ -43,26 +45,65 @@ def _split_hostport(value: str, option: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
         raise typer.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint=option)
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @app.command()
 def controller(
     db: DbOpt = None,
     api: Annotated[
-        str | None, typer.Option("--api", help="Listen address of the REST API [0.0.0.0:8080]")
+        str | None,
+        typer.Option(
+            "--api",
+            help="Listen address of the REST API [127.0.0.1:8080]; 0.0.0.0:8080 for every "
+            "interface (then name the addresses clients use with --allowed-host)",
+        ),
     ] = None,
     openflow: Annotated[
         str | None,
-        typer.Option("--openflow", help="Listen address for switches (OpenFlow) [0.0.0.0:6653]"),
+        typer.Option("--openflow", help="Listen address for switches (OpenFlow) [127.0.0.1:6653]"),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A Host header value the API answers (repeat for several; '*' for any) "
+            "[default: the --api address, 127.0.0.1, localhost]",
+        ),
+    ] = None,
+    api_cert: Annotated[
+        str | None, typer.Option("--api-cert", help="PEM certificate: serve the API over TLS")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="PEM private key of --api-cert")
+    ] = None,
+    admin_token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token-file",
+            help="Where the bootstrap admin token is written (mode 0600) when the database "
+            "has no admin token yet [env: VXPLANE_TOKEN_FILE; default "
+            "/var/lib/vxplane/admin-token]",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    """Run the controller: REST API + OpenFlow listener, on SQLite by default."""
+    """Run the controller: REST API + OpenFlow listener, on SQLite by default.
+
+    Every API call but /healthz needs a token; at the first start the controller makes an
+    admin token and writes it to --admin-token-file (root's CLI on this machine reads it)."""
     from controller.config import Settings
     from controller.server import run_controller
 
+    if bool(api_cert) != bool(api_key):
+        raise typer.BadParameter("give both --api-cert and --api-key", param_hint="--api-cert")
     overrides: dict[str, object] = {"log_level": log_level}
+    if allowed_host:
+        overrides["allowed_hosts"] = allowed_host
+    if api_cert:
+        overrides["api_cert"], overrides["api_key"] = api_cert, api_key
+    if admin_token_file:
+        overrides["admin_token_file"] = admin_token_file
     if db:
         overrides["db_url"] = db
     if api:

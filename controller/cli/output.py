@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -35,6 +35,44 @@ def api_url(api: str | None) -> str:
     return url if "://" in url else "http://" + url
 
 
+TOKEN_FILE = "/var/lib/vxplane/admin-token"
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="API token [env: VXPLANE_TOKEN; default: the admin token file "
+        "$VXPLANE_TOKEN_FILE or /var/lib/vxplane/admin-token, when readable]",
+        show_default=False,
+    ),
+]
+
+
+def api_token(token: str | None) -> str | None:
+    """--token, else $VXPLANE_TOKEN, else the admin token file if this user can read it."""
+    if token:
+        return token.strip()
+    if os.environ.get("VXPLANE_TOKEN"):
+        return os.environ["VXPLANE_TOKEN"].strip()
+    path = os.environ.get("VXPLANE_TOKEN_FILE") or TOKEN_FILE
+    try:
+        with open(path) as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
+def http_options(token: str | None) -> dict[str, Any]:
+    """httpx keyword arguments: the bearer token, and $VXPLANE_CA to check the API's TLS
+    certificate against (else the system's CAs)."""
+    options: dict[str, Any] = {}
+    resolved = api_token(token)
+    if resolved:
+        options["headers"] = {"Authorization": f"Bearer {resolved}"}
+    if os.environ.get("VXPLANE_CA"):
+        options["verify"] = os.environ["VXPLANE_CA"]
+    return options
+
+
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     """Print an error (and what to do about it) and exit."""
     err_console.print(f"[bold red]error:[/] {message}")
@@ -46,18 +84,32 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
 STATUS_HINTS = {
     404: "check the name; `vxplane network ls`, `vxplane host ls` and `vxplane endpoint ls` "
     "list what exists",
+    401: "pass a token: --token, VXPLANE_TOKEN, or run as root on the controller's machine "
+    "(it reads /var/lib/vxplane/admin-token); `vxplane token create` makes tokens",
+    403: "this token's role may not do that: use an admin token, or one for the right host",
     503: "the controller's database is busy or unreachable: retry in a moment, and check the "
     "controller's log",
 }
 
 
-def call(api: str | None, method: str, path: str, hint: str | None = None, **kwargs: Any) -> Any:
-    """Call the controller API; turn transport errors and 4xx/5xx into clear CLI errors.
-
-    ``hint`` is printed under a 404 (what to run to find the right name)."""
+def call(
+    api: str | None,
+    method: str,
+    path: str,
+    hint: str | None = None,
+    token: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Call the controller API with the token (see ``api_token``); turn transport errors and
+    4xx/5xx into clear CLI errors. ``hint`` is printed under a 404 (what to run to find the
+    right name)."""
     base = api_url(api)
+    options = http_options(token)
+    verify = options.pop("verify", True)
+    headers = {**options.get("headers", {}), **kwargs.pop("headers", {})}
     try:
-        resp = httpx.request(method, base + path, timeout=30.0, **kwargs)
+        with httpx.Client(verify=verify, timeout=30.0) as client:
+            resp = client.request(method, base + path, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the controller at {base}: {exc}",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.output import Output, ago, call, console, render, render_one
+from controller.cli.output import Output, TokenOpt, ago, call, console, render, render_one
 
 ApiOpt = Annotated[
     str | None,
@@ -49,6 +49,7 @@ def network_create(
     gateway: Annotated[str | None, typer.Option(help="Gateway IP [default: first address]")] = None,
     vni: Annotated[int | None, typer.Option(help="VXLAN network id [default: lowest free]")] = None,
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """Create a network (two networks may use the same subnet; they stay isolated)."""
@@ -57,7 +58,7 @@ def network_create(
         body["gateway"] = gateway
     if vni is not None:
         body["vni"] = vni
-    net = call(api, "POST", "/api/v1/networks", json=body)
+    net = call(api, "POST", "/api/v1/networks", json=body, token=token)
     if output == Output.json:
         render_one(net, output)
     else:
@@ -65,10 +66,10 @@ def network_create(
 
 
 @network_app.command("ls")
-def network_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
+def network_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """List networks."""
     render(
-        call(api, "GET", "/api/v1/networks"),
+        call(api, "GET", "/api/v1/networks", token=token),
         NET_COLS,
         output,
         "networks",
@@ -80,11 +81,18 @@ def network_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
 def network_show(
     name: Annotated[str, typer.Argument(help="Network name")],
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """Show one network and its endpoints."""
-    net = call(api, "GET", f"/api/v1/networks/{name}", hint="list them with `vxplane network ls`")
-    eps = call(api, "GET", "/api/v1/endpoints", params={"network": name})
+    net = call(
+        api,
+        "GET",
+        f"/api/v1/networks/{name}",
+        hint="list them with `vxplane network ls`",
+        token=token,
+    )
+    eps = call(api, "GET", "/api/v1/endpoints", params={"network": name}, token=token)
     if output == Output.json:
         render_one({**net, "endpoint_list": eps}, output)
         return
@@ -94,10 +102,12 @@ def network_show(
 
 @network_app.command("rm")
 def network_rm(
-    name: Annotated[str, typer.Argument(help="Network name")], api: ApiOpt = None
+    name: Annotated[str, typer.Argument(help="Network name")],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Remove a network (refused while endpoints are attached)."""
-    call(api, "DELETE", f"/api/v1/networks/{name}")
+    call(api, "DELETE", f"/api/v1/networks/{name}", token=token)
     console.print(f"removed network [bold]{name}[/]")
 
 
@@ -109,12 +119,13 @@ def endpoint_ls(
         str | None, typer.Option(help="Only this state: reserved, pending or ready")
     ] = None,
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """List endpoints: name, address, host and state (reserved, pending, ready)."""
     params = {k: v for k, v in {"network": network, "host": host, "state": state}.items() if v}
     render(
-        call(api, "GET", "/api/v1/endpoints", params=params),
+        call(api, "GET", "/api/v1/endpoints", params=params, token=token),
         EP_COLS,
         output,
         "endpoints",
@@ -127,6 +138,7 @@ def endpoint_show(
     network: Annotated[str, typer.Argument(help="Network name")],
     name: Annotated[str, typer.Argument(help="Endpoint name")],
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """Show one endpoint."""
@@ -142,10 +154,10 @@ def endpoint_show(
 
 
 @host_app.command("ls")
-def host_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
+def host_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """List hosts: status (converged, lagging, disconnected, lost), OpenFlow connection, flow
     count, applied / wanted revision, endpoints and heartbeat age."""
-    hosts = call(api, "GET", "/api/v1/hosts")
+    hosts = call(api, "GET", "/api/v1/hosts", token=token)
     if output == Output.json:
         render(hosts, HOST_COLS, output, "hosts")
         return
@@ -174,6 +186,7 @@ def endpoint_history(
     name: Annotated[str, typer.Argument(help="Endpoint name")],
     limit: Annotated[int, typer.Option(help="Newest steps to show", min=1, max=1000)] = 100,
     api: ApiOpt = None,
+    token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
     """Where the endpoint has been: binds, moves between hosts, unbinds (newest first)."""

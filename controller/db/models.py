@@ -189,6 +189,34 @@ class EndpointMoveRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class TokenRow(Base):
+    """An API bearer token: only the SHA-256 of its secret is kept (``controller.auth``).
+
+    ``role`` is admin, agent or viewer; an agent token names its ``host``. The bootstrap
+    admin token (made at the first start, ``bootstrap`` = 1, unique, so concurrent first
+    starts make exactly one) also keeps its secret in ``bootstrap_secret``, so every
+    controller on the database can hand it to root on its machine; revoking it erases that.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'agent', 'viewer')", name="role"),
+        CheckConstraint("(role = 'agent') = (host IS NOT NULL)", name="agent_host"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    role: Mapped[str] = mapped_column(String(8), nullable=False)
+    host: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    description: Mapped[str] = mapped_column(String(255), nullable=False, server_default="")
+    created_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    bootstrap: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    bootstrap_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
 @event.listens_for(Revision.__table__, "after_create")
 def _seed_revision(target: Any, connection: Connection, **_: Any) -> None:
     """``metadata.create_all`` seeds the revision row as the migration does."""

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -61,7 +61,9 @@ def test_writes_publish_events_after_commit(world: TestClient) -> None:
     assert moved["events"][0]["data"] == {
         "network": "blue", "endpoint": "web", "ip": "10.0.0.2", "host": "h2",
         "from_host": "h1", "ofport": 4, "revision": moved["events"][0]["data"]["revision"],
+        "by": moved["events"][0]["data"]["by"],
     }  # fmt: skip
+    assert moved["events"][0]["data"]["by"].startswith("admin:")
     assert moved["events"][0]["summary"] == "endpoint blue/web (10.0.0.2) moved from h1 to h2"
     world.delete("/api/v1/hosts/h2")
     world.delete(f"{NETS}/blue")
@@ -205,8 +207,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_api(db_file_url: str) -> Iterator[tuple[str, EventHub]]:
-    """The app on a real uvicorn (the TestClient cannot follow an endless stream)."""
+def live_api(
+    db_file_url: str, make_token: Callable[..., str]
+) -> Iterator[tuple[str, EventHub, str]]:
+    """The app on a real uvicorn (the TestClient cannot follow an endless stream), its event
+    hub and an admin token."""
     hub = EventHub()
     app = create_app(Settings(db_url=db_file_url, events_keepalive=0.2), events=hub)  # type: ignore[call-arg]
     port = _free_port()
@@ -220,16 +225,18 @@ def live_api(db_file_url: str) -> Iterator[tuple[str, EventHub]]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", hub
+        yield f"http://127.0.0.1:{port}", hub, make_token("admin")
     finally:
         server.should_exit = True
         thread.join(10)
 
 
-def test_sse_stream_over_http_with_last_event_id(live_api: tuple[str, EventHub]) -> None:
-    url, hub = live_api
-    httpx.post(f"{url}{NETS}", json={"name": "blue", "subnet": "10.0.0.0/24"}).raise_for_status()
-    headers = {"Last-Event-ID": "0"}
+def test_sse_stream_over_http_with_last_event_id(live_api: tuple[str, EventHub, str]) -> None:
+    url, hub, token = live_api
+    auth = {"Authorization": f"Bearer {token}"}
+    body = {"name": "blue", "subnet": "10.0.0.0/24"}
+    httpx.post(f"{url}{NETS}", json=body, headers=auth).raise_for_status()
+    headers = {"Last-Event-ID": "0", **auth}
     with httpx.stream("GET", f"{url}/api/v1/events", headers=headers, timeout=5) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         assert resp.headers["cache-control"] == "no-cache"

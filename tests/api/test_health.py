@@ -23,7 +23,7 @@ def test_openapi_and_docs(client: TestClient) -> None:
 
 
 def test_unmigrated_database_answers_503(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/empty.db"))
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path}/empty.db", allowed_hosts=["*"]))
     with TestClient(app) as client:
         r = client.get("/healthz")
     assert r.status_code == 503 and "retry" in r.json()["detail"]
@@ -32,7 +32,8 @@ def test_unmigrated_database_answers_503(tmp_path) -> None:  # type: ignore[no-u
 def test_session_factory_injection(db_file_url: str) -> None:
     engine = make_engine(db_file_url)
     app = create_app(
-        Settings(db_url="sqlite:////nonexistent/x.db"), session_factory=make_session_factory(engine)
+        Settings(db_url="sqlite:////nonexistent/x.db", allowed_hosts=["testserver"]),
+        session_factory=make_session_factory(engine),
     )
     with TestClient(app) as client:
         assert client.get("/healthz").json()["status"] == "ok"

@@ -20,6 +20,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.schemas import (
     BindingUpdate,
@@ -29,9 +30,13 @@ from controller.api.schemas import (
     MovePublic,
 )
 from controller.api.tx import commit
+from controller.auth import Principal, Role, require_endpoint_scope, require_host
 from controller.config import Settings
 from controller.db import repo
+from controller.db.base import begin_write
 from controller.db.records import EndpointRecord
+from controller.errors import NotFound
+from controller.hostwatch import is_alive
 from controller.model import EndpointState
 from controller.sync import FlowSync
 
@@ -65,6 +70,27 @@ async def await_ready(
     return dataclasses.replace(record, state=EndpointState.READY, ready_at=datetime.now(UTC))
 
 
+def check_scope(
+    session: Session, settings: Settings, principal: Principal, network: str, name: str, what: str
+) -> None:
+    """An agent may touch only endpoints bound to its host, to none, or to a lost host.
+
+    Takes the write lock first (SQLite), so the endpoint read here is still what the write
+    that follows changes."""
+    if principal.role is not Role.agent:
+        return
+    begin_write(session)
+    try:
+        record = repo.get_endpoint(session, network, name)
+    except NotFound:
+        return
+    alive = True
+    if record.host is not None and record.host != principal.host:
+        host = repo.get_host(session, record.host)
+        alive = is_alive(host.last_seen, datetime.now(UTC), settings.host_dead_after)
+    require_endpoint_scope(principal, record.host, alive, what)
+
+
 def _mark_ready(factory: sessionmaker[Session], revision: int, hosts: list[str]) -> None:
     with factory() as session:
         repo.mark_ready(session, revision, hosts=hosts)
@@ -72,6 +98,7 @@ def _mark_ready(factory: sessionmaker[Session], revision: int, hosts: list[str])
 
 
 @router.post("/networks/{network}/endpoints", status_code=status.HTTP_201_CREATED)
+@allow(Role.agent)
 def create_endpoint(
     network: str,
     body: EndpointCreate,
@@ -79,12 +106,15 @@ def create_endpoint(
     session: SessionDep,
     sync: SyncDep,
     events: EventsDep,
+    principal: PrincipalDep,
 ) -> EndpointPublic:
     """Allocate (201) or find again (200) the endpoint; 409 on address conflicts or exhaustion."""
+    if body.host is not None:
+        require_host(principal, body.host, "create endpoints on")
     record, created, revision = repo.create_endpoint(
         session, network, body.name, ip=body.ip, host=body.host, labels=body.labels
     )
-    commit(session, sync, revision, events)
+    commit(session, sync, revision, events, by=principal)
     if not created:
         response.status_code = status.HTTP_200_OK
     return EndpointPublic.model_validate(record)
@@ -97,10 +127,12 @@ def create_endpoint(
         409: {"model": EndpointConflict, "description": "address conflict or stale if_revision"},
     },
 )
+@allow(Role.agent)
 async def bind_endpoint(
     network: str,
     name: str,
     body: BindingUpdate,
+    principal: PrincipalDep,
     response: Response,
     session: SessionDep,
     sync: SyncDep,
@@ -115,8 +147,10 @@ async def bind_endpoint(
 
     With ``create=true`` an unknown name is created and bound in the same transaction (201).
     """
+    require_host(principal, body.host, "bind endpoints to")
 
     def attach() -> tuple[EndpointRecord, bool]:
+        check_scope(session, settings, principal, network, name, "bind")
         record, created, revision = repo.attach_endpoint(
             session,
             network,
@@ -129,7 +163,7 @@ async def bind_endpoint(
             if_revision=body.if_revision,
             create=create,
         )
-        commit(session, sync, revision, events)
+        commit(session, sync, revision, events, by=principal)
         return record, created
 
     record, created = await run_in_threadpool(attach)
@@ -141,17 +175,21 @@ async def bind_endpoint(
 
 
 @router.delete(ITEM + "/binding")
+@allow(Role.agent)
 def unbind_endpoint(
     network: str,
     name: str,
     session: SessionDep,
     sync: SyncDep,
     events: EventsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
     host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
 ) -> EndpointPublic:
     """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
+    check_scope(session, settings, principal, network, name, "unbind")
     record, revision = repo.unbind_endpoint(session, network, name, host=host)
-    commit(session, sync, revision, events)
+    commit(session, sync, revision, events, by=principal)
     return EndpointPublic.model_validate(record)
 
 
@@ -195,11 +233,19 @@ async def get_endpoint(
 
 
 @router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
+@allow(Role.agent)
 def delete_endpoint(
-    network: str, name: str, session: SessionDep, sync: SyncDep, events: EventsDep
+    network: str,
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    events: EventsDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> Response:
     """Forget the endpoint and free its address."""
-    commit(session, sync, repo.delete_endpoint(session, network, name), events)
+    check_scope(session, settings, principal, network, name, "delete")
+    commit(session, sync, repo.delete_endpoint(session, network, name), events, by=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
+from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic
 from controller.api.tx import commit
+from controller.auth import Role, require_host
 from controller.config import Settings
 from controller.db import repo
 from controller.db.base import format_dpid
@@ -74,26 +76,33 @@ def _one(session: Session, record: HostRecord, sync: FlowSync, settings: Setting
 
 
 @router.put("/{name}")
+@allow(Role.agent)
 def register_host(
     name: HostName,
     body: HostRegister,
+    principal: PrincipalDep,
     session: SessionDep,
     sync: SyncDep,
     settings: SettingsDep,
     events: EventsDep,
 ) -> HostPublic:
     """Register or update a host (409 if another host has its underlay IP or dpid)."""
+    require_host(principal, name, "register")
     dpid = body.dpid if "dpid" in body.model_fields_set else repo.KEEP
     record, revision = repo.register_host(
         session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port
     )
-    commit(session, sync, revision, events)
+    commit(session, sync, revision, events, by=principal)
     return _one(session, record, sync, settings)
 
 
 @router.post("/{name}/heartbeat")
-def heartbeat(name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep) -> HostPublic:
+@allow(Role.agent)
+def heartbeat(
+    name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep, principal: PrincipalDep
+) -> HostPublic:
     """Record that the host is alive (404 if unknown)."""
+    require_host(principal, name, "heartbeat for")
     record = repo.heartbeat(session, name)
     session.commit()
     return _one(session, record, sync, settings)
@@ -116,7 +125,9 @@ def get_host(name: str, session: SessionDep, sync: SyncDep, settings: SettingsDe
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_host(name: str, session: SessionDep, sync: SyncDep, events: EventsDep) -> Response:
-    """Forget a host: its endpoints become reserved, its blocks are released."""
-    commit(session, sync, repo.delete_host(session, name), events)
+def delete_host(
+    name: str, session: SessionDep, sync: SyncDep, events: EventsDep, principal: PrincipalDep
+) -> Response:
+    """Forget a host: its endpoints become reserved, its blocks are released (admin only)."""
+    commit(session, sync, repo.delete_host(session, name), events, by=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

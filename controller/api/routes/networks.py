@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.schemas import NetworkCreate, NetworkPublic
 from controller.api.tx import commit
+from controller.auth import Role
 from controller.db import repo
 
 router = APIRouter(prefix="/api/v1/networks", tags=["networks"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
+@allow(Role.agent)
 def create_network(
     body: NetworkCreate,
+    principal: PrincipalDep,
     session: SessionDep,
     sync: SyncDep,
     settings: SettingsDep,
@@ -29,7 +33,7 @@ def create_network(
         vni=body.vni,
         block_prefix=body.block_prefix or settings.default_block_prefix,
     )
-    commit(session, sync, revision, events)
+    commit(session, sync, revision, events, by=principal)
     return NetworkPublic.model_validate(record)
 
 
@@ -46,7 +50,10 @@ def get_network(name: str, session: SessionDep) -> NetworkPublic:
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_network(name: str, session: SessionDep, sync: SyncDep, events: EventsDep) -> Response:
+@allow(Role.agent)
+def delete_network(
+    name: str, session: SessionDep, sync: SyncDep, events: EventsDep, principal: PrincipalDep
+) -> Response:
     """Delete a network and its unbound endpoints (409 while endpoints are bound)."""
-    commit(session, sync, repo.delete_network(session, name), events)
+    commit(session, sync, repo.delete_network(session, name), events, by=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

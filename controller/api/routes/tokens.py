@@ -1,0 +1,50 @@
+"""Tokens (admin only): create (the only time a token's text is shown), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from fastapi import APIRouter, Request, status
+
+from controller.api.auth import Authenticator, PrincipalDep, admin_only
+from controller.api.deps import SessionDep
+from controller.api.schemas import TokenCreate, TokenCreated, TokenPublic
+from controller.auth import Role
+from controller.db import tokens
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+@admin_only
+def create_token(body: TokenCreate, session: SessionDep, principal: PrincipalDep) -> TokenCreated:
+    """A new token; its text is in the answer and nowhere else (keep it)."""
+    expires = datetime.now(UTC) + timedelta(seconds=body.expires_in) if body.expires_in else None
+    record, token = tokens.create_token(
+        session,
+        Role(body.role),
+        host=body.host,
+        description=body.description,
+        expires_at=expires,
+        created_by=principal.token_id,
+    )
+    session.commit()
+    return TokenCreated(**TokenPublic.model_validate(record).model_dump(), token=token)
+
+
+@router.get("")
+@admin_only
+def list_tokens(session: SessionDep, revoked: bool = False) -> list[TokenPublic]:
+    """Live tokens, oldest first (``?revoked=true``: revoked ones too)."""
+    return [TokenPublic.model_validate(r) for r in tokens.list_tokens(session, revoked)]
+
+
+@router.delete("/{token_id}")
+@admin_only
+def revoke_token(token_id: str, session: SessionDep, request: Request) -> TokenPublic:
+    """Revoke a token: it stops working at once here, within seconds on other controllers."""
+    record = tokens.revoke(session, token_id)
+    session.commit()
+    cast(Authenticator, request.app.state.auth).forget(token_id)
+    return TokenPublic.model_validate(record)
