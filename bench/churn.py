@@ -24,9 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from vxlab.launch import controller_and_lab
+from vxlab.launch import ControllerProcess, controller_and_lab
 
 PREFIX = "bc-"
 UNDERLAY = "198.18.13.0/24"
@@ -35,9 +33,14 @@ OF_PORT = 17190
 
 
 def worker(
-    url: str, idx: int, hosts: list[str], deadline: float, counts: list[int], lat: list[float]
+    ctl: ControllerProcess,
+    idx: int,
+    hosts: list[str],
+    deadline: float,
+    counts: list[int],
+    lat: list[float],
 ) -> None:
-    with httpx.Client(base_url=url, timeout=30) as api:
+    with ctl.client() as api:
         n = 0
         name = f"churn-{idx}"
         api.post("/api/v1/networks/churn/endpoints", json={"name": name}).raise_for_status()
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + args.seconds
         t0 = time.monotonic()
         threads = [
-            threading.Thread(target=worker, args=(ctl.url, i, hosts, deadline, counts, lat))
+            threading.Thread(target=worker, args=(ctl, i, hosts, deadline, counts, lat))
             for i in range(args.workers)
         ]
         for t in threads:

@@ -33,12 +33,22 @@ def _seg(value: str) -> str:
 
 
 class ControllerClient:
-    """Calls the controller API at ``base_url`` (for example ``http://198.18.0.254:8080``)."""
+    """Calls the controller API at ``base_url`` (for example ``http://198.18.0.254:8080``)
+    with the agent's ``token``; ``ca`` checks an https:// controller's certificate."""
 
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        token: str | None = None,
+        ca: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=headers, verify=ca or True
+        )
 
     def close(self) -> None:
         """Close the connection pool."""

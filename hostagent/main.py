@@ -32,7 +32,9 @@ def run(settings: AgentSettings) -> None:
     )
     agent = Agent(
         settings,
-        client=ControllerClient(settings.controller),
+        client=ControllerClient(
+            settings.controller, token=settings.read_token(), ca=settings.controller_ca
+        ),
         ovs=OvsdbOps(settings.ovsdb),
         links=LinkOps(),
     )

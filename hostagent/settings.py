@@ -20,6 +20,7 @@ from vxcommon.names import check_name
 
 DEFAULT_SOCKET = "/run/vxplane/agent.sock"
 DEFAULT_DOCKER_PLUGIN = "/run/docker/plugins/vxplane.sock"
+DEFAULT_TOKEN_FILE = "/etc/vxplane/agent-token"
 
 
 def group_id(group: str) -> int:
@@ -43,6 +44,14 @@ class AgentSettings(BaseSettings):
     )
 
     controller: str = Field(description="controller API URL, e.g. http://10.0.0.5:8080")
+    token_file: str = Field(
+        DEFAULT_TOKEN_FILE,
+        description="file holding this host's agent token (`vxplane token create --role agent "
+        "--host NAME`); readable by root only",
+    )
+    controller_ca: str | None = Field(
+        None, description="CA certificate (PEM) to check an https:// controller against"
+    )
     host: str = Field(description="this host's name in vxplane")
     underlay_ip: IPv4Address = Field(description="this host's VXLAN (underlay) IPv4 address")
     bridge: str = Field("br-int", description="integration bridge")
@@ -76,6 +85,21 @@ class AgentSettings(BaseSettings):
         "local", description="Docker driver scope: local, or global under swarm"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+
+    def read_token(self) -> str:
+        """The agent token from ``token_file``; exits with what to do if it is missing."""
+        try:
+            with open(self.token_file) as file:
+                token = file.read().strip()
+        except OSError as exc:
+            raise SystemExit(
+                f"vxplane agent: cannot read the agent token from {self.token_file} "
+                f"({exc.strerror}): make one with `vxplane token create --role agent "
+                f"--host {self.host}` and write it there (mode 0600), or pass --token-file"
+            ) from None
+        if not token:
+            raise SystemExit(f"vxplane agent: {self.token_file} is empty: it must hold the token")
+        return token
 
     @field_validator("host")
     @classmethod

@@ -47,6 +47,7 @@ def agent_argv(
         "--controller", controller_url, "--host", name,
         "--underlay-ip", host["underlay_ip"], "--ovsdb", paths.db,
         "--socket", paths.agent_sock, "--openflow", openflow,
+        "--token-file", paths.agent_token,
         "--datapath-type", "netdev", "--dpid", f"{int(IPv4Address(host['underlay_ip'])):016x}",
         *extra,
     ]  # fmt: skip

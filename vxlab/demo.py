@@ -37,16 +37,29 @@ def _lab() -> Lab:
     return Lab(prefix=PREFIX, underlay=UNDERLAY)
 
 
-def _start_controller(api_port: int) -> int:
+TOKEN_FILE = STATE / "admin-token"
+
+
+def _start_controller(lab: Lab, api_port: int) -> ControllerProcess:
+    """The demo's controller, on the lab's gateway address (API and OpenFlow), its admin
+    token in ``TOKEN_FILE``."""
     STATE.mkdir(parents=True, exist_ok=True)
     DB_FILE.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(str(DB_FILE) + suffix).unlink(missing_ok=True)
-    ctl = ControllerProcess(f"sqlite:///{DB_FILE}", STATE / "controller.log", api_port=api_port)
+    TOKEN_FILE.unlink(missing_ok=True)
+    ctl = ControllerProcess(
+        f"sqlite:///{DB_FILE}",
+        STATE / "controller.log",
+        api_port=api_port,
+        api_host=lab.gateway_ip,
+        openflow_host=lab.gateway_ip,
+        admin_token_file=TOKEN_FILE,
+    )
     ctl.start()
     assert ctl.pid is not None
     (STATE / "controller.pid").write_text(str(ctl.pid))
-    return ctl.pid
+    return ctl
 
 
 def _stop_controller() -> None:
@@ -70,18 +83,21 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
     """Bring the demo up, print what it shows, and (with ``wait``) tear down on Ctrl-C.
 
     ``docker``: also one dockerd per host and Docker containers on a vxplane network."""
-    api = f"http://127.0.0.1:{api_port}"
     lab = _lab()
+    api = f"http://{lab.gateway_ip}:{api_port}"
     demo_down()
     try:
         with console.status("starting the controller (SQLite)..."):
-            _start_controller(api_port)
+            lab.ensure_fabric()  # the controller listens on the lab's gateway address
+            ctl = _start_controller(lab, api_port)
         console.print(f"controller up: API {api}  (log {STATE / 'controller.log'})")
         with console.status("bringing up 3 emulated hosts (OVS userspace datapath)..."):
-            lab.up(hosts=3, controller_url=f"http://{lab.gateway_ip}:{api_port}", docker=docker)
-        console.print("hosts lab-h1, lab-h2, lab-h3 up, agents registered")
+            lab.up(hosts=3, controller_url=api, docker=docker, admin_token=ctl.token)
+        console.print("hosts lab-h1, lab-h2, lab-h3 up, agents registered (each its own token)")
+        auth = {"Authorization": f"Bearer {ctl.token}"}
         for name in ("blue", "red"):
-            r = httpx.post(f"{api}/api/v1/networks", json={"name": name, "subnet": SUBNET})
+            body = {"name": name, "subnet": SUBNET}
+            r = httpx.post(f"{api}/api/v1/networks", json=body, headers=auth)
             r.raise_for_status()
             console.print(f"network {name}: {SUBNET} vni {r.json()['vni']}")
         eps = {}
@@ -97,7 +113,14 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
         console.print()
         console.print(f"[bold]API[/]        {api}   (OpenAPI docs: {api}/docs)")
         console.print(
-            f"[bold]Dashboard[/]  {api}/   (open it in a browser: topology, hosts, live events)"
+            f"[bold]Dashboard[/]  {api}/   (open it in a browser: topology, hosts, live events; "
+            f"it asks once for the admin token: `cat {TOKEN_FILE}`)"
+        )
+        console.print("[bold]Token[/]      every API call needs one; for the CLI in this shell:")
+        console.print(
+            f"           export VXPLANE_API={api} VXPLANE_TOKEN=$(cat {TOKEN_FILE})",
+            highlight=False,
+            soft_wrap=True,
         )
         console.print("[bold]Try[/]        vxplane status; vxplane host ls; vxplane events")
         console.print("           vxplane lab exec blue-1 -- ping -c 3 " + eps["blue-2"]["ip"])

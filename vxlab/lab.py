@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
+import httpx
+
 from hostagent.agent_client import AgentCallError, AgentClient, AgentUnavailable
 from vxlab import agent, fabric, ovsd, proc
 from vxlab.docker import cli_argv, ensure_dockerd, ensure_holder, stop_engine
@@ -148,6 +150,7 @@ class Lab:
         agent_wait: float = 20.0,
         wait_registered: bool = True,
         docker: bool = False,
+        admin_token: str | None = None,
     ) -> dict[str, Any]:
         """Bring up ``hosts`` emulated hosts (idempotent: what exists is kept).
 
@@ -159,6 +162,9 @@ class Lab:
         agent serving the Docker drivers (``vxlab.docker``). If a fresh lab fails halfway,
         what it made is removed again (``down``); a failing ``up`` of an existing lab leaves
         it as it was plus what was made (``down`` removes it all). Returns ``status()``.
+
+        Each agent gets its own agent token (``<host dir>/agent-token``, mode 0600), made
+        through the controller with ``admin_token``; a host's token that still works is kept.
         """
         if not 1 <= hosts <= min(MAX_HOSTS, self.underlay.num_addresses - 3):
             raise LabError(f"hosts must be 1..{min(MAX_HOSTS, self.underlay.num_addresses - 3)}")
@@ -181,6 +187,7 @@ class Lab:
                         ensure_holder(*self._host(state, i))
                 if agents:
                     for i in indexes:
+                        self._ensure_token(i, controller_url, admin_token)
                         self._ensure_agent(state, i, controller_url, openflow, extra_agent_args)
                     deadline = time.monotonic() + agent_wait
                     for i in indexes:
@@ -198,6 +205,49 @@ class Lab:
                 self.down()
             raise
         return self.status()
+
+    def ensure_fabric(self) -> None:
+        """Only the fabric and the root namespace's gateway address (idempotent): a controller
+        can then listen on ``gateway_ip`` before ``up`` starts the hosts' agents."""
+        with self.state.locked() as state:
+            record(state, "namespaces", self.fabric_ns)
+            record(state, "root_links", self.root_veth)
+            fabric.ensure_fabric(self.fabric_ns, self.root_veth, self.root_ip, self.underlay)
+
+    def _ensure_token(self, i: int, controller_url: str, admin_token: str | None) -> None:
+        """Host ``i``'s agent token file: kept if the controller still takes it, else a new
+        agent token for that host, made with ``admin_token``."""
+        name = self.host_name(i)
+        path = self.host_paths(name).agent_token
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            with open(path) as file:
+                token = file.read().strip()
+            try:
+                with httpx.Client(base_url=controller_url, timeout=10) as api:
+                    auth = {"Authorization": f"Bearer {token}"}
+                    who = api.get("/api/v1/session", headers=auth)
+            except httpx.HTTPError:
+                return  # no controller to ask: keep it (the agent retries until one answers)
+            if who.status_code == 200 and who.json().get("host") == name:
+                return
+        if not admin_token:
+            raise LabError(
+                f"{name} needs an agent token and the lab has no admin token to make one: "
+                "pass --token or set VXPLANE_TOKEN (the controller's admin token)"
+            )
+        with httpx.Client(base_url=controller_url, timeout=10) as api:
+            made = api.post(
+                "/api/v1/tokens",
+                json={"role": "agent", "host": name, "description": f"lab {self.prefix} agent"},
+                headers={"Authorization": f"Bearer {admin_token}"},
+            )
+        if made.status_code != 201:
+            raise LabError(f"making {name}'s agent token: HTTP {made.status_code} {made.text}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            os.fchmod(fd, 0o600)
+            file.write(made.json()["token"] + "\n")
 
     def _host(
         self, state: dict[str, Any], host: int | str

@@ -29,12 +29,14 @@ class ControllerProcess:
         log_path: Path,
         api_port: int = 8080,
         openflow_port: int = 6653,
-        api_host: str = "0.0.0.0",
-        openflow_host: str = "0.0.0.0",
+        api_host: str = "127.0.0.1",
+        openflow_host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
+        admin_token_file: Path | None = None,
     ) -> None:
         self.db_url = db_url
         self.log_path = log_path
+        self.admin_token_file = admin_token_file or log_path.parent / "admin-token"
         self.api_port = api_port
         self.openflow_port = openflow_port
         self.api_host = api_host
@@ -45,7 +47,21 @@ class ControllerProcess:
     @property
     def url(self) -> str:
         """The API as reached from this (root) namespace."""
-        return f"http://127.0.0.1:{self.api_port}"
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def token(self) -> str:
+        """The admin token the controller wrote at its first start."""
+        return self.admin_token_file.read_text().strip()
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        """An httpx client of the API carrying the admin token."""
+        return httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
 
     @property
     def pid(self) -> int | None:
@@ -77,6 +93,8 @@ class ControllerProcess:
                     f"{self.api_host}:{self.api_port}",
                     "--openflow",
                     f"{self.openflow_host}:{self.openflow_port}",
+                    "--admin-token-file",
+                    str(self.admin_token_file),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -140,8 +158,10 @@ def controller_and_lab(
     env: dict[str, str] | None = None,
     **up: Any,
 ) -> Iterator[tuple[Lab, ControllerProcess, httpx.Client]]:
-    """Start a controller (SQLite in ``tmp``) and a ``hosts``-host lab pointed at it; yield
-    (lab, controller, API client) and remove both afterwards, also on failure.
+    """Start a controller (SQLite in ``tmp``, listening on the lab's gateway address) and a
+    ``hosts``-host lab pointed at it, each agent with its own agent token; yield (lab,
+    controller, API client carrying the admin token) and remove both afterwards, also on
+    failure.
 
     Used by the real-stack tests and the benchmarks; each uses its own prefix, underlay and
     ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
@@ -153,19 +173,29 @@ def controller_and_lab(
     lab = Lab(prefix=prefix, underlay=underlay)
     lab.down()  # leftovers of an interrupted run
     ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env
+        f"sqlite:///{tmp}/vx.db",
+        tmp / "controller.log",
+        api_port,
+        openflow_port,
+        api_host=lab.gateway_ip,
+        openflow_host=lab.gateway_ip,
+        env=env,
     )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
+    api: httpx.Client | None = None
     try:
+        lab.ensure_fabric()  # the controller listens on the fabric's gateway address
         ctl.start()
+        api = ctl.client()
         lab.up(
             hosts=hosts,
-            controller_url=f"http://{lab.gateway_ip}:{api_port}",
+            controller_url=ctl.url,
             openflow=f"tcp:{lab.gateway_ip}:{openflow_port}",
+            admin_token=ctl.token,
             **up,
         )
         yield lab, ctl, api
     finally:
-        api.close()
+        if api is not None:
+            api.close()
         lab.down()
         ctl.stop()

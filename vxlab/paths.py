@@ -36,6 +36,10 @@ class HostPaths:
         """The unixctl socket of ``daemon`` (for ``ovs-appctl -t``)."""
         return os.path.join(self.dir, f"{daemon}.ctl")
 
+    @property
+    def agent_token(self) -> str:
+        return os.path.join(self.dir, "agent-token")
+
     def log(self, daemon: str) -> str:
         return os.path.join(self.dir, f"{daemon}.log")
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from controller.cli.output import Output, console, fail, render
+from controller.cli.output import Output, TokenOpt, api_token, console, fail, render
 
 if TYPE_CHECKING:
     from vxlab.lab import Lab
@@ -89,13 +89,18 @@ def lab_up(
             "IPAM drivers (see `vxplane lab docker`)",
         ),
     ] = False,
+    token: TokenOpt = None,
 ) -> None:
-    """Create hosts PREFIXh1..PREFIXhN, each with OVS and an agent connected to the controller."""
+    """Create hosts PREFIXh1..PREFIXhN, each with OVS and an agent connected to the controller.
+
+    Each agent gets an agent token for its host, made with the admin token (--token)."""
     _need_root()
     lab = _lab(prefix, underlay)
     with console.status(f"bringing up {hosts} emulated hosts..."):
         try:
-            lab.up(hosts=hosts, controller_url=controller, docker=docker)
+            lab.up(
+                hosts=hosts, controller_url=controller, docker=docker, admin_token=api_token(token)
+            )
         except Exception as exc:  # noqa: BLE001 - report, lab.up cleans its own half-work
             fail(f"lab up failed: {exc}", f"see the logs under {lab.state_dir}; `vxplane lab down`")
     _print_status(lab.status(), Output.table)

@@ -101,12 +101,19 @@ def _ofctl(lab: Lab, host: str, *args: str) -> str:
 
 
 def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
-    blackhole = f"http://198.18.7.254:{_free_port()}"
-    openflow = f"tcp:198.18.7.254:{_free_port()}"
-    status = lab.up(2, controller_url=blackhole, openflow=openflow, wait_registered=False)
+    blackhole = f"http://{lab.gateway_ip}:{_free_port()}"
+    openflow = f"tcp:{lab.gateway_ip}:{_free_port()}"
     h1, h2 = lab.host_name(1), lab.host_name(2)
+    for host in (h1, h2):  # no controller answers here: agents get tokens of their own
+        os.makedirs(lab.host_paths(host).dir, exist_ok=True)
+        with open(lab.host_paths(host).agent_token, "w") as file:
+            file.write("vxp_000000000000_" + "x" * 43)
+    status = lab.up(2, controller_url=blackhole, openflow=openflow, wait_registered=False)
     assert [h["name"] for h in status["hosts"]] == [h1, h2]
-    assert [h["underlay_ip"] for h in status["hosts"]] == ["198.18.7.1", "198.18.7.2"]
+    assert [h["underlay_ip"] for h in status["hosts"]] == [
+        str(lab.underlay_ip(1)),
+        str(lab.underlay_ip(2)),
+    ]
     assert [(h["ovs"], h["agent"]) for h in status["hosts"]] == [("up", "unregistered")] * 2
     assert all(p["alive"] for h in status["hosts"] for p in h["pids"].values())
 
@@ -117,8 +124,8 @@ def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
     assert lab.ports(h1, "br-phy") == ["underlay"]
 
     # Underlay: host to host over the fabric, and host to the root namespace (controller).
-    assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", "198.18.7.2"]) == 0
-    assert lab.exec("h2", ["ping", "-c", "2", "-W", "2", "198.18.7.254"]) == 0
+    assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", str(lab.underlay_ip(2))]) == 0
+    assert lab.exec("h2", ["ping", "-c", "2", "-W", "2", lab.gateway_ip]) == 0
 
     # br-int as the agent expects it.
     for i, host in ((1, h1), (2, h2)):

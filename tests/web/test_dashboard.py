@@ -35,7 +35,6 @@ UNDERLAY = slots.underlay("198.18.6.0/24")
 API_PORT = slots.port(18680)
 OF_PORT = slots.port(16880)
 DEAD_AFTER = 3.0
-URL = f"http://127.0.0.1:{API_PORT}"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 
@@ -92,11 +91,59 @@ def page(browser: Any, stack: Stack, console: ConsoleLog) -> Iterator[Any]:
     tab = context.new_page()
     log = console
     log.attach(tab)
-    tab.goto(URL + "/")
+    log.allow(r"status of 401 ")  # the first look for a session, before signing in
+    sign_in(tab, stack.ctl.url, stack.ctl.token)
     tab.wait_for_selector("body[data-ready=true]", timeout=10_000)
     yield tab
     context.close()
     assert log.unexpected() == [], "the dashboard logged errors:\n" + "\n".join(log.errors)
+
+
+def sign_in(tab: Any, url: str, token: str) -> None:
+    """Open the dashboard and sign in with ``token`` through its form."""
+    tab.goto(url + "/")
+    tab.wait_for_selector("#login:not([hidden])", timeout=10_000)
+    tab.fill("#login-token", token)
+    tab.click("#login-submit")
+
+
+def test_sign_in_is_asked_once_and_a_bad_token_is_refused(
+    browser: Any, stack: Stack, console: ConsoleLog
+) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    tab = context.new_page()
+    console.attach(tab)
+    console.allow(r"status of 401 ")
+    console.allow(r"status of 403 ")
+    try:
+        sign_in(tab, stack.ctl.url, "vxp_000000000000_" + "x" * 43)
+        expect(tab.locator("#login-error")).to_contain_text("unknown or revoked token")
+        assert tab.locator("body[data-ready=true]").count() == 0  # nothing loaded
+        viewer = stack.api.post("/api/v1/tokens", json={"role": "viewer"}).json()["token"]
+        tab.fill("#login-token", viewer)
+        tab.click("#login-submit")
+        tab.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        expect(tab.locator("#whoami-role")).to_have_text("viewer")
+        cookies = {c["name"]: c for c in context.cookies()}
+        assert cookies["vxplane_session"]["httpOnly"]
+        assert cookies["vxplane_session"]["sameSite"] == "Strict"
+        # a viewer may look but not change: the form shows the API's refusal
+        tab.click("#tab-networks")
+        tab.fill("#nf-name", "viewer-net")
+        tab.fill("#nf-subnet", "10.77.0.0/24")
+        tab.click("#nf-submit")
+        expect(tab.locator("#nf-error")).to_contain_text("viewer token may not POST")
+        # the session survives a reload (no second sign-in), and ends with sign out
+        tab.reload()
+        tab.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        assert tab.locator("#login").is_hidden()
+        tab.click("#logout")
+        tab.wait_for_selector("#login:not([hidden])", timeout=10_000)
+    finally:
+        context.close()
+    assert console.unexpected() == [], "\n".join(console.errors)
 
 
 def _endpoint(page: Any, host: str, key: str) -> Any:
@@ -188,6 +235,9 @@ def test_network_created_through_the_form_is_in_the_api(
 
     blue = page.locator('#networks-table tr[data-network="blue"] button.danger')
     blue.click()
+    expect(blue).to_have_text("Confirm delete")
+    page.wait_for_timeout(2500)  # a refresh rebuilds the table: the row still waits to confirm
+    expect(blue).to_have_text("Confirm delete")
     blue.click()
     expect(error).to_contain_text("still has endpoints bound")
 

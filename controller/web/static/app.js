@@ -11,7 +11,7 @@ import { renderTopology } from "./topology.js";
 const $ = (id) => document.getElementById(id);
 const state = { hosts: [], networks: [], endpoints: [], revision: 0, loaded: false };
 const fresh = new Map(); // "network/name" -> time it was added or moved (highlight)
-const ui = { tab: "hosts", search: "", logFilter: "", logSync: false, drawer: null };
+const ui = { tab: "hosts", search: "", logFilter: "", logSync: false, drawer: null, confirmDelete: null };
 const MAX_LOG = 300;
 let epoch = null;
 let lastId = 0;
@@ -233,7 +233,9 @@ function renderNetworks() {
   const rows = state.networks
     .filter((n) => matches([n.name, n.subnet, n.gateway, n.vni]))
     .map((n) => {
-      const del = h("button", { class: "danger", text: "Delete", "aria-label": `delete network ${n.name}` });
+      const confirming = ui.confirmDelete && ui.confirmDelete.name === n.name && ui.confirmDelete.until > Date.now();
+      const del = h("button", { class: confirming ? "danger confirm" : "danger", text: confirming ? "Confirm delete" : "Delete",
+        "aria-label": `delete network ${n.name}` });
       del.addEventListener("click", () => deleteNetwork(n.name, del));
       const dot = h("i", { class: "swatch" });
       dot.style.background = netColor(n.vni);
@@ -321,13 +323,18 @@ async function createNetwork(event) {
   }
 }
 
+// The "Confirm delete" state lives in `ui`, not in the button: the tables are rebuilt every
+// couple of seconds, and a rebuilt row must still be waiting for the confirming click.
 async function deleteNetwork(name, button) {
-  if (!button.classList.contains("confirm")) {
+  const pending = ui.confirmDelete;
+  if (!pending || pending.name !== name || pending.until <= Date.now()) {
+    ui.confirmDelete = { name, until: Date.now() + 4000 };
     button.classList.add("confirm");
     button.textContent = "Confirm delete";
-    setTimeout(() => { button.classList.remove("confirm"); button.textContent = "Delete"; }, 4000);
+    setTimeout(() => { if (ui.confirmDelete && ui.confirmDelete.until <= Date.now()) { ui.confirmDelete = null; renderNetworks(); } }, 4100);
     return;
   }
+  ui.confirmDelete = null;
   const err = $("nf-error");
   err.hidden = true;
   try {
@@ -388,8 +395,57 @@ function wire() {
   }).observe($("topology"));
 }
 
+// ---------------------------------------------------------------- sign-in
+// The token goes to POST /api/v1/session once; the controller answers with an HttpOnly,
+// SameSite=Strict cookie that carries it to the API and the event stream (an EventSource
+// cannot send an Authorization header). This page never keeps the token itself.
+async function signIn() {
+  try {
+    return await get("/api/v1/session");
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 401) throw e;
+  }
+  $("login").hidden = false;
+  $("login-token").focus();
+  return new Promise((resolve) => {
+    $("login-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      $("login-error").hidden = true;
+      $("login-submit").disabled = true;
+      try {
+        const who = await api("POST", "/api/v1/session", { token: $("login-token").value.trim() });
+        $("login-token").value = "";
+        $("login").hidden = true;
+        resolve(who);
+      } catch (e) {
+        $("login-error").textContent = e instanceof ApiError ? e.detail : String(e);
+        $("login-error").hidden = false;
+      } finally {
+        $("login-submit").disabled = false;
+      }
+    });
+  });
+}
+
+async function signOut() {
+  await api("DELETE", "/api/v1/session");
+  window.location.reload();
+}
+
+function showWho(who) {
+  $("whoami-role").textContent = who.host ? `${who.role} of ${who.host}` : who.role;
+  $("whoami").hidden = false;
+}
+
 async function start() {
   wire();
+  $("logout").addEventListener("click", signOut);
+  try {
+    showWho(await signIn());
+  } catch (e) {
+    showFatal(e instanceof ApiError ? e.detail : String(e));
+    return;
+  }
   try {
     await loadRecent();
   } catch (e) {
