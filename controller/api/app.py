@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.api.limits import BodyLimit
 from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
+from controller.api.limits import BodyLimit
 from controller.api.routes import endpoints, health, hosts, networks, session, tokens, web
 from controller.api.routes import events as event_routes
 from controller.api.schemas import EndpointConflict, EndpointPublic

@@ -93,8 +93,9 @@ CASES = [
     Case("DELETE", "/api/v1/tokens/{viewer}", "/api/v1/tokens/{token_id}",
          by_role(401, 403, 403, 403, 200)),
 ]  # fmt: skip
-# Checked elsewhere: the endless event stream over a real server (test_event_stream_needs_a_
-# token below), and login with a token in the body (test_dashboard_session_cookie).
+# Checked elsewhere: the endless event stream over a real server
+# (test_events.py::test_event_stream_needs_a_token), and login with a token in the body
+# (test_dashboard_session_cookie below).
 ELSEWHERE = {("GET", "/api/v1/events"), ("POST", "/api/v1/session")}
 
 
@@ -150,6 +151,10 @@ def fresh(world: World, tmp_path: Path) -> Iterator[Callable[[str | None], TestC
     """A client on a copy of the world carrying ``token``."""
     shutil.copy(world.template, tmp_path / "vx.db")
     url = f"sqlite:///{tmp_path}/vx.db"
+    engine = make_engine(url)
+    with engine.begin() as conn:  # the hosts are alive now, however long ago the world was made
+        conn.execute(update(HostRow).values(last_seen=datetime.now(UTC)))
+    engine.dispose()
     clients: list[TestClient] = []
 
     def build(token: str | None) -> TestClient:

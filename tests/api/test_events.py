@@ -252,9 +252,12 @@ def test_sse_stream_over_http_with_last_event_id(live_api: tuple[str, EventHub, 
     assert got[0] == "retry: 2000" and got[1] == "event: hello"
 
 
-def test_a_closed_stream_gives_its_subscriber_slot_back(live_api: tuple[str, EventHub]) -> None:
-    url, hub = live_api
-    with httpx.stream("GET", f"{url}/api/v1/events", timeout=5) as resp:
+def test_a_closed_stream_gives_its_subscriber_slot_back(
+    live_api: tuple[str, EventHub, str],
+) -> None:
+    url, hub, token = live_api
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", f"{url}/api/v1/events", timeout=5, headers=auth) as resp:
         lines = resp.iter_lines()
         assert next(lines) == "retry: 2000"
         assert hub.subscribers == 1
@@ -262,3 +265,17 @@ def test_a_closed_stream_gives_its_subscriber_slot_back(live_api: tuple[str, Eve
     while hub.subscribers and time.monotonic() < deadline:
         time.sleep(0.02)
     assert hub.subscribers == 0
+
+
+def test_event_stream_needs_a_token(
+    live_api: tuple[str, EventHub, str], make_token: Callable[..., str]
+) -> None:
+    url, hub, _ = live_api
+    refused = httpx.get(f"{url}/api/v1/events", timeout=5)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert hub.subscribers == 0
+    for role, host in (("viewer", None), ("agent", "h1")):
+        auth = {"Authorization": f"Bearer {make_token(role, host=host)}"}
+        with httpx.stream("GET", f"{url}/api/v1/events", timeout=5, headers=auth) as resp:
+            assert resp.status_code == 200
+            assert next(resp.iter_lines()) == "retry: 2000"

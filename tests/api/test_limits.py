@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
@@ -98,7 +99,9 @@ class SilentSwitch:
         pass
 
 
-def test_waits_for_a_switch_that_never_answers_hold_no_thread(db_file_url: str) -> None:
+def test_waits_for_a_switch_that_never_answers_hold_no_thread(
+    db_file_url: str, make_token: Callable[..., str]
+) -> None:
     """80 binds wait for readiness (more than the 40 worker threads): /healthz and the other
     requests still answer at once, and the waits end pending after their timeout."""
     import time
@@ -119,12 +122,16 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(db_file_url: str) 
         lambda s, rev, hosts: repo.mark_ready(s, rev, hosts=hosts),
         poll_interval=60,
     )
-    app = create_app(Settings(db_url=db_file_url), sync=engine, session_factory=factory)  # type: ignore[call-arg]
+    settings = Settings(db_url=db_file_url, allowed_hosts=["api"])
+    app = create_app(settings, sync=engine, session_factory=factory)
     waits, seconds = 80, 3.0
+    auth = {"Authorization": f"Bearer {make_token('admin')}"}
 
     async def scenario() -> tuple[float, float, int, list[httpx.Response]]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers=auth
+        ) as api:
             await api.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": 1})
             await api.post("/api/v1/networks", json={"name": "blue", "subnet": "10.1.0.0/16"})
             engine.switch_connected(SilentSwitch())  # type: ignore[arg-type]
