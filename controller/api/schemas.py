@@ -152,6 +152,9 @@ class SwitchPublic(_Public):
     address: str | None
     applied_revision: int
     flow_count: int
+    rejected_flows: int = Field(
+        0, description="flows the switch refused: held back, retried with backoff (see logs)"
+    )
 
 
 HostStatus = Literal["converged", "lagging", "disconnected", "lost"]
