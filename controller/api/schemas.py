@@ -204,6 +204,7 @@ class EventsRecent(BaseModel):
 class MovePublic(_Public):
     """One step of an endpoint's history."""
 
+    id: int = Field(description="the step's id: newer steps have larger ids")
     kind: Literal["bound", "moved", "unbound"]
     host: str | None = Field(description="the host it is on after this step (null: unbound)")
     from_host: str | None = Field(description="the host it left (moved, unbound)")

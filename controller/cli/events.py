@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from controller.cli.output import Output, api_url, call, console, err_console, fail
+from controller.cli.output import Output, api_url, call, call_all, console, err_console, fail
 from controller.cli.resources import ApiOpt, OutOpt
 
 TYPE_STYLE = {
@@ -130,9 +130,9 @@ def _follow(
 def status(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
     """The overlay at a glance: hosts and their convergence, networks, endpoints, revision."""
     health = call(api, "GET", "/healthz")
-    hosts = call(api, "GET", "/api/v1/hosts")
-    networks = call(api, "GET", "/api/v1/networks")
-    endpoints = call(api, "GET", "/api/v1/endpoints")
+    hosts = call_all(api, "/api/v1/hosts")
+    networks = call_all(api, "/api/v1/networks")
+    endpoints = call_all(api, "/api/v1/endpoints")
     by_status: dict[str, list[str]] = {}
     for h in hosts:
         by_status.setdefault(h["status"], []).append(h["name"])

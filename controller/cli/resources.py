@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.output import Output, ago, call, console, render, render_one
+from controller.cli.output import Output, ago, call, call_all, console, render, render_one
 
 ApiOpt = Annotated[
     str | None,
@@ -68,7 +68,7 @@ def network_create(
 def network_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
     """List networks."""
     render(
-        call(api, "GET", "/api/v1/networks"),
+        call_all(api, "/api/v1/networks"),
         NET_COLS,
         output,
         "networks",
@@ -84,7 +84,7 @@ def network_show(
 ) -> None:
     """Show one network and its endpoints."""
     net = call(api, "GET", f"/api/v1/networks/{name}", hint="list them with `vxplane network ls`")
-    eps = call(api, "GET", "/api/v1/endpoints", params={"network": name})
+    eps = call_all(api, "/api/v1/endpoints", {"network": name})
     if output == Output.json:
         render_one({**net, "endpoint_list": eps}, output)
         return
@@ -114,7 +114,7 @@ def endpoint_ls(
     """List endpoints: name, address, host and state (reserved, pending, ready)."""
     params = {k: v for k, v in {"network": network, "host": host, "state": state}.items() if v}
     render(
-        call(api, "GET", "/api/v1/endpoints", params=params),
+        call_all(api, "/api/v1/endpoints", params),
         EP_COLS,
         output,
         "endpoints",
@@ -145,7 +145,7 @@ def endpoint_show(
 def host_ls(api: ApiOpt = None, output: OutOpt = Output.table) -> None:
     """List hosts: status (converged, lagging, disconnected, lost), OpenFlow connection, flow
     count, applied / wanted revision, endpoints and heartbeat age."""
-    hosts = call(api, "GET", "/api/v1/hosts")
+    hosts = call_all(api, "/api/v1/hosts")
     if output == Output.json:
         render(hosts, HOST_COLS, output, "hosts")
         return
