@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vxlab.launch import ControllerProcess, controller_and_lab
+from vxlab.launch import ControllerProcess, controller_and_lab, get_all
 
 PREFIX = "bc-"
 UNDERLAY = "198.18.13.0/24"
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ) as (_lab, ctl, api):
         net = {"name": "churn", "subnet": "10.88.0.0/16"}
         api.post("/api/v1/networks", json=net).raise_for_status()
-        hosts = [h["name"] for h in api.get("/api/v1/hosts").json()]
+        hosts = [h["name"] for h in get_all(api, "/api/v1/hosts")]
         counts = [0] * args.workers
         lat: list[float] = []
         deadline = time.monotonic() + args.seconds
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         t_end = time.monotonic()
         rev = api.get("/healthz").json()["revision"]
         while True:
-            sws = [h["switch"] or {} for h in api.get("/api/v1/hosts").json()]
+            sws = [h["switch"] or {} for h in get_all(api, "/api/v1/hosts")]
             if all(s.get("connected") and s.get("applied_revision", 0) >= rev for s in sws):
                 break
             if time.monotonic() - t_end > 60:

@@ -12,8 +12,19 @@ thread (each waiter is an asyncio future that the barrier's thread resolves thro
 
 A switch is synced after its first flow dump at connect: its installed model is then exactly
 the cookies it holds, so a controller restart replays nothing that is already there and
-deletes only stale flows. A switch whose bridge is not (yet) a known host is never touched,
-and a failed database read changes nothing.
+deletes only stale flows. A failed database read changes nothing.
+
+Admission: a connection is only *held* until its datapath id belongs to a registered host
+(and, with TLS, until its certificate's CN names that host); only then is it asked for a
+flow dump and sent flows. A connection for a dpid that is already connected replaces the
+first only when the first has missed an echo or the new one presents the host's
+certificate; otherwise the new one is refused, closed and reported (``switch.refused``).
+
+A flow the switch rejects (an error carrying a flow-mod's xid) is held back on that switch
+with exponential backoff (``QUARANTINE_BASE`` doubling up to ``QUARANTINE_MAX`` seconds),
+reported (``switch.flow_rejected``, ``SwitchStatus.rejected_flows``) and retried only when
+its time comes; the rest of the batch is applied as usual. A rejected add that replaced a
+flow puts the replaced one back in the installed model, so the next pass deletes it.
 
 No os-ken import here: switches are reached through the small ``SwitchConn`` protocol that
 ``ofapp`` implements.
@@ -42,6 +53,9 @@ log = logging.getLogger(__name__)
 
 SEND_CHUNK = 64 * 1024
 FIRST_XID = 0x80000000
+QUARANTINE_BASE = 1.0  # s before a rejected flow is tried again; doubles on every rejection
+QUARANTINE_MAX = 300.0
+MAX_DUMP_FLOWS = 500_000  # a flow dump longer than this is not a vxplane switch's: closed
 
 
 class SwitchConn(Protocol):
@@ -49,6 +63,7 @@ class SwitchConn(Protocol):
 
     dpid: int
     address: str
+    peer_name: str | None  # CN of the switch's TLS certificate; None over plain TCP
 
     def send(self, data: bytes) -> bool:
         """Queue raw OpenFlow bytes; False if the connection is closing."""
@@ -56,20 +71,52 @@ class SwitchConn(Protocol):
     def request_flow_dump(self) -> None:
         """Ask the switch for all its flows (answered through ``Engine.switch_dump``)."""
 
+    def missed_echo(self) -> bool:
+        """True if the switch left an echo request unanswered for a whole probe period."""
+
+    def close(self) -> None:
+        """Close the connection (a refused or replaced switch)."""
+
+
+@dataclass
+class _Held:
+    """A flow the switch rejected: not sent again before ``until``."""
+
+    until: float
+    attempts: int
+    error: str
+    sent: bool = False  # included again in a batch after ``until``
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """An add in flight: its cookie and the installed flow it replaces (if any)."""
+
+    cookie: int
+    replaced: tuple[int, Flow] | None = None
+
 
 @dataclass
 class _Switch:
     conn: SwitchConn
     connected: bool = True
+    admitted: bool = False  # its dpid is a registered host's (and its certificate names it)
+    dumping: bool = False  # a flow dump was asked for and is not complete
     synced: bool = False
     dump: set[int] = field(default_factory=set)
     installed: dict[int, Flow | None] = field(default_factory=dict)
     host: str | None = None
     sent_rev: int = 0
     applied_rev: int = 0
-    pending: dict[int, int] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)  # barrier xid -> revision
+    batches: dict[int, dict[int, _Sent]] = field(default_factory=dict)  # barrier xid -> adds
+    held: dict[int, _Held] = field(default_factory=dict)  # rejected cookie -> backoff
     next_xid: int = FIRST_XID
     errors: int = 0
+
+    def forget_inflight(self) -> None:
+        self.pending.clear()
+        self.batches.clear()
 
     def xid(self) -> int:
         self.next_xid = FIRST_XID if self.next_xid >= 0xFFFFFFFF else self.next_xid + 1
@@ -107,6 +154,8 @@ class Engine:
         *,
         poll_interval: float = 2.0,
         on_event: EventSink | None = None,
+        require_cert: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = session_factory
         self._load_snapshot = load_snapshot
@@ -114,6 +163,8 @@ class Engine:
         self._mark_ready = mark_ready
         self._poll = poll_interval
         self._on_event = on_event
+        self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
+        self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -125,6 +176,7 @@ class Engine:
         self._dirty = True
         self._thread: threading.Thread | None = None
         self.passes = 0
+        self.refused = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -195,7 +247,7 @@ class Engine:
             waiter.wake()
 
     def switches(self) -> list[SwitchStatus]:
-        """Status of every switch seen since start."""
+        """Status of every admitted switch seen since start (held connections are not)."""
         with self._lock:
             return [
                 SwitchStatus(
@@ -205,8 +257,10 @@ class Engine:
                     applied_revision=sw.applied_rev,
                     flow_count=len(sw.installed),
                     host=sw.host,
+                    rejected_flows=len(sw.held),
                 )
                 for dpid, sw in sorted(self._switches.items())
+                if sw.admitted
             ]
 
     def installed_cookies(self, dpid: int) -> set[int]:
@@ -214,6 +268,12 @@ class Engine:
         with self._lock:
             sw = self._switches.get(dpid)
             return set(sw.installed) if sw else set()
+
+    def held_cookies(self, dpid: int) -> set[int]:
+        """Cookies switch ``dpid`` rejected and that are held back (tests, diagnostics)."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            return set(sw.held) if sw else set()
 
     def _applied(self, revision: int, hosts: Collection[str]) -> bool:
         live = [sw for sw in self._switches.values() if sw.connected and sw.host is not None]
@@ -223,30 +283,110 @@ class Engine:
         return all(h in present for h in hosts)
 
     # -- switch events (called from os-ken's threads) --------------------------------------
-    def switch_connected(self, conn: SwitchConn) -> None:
-        """A switch completed the handshake: forget what we knew and dump its flows."""
+    def switch_connected(self, conn: SwitchConn) -> bool:
+        """A switch completed the handshake. Returns False if it was refused (and closed).
+
+        A second connection for a connected dpid replaces the first only if the first has
+        missed an echo or the new one's certificate names the dpid's host. The connection is
+        admitted (flow dump, then flows) once its dpid is a registered host's; until then it
+        is held and sent nothing.
+        """
+        replaced: SwitchConn | None = None
         with self._lock:
             old = self._switches.get(conn.dpid)
-            host = old.host if old else None
-            self._switches[conn.dpid] = _Switch(conn=conn, host=host)
+            host = self._host_of(conn.dpid)
+            if old is not None and old.connected and old.conn is not conn:
+                if old.conn.missed_echo():
+                    why = "the connection it replaces missed an echo"
+                elif host is not None and conn.peer_name == host:
+                    why = f"it presents {host}'s certificate"
+                else:
+                    reason = f"dpid already connected from {old.conn.address}"
+                    self._refuse(conn, reason)
+                    return False
+                log.warning(
+                    "switch %016x: new connection from %s replaces %s (%s)",
+                    conn.dpid, conn.address, old.conn.address, why,
+                )  # fmt: skip
+                replaced = old.conn
+            if host is not None and not self._cert_ok(conn, host):
+                self._refuse(conn, self._cert_reason(conn, host))
+                return False
+            sw = _Switch(conn=conn)
+            self._switches[conn.dpid] = sw
+            admit = host is not None and self._admit(sw, host)
             self._signal()
-        log.info("switch %016x connected from %s", conn.dpid, conn.address)
-        self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=host, address=conn.address)
+        if replaced is not None:
+            replaced.close()
+        if admit:
+            self._connected(sw)
+        else:
+            log.info(
+                "switch %016x from %s held: its dpid is no registered host's", conn.dpid,
+                conn.address,
+            )  # fmt: skip
+        return True
+
+    def _host_of(self, dpid: int) -> str | None:
+        snap = self._snapshot
+        if snap is None:
+            return None
+        host = snap.host_by_dpid(dpid)
+        return host.name if host is not None else None
+
+    def _cert_ok(self, conn: SwitchConn, host: str) -> bool:
+        return not self._require_cert or conn.peer_name == host
+
+    @staticmethod
+    def _cert_reason(conn: SwitchConn, host: str) -> str:
+        if conn.peer_name is None:
+            return f"no certificate; the dpid is {host}'s"
+        return f"its certificate names {conn.peer_name!r}, the dpid is {host}'s"
+
+    def _refuse(self, conn: SwitchConn, reason: str) -> None:
+        """Close ``conn`` and report why (called with the lock held)."""
+        self.refused += 1
+        log.warning("switch %016x from %s refused: %s", conn.dpid, conn.address, reason)
+        self._emit("switch.refused", dpid=f"{conn.dpid:016x}", address=conn.address, reason=reason)
+        conn.close()
+
+    def _admit(self, sw: _Switch, host: str) -> bool:
+        """Mark ``sw`` admitted for ``host`` (lock held); the caller asks for its dump."""
+        sw.admitted = True
+        sw.host = host
+        sw.dumping = True
+        return True
+
+    def _connected(self, sw: _Switch) -> None:
+        conn = sw.conn
+        log.info("switch %016x (%s) connected from %s", conn.dpid, sw.host, conn.address)
+        self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=sw.host, address=conn.address)
         conn.request_flow_dump()
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
         """Part of a flow dump arrived; the last part makes the switch synced."""
         with self._lock:
             sw = self._switches.get(dpid)
-            if sw is None or not sw.connected:
-                return
+            if sw is None or not sw.connected or not sw.dumping:
+                return  # not asked for (a held switch, or an unsolicited reply)
             sw.dump.update(cookies)
-            if more:
+            too_long = len(sw.dump) > MAX_DUMP_FLOWS
+            if too_long:
+                sw.dump = set()
+                sw.dumping = False
+            elif more:
                 return
-            sw.installed = {c: None for c in sw.dump}
-            sw.dump = set()
-            sw.synced = True
-            sw.pending.clear()
+            else:
+                sw.installed = {c: None for c in sw.dump}
+                sw.dump = set()
+                sw.dumping = False
+                sw.synced = True
+                sw.forget_inflight()
+        if too_long:
+            log.error("switch %016x (%s): flow dump over %d flows, closing", dpid, sw.host,
+                      MAX_DUMP_FLOWS)  # fmt: skip
+            sw.conn.close()
+            return
         log.info("switch %016x synced: %d flows installed", dpid, len(sw.installed))
         self._set_dirty()
 
@@ -258,8 +398,12 @@ class Engine:
                 return
             sw.connected = False
             sw.synced = False
-            sw.pending.clear()
+            sw.dumping = False
+            sw.forget_inflight()
             self._signal()
+            if not sw.admitted:
+                del self._switches[dpid]
+                return
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
 
@@ -271,6 +415,13 @@ class Engine:
                 return
             rev = sw.pending.pop(xid)
             sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
+            for bx in list(sw.batches):  # batches before this barrier are done too
+                for sent in sw.batches.pop(bx).values():
+                    held = sw.held.get(sent.cookie)
+                    if held is not None and held.sent:
+                        del sw.held[sent.cookie]  # accepted this time
+                if bx == xid:
+                    break
             self._signal()
             converged, applied, host = not sw.pending, sw.applied_rev, sw.host
         if converged:
@@ -286,34 +437,74 @@ class Engine:
             log.exception("event sink failed on %s", kind)
 
     def switch_error(self, dpid: int, xid: int, text: str) -> None:
-        """The switch rejected a message: log it and resync the switch from a fresh dump."""
+        """The switch rejected a message. A rejected add is held back with backoff (never
+        resent in a loop); the rest of its batch stands. Anything else is logged."""
         with self._lock:
             sw = self._switches.get(dpid)
             if sw is None:
                 return
             sw.errors += 1
-            sw.synced = False
-            sw.pending.clear()
-            conn = sw.conn
-        log.error("switch %016x rejected xid %#x: %s; resyncing", dpid, xid, text)
-        conn.request_flow_dump()
+            sent = next((b.pop(xid) for b in sw.batches.values() if xid in b), None)
+            if sent is None:
+                log.error("switch %016x (%s) error for xid %#x: %s", dpid, sw.host, xid, text)
+                return
+            sw.installed.pop(sent.cookie, None)
+            if sent.replaced is not None:  # the switch kept the flow this add would replace
+                sw.installed[sent.replaced[0]] = sent.replaced[1]
+            before = sw.held.get(sent.cookie)
+            attempts = before.attempts + 1 if before is not None else 1
+            delay = min(QUARANTINE_BASE * 2 ** (attempts - 1), QUARANTINE_MAX)
+            sw.held[sent.cookie] = _Held(self._clock() + delay, attempts, text)
+            host = sw.host
+        log.error(
+            "switch %016x (%s) rejected flow %016x (%s): held back, retry in %.0f s "
+            "(rejection %d)", dpid, host, sent.cookie, text, delay, attempts,
+        )  # fmt: skip
+        self._emit(
+            "switch.flow_rejected", dpid=f"{dpid:016x}", host=host,
+            cookie=f"{sent.cookie:016x}", error=text, retry_in=delay, attempts=attempts,
+        )  # fmt: skip
+        self._wake.set()  # the worker's timer learns the new retry time
 
     # -- worker ----------------------------------------------------------------------------
+    def _next_retry(self) -> float | None:
+        """When the earliest held flow may be tried again (None: nothing waits)."""
+        with self._lock:
+            times = [
+                h.until
+                for sw in self._switches.values()
+                if sw.connected
+                for h in sw.held.values()
+                if not h.sent
+            ]
+        return min(times) if times else None
+
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
-            woken = self._wake.wait(self._poll)
+            wait = self._poll
+            retry = self._next_retry()
+            if retry is not None:
+                wait = max(0.0, min(wait, retry - self._clock()))
+            woken = self._wake.wait(wait)
             self._wake.clear()
             if self._stop.is_set():
                 break
             with self._lock:
                 dirty, self._dirty = self._dirty, False
                 have = self._snapshot.revision if self._snapshot else -1
+                snap = self._snapshot
             try:
+                synced = False
                 if dirty or not woken or have < 0:
                     with self._sessions() as session:
                         if dirty or have < 0 or self._load_revision(session) != have:
                             self.sync_all(self._load_snapshot(session))
+                            synced = True
+                retry = self._next_retry()
+                if not synced and snap is not None and retry is not None:
+                    if retry <= self._clock():
+                        self.sync_all(snap)  # held flows whose time came
                 if not woken:
                     # Waiting requests mark their own endpoints; this catches the rest, on the
                     # poll tick, so it never contends for the database with a request.
@@ -329,15 +520,29 @@ class Engine:
             backoff = 0.1
 
     def sync_all(self, snap: Snapshot) -> None:
-        """One pass: bring every connected, synced switch to ``snap``."""
+        """One pass: admit held switches whose host is now known, then bring every
+        connected, synced switch to ``snap``."""
         self.passes += 1
+        admitted: list[_Switch] = []
+        by_dpid = {h.dpid: h for h in snap.hosts.values() if h.dpid is not None}
         with self._lock:
             self._snapshot = snap
+            for sw in list(self._switches.values()):
+                if not sw.connected or sw.admitted or sw.conn.dpid not in by_dpid:
+                    continue
+                host = by_dpid[sw.conn.dpid].name
+                if not self._cert_ok(sw.conn, host):
+                    del self._switches[sw.conn.dpid]
+                    self._refuse(sw.conn, self._cert_reason(sw.conn, host))
+                    continue
+                self._admit(sw, host)
+                admitted.append(sw)
             todo = [sw for sw in self._switches.values() if sw.connected and sw.synced]
+        for sw in admitted:
+            self._connected(sw)
         if not todo:
             return
         idx = index(snap)
-        by_dpid = {h.dpid: h for h in snap.hosts.values() if h.dpid is not None}
         for sw in todo:
             self._sync_switch(sw, snap, idx, by_dpid.get(sw.conn.dpid))
 
@@ -351,6 +556,8 @@ class Engine:
             if sw.host != host.name:  # a wait for this host's switch may be over
                 sw.host = host.name
                 self._signal()
+            if sw.held:
+                desired = self._without_held(sw, desired)
             changes = diff(desired, sw.installed)
             if not changes:
                 sw.sent_rev = snap.revision
@@ -358,10 +565,11 @@ class Engine:
                     sw.applied_rev = max(sw.applied_rev, snap.revision)
                     self._signal()
                 return
-            data, barrier_xid = self._encode(sw, changes)
+            data, barrier_xid, sent = self._encode(sw, changes)
             sw.installed = apply(sw.installed, changes)
             sw.sent_rev = snap.revision
             sw.pending[barrier_xid] = snap.revision
+            sw.batches[barrier_xid] = sent
         log.info(
             "switch %016x (%s): rev %d, +%d -%d flows",
             sw.conn.dpid,
@@ -375,12 +583,31 @@ class Engine:
                 log.warning("switch %016x closed while sending", sw.conn.dpid)
                 return
 
+    def _without_held(self, sw: _Switch, desired: frozenset[Flow]) -> frozenset[Flow]:
+        """``desired`` less the flows held back (lock held); entries no longer desired go,
+        and those whose time came are marked as sent again."""
+        now = self._clock()
+        wanted = {f.cookie for f in desired}
+        for cookie in [c for c in sw.held if c not in wanted]:
+            del sw.held[cookie]
+        hold = set()
+        for cookie, held in sw.held.items():
+            if held.until > now:
+                hold.add(cookie)
+            elif cookie not in sw.installed:
+                held.sent = True
+        return frozenset(f for f in desired if f.cookie not in hold) if hold else desired
+
     @staticmethod
-    def _encode(sw: _Switch, changes: Changes) -> tuple[list[bytes], int]:
+    def _encode(sw: _Switch, changes: Changes) -> tuple[list[bytes], int, dict[int, _Sent]]:
         chunks: list[bytes] = []
         buf = bytearray()
+        sent: dict[int, _Sent] = {}
+        by_key = {f.key(): (c, f) for c, f in sw.installed.items() if f is not None}
         for f in changes.adds:
-            buf += ofmsg.add_bytes(f, sw.xid())
+            xid = sw.xid()
+            sent[xid] = _Sent(f.cookie, by_key.get(f.key()))
+            buf += ofmsg.add_bytes(f, xid)
             if len(buf) >= SEND_CHUNK:
                 chunks.append(bytes(buf))
                 buf = bytearray()
@@ -392,7 +619,7 @@ class Engine:
         barrier_xid = sw.xid()
         buf += ofmsg.barrier_bytes(barrier_xid)
         chunks.append(bytes(buf))
-        return chunks, barrier_xid
+        return chunks, barrier_xid, sent
 
     def _mark(self) -> None:
         """Record readiness in the database for endpoints whose flows every switch confirmed."""

@@ -51,6 +51,10 @@ EVENT_TYPES: dict[str, str] = {
     "switch.connected": "dpid, host, address",
     "switch.disconnected": "dpid, host",
     "switch.converged": "dpid, host, revision (every change sent was confirmed)",
+    "switch.refused": "dpid, address, reason (connection closed: unknown certificate, or the "
+    "dpid is already connected)",
+    "switch.flow_rejected": "dpid, host, cookie, error, retry_in, attempts (the flow is held "
+    "back and retried with backoff)",
 }
 
 
@@ -113,6 +117,16 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
         case "switch.converged":
             return (
                 f"switch of {host or 'unknown host'} converged at revision {data.get('revision')}"
+            )
+        case "switch.refused":
+            return (
+                f"switch {data.get('dpid')} from {data.get('address')} refused: "
+                f"{data.get('reason')}"
+            )
+        case "switch.flow_rejected":
+            return (
+                f"switch of {host or 'unknown host'} rejected flow {data.get('cookie')} "
+                f"({data.get('error')}); retry in {data.get('retry_in')} s"
             )
     return kind
 

@@ -2,12 +2,20 @@
 
 Handlers stay short (all of os-ken's switches share one event thread); the engine's own
 worker does the computing and sending. ``start_openflow`` runs os-ken inside the controller
-process with the native-thread hub (os-ken 4.x has no ``osken-manager``).
+process with the native-thread hub (os-ken 4.x has no ``osken-manager``), on TCP or, given a
+certificate, key and CA, on TLS with client certificates required (os-ken's ``ctl_privkey``,
+``ctl_cert`` and ``ca_certs``); a switch's certificate CN is then its ``peer_name``.
+
+``install_guard`` puts ``ofguard.check`` in front of os-ken's message parser: every message
+from a switch is length-checked on its raw bytes first; a malformed one closes that
+connection, and flow-stats and port-desc replies are built from the checked values instead
+of being parsed by os-ken.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from os_ken.base import app_manager
@@ -19,9 +27,10 @@ from os_ken.controller.handler import (
     MAIN_DISPATCHER,
     set_ev_cls,
 )
-from os_ken.ofproto import ofproto_v1_3
+from os_ken.ofproto import ofproto_parser, ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller import ofmsg
+from controller import ofguard, ofmsg
 from controller.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -34,12 +43,40 @@ class _Conn:
         self.dp = dp
         self.dpid: int = dp.id
         self.address = f"{dp.address[0]}:{dp.address[1]}" if dp.address else "?"
+        self.peer_name = peer_common_name(dp.socket)
 
     def send(self, data: bytes) -> bool:
         return bool(self.dp.send(data))
 
     def request_flow_dump(self) -> None:
         self.dp.send_msg(ofmsg.flow_stats_request(self.dp))
+
+    def missed_echo(self) -> bool:
+        # os-ken appends an echo's xid when it sends one, every probe period, and removes it
+        # when the reply comes: two outstanding means one went a whole period unanswered. A
+        # connection whose receive loop already ended (its socket is closed) counts too:
+        # os-ken reports it dead only after its echo thread's next wake-up.
+        dp = self.dp
+        return len(dp.unreplied_echo_requests) >= 2 or not dp.is_active or dp.socket.fileno() < 0
+
+    def close(self) -> None:
+        self.dp.close()
+
+
+def peer_common_name(sock: Any) -> str | None:
+    """The CN of the peer's TLS certificate (None over plain TCP or without one)."""
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        cert = getpeercert() or {}
+    except (OSError, ValueError):
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
@@ -58,8 +95,8 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _features(self, ev: Any) -> None:
         dp = ev.msg.datapath
         conn = _Conn(dp)
-        self.conns[dp.id] = conn
-        self.engine_.switch_connected(conn)
+        if self.engine_.switch_connected(conn):
+            self.conns[dp.id] = conn
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -76,7 +113,8 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
     )
     def _error(self, ev: Any) -> None:
         msg = ev.msg
-        text = f"type={msg.type} code={msg.code}"
+        code = getattr(msg, "code", None)  # an experimenter error has exp_type instead
+        text = f"type={msg.type} code={code if code is not None else msg.exp_type}"
         if msg.datapath.id is not None:
             self.engine_.switch_error(msg.datapath.id, msg.xid, text)
         else:
@@ -92,14 +130,69 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
                 self.engine_.switch_disconnected(dp.id, conn)
 
 
+_guard_lock = threading.Lock()
+
+
+def install_guard() -> None:
+    """Put ``ofguard.check`` in front of os-ken's message parser (once per process).
+
+    os-ken's receive loop calls ``ofproto_parser.msg`` for every message a switch sends;
+    the guard answers instead of it for every message that is not plainly safe to parse.
+    """
+    with _guard_lock:
+        if not getattr(ofproto_parser.msg, "vxplane_guard", False):
+            ofproto_parser.msg = _guarded(ofproto_parser.msg)
+
+
+def _guarded(parse: Any) -> Any:
+    def msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
+        if datapath.state == DEAD_DISPATCHER:
+            return None  # closing: parse nothing more from it
+        verdict = ofguard.check(bytes(buf[:msg_len]))
+        action = verdict.action
+        if action is ofguard.Action.PARSE:
+            return parse(datapath, version, msg_type, msg_len, xid, buf)
+        if action is ofguard.Action.DROP:
+            return None
+        if action is ofguard.Action.CLOSE:
+            dpid = f"{datapath.id:016x}" if datapath.id is not None else "(no dpid yet)"
+            log.warning(
+                "switch %s from %s sent a malformed message (%s): closing the connection",
+                dpid, datapath.address, verdict.reason,
+            )  # fmt: skip
+            datapath.close()
+            return None
+        if action is ofguard.Action.COOKIES:
+            reply = parser.OFPFlowStatsReply(datapath)
+            reply.body = [parser.OFPFlowStats(cookie=c) for c in verdict.cookies]
+        else:  # PORTS: os-ken only needs the reply to finish its handshake, not the ports
+            reply = parser.OFPPortDescStatsReply(datapath)
+            reply.body = []
+        reply.set_headers(version, msg_type, msg_len, xid)
+        reply.set_buf(buf)
+        reply.type = ofguard.MP_FLOW if action is ofguard.Action.COOKIES else ofguard.MP_PORT_DESC
+        reply.flags = verdict.flags
+        return reply
+
+    msg.vxplane_guard = True  # type: ignore[attr-defined]
+    return msg
+
+
 def start_openflow(
-    engine: Engine, host: str, port: int, echo_interval: float = 2.0, echo_misses: int = 3
+    engine: Engine,
+    host: str,
+    port: int,
+    echo_interval: float = 2.0,
+    echo_misses: int = 3,
+    tls: tuple[str, str, str] | None = None,
 ) -> list[Any]:
     """Start os-ken's OpenFlow listener and our app in background threads.
 
     Echo probing (off in os-ken by default) closes a switch that stops answering after
     ``echo_misses`` probes ``echo_interval`` s apart: a switch whose process died without
     closing its TCP connection must not count as connected (it would hold back readiness).
+    ``tls`` = (certificate, key, CA) listens with TLS only and requires a client certificate
+    signed by that CA.
     """
     from os_ken import cfg
 
@@ -107,8 +200,15 @@ def start_openflow(
     if not getattr(start_openflow, "_configured", False):
         conf(args=[], project="os_ken")
         start_openflow._configured = True  # type: ignore[attr-defined]
+    install_guard()
     conf.set_override("ofp_listen_host", host)
     conf.set_override("ofp_tcp_listen_port", port)
+    if tls is not None:
+        cert, key, ca = tls
+        conf.set_override("ofp_ssl_listen_port", port)
+        conf.set_override("ctl_cert", cert)
+        conf.set_override("ctl_privkey", key)
+        conf.set_override("ca_certs", ca)  # makes os-ken require the client's certificate
     conf.set_override("echo_request_interval", echo_interval)
     conf.set_override("maximum_unreplied_echo_requests", echo_misses)
     VxplaneOFApp.engine = engine

@@ -24,6 +24,7 @@ class SwitchStatus:
     applied_revision: int
     flow_count: int
     host: str | None = None
+    rejected_flows: int = 0  # flows the switch refused, held back and retried with backoff
 
 
 class FlowSync(Protocol):

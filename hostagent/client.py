@@ -15,6 +15,7 @@ import httpx
 
 from hostagent.errors import AgentError, ControllerUnavailable
 from hostagent.model import Endpoint, Network
+from vxcommon.paging import collect
 
 API = "/api/v1"
 
@@ -74,7 +75,8 @@ class ControllerClient:
                 method,
                 path,
                 json=json,
-                params={k: v for k, v in (params or {}).items() if v is not None},
+                # None, not {}: httpx replaces a URL's query (a next page's) with any dict
+                params={k: v for k, v in params.items() if v is not None} if params else None,
                 timeout=timeout or self.timeout,
             )
         except httpx.HTTPError as exc:
@@ -216,8 +218,10 @@ class ControllerClient:
     def list_endpoints(
         self, network: str | None = None, host: str | None = None, state: str | None = None
     ) -> list[Endpoint]:
-        """``GET /api/v1/endpoints`` with optional filters."""
-        resp = self._call(
-            "GET", f"{API}/endpoints", params={"network": network, "host": host, "state": state}
+        """``GET /api/v1/endpoints`` with optional filters, every page."""
+        docs = collect(
+            lambda path, params: self._call("GET", path, params=dict(params) if params else None),
+            f"{API}/endpoints",
+            {"network": network, "host": host, "state": state},
         )
-        return [Endpoint.from_api(doc) for doc in resp.json()]
+        return [Endpoint.from_api(doc) for doc in docs]

@@ -15,7 +15,17 @@ from typing import Any
 
 import httpx
 
+from vxcommon.paging import collect
 from vxlab.lab import Lab
+
+
+def get_all(api: httpx.Client, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """Every item of one of the controller's paged lists (follows ``Link: rel="next"``)."""
+
+    def fetch(url: str, query: Any) -> httpx.Response:
+        return api.get(url, params=query).raise_for_status()
+
+    return collect(fetch, path, params)
 
 
 class ControllerProcess:

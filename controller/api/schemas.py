@@ -152,6 +152,9 @@ class SwitchPublic(_Public):
     address: str | None
     applied_revision: int
     flow_count: int
+    rejected_flows: int = Field(
+        0, description="flows the switch refused: held back, retried with backoff (see logs)"
+    )
 
 
 HostStatus = Literal["converged", "lagging", "disconnected", "lost"]
@@ -201,6 +204,7 @@ class EventsRecent(BaseModel):
 class MovePublic(_Public):
     """One step of an endpoint's history."""
 
+    id: int = Field(description="the step's id: newer steps have larger ids")
     kind: Literal["bound", "moved", "unbound"]
     host: str | None = Field(description="the host it is on after this step (null: unbound)")
     from_host: str | None = Field(description="the host it left (moved, unbound)")

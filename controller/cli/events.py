@@ -16,6 +16,7 @@ from controller.cli.output import (
     TokenOpt,
     api_url,
     call,
+    call_all,
     console,
     err_console,
     fail,
@@ -145,9 +146,9 @@ def _follow(
 def status(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """The overlay at a glance: hosts and their convergence, networks, endpoints, revision."""
     health = call(api, "GET", "/healthz", token=token)
-    hosts = call(api, "GET", "/api/v1/hosts", token=token)
-    networks = call(api, "GET", "/api/v1/networks", token=token)
-    endpoints = call(api, "GET", "/api/v1/endpoints", token=token)
+    hosts = call_all(api, "/api/v1/hosts", token=token)
+    networks = call_all(api, "/api/v1/networks", token=token)
+    endpoints = call_all(api, "/api/v1/endpoints", token=token)
     by_status: dict[str, list[str]] = {}
     for h in hosts:
         by_status.setdefault(h["status"], []).append(h["name"])

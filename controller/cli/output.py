@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vxcommon.paging import collect
+
 DEFAULT_API = "http://127.0.0.1:8080"
 # Piped output is not cut at 80 columns: tables stay on one line per row for grep and less.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -103,13 +105,36 @@ def call(
     """Call the controller API with the token (see ``api_token``); turn transport errors and
     4xx/5xx into clear CLI errors. ``hint`` is printed under a 404 (what to run to find the
     right name)."""
+    resp = _send(api, token, method, path, hint, **kwargs)
+    if resp.status_code == 204 or not resp.content:
+        return None
+    return resp.json()
+
+
+def call_all(
+    api: str | None,
+    path: str,
+    params: dict[str, Any] | None = None,
+    hint: str | None = None,
+    token: str | None = None,
+) -> list[Any]:
+    """Every item of a paged list (``GET``), following its ``Link: rel="next"`` headers."""
+    return collect(
+        lambda url, query: _send(api, token, "GET", url, hint, params=query), path, params
+    )
+
+
+def _send(
+    api: str | None, token: str | None, method: str, path: str, hint: str | None, **kwargs: Any
+) -> Any:
     base = api_url(api)
     options = http_options(token)
     verify = options.pop("verify", True)
     headers = {**options.get("headers", {}), **kwargs.pop("headers", {})}
     try:
-        with httpx.Client(verify=verify, timeout=30.0) as client:
-            resp = client.request(method, base + path, headers=headers, **kwargs)
+        resp = httpx.request(
+            method, base + path, timeout=30.0, headers=headers, verify=verify, **kwargs
+        )
     except httpx.HTTPError as exc:
         fail(
             f"cannot reach the controller at {base}: {exc}",
@@ -126,9 +151,7 @@ def call(
             )
         code = resp.status_code
         fail(f"{detail} (HTTP {code})", (hint if code == 404 else None) or STATUS_HINTS.get(code))
-    if resp.status_code == 204 or not resp.content:
-        return None
-    return resp.json()
+    return resp
 
 
 def render(

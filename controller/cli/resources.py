@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.output import Output, TokenOpt, ago, call, console, render, render_one
+from controller.cli.output import (
+    Output,
+    TokenOpt,
+    ago,
+    call,
+    call_all,
+    console,
+    render,
+    render_one,
+)
 
 ApiOpt = Annotated[
     str | None,
@@ -69,7 +78,7 @@ def network_create(
 def network_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """List networks."""
     render(
-        call(api, "GET", "/api/v1/networks", token=token),
+        call_all(api, "/api/v1/networks", token=token),
         NET_COLS,
         output,
         "networks",
@@ -92,7 +101,7 @@ def network_show(
         hint="list them with `vxplane network ls`",
         token=token,
     )
-    eps = call(api, "GET", "/api/v1/endpoints", params={"network": name}, token=token)
+    eps = call_all(api, "/api/v1/endpoints", {"network": name}, token=token)
     if output == Output.json:
         render_one({**net, "endpoint_list": eps}, output)
         return
@@ -125,7 +134,7 @@ def endpoint_ls(
     """List endpoints: name, address, host and state (reserved, pending, ready)."""
     params = {k: v for k, v in {"network": network, "host": host, "state": state}.items() if v}
     render(
-        call(api, "GET", "/api/v1/endpoints", params=params, token=token),
+        call_all(api, "/api/v1/endpoints", params, token=token),
         EP_COLS,
         output,
         "endpoints",
@@ -157,7 +166,7 @@ def endpoint_show(
 def host_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """List hosts: status (converged, lagging, disconnected, lost), OpenFlow connection, flow
     count, applied / wanted revision, endpoints and heartbeat age."""
-    hosts = call(api, "GET", "/api/v1/hosts", token=token)
+    hosts = call_all(api, "/api/v1/hosts", token=token)
     if output == Output.json:
         render(hosts, HOST_COLS, output, "hosts")
         return

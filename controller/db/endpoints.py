@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from ipaddress import IPv4Address
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,14 +117,26 @@ def list_endpoints(
     network: str | None = None,
     host: str | None = None,
     state: EndpointState | None = None,
+    limit: int | None = None,
+    after: tuple[str, str] | None = None,
 ) -> list[EndpointRecord]:
-    """Endpoints, optionally filtered by network, host and state, by network then name."""
+    """Endpoints, optionally filtered by network, host and state, by network then name: at
+    most ``limit``, those after the (network, name) ``after`` (paging)."""
     query = (
         select(EndpointRow, NetworkRow, HostRow.name)
         .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
         .outerjoin(HostRow, EndpointRow.host_id == HostRow.id)
         .order_by(NetworkRow.name, EndpointRow.name)
+        .limit(limit)
     )
+    if after is not None:
+        net_after, name_after = after
+        query = query.where(
+            or_(
+                NetworkRow.name > net_after,
+                and_(NetworkRow.name == net_after, EndpointRow.name > name_after),
+            )
+        )
     if network is not None:
         query = query.where(NetworkRow.name == network)
     if host is not None:
@@ -373,9 +385,10 @@ def _add_move(
 
 
 def endpoint_history(
-    session: Session, network: str, name: str, limit: int = 100
+    session: Session, network: str, name: str, limit: int = 100, after: int | None = None
 ) -> list[MoveRecord]:
-    """The endpoint's binds, moves and unbinds, newest first; ``NotFound`` if unknown."""
+    """The endpoint's binds, moves and unbinds, newest first (at most ``limit``, those listed
+    after step ``after``, i.e. older: paging); ``NotFound`` if unknown."""
     net = network_row(session, network)
     row = _endpoint_row(session, net, name)
     query = (
@@ -384,7 +397,9 @@ def endpoint_history(
         .order_by(EndpointMoveRow.id.desc())
         .limit(limit)
     )
+    if after is not None:
+        query = query.where(EndpointMoveRow.id < after)
     return [
-        MoveRecord(m.kind, m.host, m.from_host, m.ofport, m.revision, m.at)
+        MoveRecord(m.id, m.kind, m.host, m.from_host, m.ofport, m.revision, m.at)
         for m in session.execute(query).scalars()
     ]

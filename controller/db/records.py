@@ -63,6 +63,7 @@ class EndpointRecord:
 class MoveRecord:
     """One step of an endpoint's history (``kind``: bound, moved, unbound)."""
 
+    id: int
     kind: str
     host: str | None
     from_host: str | None

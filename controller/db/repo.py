@@ -150,10 +150,15 @@ def _endpoint_counts(session: Session) -> dict[int, int]:
     return {network_id: count for network_id, count in session.execute(query)}
 
 
-def list_networks(session: Session) -> list[NetworkRecord]:
-    """Every network, by name."""
+def list_networks(
+    session: Session, limit: int | None = None, after: str | None = None
+) -> list[NetworkRecord]:
+    """Networks by name: at most ``limit``, those named after ``after`` (paging)."""
     counts = _endpoint_counts(session)
-    rows = session.execute(select(NetworkRow).order_by(NetworkRow.name)).scalars()
+    query = select(NetworkRow).order_by(NetworkRow.name).limit(limit)
+    if after is not None:
+        query = query.where(NetworkRow.name > after)
+    rows = session.execute(query).scalars()
     return [network_record(row, counts.get(row.id, 0)) for row in rows]
 
 
@@ -261,10 +266,14 @@ def heartbeat(session: Session, name: str, now: datetime | None = None) -> HostR
     return host_record(row)
 
 
-def list_hosts(session: Session) -> list[HostRecord]:
-    """Every host, by name."""
-    rows = session.execute(select(HostRow).order_by(HostRow.name)).scalars()
-    return [host_record(row) for row in rows]
+def list_hosts(
+    session: Session, limit: int | None = None, after: str | None = None
+) -> list[HostRecord]:
+    """Hosts by name: at most ``limit``, those named after ``after`` (paging)."""
+    query = select(HostRow).order_by(HostRow.name).limit(limit)
+    if after is not None:
+        query = query.where(HostRow.name > after)
+    return [host_record(row) for row in session.execute(query).scalars()]
 
 
 def host_endpoint_counts(session: Session, host: str | None = None) -> dict[str, int]:

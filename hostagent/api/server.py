@@ -80,7 +80,9 @@ def bind_unix(path: str, gid: int | None = None) -> socket.socket:
     so 0600 is set on the descriptor before ``bind``: no window where the file is wider. With
     a group, the file gets that group first and its group bits only then.
     """
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    # A directory it makes is never writable by others, whatever the umask (else anyone
+    # could replace the socket with their own).
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     if os.path.lexists(path):
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

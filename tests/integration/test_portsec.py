@@ -399,10 +399,11 @@ def test_the_lab_agents_socket_is_root_only(stack: Stack) -> None:
 
 @pytest.fixture
 def lone_agent(lab_prerequisites: None) -> Iterator[tuple[Path, str]]:
-    """A real agent with ``--socket-group daemon`` and the Docker drivers, on an ovsdb of its
-    own (no ovs-vswitchd, no controller, no engine: it serves its sockets and keeps retrying
-    the rest, touching nothing of the machine), in a directory others may search (pytest's
-    own temporary directories are 0700, which would keep others out whatever the modes)."""
+    """A real agent (umask 0) with ``--socket-group daemon`` and the Docker drivers, on an
+    ovsdb of its own (no ovs-vswitchd, no controller, no engine: it serves its sockets and
+    keeps retrying the rest, touching nothing of the machine), in a directory others may
+    search (pytest's own temporary directories are 0700: they would keep others out
+    whatever the sockets' modes)."""
     group = "daemon"
     grp.getgrnam(group)
     tmp_path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}sock-"))
@@ -428,15 +429,21 @@ def _lone_agent(tmp_path: Path, group: str) -> Iterator[tuple[Path, str]]:
         while not (tmp_path / "db.sock").exists():
             assert time.monotonic() < deadline and ovsdb.poll() is None, "ovsdb-server failed"
             time.sleep(0.05)
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "hostagent", "--controller", "http://127.0.0.1:9",
-             "--host", f"{PREFIX}lone", "--underlay-ip", "198.51.100.7",
-             "--ovsdb", f"unix:{tmp_path}/db.sock", "--datapath-type", "netdev",
-             "--socket", f"{tmp_path}/run/agent.sock", "--socket-group", group,
-             "--docker-plugin", f"{tmp_path}/plugins/vxplane.sock",
-             "--docker-engine", f"unix://{tmp_path}/no-engine.sock"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "agent.log", "wb"),
-        )  # fmt: skip
+        token = tmp_path / "agent-token"  # for an agent that needs one; no controller asks
+        token.write_text("vx-not-a-real-token\n")
+        token.chmod(0o600)
+        with open(tmp_path / "agent.log", "wb") as log:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "hostagent", "--controller", "http://127.0.0.1:9",
+                 "--host", f"{PREFIX}lone", "--underlay-ip", "198.51.100.7",
+                 "--ovsdb", f"unix:{tmp_path}/db.sock", "--datapath-type", "netdev",
+                 "--socket", f"{tmp_path}/run/agent.sock", "--socket-group", group,
+                 "--docker-plugin", f"{tmp_path}/plugins/vxplane.sock",
+                 "--docker-engine", f"unix://{tmp_path}/no-engine.sock"],
+                stdout=subprocess.DEVNULL, stderr=log,
+                env={**os.environ, "VXPLANE_AGENT_TOKEN_FILE": str(token)},
+                umask=0,  # the modes must not depend on the umask it is started with
+            )  # fmt: skip
         for sock in ("run/agent.sock", "plugins/vxplane.sock"):
             while not (tmp_path / sock).exists():
                 assert agent.poll() is None, (tmp_path / "agent.log").read_text()
@@ -471,5 +478,5 @@ def test_agent_sockets_with_a_group_and_the_docker_plugins(lone_agent: tuple[Pat
     assert not _as_nobody_connects(plugin, group)
     with AgentClient(api) as agent:  # and it is the agent answering there
         assert agent.healthz()["registered"] is False
-    for path in tmp.rglob("*"):  # nothing the agent wrote is writable by others
-        assert not os.lstat(path).st_mode & 0o002, path
+    for path in tmp.rglob("*"):  # nothing the agent made is writable by others
+        assert not os.lstat(path).st_mode & 0o022 or path.is_socket(), oct(os.lstat(path).st_mode)

@@ -38,6 +38,7 @@ def test_socket_is_0600_even_under_a_zero_umask(tmp_path: Path) -> None:
         path = tmp_path / "run" / "agent.sock"
         assert stat.S_ISSOCK(os.lstat(path).st_mode)
         assert _mode(path) == 0o600
+        assert _mode(path.parent) == 0o755  # nobody else may replace the socket
         assert os.lstat(path).st_uid == os.geteuid()
     finally:
         sock.close()

@@ -1,4 +1,5 @@
-"""The flow engine against fake switch connections: dump, diff, barrier, readiness, restarts."""
+"""The flow engine against fake switch connections: dump, diff, barrier, readiness, restarts,
+admission of switches, duplicate connections, and rejected flows held back with backoff."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ OFPFC_ADD, OFPFC_DELETE = 0, 3
 class FakeConn:
     """Records what the engine sends; splits buffers into OpenFlow messages."""
 
-    def __init__(self, dpid: int) -> None:
+    def __init__(self, dpid: int, peer_name: str | None = None) -> None:
         self.dpid = dpid
         self.address = "198.18.0.9:1234"
+        self.peer_name = peer_name
         self.msgs: list[tuple[int, int, int, int]] = []  # (type, xid, command, cookie)
         self.dumps = 0
+        self.missed = False
+        self.closed = False
 
     def send(self, data: bytes) -> bool:
         off = 0
@@ -41,6 +45,16 @@ class FakeConn:
     def request_flow_dump(self) -> None:
         self.dumps += 1
 
+    def missed_echo(self) -> bool:
+        return self.missed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def adds(self) -> list[tuple[int, int]]:
+        """(xid, cookie) of every add sent."""
+        return [(x, c) for t, x, cmd, c in self.msgs if t == OFPT_FLOW_MOD and cmd == OFPFC_ADD]
+
     def barriers(self) -> list[int]:
         return [xid for t, xid, _, _ in self.msgs if t == OFPT_BARRIER_REQUEST]
 
@@ -48,21 +62,24 @@ class FakeConn:
         return {c for t, _, cmd, c in self.msgs if t == OFPT_FLOW_MOD and cmd == command}
 
 
-def snapshot(rev: int, with_b: bool = False) -> Snapshot:
+def snapshot(rev: int, with_b: bool = False, a_port: int = 5, h9: bool = False) -> Snapshot:
     net = Network("blue", 7, IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
     a_ip, b_ip = IPv4Address("10.0.0.2"), IPv4Address("10.0.0.66")
-    eps = [Endpoint("blue", "a", a_ip, mac_for_ip(a_ip), "h1", 5, EndpointState.PENDING, 1)]
+    eps = [Endpoint("blue", "a", a_ip, mac_for_ip(a_ip), "h1", a_port, EndpointState.PENDING, 1)]
     if with_b:
         eps.append(
             Endpoint("blue", "b", b_ip, mac_for_ip(b_ip), "h2", 6, EndpointState.PENDING, rev)
         )
+    hosts = {
+        "h1": Host("h1", IPv4Address("198.18.0.1"), dpid=1),
+        "h2": Host("h2", IPv4Address("198.18.0.2"), dpid=2),
+    }
+    if h9:
+        hosts["h9"] = Host("h9", IPv4Address("198.18.0.9"), dpid=9)
     return Snapshot(
         rev,
         {"blue": net},
-        {
-            "h1": Host("h1", IPv4Address("198.18.0.1"), dpid=1),
-            "h2": Host("h2", IPv4Address("198.18.0.2"), dpid=2),
-        },
+        hosts,
         (
             Block("blue", IPv4Network("10.0.0.0/26"), "h1"),
             Block("blue", IPv4Network("10.0.0.64/26"), "h2"),
@@ -72,13 +89,23 @@ def snapshot(rev: int, with_b: bool = False) -> Snapshot:
 
 
 class Harness:
-    def __init__(self, poll: float = 60) -> None:
+    def __init__(self, poll: float = 60, require_cert: bool = False) -> None:
         self.snap = snapshot(1)
         self.fail_reads = False
         self.marked: list[tuple[int, list[str]]] = []
+        self.now = 1000.0
+        self.events: list[tuple[str, dict]] = []
         self.engine = Engine(
-            self._session, self._load, lambda s: self.snap.revision, self._mark, poll_interval=poll
+            self._session,
+            self._load,
+            lambda s: self.snap.revision,
+            self._mark,
+            poll_interval=poll,
+            on_event=lambda kind, **data: self.events.append((kind, data)),
+            require_cert=require_cert,
+            clock=lambda: self.now,
         )
+        self.sync()  # the engine knows the registered hosts before switches connect
 
     class _S:
         def __enter__(self):  # noqa: ANN204
@@ -160,11 +187,18 @@ def test_change_touches_only_switches_it_concerns(h: Harness) -> None:
 
 def test_unknown_switch_is_never_touched(h: Harness) -> None:
     c9 = FakeConn(9)
-    h.engine.switch_connected(c9)
+    assert h.engine.switch_connected(c9), "held, not refused: its host may register soon"
     h.engine.switch_dump(9, [111, 222], more=False)
     h.sync()
-    assert c9.msgs == []
+    assert (c9.msgs, c9.dumps, c9.closed) == ([], 0, False), "no flow dump, no flow-mod"
     assert h.engine.wait_applied(1, 0.01), "an unmapped switch does not hold readiness back"
+    assert [s.dpid for s in h.engine.switches()] == [], "a held switch is not listed"
+    h.snap = snapshot(2, h9=True)  # its host registers: admitted on the next pass
+    h.sync()
+    assert c9.dumps == 1
+    h.engine.switch_dump(9, [], more=False)
+    h.sync()
+    assert c9.cookies(OFPFC_ADD) == {f.cookie for f in desired_flows(h.snap, "h9")}
 
 
 def test_failed_database_read_changes_nothing(h: Harness) -> None:
@@ -213,8 +247,8 @@ def test_disconnect_excludes_switch_and_error_triggers_resync(h: Harness) -> Non
     assert not h.engine.wait_applied(1, 0.01)
     h.engine.switch_disconnected(2, c2)
     assert h.engine.wait_applied(1, 0.01)
-    h.engine.switch_error(1, 0x80000001, "type=5 code=0")
-    assert c1.dumps == 2
+    h.engine.switch_error(1, 0x12345, "type=1 code=1")  # not a flow-mod of ours: logged only
+    assert c1.dumps == 1
     status = {s.dpid: s for s in h.engine.switches()}
     assert status[1].connected and not status[2].connected
 
@@ -258,3 +292,136 @@ def test_until_applied_waits_for_the_hosts_switch_to_connect(h: Harness) -> None
         return await asyncio.wait_for(wait, 2)
 
     assert asyncio.run(scenario())
+
+
+def _synced(h: Harness, conn: FakeConn, cookies: tuple[int, ...] = ()) -> None:
+    assert h.engine.switch_connected(conn)
+    h.engine.switch_dump(conn.dpid, list(cookies), more=False)
+    h.sync()
+
+
+def test_second_connection_for_a_dpid_is_refused_while_the_first_answers(h: Harness) -> None:
+    first, second = FakeConn(1), FakeConn(1)
+    _synced(h, first)
+    assert not h.engine.switch_connected(second)
+    assert second.closed and not first.closed
+    assert (second.msgs, second.dumps) == ([], 0)
+    assert ("switch.refused", "0000000000000001") in [(k, d.get("dpid")) for k, d in h.events]
+    h.snap = snapshot(2, with_b=True)
+    h.sync()
+    assert first.barriers()[-1:] and not second.msgs, "the first keeps its flows coming"
+
+
+def test_second_connection_replaces_a_first_that_missed_an_echo(h: Harness) -> None:
+    first, second = FakeConn(1), FakeConn(1)
+    _synced(h, first)
+    first.missed = True
+    assert h.engine.switch_connected(second)
+    assert first.closed and second.dumps == 1
+    h.engine.switch_disconnected(1, first)  # the old connection's close is not the new one's
+    assert {s.dpid: s.connected for s in h.engine.switches()} == {1: True}
+
+
+def test_tls_certificate_of_the_host_replaces_and_wrong_one_is_refused() -> None:
+    h = Harness(require_cert=True)
+    first = FakeConn(1, peer_name="h1")
+    _synced(h, first)
+    for bad in (FakeConn(1, peer_name="h2"), FakeConn(1, peer_name=None)):
+        assert not h.engine.switch_connected(bad) and bad.closed and bad.dumps == 0
+    assert not first.closed
+    right = FakeConn(1, peer_name="h1")
+    assert h.engine.switch_connected(right), "the host's own certificate takes over"
+    assert first.closed and right.dumps == 1
+
+
+def test_tls_switch_naming_another_host_is_refused_alone_or_once_registered() -> None:
+    h = Harness(require_cert=True)
+    spoof = FakeConn(2, peer_name="h1")  # h1's certificate claiming h2's dpid
+    assert not h.engine.switch_connected(spoof) and spoof.closed and spoof.dumps == 0
+    held = FakeConn(9, peer_name="h1")  # dpid not registered yet: held...
+    assert h.engine.switch_connected(held) and not held.closed
+    h.snap = snapshot(2, h9=True)  # ...and refused once the dpid turns out to be h9's
+    h.sync()
+    assert held.closed and held.dumps == 0 and held.msgs == []
+
+
+def _reject_adds(h: Harness, conn: FakeConn, cookies: set[int]) -> None:
+    for xid, cookie in conn.adds():
+        if cookie in cookies:
+            h.engine.switch_error(conn.dpid, xid, "type=4 code=4")
+
+
+def test_rejected_flow_is_held_back_with_backoff_and_the_rest_applies(h: Harness) -> None:
+    c1 = FakeConn(1)
+    _synced(h, c1)
+    all_adds = c1.cookies(OFPFC_ADD)
+    bad = next(iter(all_adds))
+    _reject_adds(h, c1, {bad})
+    h.engine.barrier_reply(1, c1.barriers()[-1])
+    assert h.engine.wait_applied(1, 0.01), "the rest of the batch is applied"
+    assert h.engine.held_cookies(1) == {bad}
+    assert bad not in h.engine.installed_cookies(1)
+    assert h.engine.switches()[0].rejected_flows == 1
+    assert [d["cookie"] for k, d in h.events if k == "switch.flow_rejected"] == [f"{bad:016x}"]
+    sent = len(c1.msgs)
+    for _ in range(50):  # a pass (a write, a poll) in the backoff resends nothing
+        h.sync()
+    assert len(c1.msgs) == sent and c1.dumps == 1, "no resend loop, no dump loop"
+    h.now += 1.0  # first backoff over: one retry, rejected again -> twice as long
+    h.sync()
+    assert [c for _, c in c1.adds()].count(bad) == 2
+    _reject_adds(h, c1, {bad})
+    h.now += 1.5
+    h.sync()
+    assert [c for _, c in c1.adds()].count(bad) == 2, "second backoff is 2 s"
+    h.now += 0.5
+    h.sync()
+    assert [c for _, c in c1.adds()].count(bad) == 3
+    h.engine.barrier_reply(1, c1.barriers()[-1])  # accepted this time
+    assert h.engine.held_cookies(1) == set()
+    assert bad in h.engine.installed_cookies(1)
+
+
+def test_held_flow_no_longer_wanted_is_forgotten(h: Harness) -> None:
+    c1 = FakeConn(1)
+    _synced(h, c1)
+    _reject_adds(h, c1, c1.cookies(OFPFC_ADD))
+    h.snap = snapshot(2, a_port=6)  # the endpoint moved to another port: other flows
+    h.sync()
+    wanted = {f.cookie for f in desired_flows(h.snap, "h1")}
+    assert h.engine.held_cookies(1) <= wanted
+
+
+def test_rejected_replacement_deletes_the_flow_it_would_have_replaced(h: Harness) -> None:
+    c1 = FakeConn(1)
+    _synced(h, c1)
+    h.engine.barrier_reply(1, c1.barriers()[-1])
+    before = h.engine.installed_cookies(1)
+    h.snap = snapshot(2, a_port=65280)  # an ofport OVS refuses
+    h.sync()
+    new = c1.cookies(OFPFC_ADD) - before
+    _reject_adds(h, c1, new)
+    h.engine.barrier_reply(1, c1.barriers()[-1])
+    h.sync()
+    installed = h.engine.installed_cookies(1)
+    assert not installed & new
+    gone = before - {f.cookie for f in desired_flows(h.snap, "h1")}
+    assert gone and gone <= c1.cookies(OFPFC_DELETE), "no flow for the old port is left behind"
+
+
+def test_worker_retries_a_held_flow_when_its_time_comes_without_a_write() -> None:
+    h = Harness(poll=60)
+    c1 = FakeConn(1)
+    _synced(h, c1)
+    bad = next(iter(c1.cookies(OFPFC_ADD)))
+    h.engine.start()
+    try:
+        _reject_adds(h, c1, {bad})
+        h.now += 1.0
+        for _ in range(150):
+            if [c for _, c in c1.adds()].count(bad) == 2:
+                break
+            threading.Event().wait(0.02)
+    finally:
+        h.engine.stop()
+    assert [c for _, c in c1.adds()].count(bad) == 2, "retried once, without a database change"

@@ -15,6 +15,7 @@ from controller.db.records import HostRecord
 from controller.engine import Engine
 from controller.events import EVENT_TYPES, EventHub, summarize
 from controller.hostwatch import HostWatch, is_alive
+from controller.model import Host, Snapshot
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -89,6 +90,7 @@ class _Conn:
     def __init__(self, dpid: int) -> None:
         self.dpid = dpid
         self.address = "198.18.0.1:5555"
+        self.peer_name: str | None = None
         self.sent: list[bytes] = []
 
     def send(self, data: bytes) -> bool:
@@ -96,6 +98,12 @@ class _Conn:
         return True
 
     def request_flow_dump(self) -> None:
+        pass
+
+    def missed_echo(self) -> bool:
+        return False
+
+    def close(self) -> None:
         pass
 
 
@@ -108,12 +116,13 @@ def test_engine_reports_switch_events_and_survives_a_failing_sink() -> None:
             raise RuntimeError("sink broken")
 
     engine = Engine(lambda: None, lambda s: None, lambda s: 0, lambda s, r, h: 0, on_event=sink)  # type: ignore[arg-type,return-value]
+    engine.sync_all(Snapshot(1, hosts={"h1": Host("h1", IPv4Address("198.18.0.1"), dpid=0xAB)}))
     conn = _Conn(0xAB)
     engine.switch_connected(conn)
     engine.barrier_reply(0xAB, 12345)  # unknown xid: nothing
     engine.switch_disconnected(0xAB)
     assert [k for k, _ in seen] == ["switch.connected", "switch.disconnected"]
-    assert seen[0][1] == {"dpid": "00000000000000ab", "host": None, "address": conn.address}
+    assert seen[0][1] == {"dpid": "00000000000000ab", "host": "h1", "address": conn.address}
 
 
 def test_sse_parser() -> None:

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
 from controller.api.schemas import (
     BindingUpdate,
     EndpointConflict,
@@ -35,7 +36,7 @@ from controller.config import Settings
 from controller.db import repo
 from controller.db.base import begin_write
 from controller.db.records import EndpointRecord
-from controller.errors import NotFound
+from controller.errors import InvalidRequest, NotFound
 from controller.hostwatch import is_alive
 from controller.model import EndpointState
 from controller.sync import FlowSync
@@ -193,19 +194,25 @@ def unbind_endpoint(
     return EndpointPublic.model_validate(record)
 
 
-@router.get(ITEM + "/history")
+@router.get(ITEM + "/history", responses={200: {"headers": LINK_HEADER}})
 def endpoint_history(
     network: str,
     name: str,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000, description="newest steps to return")] = 100,
+    request: Request,
+    response: Response,
+    limit: Limit = DEFAULT_LIMIT,
+    after: Annotated[
+        int | None, Query(ge=1, description="the id of the last step of the previous page")
+    ] = None,
 ) -> list[MovePublic]:
     """Where the endpoint has been: its binds, moves between hosts and unbinds, newest first.
 
     The history lives as long as the endpoint; the newest 100 steps per endpoint are kept.
     """
-    records = repo.endpoint_history(session, network, name, limit=limit)
-    return [MovePublic.model_validate(record) for record in records]
+    records = repo.endpoint_history(session, network, name, limit=limit + 1, after=after)
+    shown = page(request, response, records, limit, lambda r: str(r.id))
+    return [MovePublic.model_validate(record) for record in shown]
 
 
 @router.get(ITEM)
@@ -249,13 +256,30 @@ def delete_endpoint(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/endpoints")
+@router.get("/endpoints", responses={200: {"headers": LINK_HEADER}})
 def list_endpoints(
     session: SessionDep,
+    request: Request,
+    response: Response,
     network: str | None = None,
     host: str | None = None,
     state: EndpointState | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
 ) -> list[EndpointPublic]:
-    """Endpoints, filtered by network, host and state."""
-    records = repo.list_endpoints(session, network=network, host=host, state=state)
-    return [EndpointPublic.model_validate(record) for record in records]
+    """Endpoints, filtered by network, host and state, by network then name; paged (the key
+    is ``network/name``)."""
+    key = None
+    if after is not None:
+        net, sep, ep = after.partition("/")
+        if not sep:
+            raise InvalidRequest(
+                f"query parameter after: {after[:80]!r} is not an endpoint key: write it as "
+                "network/name (the Link header of the previous page has it)"
+            )
+        key = (net, ep)
+    records = repo.list_endpoints(
+        session, network=network, host=host, state=state, limit=limit + 1, after=key
+    )
+    shown = page(request, response, records, limit, lambda r: f"{r.network}/{r.name}")
+    return [EndpointPublic.model_validate(record) for record in shown]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
 from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic
 from controller.api.tx import commit
 from controller.auth import Role, require_host
@@ -108,10 +109,21 @@ def heartbeat(
     return _one(session, record, sync, settings)
 
 
-@router.get("")
-def list_hosts(session: SessionDep, sync: SyncDep, settings: SettingsDep) -> list[HostPublic]:
-    """Every host, with its switch's connection, flow count and convergence."""
-    records = repo.list_hosts(session)
+@router.get("", responses={200: {"headers": LINK_HEADER}})
+def list_hosts(
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
+) -> list[HostPublic]:
+    """Hosts by name, with their switch's connection, flow count and convergence; paged (the
+    key is the name)."""
+    records = page(
+        request, response, repo.list_hosts(session, limit + 1, after), limit, lambda r: r.name
+    )
     counts = repo.host_endpoint_counts(session)
     wanted = repo.current_revision(session)
     switches = sync.switches()

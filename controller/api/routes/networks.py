@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
 from controller.api.schemas import NetworkCreate, NetworkPublic
 from controller.api.tx import commit
 from controller.auth import Role
@@ -37,10 +38,18 @@ def create_network(
     return NetworkPublic.model_validate(record)
 
 
-@router.get("")
-def list_networks(session: SessionDep) -> list[NetworkPublic]:
-    """Every network."""
-    return [NetworkPublic.model_validate(record) for record in repo.list_networks(session)]
+@router.get("", responses={200: {"headers": LINK_HEADER}})
+def list_networks(
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
+) -> list[NetworkPublic]:
+    """Networks by name; paged (the key is the name)."""
+    records = repo.list_networks(session, limit=limit + 1, after=after)
+    shown = page(request, response, records, limit, lambda r: r.name)
+    return [NetworkPublic.model_validate(record) for record in shown]
 
 
 @router.get("/{name}")

@@ -4,7 +4,7 @@
 // endpoints, so the page never drifts from the API; a slow poll keeps heartbeat ages, flow
 // counts and convergence current between events.
 
-import { ApiError, api, get } from "./api.js";
+import { ApiError, api, get, getAll } from "./api.js";
 import { ago, clock, h, netColor } from "./dom.js";
 import { renderTopology } from "./topology.js";
 
@@ -31,7 +31,7 @@ async function refresh() {
   refreshing = true;
   try {
     const [health, hosts, networks, endpoints] = await Promise.all([
-      get("/healthz"), get("/api/v1/hosts"), get("/api/v1/networks"), get("/api/v1/endpoints"),
+      get("/healthz"), getAll("/api/v1/hosts"), getAll("/api/v1/networks"), getAll("/api/v1/endpoints"),
     ]);
     Object.assign(state, { revision: health.revision, hosts, networks, endpoints, loaded: true });
     $("fatal").hidden = true;
@@ -368,7 +368,7 @@ async function refreshDrawer() {
   $("drawer-body").replaceChildren(...fields.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
   try {
     const path = `/api/v1/networks/${encodeURIComponent(network)}/endpoints/${name.split("/").map(encodeURIComponent).join("/")}/history`;
-    const history = await get(path);
+    const history = await getAll(path);
     $("drawer-history").replaceChildren(...(history.length ? history.map((m) => h("li", { dataset: { kind: m.kind } },
       h("time", { datetime: m.at, text: `${new Date(m.at).toLocaleString()} · rev ${m.revision}` }),
       m.kind === "moved" ? `moved from ${m.from_host} to ${m.host} (port ${m.ofport})`

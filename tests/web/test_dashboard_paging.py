@@ -1,0 +1,63 @@
+"""The dashboard reads every page of the controller's lists (``getAll`` follows ``Link``).
+
+No lab: the app on a real uvicorn with a SQLite file, and Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from controller.api.app import create_app
+from controller.config import Settings
+from controller.db import migrate
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def live_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path}/vxplane.db"
+    migrate.upgrade(url)
+    app = create_app(Settings(db_url=url))  # type: ignore[call-arg]
+    with TestClient(app) as client:
+        for i in range(5):
+            client.post("/api/v1/networks", json={"name": f"n{i}", "subnet": f"10.{i}.0.0/24"})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_the_dashboard_follows_the_link_header(browser: Any, live_url: str) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(live_url + "/")
+        names = page.evaluate(
+            """async () => {
+                const { getAll } = await import("/static/api.js");
+                const nets = await getAll("/api/v1/networks?limit=2");
+                return nets.map((n) => n.name);
+            }"""
+        )
+    finally:
+        page.close()
+    assert names == ["n0", "n1", "n2", "n3", "n4"]
