@@ -50,7 +50,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerP
 
 @pytest.fixture(scope="module")
 def api(controller: ControllerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=controller.url, timeout=30) as client:
+    with controller.client() as client:
         for i, (name, dpid) in enumerate((("good", GOOD), ("target", TARGET)), start=1):
             body = {"underlay_ip": f"198.18.200.{i}", "dpid": f"{dpid:016x}"}
             client.put(f"/api/v1/hosts/{name}", json=body).raise_for_status()

@@ -17,20 +17,29 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
+from controller.auth import Role
 from controller.config import Settings
-from controller.db import migrate
+from controller.db import migrate, tokens
+from controller.db.session import make_engine, make_session_factory
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def live_url(tmp_path: Path) -> Iterator[str]:
+def live_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The API on a real uvicorn with five networks, and an admin token."""
     url = f"sqlite:///{tmp_path}/vxplane.db"
     migrate.upgrade(url)
-    app = create_app(Settings(db_url=url))  # type: ignore[call-arg]
-    with TestClient(app) as client:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        _, token = tokens.create_token(session, Role.admin)
+        session.commit()
+    engine.dispose()
+    app = create_app(Settings(db_url=url, allowed_hosts=["127.0.0.1", "testserver"]))
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
         for i in range(5):
-            client.post("/api/v1/networks", json={"name": f"n{i}", "subnet": f"10.{i}.0.0/24"})
+            body = {"name": f"n{i}", "subnet": f"10.{i}.0.0/24"}
+            assert client.post("/api/v1/networks", json=body).status_code == 201
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -41,16 +50,24 @@ def live_url(tmp_path: Path) -> Iterator[str]:
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", token
     finally:
         server.should_exit = True
         thread.join(10)
 
 
-def test_the_dashboard_follows_the_link_header(browser: Any, live_url: str) -> None:
+def test_the_dashboard_follows_the_link_header(browser: Any, live_url: tuple[str, str]) -> None:
+    base, token = live_url
     page = browser.new_page()
     try:
-        page.goto(live_url + "/")
+        page.goto(base + "/")
+        page.evaluate(
+            """async (token) => {
+                const { api } = await import("/static/api.js");
+                await api("POST", "/api/v1/session", { token });
+            }""",
+            token,
+        )
         names = page.evaluate(
             """async () => {
                 const { getAll } = await import("/static/api.js");
