@@ -295,6 +295,9 @@ class Engine:
         with self._lock:
             old = self._switches.get(conn.dpid)
             host = self._host_of(conn.dpid)
+            if host is not None and not self._cert_ok(conn, host):
+                self._refuse(conn, self._cert_reason(conn, host))
+                return False
             if old is not None and old.connected and old.conn is not conn:
                 if old.conn.missed_echo():
                     why = "the connection it replaces missed an echo"
@@ -309,9 +312,6 @@ class Engine:
                     conn.dpid, conn.address, old.conn.address, why,
                 )  # fmt: skip
                 replaced = old.conn
-            if host is not None and not self._cert_ok(conn, host):
-                self._refuse(conn, self._cert_reason(conn, host))
-                return False
             sw = _Switch(conn=conn)
             self._switches[conn.dpid] = sw
             admit = host is not None and self._admit(sw, host)

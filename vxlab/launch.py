@@ -42,8 +42,10 @@ class ControllerProcess:
         api_host: str = "0.0.0.0",
         openflow_host: str = "0.0.0.0",
         env: dict[str, str] | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.db_url = db_url
+        self.tls = tls  # OpenFlow over TLS: (certificate, key, CA)
         self.log_path = log_path
         self.api_port = api_port
         self.openflow_port = openflow_port
@@ -87,6 +89,7 @@ class ControllerProcess:
                     f"{self.api_host}:{self.api_port}",
                     "--openflow",
                     f"{self.openflow_host}:{self.openflow_port}",
+                    *self.tls_args(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -110,6 +113,13 @@ class ControllerProcess:
         raise RuntimeError(
             f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}"
         )
+
+    def tls_args(self) -> list[str]:
+        """The controller's OpenFlow TLS options (none without ``tls``)."""
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        return ["--openflow-cert", cert, "--openflow-key", key, "--openflow-ca", ca]
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -148,6 +158,7 @@ def controller_and_lab(
     openflow_port: int,
     hosts: int,
     env: dict[str, str] | None = None,
+    tls: bool = False,
     **up: Any,
 ) -> Iterator[tuple[Lab, ControllerProcess, httpx.Client]]:
     """Start a controller (SQLite in ``tmp``) and a ``hosts``-host lab pointed at it; yield
@@ -155,7 +166,7 @@ def controller_and_lab(
 
     Used by the real-stack tests and the benchmarks; each uses its own prefix, underlay and
     ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
-    ``extra_agent_args=[...]``).
+    ``extra_agent_args=[...]``). ``tls`` runs OpenFlow over TLS with the lab's own CA.
     """
     # Ports first: a controller listening there may be another run's, using this very lab.
     _require_free(openflow_port)
@@ -163,15 +174,17 @@ def controller_and_lab(
     lab = Lab(prefix=prefix, underlay=underlay)
     lab.down()  # leftovers of an interrupted run
     ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env
-    )
+        f"sqlite:///{tmp}/vx.db", tmp / "controller.log", api_port, openflow_port, env=env,
+        tls=lab.ensure_pki(hosts) if tls else None,
+    )  # fmt: skip
     api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
     try:
         ctl.start()
         lab.up(
             hosts=hosts,
             controller_url=f"http://{lab.gateway_ip}:{api_port}",
-            openflow=f"tcp:{lab.gateway_ip}:{openflow_port}",
+            openflow=f"{'ssl' if tls else 'tcp'}:{lab.gateway_ip}:{openflow_port}",
+            tls=tls,
             **up,
         )
         yield lab, ctl, api
