@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         64, ge=1, description="open event streams at most; more: 503 with Retry-After"
     )
     switch_echo_interval: float = Field(2.0, gt=0, description="OpenFlow echo probe period (s)")
+    switch_handshake_timeout: float = Field(
+        10.0, gt=0, description="s a new OpenFlow connection has to finish its handshake"
+    )
     switch_echo_misses: int = Field(
         3, ge=1, description="unanswered echo probes before a switch counts as disconnected"
     )

@@ -58,6 +58,7 @@ def run_controller(settings: Settings) -> None:
         echo_interval=settings.switch_echo_interval,
         echo_misses=settings.switch_echo_misses,
         tls=tls,
+        handshake_timeout=settings.switch_handshake_timeout,
     )
     log.info(
         "OpenFlow listening on %s:%d (%s)",
