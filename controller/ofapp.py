@@ -64,7 +64,19 @@ class _Conn:
         return len(dp.unreplied_echo_requests) >= 2 or not dp.is_active or dp.socket.fileno() < 0
 
     def close(self) -> None:
-        self.dp.close()
+        # Shut the socket down instead of Datapath.close(): that queues a state change to
+        # the apps and blocks while their queue is full, and this may run on the apps' own
+        # event thread. os-ken's receive loop sees the end and closes the datapath itself.
+        # (socket.socket's shutdown also for TLS: SSLSocket's would drop its SSL state under
+        # the reading thread.)
+        _shutdown(self.dp.socket)
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):
+        pass
 
 
 def peer_common_name(sock: Any) -> str | None:
@@ -171,10 +183,7 @@ class _Deadlines:
                     "connection from %s: no OpenFlow handshake within %.0f s, closing",
                     address, self.timeout,
                 )  # fmt: skip
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # its receive loop sees the end and exits
-                except OSError:
-                    pass
+                _shutdown(sock)  # its receive loop sees the end and exits
 
 
 _deadlines = _Deadlines()
