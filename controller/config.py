@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DB_URL = "sqlite:////var/lib/vxplane/vxplane.db"
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
     )
     openflow_host: str = "127.0.0.1"
     openflow_port: int = 6653
+    openflow_cert: str | None = Field(
+        None, description="PEM certificate of the OpenFlow listener (TLS with key and CA)"
+    )
+    openflow_key: str | None = Field(None, description="private key of openflow_cert (PEM)")
+    openflow_ca: str | None = Field(
+        None, description="CA that signs the switches' certificates (required with TLS)"
+    )
     default_block_prefix: int = Field(26, ge=8, le=32, description="host-affinity block size")
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
     host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
@@ -50,6 +58,9 @@ class Settings(BaseSettings):
         64, ge=1, description="open event streams at most; more: 503 with Retry-After"
     )
     switch_echo_interval: float = Field(2.0, gt=0, description="OpenFlow echo probe period (s)")
+    switch_handshake_timeout: float = Field(
+        10.0, gt=0, description="s a new OpenFlow connection has to finish its handshake"
+    )
     switch_echo_misses: int = Field(
         3, ge=1, description="unanswered echo probes before a switch counts as disconnected"
     )
@@ -64,6 +75,26 @@ class Settings(BaseSettings):
         if self.api_host not in ("0.0.0.0", "::", "", *names):
             names.insert(0, self.api_host)
         return names
+
+    @model_validator(mode="after")
+    def _openflow_tls(self) -> Settings:
+        given = [self.openflow_cert, self.openflow_key, self.openflow_ca]
+        if any(given) and not all(given):
+            raise ValueError(
+                "OpenFlow TLS needs all three of --openflow-cert, --openflow-key and "
+                "--openflow-ca (VXPLANE_OPENFLOW_CERT, _KEY, _CA)"
+            )
+        for path in given:
+            if path and not os.path.isfile(path):
+                raise ValueError(f"OpenFlow TLS file {path} does not exist")
+        return self
+
+    @property
+    def openflow_tls(self) -> tuple[str, str, str] | None:
+        """(certificate, key, CA) when OpenFlow runs over TLS."""
+        if self.openflow_cert and self.openflow_key and self.openflow_ca:
+            return self.openflow_cert, self.openflow_key, self.openflow_ca
+        return None
 
 
 @lru_cache(maxsize=1)

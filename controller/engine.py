@@ -55,6 +55,8 @@ SEND_CHUNK = 64 * 1024
 FIRST_XID = 0x80000000
 QUARANTINE_BASE = 1.0  # s before a rejected flow is tried again; doubles on every rejection
 QUARANTINE_MAX = 300.0
+MAX_HELD = 256  # connections waiting for their dpid to become a registered host's
+HOLD_TIMEOUT = 120.0  # s a connection may wait for that before it is closed
 MAX_DUMP_FLOWS = 500_000  # a flow dump longer than this is not a vxplane switch's: closed
 
 
@@ -99,6 +101,7 @@ class _Sent:
 @dataclass
 class _Switch:
     conn: SwitchConn
+    since: float = 0.0  # when it connected (the engine's clock)
     connected: bool = True
     admitted: bool = False  # its dpid is a registered host's (and its certificate names it)
     dumping: bool = False  # a flow dump was asked for and is not complete
@@ -295,6 +298,9 @@ class Engine:
         with self._lock:
             old = self._switches.get(conn.dpid)
             host = self._host_of(conn.dpid)
+            if host is not None and not self._cert_ok(conn, host):
+                self._refuse(conn, self._cert_reason(conn, host))
+                return False
             if old is not None and old.connected and old.conn is not conn:
                 if old.conn.missed_echo():
                     why = "the connection it replaces missed an echo"
@@ -309,10 +315,10 @@ class Engine:
                     conn.dpid, conn.address, old.conn.address, why,
                 )  # fmt: skip
                 replaced = old.conn
-            if host is not None and not self._cert_ok(conn, host):
-                self._refuse(conn, self._cert_reason(conn, host))
+            if host is None and replaced is None and self._held() >= MAX_HELD:
+                self._refuse(conn, f"{MAX_HELD} connections already wait for admission")
                 return False
-            sw = _Switch(conn=conn)
+            sw = _Switch(conn=conn, since=self._clock())
             self._switches[conn.dpid] = sw
             admit = host is not None and self._admit(sw, host)
             self._signal()
@@ -326,6 +332,25 @@ class Engine:
                 conn.address,
             )  # fmt: skip
         return True
+
+    def _held(self) -> int:
+        return sum(1 for sw in self._switches.values() if sw.connected and not sw.admitted)
+
+    def expire_held(self) -> int:
+        """Close connections that waited over ``HOLD_TIMEOUT`` s for admission; how many."""
+        now = self._clock()
+        with self._lock:
+            late = [
+                sw
+                for sw in self._switches.values()
+                if sw.connected and not sw.admitted and now - sw.since > HOLD_TIMEOUT
+            ]
+            for sw in late:
+                del self._switches[sw.conn.dpid]
+                self._refuse(
+                    sw.conn, f"its dpid is no registered host's after {HOLD_TIMEOUT:.0f} s"
+                )
+        return len(late)
 
     def _host_of(self, dpid: int) -> str | None:
         snap = self._snapshot
@@ -490,6 +515,7 @@ class Engine:
             self._wake.clear()
             if self._stop.is_set():
                 break
+            self.expire_held()
             with self._lock:
                 dirty, self._dirty = self._dirty, False
                 have = self._snapshot.revision if self._snapshot else -1

@@ -28,7 +28,15 @@ from controller.model import Block, Network, mac_for_ip
 MIN_VNI = 1
 MAX_VNI = 2**24 - 1
 MAX_SUBNET_PREFIX = 30
-_THIS_NETWORK = IPv4Network("0.0.0.0/8")
+# Ranges a virtual network must not overlap: their addresses mean something to every IP
+# stack (a container would route them to itself, its link or a group, never to a peer).
+SPECIAL_RANGES = (
+    (IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
+    (IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
+    (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
+    (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
+    (IPv4Network("240.0.0.0/4"), "reserved and broadcast (240.0.0.0/4)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +62,24 @@ def default_gateway(subnet: IPv4Network) -> IPv4Address:
     return subnet.network_address + 1
 
 
-def check_network(subnet: IPv4Network, gateway: IPv4Address, block_prefix: int) -> None:
-    """Raise ``InvalidRequest`` unless the subnet, gateway and block size make a usable network."""
+def check_subnet(subnet: IPv4Network) -> None:
+    """Raise ``InvalidRequest`` unless ``subnet`` can hold a network's endpoints."""
     if subnet.prefixlen > MAX_SUBNET_PREFIX:
         raise InvalidRequest(
             f"subnet {subnet} is too small: it must hold the gateway and at least one endpoint "
             f"besides its network and broadcast addresses (use a /{MAX_SUBNET_PREFIX} or larger)"
         )
-    if subnet.is_multicast or subnet.is_loopback or subnet.subnet_of(_THIS_NETWORK):
-        raise InvalidRequest(f"subnet {subnet} is not a unicast range usable for endpoints")
-    if subnet.overlaps(IPv4Network("240.0.0.0/4")):
-        raise InvalidRequest(f"subnet {subnet} lies in the reserved range 240.0.0.0/4")
+    for special, what in SPECIAL_RANGES:
+        if subnet.overlaps(special):
+            raise InvalidRequest(
+                f"subnet {subnet} overlaps the {what} range: choose a unicast range outside "
+                "it, e.g. in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            )
+
+
+def check_network(subnet: IPv4Network, gateway: IPv4Address, block_prefix: int) -> None:
+    """Raise ``InvalidRequest`` unless the subnet, gateway and block size make a usable network."""
+    check_subnet(subnet)
     if gateway not in subnet:
         raise InvalidRequest(f"gateway {gateway} is outside subnet {subnet}")
     if gateway in (subnet.network_address, subnet.broadcast_address):

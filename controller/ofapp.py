@@ -9,13 +9,17 @@ certificate, key and CA, on TLS with client certificates required (os-ken's ``ct
 ``install_guard`` puts ``ofguard.check`` in front of os-ken's message parser: every message
 from a switch is length-checked on its raw bytes first; a malformed one closes that
 connection, and flow-stats and port-desc replies are built from the checked values instead
-of being parsed by os-ken.
+of being parsed by os-ken. It also gives every new connection a deadline: one that has not
+sent its features reply (finished the OpenFlow handshake) in time is closed, so silent
+connections cannot pile up (os-ken itself waits for ever).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from typing import Any
 
 from os_ken.base import app_manager
@@ -60,7 +64,19 @@ class _Conn:
         return len(dp.unreplied_echo_requests) >= 2 or not dp.is_active or dp.socket.fileno() < 0
 
     def close(self) -> None:
-        self.dp.close()
+        # Shut the socket down instead of Datapath.close(): that queues a state change to
+        # the apps and blocks while their queue is full, and this may run on the apps' own
+        # event thread. os-ken's receive loop sees the end and closes the datapath itself.
+        # (socket.socket's shutdown also for TLS: SSLSocket's would drop its SSL state under
+        # the reading thread.)
+        _shutdown(self.dp.socket)
+
+
+def _shutdown(sock: Any) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):
+        pass
 
 
 def peer_common_name(sock: Any) -> str | None:
@@ -133,15 +149,74 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
 _guard_lock = threading.Lock()
 
 
-def install_guard() -> None:
-    """Put ``ofguard.check`` in front of os-ken's message parser (once per process).
+class _Deadlines:
+    """Connections that must finish the OpenFlow handshake by a deadline; one reaper thread."""
+
+    def __init__(self) -> None:
+        self.timeout = 10.0
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[float, Any, Any]] = {}  # id(socket) -> (deadline, ...)
+        self._reaper: threading.Thread | None = None
+
+    def start(self, sock: Any, address: Any) -> None:
+        with self._lock:
+            self._open[id(sock)] = (time.monotonic() + self.timeout, sock, address)
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="of-deadlines")
+                self._reaper.daemon = True
+                self._reaper.start()
+
+    def done(self, sock: Any) -> None:
+        with self._lock:
+            self._open.pop(id(sock), None)
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            with self._lock:
+                late = [(s, a) for d, s, a in self._open.values() if d <= now]
+                for sock, _ in late:
+                    self._open.pop(id(sock), None)
+            for sock, address in late:
+                log.warning(
+                    "connection from %s: no OpenFlow handshake within %.0f s, closing",
+                    address, self.timeout,
+                )  # fmt: skip
+                _shutdown(sock)  # its receive loop sees the end and exits
+
+
+_deadlines = _Deadlines()
+
+
+def install_guard(handshake_timeout: float = 10.0) -> None:
+    """Put ``ofguard.check`` in front of os-ken's message parser, and a handshake deadline
+    on every new connection (once per process).
 
     os-ken's receive loop calls ``ofproto_parser.msg`` for every message a switch sends;
     the guard answers instead of it for every message that is not plainly safe to parse.
     """
+    from os_ken.controller import controller
+
+    _deadlines.timeout = handshake_timeout
     with _guard_lock:
         if not getattr(ofproto_parser.msg, "vxplane_guard", False):
             ofproto_parser.msg = _guarded(ofproto_parser.msg)
+        factory = controller.datapath_connection_factory
+        if not getattr(factory, "vxplane_guard", False):
+            controller.datapath_connection_factory = _with_deadline(factory)
+
+
+def _with_deadline(factory: Any) -> Any:
+    def connection(sock: Any, address: Any) -> Any:
+        _deadlines.start(sock, address)
+        try:
+            return factory(sock, address)
+        finally:
+            _deadlines.done(sock)
+
+    connection.vxplane_guard = True  # type: ignore[attr-defined]
+    return connection
 
 
 def _guarded(parse: Any) -> Any:
@@ -151,6 +226,8 @@ def _guarded(parse: Any) -> Any:
         verdict = ofguard.check(bytes(buf[:msg_len]))
         action = verdict.action
         if action is ofguard.Action.PARSE:
+            if msg_type == ofguard.FEATURES_REPLY:
+                _deadlines.done(datapath.socket)  # the handshake is done
             return parse(datapath, version, msg_type, msg_len, xid, buf)
         if action is ofguard.Action.DROP:
             return None
@@ -185,6 +262,7 @@ def start_openflow(
     echo_interval: float = 2.0,
     echo_misses: int = 3,
     tls: tuple[str, str, str] | None = None,
+    handshake_timeout: float = 10.0,
 ) -> list[Any]:
     """Start os-ken's OpenFlow listener and our app in background threads.
 
@@ -192,7 +270,8 @@ def start_openflow(
     ``echo_misses`` probes ``echo_interval`` s apart: a switch whose process died without
     closing its TCP connection must not count as connected (it would hold back readiness).
     ``tls`` = (certificate, key, CA) listens with TLS only and requires a client certificate
-    signed by that CA.
+    signed by that CA. A connection that has not finished the OpenFlow handshake after
+    ``handshake_timeout`` s is closed.
     """
     from os_ken import cfg
 
@@ -200,7 +279,7 @@ def start_openflow(
     if not getattr(start_openflow, "_configured", False):
         conf(args=[], project="os_ken")
         start_openflow._configured = True  # type: ignore[attr-defined]
-    install_guard()
+    install_guard(handshake_timeout)
     conf.set_override("ofp_listen_host", host)
     conf.set_override("ofp_tcp_listen_port", port)
     if tls is not None:

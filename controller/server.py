@@ -58,8 +58,14 @@ def run_controller(settings: Settings) -> None:
         return repo.mark_ready(session, revision, hosts=hosts)
 
     hub = EventHub(settings.events_capacity)
+    tls = settings.openflow_tls
     engine = Engine(
-        sessions, repo.load_snapshot, repo.current_revision, mark_ready, on_event=hub.publish
+        sessions,
+        repo.load_snapshot,
+        repo.current_revision,
+        mark_ready,
+        on_event=hub.publish,
+        require_cert=tls is not None,
     )
     engine.start()
     listener = None
@@ -74,8 +80,15 @@ def run_controller(settings: Settings) -> None:
         settings.openflow_port,
         echo_interval=settings.switch_echo_interval,
         echo_misses=settings.switch_echo_misses,
+        tls=tls,
+        handshake_timeout=settings.switch_handshake_timeout,
     )
-    log.info("OpenFlow listening on %s:%d", settings.openflow_host, settings.openflow_port)
+    log.info(
+        "OpenFlow listening on %s:%d (%s)",
+        settings.openflow_host,
+        settings.openflow_port,
+        "TLS, client certificates required" if tls else "plain TCP",
+    )
     app = create_app(settings, sync=engine, session_factory=sessions, events=hub)
     config = uvicorn.Config(
         app,

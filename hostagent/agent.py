@@ -65,8 +65,9 @@ class Agent:
         """Ensure br-int and its tunnel port; learn the dpid and the tunnel's ofport."""
         s = self.settings
         spec = BridgeSpec(
-            s.bridge, s.datapath_type or detect_datapath_type(), s.openflow_target, s.dpid
-        )
+            s.bridge, s.datapath_type or detect_datapath_type(), s.openflow_target, s.dpid,
+            s.ovs_ssl,
+        )  # fmt: skip
         self.ovs.ensure_bridge(spec)
         self.dpid = self.ovs.bridge_dpid(self.bridge)
         self.tunnel_port = self.ovs.wait_ofport(TUNNEL_PORT)

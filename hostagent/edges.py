@@ -22,6 +22,7 @@ class BridgeSpec:
     datapath_type: str
     controller: str | None
     dpid: str | None = None  # 16 hex digits; None: OVS derives it
+    ssl: tuple[str, str, str] | None = None  # (key, certificate, CA) for ssl: targets
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,8 @@ MAX_OFPORT = 65279  # OVS refuses flows naming a higher port (65534 is a bridge'
 # Only the columns the agent reads or writes: ovs-vswitchd rewrites every interface's
 # statistics every few seconds, which the replica would otherwise parse for nothing.
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "ssl"],
+    "SSL": ["private_key", "certificate", "ca_cert"],
     "Bridge": [
         "name", "ports", "datapath_type", "datapath_id", "fail_mode", "protocols",
         "other_config", "controller",
@@ -190,6 +191,8 @@ class OvsdbOps:
             ),
         ]  # fmt: skip
         self._execute(*commands)
+        if spec.ssl is not None:
+            self._ensure_ssl(*spec.ssl)  # before an ssl: target needs it
         if spec.controller and self._controllers(spec.name) != [spec.controller]:
             self._execute(api.set_controller(spec.name, [spec.controller]))
             # Reconnect quickly after a controller restart (the default backoff grows to 8 s).
@@ -203,6 +206,21 @@ class OvsdbOps:
                 )
             )
         self.wait_ofport(TUNNEL_PORT)
+
+    def _ensure_ssl(self, key: str, cert: str, ca: str) -> None:
+        """``ovs-vsctl set-ssl KEY CERT CA`` unless already so: the files ovs-vswitchd uses
+        for ``ssl:`` controller targets."""
+        with self._idl.lock:
+            root = next(iter(self._idl.tables["Open_vSwitch"].rows.values()))
+            current = root.ssl[0] if root.ssl else None
+            have = (current.private_key, current.certificate, current.ca_cert) if current else None
+            root_uuid = root.uuid
+        if have == (key, cert, ca):
+            return
+        api = self.api
+        row = api.db_create("SSL", private_key=key, certificate=cert, ca_cert=ca)
+        self._execute(row, api.db_set("Open_vSwitch", root_uuid, ("ssl", row)))
+        log.info("ovs: OpenFlow TLS with key %s, certificate %s, CA %s", key, cert, ca)
 
     def _controllers(self, bridge: str) -> list[str]:
         with self._idl.lock:

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vxcommon.names import check_name
@@ -59,7 +59,18 @@ class AgentSettings(BaseSettings):
         "unix:/run/openvswitch/db.sock", description="OVSDB remote, e.g. unix:/path/db.sock"
     )
     openflow: str | None = Field(
-        None, description="OpenFlow target of br-int [tcp:<controller host>:6653]"
+        None,
+        description="OpenFlow target of br-int [tcp:<controller host>:6653, or ssl:... with "
+        "--ovs-ssl-key/--ovs-ssl-cert/--ovs-ssl-ca]",
+    )
+    ovs_ssl_key: str | None = Field(
+        None, description="private key of this host's switch for OpenFlow over TLS (PEM)"
+    )
+    ovs_ssl_cert: str | None = Field(
+        None, description="this host's certificate (CN = --host; `vxplane pki host`)"
+    )
+    ovs_ssl_ca: str | None = Field(
+        None, description="CA certificate the controller's certificate chains to"
     )
     socket: str = Field(DEFAULT_SOCKET, description="unix socket of the agent's local API")
     socket_group: str | None = Field(
@@ -134,6 +145,27 @@ class AgentSettings(BaseSettings):
             raise ValueError(f"controller {value!r}: an http(s)://HOST:PORT URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _ssl(self) -> AgentSettings:
+        given = [self.ovs_ssl_key, self.ovs_ssl_cert, self.ovs_ssl_ca]
+        if any(given) and not all(given):
+            raise ValueError(
+                "OpenFlow over TLS needs --ovs-ssl-key, --ovs-ssl-cert and --ovs-ssl-ca"
+            )
+        if self.openflow and self.openflow.startswith("ssl:") and not all(given):
+            raise ValueError(
+                f"--openflow {self.openflow}: an ssl: target needs --ovs-ssl-key, "
+                "--ovs-ssl-cert and --ovs-ssl-ca"
+            )
+        return self
+
+    @property
+    def ovs_ssl(self) -> tuple[str, str, str] | None:
+        """(key, certificate, CA) of the switch's TLS, when given."""
+        if self.ovs_ssl_key and self.ovs_ssl_cert and self.ovs_ssl_ca:
+            return self.ovs_ssl_key, self.ovs_ssl_cert, self.ovs_ssl_ca
+        return None
+
     @property
     def socket_gid(self) -> int | None:
         """The id of ``--socket-group``, if one was given."""
@@ -141,10 +173,11 @@ class AgentSettings(BaseSettings):
 
     @property
     def openflow_target(self) -> str:
-        """``--openflow``, or ``tcp:<controller's host>:6653``."""
+        """``--openflow``, or ``tcp:<controller's host>:6653`` (``ssl:`` with TLS files)."""
         if self.openflow:
             return self.openflow
-        return f"tcp:{urlsplit(self.controller).hostname}:6653"
+        scheme = "ssl" if self.ovs_ssl else "tcp"
+        return f"{scheme}:{urlsplit(self.controller).hostname}:6653"
 
     @classmethod
     def from_cli(cls, argv: list[str]) -> AgentSettings:

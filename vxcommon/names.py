@@ -43,6 +43,11 @@ def endpoint_name_error(value: object) -> str | None:
         )
     if value.endswith(RESERVED_SUFFIXES) or "//" in value or value.endswith("/"):
         return f"{value!r} is not a valid endpoint name: it would be ambiguous in URLs"
+    if any(segment in (".", "..") for segment in value.split("/")):
+        return (
+            f"{value!r} is not a valid endpoint name: a '.' or '..' segment between slashes "
+            "would be read as another path by URL-normalising clients"
+        )
     return None
 
 

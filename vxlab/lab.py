@@ -11,6 +11,14 @@ Layout (prefix ``lab-``, underlay ``198.18.0.0/24``)::
         br-int (netdev, fail-secure, OpenFlow 1.3, vxlan0 at ofport 1) <- agent
     with --docker: a mount holder and a dockerd per host, serving the agent's Docker drivers
 
+With ``up(tls=True)`` OpenFlow runs over TLS: the lab makes a CA and certificates in
+``<state_dir>/pki`` (``controller.pki``: ``controller.pem`` for the controller, with the
+gateway address as its subject alternative name, and ``<host>.pem`` per host, CN = the host's
+name), points every br-int at ``ssl:<gateway>:<port>`` with ``set-ssl`` done first, and hands
+each agent its files (``--ovs-ssl-key/--ovs-ssl-cert/--ovs-ssl-ca``). The controller then
+needs ``openflow_tls()`` (``vxplane controller --openflow-cert ... --openflow-key ...
+--openflow-ca ...``).
+
 ``Lab`` is the facade the CLI, the demo, the tests and the benchmarks use; the parts live
 beside it, one concern each:
 
@@ -94,6 +102,36 @@ class Lab:
         return str(self.root_ip.ip)
 
     @property
+    def pki_dir(self) -> str:
+        """``<state_dir>/pki``: the lab's CA and certificates (``up(tls=True)``)."""
+        return os.path.join(self.state_dir, "pki")
+
+    def ensure_pki(self, hosts: int) -> tuple[str, str, str]:
+        """The CA, the controller's certificate and hosts 1..``hosts``' certificates (kept if
+        there); returns the controller's (certificate, key, CA)."""
+        from controller import pki
+
+        pki.init_ca(self.pki_dir, f"vxplane lab {self.prefix} CA")
+        for name in ["controller", *(self.host_name(i) for i in range(1, hosts + 1))]:
+            cert, _ = pki.cert_paths(self.pki_dir, name)
+            if not os.path.exists(cert):
+                kind = "controller" if name == "controller" else "host"
+                sans = [self.gateway_ip] if kind == "controller" else []
+                pki.issue(self.pki_dir, name, kind, sans)  # type: ignore[arg-type]
+        return self.openflow_tls()
+
+    def openflow_tls(self) -> tuple[str, str, str]:
+        """(certificate, key, CA) for the controller's OpenFlow listener."""
+        cert, key = (os.path.join(self.pki_dir, f"controller.{x}") for x in ("pem", "key"))
+        return cert, key, os.path.join(self.pki_dir, "ca.pem")
+
+    def host_ssl(self, host: str) -> tuple[str, str, str]:
+        """(key, certificate, CA) of ``host``'s switch, as ``set-ssl`` takes them."""
+        name = self.host_name(host)
+        base = os.path.join(self.pki_dir, name)
+        return f"{base}.key", f"{base}.pem", os.path.join(self.pki_dir, "ca.pem")
+
+    @property
     def state_file(self) -> str:
         """``<state_dir>/state.json`` (see ``vxlab.state``)."""
         return self.state.path
@@ -151,6 +189,7 @@ class Lab:
         wait_registered: bool = True,
         docker: bool = False,
         admin_token: str | None = None,
+        tls: bool = False,
     ) -> dict[str, Any]:
         """Bring up ``hosts`` emulated hosts (idempotent: what exists is kept).
 
@@ -159,7 +198,9 @@ class Lab:
         With ``wait_registered`` it waits up to ``agent_wait`` s for the agents to register at
         the controller; one that does not is reported in ``status()`` (``registered``), not
         an error, as agents keep retrying. ``docker`` also starts one dockerd per host, its
-        agent serving the Docker drivers (``vxlab.docker``). If a fresh lab fails halfway,
+        agent serving the Docker drivers (``vxlab.docker``). ``tls`` runs OpenFlow over TLS
+        (see the module docstring; ``openflow`` then defaults to ``ssl:<gateway_ip>:6653``).
+        If a fresh lab fails halfway,
         what it made is removed again (``down``); a failing ``up`` of an existing lab leaves
         it as it was plus what was made (``down`` removes it all). Returns ``status()``.
 
@@ -169,16 +210,20 @@ class Lab:
         if not 1 <= hosts <= min(MAX_HOSTS, self.underlay.num_addresses - 3):
             raise LabError(f"hosts must be 1..{min(MAX_HOSTS, self.underlay.num_addresses - 3)}")
         controller_url = controller_url or f"http://{self.gateway_ip}:8080"
-        openflow = openflow or f"tcp:{self.gateway_ip}:6653"
+        openflow = openflow or f"{'ssl' if tls else 'tcp'}:{self.gateway_ip}:6653"
+        if openflow.startswith("ssl:") != tls:
+            raise LabError(f"openflow target {openflow} with tls={tls}")
         indexes = range(1, hosts + 1)
         fresh = not self.state.exists()
         try:
+            if tls:
+                self.ensure_pki(hosts)
             with self.state.locked() as state:
                 record(state, "namespaces", self.fabric_ns)
                 record(state, "root_links", self.root_veth)
                 fabric.ensure_fabric(self.fabric_ns, self.root_veth, self.root_ip, self.underlay)
                 for i in indexes:
-                    self._ensure_host(state, i, openflow)
+                    self._ensure_host(state, i, openflow, tls)
                 named = [(self.host_name(i), str(self.underlay_ip(i))) for i in indexes]
                 if failed := fabric.warm_neighbours(named, self.gateway_ip):
                     log.warning("lab %s: %d underlay pings failed warming up", self.prefix, failed)
@@ -188,7 +233,8 @@ class Lab:
                 if agents:
                     for i in indexes:
                         self._ensure_token(i, controller_url, admin_token)
-                        self._ensure_agent(state, i, controller_url, openflow, extra_agent_args)
+                        extra = [*extra_agent_args, *(self._agent_tls(i) if tls else [])]
+                        self._ensure_agent(state, i, controller_url, openflow, extra)
                     deadline = time.monotonic() + agent_wait
                     for i in indexes:
                         name, host, paths = self._host(state, i)
@@ -256,7 +302,11 @@ class Lab:
         name = self.host_name(host)
         return name, state["hosts"][name], self.host_paths(name)
 
-    def _ensure_host(self, state: dict[str, Any], i: int, openflow: str) -> None:
+    def _agent_tls(self, i: int) -> list[str]:
+        key, cert, ca = self.host_ssl(self.host_name(i))
+        return ["--ovs-ssl-key", key, "--ovs-ssl-cert", cert, "--ovs-ssl-ca", ca]
+
+    def _ensure_host(self, state: dict[str, Any], i: int, openflow: str, tls: bool) -> None:
         """Host ``i``: its namespace and underlay veth, its OVS daemons and bridges."""
         name, ip = self.host_name(i), self.underlay_ip(i)
         paths = self.host_paths(name)
@@ -270,7 +320,8 @@ class Lab:
         fabric.ensure_host_netns(name, self.fabric_ns)
         ovsd.start_daemons(host["pids"], name, paths)
         address = f"{ip}/{self.underlay.prefixlen}"
-        ovsd.ensure_bridges(paths, name, fabric.UNDERLAY_DEV, address, openflow, int(ip))
+        ssl = self.host_ssl(name) if tls else None
+        ovsd.ensure_bridges(paths, name, fabric.UNDERLAY_DEV, address, openflow, int(ip), ssl)
 
     def _ensure_agent(
         self,
@@ -447,6 +498,7 @@ class Lab:
             for host in state["hosts"].values():
                 shutil.rmtree(host["dir"], ignore_errors=True)
             state["hosts"] = {}
+            shutil.rmtree(self.pki_dir, ignore_errors=True)
         self.state.remove()
 
     @staticmethod

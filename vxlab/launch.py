@@ -43,8 +43,10 @@ class ControllerProcess:
         openflow_host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
         admin_token_file: Path | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.db_url = db_url
+        self.tls = tls  # OpenFlow over TLS: (certificate, key, CA)
         self.log_path = log_path
         self.admin_token_file = admin_token_file or log_path.parent / "admin-token"
         self.api_port = api_port
@@ -105,6 +107,7 @@ class ControllerProcess:
                     f"{self.openflow_host}:{self.openflow_port}",
                     "--admin-token-file",
                     str(self.admin_token_file),
+                    *self.tls_args(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -128,6 +131,13 @@ class ControllerProcess:
         raise RuntimeError(
             f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}"
         )
+
+    def tls_args(self) -> list[str]:
+        """The controller's OpenFlow TLS options (none without ``tls``)."""
+        if self.tls is None:
+            return []
+        cert, key, ca = self.tls
+        return ["--openflow-cert", cert, "--openflow-key", key, "--openflow-ca", ca]
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -166,6 +176,7 @@ def controller_and_lab(
     openflow_port: int,
     hosts: int,
     env: dict[str, str] | None = None,
+    tls: bool = False,
     **up: Any,
 ) -> Iterator[tuple[Lab, ControllerProcess, httpx.Client]]:
     """Start a controller (SQLite in ``tmp``, listening on the lab's gateway address) and a
@@ -175,7 +186,7 @@ def controller_and_lab(
 
     Used by the real-stack tests and the benchmarks; each uses its own prefix, underlay and
     ports, so they never share a lab. ``up`` goes to ``Lab.up`` (``docker=True``,
-    ``extra_agent_args=[...]``).
+    ``extra_agent_args=[...]``). ``tls`` runs OpenFlow over TLS with the lab's own CA.
     """
     # Ports first: a controller listening there may be another run's, using this very lab.
     _require_free(openflow_port)
@@ -190,6 +201,7 @@ def controller_and_lab(
         api_host=lab.gateway_ip,
         openflow_host=lab.gateway_ip,
         env=env,
+        tls=lab.ensure_pki(hosts) if tls else None,
     )
     api: httpx.Client | None = None
     try:
@@ -199,8 +211,9 @@ def controller_and_lab(
         lab.up(
             hosts=hosts,
             controller_url=ctl.url,
-            openflow=f"tcp:{lab.gateway_ip}:{openflow_port}",
+            openflow=f"{'ssl' if tls else 'tcp'}:{lab.gateway_ip}:{openflow_port}",
             admin_token=ctl.token,
+            tls=tls,
             **up,
         )
         yield lab, ctl, api

@@ -112,10 +112,17 @@ def start_daemons(pids: dict[str, Any], netns: str, paths: HostPaths) -> None:
 
 
 def ensure_bridges(
-    paths: HostPaths, netns: str, underlay_dev: str, address: str, openflow: str, dpid: int
+    paths: HostPaths,
+    netns: str,
+    underlay_dev: str,
+    address: str,
+    openflow: str,
+    dpid: int,
+    ssl: tuple[str, str, str] | None = None,
 ) -> None:
     """br-phy with ``underlay_dev`` and ``address`` (``ip/prefixlen``) on its internal port,
-    and br-int pointed at the controller ``openflow`` (``tcp:IP:PORT``)."""
+    and br-int pointed at the controller ``openflow`` (``tcp:IP:PORT``, or ``ssl:IP:PORT``
+    with ``ssl`` = (key, certificate, CA) given to ``set-ssl`` first)."""
     vsctl = Vsctl(paths.db)
     vsctl(
         "--may-exist", "add-br", "br-phy",
@@ -127,7 +134,15 @@ def ensure_bridges(
     # The underlay's route in OVS's own router (system routes are not mirrored: see above).
     subnet = str(ipaddress.IPv4Interface(address).network)
     run(["ovs-appctl", "-t", paths.ctl("ovs-vswitchd"), "ovs/route/add", subnet, "br-phy"])
+    if ssl is not None and vsctl("get-ssl", wait=False).split() != _ssl_shown(*ssl):
+        vsctl("set-ssl", *ssl)
     ensure_br_int(vsctl, openflow, dpid)
+
+
+def _ssl_shown(key: str, cert: str, ca: str) -> list[str]:
+    """``ovs-vsctl get-ssl``'s words for these files."""
+    return ["Private", "key:", key, "Certificate:", cert, "CA", "Certificate:", ca,
+            "Bootstrap:", "false"]  # fmt: skip
 
 
 def ensure_br_int(vsctl: Vsctl, openflow: str, dpid: int, name: str = "br-int") -> None:

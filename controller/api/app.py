@@ -11,16 +11,17 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException
 
 from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
 from controller.api.limits import BodyLimit
 from controller.api.routes import endpoints, health, hosts, networks, session, tokens, web
 from controller.api.routes import events as event_routes
-from controller.api.schemas import EndpointConflict, EndpointPublic
+from controller.api.schemas import EndpointConflict, EndpointPublic, Problem
 from controller.auth import Forbidden, Unauthorized
 from controller.config import Settings, get_settings
 from controller.db import repo
@@ -40,6 +41,24 @@ STATUS_CODES: tuple[tuple[type[VxplaneError], int], ...] = (
     (Conflict, 409),
     (Busy, 503),
 )
+
+
+# Every error answer is ``{"detail": "<one sentence>"}`` (``Problem``), 422 included: FastAPI's
+# own HTTPValidationError (a list of objects) is never sent, so the schema says what is.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (400, "the request body is not JSON in UTF-8"),
+        (401, "no valid bearer token"),
+        (403, "the token's role may not do this"),
+        (404, "no such network, host or endpoint"),
+        (409, "conflicts with existing state (taken, still bound, subnet full, ...)"),
+        (413, "request body over `max_body_bytes` (1 MiB)"),
+        (422, "malformed input: each bad field as `where: what`, joined by '; '"),
+        (503, "the database is busy or unavailable, or a limit is reached: retry (after the "
+         "`Retry-After` header's seconds when there is one)"),
+    )
+}  # fmt: skip
 
 
 def create_app(
@@ -75,6 +94,7 @@ def create_app(
         version="1",
         summary="Container networks over Open vSwitch and VXLAN",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.sync = sync if sync is not None else NullSync()
@@ -140,6 +160,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         shown = EndpointPublic.model_validate(exc.endpoint) if exc.endpoint is not None else None
         body = EndpointConflict(detail=exc.message, endpoint=shown)
         return JSONResponse(body.model_dump(mode="json"), status_code=409)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        detail = exc.detail
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the request body is not JSON in UTF-8 (send Content-Type: application/json)"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ from controller.ipam import MAX_VNI, MIN_VNI
 from controller.model import EndpointState
 from vxcommon.names import check_endpoint_name, check_name
 
-MAX_OFPORT = 0xFFFFFF00  # OFPP_MAX in OpenFlow 1.3
+MAX_OFPORT = 65279  # OVS refuses higher port numbers (0xfeff; 65534 is a bridge's LOCAL)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
 LABELS_MAX = 64
 LABEL_KEY_MAX = 63
@@ -45,6 +45,35 @@ def _address(value: Any) -> Any:
         return IPv4Address(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 address like 10.0.0.5") from None
+
+
+_BAD_UNDERLAY = (
+    ("unspecified", lambda ip: ip.is_unspecified),
+    ("broadcast", lambda ip: ip == IPv4Address("255.255.255.255")),
+    ("multicast", lambda ip: ip.is_multicast),
+    ("loopback", lambda ip: ip.is_loopback),
+    ("link-local", lambda ip: ip.is_link_local),
+    ("reserved (240.0.0.0/4)", lambda ip: ip.is_reserved),
+    ("in 0.0.0.0/8 (this network)", lambda ip: ip in IPv4Network("0.0.0.0/8")),
+)
+
+
+def _underlay(ip: IPv4Address) -> IPv4Address:
+    for what, test in _BAD_UNDERLAY:
+        if test(ip):
+            raise ValueError(
+                f"{ip} is {what}: the underlay IP must be the host's unicast address that "
+                "other hosts reach it at"
+            )
+    return ip
+
+
+def _port_name(value: str) -> str:
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        raise ValueError(
+            f"{_shown(value)} is not a port name: no control characters or white space"
+        )
+    return value
 
 
 def _dpid(value: Any) -> Any:
@@ -86,9 +115,11 @@ Name = Annotated[str, AfterValidator(check_name)]
 EndpointName = Annotated[str, AfterValidator(check_endpoint_name)]
 Subnet = Annotated[IPv4Network, BeforeValidator(_subnet)]
 Address = Annotated[IPv4Address, BeforeValidator(_address)]
+UnderlayAddress = Annotated[IPv4Address, BeforeValidator(_address), AfterValidator(_underlay)]
 Dpid = Annotated[int, BeforeValidator(_dpid)]
-Vni = Annotated[int, Field(ge=MIN_VNI, le=MAX_VNI)]
-OfPort = Annotated[int, Field(ge=1, le=MAX_OFPORT)]
+Vni = Annotated[int, Field(ge=MIN_VNI, le=MAX_VNI, strict=True)]
+OfPort = Annotated[int, Field(ge=1, le=MAX_OFPORT, strict=True)]
+PortName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_port_name)]
 Labels = Annotated[
     dict[str, str],
     AfterValidator(_labels),
@@ -122,7 +153,7 @@ class NetworkCreate(_Body):
     subnet: Subnet
     gateway: Address | None = None
     vni: Vni | None = None
-    block_prefix: int | None = Field(None, ge=8, le=32)
+    block_prefix: int | None = Field(None, ge=8, le=32, strict=True)
 
 
 class NetworkPublic(_Public):
@@ -140,7 +171,7 @@ class NetworkPublic(_Public):
 class HostRegister(_Body):
     """Registration (or update) of a host; omitted dpid and tunnel_port are kept."""
 
-    underlay_ip: Address
+    underlay_ip: UnderlayAddress
     dpid: Dpid | None = None
     tunnel_port: OfPort | None = None
 
@@ -227,7 +258,7 @@ class BindingUpdate(_Body):
 
     host: Name
     ofport: OfPort
-    port_name: str | None = Field(None, min_length=1, max_length=255)
+    port_name: PortName | None = None
     ip: Address | None = Field(
         None, description="the address the endpoint must hold (a new name is given it)"
     )

@@ -89,6 +89,15 @@ def lab_up(
             "IPAM drivers (see `vxplane lab docker`)",
         ),
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="OpenFlow over TLS: a CA and certificates in the lab's state dir (pki/), "
+            "br-int on ssl:<gateway>:6653; start the controller with the --openflow-cert/"
+            "--openflow-key/--openflow-ca this prints",
+        ),
+    ] = False,
     token: TokenOpt = None,
 ) -> None:
     """Create hosts PREFIXh1..PREFIXhN, each with OVS and an agent connected to the controller.
@@ -96,10 +105,21 @@ def lab_up(
     Each agent gets an agent token for its host, made with the admin token (--token)."""
     _need_root()
     lab = _lab(prefix, underlay)
+    if tls:
+        with _reported():
+            cert, key, ca = lab.ensure_pki(hosts)
+        console.print(
+            "OpenFlow over TLS; the controller needs: "
+            f"--openflow-cert {cert} --openflow-key {key} --openflow-ca {ca}"
+        )
     with console.status(f"bringing up {hosts} emulated hosts..."):
         try:
             lab.up(
-                hosts=hosts, controller_url=controller, docker=docker, admin_token=api_token(token)
+                hosts=hosts,
+                controller_url=controller,
+                docker=docker,
+                tls=tls,
+                admin_token=api_token(token),
             )
         except Exception as exc:  # noqa: BLE001 - report, lab.up cleans its own half-work
             fail(f"lab up failed: {exc}", f"see the logs under {lab.state_dir}; `vxplane lab down`")

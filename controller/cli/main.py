@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from controller.cli.events import events, status
 from controller.cli.lab import demo_app, lab_app
+from controller.cli.pki import pki_app
 from controller.cli.resources import endpoint_app, host_app, network_app
 from controller.cli.tokens import token_app
 
@@ -28,6 +31,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(lab_app, name="lab")
 app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
+app.add_typer(pki_app, name="pki")
 app.command("events")(events)
 app.command("status")(status)
 
@@ -86,6 +90,22 @@ def controller(
             "/var/lib/vxplane/admin-token]",
         ),
     ] = None,
+    openflow_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--openflow-cert",
+            help="PEM certificate of the OpenFlow listener: with --openflow-key and "
+            "--openflow-ca, switches connect over TLS only (`ssl:` targets) and must present "
+            "a certificate from that CA naming their host (see `vxplane pki`)",
+        ),
+    ] = None,
+    openflow_key: Annotated[
+        Path | None, typer.Option("--openflow-key", help="Its private key (PEM)")
+    ] = None,
+    openflow_ca: Annotated[
+        Path | None,
+        typer.Option("--openflow-ca", help="CA certificate the switches' certificates chain to"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the controller: REST API + OpenFlow listener, on SQLite by default.
@@ -111,7 +131,20 @@ def controller(
     if openflow:
         host, port = _split_hostport(openflow, "--openflow")
         overrides["openflow_host"], overrides["openflow_port"] = host, port
-    run_controller(Settings(**overrides))  # type: ignore[arg-type]
+    for key, value in (
+        ("openflow_cert", openflow_cert),
+        ("openflow_key", openflow_key),
+        ("openflow_ca", openflow_ca),
+    ):
+        if value is not None:
+            overrides[key] = str(value)
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise typer.BadParameter(
+            "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        ) from None
+    run_controller(settings)
 
 
 @app.command(

@@ -18,8 +18,9 @@ from controller import ipam
 from controller.db.base import to_network
 from controller.db.changes import note
 from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
-from controller.errors import AddressExhausted, Conflict
+from controller.errors import AddressExhausted, Conflict, InvalidRequest
 from controller.model import Block, EndpointState
+from vxcommon.names import endpoint_name_error
 
 
 def new_endpoint(
@@ -34,9 +35,13 @@ def new_endpoint(
     """Insert the reserved endpoint ``name``; also whether a block was claimed for ``host``.
 
     ``Conflict`` if ``ip`` is held by another name or the name or address was taken by a
-    concurrent writer; ``InvalidRequest`` or ``AddressExhausted`` from the allocator. Notes
-    ``endpoint.created``; the caller bumps the revision if a block was claimed.
+    concurrent writer; ``InvalidRequest`` for a bad name (the binding route takes it from
+    the URL) or from the allocator, ``AddressExhausted``. Notes ``endpoint.created``; the
+    caller bumps the revision if a block was claimed.
     """
+    error = endpoint_name_error(name)
+    if error:
+        raise InvalidRequest(error)
     if ip is not None:
         holder = session.execute(
             select(EndpointRow.name).where(

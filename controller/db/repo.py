@@ -122,6 +122,7 @@ def create_network(
 ) -> tuple[NetworkRecord, int]:
     """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free)."""
     begin_write(session, serialize=True)
+    ipam.check_subnet(subnet)  # before the default gateway: 255.255.255.255/32 has none
     gateway = gateway if gateway is not None else ipam.default_gateway(subnet)
     ipam.check_network(subnet, gateway, block_prefix)
     if session.execute(select(NetworkRow.id).where(NetworkRow.name == name)).first():

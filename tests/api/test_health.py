@@ -38,3 +38,31 @@ def test_session_factory_injection(db_file_url: str) -> None:
     with TestClient(app) as client:
         assert client.get("/healthz").json()["status"] == "ok"
     engine.dispose()
+
+
+def test_every_operation_declares_the_error_answers(client: TestClient) -> None:
+    """401, 403, 404, 409, 422 and 503 on every operation, each ``{"detail": string}`` (the
+    422 too: what ``validation_error`` sends, not FastAPI's list of objects)."""
+    spec = client.get("/openapi.json").json()
+    problem = spec["components"]["schemas"]["Problem"]
+    assert problem["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            for status in ("401", "403", "404", "409", "422", "503"):
+                assert status in responses, (method, path, status)
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema["$ref"].rsplit("/", 1)[1] in ("Problem", "EndpointConflict")
+
+
+def test_a_body_that_is_not_utf8_json_is_a_clear_400(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/networks",
+        content=b'{"name": "\xff"}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json() == {
+        "detail": "the request body is not JSON in UTF-8 (send Content-Type: application/json)"
+    }

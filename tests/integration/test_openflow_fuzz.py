@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(300)
 API_PORT = slots.port(18455)
 OF_PORT = slots.port(16655)
 GOOD, TARGET, UNKNOWN = 0x1001, 0x1002, 0xBAD0
+HANDSHAKE_TIMEOUT = 2.0
 ZERO_INSTRUCTION = of.instruction(4, b"", length=0)
 ZERO_ACTION = of.apply_actions(struct.pack("!HH4x", 0, 0))
 
@@ -40,6 +41,7 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerP
     ctl = ControllerProcess(
         f"sqlite:///{tmp}/vx.db", tmp / "controller.log", API_PORT, OF_PORT,
         api_host="127.0.0.1", openflow_host="127.0.0.1",
+        env={"VXPLANE_SWITCH_HANDSHAKE_TIMEOUT": str(HANDSHAKE_TIMEOUT)},
     )  # fmt: skip
     ctl.start()
     try:
@@ -117,6 +119,27 @@ def test_second_connection_for_a_connected_dpid_is_refused(api: httpx.Client) ->
         _converges(api, first, "adm2", 12)
     finally:
         first.close()
+
+
+def test_silent_connections_are_closed_after_the_handshake_deadline(api: httpx.Client) -> None:
+    """Connections that never finish the OpenFlow handshake (nothing sent, or a hello only)
+    are closed, so they cannot pile up; a switch that finishes it is kept."""
+    silent = [socket.create_connection(("127.0.0.1", OF_PORT), timeout=10) for _ in range(20)]
+    for s in silent[::2]:
+        s.sendall(of.hello())
+    good = _switch(GOOD)
+    try:
+        t0 = time.monotonic()
+        for s in silent:
+            with s:
+                while s.recv(65536):  # the controller's hello and features request, then EOF
+                    pass
+        took = time.monotonic() - t0
+        assert took < HANDSHAKE_TIMEOUT + 4, f"silent connections open for {took:.1f} s"
+        assert not good.closed.is_set(), "the switch that finished its handshake was closed"
+        _converges(api, good, "hs1", 40)
+    finally:
+        good.close()
 
 
 def _fuzz_messages(rng: random.Random) -> list[bytes]:

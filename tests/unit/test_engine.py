@@ -425,3 +425,19 @@ def test_worker_retries_a_held_flow_when_its_time_comes_without_a_write() -> Non
     finally:
         h.engine.stop()
     assert [c for _, c in c1.adds()].count(bad) == 2, "retried once, without a database change"
+
+
+def test_held_connections_are_capped_and_expire(h: Harness) -> None:
+    from controller import engine as engmod
+
+    held = [FakeConn(0x100 + i) for i in range(engmod.MAX_HELD)]
+    assert all(h.engine.switch_connected(c) for c in held)
+    extra = FakeConn(0x9999)
+    assert not h.engine.switch_connected(extra) and extra.closed, "over the cap: refused"
+    c1 = FakeConn(1)
+    assert h.engine.switch_connected(c1) and c1.dumps == 1, "a registered dpid still gets in"
+    h.now += engmod.HOLD_TIMEOUT + 1
+    assert h.engine.expire_held() == engmod.MAX_HELD
+    assert all(c.closed and c.dumps == 0 for c in held) and not c1.closed
+    late = FakeConn(0x9998)
+    assert h.engine.switch_connected(late) and not late.closed, "room again"

@@ -149,9 +149,12 @@ def test_subnets_too_small_for_gateway_and_one_endpoint_are_refused(subnet: str)
         ("10.0.0.0/24", "10.0.1.1", "outside subnet"),
         ("10.0.0.0/24", "10.0.0.0", "network or broadcast"),
         ("10.0.0.0/24", "10.0.0.255", "network or broadcast"),
-        ("224.0.0.0/24", "224.0.0.1", "not a unicast"),
-        ("127.0.0.0/24", "127.0.0.1", "not a unicast"),
+        ("224.0.0.0/24", "224.0.0.1", "multicast"),
+        ("127.0.0.0/24", "127.0.0.1", "loopback"),
         ("240.0.0.0/24", "240.0.0.1", "reserved"),
+        ("126.0.0.0/7", "126.0.0.1", "loopback"),
+        ("0.0.0.0/1", "0.0.0.1", "this network"),
+        ("169.254.0.0/16", "169.254.0.1", "link-local"),
     ],
 )
 def test_bad_networks_are_refused(subnet: str, gateway: str, words: str) -> None:

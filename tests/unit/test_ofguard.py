@@ -117,6 +117,7 @@ class FakeDatapath(ProtocolDesc):  # type: ignore[misc]
         self.state = MAIN_DISPATCHER
         self.id = 0x2A
         self.address = ("127.0.0.1", 4000)
+        self.socket = object()
         self.closed = False
 
     def close(self) -> None:

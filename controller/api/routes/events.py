@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from controller.api.deps import EventsDep, SettingsDep
 from controller.api.schemas import EventPublic, EventsRecent, Problem
+from controller.errors import InvalidRequest
 from controller.events import Event, EventHub, _Subscriber
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
@@ -50,6 +52,22 @@ STREAM_DOC = {
         "the `Retry-After` header's seconds",
     },
 }
+
+
+MAX_EVENT_ID = 2**63 - 1
+_EVENT_ID_RE = re.compile(r"[0-9]{1,19}")
+
+
+def _event_id(header: str) -> int:
+    """The event id of a ``Last-Event-ID`` header (ASCII digits, at most 2**63 - 1)."""
+    text = header.strip()
+    if _EVENT_ID_RE.fullmatch(text) and int(text) <= MAX_EVENT_ID:
+        return int(text)
+    shown = repr(text if len(text) <= 40 else text[:40] + "...")
+    raise InvalidRequest(
+        f"Last-Event-ID {shown} is not an event id: send the id of the last event received "
+        "(a decimal number), or no header to follow new events only"
+    )
 
 
 def _matcher(types: str | None):  # type: ignore[no-untyped-def]
@@ -128,7 +146,8 @@ async def event_stream(
     settings: SettingsDep,
     types: Types = None,
     after: Annotated[
-        int | None, Query(ge=0, description="replay events after this id (else: new only)")
+        int | None,
+        Query(ge=0, le=MAX_EVENT_ID, description="replay events after this id (else: new only)"),
     ] = None,
     last_event_id: Annotated[
         str | None, Header(description="set by EventSource on reconnect; wins over `after`")
@@ -138,9 +157,7 @@ async def event_stream(
 
     At most ``max_event_subscribers`` streams (64 by default) are open at once; past that the
     answer is 503 with ``Retry-After``."""
-    start = after
-    if last_event_id and last_event_id.strip().isdigit():
-        start = int(last_event_id.strip())
+    start = _event_id(last_event_id) if last_event_id and last_event_id.strip() else after
     sub = hub.subscribe(settings.max_event_subscribers)
     return _EventStream(
         _stream(hub, start, types, settings.events_keepalive, sub),
@@ -153,7 +170,9 @@ def recent_events(
     hub: EventsDep,
     types: Types = None,
     limit: Annotated[int, Query(ge=1, le=10000, description="at most this many")] = 100,
-    after: Annotated[int, Query(ge=0, description="only events after this id")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="only events after this id")
+    ] = 0,
 ) -> EventsRecent:
     """The newest events kept by the controller (oldest first)."""
     wanted = _matcher(types)
