@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -189,6 +190,41 @@ class _Deadlines:
 _deadlines = _Deadlines()
 
 
+_in_factory = threading.local()  # set once a connection got past TLS into os-ken's factory
+
+
+def _logged_server(base: Any) -> Any:
+    """os-ken's StreamServer, but a TLS handshake that fails (a certificate from another CA,
+    none at all, not TLS) is logged as a refused switch instead of escaping its thread."""
+
+    class LoggedStreamServer(base):  # type: ignore[misc, valid-type]
+        vxplane_guard = True
+
+        def __init__(self, listen_info: Any, handle: Any = None, *args: Any, **kw: Any) -> None:
+            super().__init__(listen_info, handle, *args, **kw)
+            inner: Any = self.handle  # type: ignore[has-type]
+
+            def handle_logged(sock: Any, address: Any) -> None:
+                _in_factory.entered = False
+                try:
+                    inner(sock, address)
+                except (ssl.SSLError, OSError) as exc:
+                    if getattr(_in_factory, "entered", False):
+                        raise
+                    log.warning(
+                        "switch connection from %s refused: TLS handshake failed (%s)",
+                        address, getattr(exc, "reason", None) or exc,
+                    )  # fmt: skip
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+            self.handle = handle_logged
+
+    return LoggedStreamServer
+
+
 def install_guard(handshake_timeout: float = 10.0) -> None:
     """Put ``ofguard.check`` in front of os-ken's message parser, and a handshake deadline
     on every new connection (once per process).
@@ -205,10 +241,13 @@ def install_guard(handshake_timeout: float = 10.0) -> None:
         factory = controller.datapath_connection_factory
         if not getattr(factory, "vxplane_guard", False):
             controller.datapath_connection_factory = _with_deadline(factory)
+        if not getattr(controller.StreamServer, "vxplane_guard", False):
+            controller.StreamServer = _logged_server(controller.StreamServer)
 
 
 def _with_deadline(factory: Any) -> Any:
     def connection(sock: Any, address: Any) -> Any:
+        _in_factory.entered = True
         _deadlines.start(sock, address)
         try:
             return factory(sock, address)

@@ -7,11 +7,11 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from controller.ipam import MAX_VNI, MIN_VNI
 from controller.model import EndpointState
-from vxcommon.names import check_endpoint_name, check_name
+from vxcommon.names import ENDPOINT_NAME_PATTERN, NAME_PATTERN, check_endpoint_name, check_name
 
 MAX_OFPORT = 65279  # OVS refuses higher port numbers (0xfeff; 65534 is a bridge's LOCAL)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
@@ -111,12 +111,45 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-Name = Annotated[str, AfterValidator(check_name)]
-EndpointName = Annotated[str, AfterValidator(check_endpoint_name)]
-Subnet = Annotated[IPv4Network, BeforeValidator(_subnet)]
+# The schema states the rules that JSON Schema can (a pattern); the validators say the rest
+# and give the clear message, so ``pattern`` is documented here, not enforced by pydantic.
+Name = Annotated[
+    str, AfterValidator(check_name), Field(json_schema_extra={"pattern": NAME_PATTERN})
+]
+EndpointName = Annotated[
+    str,
+    AfterValidator(check_endpoint_name),
+    Field(json_schema_extra={"pattern": ENDPOINT_NAME_PATTERN}),
+]
+_OCTETS = r"[0-9]{1,3}(\.[0-9]{1,3}){3}"
+Subnet = Annotated[
+    IPv4Network,
+    BeforeValidator(_subnet),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "ipv4network",
+            "pattern": rf"^{_OCTETS}/([0-9]{{1,2}}|{_OCTETS})$",
+            "examples": ["10.10.0.0/24"],
+        }
+    ),
+]
 Address = Annotated[IPv4Address, BeforeValidator(_address)]
 UnderlayAddress = Annotated[IPv4Address, BeforeValidator(_address), AfterValidator(_underlay)]
-Dpid = Annotated[int, BeforeValidator(_dpid)]
+Dpid = Annotated[
+    int,
+    BeforeValidator(_dpid),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^(0x)?[0-9a-fA-F:]{1,23}$"},
+                {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+            ],
+            "description": "16 hex digits (colons allowed), or the number",
+            "examples": ["0000aabbccddeeff"],
+        }
+    ),
+]
 Vni = Annotated[int, Field(ge=MIN_VNI, le=MAX_VNI, strict=True)]
 OfPort = Annotated[int, Field(ge=1, le=MAX_OFPORT, strict=True)]
 PortName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_port_name)]

@@ -103,11 +103,17 @@ def _refused(stack: Stack, sw: FakeSwitch, what: str) -> None:
 
 
 def test_certificate_from_another_ca_is_refused(stack: Stack) -> None:
+    before = len(stack.ctl.log_path.read_text())
     other = stack.tmp / "other-ca"
     pki.init_ca(other)
     pki.issue(other, stack.lab.host_name(2), "host")
     tls = stack.client_ctx(other, stack.lab.host_name(2))
     _refused(stack, stack.fake(stack.dpid(2), tls), "another CA's certificate")
+    _wait("the refusal in the log", lambda: "CERTIFICATE_VERIFY_FAILED" in _log(stack, before))
+
+
+def _log(stack: Stack, start: int) -> str:
+    return stack.ctl.log_path.read_text()[start:]
 
 
 def test_certificate_naming_another_host_is_refused(stack: Stack) -> None:
@@ -121,8 +127,10 @@ def test_certificate_naming_another_host_is_refused(stack: Stack) -> None:
 
 
 def test_no_certificate_or_no_tls_is_refused(stack: Stack) -> None:
+    before = len(stack.ctl.log_path.read_text())
     _refused(stack, stack.fake(stack.dpid(2), stack.client_ctx("", None)), "no certificate")
     _refused(stack, stack.fake(stack.dpid(2), None), "plain TCP")
+    _wait("both refusals in the log", lambda: _log(stack, before).count("TLS handshake") >= 2)
 
 
 def test_agent_sets_the_switch_ssl_files(stack: Stack) -> None:

@@ -152,3 +152,14 @@ def test_agent_ssl_options_make_an_ssl_target() -> None:
         AgentSettings.from_cli([*base, "--ovs-ssl-key", "/k"])
     with pytest.raises(ValueError, match="an ssl: target needs"):
         AgentSettings.from_cli([*base, "--openflow", "ssl:10.0.0.5:6653"])
+
+
+def test_a_host_certificate_cannot_pose_as_the_controller(tmp_path: Path) -> None:
+    """Host certificates are client-only (EKU clientAuth): a switch verifying its controller
+    against the CA refuses a server presenting one (OpenSSL's server-purpose check)."""
+    pki.init_ca(tmp_path)
+    pki.issue(tmp_path, "h1", "host")
+    pki.issue(tmp_path, "h2", "host")
+    server = (tmp_path / "h1.pem", tmp_path / "h1.key", tmp_path / "ca.pem")
+    client = _client(tmp_path, "h2", tmp_path / "ca.pem")
+    assert _handshake(server, client) is None

@@ -98,7 +98,11 @@ def _mark_ready(factory: sessionmaker[Session], revision: int, hosts: list[str])
         session.commit()
 
 
-@router.post("/networks/{network}/endpoints", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/networks/{network}/endpoints",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": EndpointPublic, "description": "found again (the name exists)"}},
+)
 @allow(Role.agent)
 def create_endpoint(
     network: str,

@@ -21,11 +21,15 @@ from controller.db.base import format_dpid
 from controller.db.records import HostRecord
 from controller.hostwatch import is_alive
 from controller.sync import FlowSync, SwitchStatus
-from vxcommon.names import check_name
+from vxcommon.names import NAME_PATTERN, check_name
 
 router = APIRouter(prefix="/api/v1/hosts", tags=["hosts"])
 
-HostName = Annotated[str, Path(description="host name"), AfterValidator(check_name)]
+HostName = Annotated[
+    str,
+    Path(description="host name", json_schema_extra={"pattern": NAME_PATTERN}),
+    AfterValidator(check_name),
+]
 
 
 def host_status(alive: bool, switch: SwitchStatus | None, wanted: int) -> HostStatus:
