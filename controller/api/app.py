@@ -108,6 +108,7 @@ def create_app(
     web.mount(app)
     app.add_middleware(HostHeaderMiddleware, allowed=settings.allowed_hosts_or_default())
     _add_error_handlers(app)
+    _document_bearer(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
@@ -142,6 +143,35 @@ async def _housekeeping(
         except Exception as exc:  # the database may be busy: try again next round
             log.warning("host watch: %s", exc)
         await asyncio.sleep(settings.host_watch_interval)
+
+
+OPEN_OPERATIONS = {("/healthz", "get"), ("/api/v1/session", "post"), ("/api/v1/session", "delete")}
+
+
+def _document_bearer(app: FastAPI) -> None:
+    """State in the OpenAPI schema that every operation but the open ones needs a bearer
+    token (``/docs`` then has its Authorize button)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API token, vxp_<id>_<secret> (`vxplane token create`)",
+                }
+            }
+            schema["security"] = [{"bearer": []}]
+            for path, item in schema["paths"].items():
+                for method, operation in item.items():
+                    if (path, method) in OPEN_OPERATIONS:
+                        operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -329,3 +329,16 @@ def test_listen_address_is_loopback_by_default() -> None:
     assert settings.api_host == "127.0.0.1" and settings.openflow_host == "127.0.0.1"
     with_addr = Settings(api_host="198.18.0.254")
     assert with_addr.allowed_hosts_or_default()[0] == "198.18.0.254"
+
+
+def test_openapi_states_the_bearer_requirement(world: World) -> None:
+    app = create_app(Settings(db_url=f"sqlite:///{world.template}"), sync=RecordingSync())
+    spec = app.openapi()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+    assert "security" not in spec["paths"]["/api/v1/networks"]["post"]
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            if operation.get("security") != []:
+                assert "401" in operation["responses"], (method, path)

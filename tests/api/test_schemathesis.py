@@ -30,8 +30,10 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from controller.api.app import create_app
+from controller.auth import Role
 from controller.config import Settings
-from controller.db import migrate
+from controller.db import migrate, tokens
+from controller.db.session import make_engine, make_session_factory
 
 MAX_EXAMPLES = 40
 # "Schema-valid request rejected": the API checks more than JSON Schema can say (a subnet's
@@ -41,6 +43,7 @@ MAX_EXAMPLES = 40
 EXCLUDED_CHECKS = [positive_data_acceptance]
 SEEDED = {"network": ["blue", "red"], "name": ["blue", "red", "h1", "h2", "web", "db", "a/b"]}
 SKIPPED = {("GET", "/api/v1/events")}  # endless stream (see the module docstring)
+AUTH: dict[str, str] = {}  # an admin token, made by the fixture (roles: test_auth.py)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,15 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     path: Path = tmp_path_factory.mktemp("schemathesis") / "vxplane.db"
     url = f"sqlite:///{path}"
     migrate.upgrade(url)
-    app = create_app(Settings(db_url=url, ready_timeout=0.1))  # type: ignore[call-arg]
-    with TestClient(app) as client:
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        _, token = tokens.create_token(session, Role.admin)
+        session.commit()
+    engine.dispose()
+    AUTH["Authorization"] = f"Bearer {token}"
+    # Host headers are checked in tests/api/test_auth.py; here any is fine.
+    app = create_app(Settings(db_url=url, ready_timeout=0.1, allowed_hosts=["*"]))
+    with TestClient(app, headers=AUTH) as client:
         client.post("/api/v1/networks", json={"name": "blue", "subnet": "10.1.0.0/16"})
         client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": 1})
         client.post("/api/v1/networks", json={"name": "red", "subnet": "10.2.0.0/29"})
@@ -75,7 +85,7 @@ def _run(operation: Any, mode: GenerationMode) -> str | None:
     )
     def check(case: schemathesis.Case) -> None:
         try:
-            case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
+            case.call_and_validate(headers=AUTH, excluded_checks=EXCLUDED_CHECKS)
         except (AssertionError, BaseExceptionGroup):  # schemathesis' own report
             raise
         except Exception as exc:  # the app raised: a 500 (the TestClient re-raises it)
@@ -90,10 +100,22 @@ def _run(operation: Any, mode: GenerationMode) -> str | None:
     return None
 
 
+def _spec(app: Any) -> dict[str, Any]:
+    """The app's schema without its bearer requirement: every request carries the fixture's
+    admin token, so negative cases that "leave out" the token would be sent with it anyway
+    (who may do what, and 401 without a token, is tests/api/test_auth.py's role matrix)."""
+    spec = copy.deepcopy(app.openapi())
+    spec.pop("security", None)
+    for item in spec["paths"].values():
+        for operation in item.values():
+            operation.pop("security", None)
+    return spec
+
+
 def _seeded(app: Any) -> Any:
     """The app's schema with the path names drawn from what the fixture made, so generated
     requests reach the routes' work (bind, move, unbind, delete) and not only their 404."""
-    spec = copy.deepcopy(app.openapi())
+    spec = _spec(app)
     for item in spec["paths"].values():
         for operation in item.values():
             for param in operation.get("parameters", []):
@@ -110,7 +132,8 @@ def test_api_answers_match_the_schema_and_never_5xx(app: Any, seeded: bool) -> N
     if seeded:
         schema = _seeded(app)
     else:
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        schema = schemathesis.openapi.from_dict(_spec(app))
+        schema.app = app
     failures = []
     ran = 0
     for result in schema.get_all_operations():
