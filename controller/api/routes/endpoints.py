@@ -206,12 +206,30 @@ async def get_endpoint(
     )
 
 
-@router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    ITEM,
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"model": EndpointConflict, "description": "a condition failed"}},
+)
 def delete_endpoint(
-    network: str, name: str, session: SessionDep, sync: SyncDep, events: EventsDep
+    network: str,
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    events: EventsDep,
+    if_unbound: Annotated[
+        bool, Query(description="delete only if bound to no host (else 409, nothing changes)")
+    ] = False,
+    if_revision: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="delete only at this revision")
+    ] = None,
 ) -> Response:
-    """Forget the endpoint and free its address."""
-    commit(session, sync, repo.delete_endpoint(session, network, name), events)
+    """Forget the endpoint and free its address; the conditions are checked in the deleting
+    transaction (409 with the endpoint as it is when one fails)."""
+    revision = repo.delete_endpoint(
+        session, network, name, if_unbound=if_unbound, if_revision=if_revision
+    )
+    commit(session, sync, revision, events)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
