@@ -87,6 +87,11 @@ class AgentSettings(BaseSettings):
         "local", description="Docker driver scope: local, or global under swarm"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    adopt_cluster: bool = Field(
+        False,
+        description="join the controller's cluster even if br-int belongs to another one "
+        "(external_ids:vxplane-cluster-id); without it the agent refuses such a controller",
+    )
 
     @field_validator("host")
     @classmethod
