@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DB_URL = "sqlite:////var/lib/vxplane/vxplane.db"
 DEFAULT_TOKEN_FILE = "/var/lib/vxplane/admin-token"
+MAX_RESERVATION_TTL = 10 * 365 * 86400  # ten years, in seconds
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,13 @@ class Settings(BaseSettings):
         None, description="CA that signs the switches' certificates (required with TLS)"
     )
     default_block_prefix: int = Field(26, ge=8, le=32, description="host-affinity block size")
+    reservation_ttl: int = Field(
+        86400,
+        ge=0,
+        le=MAX_RESERVATION_TTL,
+        description="default of a new network's reservation_ttl: seconds after which an "
+        "unbound endpoint's address may be reclaimed by a full subnet (0: never)",
+    )
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
     host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
     host_watch_interval: float = Field(

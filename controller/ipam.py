@@ -9,8 +9,9 @@ result. The rules, in order, for an endpoint address:
    unowned block with a free address is claimed for the host (a new ``Block``); else any
    free address of the subnet (it becomes a /32 exception in the dataplane).
 3. Without a host: the first free address outside every owned block, then anywhere.
-4. A full subnet reclaims the oldest reservation (an unbound name still holding an
-   address); with none to reclaim, ``AddressExhausted``. Nothing is allocated on failure.
+4. A full subnet reclaims the first of ``reclaimable`` (reservations, unbound names still
+   holding an address, that the caller allows to be taken back: ``controller.db.allocate``
+   decides which); with none, ``AddressExhausted``. Nothing is allocated on failure.
 
 Blocks are ``max(block_prefix, subnet prefixlen)`` long and aligned inside the subnet.
 Addresses are handled as ints inside this module for speed on large subnets.

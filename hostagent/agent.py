@@ -27,6 +27,8 @@ from hostagent.settings import AgentSettings
 
 log = logging.getLogger("hostagent")
 
+EXT_CLUSTER = "vxplane-cluster-id"  # br-int's external_ids: the cluster this host joined
+
 
 class Agent:
     """The state and verbs of one host's agent."""
@@ -57,6 +59,7 @@ class Agent:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._register_lock = threading.Lock()
+        self._adopted = False  # --adopt-cluster applies to the first registration only
         ovs.on_port_down = self._port_down
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -82,12 +85,30 @@ class Agent:
         with self._register_lock:
             if self.registered:
                 return
-            self.client.register_host(
-                self.host, str(self.settings.underlay_ip), self.dpid, self.tunnel_port
-            )
+            self._register_in_cluster()
             log.info("host %s: registered at %s", self.host, self.client.base_url)
             self.reconcile()
             self.registered = True
+
+    def _register_in_cluster(self) -> None:
+        """Register, sending the cluster id kept in br-int (the controller refuses, 409, if
+        its database is another cluster's: then nothing here changes); keep the id of the
+        cluster joined. ``--adopt-cluster`` sends none on this process's first registration."""
+        kept = self.ovs.bridge_ids(self.bridge).get(EXT_CLUSTER)
+        adopt = self.settings.adopt_cluster and not self._adopted
+        answer = self.client.register_host(
+            self.host, str(self.settings.underlay_ip), self.dpid, self.tunnel_port,
+            cluster_id=None if adopt else kept,
+        )  # fmt: skip
+        joined = answer.get("cluster_id")
+        if joined and joined != kept:
+            if kept and not adopt:  # a controller that does not check: do not reconcile
+                raise AgentError(f"controller is cluster {joined}, {self.bridge} is in {kept}")
+            self.ovs.set_bridge_ids(self.bridge, {EXT_CLUSTER: joined})
+            was = f"was {kept}" if kept else "new"
+            level = logging.WARNING if kept else logging.INFO
+            log.log(level, "host %s: joined cluster %s (%s)", self.host, joined, was)
+        self._adopted = True
 
     def start(self) -> None:
         """Start the control thread (bridge, registration, reconciliation, heartbeats)."""
@@ -172,17 +193,22 @@ class Agent:
     def reconcile(self) -> list[planmod.Action]:
         """Bring the controller and the local ports into agreement; return what was done."""
         local = self.local_ports()
-        remote = {ep.key: _remote(ep) for ep in self.client.list_endpoints(host=self.host)}
+        read = {ep.key: ep for ep in self.client.list_endpoints(host=self.host)}
         for port in local:
-            if port.key not in remote:
+            if port.key not in read:
                 try:
-                    remote[port.key] = _remote(self.client.get_endpoint(*port.key))
+                    read[port.key] = self.client.get_endpoint(*port.key)
                 except ControllerError as exc:
                     if exc.status != 404:
                         raise
+        remote = {key: _remote(ep) for key, ep in read.items()}
         actions = planmod.plan(self.host, remote.values(), local)
         for action in actions:
-            self._apply(action)
+            # binds are compare-and-set on what was read: a bind or move by someone else
+            # since then wins (409), and the next reconciliation sees it
+            self._apply(
+                action, read[action.port.key].revision if isinstance(action, planmod.Bind) else 0
+            )
         if actions:
             log.info("host %s: reconciled: %s", self.host, actions)
         return actions
@@ -191,7 +217,9 @@ class Agent:
         """Whether br-int has a port with a live device for the endpoint, right now."""
         return any(p.key == (network, name) and p.ofport for p in self.local_ports())
 
-    def _apply(self, action: planmod.Action) -> None:
+    def _apply(self, action: planmod.Action, revision: int = 0) -> None:
+        """Carry out one planned action; a bind only if the endpoint is still at ``revision``
+        (0 for a re-creation: only if the name is still unknown)."""
         lock = self.plugger.lock
         try:
             if isinstance(action, planmod.Recreate | planmod.Bind):
@@ -203,6 +231,7 @@ class Agent:
                         self.client.bind(
                             port.network, port.name, self.host, port.ofport, port.port_name,
                             create=True, ip=str(port.ip) if port.ip else None,
+                            if_revision=revision,
                         )  # fmt: skip
             elif isinstance(action, planmod.Unbind):
                 with lock(action.network, action.name):

@@ -102,14 +102,23 @@ class ControllerClient:
         return self._call("GET", "/healthz").json()
 
     def register_host(
-        self, name: str, underlay_ip: str, dpid: int | None = None, tunnel_port: int | None = None
+        self,
+        name: str,
+        underlay_ip: str,
+        dpid: int | None = None,
+        tunnel_port: int | None = None,
+        cluster_id: str | None = None,
     ) -> dict[str, Any]:
-        """Register or update this host (``PUT /api/v1/hosts/{name}``); returns the Host."""
+        """Register or update this host (``PUT /api/v1/hosts/{name}``); returns the Host with
+        the controller's ``cluster_id``. With ``cluster_id``, ControllerError 409 (nothing
+        changed) if the controller's database is another cluster's."""
         body: dict[str, Any] = {"underlay_ip": underlay_ip}
         if dpid is not None:
             body["dpid"] = f"{dpid:016x}"
         if tunnel_port is not None:
             body["tunnel_port"] = tunnel_port
+        if cluster_id is not None:
+            body["cluster_id"] = cluster_id
         return self._call("PUT", f"{API}/hosts/{_seg(name)}", json=body).json()
 
     def heartbeat(self, name: str) -> dict[str, Any]:
@@ -183,10 +192,16 @@ class ControllerClient:
         ip: str | None = None,
         labels: dict[str, str] | None = None,
         wait_ready: float | None = None,
+        if_revision: int | None = None,
     ) -> tuple[Endpoint, bool]:
         """Bind (or move) the endpoint to ``host``'s ``ofport``; with ``create`` make it first
-        if the name is new, all in one request. Returns (Endpoint, created-by-this-call)."""
+        if the name is new, all in one request. Returns (Endpoint, created-by-this-call).
+
+        ``if_revision``: only if that is still the endpoint's revision (0: a new name), else
+        ControllerError 409 and nothing changes (someone else bound it since it was read)."""
         body: dict[str, Any] = {"host": host, "ofport": ofport}
+        if if_revision is not None:
+            body["if_revision"] = if_revision
         if port_name is not None:
             body["port_name"] = port_name
         if ip is not None:
@@ -211,9 +226,22 @@ class ControllerClient:
         )
         return Endpoint.from_api(resp.json())
 
-    def delete_endpoint(self, network: str, name: str) -> None:
-        """Forget the endpoint and free its address."""
-        self._call("DELETE", f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}")
+    def delete_endpoint(
+        self,
+        network: str,
+        name: str,
+        *,
+        if_unbound: bool = False,
+        if_revision: int | None = None,
+    ) -> None:
+        """Forget the endpoint and free its address. ``if_unbound`` / ``if_revision``: only if
+        it is bound to no host / still at that revision, checked in the deleting transaction
+        (else ControllerError 409 and nothing changes)."""
+        self._call(
+            "DELETE",
+            f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}",
+            params={"if_unbound": "true" if if_unbound else None, "if_revision": if_revision},
+        )
 
     def list_endpoints(
         self, network: str | None = None, host: str | None = None, state: str | None = None

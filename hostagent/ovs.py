@@ -55,7 +55,7 @@ COLUMNS = {
     "SSL": ["private_key", "certificate", "ca_cert"],
     "Bridge": [
         "name", "ports", "datapath_type", "datapath_id", "fail_mode", "protocols",
-        "other_config", "controller",
+        "other_config", "controller", "external_ids",
     ],
     "Port": ["name", "interfaces"],
     "Interface": [
@@ -242,6 +242,16 @@ class OvsdbOps:
         found = dpid()
         assert found is not None
         return found
+
+    def bridge_ids(self, name: str) -> dict[str, str]:
+        """The bridge's ``external_ids`` (empty if there is no such bridge)."""
+        with self._idl.lock:
+            row = idlutils.row_by_value(self._idl, "Bridge", "name", name, None)
+            return dict(row.external_ids) if row is not None else {}
+
+    def set_bridge_ids(self, name: str, external_ids: Mapping[str, str]) -> None:
+        """Add or update keys of the bridge's ``external_ids`` (others are kept)."""
+        self._execute(*(self.api.br_set_external_id(name, k, v) for k, v in external_ids.items()))
 
     # -- ports ---------------------------------------------------------------------------
 

@@ -208,8 +208,9 @@ class Plugger:
                         "host %s: %s got ofport %d, not %d", self.host, host_if, ofport, want
                     )
                     ep, _ = self.client.bind(
-                        req.network, req.name, self.host, ofport, host_if, wait_ready=wait
-                    )
+                        req.network, req.name, self.host, ofport, host_if, wait_ready=wait,
+                        if_revision=ep.revision,  # not if someone else bound it meanwhile
+                    )  # fmt: skip
                     if not ep.ready:
                         raise NotReady(f"{req.network}/{req.name} not ready at ofport {ofport}")
                 label.result()
@@ -275,14 +276,24 @@ class Plugger:
         )
 
     def _rebind(self, req: PlugRequest, host_if: str, wait: float) -> Endpoint:
-        """Already plugged: make sure the binding is current (same address) and ready."""
+        """Already plugged: make sure the binding is current (same address) and ready.
+
+        A compare-and-set on the endpoint as read here (0: unknown name), so that a bind by
+        someone else in between is not silently undone (409)."""
         assert req.netns is not None
         port = next(p for p in self.ovs.ports(self.bridge) if p.name == host_if)
         assert port.ofport is not None
         ip = req.ip or port.external_ids.get(EXT_IP)  # the address the container has
+        try:
+            seen = self.client.get_endpoint(req.network, req.name).revision
+        except ControllerError as exc:
+            if exc.status != 404:
+                raise
+            seen = 0
         ep, _ = self.client.bind(
             req.network, req.name, self.host, port.ofport, host_if,
             create=True, ip=ip, labels=dict(req.labels) or None, wait_ready=wait,
+            if_revision=seen,
         )  # fmt: skip
         link = self.links.get_link(req.ifname, req.netns)
         if link is None or link.mac.lower() != ep.mac:

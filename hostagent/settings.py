@@ -96,6 +96,11 @@ class AgentSettings(BaseSettings):
         "local", description="Docker driver scope: local, or global under swarm"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    adopt_cluster: bool = Field(
+        False,
+        description="join the controller's cluster even if br-int belongs to another one "
+        "(external_ids:vxplane-cluster-id); without it the agent refuses such a controller",
+    )
 
     def read_token(self) -> str:
         """The agent token from ``token_file``; exits with what to do if it is missing."""

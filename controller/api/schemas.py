@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
+from controller.config import MAX_RESERVATION_TTL
 from controller.ipam import MAX_VNI, MIN_VNI
 from controller.model import EndpointState
 from vxcommon.names import ENDPOINT_NAME_PATTERN, NAME_PATTERN, check_endpoint_name, check_name
@@ -187,6 +188,20 @@ class NetworkCreate(_Body):
     gateway: Address | None = None
     vni: Vni | None = None
     block_prefix: int | None = Field(None, ge=8, le=32, strict=True)
+    reclaim: bool = Field(
+        False,
+        strict=True,
+        description="when the subnet is full, a new endpoint may take the address of any "
+        "unbound reservation (the oldest); off: only of one older than reservation_ttl",
+    )
+    reservation_ttl: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_RESERVATION_TTL,
+        strict=True,
+        description="seconds an unbound endpoint surely keeps its address; after that a full "
+        "subnet may reclaim it (0: never; default: the controller's reservation_ttl, 86400)",
+    )
 
 
 class NetworkPublic(_Public):
@@ -199,6 +214,8 @@ class NetworkPublic(_Public):
     block_prefix: int
     endpoints: int
     created_at: datetime
+    reclaim: bool
+    reservation_ttl: int
 
 
 class HostRegister(_Body):
@@ -207,6 +224,12 @@ class HostRegister(_Body):
     underlay_ip: UnderlayAddress
     dpid: Dpid | None = None
     tunnel_port: OfPort | None = None
+    cluster_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="the cluster the host's agent belongs to: 409 (nothing changes) unless it "
+        "is this controller's database's; omitted: any (a new agent, or one adopting)",
+    )
 
 
 class SwitchPublic(_Public):
@@ -245,6 +268,9 @@ class HostPublic(BaseModel):
         "connected), lagging (applied < wanted) or converged"
     )
     endpoints: int = Field(description="endpoints bound to this host")
+    cluster_id: str | None = Field(
+        None, description="the controller database's cluster id (in the registration answer)"
+    )
 
 
 class EventPublic(BaseModel):

@@ -57,6 +57,22 @@ def network_create(
     subnet: Annotated[str, typer.Option(help="IPv4 subnet in CIDR form, e.g. 10.10.0.0/24")],
     gateway: Annotated[str | None, typer.Option(help="Gateway IP [default: first address]")] = None,
     vni: Annotated[int | None, typer.Option(help="VXLAN network id [default: lowest free]")] = None,
+    reclaim: Annotated[
+        bool,
+        typer.Option(
+            "--reclaim",
+            help="When the subnet is full, give a new endpoint the address of the oldest "
+            "unbound reservation [default: only of one unbound longer than its TTL]",
+        ),
+    ] = False,
+    reservation_ttl: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Seconds an unbound endpoint surely keeps its address; 0: for good "
+            "[default: the controller's, 86400]",
+        ),
+    ] = None,
     api: ApiOpt = None,
     token: TokenOpt = None,
     output: OutOpt = Output.table,
@@ -67,6 +83,10 @@ def network_create(
         body["gateway"] = gateway
     if vni is not None:
         body["vni"] = vni
+    if reclaim:
+        body["reclaim"] = True
+    if reservation_ttl is not None:
+        body["reservation_ttl"] = reservation_ttl
     net = call(api, "POST", "/api/v1/networks", json=body, token=token)
     if output == Output.json:
         render_one(net, output)

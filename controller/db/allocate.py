@@ -1,5 +1,12 @@
 """A new endpoint's row: its address from the pure allocator (``ipam``), a block claimed for
-its host if needed, reclaiming the oldest reservation only when the subnet is full.
+its host if needed, reclaiming a reservation only when the subnet is full.
+
+A reservation is an unbound endpoint: it keeps its address so that its name finds it again.
+A full subnet takes back the oldest one (by when it was unbound, or made if never bound)
+only if the network allows it: with ``reclaim`` any of them, otherwise only one unbound for
+at least the network's ``reservation_ttl`` seconds (0: never), so churned names do not fill
+a subnet for good but a stopped container's address is kept for that long. Else the create
+answers 409 and nothing changes.
 
 Used by ``controller.db.endpoints`` (create, create-and-bind) inside their write transaction,
 with the network row already locked ``FOR UPDATE``; nothing here bumps the revision or commits.
@@ -7,8 +14,9 @@ with the network row already locked ``FOR UPDATE``; nothing here bumps the revis
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -51,7 +59,7 @@ def new_endpoint(
         if holder is not None:
             raise Conflict(f"{ip} is already held by endpoint {holder!r} of network {net.name!r}")
 
-    allocation = _allocate(session, net, host.name if host is not None else None, ip)
+    allocation = _allocate(session, net, host.name if host is not None else None, ip, now)
     if allocation.reclaimed is not None:
         session.execute(
             delete(EndpointRow).where(
@@ -84,9 +92,10 @@ def new_endpoint(
 
 
 def _allocate(
-    session: Session, net: NetworkRow, host: str | None, ip: IPv4Address | None
+    session: Session, net: NetworkRow, host: str | None, ip: IPv4Address | None, now: datetime
 ) -> ipam.Allocation:
-    """Run the pure allocator on what the network holds; reclaim only when it is full."""
+    """Run the pure allocator on what the network holds; reclaim only when it is full, and
+    only what the network allows (module docstring)."""
     network = to_network(net)
     used = {
         IPv4Address(value)
@@ -107,14 +116,45 @@ def _allocate(
     except AddressExhausted:
         if ip is not None:
             raise
-    oldest = func.coalesce(EndpointRow.released_at, EndpointRow.created_at)
-    reclaimable = [
-        ipam.Reservation(name, IPv4Address(value))
-        for name, value in session.execute(
-            select(EndpointRow.name, EndpointRow.ip)
-            .where(EndpointRow.network_id == net.id, EndpointRow.host_id.is_(None))
-            .order_by(oldest, EndpointRow.id)
-            .limit(1)
-        )
-    ]
+    since = func.coalesce(EndpointRow.released_at, EndpointRow.created_at)
+    query = (
+        select(EndpointRow.name, EndpointRow.ip)
+        .where(EndpointRow.network_id == net.id, EndpointRow.host_id.is_(None))
+        .order_by(since, EndpointRow.id)
+        .limit(1)
+    )
+    if not net.reclaim:
+        if net.reservation_ttl <= 0:
+            raise _full(session, net, used, since)
+        query = query.where(since <= now - timedelta(seconds=net.reservation_ttl))
+    reclaimable = [ipam.Reservation(n, IPv4Address(v)) for n, v in session.execute(query)]
+    if not reclaimable:
+        raise _full(session, net, used, since)
     return ipam.allocate(network, used, blocks, host=host, reclaimable=reclaimable)
+
+
+def _full(
+    session: Session, net: NetworkRow, used: set[IPv4Address], since: Any
+) -> AddressExhausted:
+    """The 409 of a full subnet that may reclaim nothing: what holds it and what to do."""
+    reserved, oldest = session.execute(
+        select(func.count(), func.min(since)).where(
+            EndpointRow.network_id == net.id, EndpointRow.host_id.is_(None)
+        )
+    ).one()
+    text = (
+        f"subnet {net.subnet} of network {net.name!r} is exhausted: every address is held by "
+        f"an endpoint ({len(used)}), {reserved} of them by unbound reservations"
+    )
+    if reserved and net.reservation_ttl > 0:
+        text += (
+            f" (kept {net.reservation_ttl} s after they are unbound; the oldest, unbound at "
+            f"{oldest:%Y-%m-%d %H:%M:%S}, can be reclaimed from "
+            f"{oldest + timedelta(seconds=net.reservation_ttl):%Y-%m-%d %H:%M:%S} UTC)"
+        )
+    elif reserved:
+        text += " (kept for good: reservation_ttl is 0)"
+    return AddressExhausted(
+        text + ". Delete endpoints no longer needed, or use a network created with reclaim "
+        "on (`vxplane network create ... --reclaim`) to reuse unbound addresses"
+    )

@@ -119,6 +119,8 @@ def network_record(row: NetworkRow, endpoints: int) -> NetworkRecord:
         block_prefix=row.block_prefix,
         endpoints=endpoints,
         created_at=row.created_at,
+        reclaim=row.reclaim,
+        reservation_ttl=row.reservation_ttl,
     )
 
 

@@ -3,6 +3,11 @@
 Same conventions as ``controller.db.repo`` (which re-exports these): the caller commits,
 a write is the first call of its transaction, flow-relevant writes return the new revision.
 Allocation of a new endpoint's address lives in ``controller.db.allocate``.
+
+A host port serves one endpoint: a bind to a (host, ofport) another endpoint holds, or to
+the host's tunnel port, is a ``Conflict`` (a unique index backs it against races), and
+ofport is 1..65279 (what OVS gives). Deletes can be conditional (``if_unbound``,
+``if_revision``), checked under the row lock in the deleting transaction.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from controller.db.base import (
 from controller.db.changes import note
 from controller.db.models import EndpointMoveRow, EndpointRow, HostRow, NetworkRow
 from controller.db.records import EndpointRecord, MoveRecord
-from controller.errors import Conflict, NotFound
+from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.model import EndpointState
+
+MAX_OFPORT = 65279  # OVS gives ports 1..65279 (0xfeff); the API refuses others
 
 
 class RevisionMismatch(Conflict):
-    """``if_revision`` is not the endpoint's current revision (HTTP 409 with the endpoint).
+    """A condition on the endpoint failed: ``if_revision`` is not its current revision, or
+    (delete ``if_unbound``) it is bound. HTTP 409 with the endpoint.
 
     ``endpoint`` is the endpoint as it is now, None when the name does not exist.
     """
@@ -220,9 +228,39 @@ def attach_endpoint(
             and (port_name is None or port_name == row.port_name)
         ):
             return endpoint_record(row, net, target.name), False, None
+    _check_port_free(session, row, target, ofport)
     revision = bump(session)
     _bind(session, network, row, target, ofport, port_name, revision, now)
     return endpoint_record(row, net, target.name), created, revision
+
+
+def _check_port_free(session: Session, row: EndpointRow, target: HostRow, ofport: int) -> None:
+    """``Conflict`` unless ``row`` may be bound to the host's ``ofport``."""
+    if not 1 <= ofport <= MAX_OFPORT:
+        raise InvalidRequest(f"ofport {ofport} is outside 1..{MAX_OFPORT}")
+    if ofport == target.tunnel_port:
+        raise Conflict(
+            f"ofport {ofport} of host {target.name!r} is its VXLAN tunnel port: "
+            "an endpoint cannot be bound to it"
+        )
+    holder = session.execute(
+        select(EndpointRow.name, NetworkRow.name)
+        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+        .where(
+            EndpointRow.host_id == target.id,
+            EndpointRow.ofport == ofport,
+            EndpointRow.id != row.id,
+        )
+    ).first()
+    if holder is not None:
+        raise _port_taken(target.name, ofport, f"endpoint {holder[0]!r} of network {holder[1]!r}")
+
+
+def _port_taken(host: str, ofport: int, by: str) -> Conflict:
+    return Conflict(
+        f"ofport {ofport} of host {host!r} is bound to {by}: a port serves one endpoint "
+        "(unbind that one first)"
+    )
 
 
 def _lock_for_attach(
@@ -280,12 +318,15 @@ def _bind(
     row.released_at = None
     row.updated_at = now
     from_host = previous.name if moved and previous is not None else None
+    host = target.name  # a failed flush expires the rows
     try:
         session.flush()
         kind = "moved" if moved else "bound"
-        _add_move(session, row.id, kind, target.name, from_host, ofport, revision, now)
-    except IntegrityError as exc:  # the host was deleted concurrently
-        raise NotFound(f"host {target.name!r} is not registered") from exc
+        _add_move(session, row.id, kind, host, from_host, ofport, revision, now)
+    except IntegrityError as exc:
+        if "ofport" in str(exc.orig):  # another endpoint was bound to the port meanwhile
+            raise _port_taken(host, ofport, "another endpoint") from exc
+        raise NotFound(f"host {host!r} is not registered") from exc  # deleted meanwhile
     note(
         session,
         "endpoint.moved" if moved else "endpoint.bound",
@@ -317,7 +358,14 @@ def unbind_endpoint(
     if current is None or (host is not None and current.name != host):
         return endpoint_record(row, net, current.name if current else None), None
     revision = bump(session)
-    now = now or utcnow()
+    release(session, network, row, current.name, revision, now or utcnow())
+    return endpoint_record(row, net, None), revision
+
+
+def release(
+    session: Session, network: str, row: EndpointRow, host: str, revision: int, now: datetime
+) -> None:
+    """Unbind the (locked) ``row`` from ``host`` at ``revision``: history and note."""
     row.host_id = None
     row.ofport = None
     row.port_name = None
@@ -325,26 +373,49 @@ def unbind_endpoint(
     row.ready_at = None
     row.released_at = now
     row.updated_at = now
-    _add_move(session, row.id, "unbound", None, current.name, None, revision, now)
+    _add_move(session, row.id, "unbound", None, host, None, revision, now)
     session.flush()
     note(
         session,
         "endpoint.unbound",
         network=network,
-        endpoint=name,
+        endpoint=row.name,
         ip=row.ip,
-        host=current.name,
+        host=host,
         revision=revision,
     )
-    return endpoint_record(row, net, None), revision
 
 
-def delete_endpoint(session: Session, network: str, name: str) -> int | None:
-    """Forget an endpoint and free its address; the revision if it was bound."""
+def delete_endpoint(
+    session: Session,
+    network: str,
+    name: str,
+    *,
+    if_unbound: bool = False,
+    if_revision: int | None = None,
+) -> int | None:
+    """Forget an endpoint and free its address; the revision if it was bound.
+
+    The conditions are checked under the endpoint's row lock, in this transaction, so no
+    bind can come in between: ``if_unbound`` -> ``Conflict`` while it is bound to a host;
+    ``if_revision`` -> ``RevisionMismatch`` unless it is the endpoint's current revision.
+    """
     begin_write(session)
     net = network_row(session, network, lock="share")
     row = _endpoint_row(session, net, name, lock=True)
     host = session.get(HostRow, row.host_id) if row.host_id is not None else None
+    if if_revision is not None and if_revision != row.bound_rev:
+        raise RevisionMismatch(
+            f"endpoint {name!r} of network {network!r} is at revision {row.bound_rev}, not "
+            f"{if_revision}: not deleted (read it again and retry)",
+            _record(session, row, net),
+        )
+    if if_unbound and host is not None:
+        raise RevisionMismatch(
+            f"endpoint {name!r} of network {network!r} is bound to host {host.name!r} "
+            f"(ofport {row.ofport}): not deleted (if_unbound)",
+            _record(session, row, net),
+        )
     ip = row.ip
     session.delete(row)
     session.flush()

@@ -7,22 +7,27 @@ timezone-aware UTC. ``migrations/versions`` must match this file exactly (a test
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     event,
+    false,
     insert,
+    text,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -37,6 +42,7 @@ NAMING_CONVENTION = {
 }
 
 ENDPOINT_STATES = ("reserved", "pending", "ready")
+DEFAULT_RESERVATION_TTL = 86400  # seconds an unbound endpoint keeps its address for sure
 MOVE_KINDS = ("bound", "moved", "unbound")
 
 
@@ -90,8 +96,24 @@ class Revision(Base):
     value: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class ClusterRow(Base):
+    """The single row naming this database's cluster: agents refuse a controller whose
+    database has another id (an empty or wrong database would wipe their flows)."""
+
+    __tablename__ = "cluster"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class NetworkRow(Base):
-    """A virtual network (VNI + IPv4 subnet + gateway)."""
+    """A virtual network (VNI + IPv4 subnet + gateway).
+
+    ``reclaim``: a full subnet may take back the address of any unbound reservation (else
+    only of one unbound for ``reservation_ttl`` seconds or more; 0: never).
+    """
 
     __tablename__ = "networks"
 
@@ -102,6 +124,15 @@ class NetworkRow(Base):
     gateway: Mapped[str] = mapped_column(String(15), nullable=False)
     block_prefix: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    reclaim: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    reservation_ttl: Mapped[int] = mapped_column(
+        Integer,
+        nullable=False,
+        default=DEFAULT_RESERVATION_TTL,
+        server_default=text(str(DEFAULT_RESERVATION_TTL)),
+    )
 
 
 class HostRow(Base):
@@ -135,13 +166,17 @@ class BlockRow(Base):
 
 
 class EndpointRow(Base):
-    """A named attachment to a network holding one address, bound to a host port or not."""
+    """A named attachment to a network holding one address, bound to a host port or not.
+
+    One endpoint per (host, ofport): unbound rows have both NULL, which never collide.
+    """
 
     __tablename__ = "endpoints"
     __table_args__ = (
         UniqueConstraint("network_id", "name"),
         UniqueConstraint("network_id", "ip"),
         CheckConstraint("state IN ('reserved', 'pending', 'ready')", name="state"),
+        Index("ix_endpoints_host_id_ofport", "host_id", "ofport", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -221,3 +256,11 @@ class TokenRow(Base):
 def _seed_revision(target: Any, connection: Connection, **_: Any) -> None:
     """``metadata.create_all`` seeds the revision row as the migration does."""
     connection.execute(insert(Revision).values(id=1, value=0))
+
+
+@event.listens_for(ClusterRow.__table__, "after_create")
+def _seed_cluster(target: Any, connection: Connection, **_: Any) -> None:
+    """``metadata.create_all`` gives the database a cluster id as the migration does."""
+    connection.execute(
+        insert(ClusterRow).values(id=1, cluster_id=str(uuid.uuid4()), created_at=datetime.now(UTC))
+    )

@@ -20,6 +20,8 @@ class NetworkRecord:
     block_prefix: int
     endpoints: int
     created_at: datetime
+    reclaim: bool = False
+    reservation_ttl: int = 86400
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from controller.db.base import (
     utcnow,
 )
 from controller.db.changes import note
+from controller.db.cluster import ClusterMismatch, check_cluster, cluster_id
 from controller.db.endpoints import (
     RevisionMismatch,
     attach_endpoint,
@@ -55,9 +56,11 @@ from controller.db.endpoints import (
     endpoint_history,
     get_endpoint,
     list_endpoints,
+    release,
     unbind_endpoint,
 )
 from controller.db.models import (
+    DEFAULT_RESERVATION_TTL,
     BlockRow,
     EndpointMoveRow,
     EndpointRow,
@@ -71,9 +74,11 @@ from controller.model import Block, Endpoint, EndpointState, Host, Snapshot
 
 __all__ = [
     "KEEP",
+    "ClusterMismatch",
     "RevisionMismatch",
     "attach_endpoint",
     "bind_endpoint",
+    "cluster_id",
     "create_endpoint",
     "create_network",
     "current_revision",
@@ -119,8 +124,14 @@ def create_network(
     vni: int | None = None,
     block_prefix: int = 26,
     now: datetime | None = None,
+    *,
+    reclaim: bool = False,
+    reservation_ttl: int = DEFAULT_RESERVATION_TTL,
 ) -> tuple[NetworkRecord, int]:
-    """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free)."""
+    """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free).
+
+    ``reclaim``: a full subnet may reuse any unbound reservation's address; otherwise only
+    one unbound for ``reservation_ttl`` seconds or more (0: never). See ``db.allocate``."""
     begin_write(session, serialize=True)
     ipam.check_subnet(subnet)  # before the default gateway: 255.255.255.255/32 has none
     gateway = gateway if gateway is not None else ipam.default_gateway(subnet)
@@ -136,6 +147,8 @@ def create_network(
         gateway=str(gateway),
         block_prefix=block_prefix,
         created_at=now or utcnow(),
+        reclaim=reclaim,
+        reservation_ttl=reservation_ttl,
     )
     session.add(row)
     try:
@@ -205,14 +218,21 @@ def register_host(
     dpid: int | None | _Keep = KEEP,
     tunnel_port: int | None = None,
     now: datetime | None = None,
+    *,
+    cluster_id: str | None = None,
 ) -> tuple[HostRecord, int | None]:
     """Register or update a host (idempotent); ``Conflict`` if its underlay IP or dpid is taken.
 
     ``dpid=KEEP`` and ``tunnel_port=None`` leave the stored values (1 for a new host's port).
+    ``cluster_id``, the cluster the host's agent belongs to, must be this database's
+    (``ClusterMismatch`` before anything changes). Endpoints bound to the host's tunnel port
+    number are unbound (the tunnel port is a fact of the host's bridge; they cannot hold it).
     Returns the revision if the dataplane view of the host changed.
     """
     begin_write(session)
     now = now or utcnow()
+    check_cluster(session, name, cluster_id)
+    on_tunnel = _bound_to_port(session, name, tunnel_port) if tunnel_port is not None else []
     row = session.execute(
         select(HostRow).where(HostRow.name == name).with_for_update()
     ).scalar_one_or_none()
@@ -229,6 +249,7 @@ def register_host(
         changed = (row.underlay_ip, row.dpid) != (str(underlay_ip), dpid_text) or (
             tunnel_port is not None and tunnel_port != row.tunnel_port
         )
+        changed = changed or bool(on_tunnel)
     row.underlay_ip = str(underlay_ip)
     row.dpid = dpid_text
     if tunnel_port is not None:
@@ -241,7 +262,25 @@ def register_host(
     if changed:
         kind = "host.registered" if created else "host.updated"
         note(session, kind, host=name, underlay_ip=str(underlay_ip), dpid=dpid_text)
-    return host_record(row), bump(session) if changed else None
+    revision = bump(session) if changed else None
+    for endpoint, network in on_tunnel:
+        assert revision is not None
+        release(session, network, endpoint, name, revision, now)
+    return host_record(row), revision
+
+
+def _bound_to_port(session: Session, host: str, ofport: int) -> list[tuple[EndpointRow, str]]:
+    """The endpoints bound to ``host``'s ``ofport`` with their network, locked (before the
+    host row: the lock order of ``controller.db.base``)."""
+    query = (
+        select(EndpointRow, NetworkRow.name)
+        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+        .join(HostRow, EndpointRow.host_id == HostRow.id)
+        .where(HostRow.name == host, EndpointRow.ofport == ofport)
+        .order_by(EndpointRow.id)
+        .with_for_update(of=EndpointRow)
+    )
+    return [(endpoint, network) for endpoint, network in session.execute(query).all()]
 
 
 def _check_host_unique(session: Session, name: str, underlay_ip: str, dpid: str | None) -> None:

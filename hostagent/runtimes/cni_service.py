@@ -115,7 +115,8 @@ class CniService:
         release: bool,
     ) -> dict[str, Any]:
         """Unplug the attachment (idempotent) and, with ``release``, free the address unless
-        the name is bound on some host by now."""
+        the name is bound on some host by now (checked by the controller in the deleting
+        transaction: a bind that comes in between keeps its address)."""
         ports = self._cni_ports()
         for row in ports.values():
             ids = row.external_ids
@@ -139,12 +140,10 @@ class CniService:
         released = False
         if release:
             try:
-                ep = self.agent.client.get_endpoint(network, name)
-                if not ep.host:
-                    self.agent.client.delete_endpoint(network, name)
-                    released = True
+                self.agent.client.delete_endpoint(network, name, if_unbound=True)
+                released = True
             except ControllerError as exc:
-                if exc.status != 404:
+                if exc.status not in (404, 409):  # 409: bound on some host now, kept
                     raise
         return {**out, "released": released}
 

@@ -98,7 +98,7 @@ def test_create_and_bind_matches_the_two_calls(world: TestClient, sync: Recordin
     old = world.put(f"{two}/a/binding", json={"host": "h2", "ofport": 4}).json()
     steps = len(sync.notified)
     middle = _last_event(world)
-    new = world.put(f"{EPS}/a{ATTACH}", json={"host": "h2", "ofport": 4})
+    new = world.put(f"{EPS}/a{ATTACH}", json={"host": "h2", "ofport": 5})
     assert new.status_code == 201 and len(sync.notified) == steps + 1
     pair = ("10.0.0.64", "0a:58:0a:00:00:40")  # from a block claimed for h2
     assert (new.json()["ip"], new.json()["mac"]) == (old["ip"], old["mac"]) == pair
@@ -109,27 +109,27 @@ def test_create_and_bind_matches_the_two_calls(world: TestClient, sync: Recordin
 def test_without_create_an_unknown_name_is_404(world: TestClient, sync: RecordingSync) -> None:
     before = _unchanged(world, sync)
     for query in ("", "?create=false"):
-        r = world.put(f"{EPS}/ghost/binding{query}", json={"host": "h1", "ofport": 1})
+        r = world.put(f"{EPS}/ghost/binding{query}", json={"host": "h1", "ofport": 11})
         assert r.status_code == 404 and "ghost" in r.json()["detail"], r.text
     assert _unchanged(world, sync) == before
 
 
 def test_unknown_network_is_404(world: TestClient) -> None:
-    r = world.put(f"/api/v1/networks/nope/endpoints/x{ATTACH}", json={"host": "h1", "ofport": 1})
+    r = world.put(f"/api/v1/networks/nope/endpoints/x{ATTACH}", json={"host": "h1", "ofport": 11})
     assert r.status_code == 404 and r.json() == {"detail": "network 'nope' does not exist"}
 
 
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        ({"host": "h9", "ofport": 1}, 404, "host 'h9' is not registered"),
-        ({"host": "h1", "ofport": 1, "ip": "10.0.0.9"}, 409, "held by endpoint 'db'"),
-        ({"host": "h1", "ofport": 1, "ip": "10.0.1.9"}, 422, "outside subnet"),
-        ({"host": "h1", "ofport": 1, "ip": "10.0.0.1"}, 422, "gateway"),
+        ({"host": "h9", "ofport": 11}, 404, "host 'h9' is not registered"),
+        ({"host": "h1", "ofport": 11, "ip": "10.0.0.9"}, 409, "held by endpoint 'db'"),
+        ({"host": "h1", "ofport": 11, "ip": "10.0.1.9"}, 422, "outside subnet"),
+        ({"host": "h1", "ofport": 11, "ip": "10.0.0.1"}, 422, "gateway"),
         ({"host": "h1", "ofport": 0}, 422, "ofport"),
-        ({"host": "h1", "ofport": 1, "if_revision": True}, 422, "if_revision"),
-        ({"host": "h1", "ofport": 1, "if_revision": -1}, 422, "if_revision"),
-        ({"host": "h1", "ofport": 1, "mtu": 1400}, 422, "mtu"),
+        ({"host": "h1", "ofport": 11, "if_revision": True}, 422, "if_revision"),
+        ({"host": "h1", "ofport": 11, "if_revision": -1}, 422, "if_revision"),
+        ({"host": "h1", "ofport": 11, "mtu": 1400}, 422, "mtu"),
     ],
 )
 def test_refused_create_and_bind_makes_nothing(
@@ -145,7 +145,7 @@ def test_refused_create_and_bind_makes_nothing(
 def test_existing_name_with_another_ip_is_409(world: TestClient, sync: RecordingSync) -> None:
     world.post(EPS, json={"name": "web"})
     before = _unchanged(world, sync)
-    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 1, "ip": "10.0.0.50"})
+    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "ip": "10.0.0.50"})
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == (
         "endpoint 'web' of network 'n' already holds 10.0.0.2, not 10.0.0.50: "
@@ -155,7 +155,7 @@ def test_existing_name_with_another_ip_is_409(world: TestClient, sync: Recording
 
 
 def test_requested_ip_is_given_to_a_new_name(world: TestClient) -> None:
-    r = world.put(f"{EPS}/db{ATTACH}", json={"host": "h1", "ofport": 1, "ip": "10.0.0.77"})
+    r = world.put(f"{EPS}/db{ATTACH}", json={"host": "h1", "ofport": 11, "ip": "10.0.0.77"})
     assert r.status_code == 201 and (r.json()["ip"], r.json()["mac"]) == (
         "10.0.0.77",
         "0a:58:0a:00:00:4d",
@@ -166,7 +166,7 @@ def test_if_revision_mismatch_answers_the_current_endpoint(
     world: TestClient, sync: RecordingSync
 ) -> None:
     before = _unchanged(world, sync)
-    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 1, "if_revision": 5})
+    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "if_revision": 5})
     assert r.status_code == 409, r.text
     assert r.json() == {
         "detail": "endpoint 'web' of network 'n' does not exist (revision 0), not 5: "
@@ -175,7 +175,7 @@ def test_if_revision_mismatch_answers_the_current_endpoint(
     }
     assert _unchanged(world, sync) == before
 
-    made = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 1, "if_revision": 0})
+    made = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "if_revision": 0})
     assert made.status_code == 201, made.text
     current = made.json()
     before = _unchanged(world, sync)
@@ -209,7 +209,7 @@ def test_labels_stored_replaced_and_listed(world: TestClient) -> None:
     assert world.get(f"{EPS}/web").json()["labels"] == labels
     again = world.post(EPS, json={"name": "web", "labels": {"tier": "back"}})
     assert again.status_code == 200 and again.json()["labels"] == {"tier": "back"}
-    bound = world.put(f"{EPS}/web/binding", json={"host": "h1", "ofport": 1, "labels": {}})
+    bound = world.put(f"{EPS}/web/binding", json={"host": "h1", "ofport": 11, "labels": {}})
     assert bound.json()["labels"] == {}
     listed = {e["name"]: e["labels"] for e in world.get("/api/v1/endpoints").json()}
     assert listed == {"plain": {}, "web": {}}
@@ -236,7 +236,7 @@ def test_bad_labels_are_422(
     world: TestClient, sync: RecordingSync, labels: Any, words: str
 ) -> None:
     before = _unchanged(world, sync)
-    attach = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 1, "labels": labels})
+    attach = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "labels": labels})
     create = world.post(EPS, json={"name": "web", "labels": labels})
     for r in (attach, create):
         assert r.status_code == 422 and words in r.json()["detail"], r.text
@@ -245,7 +245,7 @@ def test_bad_labels_are_422(
 
 def test_label_limits_are_inclusive(world: TestClient) -> None:
     labels = {f"k{i}": "v" * 63 for i in range(63)} | {"k" * 63: ""}
-    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 1, "labels": labels})
+    r = world.put(f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "labels": labels})
     assert r.status_code == 201 and r.json()["labels"] == labels
     assert world.get(f"{EPS}/web").json()["labels"] == labels
 
@@ -265,7 +265,7 @@ def test_concurrent_create_and_binds_create_once(world: TestClient) -> None:
 
     def attach(index: int) -> None:
         start.wait()
-        r = world.put(f"{EPS}/web{ATTACH}", json={"host": f"h{index % 2 + 1}", "ofport": index + 1})
+        r = world.put(f"{EPS}/web{ATTACH}", json={"host": f"h{index % 2 + 1}", "ofport": index + 2})
         statuses.append(r.status_code)
 
     threads = [threading.Thread(target=attach, args=(i,)) for i in range(6)]

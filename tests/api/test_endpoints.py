@@ -123,7 +123,7 @@ def test_exhausted_subnet_allocates_nothing(client: TestClient, sync: RecordingS
         r = client.post("/api/v1/networks/tiny/endpoints", json={"name": f"e{i}", "host": "h1"})
         assert r.status_code == 201
         client.put(
-            f"/api/v1/networks/tiny/endpoints/e{i}/binding", json={"host": "h1", "ofport": i + 1}
+            f"/api/v1/networks/tiny/endpoints/e{i}/binding", json={"host": "h1", "ofport": i + 2}
         )
     notified = list(sync.notified)
     r = client.post("/api/v1/networks/tiny/endpoints", json={"name": "late", "host": "h1"})
@@ -138,7 +138,8 @@ def test_exhausted_subnet_allocates_nothing(client: TestClient, sync: RecordingS
 
 
 def test_full_subnet_reclaims_an_unbound_reservation(client: TestClient) -> None:
-    client.post("/api/v1/networks", json={"name": "tiny", "subnet": "10.9.0.0/30"})
+    body = {"name": "tiny", "subnet": "10.9.0.0/30", "reclaim": True}
+    assert client.post("/api/v1/networks", json=body).json()["reclaim"] is True
     assert (
         client.post("/api/v1/networks/tiny/endpoints", json={"name": "old"}).json()["ip"]
         == "10.9.0.2"
@@ -238,7 +239,7 @@ def test_delete_endpoint(world: TestClient, sync: RecordingSync) -> None:
     assert sync.notified == notified  # was not bound
     assert world.delete(f"{EPS}/a").status_code == 404
     world.post(EPS, json={"name": "b"})
-    _bind(world, "b", "h1", 1)
+    _bind(world, "b", "h1", 11)
     notified = list(sync.notified)
     assert world.delete(f"{EPS}/b").status_code == 204
     assert len(sync.notified) == len(notified) + 1
@@ -248,7 +249,7 @@ def test_delete_endpoint(world: TestClient, sync: RecordingSync) -> None:
 def test_list_filters(world: TestClient) -> None:
     world.post(EPS, json={"name": "a"})
     world.post(EPS, json={"name": "b"})
-    _bind(world, "b", "h2", 1)
+    _bind(world, "b", "h2", 11)
     world.post("/api/v1/networks", json={"name": "m", "subnet": "10.0.0.0/24"})
     world.post("/api/v1/networks/m/endpoints", json={"name": "c"})
 

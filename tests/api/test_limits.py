@@ -141,7 +141,7 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
                     api.put(
                         f"/api/v1/networks/blue/endpoints/e{i}/binding",
                         params={"create": "true", "wait_ready": seconds},
-                        json={"host": "h1", "ofport": i + 1},
+                        json={"host": "h1", "ofport": i + 2},
                     )
                 )
                 for i in range(waits)

@@ -23,12 +23,12 @@ def test_history_notes_and_prune(factory: sessionmaker[Session]) -> None:
             repo.register_host(s, f"h{i}", A(f"198.18.0.{i}"))
     with session_scope(factory) as s:
         repo.create_endpoint(s, "n1", "web")
-    for port in range(1, 8):
+    for step in range(1, 8):  # port 1 is the hosts' tunnel port
         with session_scope(factory) as s:
-            repo.bind_endpoint(s, "n1", "web", f"h{port % 2 + 1}", port)
+            repo.bind_endpoint(s, "n1", "web", f"h{step % 2 + 1}", step + 1)
             kind, data = changes.take(s)[-1]
-            assert kind == ("endpoint.bound" if port == 1 else "endpoint.moved")
-            assert data["host"] == f"h{port % 2 + 1}"
+            assert kind == ("endpoint.bound" if step == 1 else "endpoint.moved")
+            assert data["host"] == f"h{step % 2 + 1}"
     with session_scope(factory) as s:
         repo.delete_host(s, "h2")
         assert changes.take(s)[-1][1]["released"] == 1

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from controller.db import migrate
 from controller.db.models import Base
 from controller.db.session import make_engine
 
-TABLES = {"revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves"}
+TABLES = {
+    "revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves", "cluster",
+    "api_tokens",
+}  # fmt: skip
+BEFORE_0004 = TABLES - {"cluster", "api_tokens"}
 
 
 def _tables(url: str) -> set[str]:
@@ -38,17 +44,27 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
+            assert len(cluster) == 36
     finally:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
+    assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    migrate.downgrade(db_url, "0004")  # 0005 alone: the tokens go
+    assert _tables(db_url) & TABLES == TABLES - {"api_tokens"}
+
+    migrate.downgrade(db_url, "0003")  # 0004 alone: the cluster and the network columns go
+    assert _tables(db_url) & TABLES == BEFORE_0004
+    assert not {"reclaim", "reservation_ttl"} & _columns(db_url, "networks")
 
     migrate.downgrade(db_url, "0002")  # 0003 alone: only the labels column goes
-    assert _tables(db_url) & TABLES == TABLES
+    assert _tables(db_url) & TABLES == BEFORE_0004
     assert "labels" not in _columns(db_url, "endpoints")
 
     migrate.downgrade(db_url, "0001")  # 0002 alone comes off and leaves 0001's tables
-    assert _tables(db_url) & TABLES == TABLES - {"endpoint_moves"}
+    assert _tables(db_url) & TABLES == BEFORE_0004 - {"endpoint_moves"}
 
     migrate.downgrade(db_url, "base")
     assert not TABLES & _tables(db_url)
@@ -95,6 +111,73 @@ def test_labels_migration_keeps_endpoints_and_history(db_url: str) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT name, bound_rev FROM endpoints")).all() == [("web", 3)]
             assert conn.execute(text("SELECT count(*) FROM endpoint_moves")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_integrity_migration_undoes_the_bindings_it_forbids(db_url: str) -> None:
+    """0004 unbinds endpoints on the tunnel port, past 65279, or sharing a (host, ofport)
+    with a newer binding (they keep their address), then the unique index holds."""
+    migrate.upgrade(db_url, "0003")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [  # name, ofport, bound_rev
+        ("tunnel", 1, 2),
+        ("older", 5, 3),
+        ("newer", 5, 4),
+        ("huge", 70000, 5),
+        ("fine", 6, 6),
+    ]
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO networks (id, name, vni, subnet, gateway, block_prefix,"
+                    " created_at) VALUES (1, 'n', 1, '10.0.0.0/24', '10.0.0.1', 26, :at)"
+                ),
+                {"at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO hosts (id, name, underlay_ip, tunnel_port, created_at)"
+                    " VALUES (1, 'h1', '198.18.0.1', 1, :at)"
+                ),
+                {"at": at},
+            )
+            for i, (name, ofport, rev) in enumerate(rows, start=2):
+                conn.execute(
+                    text(
+                        "INSERT INTO endpoints (id, network_id, name, ip, mac, host_id, ofport,"
+                        " state, bound_rev, created_at, updated_at) VALUES (:id, 1, :name, :ip,"
+                        " :mac, 1, :ofport, 'ready', :rev, :at, :at)"
+                    ),
+                    {
+                        "id": i, "name": name, "ip": f"10.0.0.{i}",
+                        "mac": f"0a:58:0a:00:00:{i:02x}", "ofport": ofport, "rev": rev, "at": at,
+                    },
+                )  # fmt: skip
+            conn.execute(text("UPDATE revision SET value = 6"))
+        migrate.upgrade(db_url, "0004")
+        with engine.connect() as conn:
+            got = dict(
+                conn.execute(
+                    text("SELECT name, ofport FROM endpoints WHERE host_id IS NOT NULL")
+                ).all()
+            )
+            states = dict(conn.execute(text("SELECT name, state FROM endpoints")).all())
+            assert conn.execute(text("SELECT value FROM revision")).scalar() == 7
+            nets = conn.execute(text("SELECT reclaim, reservation_ttl FROM networks")).all()
+        assert got == {"newer": 5, "fine": 6}
+        assert states == {
+            "tunnel": "reserved", "older": "reserved", "newer": "ready", "huge": "reserved",
+            "fine": "ready",
+        }  # fmt: skip
+        assert [(bool(r), t) for r, t in nets] == [(False, 86400)]
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE endpoints SET host_id = 1, ofport = 6 WHERE name = 'older'"))
+        migrate.downgrade(db_url, "0003")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM endpoints")).scalar() == 5
     finally:
         engine.dispose()
 

@@ -79,13 +79,13 @@ def test_host_delete_releases_blocks_and_endpoints(factory: sessionmaker[Session
 
 def test_exhaustion_reclaims_then_refuses(factory: sessionmaker[Session]) -> None:
     with session_scope(factory) as s:
-        repo.create_network(s, "tiny", IPv4Network("10.9.0.0/30"))
+        repo.create_network(s, "tiny", IPv4Network("10.9.0.0/30"), reclaim=True)
     with session_scope(factory) as s:
         repo.register_host(s, "h1", A("198.18.0.1"))
     with session_scope(factory) as s:
         repo.create_endpoint(s, "tiny", "first")
     with session_scope(factory) as s:
-        repo.bind_endpoint(s, "tiny", "first", "h1", 1)
+        repo.bind_endpoint(s, "tiny", "first", "h1", 11)
     with pytest.raises(AddressExhausted, match="10.9.0.0/30"), session_scope(factory) as s:
         repo.create_endpoint(s, "tiny", "second")
     with session_scope(factory) as s:
@@ -114,7 +114,7 @@ def test_concurrent_allocations_never_collide(factory: sessionmaker[Session]) ->
                 with session_scope(factory) as s:
                     ep, _, _ = repo.create_endpoint(s, "n1", f"w{index}-{j}", host=f"h{index % 4}")
                 with session_scope(factory) as s:
-                    repo.bind_endpoint(s, "n1", ep.name, f"h{index % 4}", j + 1)
+                    repo.bind_endpoint(s, "n1", ep.name, f"h{index % 4}", 100 * index + j + 2)
                 with lock:
                     ips.append(ep.ip)
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -206,7 +206,7 @@ def test_mark_ready_only_on_given_hosts(factory: sessionmaker[Session]) -> None:
         with session_scope(factory) as s:
             repo.create_endpoint(s, "n1", f"e{i}", host=f"h{i}")
         with session_scope(factory) as s:
-            repo.bind_endpoint(s, "n1", f"e{i}", f"h{i}", 1)
+            repo.bind_endpoint(s, "n1", f"e{i}", f"h{i}", 11)
     with session_scope(factory) as s:
         top = repo.current_revision(s)
         assert repo.mark_ready(s, top, hosts=["h2", "h9"]) == 1

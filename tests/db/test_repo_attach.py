@@ -74,11 +74,11 @@ def test_existing_name_is_bound_and_labels_replaced(world: sessionmaker[Session]
 def test_if_revision_must_match(world: sessionmaker[Session]) -> None:
     with pytest.raises(repo.RevisionMismatch, match="does not exist") as info:
         with session_scope(world) as s:
-            repo.attach_endpoint(s, "n", "web", "h1", 1, if_revision=4, create=True)
+            repo.attach_endpoint(s, "n", "web", "h1", 11, if_revision=4, create=True)
     assert info.value.endpoint is None
     with session_scope(world) as s:
         ep, created, revision = repo.attach_endpoint(
-            s, "n", "web", "h1", 1, if_revision=0, create=True
+            s, "n", "web", "h1", 11, if_revision=0, create=True
         )
     assert created and revision is not None
     with pytest.raises(repo.RevisionMismatch, match=f"at revision {revision}, not 0") as info:
@@ -109,7 +109,7 @@ def test_refused_attach_makes_nothing(
         revision = repo.current_revision(s)
     args: dict[str, object] = {"host": "h1", "create": True} | kwargs
     with pytest.raises(error, match=words), session_scope(world) as s:
-        repo.attach_endpoint(s, "n", "web", ofport=1, **args)  # type: ignore[arg-type]
+        repo.attach_endpoint(s, "n", "web", ofport=11, **args)  # type: ignore[arg-type]
     with session_scope(world) as s:
         assert [e.name for e in repo.list_endpoints(s)] == ["db"]
         assert repo.current_revision(s) == revision
@@ -121,7 +121,7 @@ def test_existing_endpoint_with_another_ip_is_a_conflict(world: sessionmaker[Ses
         repo.create_endpoint(s, "n", "web")
     with pytest.raises(Conflict, match="already holds 10.0.0.2, not 10.0.0.50"):
         with session_scope(world) as s:
-            repo.attach_endpoint(s, "n", "web", "h1", 1, ip=A("10.0.0.50"), create=True)
+            repo.attach_endpoint(s, "n", "web", "h1", 11, ip=A("10.0.0.50"), create=True)
 
 
 def test_concurrent_attaches_of_one_new_name(world: sessionmaker[Session]) -> None:
@@ -135,7 +135,7 @@ def test_concurrent_attaches_of_one_new_name(world: sessionmaker[Session]) -> No
             start.wait()
             with session_scope(world) as s:
                 _, created, revision = repo.attach_endpoint(
-                    s, "n", "web", f"h{index % 2 + 1}", index + 1, create=True
+                    s, "n", "web", f"h{index % 2 + 1}", index + 2, create=True
                 )
             results.append((created, revision))
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -164,6 +164,6 @@ def test_name_deleted_between_lookup_and_lock_is_a_conflict(
     monkeypatch.setattr(endpoints, "_exists", lambda *_: True)
     with pytest.raises(Conflict, match="deleted while being bound: retry"):
         with session_scope(world) as s:
-            repo.attach_endpoint(s, "n", "web", "h1", 1, create=True)
+            repo.attach_endpoint(s, "n", "web", "h1", 11, create=True)
     with session_scope(world) as s:
         assert repo.list_endpoints(s) == []

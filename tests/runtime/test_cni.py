@@ -240,6 +240,24 @@ def test_requested_addresses_ifname_and_kept_address(stack: Stack) -> None:
     assert stack.endpoint("blue", "db-0") is None
 
 
+def test_del_keeps_the_address_of_a_name_bound_on_another_host(stack: Stack) -> None:
+    """Issue 8: DEL frees an address with a conditional delete (``?if_unbound=true``, in the
+    controller's deleting transaction); the name bound elsewhere by then keeps it."""
+    g_ns, h_ns = stack.netns("vxr-g"), stack.netns("vxr-h")
+    pod = conf(runtimeConfig={"endpointName": "mover"})
+    rc, first = stack.cni(H1, "ADD", pod, cid="ctr-m1", netns=g_ns)
+    assert rc == 0, first
+    rc, second = stack.cni(H2, "ADD", pod, cid="ctr-m2", netns=h_ns)  # rescheduled to h2
+    assert rc == 0 and second["ips"] == first["ips"], second
+    # h1's DEL of the old sandbox comes late: it unplugs there, and the controller refuses to
+    # delete the endpoint now bound to h2 (409), which DEL takes as "kept"
+    assert stack.cni(H1, "DEL", pod, cid="ctr-m1", netns=g_ns) == (0, None)
+    mover = stack.endpoint("blue", "mover")
+    assert mover is not None and (mover["host"], mover["state"]) == (H2, "ready")
+    assert stack.cni(H2, "DEL", pod, cid="ctr-m2", netns=h_ns) == (0, None)
+    assert stack.endpoint("blue", "mover") is None
+
+
 def test_gc_removes_only_stale_attachments(stack: Stack) -> None:
     nss = {n: stack.netns(f"vxr-{n}") for n in ("g1", "g2", "g3")}
     ips = {}

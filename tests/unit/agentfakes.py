@@ -111,6 +111,7 @@ class FakeOvs(_Fake):
         super().__init__()
         self.on_port_down: Callable[[str], None] | None = None
         self.bridges: dict[str, BridgeSpec] = {}
+        self.bridge_external_ids: dict[str, dict[str, str]] = {}
         self.ifaces: dict[str, FakeInterface] = {}
         self.added: dict[str, dict[str, str]] = {}  # port -> external_ids it was created with
         self.unavailable: set[int] = set()  # numbers OVS will not hand out
@@ -137,6 +138,16 @@ class FakeOvs(_Fake):
         if spec is None:
             raise OvsError(f"bridge {name} has no datapath_id")
         return int(spec.dpid, 16) if spec.dpid else 0xD0 + len(name)
+
+    @verb
+    def bridge_ids(self, name: str) -> dict[str, str]:
+        return dict(self.bridge_external_ids.get(name, {}))
+
+    @verb
+    def set_bridge_ids(self, name: str, external_ids: Mapping[str, str]) -> None:
+        if name not in self.bridges:
+            raise OvsError(f"no bridge {name}")
+        self.bridge_external_ids.setdefault(name, {}).update(external_ids)
 
     @verb
     def add_port(
@@ -450,6 +461,7 @@ class FakeController(_Fake):
         self.confirms: int | None = None  # how many more binds the switches confirm (None: all)
         self.down = False  # the controller cannot be reached
         self.closed = False
+        self.cluster_id = "c0ffee00-0000-4000-8000-000000000001"
 
     def _before(self, verb: str) -> None:
         if self.down:
@@ -528,8 +540,17 @@ class FakeController(_Fake):
 
     @verb
     def register_host(
-        self, name: str, underlay_ip: str, dpid: int | None = None, tunnel_port: int | None = None
+        self,
+        name: str,
+        underlay_ip: str,
+        dpid: int | None = None,
+        tunnel_port: int | None = None,
+        cluster_id: str | None = None,
     ) -> dict[str, Any]:
+        if cluster_id is not None and cluster_id != self.cluster_id:
+            raise ControllerError(
+                409, f"host {name!r} belongs to cluster {cluster_id}, not {self.cluster_id}"
+            )
         for other, doc in self.hosts.items():
             if other != name and doc["underlay_ip"] == underlay_ip:
                 raise ControllerError(409, f"host {other!r} has underlay IP {underlay_ip}")
@@ -542,7 +563,7 @@ class FakeController(_Fake):
         if tunnel_port is not None:
             doc["tunnel_port"] = tunnel_port
         self._bump()
-        return dict(doc)
+        return {**doc, "cluster_id": self.cluster_id}
 
     @verb
     def heartbeat(self, name: str) -> dict[str, Any]:
@@ -611,11 +632,15 @@ class FakeController(_Fake):
         ip: str | None = None,
         labels: dict[str, str] | None = None,
         wait_ready: float | None = None,
+        if_revision: int | None = None,
     ) -> tuple[Endpoint, bool]:
         if not isinstance(ofport, int) or not 1 <= ofport <= MAX_BIND_OFPORT:
             raise ControllerError(422, f"ofport {ofport!r}: 1..{MAX_BIND_OFPORT}")
         self._net(network)
         row = self.endpoints.get((network, name))
+        current = row.revision if row is not None else 0
+        if if_revision is not None and if_revision != current:
+            raise ControllerError(409, f"endpoint {name!r} is at revision {current}")
         if row is None and not create:
             raise ControllerError(404, f"endpoint {name!r} of network {network!r} not found")
         if row is not None:
@@ -653,8 +678,19 @@ class FakeController(_Fake):
         return self._public(row)
 
     @verb
-    def delete_endpoint(self, network: str, name: str) -> None:
+    def delete_endpoint(
+        self,
+        network: str,
+        name: str,
+        *,
+        if_unbound: bool = False,
+        if_revision: int | None = None,
+    ) -> None:
         row = self._row(network, name)
+        if if_unbound and row.host is not None:
+            raise ControllerError(409, f"endpoint {name!r} is bound to host {row.host!r}")
+        if if_revision is not None and if_revision != row.revision:
+            raise ControllerError(409, f"endpoint {name!r} is at revision {row.revision}")
         del self.endpoints[(network, name)]
         if row.host is not None:
             self._bump()

@@ -243,7 +243,11 @@ async def get_endpoint(
     )
 
 
-@router.delete(ITEM, status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    ITEM,
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"model": EndpointConflict, "description": "a condition failed"}},
+)
 @allow(Role.agent)
 def delete_endpoint(
     network: str,
@@ -253,10 +257,20 @@ def delete_endpoint(
     events: EventsDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    if_unbound: Annotated[
+        bool, Query(description="delete only if bound to no host (else 409, nothing changes)")
+    ] = False,
+    if_revision: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="delete only at this revision")
+    ] = None,
 ) -> Response:
-    """Forget the endpoint and free its address."""
+    """Forget the endpoint and free its address; the conditions are checked in the deleting
+    transaction (409 with the endpoint as it is when one fails)."""
     check_scope(session, settings, principal, network, name, "delete")
-    commit(session, sync, repo.delete_endpoint(session, network, name), events, by=principal)
+    revision = repo.delete_endpoint(
+        session, network, name, if_unbound=if_unbound, if_revision=if_revision
+    )
+    commit(session, sync, revision, events, by=principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -91,14 +91,18 @@ def register_host(
     settings: SettingsDep,
     events: EventsDep,
 ) -> HostPublic:
-    """Register or update a host (409 if another host has its underlay IP or dpid)."""
+    """Register or update a host (409 if another host has its underlay IP or dpid, or if
+    ``cluster_id`` is not this database's cluster). The answer holds the ``cluster_id``."""
     require_host(principal, name, "register")
     dpid = body.dpid if "dpid" in body.model_fields_set else repo.KEEP
     record, revision = repo.register_host(
-        session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port
-    )
+        session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port,
+        cluster_id=body.cluster_id,
+    )  # fmt: skip
     commit(session, sync, revision, events, by=principal)
-    return _one(session, record, sync, settings)
+    public = _one(session, record, sync, settings)
+    public.cluster_id = repo.cluster_id(session)
+    return public
 
 
 @router.post("/{name}/heartbeat")

@@ -33,6 +33,10 @@ def create_network(
         gateway=body.gateway,
         vni=body.vni,
         block_prefix=body.block_prefix or settings.default_block_prefix,
+        reclaim=body.reclaim,
+        reservation_ttl=(
+            settings.reservation_ttl if body.reservation_ttl is None else body.reservation_ttl
+        ),
     )
     commit(session, sync, revision, events, by=principal)
     return NetworkPublic.model_validate(record)

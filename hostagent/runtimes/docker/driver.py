@@ -304,7 +304,14 @@ class DockerDriver:
                     existing = None
             if not existing or existing.host or str(existing.ip) == ip:
                 raise ProtocolError(f"address for {name}: {exc.detail}") from exc
-            client.delete_endpoint(network, name)  # an old reservation; --ip wins
+            try:  # an old reservation; --ip wins, unless it was bound since it was read
+                client.delete_endpoint(
+                    network, name, if_unbound=True, if_revision=existing.revision
+                )
+            except ControllerError as again:
+                if again.status != 409:
+                    raise
+                raise ProtocolError(f"address for {name}: {again.detail}") from again
             ep, _ = client.create_endpoint(network, name, ip=ip, host=self.agent.host)
         owner = ep.host
         if owner and owner != self.agent.host:
@@ -362,11 +369,15 @@ class DockerDriver:
         return {}
 
     def _forget(self, network: str, name: str) -> None:
+        """Delete the endpoint unless it is bound (checked in the deleting transaction: a
+        bind that came in between keeps its address)."""
         try:
-            self.agent.client.delete_endpoint(network, name)
+            self.agent.client.delete_endpoint(network, name, if_unbound=True)
         except ControllerError as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409):
                 raise
+            if exc.status == 409:
+                log.info("host %s: %s/%s is bound again: kept", self.agent.host, network, name)
 
     # -- endpoints --------------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""``vxplane network create --reclaim --reservation-ttl``: the options reach the API body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from controller.cli import resources
+from controller.cli.main import app
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
+
+    def call(api: Any, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        bodies.append(kwargs["json"])
+        return {"name": "n", "subnet": "10.0.0.0/24", "vni": 1, **kwargs["json"]}
+
+    monkeypatch.setattr(resources, "call", call)
+    return bodies
+
+
+def test_reclaim_is_off_unless_asked(sent: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(app, ["network", "create", "n", "--subnet", "10.0.0.0/24"])
+    assert result.exit_code == 0, result.output
+    assert sent == [{"name": "n", "subnet": "10.0.0.0/24"}]
+
+
+def test_reclaim_and_ttl_are_sent(sent: list[dict[str, Any]]) -> None:
+    args = ["network", "create", "n", "--subnet", "10.0.0.0/24", "--reclaim"]
+    result = CliRunner().invoke(app, [*args, "--reservation-ttl", "600"])
+    assert result.exit_code == 0, result.output
+    assert sent == [{"name": "n", "subnet": "10.0.0.0/24", "reclaim": True, "reservation_ttl": 600}]
+
+
+def test_negative_ttl_is_refused(sent: list[dict[str, Any]]) -> None:
+    args = ["network", "create", "n", "--subnet", "10.0.0.0/24", "--reservation-ttl", "-1"]
+    assert CliRunner().invoke(app, args).exit_code != 0 and sent == []
