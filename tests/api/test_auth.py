@@ -84,8 +84,17 @@ CASES = [
          body={"host": "h2", "ofport": 9}, params={"create": "true"}),
     Case("DELETE", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 200, 403, 200)),
     Case("DELETE", f"{EPS}/e0/binding", E + "/binding", by_role(401, 403, 200, 200, 200)),
+    # "only if bound to h2": a no-op on h1's endpoint, so in h2's scope too (a late CNI DEL)
+    Case("DELETE", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 200, 200, 200),
+         params={"host": "h2"}),
+    # but h2 may not name h1 for an endpoint h1 holds
+    Case("DELETE", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 200, 403, 200),
+         params={"host": "h1"}),
     Case("DELETE", f"{EPS}/e1", E, by_role(401, 403, 204, 403, 204)),
     Case("DELETE", f"{EPS}/e0", E, by_role(401, 403, 204, 204, 204)),
+    # conditional: only if bound to no host; h1's endpoint stays, whoever asks (409)
+    Case("DELETE", f"{EPS}/e1", E, by_role(401, 403, 409, 409, 409),
+         params={"if_unbound": "true"}),
     Case("GET", "/api/v1/events/recent", "/api/v1/events/recent", READ),
     Case("GET", "/api/v1/tokens", "/api/v1/tokens", ADMIN_ONLY_READ),
     Case("POST", "/api/v1/tokens", "/api/v1/tokens", by_role(401, 403, 403, 403, 201),

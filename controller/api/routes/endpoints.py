@@ -192,7 +192,8 @@ def unbind_endpoint(
     host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
 ) -> EndpointPublic:
     """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
-    check_scope(session, settings, principal, network, name, "unbind")
+    if host is None or host != principal.host:  # "only if bound here" is in any agent's scope
+        check_scope(session, settings, principal, network, name, "unbind")
     record, revision = repo.unbind_endpoint(session, network, name, host=host)
     commit(session, sync, revision, events, by=principal)
     return EndpointPublic.model_validate(record)
@@ -266,7 +267,8 @@ def delete_endpoint(
 ) -> Response:
     """Forget the endpoint and free its address; the conditions are checked in the deleting
     transaction (409 with the endpoint as it is when one fails)."""
-    check_scope(session, settings, principal, network, name, "delete")
+    if not if_unbound:  # with it only an endpoint bound to no host goes: any agent's scope
+        check_scope(session, settings, principal, network, name, "delete")
     revision = repo.delete_endpoint(
         session, network, name, if_unbound=if_unbound, if_revision=if_revision
     )
