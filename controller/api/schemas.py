@@ -353,10 +353,13 @@ class EndpointPublic(_Public):
 
 
 class EndpointConflict(BaseModel):
-    """409 of a binding whose ``if_revision`` did not match: the endpoint as it is now."""
+    """409 of a binding: with ``if_revision`` not matching, the endpoint as it is now; other
+    conflicts (an address or port taken) send ``detail`` only."""
 
     detail: str
-    endpoint: EndpointPublic | None = Field(description="null: the name does not exist")
+    endpoint: EndpointPublic | None = Field(
+        None, description="the endpoint now (stale if_revision; null: the name does not exist)"
+    )
 
 
 class Problem(BaseModel):

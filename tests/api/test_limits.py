@@ -170,3 +170,68 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
     assert waiting == waits, "every bind was waiting for its barrier (in the event loop)"
     assert {(r.status_code, r.json()["state"]) for r in answers} == {(201, "pending")}
     assert engine.waiting == 0
+
+
+def _live(app: object) -> tuple[object, int]:
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server, port
+
+
+def _exchange(port: int, head: bytes, chunks: int) -> tuple[bytes, int]:
+    """Send ``head`` then up to ``chunks`` MiB while reading; the answer and MiB sent."""
+    import socket
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.05)
+        answer = b""
+        for _ in range(chunks):
+            try:
+                answer += sock.recv(65536)
+            except TimeoutError:
+                pass
+            if answer:
+                break
+            try:
+                sock.sendall(b"100000\r\n" + b" " * MIB + b"\r\n" if b"chunked" in head
+                             else b" " * MIB)  # fmt: skip
+            except OSError:  # the server closed: it read no more
+                break
+            sent += 1
+        sock.settimeout(5)
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    return answer, sent
+
+
+def test_a_real_server_answers_413_before_reading_50_mib(make_client) -> None:  # type: ignore[no-untyped-def]
+    """Over a real uvicorn: a declared 50 MiB body is answered at once, and a chunked one
+    after about the limit; neither is read in full."""
+    client = make_client()
+    server, port = _live(client.app)
+    try:
+        request = b"POST /api/v1/networks HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
+            f"{k}: {v}\r\n".encode() for k, v in client.headers.items() if k == "authorization"
+        )
+        answer, sent = _exchange(port, request + f"Content-Length: {50 * MIB}\r\n\r\n".encode(), 50)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert sent <= 1
+        answer, sent = _exchange(port, request + b"Transfer-Encoding: chunked\r\n\r\n", 50)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert sent <= 5, f"{sent} MiB sent before the answer"
+    finally:
+        server.should_exit = True  # type: ignore[attr-defined]

@@ -308,6 +308,48 @@ def test_first_ping_after_ready_is_answered_every_time(stack: Stack) -> None:
     assert (lost, after) == ([], before), f"unanswered: {lost}; UdpNoPorts {before} -> {after}"
 
 
+def _flow_texts(stack: Stack, host: str) -> list[str]:
+    out = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "--no-stats", stack.lab.ofctl_target(host)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return sorted(line.strip() for line in out.splitlines() if "cookie=" in line)
+
+
+def test_a_controller_on_another_database_changes_no_flow(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 8: a controller started on an empty database (a wrong ``--db``) took every
+    agent's registration and replaced its switch's flows with an empty intent. The agents
+    keep their cluster's id in br-int and are refused before anything changes."""
+    a = stack.run("h1", "vxt-c1", "blue")
+    b = stack.run("h2", "vxt-c2", "blue")
+    stack.converged()
+    hosts = stack.hosts()
+    cluster = {h: stack.lab.vsctl(h, "get", "bridge", "br-int", "external_ids:vxplane-cluster-id")
+               for h in hosts}  # fmt: skip
+    assert len(set(cluster.values())) == 1, cluster
+    flows = {h: _flow_texts(stack, h) for h in hosts}
+    stack.ctl.stop()
+    tmp = tmp_path_factory.mktemp("wrongdb")
+    wrong = ControllerProcess(f"sqlite:///{tmp}/empty.db", tmp / "wrong.log", API_PORT, OF_PORT)
+    wrong.start()
+    try:
+        pinger = subprocess.Popen(
+            ["ip", "netns", "exec", "vxt-c1", "ping", "-c", "50", "-i", "0.2", "-W", "1", b["ip"]],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        out, _ = pinger.communicate(timeout=60)  # 10 s: two heartbeat rounds of every agent
+        assert " 0% packet loss" in out, out
+        assert stack.api.get("/api/v1/hosts").json() == []  # nobody registered there
+        assert {h: _flow_texts(stack, h) for h in hosts} == flows
+    finally:
+        wrong.stop()
+        stack.ctl.start()
+    stack.converged(timeout=30)
+    assert stack.ping("vxt-c2", a["ip"])
+
+
 def test_dead_switch_is_dropped_and_does_not_hold_back_readiness(stack: Stack) -> None:
     """ovs-vswitchd killed (no TCP close reaches the controller through its own datapath):
     echo probing declares the switch gone, and attaches elsewhere stay quick. Runs last: it

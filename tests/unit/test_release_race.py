@@ -5,6 +5,7 @@ live endpoint's address. Each test makes that bind happen just before the delete
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -71,3 +72,23 @@ def test_docker_release_address_frees_an_unbound_one(docker: Docker) -> None:
     got = docker.call("IpamDriver.RequestAddress", {"PoolID": docker.pool, "Address": ""})
     docker.call("IpamDriver.ReleaseAddress", {"PoolID": docker.pool, "Address": got["Address"]})
     assert docker.host.ctl.view() == {}
+
+
+def test_docker_ip_request_keeps_an_old_reservation_bound_meanwhile(
+    docker: Docker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``docker run --ip`` for a name whose old reservation holds another address deletes
+    that reservation first, but only while it is still the unbound one it read."""
+    ctl = docker.host.ctl
+    ctl.create_endpoint("green", "web", ip="10.30.0.50")  # the name's old reservation
+    docker.engine.starting("web", "green")
+    docker.engine.ctrs["web"]["NetworkSettings"]["Networks"]["green"]["IPAMConfig"] = {
+        "IPv4Address": "10.30.0.60"
+    }
+    _bind_before_every_delete(ctl, monkeypatch)
+    body = json.dumps({"PoolID": docker.pool, "Address": "10.30.0.60"}).encode()
+    _, reply = docker.driver.dispatch("/IpamDriver.RequestAddress", body)
+    assert "bound to host 'h2'" in reply["Error"], reply
+    assert ctl.view()[("green", "web")] == ("10.30.0.50", "h2", 7, "ready")
+    (call,) = ctl.calls_of("delete_endpoint")
+    assert call[1]["if_unbound"] is True and call[1]["if_revision"] == 0
