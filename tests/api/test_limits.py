@@ -221,7 +221,7 @@ def _exchange(port: int, head: bytes, chunks: int) -> tuple[bytes, int]:
 def test_a_real_server_answers_413_before_reading_50_mib(make_client) -> None:  # type: ignore[no-untyped-def]
     """Over a real uvicorn: a declared 50 MiB body is answered at once, and a chunked one
     after about the limit; neither is read in full."""
-    client = make_client()
+    client = make_client(allowed_hosts=["127.0.0.1"])
     server, port = _live(client.app)
     try:
         request = b"POST /api/v1/networks HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
