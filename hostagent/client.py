@@ -21,11 +21,15 @@ API = "/api/v1"
 
 
 class ControllerError(AgentError):
-    """The controller refused a request (4xx); ``status`` and ``detail`` are the API's own."""
+    """The controller refused a request (4xx); ``status`` and ``detail`` are the API's own.
 
-    def __init__(self, status: int, detail: str) -> None:
+    ``endpoint``: on a 409 about one endpoint (a stale ``if_revision``, a bind elsewhere
+    without ``move``, a failed conditional delete), the endpoint as it is now."""
+
+    def __init__(self, status: int, detail: str, endpoint: Endpoint | None = None) -> None:
         super().__init__(detail)
         self.status = status
+        self.endpoint = endpoint
 
 
 def _seg(value: str) -> str:
@@ -87,12 +91,16 @@ class ControllerClient:
             )
         if resp.status_code >= 400:
             try:
-                detail = resp.json().get("detail", resp.text)
+                body = resp.json()
             except ValueError:
-                detail = resp.text
+                body = None
+            body = body if isinstance(body, dict) else {}
+            detail = body.get("detail", resp.text)
             if not isinstance(detail, str):
                 detail = str(detail)
-            raise ControllerError(resp.status_code, detail)
+            held = body.get("endpoint")
+            endpoint = Endpoint.from_api(held) if isinstance(held, dict) else None
+            raise ControllerError(resp.status_code, detail, endpoint)
         return resp
 
     # -- health and hosts ----------------------------------------------------------------
@@ -193,15 +201,19 @@ class ControllerClient:
         labels: dict[str, str] | None = None,
         wait_ready: float | None = None,
         if_revision: int | None = None,
+        move: bool = False,
     ) -> tuple[Endpoint, bool]:
-        """Bind (or move) the endpoint to ``host``'s ``ofport``; with ``create`` make it first
-        if the name is new, all in one request. Returns (Endpoint, created-by-this-call).
+        """Bind the endpoint to ``host``'s ``ofport``; with ``create`` make it first if the
+        name is new, all in one request. Returns (Endpoint, created-by-this-call).
 
-        ``if_revision``: only if that is still the endpoint's revision (0: a new name), else
-        ControllerError 409 and nothing changes (someone else bound it since it was read)."""
+        An endpoint bound to another host or port is moved only with ``if_revision`` (only if
+        that is still its revision; 0: a new name) or ``move``; otherwise, and on a stale
+        ``if_revision``, ControllerError 409 carrying the endpoint, and nothing changes."""
         body: dict[str, Any] = {"host": host, "ofport": ofport}
         if if_revision is not None:
             body["if_revision"] = if_revision
+        if move:
+            body["move"] = True
         if port_name is not None:
             body["port_name"] = port_name
         if ip is not None:

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import LinkEdge, OvsEdge
-from hostagent.errors import ControllerUnavailable, NotReady, OvsError
+from hostagent.errors import Conflict, ControllerUnavailable, NotReady, OvsError
 from hostagent.model import Endpoint
 from hostagent.ovs import MAX_OFPORT, TUNNEL_OFPORT
 
@@ -167,9 +168,8 @@ class Plugger:
             laps = Laps()
             want = self.next_ofport()
             bind: Future[tuple[Endpoint, bool]] = self._pool.submit(
-                self.client.bind, req.network, req.name, self.host, want, host_if,
-                create=True, ip=req.ip, labels=dict(req.labels) or None, wait_ready=wait,
-            )  # fmt: skip
+                self._claim, req, want, host_if, wait
+            )
             undo: list[Callable[[], object]] = []
             bound = False  # the bind's answer was read and its undo registered
             try:
@@ -230,6 +230,44 @@ class Plugger:
             self.host, req.network, req.name, ep.ip, ep.ofport, laps,
         )  # fmt: skip
         return ep
+
+    def _claim(
+        self, req: PlugRequest, ofport: int, host_if: str, wait: float
+    ) -> tuple[Endpoint, bool]:
+        """The plug's one request: create the endpoint if new and bind it here.
+
+        The controller does not move an endpoint bound elsewhere on a plain bind (409 with
+        the endpoint). The agent takes it over only from a port of its own host (a new
+        sandbox replaces an old one) or from a host that is not alive; then explicitly, at
+        the revision the controller showed, so a bind that came in between still wins. From
+        a live host it is ``Conflict``: remove it there first."""
+        args = (req.network, req.name, self.host, ofport, host_if)
+        kwargs: dict[str, Any] = {
+            "create": True, "ip": req.ip, "labels": dict(req.labels) or None, "wait_ready": wait,
+        }  # fmt: skip
+        try:
+            return self.client.bind(*args, **kwargs)
+        except ControllerError as exc:
+            held = exc.endpoint
+            if exc.status != 409 or held is None or held.host is None:
+                raise
+            if held.host != self.host and self._alive(held.host):
+                raise Conflict(
+                    f"endpoint {req.network}/{req.name} ({held.ip}) is in use on host "
+                    f"{held.host}, which is alive: remove it there first"
+                ) from exc
+            log.info(
+                "host %s: taking %s/%s over from %s (revision %d)",
+                self.host, req.network, req.name, held.host, held.revision,
+            )  # fmt: skip
+            return self.client.bind(*args, **kwargs, if_revision=held.revision)
+
+    def _alive(self, host: str) -> bool:
+        """Whether the controller counts ``host`` alive (heartbeats); unknown: not alive."""
+        try:
+            return bool(self.client.get_host(host).get("alive", True))
+        except ControllerError:
+            return False
 
     def _label(self, port: Future[int], host_if: str, ep: Endpoint | None) -> None:
         """Once the port exists, record the address the controller gave (if it chose it)."""

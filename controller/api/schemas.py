@@ -329,6 +329,12 @@ class BindingUpdate(_Body):
         description="change nothing (409) unless this is the endpoint's current revision; "
         "a name that does not exist has revision 0",
     )
+    move: bool = Field(
+        False,
+        strict=True,
+        description="move the endpoint even if it is bound to another host or port (without "
+        "this or if_revision, that is 409 with the endpoint as it is)",
+    )
 
 
 class EndpointPublic(_Public):

@@ -164,9 +164,10 @@ def bind_endpoint(
     now: datetime | None = None,
 ) -> tuple[EndpointRecord, int | None]:
     """Bind (or move) an existing endpoint to a host's OpenFlow port: ``attach_endpoint``
-    without creation or checks. Returns the endpoint and the revision (None: no change)."""
+    without creation, moving it if bound elsewhere. Returns the endpoint and the revision
+    (None: no change)."""
     record, _, revision = attach_endpoint(
-        session, network, name, host, ofport, port_name=port_name, now=now
+        session, network, name, host, ofport, port_name=port_name, now=now, move=True
     )
     return record, revision
 
@@ -183,6 +184,7 @@ def attach_endpoint(
     labels: dict[str, str] | None = None,
     if_revision: int | None = None,
     create: bool = False,
+    move: bool = False,
     now: datetime | None = None,
 ) -> tuple[EndpointRecord, bool, int | None]:
     """Bind the endpoint ``name`` to a host's OpenFlow port, creating it first if ``create``.
@@ -196,7 +198,11 @@ def attach_endpoint(
     - ``RevisionMismatch`` when ``if_revision`` is given and is not the endpoint's current
       ``revision`` (a name that does not exist has revision 0);
     - ``Conflict`` when an existing endpoint holds another address than ``ip``, or (new name)
-      ``ip`` is held by another endpoint; allocation errors as ``create_endpoint``.
+      ``ip`` is held by another endpoint; allocation errors as ``create_endpoint``;
+    - ``RevisionMismatch`` when the endpoint is bound to another (host, ofport) and neither
+      ``if_revision`` nor ``move`` says to move it: of two binds racing for one endpoint, the
+      second does not silently undo the first;
+    - ``Conflict`` when another endpoint holds the port, or it is the host's tunnel port.
 
     ``labels``, when given, replace the endpoint's labels. A new name is allocated as
     ``create_endpoint(host=host)`` would, and notes ``endpoint.created`` then
@@ -217,6 +223,8 @@ def attach_endpoint(
     if row is not None:
         _check_same_ip(row, ip, network)
     target = host_row(session, host)
+    if row is not None and if_revision is None and not move:
+        _check_not_elsewhere(session, row, net, target, ofport)
     created = row is None
     if row is None:
         row, _ = new_endpoint(session, net, name, ip, target, labels or {}, now)
@@ -232,6 +240,21 @@ def attach_endpoint(
     revision = bump(session)
     _bind(session, network, row, target, ofport, port_name, revision, now)
     return endpoint_record(row, net, target.name), created, revision
+
+
+def _check_not_elsewhere(
+    session: Session, row: EndpointRow, net: NetworkRow, target: HostRow, ofport: int
+) -> None:
+    """``RevisionMismatch`` if ``row`` is bound to another host or port than the target."""
+    if row.host_id is None or (row.host_id, row.ofport) == (target.id, ofport):
+        return
+    record = _record(session, row, net)
+    raise RevisionMismatch(
+        f"endpoint {row.name!r} of network {net.name!r} is bound to host {record.host!r} "
+        f"(ofport {row.ofport}, revision {row.bound_rev}): a bind moves it only with "
+        f'"move": true or "if_revision": {row.bound_rev}',
+        record,
+    )
 
 
 def _check_port_free(session: Session, row: EndpointRow, target: HostRow, ofport: int) -> None:

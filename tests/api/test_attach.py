@@ -258,21 +258,28 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     assert {p["name"] for p in operation["parameters"]} >= {"create", "wait_ready"}
 
 
-def test_concurrent_create_and_binds_create_once(world: TestClient) -> None:
-    """Parallel requests for one new name: one 201, the others bind it (200), never a 500."""
-    statuses: list[int] = []
+@pytest.mark.parametrize("move", [False, True])
+def test_concurrent_create_and_binds_create_once(world: TestClient, move: bool) -> None:
+    """Parallel requests for one new name to different ports: one creates it (201), never a
+    500. The others, each elsewhere, move it only if they say so (200); otherwise they are
+    409 with the endpoint as the winner bound it (before: all 200, the last silently won)."""
+    answers: list[Any] = []
     start = threading.Barrier(6)
 
     def attach(index: int) -> None:
         start.wait()
-        r = world.put(f"{EPS}/web{ATTACH}", json={"host": f"h{index % 2 + 1}", "ofport": index + 2})
-        statuses.append(r.status_code)
+        body = {"host": f"h{index % 2 + 1}", "ofport": index + 2, "move": move}
+        answers.append(world.put(f"{EPS}/web{ATTACH}", json=body))
 
     threads = [threading.Thread(target=attach, args=(i,)) for i in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert sorted(statuses) == [200] * 5 + [201]
+    assert sorted(r.status_code for r in answers) == sorted([200 if move else 409] * 5 + [201])
     assert [e["name"] for e in world.get("/api/v1/endpoints").json()] == ["web"]
-    assert len(world.get(f"{EPS}/web/history").json()) == 6
+    assert len(world.get(f"{EPS}/web/history").json()) == (6 if move else 1)
+    if not move:
+        (won,) = [r.json() for r in answers if r.status_code == 201]
+        for lost in (r.json() for r in answers if r.status_code == 409):
+            assert lost["endpoint"]["host"] == won["host"] and "move" in lost["detail"]

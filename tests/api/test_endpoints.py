@@ -19,8 +19,11 @@ def world(client: TestClient) -> TestClient:
     return client
 
 
-def _bind(client: TestClient, name: str, host: str, ofport: int, query: str = "") -> dict:
-    r = client.put(f"{EPS}/{name}/binding{query}", json={"host": host, "ofport": ofport})
+def _bind(
+    client: TestClient, name: str, host: str, ofport: int, query: str = "", move: bool = False
+) -> dict:
+    body = {"host": host, "ofport": ofport, **({"move": True} if move else {})}
+    r = client.put(f"{EPS}/{name}/binding{query}", json=body)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -210,7 +213,7 @@ def test_negative_wait_ready_is_refused(world: TestClient) -> None:
 def test_move_and_stale_unbind_is_a_noop(world: TestClient, sync: RecordingSync) -> None:
     first = world.post(EPS, json={"name": "web", "host": "h1"}).json()
     on_h1 = _bind(world, "web", "h1", 7)
-    on_h2 = _bind(world, "web", "h2", 9)
+    on_h2 = _bind(world, "web", "h2", 9, move=True)
     assert on_h2["host"] == "h2" and on_h2["ip"] == first["ip"]
     assert on_h2["revision"] > on_h1["revision"] and on_h2["state"] == "pending"
     notified = list(sync.notified)

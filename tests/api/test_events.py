@@ -46,7 +46,7 @@ def test_writes_publish_events_after_commit(world: TestClient) -> None:
     world.post(f"{EPS}", json={"name": "web", "host": "h1"})
     world.put(f"{EPS}/web/binding", json={"host": "h1", "ofport": 3})
     world.put(f"{EPS}/web/binding", json={"host": "h1", "ofport": 3})  # same: no event
-    world.put(f"{EPS}/web/binding", json={"host": "h2", "ofport": 4})
+    world.put(f"{EPS}/web/binding", json={"host": "h2", "ofport": 4, "move": True})
     world.delete(f"{EPS}/web/binding", params={"host": "h1"})  # stale: no-op, no event
     world.delete(f"{EPS}/web/binding")
     world.delete(f"{EPS}/web")
@@ -90,7 +90,7 @@ def test_endpoint_history(world: TestClient) -> None:
     world.post(f"{EPS}", json={"name": "ns/pod"})
     assert world.get(f"{EPS}/ns/pod/history").json() == []
     world.put(f"{EPS}/ns/pod/binding", json={"host": "h1", "ofport": 3})
-    world.put(f"{EPS}/ns/pod/binding", json={"host": "h2", "ofport": 5})
+    world.put(f"{EPS}/ns/pod/binding", json={"host": "h2", "ofport": 5, "move": True})
     world.delete(f"{EPS}/ns/pod/binding")
     world.put(f"{EPS}/ns/pod/binding", json={"host": "h1", "ofport": 6})
     world.delete("/api/v1/hosts/h1")  # its endpoints are released: an unbind step

@@ -69,7 +69,7 @@ def test_endpoints_page_by_network_then_name_and_keep_their_filters(many: TestCl
 def test_history_is_paged_newest_first(many: TestClient) -> None:
     ep = f"{NETS}/n0/endpoints/a/binding"
     for i in range(5):
-        many.put(ep, json={"host": f"h{i}", "ofport": 10 + i})
+        many.put(ep, json={"host": f"h{i}", "ofport": 10 + i, "move": True})
     whole = many.get(f"{NETS}/n0/endpoints/a/history").json()
     assert [m["host"] for m in whole] == ["h4", "h3", "h2", "h1", "h0"]
     paged = collect(

@@ -135,7 +135,7 @@ def test_concurrent_attaches_of_one_new_name(world: sessionmaker[Session]) -> No
             start.wait()
             with session_scope(world) as s:
                 _, created, revision = repo.attach_endpoint(
-                    s, "n", "web", f"h{index % 2 + 1}", index + 2, create=True
+                    s, "n", "web", f"h{index % 2 + 1}", index + 2, create=True, move=True
                 )
             results.append((created, revision))
         except BaseException as exc:  # noqa: BLE001 - reported below

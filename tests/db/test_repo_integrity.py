@@ -164,3 +164,23 @@ def test_reclaim_takes_a_fresh_reservation(factory: sessionmaker[Session]) -> No
     with session_scope(factory) as s:
         ep, created, _ = repo.create_endpoint(s, "tiny", "new", now=T0)
     assert created and ep.ip == A("10.9.0.2")
+
+
+def test_concurrent_binds_elsewhere_do_not_both_win(world: sessionmaker[Session]) -> None:
+    """Eight writers bind one endpoint to eight (host, ofport)s at once, none saying
+    ``move``: the first wins, the seven others are 409 with it (before: each moved it and
+    the last won silently)."""
+
+    def bind(i: int) -> str:
+        with session_scope(world) as s:
+            ep, _, _ = repo.attach_endpoint(s, "n", "web", f"h{i % 2 + 1}", 30 + i, create=True)
+        return f"{ep.host}:{ep.ofport}"
+
+    won, errors = _race(8, bind)
+    assert len(won) == 1 and len(errors) == 7
+    assert all(isinstance(e, repo.RevisionMismatch) for e in errors), errors
+    for e in errors:
+        assert isinstance(e, repo.RevisionMismatch) and e.endpoint is not None
+        assert f"{e.endpoint.host}:{e.endpoint.ofport}" == won[0]
+    with session_scope(world) as s:
+        assert len(repo.endpoint_history(s, "n", "web")) == 1

@@ -221,7 +221,7 @@ def test_rejected_flow_is_held_back_and_others_converge(api: httpx.Client) -> No
     good = _switch(GOOD, reject=lambda body: any(m in body for m in marks))
     try:
         good.wait("flow dump", lambda: good.dump_requests >= 1)
-        _converges(api, good, "q0", 30)
+        _converges(api, good, "q0", 50)
         api.put(
             "/api/v1/networks/fz/endpoints/qbad/binding",
             params={"create": "true"},
@@ -229,7 +229,7 @@ def test_rejected_flow_is_held_back_and_others_converge(api: httpx.Client) -> No
         ).raise_for_status()
         t0 = time.monotonic()
         sent_before = len(good.flow_mods)
-        slowest = max(_converges(api, good, f"q{i}", 31 + i) for i in range(1, 6))
+        slowest = max(_converges(api, good, f"q{i}", 50 + i) for i in range(1, 6))
         time.sleep(max(0.0, 5.0 - (time.monotonic() - t0)))
         cycles = len(good.flow_mods) - sent_before
         host = api.get("/api/v1/hosts/good").json()

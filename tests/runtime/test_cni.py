@@ -241,31 +241,31 @@ def test_requested_addresses_ifname_and_kept_address(stack: Stack) -> None:
 
 
 def test_del_keeps_the_address_of_a_name_bound_on_another_host(stack: Stack) -> None:
-    """Issue 8: DEL frees an address with a conditional delete (``?if_unbound=true``, in the
-    controller's deleting transaction); the name bound elsewhere by then keeps it. And one
-    host's agent may not take a name another live host holds (its token is that host's)."""
+    """Issue 8: an ADD does not take a name that is in use on another live host (before, the
+    bind moved it silently); a DEL frees an address with a conditional delete
+    (``?if_unbound=true``, in the controller's deleting transaction), so a name bound
+    elsewhere by then keeps it."""
     g_ns, h_ns = stack.netns("vxr-g"), stack.netns("vxr-h")
     pod = conf(runtimeConfig={"endpointName": "mover"})
     rc, first = stack.cni(H1, "ADD", pod, cid="ctr-m1", netns=g_ns)
     assert rc == 0, first
-    # rescheduled to h2 while h1 still holds it: h2's agent is refused, nothing made on h2
-    rc, refused = stack.cni(H2, "ADD", pod, cid="ctr-m2", netns=h_ns)
-    assert rc != 0 and "bound to host" in refused["msg"], refused
-    assert device_names("blue", "mover")[0] not in stack.ports(H2)
-    # an admin moves it to h2 (as h2 would bind it once h1 let go); h1's DEL of the old
-    # sandbox comes late: it unplugs there, and the controller refuses to delete the endpoint
-    # now bound to h2 (409), which DEL takes as "kept"
+    before = stack.state()
+    rc, err = stack.cni(H2, "ADD", pod, cid="ctr-m2", netns=h_ns)
+    assert rc != 0 and f"in use on host {H1}, which is alive" in err["msg"], err
+    assert stack.state() == before and not _link_exists("eth0", "vxr-h")
+    # an operator moves it to h2 on purpose; h1's DEL of the old sandbox comes late: it
+    # unplugs there, and the controller refuses to delete the endpoint bound to h2 (409),
+    # which DEL takes as "kept"
     moved = stack.api.put(
-        "/api/v1/networks/blue/endpoints/mover/binding", json={"host": H2, "ofport": 4000}
+        "/api/v1/networks/blue/endpoints/mover/binding",
+        json={"host": H2, "ofport": 4000, "move": True},
     )
     assert moved.status_code == 200, moved.text
     assert stack.cni(H1, "DEL", pod, cid="ctr-m1", netns=g_ns) == (0, None)
     mover = stack.endpoint("blue", "mover")
-    assert mover is not None and (mover["host"], mover["ip"]) == (
-        H2,
-        first["ips"][0]["address"].split("/")[0],
-    )
-    assert stack.api.delete("/api/v1/networks/blue/endpoints/mover").status_code == 204
+    assert mover is not None and (mover["host"], mover["ofport"]) == (H2, 4000)
+    stack.api.delete("/api/v1/networks/blue/endpoints/mover/binding").raise_for_status()
+    stack.api.delete("/api/v1/networks/blue/endpoints/mover").raise_for_status()
 
 
 def test_gc_removes_only_stale_attachments(stack: Stack) -> None:

@@ -633,6 +633,7 @@ class FakeController(_Fake):
         labels: dict[str, str] | None = None,
         wait_ready: float | None = None,
         if_revision: int | None = None,
+        move: bool = False,
     ) -> tuple[Endpoint, bool]:
         if not isinstance(ofport, int) or not 1 <= ofport <= MAX_BIND_OFPORT:
             raise ControllerError(422, f"ofport {ofport!r}: 1..{MAX_BIND_OFPORT}")
@@ -640,7 +641,15 @@ class FakeController(_Fake):
         row = self.endpoints.get((network, name))
         current = row.revision if row is not None else 0
         if if_revision is not None and if_revision != current:
-            raise ControllerError(409, f"endpoint {name!r} is at revision {current}")
+            shown = self._public(row) if row is not None else None
+            raise ControllerError(409, f"endpoint {name!r} is at revision {current}", shown)
+        elsewhere = (
+            row is not None and row.host is not None and (row.host, row.ofport) != (host, ofport)
+        )
+        if elsewhere and row is not None and if_revision is None and not move:
+            raise ControllerError(
+                409, f"endpoint {name!r} is bound to host {row.host!r}", self._public(row)
+            )
         if row is None and not create:
             raise ControllerError(404, f"endpoint {name!r} of network {network!r} not found")
         if row is not None:

@@ -208,7 +208,7 @@ def test_restart_removes_the_port_of_an_endpoint_that_moved(host: FakeHost) -> N
     old = up(host)
     plug(old, "a", "c1")
     host.ctl.register_host("h2", "198.18.0.2")
-    host.ctl.bind("blue", "a", "h2", 7, "vx-on-h2")
+    host.ctl.bind("blue", "a", "h2", 7, "vx-on-h2", move=True)
 
     up(host)
 

@@ -266,7 +266,7 @@ def test_unplug_of_an_endpoint_that_moved_leaves_it_bound_there(host: FakeHost) 
     plugger = host.plugger()
     plugger.plug(req())
     host.ctl.register_host("h2", "198.18.0.2")
-    host.ctl.bind("blue", "a", "h2", 7)
+    host.ctl.bind("blue", "a", "h2", 7, move=True)
     assert plugger.unplug("blue", "a") is True
     assert host.is_empty() and host.ctl.view()[("blue", "a")][1:3] == ("h2", 7)
 

@@ -152,7 +152,7 @@ def _unbound(c: Cni, ns: str) -> None:
 
 def _pending(c: Cni, ns: str) -> None:
     c.host.ctl.confirms = 0
-    c.host.ctl.bind("blue", "a", HOST, 40)
+    c.host.ctl.bind("blue", "a", HOST, 40, move=True)
 
 
 @pytest.mark.parametrize(

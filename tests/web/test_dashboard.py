@@ -272,7 +272,8 @@ def test_moved_endpoint_is_drawn_on_its_new_host(page: Any, stack: Stack) -> Non
 
     # a live migration (bound on the new host before the old one lets go) is a "move"
     stack.api.put(
-        "/api/v1/networks/blue/endpoints/vxw-mv/binding", json={"host": h1, "ofport": 4000}
+        "/api/v1/networks/blue/endpoints/vxw-mv/binding",
+        json={"host": h1, "ofport": 4000, "move": True},
     ).raise_for_status()
     expect(_endpoint(page, h1, "blue/vxw-mv")).to_be_visible(timeout=1000)
     expect(_endpoint(page, h2, "blue/vxw-mv")).to_have_count(0)

@@ -166,6 +166,7 @@ async def bind_endpoint(
             ip=body.ip,
             labels=body.labels,
             if_revision=body.if_revision,
+            move=body.move,
             create=create,
         )
         commit(session, sync, revision, events, by=principal)

@@ -40,7 +40,20 @@ STREAM_DOC = {
         "description": "A stream of server-sent events (each `data:` is an Event as JSON).",
         "content": {
             "text/event-stream": {
-                "schema": {"type": "string"},
+                # Before OpenAPI 3.2 (itemSchema), the schema of a stream describes one event.
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"enum": ["hello", "resync"], "description": "absent: an Event"},
+                        "data": {
+                            "type": "string",
+                            "description": "JSON: an Event, or the hello's / resync's object",
+                        },
+                        "id": {"type": "string", "description": "the event id"},
+                        "retry": {"type": "integer", "description": "reconnect delay (ms)"},
+                    },
+                    "required": ["data"],
+                },
                 "example": 'event: hello\ndata: {"epoch": "3f2a9c1d", "last_id": 41}\n\n'
                 'id: 42\ndata: {"id": 42, "type": "endpoint.moved", ...}\n\n',
             }
