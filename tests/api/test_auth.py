@@ -74,10 +74,10 @@ CASES = [
     Case("GET", f"{EPS}/e1", E, READ),
     Case("GET", f"{EPS}/e1/history", E + "/history", READ),
     Case("PUT", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 200, 403, 200),
-         body={"host": "h1", "ofport": 7}),
+         body={"host": "h1", "ofport": 7, "move": True}),
     # agent h2 may not move h1's (alive) endpoint to itself
     Case("PUT", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 403, 403, 200),
-         body={"host": "h2", "ofport": 7}),
+         body={"host": "h2", "ofport": 7, "move": True}),
     Case("PUT", f"{EPS}/e0/binding", E + "/binding", by_role(401, 403, 200, 403, 200),
          body={"host": "h1", "ofport": 7}),
     Case("PUT", f"{EPS}/fresh/binding", E + "/binding", by_role(401, 403, 403, 201, 201),
@@ -223,7 +223,7 @@ def test_agent_may_take_over_an_endpoint_of_a_lost_host(
     world: World, fresh: Callable[[str | None], TestClient], tmp_path: Path
 ) -> None:
     h2 = fresh(world.tokens["agent-h2"])
-    body = {"host": "h2", "ofport": 7}
+    body = {"host": "h2", "ofport": 7, "move": True}
     assert h2.put(f"{EPS}/e1/binding", json=body).status_code == 403
     engine = make_engine(f"sqlite:///{tmp_path}/vx.db")
     with engine.begin() as conn:  # h1's heartbeat is an hour old: h1 is lost
