@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.output import Output, TokenOpt, ago, call, console, err_console, render
+from controller.cli.output import (
+    Output,
+    TokenOpt,
+    ago,
+    call,
+    call_all,
+    console,
+    err_console,
+    render,
+)
 from controller.cli.resources import ApiOpt, OutOpt
 
 token_app = typer.Typer(
@@ -54,7 +63,7 @@ def token_ls(
     output: OutOpt = Output.table,
 ) -> None:
     """List tokens (never their secrets)."""
-    rows = call(api, "GET", "/api/v1/tokens", params={"revoked": revoked}, token=token)
+    rows = call_all(api, "/api/v1/tokens", {"revoked": revoked}, token=token)
     if output == Output.table:
         rows = [
             {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,11 +88,29 @@ def find(session: Session, token_id: str) -> tuple[Principal, str] | None:
     return principal, row.secret_hash
 
 
-def list_tokens(session: Session, include_revoked: bool = False) -> list[TokenRecord]:
-    """Every token, oldest first (revoked ones only when asked)."""
-    query = select(TokenRow).order_by(TokenRow.created_at, TokenRow.id)
+def list_tokens(
+    session: Session,
+    include_revoked: bool = False,
+    limit: int | None = None,
+    after: str | None = None,
+) -> list[TokenRecord]:
+    """Tokens, oldest first (revoked ones only when asked): at most ``limit``, those listed
+    after the token with id ``after`` (paging; ``InvalidRequest`` if there is no such id)."""
+    query = select(TokenRow).order_by(TokenRow.created_at, TokenRow.id).limit(limit)
     if not include_revoked:
         query = query.where(TokenRow.revoked_at.is_(None))
+    if after is not None:
+        last = session.get(TokenRow, after)
+        if last is None:
+            raise InvalidRequest(
+                f"query parameter after: no token {after[:40]!r} (use the Link header's URL)"
+            )
+        query = query.where(
+            or_(
+                TokenRow.created_at > last.created_at,
+                and_(TokenRow.created_at == last.created_at, TokenRow.id > last.id),
+            )
+        )
     return [_record(row) for row in session.scalars(query)]
 
 

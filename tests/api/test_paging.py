@@ -163,3 +163,22 @@ def test_the_cli_follows_the_pages(many: TestClient, monkeypatch: pytest.MonkeyP
     assert names(json.loads(result.output)) == ["n0", "n1", "n2", "n3", "n4"]
     result = CliRunner().invoke(app, ["endpoint", "ls", "--api", "http://ctl", "-o", "json"])
     assert len(json.loads(result.output)) == 8
+    for role in ("viewer", "viewer", "admin"):
+        assert many.post("/api/v1/tokens", json={"role": role}).status_code == 201
+    every = many.get("/api/v1/tokens", params={"limit": 10000}).json()
+    assert len(every) >= 4
+    result = CliRunner().invoke(app, ["token", "ls", "--api", "http://ctl", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert [t["id"] for t in json.loads(result.output)] == [t["id"] for t in every]
+
+
+def test_tokens_are_paged_oldest_first(many: TestClient) -> None:
+    for role in ("viewer", "viewer", "admin", "viewer"):
+        assert many.post("/api/v1/tokens", json={"role": role}).status_code == 201
+    whole = many.get("/api/v1/tokens").json()
+    assert len(whole) >= 5 and "link" not in many.get("/api/v1/tokens").headers
+    for limit in (1, 2, 3):
+        paged = collect(lambda u, p: many.get(u, params=p), "/api/v1/tokens", {"limit": limit})
+        assert paged == whole
+    r = many.get("/api/v1/tokens", params={"after": "nosuchtoken"})
+    assert r.status_code == 422 and "no token 'nosuchtoken'" in r.json()["detail"]

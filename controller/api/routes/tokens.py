@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 
 from controller.api.auth import Authenticator, PrincipalDep, admin_only
 from controller.api.deps import SessionDep
+from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
 from controller.api.schemas import TokenCreate, TokenCreated, TokenPublic
 from controller.auth import Role
 from controller.db import tokens
@@ -33,11 +34,21 @@ def create_token(body: TokenCreate, session: SessionDep, principal: PrincipalDep
     return TokenCreated(**TokenPublic.model_validate(record).model_dump(), token=token)
 
 
-@router.get("")
+@router.get("", responses={200: {"headers": LINK_HEADER}})
 @admin_only
-def list_tokens(session: SessionDep, revoked: bool = False) -> list[TokenPublic]:
-    """Live tokens, oldest first (``?revoked=true``: revoked ones too)."""
-    return [TokenPublic.model_validate(r) for r in tokens.list_tokens(session, revoked)]
+def list_tokens(
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    revoked: bool = False,
+    limit: Limit = DEFAULT_LIMIT,
+    after: After = None,
+) -> list[TokenPublic]:
+    """Live tokens, oldest first (``?revoked=true``: revoked ones too); paged (the key is
+    the token's id)."""
+    records = tokens.list_tokens(session, revoked, limit=limit + 1, after=after)
+    shown = page(request, response, records, limit, lambda r: r.id)
+    return [TokenPublic.model_validate(r) for r in shown]
 
 
 @router.delete("/{token_id}")
