@@ -134,8 +134,9 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
 class _Subscriber:
     """An asyncio waiter woken from any thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: str | None = None) -> None:
         self.loop = loop
+        self.owner = owner
         self.ready = asyncio.Event()
 
     def wake(self) -> None:
@@ -199,10 +200,16 @@ class EventHub:
         """The newest ``limit`` events, oldest first."""
         return self.since(0, limit)[0]
 
-    def subscribe(self, limit: int | None = None) -> _Subscriber:
+    def subscribe(
+        self,
+        limit: int | None = None,
+        owner: str | None = None,
+        owner_limit: int | None = None,
+    ) -> _Subscriber:
         """A waiter for the running event loop; ``unsubscribe`` it when done. ``Busy`` if
-        ``limit`` subscribers are already open."""
-        sub = _Subscriber(asyncio.get_running_loop())
+        ``limit`` subscribers are already open, or ``owner_limit`` of ``owner``'s (one
+        credential may not take every stream)."""
+        sub = _Subscriber(asyncio.get_running_loop(), owner)
         with self._lock:
             if limit is not None and len(self._subscribers) >= limit:
                 raise Busy(
@@ -210,6 +217,14 @@ class EventHub:
                     "close one or retry later",
                     retry_after=SUBSCRIBER_RETRY_AFTER,
                 )
+            if owner is not None and owner_limit is not None:
+                mine = sum(1 for other in self._subscribers if other.owner == owner)
+                if mine >= owner_limit:
+                    raise Busy(
+                        f"this token already has {mine} event streams open (at most "
+                        f"{owner_limit} per token): close one or retry later",
+                        retry_after=SUBSCRIBER_RETRY_AFTER,
+                    )
             self._subscribers.add(sub)
         return sub
 

@@ -86,6 +86,29 @@ def test_event_streams_past_the_limit_answer_503_with_retry_after(make_client) -
     assert hub.subscribers == 1
 
 
+def test_one_token_may_not_take_every_event_stream(make_client, make_token) -> None:  # type: ignore[no-untyped-def]
+    """At most ``max_event_subscribers_per_token`` streams per token: a viewer filling its
+    share leaves the others' streams free."""
+    viewer = make_token("viewer")
+    viewer_id = viewer.split("_")[1]
+    client = make_client(token=viewer, max_event_subscribers_per_token=2)
+    hub = client.app.state.events  # type: ignore[attr-defined]
+
+    async def fill() -> list[object]:
+        return [hub.subscribe(64, owner=viewer_id, owner_limit=2) for _ in range(2)]
+
+    client.portal.call(fill)  # type: ignore[union-attr]
+    r = client.get("/api/v1/events")
+    assert r.status_code == 503 and r.headers["retry-after"] == "10"
+    assert "at most 2 per token" in r.json()["detail"]
+
+    async def other() -> object:  # another token still gets one
+        return hub.subscribe(64, owner="someoneelse", owner_limit=2)
+
+    assert client.portal.call(other) is not None  # type: ignore[union-attr]
+    assert hub.subscribers == 3
+
+
 class SilentSwitch:
     """A connected switch that takes every message and never answers a barrier."""
 

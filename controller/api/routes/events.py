@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from controller.api.auth import PrincipalDep
 from controller.api.deps import EventsDep, SettingsDep
 from controller.api.schemas import EventPublic, EventsRecent, Problem
 from controller.errors import InvalidRequest
@@ -157,6 +158,7 @@ async def event_stream(
     request: Request,
     hub: EventsDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     types: Types = None,
     after: Annotated[
         int | None,
@@ -168,10 +170,15 @@ async def event_stream(
 ) -> StreamingResponse:
     """Follow what changes: networks, endpoints (added, moved, removed), hosts, switches.
 
-    At most ``max_event_subscribers`` streams (64 by default) are open at once; past that the
-    answer is 503 with ``Retry-After``."""
+    At most ``max_event_subscribers`` streams (64 by default) are open at once, and at most
+    ``max_event_subscribers_per_token`` (8) of one token; past that the answer is 503 with
+    ``Retry-After``."""
     start = _event_id(last_event_id) if last_event_id and last_event_id.strip() else after
-    sub = hub.subscribe(settings.max_event_subscribers)
+    sub = hub.subscribe(
+        settings.max_event_subscribers,
+        owner=principal.token_id,
+        owner_limit=settings.max_event_subscribers_per_token,
+    )
     return _EventStream(
         _stream(hub, start, types, settings.events_keepalive, sub),
         lambda: hub.unsubscribe(sub),
