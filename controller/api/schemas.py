@@ -386,6 +386,17 @@ class TokenCreate(_Body):
     )
 
 
+class TokenRotate(_Body):
+    """``POST /api/v1/tokens/{id}/rotate``."""
+
+    grace: float = Field(
+        0, ge=0, le=30 * 86400, description="seconds the old token keeps working (0: none)"
+    )
+    expires_in: float | None = Field(
+        None, gt=0, le=10 * 365 * 86400, description="seconds until the new token stops working"
+    )
+
+
 class TokenPublic(_Public):
     """A token as listed: never its secret."""
 

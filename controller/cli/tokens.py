@@ -87,3 +87,32 @@ def token_revoke(
     """Revoke a token: it stops working at once on this controller, within 5 s on others."""
     call(api, "DELETE", f"/api/v1/tokens/{token_id}", token=token, hint="`vxplane token ls`")
     console.print(f"revoked token [bold]{token_id}[/]")
+
+
+@token_app.command("rotate")
+def token_rotate(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="the token's id (`token ls`)")],
+    grace: Annotated[
+        float, typer.Option(help="seconds the old token keeps working, to move its users over")
+    ] = 0.0,
+    expires_in: Annotated[
+        float | None, typer.Option("--expires-in", help="seconds until the new one stops")
+    ] = None,
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Replace a token: a new one with the same role and host, printed as the last line of
+    stdout; the old one stops working now (or after --grace seconds)."""
+    body: dict[str, object] = {"grace": grace}
+    if expires_in is not None:
+        body["expires_in"] = expires_in
+    made = call(
+        api, "POST", f"/api/v1/tokens/{token_id}/rotate", json=body, token=token,
+        hint="`vxplane token ls`",
+    )  # fmt: skip
+    when = f"in {grace:g} s" if grace else "now"
+    err_console.print(
+        f"[dim]token {made['id']} replaces {token_id} (which stops working {when}); "
+        "keep it, it is not shown again[/]"
+    )
+    print(made["token"], flush=True)

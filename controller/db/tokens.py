@@ -7,7 +7,7 @@ controllers may start at once on one database and must end up with one bootstrap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.auth import Principal, Role, hash_secret, new_token
 from controller.db.base import begin_write, utcnow
 from controller.db.models import TokenRow
-from controller.errors import InvalidRequest, NotFound
+from controller.errors import Conflict, InvalidRequest, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,40 @@ def revoke(session: Session, token_id: str) -> TokenRecord:
     row.bootstrap_secret = None
     session.flush()
     return _record(row)
+
+
+def rotate(
+    session: Session,
+    token_id: str,
+    *,
+    grace: float = 0.0,
+    expires_at: datetime | None = None,
+    created_by: str | None = None,
+) -> tuple[TokenRecord, str]:
+    """A new token with the old one's role, host and description; the old one stops working
+    now, or ``grace`` seconds from now (time to move its clients over)."""
+    row = session.get(TokenRow, token_id)
+    if row is None:
+        raise NotFound(f"no token {token_id!r}: `vxplane token ls` lists them")
+    now = utcnow()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        raise Conflict(f"token {token_id} no longer works: make a new one instead")
+    record, token = create_token(
+        session,
+        Role(row.role),
+        host=row.host,
+        description=row.description,
+        expires_at=expires_at,
+        created_by=created_by,
+    )
+    row.bootstrap_secret = None  # no controller hands out a token that is going away
+    if grace <= 0:
+        row.revoked_at = now
+    else:
+        ends = now + timedelta(seconds=grace)
+        row.expires_at = ends if row.expires_at is None else min(row.expires_at, ends)
+    session.flush()
+    return record, token
 
 
 def _live_admins(session: Session, now: datetime) -> int:

@@ -101,6 +101,8 @@ CASES = [
          body={"role": "viewer"}),
     Case("DELETE", "/api/v1/tokens/{viewer}", "/api/v1/tokens/{token_id}",
          by_role(401, 403, 403, 403, 200)),
+    Case("POST", "/api/v1/tokens/{viewer}/rotate", "/api/v1/tokens/{token_id}/rotate",
+         by_role(401, 403, 403, 403, 201), body={}),
 ]  # fmt: skip
 # Checked elsewhere: the endless event stream over a real server
 # (test_events.py::test_event_stream_needs_a_token), and login with a token in the body
@@ -351,3 +353,27 @@ def test_openapi_states_the_bearer_requirement(world: World) -> None:
         for method, operation in methods.items():
             if operation.get("security") != []:
                 assert "401" in operation["responses"], (method, path)
+
+
+def test_rotation_replaces_a_token_now_or_after_a_grace(
+    world: World, fresh: Callable[[str | None], TestClient]
+) -> None:
+    admin = fresh(world.tokens["admin"])
+    old = admin.post("/api/v1/tokens", json={"role": "agent", "host": "h1"}).json()
+    new = admin.post(f"/api/v1/tokens/{old['id']}/rotate", json={}).json()
+    assert (new["role"], new["host"]) == ("agent", "h1") and new["token"] != old["token"]
+    assert fresh(old["token"]).get("/api/v1/networks").status_code == 401
+    assert (
+        fresh(new["token"])
+        .put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": 1})
+        .status_code
+        == 200
+    )
+    again = admin.post(f"/api/v1/tokens/{old['id']}/rotate", json={})
+    assert again.status_code == 409 and "no longer works" in again.json()["detail"]
+    graced = admin.post(f"/api/v1/tokens/{new['id']}/rotate", json={"grace": 60}).json()
+    assert fresh(new["token"]).get("/api/v1/networks").status_code == 200  # still, for 60 s
+    assert fresh(graced["token"]).get("/api/v1/networks").status_code == 200
+    listed = {t["id"]: t for t in admin.get("/api/v1/tokens").json()}
+    assert listed[new["id"]]["expires_at"] is not None
+    assert admin.post("/api/v1/tokens/nope/rotate", json={}).status_code == 404

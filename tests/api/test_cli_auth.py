@@ -82,3 +82,10 @@ def test_token_create_prints_the_token_last_and_the_cli_finds_it(
         VXPLANE_TOKEN=admin,
     )
     assert code == 0 and out.strip().splitlines()[-1].startswith("vxp_"), err
+    agent = out.strip().splitlines()[-1]
+    code, out, err = run(
+        server, ["token", "rotate", agent.split("_")[1], "--grace", "30"], VXPLANE_TOKEN=admin
+    )
+    assert code == 0 and "stops working in 30 s" in err, err
+    rotated = out.strip().splitlines()[-1]
+    assert rotated.startswith("vxp_") and rotated != agent

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response, status
 from controller.api.auth import Authenticator, PrincipalDep, admin_only
 from controller.api.deps import SessionDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
-from controller.api.schemas import TokenCreate, TokenCreated, TokenPublic
+from controller.api.schemas import TokenCreate, TokenCreated, TokenPublic, TokenRotate
 from controller.auth import Role
 from controller.db import tokens
 
@@ -59,3 +59,23 @@ def revoke_token(token_id: str, session: SessionDep, request: Request) -> TokenP
     session.commit()
     cast(Authenticator, request.app.state.auth).forget(token_id)
     return TokenPublic.model_validate(record)
+
+
+@router.post("/{token_id}/rotate", status_code=status.HTTP_201_CREATED)
+@admin_only
+def rotate_token(
+    token_id: str,
+    body: TokenRotate,
+    session: SessionDep,
+    principal: PrincipalDep,
+    request: Request,
+) -> TokenCreated:
+    """A new token with the same role and host (its text is in the answer, once); the old
+    one stops working now, or after ``grace`` seconds. 409 if the old one no longer works."""
+    expires = datetime.now(UTC) + timedelta(seconds=body.expires_in) if body.expires_in else None
+    record, token = tokens.rotate(
+        session, token_id, grace=body.grace, expires_at=expires, created_by=principal.token_id
+    )
+    session.commit()
+    cast(Authenticator, request.app.state.auth).forget(token_id)
+    return TokenCreated(**TokenPublic.model_validate(record).model_dump(), token=token)
