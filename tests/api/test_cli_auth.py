@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fakes import RecordingSync
 from typer.testing import CliRunner
 
 from controller.api.app import create_app
 from controller.cli.main import app as cli
 from controller.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.liveserver import serve
 
 
 @pytest.fixture
 def server(db_file_url: str) -> Iterator[str]:
     app = create_app(Settings(db_url=db_file_url), sync=RecordingSync())
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve(app) as url:
+        yield url
 
 
 def run(url: str, args: list[str], **env: str) -> tuple[int, str, str]:

@@ -3,10 +3,7 @@ TLS (--api-cert/--api-key) as the CLI reaches it with VXPLANE_CA. Loopback only.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -16,59 +13,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from controller.cli.main import app as cli
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A CA-less self-signed certificate for 127.0.0.1 (the test's own trust anchor)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vxplane-test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "api.pem", directory / "api.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    os.chmod(key_path, 0o600)
-    return cert_path, key_path
+from controller.pki import init_ca, issue
+from tests.liveserver import free_port
 
 
 @pytest.fixture
 def tls_controller(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """A controller on 127.0.0.1 serving its API over TLS; yields (url, CA, token file)."""
-    cert, key = _self_signed(tmp_path)
-    port, of_port = _free_port(), _free_port()
+    pki = tmp_path / "pki"  # the same `vxplane pki` that OpenFlow's TLS uses
+    init_ca(pki)
+    cert, key = issue(pki, "api", "controller", sans=["127.0.0.1"])
+    ca = pki / "ca.pem"
+    port, of_port = free_port(), free_port()
     token_file = tmp_path / "secret" / "admin-token"
     log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -84,13 +43,13 @@ def tls_controller(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         while True:
             assert proc.poll() is None, (tmp_path / "controller.log").read_text()
             try:
-                if httpx.get(f"{url}/healthz", verify=str(cert), timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", verify=str(ca), timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, (tmp_path / "controller.log").read_text()
             time.sleep(0.2)
-        yield url, cert, token_file
+        yield url, ca, token_file
     finally:
         proc.terminate()
         try:

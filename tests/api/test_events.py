@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fakes import RecordingSync
 from fastapi.testclient import TestClient
 
@@ -21,6 +19,7 @@ from controller.api.routes.events import _stream
 from controller.config import Settings
 from controller.events import EventHub
 from controller.sync import SwitchStatus
+from tests.liveserver import serve
 
 NETS = "/api/v1/networks"
 EPS = "/api/v1/networks/blue/endpoints"
@@ -200,12 +199,6 @@ def test_stream_replays_filters_resyncs_and_keeps_alive() -> None:
     assert [f.split("\n")[0] for f in frames[1:]] == ["id: 2", "id: 3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live_api(
     db_file_url: str, make_token: Callable[..., str]
@@ -214,21 +207,8 @@ def live_api(
     hub and an admin token."""
     hub = EventHub()
     app = create_app(Settings(db_url=db_file_url, events_keepalive=0.2), events=hub)  # type: ignore[call-arg]
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                       timeout_graceful_shutdown=1)
-    )  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", hub, make_token("admin")
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve(app) as url:
+        yield url, hub, make_token("admin")
 
 
 def test_sse_stream_over_http_with_last_event_id(live_api: tuple[str, EventHub, str]) -> None:

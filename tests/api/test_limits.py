@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
 from controller.api.limits import BodyLimit
+from tests.liveserver import serve
 
 MIB = 1024 * 1024
 JSON = {"content-type": "application/json"}
@@ -195,24 +196,6 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
     assert engine.waiting == 0
 
 
-def _live(app: object) -> tuple[object, int]:
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return server, port
-
-
 def _exchange(port: int, head: bytes, chunks: int) -> tuple[bytes, int]:
     """Send ``head`` then up to ``chunks`` MiB while reading; the answer and MiB sent."""
     import socket
@@ -245,8 +228,8 @@ def test_a_real_server_answers_413_before_reading_50_mib(make_client) -> None:  
     """Over a real uvicorn: a declared 50 MiB body is answered at once, and a chunked one
     after about the limit; neither is read in full."""
     client = make_client(allowed_hosts=["127.0.0.1"])
-    server, port = _live(client.app)
-    try:
+    with serve(client.app) as url:
+        port = int(url.rsplit(":", 1)[1])
         request = b"POST /api/v1/networks HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
             f"{k}: {v}\r\n".encode() for k, v in client.headers.items() if k == "authorization"
         )
@@ -256,5 +239,3 @@ def test_a_real_server_answers_413_before_reading_50_mib(make_client) -> None:  
         answer, sent = _exchange(port, request + b"Transfer-Encoding: chunked\r\n\r\n", 50)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert sent < 25, f"{sent} MiB sent before the answer"  # 2 when the machine is idle
-    finally:
-        server.should_exit = True  # type: ignore[attr-defined]

@@ -5,15 +5,11 @@ No lab: the app on a real uvicorn with a SQLite file, and Debian's chromium.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from controller.api.app import create_app
@@ -21,6 +17,7 @@ from controller.auth import Role
 from controller.config import Settings
 from controller.db import migrate, tokens
 from controller.db.session import make_engine, make_session_factory
+from tests.liveserver import serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,20 +37,8 @@ def live_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
         for i in range(5):
             body = {"name": f"n{i}", "subnet": f"10.{i}.0.0/24"}
             assert client.post("/api/v1/networks", json=body).status_code == 201
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", token
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve(app) as base:
+        yield base, token
 
 
 def test_the_dashboard_follows_the_link_header(browser: Any, live_url: tuple[str, str]) -> None:
