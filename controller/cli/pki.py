@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,9 @@ from controller.cli.output import console, fail
 
 pki_app = typer.Typer(
     help=(
-        "Certificates for OpenFlow over TLS: `init DIR` makes a CA (DIR/ca.pem, DIR/ca.key), "
-        "then `controller NAME DIR --san ADDRESS` and `host NAME DIR` write DIR/NAME.pem and "
+        "Certificates for OpenFlow (and API) TLS: `init [DIR]` makes a CA (DIR/ca.pem, "
+        "DIR/ca.key; DIR defaults to $VXPLANE_PKI_DIR or /etc/vxplane/pki), then "
+        "`controller NAME [DIR] --san ADDRESS` and `host NAME [DIR]` write DIR/NAME.pem and "
         "DIR/NAME.key signed by it (keys mode 0600). A host certificate's CN is the host's "
         "vxplane name: the controller admits a switch only if its certificate names the "
         "host its datapath id is registered to. Keep DIR/ca.key off the hosts."
@@ -20,7 +22,24 @@ pki_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DirArg = Annotated[Path, typer.Argument(help="Directory of the CA and its certificates")]
+DEFAULT_DIR = Path("/etc/vxplane/pki")
+DirArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Directory of the CA and its certificates [env: VXPLANE_PKI_DIR; default "
+        "/etc/vxplane/pki]",
+        show_default=False,
+    ),
+]
+
+
+def _dir(directory: Path | None) -> Path:
+    """DIR as given, else $VXPLANE_PKI_DIR, else /etc/vxplane/pki."""
+    if directory is not None:
+        return directory
+    return Path(os.environ.get("VXPLANE_PKI_DIR") or DEFAULT_DIR)
+
+
 DaysOpt = Annotated[int, typer.Option("--days", min=1, max=36500, help="Validity in days")]
 
 
@@ -30,13 +49,14 @@ def _done(what: str, cert: Path, key: Path) -> None:
 
 @pki_app.command("init")
 def pki_init(
-    directory: DirArg,
+    directory: DirArg = None,
     name: Annotated[str, typer.Option("--name", help="CN of the CA")] = "vxplane CA",
     days: DaysOpt = 3650,
 ) -> None:
     """Create the CA in DIR (kept as it is if DIR already has one)."""
     from controller import pki
 
+    directory = _dir(directory)
     created = pki.init_ca(directory, name, days)
     cert, key = pki.ca_paths(directory)
     if not created:
@@ -48,7 +68,7 @@ def pki_init(
 @pki_app.command("controller")
 def pki_controller(
     name: Annotated[str, typer.Argument(help="Controller name (the certificate's CN)")],
-    directory: DirArg,
+    directory: DirArg = None,
     san: Annotated[
         list[str] | None,
         typer.Option(
@@ -65,7 +85,7 @@ def pki_controller(
     from controller import pki
 
     try:
-        cert, key = pki.issue(directory, name, "controller", san or [], days)
+        cert, key = pki.issue(_dir(directory), name, "controller", san or [], days)
     except ValueError as exc:
         fail(str(exc))
     _done(f"controller {name}", cert, key)
@@ -74,7 +94,7 @@ def pki_controller(
 @pki_app.command("host")
 def pki_host(
     name: Annotated[str, typer.Argument(help="The host's vxplane name (the certificate's CN)")],
-    directory: DirArg,
+    directory: DirArg = None,
     days: DaysOpt = 825,
 ) -> None:
     """Issue DIR/NAME.pem and DIR/NAME.key for host NAME's switch; copy them and DIR/ca.pem
@@ -82,7 +102,7 @@ def pki_host(
     from controller import pki
 
     try:
-        cert, key = pki.issue(directory, name, "host", (), days)
+        cert, key = pki.issue(_dir(directory), name, "host", (), days)
     except ValueError as exc:
         fail(str(exc))
     _done(f"host {name}", cert, key)

@@ -163,3 +163,18 @@ def test_a_host_certificate_cannot_pose_as_the_controller(tmp_path: Path) -> Non
     server = (tmp_path / "h1.pem", tmp_path / "h1.key", tmp_path / "ca.pem")
     client = _client(tmp_path, "h2", tmp_path / "ca.pem")
     assert _handshake(server, client) is None
+
+
+def test_the_directory_defaults_to_vxplane_pki_dir(tmp_path: Path) -> None:
+    """The issue's exact forms: `pki init`, `pki controller NAME --san ...`, `pki host NAME`."""
+    from typer.testing import CliRunner
+
+    from controller.cli.main import app
+
+    d = tmp_path / "default-pki"
+    env = {"VXPLANE_PKI_DIR": str(d)}
+    for args in (["pki", "init"], ["pki", "controller", "ctl1", "--san", "10.0.0.5"],
+                 ["pki", "host", "h1"]):  # fmt: skip
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+    assert {p.name for p in d.iterdir()} >= {"ca.pem", "ctl1.pem", "ctl1.key", "h1.pem", "h1.key"}
