@@ -1,0 +1,231 @@
+"""A fleet of emulated OpenFlow 1.3 switches in one process (asyncio), for scale benchmarks.
+
+Each ``Switch`` is one TCP connection to the controller: it says hello, answers the features
+request with its dpid and the port-desc request with no ports, echoes, answers barriers (same
+xid), keeps a model of its flow table from the flow-mods it gets, and answers a flow dump from
+that model (split over several multipart replies with the more-flag when it does not fit in
+one message). The model is keyed by (table, priority, match bytes) and holds the cookie and the
+instructions; add replaces, modify rewrites the instructions, delete removes by cookie/mask,
+table and match (an empty match: any; a non-empty one compared as bytes, which is what this
+controller sends). When the controller closes the connection the switch keeps its table (as an
+OVS bridge in secure fail mode does) and reconnects after ``reconnect_after`` seconds.
+
+``Fleet`` runs the switches on its own event loop in a background thread, so a synchronous
+benchmark can drive the controller's API meanwhile. Not a test double for correctness: the
+reference for OpenFlow semantics stays real OVS (tests/integration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from dataclasses import dataclass, field
+
+from os_ken.ofproto import ofproto_v1_3 as ofp
+
+from tests.ofswitch import features_reply, hello, msg, multipart_reply
+
+_HEAD = struct.Struct("!BBHI")
+_FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")  # ofp_flow_mod after the header (40 bytes)
+_STATS = struct.Struct("!HBxIIHHHH4xQQQ")  # ofp_flow_stats without match/instructions (48)
+_MAX_BODY = 60_000  # flow-stats entries per reply, in bytes (a message holds at most 65,535)
+_EMPTY_MATCH = struct.pack("!HH4x", ofp.OFPMT_OXM, 4)
+
+FlowKey = tuple[int, int, bytes]  # (table, priority, match bytes as sent, padded)
+
+
+@dataclass
+class FlowEntry:
+    """One flow in a switch's model."""
+
+    cookie: int
+    instructions: bytes
+    idle: int = 0
+    hard: int = 0
+    flags: int = 0
+
+
+def apply_flow_mod(table: dict[FlowKey, FlowEntry], body: bytes) -> int:
+    """Apply one flow-mod (``body``: the message without its header) to ``table``; return its
+    command (OFPFC_*)."""
+    cookie, mask, tid, command, idle, hard, prio, _buf, _out, _group, flags = _FLOW_MOD.unpack_from(
+        body, 0
+    )
+    (mlen,) = struct.unpack_from("!H", body, _FLOW_MOD.size + 2)
+    mend = _FLOW_MOD.size + (mlen + 7) // 8 * 8
+    match = bytes(body[_FLOW_MOD.size : mend])
+    inst = bytes(body[mend:])
+    key = (tid, prio, match)
+    if command == ofp.OFPFC_ADD:
+        table[key] = FlowEntry(cookie, inst, idle, hard, flags)
+    elif command in (ofp.OFPFC_MODIFY, ofp.OFPFC_MODIFY_STRICT, ofp.OFPFC_DELETE,
+                     ofp.OFPFC_DELETE_STRICT):  # fmt: skip
+        strict = command in (ofp.OFPFC_MODIFY_STRICT, ofp.OFPFC_DELETE_STRICT)
+        hits = [k for k, e in table.items() if _selects(k, e, key, cookie, mask, strict)]
+        for k in hits:
+            if command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT):
+                del table[k]
+            else:
+                table[k].instructions = inst
+    return int(command)
+
+
+def _selects(k: FlowKey, e: FlowEntry, want: FlowKey, cookie: int, mask: int, strict: bool) -> bool:
+    if e.cookie & mask != cookie & mask:
+        return False
+    if strict:
+        return k == want
+    tid, _prio, match = want
+    if tid != ofp.OFPTT_ALL and k[0] != tid:
+        return False
+    return match == _EMPTY_MATCH or k[2] == match
+
+
+def flow_stats_replies(xid: int, table: dict[FlowKey, FlowEntry]) -> list[bytes]:
+    """The multipart replies of a full flow dump: the more-flag on all but the last."""
+    bodies: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for (tid, prio, match), e in table.items():
+        length = _STATS.size + len(match) + len(e.instructions)
+        head = _STATS.pack(length, tid, 0, 0, prio, e.idle, e.hard, e.flags, e.cookie, 0, 0)
+        if size + length > _MAX_BODY and chunk:
+            bodies.append(b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(head + match + e.instructions)
+        size += length
+    bodies.append(b"".join(chunk))
+    last = len(bodies) - 1
+    return [
+        multipart_reply(xid, ofp.OFPMP_FLOW, b, ofp.OFPMPF_REPLY_MORE if i < last else 0)
+        for i, b in enumerate(bodies)
+    ]
+
+
+@dataclass
+class Switch:
+    """One emulated switch: its dpid, flow table model and counters."""
+
+    dpid: int
+    flows: dict[FlowKey, FlowEntry] = field(default_factory=dict)
+    flow_mods: int = 0
+    barriers: int = 0
+    dumps: int = 0
+    echoes: int = 0
+    connects: int = 0
+    connected: bool = False
+
+    async def run(self, host: str, port: int, stop: asyncio.Event, reconnect_after: float) -> None:
+        """Connect, serve the controller until it closes, reconnect; until ``stop``."""
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await _sleep_or_stop(stop, reconnect_after)
+                continue
+            self.connects += 1
+            try:
+                writer.write(hello())
+                await self._serve(reader, writer)
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.connected = False
+                writer.close()
+            await _sleep_or_stop(stop, reconnect_after)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readexactly(8)
+            _, mtype, length, xid = _HEAD.unpack(head)
+            body = await reader.readexactly(length - 8) if length > 8 else b""
+            if mtype == ofp.OFPT_FLOW_MOD:
+                apply_flow_mod(self.flows, body)
+                self.flow_mods += 1
+            elif mtype == ofp.OFPT_BARRIER_REQUEST:
+                self.barriers += 1
+                writer.write(msg(ofp.OFPT_BARRIER_REPLY, xid))
+            elif mtype == ofp.OFPT_ECHO_REQUEST:
+                self.echoes += 1
+                writer.write(msg(ofp.OFPT_ECHO_REPLY, xid, body))
+            elif mtype == ofp.OFPT_FEATURES_REQUEST:
+                writer.write(features_reply(xid, self.dpid))
+                self.connected = True
+            elif mtype == ofp.OFPT_MULTIPART_REQUEST:
+                (mptype,) = struct.unpack_from("!H", body, 0)
+                if mptype == ofp.OFPMP_FLOW:
+                    self.dumps += 1
+                    writer.writelines(flow_stats_replies(xid, self.flows))
+                elif mptype == ofp.OFPMP_PORT_DESC:
+                    writer.write(multipart_reply(xid, ofp.OFPMP_PORT_DESC, b""))
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+class Fleet:
+    """``switches`` connecting to ``host:port`` from one background event loop."""
+
+    def __init__(
+        self, host: str, port: int, dpids: list[int], reconnect_after: float = 1.0
+    ) -> None:
+        self.host, self.port = host, port
+        self.switches = [Switch(d) for d in dpids]
+        self.reconnect_after = reconnect_after
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="fleet", daemon=True)
+        self._started = threading.Event()
+
+    def start(self) -> Fleet:
+        """Start every switch connecting (returns at once)."""
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and end the loop's thread."""
+        if self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._run())
+        finally:
+            self._loop.close()
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        self._started.set()
+        tasks = [
+            asyncio.create_task(s.run(self.host, self.port, self._stop, self.reconnect_after))
+            for s in self.switches
+        ]
+        await self._stop.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def connected(self) -> int:
+        """How many switches are past the handshake now."""
+        return sum(s.connected for s in self.switches)
+
+    def totals(self) -> dict[str, int]:
+        """Counters summed over the fleet."""
+        return {
+            "flow_mods": sum(s.flow_mods for s in self.switches),
+            "barriers": sum(s.barriers for s in self.switches),
+            "dumps": sum(s.dumps for s in self.switches),
+            "echoes": sum(s.echoes for s in self.switches),
+            "connects": sum(s.connects for s in self.switches),
+            "flows": sum(len(s.flows) for s in self.switches),
+        }
