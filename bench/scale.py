@@ -224,12 +224,13 @@ def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
         print(f"filled {len(lat)} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
         fleet = Fleet("127.0.0.1", ctl.openflow_port, [DPID_BASE + i + 1 for i in range(n)])
         try:
-            cpu0 = cpu_seconds(ctl.pid)
+            cpu0, own0 = cpu_seconds(ctl.pid), cpu_seconds(os.getpid())
             fleet.start()
             cold, listing = wait_converged(api, n, args.timeout)
             result["cold_start"] = {
                 "seconds": round(cold, 2),
                 "controller_cpu_seconds": round(cpu_seconds(ctl.pid) - cpu0, 2),
+                "fleet_process_cpu_seconds": round(cpu_seconds(os.getpid()) - own0, 2),
                 "wanted_revision": listing[0]["wanted_revision"],
                 **fleet.totals(),
             }
