@@ -44,9 +44,11 @@ class ControllerProcess:
         env: dict[str, str] | None = None,
         admin_token_file: Path | None = None,
         tls: tuple[str, str, str] | None = None,
+        api_tls: tuple[str, str, str] | None = None,
     ) -> None:
         self.db_url = db_url
         self.tls = tls  # OpenFlow over TLS: (certificate, key, CA)
+        self.api_tls = api_tls  # the API over TLS: (certificate, key, CA clients check it with)
         self.log_path = log_path
         self.admin_token_file = admin_token_file or log_path.parent / "admin-token"
         self.api_port = api_port
@@ -60,7 +62,12 @@ class ControllerProcess:
     def url(self) -> str:
         """The API as reached from this (root) namespace."""
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
-        return f"http://{host}:{self.api_port}"
+        return f"{'https' if self.api_tls else 'http'}://{host}:{self.api_port}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What a client checks the API's certificate with (the CA of ``api_tls``)."""
+        return self.api_tls[2] if self.api_tls else True
 
     @property
     def token(self) -> str:
@@ -73,6 +80,7 @@ class ControllerProcess:
             base_url=self.url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {self.token}"},
+            verify=self.verify,
         )
 
     @property
@@ -108,6 +116,7 @@ class ControllerProcess:
                     "--admin-token-file",
                     str(self.admin_token_file),
                     *self.tls_args(),
+                    *self.api_tls_args(),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -122,7 +131,8 @@ class ControllerProcess:
                     f"controller exited with {self.proc.returncode}; see {self.log_path}"
                 )
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                healthz = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify)
+                if healthz.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -131,6 +141,13 @@ class ControllerProcess:
         raise RuntimeError(
             f"controller did not answer /healthz in {timeout:.0f} s; see {self.log_path}"
         )
+
+    def api_tls_args(self) -> list[str]:
+        """The controller's API TLS options (none without ``api_tls``)."""
+        if self.api_tls is None:
+            return []
+        cert, key, _ = self.api_tls
+        return ["--api-cert", cert, "--api-key", key]
 
     def tls_args(self) -> list[str]:
         """The controller's OpenFlow TLS options (none without ``tls``)."""

@@ -120,11 +120,11 @@ def _follow(
     if types:
         params["types"] = types
     timeout = httpx.Timeout(10.0, read=None)
-    options = http_options(token)
+    headers, verify = http_options(token)
     url = base + "/api/v1/events"
     with (
-        httpx.Client(verify=options.pop("verify", True), timeout=timeout) as client,
-        client.stream("GET", url, params=params, headers=options.get("headers")) as resp,
+        httpx.Client(verify=verify, timeout=timeout) as client,
+        client.stream("GET", url, params=params, headers=headers) as resp,
     ):
         if resp.status_code >= 400:
             fail(f"the controller refused the event stream (HTTP {resp.status_code})")

@@ -63,16 +63,12 @@ def api_token(token: str | None) -> str | None:
         return None
 
 
-def http_options(token: str | None) -> dict[str, Any]:
-    """httpx keyword arguments: the bearer token, and $VXPLANE_CA to check the API's TLS
-    certificate against (else the system's CAs)."""
-    options: dict[str, Any] = {}
+def http_options(token: str | None) -> tuple[dict[str, str], str | bool]:
+    """The headers (the bearer token, see ``api_token``) and the ``verify`` of a call:
+    $VXPLANE_CA to check the API's TLS certificate against, else the system's CAs."""
     resolved = api_token(token)
-    if resolved:
-        options["headers"] = {"Authorization": f"Bearer {resolved}"}
-    if os.environ.get("VXPLANE_CA"):
-        options["verify"] = os.environ["VXPLANE_CA"]
-    return options
+    headers = {"Authorization": f"Bearer {resolved}"} if resolved else {}
+    return headers, os.environ.get("VXPLANE_CA") or True
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
@@ -128,9 +124,8 @@ def _send(
     api: str | None, token: str | None, method: str, path: str, hint: str | None, **kwargs: Any
 ) -> Any:
     base = api_url(api)
-    options = http_options(token)
-    verify = options.pop("verify", True)
-    headers = {**options.get("headers", {}), **kwargs.pop("headers", {})}
+    headers, verify = http_options(token)
+    headers = {**headers, **kwargs.pop("headers", {})}
     try:
         resp = httpx.request(
             method, base + path, timeout=30.0, headers=headers, verify=verify, **kwargs

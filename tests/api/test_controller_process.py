@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from typer.testing import CliRunner
 from controller.cli.main import app as cli
 from controller.pki import init_ca, issue
 from tests.liveserver import free_port
+from vxlab.launch import ControllerProcess
 
 
 @pytest.fixture
@@ -27,37 +25,16 @@ def tls_controller(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     init_ca(pki)
     cert, key = issue(pki, "api", "controller", sans=["127.0.0.1"])
     ca = pki / "ca.pem"
-    port, of_port = free_port(), free_port()
     token_file = tmp_path / "secret" / "admin-token"
-    log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli.main", "controller",
-         "--db", f"sqlite:///{tmp_path}/vx.db", "--api", f"127.0.0.1:{port}",
-         "--openflow", f"127.0.0.1:{of_port}", "--api-cert", str(cert), "--api-key", str(key),
-         "--admin-token-file", str(token_file)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    ctl = ControllerProcess(
+        f"sqlite:///{tmp_path}/vx.db", tmp_path / "controller.log", free_port(), free_port(),
+        admin_token_file=token_file, api_tls=(str(cert), str(key), str(ca)),
     )  # fmt: skip
-    url = f"https://127.0.0.1:{port}"
+    ctl.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "controller.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", verify=str(ca), timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "controller.log").read_text()
-            time.sleep(0.2)
-        yield url, ca, token_file
+        yield ctl.url, ca, token_file
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        ctl.stop()
 
 
 def test_tls_api_the_admin_token_file_and_the_cli(tls_controller: tuple[str, Path, Path]) -> None:
