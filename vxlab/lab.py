@@ -9,7 +9,16 @@ Layout (prefix ``lab-``, underlay ``198.18.0.0/24``)::
     lab-h1 ns: ovsdb-server + ovs-vswitchd (netdev), state under <state_dir>/lab-h1/
         br-phy (netdev) holds the underlay veth; 198.18.0.1/24 on br-phy's internal port
         br-int (netdev, fail-secure, OpenFlow 1.3, vxlan0 at ofport 1) <- agent
+        vxgw0 on br-int: the host's gateway port into its own stack (``--egress-ip``, below)
     with --docker: a mount holder and a dockerd per host, serving the agent's Docker drivers
+    lab-outside ns: 198.18.0.253/24 on the fabric: the outside world for external networks;
+        it knows the underlay subnet only, no overlay subnet
+
+Each host's agent gets an egress address, ``--egress-ip`` (host i: the underlay's address
+100 + i, 198.18.0.101 for h1), that external networks' containers leave with (see
+docs/architecture.md, "External access"); ``status()`` lists it per host, and the outside's
+address as ``outside_ip``. An underlay too small for them (under /24) gets no egress
+addresses.
 
 With ``up(tls=True)`` OpenFlow runs over TLS: the lab makes a CA and certificates in
 ``<state_dir>/pki`` (``controller.pki``: ``controller.pem`` for the controller, with the
@@ -95,6 +104,9 @@ class Lab:
         self.fabric_ns = f"{prefix}fabric"
         self.root_veth = f"{prefix}root"
         self.root_ip = IPv4Interface(f"{net[-2]}/{net.prefixlen}")
+        self.outside_ns = f"{prefix}outside"
+        self.outside_veth = f"{prefix}o"
+        self.outside_ip = IPv4Interface(f"{net[-3]}/{net.prefixlen}")
 
     @property
     def gateway_ip(self) -> str:
@@ -149,6 +161,12 @@ class Lab:
     def underlay_ip(self, index: int) -> IPv4Address:
         """The underlay address of host ``index`` (1-based)."""
         return self.underlay[index]
+
+    def egress_ip(self, index: int) -> IPv4Address | None:
+        """The egress address of host ``index`` (``--egress-ip`` of its agent): the underlay's
+        address ``MAX_HOSTS + 1 + index``; None if the underlay is too small for it."""
+        slot = MAX_HOSTS + 1 + index
+        return self.underlay[slot] if slot < self.underlay.num_addresses - 3 else None
 
     def host_paths(self, host: str) -> HostPaths:
         """Files and sockets of ``host``'s OVS and agent."""
@@ -222,6 +240,7 @@ class Lab:
                 record(state, "namespaces", self.fabric_ns)
                 record(state, "root_links", self.root_veth)
                 fabric.ensure_fabric(self.fabric_ns, self.root_veth, self.root_ip, self.underlay)
+                self._ensure_outside(state)
                 for i in indexes:
                     self._ensure_host(state, i, openflow, tls)
                 named = [(self.host_name(i), str(self.underlay_ip(i))) for i in indexes]
@@ -259,6 +278,12 @@ class Lab:
             record(state, "namespaces", self.fabric_ns)
             record(state, "root_links", self.root_veth)
             fabric.ensure_fabric(self.fabric_ns, self.root_veth, self.root_ip, self.underlay)
+
+    def _ensure_outside(self, state: dict[str, Any]) -> None:
+        """The outside namespace on the fabric (recorded first, removed by ``down``)."""
+        record(state, "namespaces", self.outside_ns)
+        record(state, "root_links", self.outside_veth)
+        fabric.ensure_outside(self.outside_ns, self.fabric_ns, self.outside_veth, self.outside_ip)
 
     def _ensure_token(self, i: int, controller_url: str, admin_token: str | None) -> None:
         """Host ``i``'s agent token file: kept if the controller still takes it, else a new
@@ -399,11 +424,14 @@ class Lab:
         return {**ep, "lab_host": host_name, "netns": name}
 
     def exec(self, name: str, argv: Sequence[str], quiet: bool = False) -> int:
-        """Run ``argv`` in lab container or host ``name``; return its exit code.
+        """Run ``argv`` in lab container, host or the outside namespace ``name``; return its
+        exit code.
 
         ``quiet`` discards its output (else it goes to ours)."""
         with self.state.locked() as state:
-            if name not in state["containers"]:
+            if name == self.outside_ns and name in state["namespaces"]:
+                pass
+            elif name not in state["containers"]:
                 name = self.host_name(name)
                 if name not in state["hosts"]:
                     raise LabError(f"no lab container or host {name}")
@@ -432,11 +460,18 @@ class Lab:
     def status(self) -> dict[str, Any]:
         """The lab as a dict: ``hosts`` and ``containers`` are lists of flat rows.
 
-        Host rows: ``name, underlay_ip, ovs ("up"/"down"), agent ("registered"/"unregistered"/
-        "down"/"none"), pids {daemon: {pid, alive}}, netns, agent_socket, ovsdb, ofctl,
-        controller_url, last_error``. Container rows: ``name, host, network, ip``.
+        ``outside_ip`` is the outside namespace's address (see the module docstring).
+        Host rows: ``name, underlay_ip, egress_ip, ovs ("up"/"down"), agent ("registered"/
+        "unregistered"/"down"/"none"), pids {daemon: {pid, alive}}, netns, agent_socket,
+        ovsdb, ofctl, controller_url, last_error``. Container rows: ``name, host, network, ip``.
         """
-        base = {"prefix": self.prefix, "underlay": str(self.underlay), "gateway": self.gateway_ip}
+        base = {
+            "prefix": self.prefix,
+            "underlay": str(self.underlay),
+            "gateway": self.gateway_ip,
+            "outside": self.outside_ns,
+            "outside_ip": str(self.outside_ip.ip),
+        }
         if not self.state.exists():
             return {**base, "up": False, "hosts": [], "containers": []}
         with self.state.locked() as state:
@@ -465,6 +500,7 @@ class Lab:
         return {
             "name": name,
             "underlay_ip": h["underlay_ip"],
+            "egress_ip": h.get("egress_ip"),
             "ovs": "up" if ovs_up else "down",
             "agent": agent_state,
             "pids": pids,

@@ -149,12 +149,17 @@ def lab_run(
     "exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )
 def lab_exec(
-    name: Annotated[str, typer.Argument(help="Namespace made by `lab run`")],
+    name: Annotated[
+        str, typer.Argument(help="Namespace made by `lab run`, a lab host, or PREFIXoutside")
+    ],
     cmd: Annotated[list[str], typer.Argument(help="Command, after --")],
     prefix: PrefixOpt = "lab-",
     underlay: UnderlayOpt = "198.18.0.0/24",
 ) -> None:
-    """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3"""
+    """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3
+
+    PREFIXoutside (lab-outside) is the lab's outside world: an address on the fabric, no
+    route to any overlay subnet (its address: `vxplane lab status -o json`, outside_ip)."""
     _need_root()
     with _reported():
         code = _lab(prefix, underlay).exec(name, cmd)
@@ -220,6 +225,11 @@ def _print_status(status: dict, output: Output) -> None:  # type: ignore[type-ar
         typer.echo(json.dumps(status, indent=2, default=str))
         return
     render(status.get("hosts", []), ["name", "underlay_ip", "ovs", "agent"], output, "lab hosts")
+    if status.get("up") and output == Output.table:
+        console.print(
+            f"outside world: {status['outside']} at {status['outside_ip']} "
+            f"(`vxplane lab exec {status['outside']} -- CMD`)"
+        )
     render(
         status.get("containers", []), ["name", "host", "network", "ip"], output, "lab containers"
     )

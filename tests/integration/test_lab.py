@@ -127,6 +127,14 @@ def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
     assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", str(lab.underlay_ip(2))]) == 0
     assert lab.exec("h2", ["ping", "-c", "2", "-W", "2", lab.gateway_ip]) == 0
 
+    # The outside world: on the fabric, reachable from the hosts, no overlay route.
+    outside = status["outside"]
+    assert outside == f"{PREFIX}outside" and status["outside_ip"] == str(lab.underlay[-3])
+    assert lab.exec("h1", ["ping", "-c", "2", "-W", "2", status["outside_ip"]]) == 0
+    assert lab.exec(outside, ["ping", "-c", "1", "-W", "2", str(lab.underlay_ip(2))]) == 0
+    routes = _sh("ip", "-n", outside, "-4", "route", "show").stdout
+    assert routes.split()[0] == str(lab.underlay) and len(routes.splitlines()) == 1, routes
+
     # br-int as the agent expects it.
     for i, host in ((1, h1), (2, h2)):
         assert _get(lab, host, "Bridge", "br-int", "fail_mode") == "secure"
