@@ -26,12 +26,14 @@ with every endpoint of the cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
+from typing import Protocol
 
 from controller.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, flow
-from controller.model import Endpoint, Network, Snapshot
+from controller.model import Block, Endpoint, Host, Network, Snapshot
 
 T_CLASSIFY = 0
 T_TUNNEL_IN = 5
@@ -55,13 +57,25 @@ PRIO_EXCEPTION = 200
 CACHE = 1 << 18  # memoized flow values (a few hundred bytes each)
 
 
+class IntentView(Protocol):
+    """What :func:`desired_flows` reads: a ``Snapshot``, or the engine's ``intent.Intent``."""
+
+    @property
+    def networks(self) -> Mapping[str, Network]: ...
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+    @property
+    def blocks(self) -> Iterable[Block]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotIndex:
     """What every host's computation shares, built once per snapshot: endpoints bound with a
-    port, by host, and the endpoints living away from their block's host (exceptions)."""
+    port, by host, and the endpoints living away from their block's host (exceptions).
+    ``intent.Intent`` keeps one up to date change by change."""
 
-    local: dict[str, list[tuple[Network, Endpoint]]]
-    exceptions: list[tuple[Network, Endpoint]]
+    local: Mapping[str, Iterable[tuple[Network, Endpoint]]]
+    exceptions: Iterable[tuple[Network, Endpoint]]
 
 
 def index(snapshot: Snapshot) -> SnapshotIndex:
@@ -81,7 +95,7 @@ def index(snapshot: Snapshot) -> SnapshotIndex:
 
 
 def desired_flows(
-    snapshot: Snapshot, host_name: str, idx: SnapshotIndex | None = None
+    snapshot: IntentView, host_name: str, idx: SnapshotIndex | None = None
 ) -> frozenset[Flow]:
     """All flows br-int of ``host_name`` should hold for this snapshot.
 
@@ -93,6 +107,7 @@ def desired_flows(
     if host is None:
         return frozenset()
     if idx is None:
+        assert isinstance(snapshot, Snapshot), "only a Snapshot is indexed here"
         idx = index(snapshot)
     flows: list[Flow] = list(_base_flows())
     for peer in snapshot.hosts.values():

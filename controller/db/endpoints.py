@@ -28,10 +28,12 @@ from controller.db.base import (
     network_row,
     utcnow,
 )
+from controller.db.changelog import log_change, log_endpoint
 from controller.db.changes import note
 from controller.db.models import EndpointMoveRow, EndpointRow, HostRow, NetworkRow
 from controller.db.records import EndpointRecord, MoveRecord
 from controller.errors import Conflict, InvalidRequest, NotFound
+from controller.intent import BLOCKS
 from controller.model import EndpointState
 
 MAX_OFPORT = 65279  # OVS gives ports 1..65279 (0xfeff); the API refuses others
@@ -111,6 +113,8 @@ def create_endpoint(
     target = host_row(session, host) if host is not None else None
     row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
     revision = bump(session) if claimed else None
+    if revision is not None:
+        log_change(session, revision, BLOCKS, network)
     return _record(session, row, net), True, revision
 
 
@@ -226,8 +230,9 @@ def attach_endpoint(
     if row is not None and if_revision is None and not move:
         _check_not_elsewhere(session, row, net, target, ofport)
     created = row is None
+    claimed = False
     if row is None:
-        row, _ = new_endpoint(session, net, name, ip, target, labels or {}, now)
+        row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
     else:
         _set_labels(row, labels, now)
         if (
@@ -238,6 +243,8 @@ def attach_endpoint(
             return endpoint_record(row, net, target.name), False, None
     _check_port_free(session, row, target, ofport)
     revision = bump(session)
+    if claimed:
+        log_change(session, revision, BLOCKS, network)
     _bind(session, network, row, target, ofport, port_name, revision, now)
     return endpoint_record(row, net, target.name), created, revision
 
@@ -346,6 +353,7 @@ def _bind(
         session.flush()
         kind = "moved" if moved else "bound"
         _add_move(session, row.id, kind, host, from_host, ofport, revision, now)
+        log_endpoint(session, revision, network, row.name)
     except IntegrityError as exc:
         if "ofport" in str(exc.orig):  # another endpoint was bound to the port meanwhile
             raise _port_taken(host, ofport, "another endpoint") from exc
@@ -398,6 +406,7 @@ def release(
     row.updated_at = now
     _add_move(session, row.id, "unbound", None, host, None, revision, now)
     session.flush()
+    log_endpoint(session, revision, network, row.name)
     note(
         session,
         "endpoint.unbound",
@@ -443,6 +452,8 @@ def delete_endpoint(
     session.delete(row)
     session.flush()
     revision = bump(session) if host is not None else None
+    if revision is not None:
+        log_endpoint(session, revision, network, name)
     note(
         session,
         "endpoint.deleted",

@@ -224,6 +224,36 @@ class EndpointMoveRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class ChangeRow(Base):
+    """One row a flow-relevant write changed, logged in the writing transaction: the engines
+    of every controller process read the rows after the last ``revision`` they applied and
+    re-read only the rows named (``controller.db.changelog``, ``controller.intent``).
+
+    ``kind``: network, host, blocks (``key`` = network), endpoint (``key`` = network/name).
+    Pruned by revision; an engine that finds a gap reads everything again.
+    """
+
+    __tablename__ = "change_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    key: Mapped[str] = mapped_column(String(320), nullable=False)
+
+
+class SwitchStateRow(Base):
+    """Per host's switch: the generation of desired flows the engine wants (bumped when the
+    host's desired flows change) and the one the switch confirmed with a barrier. Written by
+    the engine that pushes flows; any controller process reads it (host status)."""
+
+    __tablename__ = "switch_state"
+
+    host: Mapped[str] = mapped_column(String(63), primary_key=True)
+    wanted: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    applied: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class TokenRow(Base):
     """An API bearer token: only the SHA-256 of its secret is kept (``controller.auth``).
 

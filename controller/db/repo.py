@@ -45,6 +45,7 @@ from controller.db.base import (
     to_network,
     utcnow,
 )
+from controller.db.changelog import log_change, log_endpoint, to_host
 from controller.db.changes import note
 from controller.db.cluster import ClusterMismatch, check_cluster, cluster_id
 from controller.db.endpoints import (
@@ -70,7 +71,8 @@ from controller.db.models import (
 )
 from controller.db.records import HostRecord, NetworkRecord
 from controller.errors import Conflict, NotFound
-from controller.model import Block, Endpoint, EndpointState, Host, Snapshot
+from controller.intent import BLOCKS, HOST, NETWORK
+from controller.model import Block, Endpoint, EndpointState, Snapshot
 
 __all__ = [
     "KEEP",
@@ -96,6 +98,7 @@ __all__ = [
     "list_networks",
     "load_snapshot",
     "mark_ready",
+    "mark_ready_at",
     "prune_history",
     "register_host",
     "unbind_endpoint",
@@ -156,7 +159,9 @@ def create_network(
     except IntegrityError as exc:
         raise Conflict(f"network {name!r} or vni {chosen} is already taken") from exc
     note(session, "network.created", network=name, vni=chosen, subnet=str(subnet))
-    return network_record(row, 0), bump(session)
+    revision = bump(session)
+    log_change(session, revision, NETWORK, name)
+    return network_record(row, 0), revision
 
 
 def _endpoint_counts(session: Session) -> dict[int, int]:
@@ -205,7 +210,10 @@ def delete_network(session: Session, name: str) -> int:
     session.execute(delete(BlockRow).where(BlockRow.network_id == row.id))
     session.delete(row)
     note(session, "network.deleted", network=name, vni=row.vni)
-    return bump(session)
+    revision = bump(session)
+    log_change(session, revision, NETWORK, name)
+    log_change(session, revision, BLOCKS, name)
+    return revision
 
 
 # Hosts
@@ -263,6 +271,8 @@ def register_host(
         kind = "host.registered" if created else "host.updated"
         note(session, kind, host=name, underlay_ip=str(underlay_ip), dpid=dpid_text)
     revision = bump(session) if changed else None
+    if revision is not None:
+        log_change(session, revision, HOST, name)
     for endpoint, network in on_tunnel:
         assert revision is not None
         release(session, network, endpoint, name, revision, now)
@@ -355,14 +365,34 @@ def delete_host(session: Session, name: str, now: datetime | None = None) -> int
             released_at=now,
             updated_at=now,
         )
+        .returning(EndpointRow.id)
         .execution_options(synchronize_session=False)
     )
-    session.execute(release)
+    released = set(session.execute(release).scalars())
     row = host_row(session, name, lock=True)
-    session.execute(release)  # endpoints bound while we waited for the host row lock
+    # endpoints bound while we waited for the host row lock
+    released.update(session.execute(release).scalars())
+    block_nets = set(
+        session.execute(
+            select(NetworkRow.name)
+            .join(BlockRow, BlockRow.network_id == NetworkRow.id)
+            .where(BlockRow.host_id == host_id)
+        ).scalars()
+    )
     session.execute(delete(BlockRow).where(BlockRow.host_id == host_id))
     session.delete(row)
     revision = bump(session)
+    log_change(session, revision, HOST, name)
+    for net_name in sorted(block_nets):
+        log_change(session, revision, BLOCKS, net_name)
+    if released:
+        keys = session.execute(
+            select(NetworkRow.name, EndpointRow.name)
+            .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+            .where(EndpointRow.id.in_(sorted(released)))
+        ).all()
+        for net_name, ep_name in keys:
+            log_endpoint(session, revision, net_name, ep_name)
     if bound:
         session.execute(
             insert(EndpointMoveRow).from_select(
@@ -423,7 +453,7 @@ def load_snapshot(session: Session) -> Snapshot:
     already open on the session is ended first; one that wrote is read from as it is.
     SQLite transactions always read one snapshot.
     """
-    _begin_snapshot(session)
+    begin_snapshot(session)
     revision = read_revision(session)
     net_rows = list(session.execute(select(NetworkRow)).scalars())
     host_rows = list(session.execute(select(HostRow)).scalars())
@@ -457,21 +487,12 @@ def load_snapshot(session: Session) -> Snapshot:
         )
         for net_id, name, ip, mac, host_id, ofport, state, bound_rev in session.execute(ep_cols)
     )
-    hosts = {
-        row.name: Host(
-            name=row.name,
-            underlay_ip=IPv4Address(row.underlay_ip),
-            dpid=int(row.dpid, 16) if row.dpid is not None else None,
-            tunnel_port=row.tunnel_port,
-            last_seen=row.last_seen,
-        )
-        for row in host_rows
-    }
+    hosts = {row.name: to_host(row) for row in host_rows}
     networks = {row.name: to_network(row) for row in net_rows}
     return Snapshot(revision, networks, hosts, blocks, endpoints)
 
 
-def _begin_snapshot(session: Session) -> None:
+def begin_snapshot(session: Session) -> None:
     """Start a REPEATABLE READ transaction on PostgreSQL unless the session has written."""
     if dialect(session) != "postgresql":
         return
@@ -508,3 +529,23 @@ def mark_ready(
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_ready_at(session: Session, revisions: Collection[int], now: datetime | None = None) -> int:
+    """Mark pending endpoints bound at one of ``revisions`` ready (the engine knows which
+    revisions every switch they need confirmed); how many changed. The caller commits."""
+    begin_write(session)
+    changed = 0
+    ordered = sorted(set(revisions))
+    for i in range(0, len(ordered), 500):
+        pending = (EndpointRow.state == EndpointState.PENDING.value) & EndpointRow.bound_rev.in_(
+            ordered[i : i + 500]
+        )
+        result = session.execute(
+            update(EndpointRow)
+            .where(_locked(session, pending), pending)
+            .values(state=EndpointState.READY.value, ready_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        changed += int(result.rowcount)  # type: ignore[attr-defined]
+    return changed

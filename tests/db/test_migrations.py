@@ -16,9 +16,10 @@ from controller.db.session import make_engine
 
 TABLES = {
     "revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves", "cluster",
-    "api_tokens",
+    "api_tokens", "change_log", "switch_state",
 }  # fmt: skip
-BEFORE_0004 = TABLES - {"cluster", "api_tokens"}
+BEFORE_0006 = TABLES - {"change_log", "switch_state"}
+BEFORE_0004 = BEFORE_0006 - {"cluster", "api_tokens"}
 
 
 def _tables(url: str) -> set[str]:
@@ -44,7 +45,7 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
@@ -52,8 +53,11 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
 
+    migrate.downgrade(db_url, "0005")  # 0006 alone: the change log and switch states go
+    assert _tables(db_url) & TABLES == BEFORE_0006
+
     migrate.downgrade(db_url, "0004")  # 0005 alone: the tokens go
-    assert _tables(db_url) & TABLES == TABLES - {"api_tokens"}
+    assert _tables(db_url) & TABLES == BEFORE_0006 - {"api_tokens"}
 
     migrate.downgrade(db_url, "0003")  # 0004 alone: the cluster and the network columns go
     assert _tables(db_url) & TABLES == BEFORE_0004

@@ -1,0 +1,165 @@
+"""The change log: which rows each flow-relevant write changed, for the engines to re-read.
+
+A writer calls :func:`log_change` in its transaction, after ``bump`` (so on PostgreSQL the
+revision row lock orders the log as the commits: a reader never sees revision n+1 without
+n). An engine at revision r calls :func:`read_changes` in one snapshot transaction: the rows
+of every revision after r, and the values now of the rows they name, as ``intent.Change``.
+If a revision in between has no row (pruned, or a write that did not log), the answer is
+None and the engine reads everything again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from controller.db.base import read_revision, to_network
+from controller.db.models import BlockRow, ChangeRow, EndpointRow, HostRow, NetworkRow
+from controller.intent import (
+    BLOCKS,
+    ENDPOINT,
+    HOST,
+    KINDS,
+    NETWORK,
+    Change,
+    Value,
+    endpoint_key,
+    split_endpoint_key,
+)
+from controller.model import Block, Endpoint, EndpointState, Host
+
+ChangeGroups = tuple[int, list[tuple[int, list[Change]]]]  # (revision now, by revision)
+CHUNK = 500  # keys per IN (...) query
+PRUNE_KEEP = 100_000  # revisions of log kept (an engine further behind reads everything)
+
+
+def log_change(session: Session, revision: int, kind: str, key: str) -> None:
+    """Record that this transaction (at ``revision``) changed the row ``kind``/``key``."""
+    assert kind in KINDS, kind
+    session.execute(insert(ChangeRow).values(revision=revision, kind=kind, key=key))
+
+
+def log_endpoint(session: Session, revision: int, network: str, name: str) -> None:
+    """``log_change`` for an endpoint."""
+    log_change(session, revision, ENDPOINT, endpoint_key(network, name))
+
+
+def read_changes(session: Session, after: int) -> ChangeGroups | None:
+    """(revision now, the changes since ``after`` with their rows' values now, grouped by
+    revision in order), or None when the log does not cover every revision since ``after``
+    (read everything instead).
+
+    Call it in a snapshot transaction (``repo.begin_snapshot``) so the rows and the log agree.
+    """
+    now = read_revision(session)
+    if now <= after:
+        return now, []
+    rows = session.execute(
+        select(ChangeRow.revision, ChangeRow.kind, ChangeRow.key)
+        .where(ChangeRow.revision > after)
+        .order_by(ChangeRow.seq)
+    ).all()
+    if {r for r, _, _ in rows} != set(range(after + 1, now + 1)):
+        return None
+    keys: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    seen: set[tuple[str, str]] = set()
+    for _, kind, key in rows:
+        if (kind, key) not in seen:
+            seen.add((kind, key))
+            keys[kind].append(key)
+    values: dict[tuple[str, str], Value] = {}
+    values.update(((NETWORK, k), v) for k, v in _networks(session, keys[NETWORK]).items())
+    values.update(((HOST, k), v) for k, v in _hosts(session, keys[HOST]).items())
+    values.update(((BLOCKS, k), v) for k, v in _blocks(session, keys[BLOCKS]).items())
+    values.update(((ENDPOINT, k), v) for k, v in _endpoints(session, keys[ENDPOINT]).items())
+    groups: list[tuple[int, list[Change]]] = []
+    for revision, kind, key in rows:
+        if not groups or groups[-1][0] != revision:
+            groups.append((revision, []))
+        groups[-1][1].append(Change(kind, key, values.get((kind, key))))
+    return now, groups
+
+
+def prune(session: Session, keep: int = PRUNE_KEEP) -> int:
+    """Forget log rows more than ``keep`` revisions old; how many went (the caller commits)."""
+    newest = session.execute(select(func.max(ChangeRow.revision))).scalar()
+    if newest is None:
+        return 0
+    result = session.execute(delete(ChangeRow).where(ChangeRow.revision <= newest - keep))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _chunks(keys: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(keys), CHUNK):
+        yield keys[i : i + CHUNK]
+
+
+def to_host(row: HostRow) -> Host:
+    """The model value of a host row."""
+    return Host(
+        name=row.name,
+        underlay_ip=IPv4Address(row.underlay_ip),
+        dpid=int(row.dpid, 16) if row.dpid is not None else None,
+        tunnel_port=row.tunnel_port,
+        last_seen=row.last_seen,
+    )
+
+
+def _networks(session: Session, names: list[str]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    for part in _chunks(names):
+        for row in session.execute(select(NetworkRow).where(NetworkRow.name.in_(part))).scalars():
+            out[row.name] = to_network(row)
+    return out
+
+
+def _hosts(session: Session, names: list[str]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    for part in _chunks(names):
+        for row in session.execute(select(HostRow).where(HostRow.name.in_(part))).scalars():
+            out[row.name] = to_host(row)
+    return out
+
+
+def _blocks(session: Session, networks: list[str]) -> dict[str, Value]:
+    found: dict[str, list[Block]] = {name: [] for name in networks}
+    for part in _chunks(networks):
+        query = (
+            select(NetworkRow.name, BlockRow.cidr, HostRow.name)
+            .join(NetworkRow, BlockRow.network_id == NetworkRow.id)
+            .join(HostRow, BlockRow.host_id == HostRow.id)
+            .where(NetworkRow.name.in_(part))
+            .order_by(BlockRow.id)
+        )
+        for net, cidr, host in session.execute(query):
+            found[net].append(Block(net, IPv4Network(cidr), host))
+    return {name: tuple(blocks) for name, blocks in found.items()}
+
+
+def _endpoints(session: Session, keys: list[str]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    for part in _chunks(keys):
+        pairs = [split_endpoint_key(k) for k in part]
+        query = (
+            select(
+                NetworkRow.name,
+                EndpointRow.name,
+                EndpointRow.ip,
+                EndpointRow.mac,
+                HostRow.name,
+                EndpointRow.ofport,
+                EndpointRow.state,
+                EndpointRow.bound_rev,
+            )  # fmt: skip
+            .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+            .join(HostRow, EndpointRow.host_id == HostRow.id)  # only bound ones count
+            .where(tuple_(NetworkRow.name, EndpointRow.name).in_(pairs))
+        )
+        for net, name, ip, mac, host, ofport, state, bound_rev in session.execute(query):
+            out[endpoint_key(net, name)] = Endpoint(
+                net, name, IPv4Address(ip), mac, host, ofport, EndpointState(state), bound_rev
+            )
+    return out

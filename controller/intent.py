@@ -1,0 +1,294 @@
+"""PURE: the intent kept in memory, updated by change records, and which hosts a change touches.
+
+The engine reads the whole intent once (at start, and as a periodic audit) and then only the
+rows named by the change log (``controller.db.changelog``): each record says which row
+changed (``kind``, ``key``) and carries the row's value as read after the change (``None``:
+the row is gone, or, for an endpoint, bound to no host). :func:`apply_changes` sets those
+values in the model and returns the hosts whose desired flows may differ, so the engine
+recomputes ``pipeline.desired_flows`` for those hosts only.
+
+Kinds and keys:
+
+  network   network name           -> Network | None
+  host      host name              -> Host | None
+  blocks    network name           -> tuple[Block, ...] (every block of that network)
+  endpoint  "network/endpoint"     -> Endpoint | None (only bound endpoints are kept)
+
+Every changed row is logged by its writer (deleting a host logs its released endpoints and
+the blocks of its networks), so applying needs no cascade: the model holds exactly the final
+values of what the log named. Which hosts a change touches follows ``pipeline``:
+
+- a network, a host or a block changes flows on every host (every host has every network's
+  VNI and ARP flows, a tunnel-in flow per peer and a route per block not its own), and may
+  turn endpoints into or out of exceptions: the index is rebuilt, every host is touched;
+- an endpoint touches the host it is bound to (its local flows), and when it lives away from
+  its block's host (an exception: a /32 route on every other host) every host, before or
+  after the change.
+
+``Intent.index`` is then what ``pipeline.desired_flows`` needs, kept up to date in O(1) per
+endpoint change instead of O(endpoints) per pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot
+from controller.pipeline import SnapshotIndex, owner_of
+
+NETWORK = "network"
+HOST = "host"
+BLOCKS = "blocks"
+ENDPOINT = "endpoint"
+KINDS = (NETWORK, HOST, BLOCKS, ENDPOINT)
+
+EpKey = tuple[str, str]  # (network, endpoint name)
+Value = Network | Host | tuple[Block, ...] | Endpoint | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row named by the change log and its value now (see the module docstring)."""
+
+    kind: str
+    key: str
+    value: Value = None
+
+
+def endpoint_key(network: str, name: str) -> str:
+    """The change-log key of an endpoint (network names hold no '/')."""
+    return f"{network}/{name}"
+
+
+def split_endpoint_key(key: str) -> EpKey:
+    """``endpoint_key`` backwards."""
+    network, _, name = key.partition("/")
+    return network, name
+
+
+class _Local(Mapping[str, Iterable[tuple[Network, Endpoint]]]):
+    """host -> its local (network, endpoint) pairs, as ``SnapshotIndex.local`` reads them."""
+
+    def __init__(self, by_host: dict[str, dict[EpKey, tuple[Network, Endpoint]]]) -> None:
+        self._by_host = by_host
+
+    def __getitem__(self, host: str) -> Iterable[tuple[Network, Endpoint]]:
+        return self._by_host[host].values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_host)
+
+    def __len__(self) -> int:
+        return len(self._by_host)
+
+
+class Intent:
+    """Networks, hosts, blocks and bound endpoints, with the index the pipeline needs.
+
+    Quacks like ``model.Snapshot`` for ``pipeline.desired_flows`` (``hosts``, ``networks``,
+    ``blocks``); :meth:`snapshot` makes a real one (the audit compares two of them).
+    """
+
+    def __init__(self, revision: int = 0) -> None:
+        self.revision = revision
+        self.networks: dict[str, Network] = {}
+        self.hosts: dict[str, Host] = {}
+        self._blocks: dict[str, tuple[Block, ...]] = {}
+        self.endpoints: dict[EpKey, Endpoint] = {}
+        self._local: dict[str, dict[EpKey, tuple[Network, Endpoint]]] = {}
+        self._exceptions: dict[EpKey, tuple[Network, Endpoint]] = {}
+        self._owners: dict[tuple[str, int], str] = {}
+        self._by_dpid: dict[int, str] = {}
+        self.index = SnapshotIndex(_Local(self._local), self._exceptions.values())
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def blocks(self) -> Iterator[Block]:
+        """Every block (any order: the pipeline makes a set)."""
+        for blocks in self._blocks.values():
+            yield from blocks
+
+    def host_by_dpid(self, dpid: int) -> Host | None:
+        """The host whose bridge has this datapath id, if any."""
+        name = self._by_dpid.get(dpid)
+        return self.hosts.get(name) if name is not None else None
+
+    def is_exception(self, key: EpKey) -> bool:
+        """True if the endpoint lives away from its block's host (routed by every host)."""
+        return key in self._exceptions
+
+    def snapshot(self) -> Snapshot:
+        """The model as a ``Snapshot`` (endpoints in key order; states as loaded)."""
+        blocks = tuple(sorted(self.blocks, key=lambda b: (b.network, int(b.cidr.network_address))))
+        endpoints = tuple(self.endpoints[k] for k in sorted(self.endpoints))
+        return Snapshot(self.revision, dict(self.networks), dict(self.hosts), blocks, endpoints)
+
+    # -- building --------------------------------------------------------------------------
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot) -> Intent:
+        """The model of a full read (unbound endpoints are left out: they have no flows)."""
+        intent = cls(snap.revision)
+        intent.networks = dict(snap.networks)
+        intent.hosts = dict(snap.hosts)
+        by_net: dict[str, list[Block]] = {}
+        for block in snap.blocks:
+            by_net.setdefault(block.network, []).append(block)
+        intent._blocks = {net: tuple(blocks) for net, blocks in by_net.items()}
+        intent.endpoints = {(e.network, e.name): e for e in snap.endpoints if e.host is not None}
+        intent._reindex()
+        return intent
+
+    def _reindex(self) -> None:
+        """Rebuild owners, dpids, local and exceptions from scratch (O(endpoints))."""
+        self._owners = {(b.network, int(b.cidr.network_address)): b.host for b in self.blocks}
+        self._by_dpid = {h.dpid: h.name for h in self.hosts.values() if h.dpid is not None}
+        self._local.clear()
+        self._exceptions.clear()
+        for key, ep in self.endpoints.items():
+            self._index_endpoint(key, ep)
+
+    def _index_endpoint(self, key: EpKey, ep: Endpoint) -> None:
+        """Add one bound endpoint to local and exceptions (the rule of ``pipeline.index``)."""
+        net = self.networks.get(ep.network)
+        if net is None or ep.host is None:
+            return
+        if ep.ofport is not None:
+            self._local.setdefault(ep.host, {})[key] = (net, ep)
+        if owner_of(self._owners, net, ep.ip) != ep.host:
+            self._exceptions[key] = (net, ep)
+
+    def _unindex_endpoint(self, key: EpKey, ep: Endpoint) -> None:
+        if ep.host is not None:
+            local = self._local.get(ep.host)
+            if local is not None:
+                local.pop(key, None)
+                if not local:
+                    del self._local[ep.host]
+        self._exceptions.pop(key, None)
+
+    def endpoint_hosts(self, key: EpKey) -> set[str] | None:
+        """Hosts whose flows the endpoint ``key`` contributes to now; None: every host."""
+        return self._endpoint_hosts(key, self.endpoints.get(key))
+
+    def _endpoint_hosts(self, key: EpKey, ep: Endpoint | None) -> set[str] | None:
+        """Hosts whose flows ``ep`` (as indexed now) contributes to; None: every host."""
+        if ep is None or ep.host is None:
+            return set()
+        if key in self._exceptions:
+            return None
+        return {ep.host}
+
+
+def apply_changes(intent: Intent, changes: Iterable[Change], revision: int) -> frozenset[str]:
+    """Set every change's value in ``intent`` (now at ``revision``) and return the hosts
+    whose desired flows may have changed: known before or after, so a host that went is
+    named too (the caller skips names it has no switch for)."""
+    before_hosts = set(intent.hosts)
+    structural = False
+    touched: set[str] = set()
+    everyone = False
+    moved: dict[EpKey, Endpoint | None] = {}
+    for change in changes:
+        if change.kind == NETWORK:
+            structural = True
+            _set(intent.networks, change.key, change.value, Network)
+        elif change.kind == HOST:
+            structural = True
+            _set(intent.hosts, change.key, change.value, Host)
+        elif change.kind == BLOCKS:
+            structural = True
+            blocks = change.value
+            if blocks:
+                assert isinstance(blocks, tuple)
+                intent._blocks[change.key] = blocks
+            else:
+                intent._blocks.pop(change.key, None)
+        elif change.kind == ENDPOINT:
+            key = split_endpoint_key(change.key)
+            ep = change.value
+            assert ep is None or isinstance(ep, Endpoint)
+            if ep is not None and ep.host is None:
+                ep = None
+            old = intent.endpoints.get(key)
+            if key not in moved:  # first change of this endpoint in the batch: as indexed
+                hosts = intent._endpoint_hosts(key, old)
+                if hosts is None:
+                    everyone = True
+                else:
+                    touched |= hosts
+            if old is not None:
+                intent._unindex_endpoint(key, old)
+            if ep is None:
+                intent.endpoints.pop(key, None)
+            else:
+                intent.endpoints[key] = ep
+                if not structural:
+                    intent._index_endpoint(key, ep)
+            moved[key] = ep
+        else:
+            raise ValueError(f"unknown change kind {change.kind!r}")
+    intent.revision = max(intent.revision, revision)
+    if structural:
+        intent._reindex()
+        return frozenset(before_hosts | set(intent.hosts))
+    for key, ep in moved.items():
+        hosts = intent._endpoint_hosts(key, ep)
+        if hosts is None:
+            everyone = True
+        else:
+            touched |= hosts
+    if everyone:
+        return frozenset(before_hosts | set(intent.hosts) | touched)
+    return frozenset(touched)
+
+
+def _set(table: dict, key: str, value: Value, kind: type) -> None:  # type: ignore[type-arg]
+    if value is None:
+        table.pop(key, None)
+    else:
+        assert isinstance(value, kind)
+        table[key] = value
+
+
+def flow_view(snap: Snapshot) -> tuple[object, ...]:
+    """What of a snapshot the flows depend on, comparable between a full read and the model:
+    bound endpoints without their readiness state, blocks and hosts in a fixed order."""
+    endpoints = sorted(
+        (replace(e, state=EndpointState.PENDING, bound_rev=0) for e in snap.endpoints if e.host),
+        key=lambda e: (e.network, e.name),
+    )
+    blocks = sorted(snap.blocks, key=lambda b: (b.network, int(b.cidr.network_address)))
+    hosts = sorted((replace(h, last_seen=None) for h in snap.hosts.values()), key=lambda h: h.name)
+    networks = sorted(snap.networks.values(), key=lambda n: n.name)
+    return tuple(networks), tuple(hosts), tuple(blocks), tuple(endpoints)
+
+
+def diff_views(full: Snapshot, model: Snapshot) -> list[str]:
+    """What differs between a full read and the model (empty: the audit found nothing)."""
+    out: list[str] = []
+    names = ("networks", "hosts", "blocks", "endpoints")
+    for name, a, b in zip(names, flow_view(full), flow_view(model), strict=True):
+        sa, sb = set(a), set(b)  # type: ignore[call-overload]
+        if sa != sb:
+            missing = sorted(map(str, sa - sb))[:3]
+            extra = sorted(map(str, sb - sa))[:3]
+            out.append(f"{name}: {len(sa - sb)} missing {missing}, {len(sb - sa)} extra {extra}")
+    return out
+
+
+__all__ = [
+    "BLOCKS",
+    "ENDPOINT",
+    "HOST",
+    "KINDS",
+    "NETWORK",
+    "Change",
+    "Intent",
+    "Value",
+    "apply_changes",
+    "diff_views",
+    "endpoint_key",
+    "flow_view",
+    "split_endpoint_key",
+]
