@@ -10,6 +10,15 @@ table and match (an empty match: any; a non-empty one compared as bytes, which i
 controller sends). When the controller closes the connection the switch keeps its table (as an
 OVS bridge in secure fail mode does) and reconnects after ``reconnect_after`` seconds.
 
+ONF bundles (OpenFlow 1.3 extension, as OVS 3.1 keeps them): open (an id already open is an
+error), bundle-add (a flow-mod is checked when it is added, as OVS decodes it then: a message
+that is no flow-mod, or a bundle that is not open, is answered with an error and left out,
+and the commit still applies the rest), commit (every flow-mod in order, or none if the table
+would grow over ``max_flows``: the failing message's error, then the commit's), discard.
+``refuse_bundles`` answers every bundle message with OFPBRC_BAD_EXPERIMENTER, as a switch
+without the extension would. Errors carry the refused message's xid (a bundle-add's inner
+message has the same).
+
 ``Fleet`` runs the switches on its own event loop in a background thread, so a synchronous
 benchmark can drive the controller's API meanwhile. Not a test double for correctness: the
 reference for OpenFlow semantics stays real OVS (tests/integration).
@@ -25,6 +34,10 @@ from dataclasses import dataclass, field
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.ofswitch import features_reply, hello, msg, multipart_reply
+
+ONF = 0x4F4E4600
+BUNDLE_CONTROL, BUNDLE_ADD = ofp.ONF_ET_BUNDLE_CONTROL, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
+_CTRL = struct.Struct("!IIIHH")  # experimenter, exp_type, bundle id, type, flags (after header)
 
 _HEAD = struct.Struct("!BBHI")
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")  # ofp_flow_mod after the header (40 bytes)
@@ -103,6 +116,22 @@ def flow_stats_replies(xid: int, table: dict[FlowKey, FlowEntry]) -> list[bytes]
     ]
 
 
+def error(xid: int, etype: int, code: int, data: bytes) -> bytes:
+    """An error message about ``data`` (the first 64 bytes of the refused message)."""
+    return msg(ofp.OFPT_ERROR, xid, struct.pack("!HH", etype, code) + data[:64])
+
+
+def onf_error(xid: int, exp_type: int, data: bytes) -> bytes:
+    """An experimenter error of the ONF extension (``ONFERR_ET_*``)."""
+    body = struct.pack("!HHI", ofp.OFPET_EXPERIMENTER, exp_type, ONF) + data[:64]
+    return msg(ofp.OFPT_ERROR, xid, body)
+
+
+def bundle_reply(xid: int, bundle_id: int, kind: int, flags: int) -> bytes:
+    """A bundle control reply (ONF_BCT_*_REPLY)."""
+    return msg(ofp.OFPT_EXPERIMENTER, xid, _CTRL.pack(ONF, BUNDLE_CONTROL, bundle_id, kind, flags))
+
+
 @dataclass
 class Switch:
     """One emulated switch: its dpid, flow table model and counters."""
@@ -115,6 +144,86 @@ class Switch:
     echoes: int = 0
     connects: int = 0
     connected: bool = False
+    refuse_bundles: bool = False
+    max_flows: int | None = None  # a commit that would grow the table over this fails
+    bundles: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)  # id -> (xid, body)
+    bundle_adds: int = 0
+    commits: int = 0
+    discards: int = 0
+    errors: int = 0
+
+    def handle(self, mtype: int, xid: int, body: bytes) -> list[bytes]:
+        """Apply one message from the controller; the messages it answers with."""
+        if mtype == ofp.OFPT_FLOW_MOD:
+            apply_flow_mod(self.flows, body)
+            self.flow_mods += 1
+        elif mtype == ofp.OFPT_BARRIER_REQUEST:
+            self.barriers += 1
+            return [msg(ofp.OFPT_BARRIER_REPLY, xid)]
+        elif mtype == ofp.OFPT_ECHO_REQUEST:
+            self.echoes += 1
+            return [msg(ofp.OFPT_ECHO_REPLY, xid, body)]
+        elif mtype == ofp.OFPT_FEATURES_REQUEST:
+            self.connected = True
+            return [features_reply(xid, self.dpid)]
+        elif mtype == ofp.OFPT_MULTIPART_REQUEST:
+            (mptype,) = struct.unpack_from("!H", body, 0)
+            if mptype == ofp.OFPMP_FLOW:
+                self.dumps += 1
+                return flow_stats_replies(xid, self.flows)
+            if mptype == ofp.OFPMP_PORT_DESC:
+                return [multipart_reply(xid, ofp.OFPMP_PORT_DESC, b"")]
+        elif mtype == ofp.OFPT_EXPERIMENTER:
+            out = self._experimenter(xid, body)
+            self.errors += sum(m[1] == ofp.OFPT_ERROR for m in out)
+            return out
+        return []
+
+    def _experimenter(self, xid: int, body: bytes) -> list[bytes]:
+        whole = msg(ofp.OFPT_EXPERIMENTER, xid, body)
+        if len(body) < 16:
+            return [error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, whole)]
+        experimenter, exp_type, bid, kind, flags = _CTRL.unpack_from(body, 0)
+        if experimenter != ONF or exp_type not in (BUNDLE_CONTROL, BUNDLE_ADD):
+            return [error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXPERIMENTER, whole)]
+        if self.refuse_bundles:
+            return [error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXPERIMENTER, whole)]
+        if exp_type == BUNDLE_ADD:
+            return self._bundle_add(xid, bid, body[16:], whole)  # after id, pad and flags
+        if kind == ofp.ONF_BCT_OPEN_REQUEST:
+            if bid in self.bundles:
+                return [onf_error(xid, ofp.ONFERR_ET_BUNDLE_EXIST, whole)]
+            self.bundles[bid] = []
+            return [bundle_reply(xid, bid, ofp.ONF_BCT_OPEN_REPLY, flags)]
+        adds = self.bundles.pop(bid, None)
+        if adds is None:
+            return [onf_error(xid, ofp.ONFERR_ET_BAD_ID, whole)]
+        if kind == ofp.ONF_BCT_DISCARD_REQUEST:
+            self.discards += 1
+            return [bundle_reply(xid, bid, ofp.ONF_BCT_DISCARD_REPLY, flags)]
+        if kind != ofp.ONF_BCT_COMMIT_REQUEST:
+            return [onf_error(xid, ofp.ONFERR_ET_BAD_TYPE, whole)]
+        table = dict(self.flows)
+        for inner_xid, inner in adds:
+            apply_flow_mod(table, inner[8:])
+            if self.max_flows is not None and len(table) > self.max_flows:
+                full = error(inner_xid, ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, inner)
+                return [full, onf_error(xid, ofp.ONFERR_ET_FAILED, whole)]
+        self.flows = table
+        self.flow_mods += len(adds)
+        self.commits += 1
+        return [bundle_reply(xid, bid, ofp.ONF_BCT_COMMIT_REPLY, flags)]
+
+    def _bundle_add(self, xid: int, bid: int, inner: bytes, whole: bytes) -> list[bytes]:
+        if bid not in self.bundles:
+            return [onf_error(xid, ofp.ONFERR_ET_BAD_ID, whole)]
+        if len(inner) < 8 or _HEAD.unpack_from(inner)[3] != xid:
+            return [onf_error(xid, ofp.ONFERR_ET_MSG_BAD_XID, whole)]
+        if inner[1] != ofp.OFPT_FLOW_MOD or len(inner) < 8 + _FLOW_MOD.size + 4:
+            return [onf_error(xid, ofp.ONFERR_ET_MSG_UNSUP, whole)]
+        self.bundle_adds += 1
+        self.bundles[bid].append((xid, inner))
+        return []
 
     async def run(self, host: str, port: int, stop: asyncio.Event, reconnect_after: float) -> None:
         """Connect, serve the controller until it closes, reconnect; until ``stop``."""
@@ -140,25 +249,9 @@ class Switch:
             head = await reader.readexactly(8)
             _, mtype, length, xid = _HEAD.unpack(head)
             body = await reader.readexactly(length - 8) if length > 8 else b""
-            if mtype == ofp.OFPT_FLOW_MOD:
-                apply_flow_mod(self.flows, body)
-                self.flow_mods += 1
-            elif mtype == ofp.OFPT_BARRIER_REQUEST:
-                self.barriers += 1
-                writer.write(msg(ofp.OFPT_BARRIER_REPLY, xid))
-            elif mtype == ofp.OFPT_ECHO_REQUEST:
-                self.echoes += 1
-                writer.write(msg(ofp.OFPT_ECHO_REPLY, xid, body))
-            elif mtype == ofp.OFPT_FEATURES_REQUEST:
-                writer.write(features_reply(xid, self.dpid))
-                self.connected = True
-            elif mtype == ofp.OFPT_MULTIPART_REQUEST:
-                (mptype,) = struct.unpack_from("!H", body, 0)
-                if mptype == ofp.OFPMP_FLOW:
-                    self.dumps += 1
-                    writer.writelines(flow_stats_replies(xid, self.flows))
-                elif mptype == ofp.OFPMP_PORT_DESC:
-                    writer.write(multipart_reply(xid, ofp.OFPMP_PORT_DESC, b""))
+            out = self.handle(mtype, xid, body)
+            if out:
+                writer.writelines(out)
             if writer.transport.get_write_buffer_size() > 1 << 20:
                 await writer.drain()
 
@@ -228,4 +321,7 @@ class Fleet:
             "echoes": sum(s.echoes for s in self.switches),
             "connects": sum(s.connects for s in self.switches),
             "flows": sum(len(s.flows) for s in self.switches),
+            "bundle_commits": sum(s.commits for s in self.switches),
+            "bundle_discards": sum(s.discards for s in self.switches),
+            "errors": sum(s.errors for s in self.switches),
         }

@@ -18,7 +18,10 @@ then connects the fleet and measures:
 
 Prints JSON (and writes it to ``bench/results/``) and a short summary; everything it started
 (the controller, by pid; the fleet; the temp dir) is removed, also on failure.
-Not measured yet (issue 9 item 5): churn, restart, bundles, and the 1,000-switch run.
+``--bundles always`` sends every batch (the cold fill too) as one ONF bundle, which the fleet
+models (bench/fleet.py); ``never`` only plain flow-mods; ``auto`` (the default, the
+controller's) bundles batches that replace flows. Not measured yet (issue 9 item 5): churn,
+restart.
 """
 
 from __future__ import annotations
@@ -96,14 +99,14 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 
 @contextmanager
-def controller(tmp: Path) -> Iterator[ControllerProcess]:
+def controller(tmp: Path, bundles: str = "auto") -> Iterator[ControllerProcess]:
     """A controller on loopback with SQLite in ``tmp``; stopped (by pid) afterwards."""
     ctl = ControllerProcess(
         f"sqlite:///{tmp}/vx.db",
         tmp / "controller.log",
         free_port(),
         free_port(),
-        env={"VXPLANE_HOST_DEAD_AFTER": "86400"},
+        env={"VXPLANE_HOST_DEAD_AFTER": "86400", "VXPLANE_OPENFLOW_BUNDLES": bundles},
     )
     try:
         ctl.start(timeout=60)
@@ -195,7 +198,7 @@ def wait_converged(api: httpx.Client, n: int, timeout: float) -> tuple[float, li
 def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
     n, e = args.switches, args.endpoints_per_host
     hosts = [host_name(i) for i in range(n)]
-    with controller(tmp) as ctl, ctl.client(timeout=120) as api:
+    with controller(tmp, args.bundles) as ctl, ctl.client(timeout=120) as api:
         assert ctl.pid is not None
         for i, h in enumerate(hosts):
             body = {"underlay_ip": underlay(i), "dpid": f"{DPID_BASE + i + 1:016x}"}
@@ -283,7 +286,8 @@ def summary(r: dict[str, Any]) -> str:
             f"{p['retried_503']} retried 503s; "
             f"first tenth {p['first_tenth_per_second']}/s, last {p['last_tenth_per_second']}/s)",
             f"  cold start   {c['seconds']} s to all converged, {c['flow_mods']} flow-mods, "
-            f"{c['connects']} connects",
+            f"{c['connects']} connects, {c['bundle_commits']} bundles "
+            f"(bundles: {r['bundles']})",
             f"  attach       median {a['median']} ms, p99 {a['p99']} ms ({a['attaches']})",
             f"  RSS          {r['rss_kib']['VmRSS'] // 1024} MiB "
             f"(peak {r['rss_kib']['VmHWM'] // 1024} MiB)",
@@ -300,11 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attaches", type=int, default=50)
     p.add_argument("--timeout", type=float, default=600, help="cold start limit (s)")
     p.add_argument("--keep-log", action="store_true", help="keep the controller's temp dir")
+    p.add_argument(
+        "--bundles",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="the controller's VXPLANE_OPENFLOW_BUNDLES (always: the cold fill in bundles too)",
+    )
     args = p.parse_args(argv)
     result: dict[str, Any] = {
         "command": " ".join(["python -m bench.scale", *(argv or sys.argv[1:])]),
         "switches": args.switches,
         "endpoints_per_host": args.endpoints_per_host,
+        "bundles": args.bundles,
         "cpus": os.cpu_count(),
     }
     tmp = Path(tempfile.mkdtemp(prefix="vxplane-scale-"))

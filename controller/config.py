@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     )
     switch_echo_misses: int = Field(
         3, ge=1, description="unanswered echo probes before a switch counts as disconnected"
+    )
+    openflow_bundles: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="send a batch as one atomic ONF bundle: auto (batches that replace or "
+        "remove flows while adding others), always, never",
     )
     log_level: str = "INFO"
 

@@ -26,6 +26,16 @@ reported (``switch.flow_rejected``, ``SwitchStatus.rejected_flows``) and retried
 its time comes; the rest of the batch is applied as usual. A rejected add that replaced a
 flow puts the replaced one back in the installed model, so the next pass deletes it.
 
+A batch that must apply as a whole goes as one ONF bundle (``bundles``: "auto", the
+default, bundles a batch that replaces or removes flows while it adds others; "always";
+"never"): open, every flow-mod as a bundle-add, then a barrier. OVS refuses a bad message
+at add time and would still commit the rest, so the engine commits only when that barrier
+comes back without an error for any of the bundle's messages; otherwise it discards the
+bundle. The rejected flows are held back as above; since the switch applied none of the
+batch, the switch is asked for a flow dump again (as at connect) and the next pass sends the
+rest. A commit that fails (the switch refused a message at commit time: overlap, table full)
+does the same. A switch that answers the open with an error gets plain flow-mods from then on.
+
 No os-ken import here: switches are reached through the small ``SwitchConn`` protocol that
 ``ofapp`` implements.
 """
@@ -58,6 +68,7 @@ QUARANTINE_MAX = 300.0
 MAX_HELD = 256  # connections waiting for their dpid to become a registered host's
 HOLD_TIMEOUT = 120.0  # s a connection may wait for that before it is closed
 MAX_DUMP_FLOWS = 500_000  # a flow dump longer than this is not a vxplane switch's: closed
+BUNDLE_MODES = ("auto", "always", "never")
 
 
 class SwitchConn(Protocol):
@@ -98,6 +109,23 @@ class _Sent:
     replaced: tuple[int, Flow] | None = None
 
 
+@dataclass(eq=False)
+class _Bundle:
+    """A batch sent as an ONF bundle: open, its messages, then the ``prepare`` barrier; the
+    commit (``commit_xid``) and the batch's own barrier (``final_xid``) follow if no message
+    was refused."""
+
+    bundle_id: int
+    open_xid: int
+    prepare_xid: int
+    commit_xid: int
+    final_xid: int
+    xids: frozenset[int]  # its messages' xids (the bundle-adds carry the inner ones)
+    failed: str | None = None  # why it must not be committed
+    refused: bool = False  # the switch refused the open: it has no such bundle
+    committing: bool = False
+
+
 @dataclass
 class _Switch:
     conn: SwitchConn
@@ -116,10 +144,21 @@ class _Switch:
     held: dict[int, _Held] = field(default_factory=dict)  # rejected cookie -> backoff
     next_xid: int = FIRST_XID
     errors: int = 0
+    bundles_ok: bool = True  # False once it refused to open a bundle: plain flow-mods
+    bundles: list[_Bundle] = field(default_factory=list)  # in flight, oldest first
 
     def forget_inflight(self) -> None:
         self.pending.clear()
         self.batches.clear()
+        for b in self.bundles:  # still open on the switch: discarded at their prepare barrier
+            b.failed = b.failed or "the switch is dumped again"
+        self.bundles = [b for b in self.bundles if not b.committing]
+
+    def bundle_of(self, xid: int) -> _Bundle | None:
+        return next(
+            (b for b in self.bundles if xid in b.xids or xid in (b.open_xid, b.commit_xid)),
+            None,
+        )
 
     def xid(self) -> int:
         self.next_xid = FIRST_XID if self.next_xid >= 0xFFFFFFFF else self.next_xid + 1
@@ -159,7 +198,10 @@ class Engine:
         on_event: EventSink | None = None,
         require_cert: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        bundles: str = "auto",
     ) -> None:
+        if bundles not in BUNDLE_MODES:
+            raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
         self._sessions = session_factory
         self._load_snapshot = load_snapshot
         self._load_revision = load_revision
@@ -168,6 +210,7 @@ class Engine:
         self._on_event = on_event
         self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
         self._clock = clock
+        self._bundles = bundles
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -180,6 +223,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.passes = 0
         self.refused = 0
+        self.bundles_committed = 0  # commits the switches confirmed (tests, diagnostics)
+        self.bundles_discarded = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -425,6 +470,7 @@ class Engine:
             sw.synced = False
             sw.dumping = False
             sw.forget_inflight()
+            sw.bundles.clear()  # a switch drops its open bundles with the connection
             self._signal()
             if not sw.admitted:
                 del self._switches[dpid]
@@ -433,12 +479,24 @@ class Engine:
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
-        """A barrier came back: everything sent before it is applied."""
+        """A barrier came back: everything sent before it is applied (or, for a bundle's
+        prepare barrier, every message of the bundle was answered: commit or discard it)."""
         with self._lock:
             sw = self._switches.get(dpid)
-            if sw is None or xid not in sw.pending:
+            if sw is None:
                 return
-            rev = sw.pending.pop(xid)
+            bundle = next((b for b in sw.bundles if b.prepare_xid == xid), None)
+            if bundle is not None:
+                out = self._prepared(sw, bundle)
+            elif xid not in sw.pending:
+                return
+        if bundle is not None:
+            self._send_after(sw, out)
+            return
+        with self._lock:
+            rev = sw.pending.pop(xid, None)
+            if rev is None:
+                return
             sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
             for bx in list(sw.batches):  # batches before this barrier are done too
                 for sent in sw.batches.pop(bx).values():
@@ -452,6 +510,54 @@ class Engine:
         if converged:
             self._emit("switch.converged", dpid=f"{dpid:016x}", host=host, revision=applied)
 
+    def _prepared(self, sw: _Switch, b: _Bundle) -> tuple[bytes, bool]:
+        """(Lock held.) ``b``'s messages were all answered: the bytes that commit it (and
+        its batch's barrier) or discard it, and whether the switch must be dumped again."""
+        if b.failed is None and sw.synced and sw.connected:
+            b.committing = True
+            data = ofmsg.bundle_ctrl_bytes(b.bundle_id, ofmsg.BUNDLE_COMMIT, b.commit_xid)
+            return data + ofmsg.barrier_bytes(b.final_xid), False
+        sw.bundles.remove(b)
+        self.bundles_discarded += 1
+        resync = sw.synced  # not yet asked for a dump (a failure of this bundle)
+        log.warning("switch %016x (%s): bundle %#x not committed: %s", sw.conn.dpid, sw.host,
+                    b.bundle_id, b.failed or "the switch is not synced")  # fmt: skip
+        if resync:
+            self._redump(sw)
+        if b.refused:
+            return b"", resync
+        return ofmsg.bundle_ctrl_bytes(b.bundle_id, ofmsg.BUNDLE_DISCARD, sw.xid()), resync
+
+    def _redump(self, sw: _Switch) -> None:
+        """(Lock held.) The installed model is no longer known: dump the switch again."""
+        sw.synced = False
+        sw.dumping = True
+        sw.dump = set()
+        sw.forget_inflight()
+        self._signal()
+
+    def _send_after(self, sw: _Switch, out: tuple[bytes, bool]) -> None:
+        data, redump = out
+        if data and not sw.conn.send(data):
+            log.warning("switch %016x closed while sending", sw.conn.dpid)
+            return
+        if redump:
+            sw.conn.request_flow_dump()
+
+    def bundle_reply(self, dpid: int, xid: int, kind: int) -> None:
+        """A bundle control reply (open, commit or discard) came back."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None:
+                return
+            b = sw.bundle_of(xid)
+            if kind != ofmsg.BUNDLE_COMMIT_REPLY or b is None or b.commit_xid != xid:
+                return
+            sw.bundles.remove(b)
+            self.bundles_committed += 1
+        log.info("switch %016x (%s): bundle %#x committed (%d messages)", dpid, sw.host,
+                 b.bundle_id, len(b.xids))  # fmt: skip
+
     def _emit(self, kind: str, **data: Any) -> None:
         """Tell ``on_event`` (the event hub) what happened; its failure never reaches a switch."""
         if self._on_event is None:
@@ -463,24 +569,33 @@ class Engine:
 
     def switch_error(self, dpid: int, xid: int, text: str) -> None:
         """The switch rejected a message. A rejected add is held back with backoff (never
-        resent in a loop); the rest of its batch stands. Anything else is logged."""
+        resent in a loop); the rest of its batch stands (in a bundle: is sent again in the
+        next one). Anything else is logged."""
         with self._lock:
             sw = self._switches.get(dpid)
             if sw is None:
                 return
             sw.errors += 1
-            sent = next((b.pop(xid) for b in sw.batches.values() if xid in b), None)
-            if sent is None:
-                log.error("switch %016x (%s) error for xid %#x: %s", dpid, sw.host, xid, text)
-                return
-            sw.installed.pop(sent.cookie, None)
-            if sent.replaced is not None:  # the switch kept the flow this add would replace
-                sw.installed[sent.replaced[0]] = sent.replaced[1]
-            before = sw.held.get(sent.cookie)
-            attempts = before.attempts + 1 if before is not None else 1
-            delay = min(QUARANTINE_BASE * 2 ** (attempts - 1), QUARANTINE_MAX)
-            sw.held[sent.cookie] = _Held(self._clock() + delay, attempts, text)
+            bundle = sw.bundle_of(xid)
+            outcome = self._bundle_error(sw, bundle, xid, text) if bundle is not None else None
+            sent = None
+            if outcome is None:
+                sent = next((b.pop(xid) for b in sw.batches.values() if xid in b), None)
+            if sent is not None:
+                sw.installed.pop(sent.cookie, None)
+                if sent.replaced is not None:  # the switch kept the flow it would replace
+                    sw.installed[sent.replaced[0]] = sent.replaced[1]
+                before = sw.held.get(sent.cookie)
+                attempts = before.attempts + 1 if before is not None else 1
+                delay = min(QUARANTINE_BASE * 2 ** (attempts - 1), QUARANTINE_MAX)
+                sw.held[sent.cookie] = _Held(self._clock() + delay, attempts, text)
             host = sw.host
+        if outcome == "redump":
+            sw.conn.request_flow_dump()
+        if sent is None:
+            if outcome is None:
+                log.error("switch %016x (%s) error for xid %#x: %s", dpid, host, xid, text)
+            return
         log.error(
             "switch %016x (%s) rejected flow %016x (%s): held back, retry in %.0f s "
             "(rejection %d)", dpid, host, sent.cookie, text, delay, attempts,
@@ -490,6 +605,31 @@ class Engine:
             cookie=f"{sent.cookie:016x}", error=text, retry_in=delay, attempts=attempts,
         )  # fmt: skip
         self._wake.set()  # the worker's timer learns the new retry time
+
+    def _bundle_error(self, sw: _Switch, b: _Bundle, xid: int, text: str) -> str | None:
+        """(Lock held.) An error about bundle ``b``: None if it refused one of the bundle's
+        messages (held back by the caller as without bundles), "done", or "redump" (the
+        caller asks for a flow dump)."""
+        if xid == b.open_xid:
+            b.failed, b.refused, sw.bundles_ok = f"open refused ({text})", True, False
+            log.warning("switch %016x (%s) refused a bundle (%s): plain flow-mods from now on",
+                        sw.conn.dpid, sw.host, text)  # fmt: skip
+            return "done"
+        if b.refused:
+            return "done"  # a message for the bundle it never opened
+        if xid == b.commit_xid:  # nothing of the batch was applied
+            b.failed = f"commit failed ({text})"
+            if b in sw.bundles:
+                sw.bundles.remove(b)
+            self.bundles_discarded += 1
+            log.warning("switch %016x (%s): bundle %#x commit failed (%s): dumping it again",
+                        sw.conn.dpid, sw.host, b.bundle_id, text)  # fmt: skip
+            if not sw.synced:
+                return "done"
+            self._redump(sw)
+            return "redump"
+        b.failed = b.failed or f"message {xid:#x} refused ({text})"
+        return None
 
     # -- worker ----------------------------------------------------------------------------
     def _next_retry(self) -> float | None:
@@ -624,26 +764,46 @@ class Engine:
                 held.sent = True
         return frozenset(f for f in desired if f.cookie not in hold) if hold else desired
 
-    @staticmethod
-    def _encode(sw: _Switch, changes: Changes) -> tuple[list[bytes], int, dict[int, _Sent]]:
+    def _bundled(self, sw: _Switch, changes: Changes, replaces: bool) -> bool:
+        """Whether this batch goes as one bundle (see the module docstring)."""
+        if self._bundles == "never" or not sw.bundles_ok:
+            return False
+        if self._bundles == "always":
+            return True
+        return bool(changes.adds) and (bool(changes.deletes) or replaces)
+
+    def _encode(self, sw: _Switch, changes: Changes) -> tuple[list[bytes], int, dict[int, _Sent]]:
+        """(Lock held.) The batch's wire bytes in chunks of about ``SEND_CHUNK``, the xid of
+        the barrier that confirms it, and its adds by xid; a bundle is registered on ``sw``."""
         chunks: list[bytes] = []
         buf = bytearray()
         sent: dict[int, _Sent] = {}
         by_key = {f.key(): (c, f) for c, f in sw.installed.items() if f is not None}
+        msgs: list[bytes] = []
         for f in changes.adds:
             xid = sw.xid()
             sent[xid] = _Sent(f.cookie, by_key.get(f.key()))
-            buf += ofmsg.add_bytes(f, xid)
+            msgs.append(ofmsg.add_bytes(f, xid))
+        msgs.extend(ofmsg.delete_bytes(cookie, sw.xid()) for cookie in changes.deletes)
+        bundle = None
+        if self._bundled(sw, changes, any(s.replaced for s in sent.values())):
+            open_xid = sw.xid()
+            xids = frozenset(ofmsg.xid_of(m) for m in msgs)
+            buf += ofmsg.bundle_ctrl_bytes(open_xid, ofmsg.BUNDLE_OPEN, open_xid)
+            msgs = [ofmsg.bundle_add_bytes(open_xid, m) for m in msgs]
+            bundle = _Bundle(open_xid, open_xid, sw.xid(), sw.xid(), sw.xid(), xids)
+        for m in msgs:
+            buf += m
             if len(buf) >= SEND_CHUNK:
                 chunks.append(bytes(buf))
                 buf = bytearray()
-        for cookie in changes.deletes:
-            buf += ofmsg.delete_bytes(cookie, sw.xid())
-            if len(buf) >= SEND_CHUNK:
-                chunks.append(bytes(buf))
-                buf = bytearray()
-        barrier_xid = sw.xid()
-        buf += ofmsg.barrier_bytes(barrier_xid)
+        if bundle is not None:
+            sw.bundles.append(bundle)
+            barrier_xid = bundle.final_xid  # sent with the commit
+            buf += ofmsg.barrier_bytes(bundle.prepare_xid)
+        else:
+            barrier_xid = sw.xid()
+            buf += ofmsg.barrier_bytes(barrier_xid)
         chunks.append(bytes(buf))
         return chunks, barrier_xid, sent
 

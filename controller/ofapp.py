@@ -125,6 +125,10 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
     def _barrier(self, ev: Any) -> None:
         self.engine_.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
 
+    @set_ev_cls(ofp_event.EventONFBundleCtrlMsg, MAIN_DISPATCHER)
+    def _bundle(self, ev: Any) -> None:
+        self.engine_.bundle_reply(ev.msg.datapath.id, ev.msg.xid, ev.msg.type)
+
     @set_ev_cls(
         ofp_event.EventOFPErrorMsg, [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER]
     )
@@ -278,6 +282,13 @@ def _guarded(parse: Any) -> Any:
             )  # fmt: skip
             datapath.close()
             return None
+        if action is ofguard.Action.BUNDLE:
+            ctrl = parser.ONFBundleCtrlMsg(
+                datapath, verdict.bundle_id, verdict.bundle_type, verdict.flags, []
+            )
+            ctrl.set_headers(version, msg_type, msg_len, xid)
+            ctrl.set_buf(buf)
+            return ctrl
         if action is ofguard.Action.COOKIES:
             reply = parser.OFPFlowStatsReply(datapath)
             reply.body = [parser.OFPFlowStats(cookie=c) for c in verdict.cookies]

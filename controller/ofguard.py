@@ -11,6 +11,9 @@ header, before any parsing, and answers with a ``Verdict``:
   controller-to-switch type, any other version after the hello): it is not parsed at all.
 - ``PARSE``: a fixed-size or opaque message os-ken may parse (hello, error, echo, features,
   get-config, barrier and role replies).
+- ``BUNDLE`` (an ONF bundle control reply: open, commit or discard, with its bundle id, type
+  and flags): 24 bytes plus properties whose lengths add up; the caller builds the reply from
+  these values. Any other experimenter message is dropped.
 - ``COOKIES`` (a flow-stats reply, with its flags and cookies) and ``PORTS`` (a port-desc
   reply, with its flags): the lengths of every entry, match, instruction and action were
   checked, and the caller builds the reply itself from these values, so os-ken's
@@ -41,6 +44,8 @@ HELLO_FAILED = 0  # error type whose data os-ken decodes as ASCII
 FLOW_STATS_FIXED = 48  # ofp_flow_stats up to its match
 PORT_SIZE = 64  # ofp_port
 APPLY_ACTIONS, WRITE_ACTIONS = 4, 3
+ONF_EXPERIMENTER, ONF_BUNDLE_CONTROL = 0x4F4E4600, 2300
+BUNDLE_CTRL_SIZE = 24  # header, experimenter, exp_type, bundle id, type, flags
 # the smallest legal size of each fixed-size message os-ken parses
 MIN_SIZE = {
     ERROR: 12,
@@ -59,16 +64,20 @@ class Action(Enum):
     CLOSE = "close"
     COOKIES = "cookies"
     PORTS = "ports"
+    BUNDLE = "bundle"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """``check``'s answer; ``flags`` and ``cookies`` are set for COOKIES and PORTS."""
+    """``check``'s answer; ``flags`` and ``cookies`` are set for COOKIES and PORTS,
+    ``flags``, ``bundle_id`` and ``bundle_type`` for BUNDLE."""
 
     action: Action
     reason: str = ""
     flags: int = 0
     cookies: tuple[int, ...] = ()
+    bundle_id: int = 0
+    bundle_type: int = 0
 
 
 PARSE = Verdict(Action.PARSE)
@@ -105,6 +114,8 @@ def check(buf: bytes) -> Verdict:
             return PARSE
         if mtype == MULTIPART_REPLY:
             return _multipart(buf)
+        if mtype == EXPERIMENTER:
+            return _experimenter(buf)
     except Malformed as exc:
         return _close(str(exc))
     return DROP
@@ -132,6 +143,25 @@ def _error(buf: bytes) -> Verdict:
     if etype == HELLO_FAILED and not buf[12:].isascii():
         raise Malformed("hello-failed error with non-ASCII text")
     return PARSE
+
+
+def _experimenter(buf: bytes) -> Verdict:
+    if len(buf) < 16:
+        raise Malformed(f"experimenter message of {len(buf)} bytes")
+    experimenter, exp_type = struct.unpack_from("!II", buf, HEADER_SIZE)
+    if (experimenter, exp_type) != (ONF_EXPERIMENTER, ONF_BUNDLE_CONTROL):
+        return DROP
+    _at_least(buf, BUNDLE_CTRL_SIZE)
+    bundle_id, btype, flags = struct.unpack_from("!IHH", buf, 16)
+    off = BUNDLE_CTRL_SIZE
+    while off < len(buf):  # properties: type, length (>= 4), padded to 8
+        if off + 4 > len(buf):
+            raise Malformed(f"bundle property header cut short at offset {off}")
+        (plen,) = struct.unpack_from("!H", buf, off + 2)
+        if plen < 4 or off + plen > len(buf):
+            raise Malformed(f"bundle property of length {plen} at offset {off}")
+        off += (plen + 7) // 8 * 8
+    return Verdict(Action.BUNDLE, flags=flags, bundle_id=bundle_id, bundle_type=btype)
 
 
 def _multipart(buf: bytes) -> Verdict:

@@ -66,6 +66,7 @@ def run_controller(settings: Settings) -> None:
         mark_ready,
         on_event=hub.publish,
         require_cert=tls is not None,
+        bundles=settings.openflow_bundles,
     )
     engine.start()
     listener = None

@@ -2,8 +2,10 @@
 
 It answers what a real switch answers during the handshake (hello, features, port-desc),
 echoes, barriers and the controller's flow dump, and records every flow-mod and flow-stats
-request it gets. ``dump_reply`` replaces its answer to a flow dump (the fuzzer sends
-malformed ones); ``send`` pushes anything at the controller. Test plumbing only.
+request it gets, also those inside ONF bundles (it answers bundle open, commit and discard;
+``reject`` applies to a bundled flow-mod as it is added, as OVS checks it then).
+``dump_reply`` replaces its answer to a flow dump (the fuzzer sends malformed ones); ``send``
+pushes anything at the controller. Test plumbing only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 V13 = 4
-HELLO, ERROR, ECHO_REQUEST, ECHO_REPLY = 0, 1, 2, 3
+HELLO, ERROR, ECHO_REQUEST, ECHO_REPLY, EXPERIMENTER = 0, 1, 2, 3, 4
+ONF, BUNDLE_CONTROL, BUNDLE_ADD = 0x4F4E4600, 2300, 2301
 FEATURES_REQUEST, FEATURES_REPLY = 5, 6
 FLOW_MOD, MULTIPART_REQUEST, MULTIPART_REPLY = 14, 18, 19
 BARRIER_REQUEST, BARRIER_REPLY = 20, 21
@@ -82,6 +85,7 @@ class FakeSwitch:
     flow_mods: list[tuple[int, int]] = field(default_factory=list)  # (command, cookie)
     dump_requests: int = 0
     barriers: int = 0
+    bundle_requests: list[int] = field(default_factory=list)  # ONF_BCT_* of each control
     closed: threading.Event = field(default_factory=threading.Event)
     ready: threading.Event = field(default_factory=threading.Event)  # features answered
 
@@ -150,11 +154,15 @@ class FakeSwitch:
             self.barriers += 1
             self.send(msg(BARRIER_REPLY, xid))
         elif mtype == FLOW_MOD:
-            (cookie,) = struct.unpack_from("!Q", body, 0)
-            self.flow_mods.append((body[17], cookie))
-            if self.reject is not None and self.reject(body):
-                whole = msg(FLOW_MOD, xid, body)
-                self.send(msg(ERROR, xid, struct.pack("!HH", 4, 4) + whole[:64]))  # BAD_OUT_PORT
+            self._flow_mod(xid, body)
+        elif mtype == EXPERIMENTER and len(body) >= 16:
+            experimenter, exp_type, bid, kind, flags = struct.unpack_from("!IIIHH", body, 0)
+            if (experimenter, exp_type) == (ONF, BUNDLE_ADD) and body[17] == FLOW_MOD:
+                self._flow_mod(xid, body[24:])  # the inner flow-mod after its header
+            elif (experimenter, exp_type) == (ONF, BUNDLE_CONTROL):
+                self.bundle_requests.append(kind)
+                reply = struct.pack("!IIIHH", ONF, BUNDLE_CONTROL, bid, kind + 1, flags)
+                self.send(msg(EXPERIMENTER, xid, reply))
         elif mtype == MULTIPART_REQUEST:
             (mptype,) = struct.unpack_from("!H", body, 0)
             if mptype == MP_PORT_DESC:
@@ -163,6 +171,13 @@ class FakeSwitch:
                 self.dump_requests += 1
                 reply = self.dump_reply or flow_stats_reply(xid, [])
                 self.send(reply[:4] + struct.pack("!I", xid) + reply[8:])
+
+    def _flow_mod(self, xid: int, body: bytes) -> None:
+        (cookie,) = struct.unpack_from("!Q", body, 0)
+        self.flow_mods.append((body[17], cookie))
+        if self.reject is not None and self.reject(body):
+            whole = msg(FLOW_MOD, xid, body)
+            self.send(msg(ERROR, xid, struct.pack("!HH", 4, 4) + whole[:64]))  # BAD_OUT_PORT
 
     def wait(self, what: str, predicate: object, timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` is true; AssertionError naming ``what`` otherwise."""

@@ -15,6 +15,11 @@ What it models, as Open vSwitch does it:
   order on a copy of the packet, then write-metadata, then goto. No match or no goto ends
   the pipeline. Output to the packet's own in_port is dropped (OpenFlow requires
   ``OFPP_IN_PORT`` for that), as OVS does.
+- ONF bundles as OVS 3.1 runs them: :meth:`Switch.open_bundle`, :meth:`Switch.bundle_add`
+  (a flow that fails validation is refused there and then, and left out: the commit still
+  applies the rest, OVS's non-atomic case), :meth:`Switch.commit` (every operation or none:
+  a table over ``capacity`` fails the whole commit, as OVS's ``overflow_policy=refuse``
+  does) and :meth:`Switch.discard`. Outside a bundle an add over ``capacity`` is refused alone.
 - A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
   followed from one host to another.
 
@@ -77,6 +82,18 @@ MAX_TABLE = 254
 
 class FlowRejected(ValueError):
     """The switch would refuse this flow (bad field, missing prerequisite, bad move...)."""
+
+
+class CommitFailed(FlowRejected):
+    """A bundle's operation number ``index`` failed at commit: nothing was applied."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
+class BundleError(ValueError):
+    """A bundle control request the switch refuses (no such bundle, already open...)."""
 
 
 class Ambiguity(AssertionError):
@@ -210,12 +227,53 @@ class Switch:
     )
     trace: list[tuple[int, Flow | None]] = field(default_factory=list)
     suppressed: list[Emitted] = field(default_factory=list)
+    capacity: int | None = None  # flows at most (OVS: Flow_Table flow_limit, refuse)
+    bundles: dict[int, list[Operation]] = field(default_factory=dict)  # open bundles
+    commits: int = 0
 
     # -- flow table ------------------------------------------------------------------------
     def add(self, f: Flow) -> None:
         """OFPFC_ADD: install ``f``, replacing any flow with the same table, priority, match."""
         validate(f)
+        if self.capacity is not None and f.key() not in self.flows:
+            if len(self.flows) >= self.capacity:
+                raise FlowRejected(f"table full ({self.capacity} flows)")
         self.flows[f.key()] = f
+
+    # -- bundles ---------------------------------------------------------------------------
+    def open_bundle(self, bundle_id: int) -> None:
+        """ONF_BCT_OPEN_REQUEST."""
+        if bundle_id in self.bundles:
+            raise BundleError(f"bundle {bundle_id} exists")
+        self.bundles[bundle_id] = []
+
+    def bundle_add(self, bundle_id: int, op: Operation) -> None:
+        """ONF_ET_BUNDLE_ADD_MESSAGE: an add is validated now (FlowRejected: left out)."""
+        if bundle_id not in self.bundles:
+            raise BundleError(f"no bundle {bundle_id}")
+        if op[0] == "add":
+            assert isinstance(op[1], Flow)
+            validate(op[1])
+        self.bundles[bundle_id].append(op)
+
+    def commit(self, bundle_id: int) -> None:
+        """ONF_BCT_COMMIT_REQUEST: every operation in order, or (CommitFailed) none."""
+        ops = self.bundles.pop(bundle_id, None)
+        if ops is None:
+            raise BundleError(f"no bundle {bundle_id}")
+        before = dict(self.flows)
+        for i, op in enumerate(ops):
+            try:
+                self.apply_one(op)
+            except FlowRejected as exc:
+                self.flows = before
+                raise CommitFailed(i, str(exc)) from exc
+        self.commits += 1
+
+    def discard(self, bundle_id: int) -> None:
+        """ONF_BCT_DISCARD_REQUEST."""
+        if self.bundles.pop(bundle_id, None) is None:
+            raise BundleError(f"no bundle {bundle_id}")
 
     def delete_cookie(self, cookie: int) -> None:
         """OFPFC_DELETE with an exact cookie mask, any table: remove every flow with it."""

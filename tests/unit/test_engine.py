@@ -89,7 +89,9 @@ def snapshot(rev: int, with_b: bool = False, a_port: int = 5, h9: bool = False) 
 
 
 class Harness:
-    def __init__(self, poll: float = 60, require_cert: bool = False) -> None:
+    def __init__(
+        self, poll: float = 60, require_cert: bool = False, bundles: str = "never"
+    ) -> None:
         self.snap = snapshot(1)
         self.fail_reads = False
         self.marked: list[tuple[int, list[str]]] = []
@@ -104,6 +106,7 @@ class Harness:
             on_event=lambda kind, **data: self.events.append((kind, data)),
             require_cert=require_cert,
             clock=lambda: self.now,
+            bundles=bundles,  # these tests read plain flow-mods; bundles: test_bundles.py
         )
         self.sync()  # the engine knows the registered hosts before switches connect
 

@@ -1,14 +1,16 @@
-"""bench.fleet's switch model: flow-mods as the controller encodes them, dumps os-ken parses."""
+"""bench.fleet's switch model: flow-mods and bundles as the controller encodes them, answers
+os-ken parses."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser
 from os_ken.ofproto.ofproto_parser import msg as parse_msg
 
-from bench.fleet import FlowEntry, FlowKey, apply_flow_mod, flow_stats_replies
+from bench.fleet import FlowEntry, FlowKey, Switch, apply_flow_mod, flow_stats_replies
 from controller import ofmsg
 from controller.flows import Flow
 
@@ -68,3 +70,62 @@ def test_big_dump_is_split_with_the_more_flag_and_carries_every_cookie() -> None
 def test_empty_dump_is_one_reply_without_more() -> None:
     (reply,) = _dump({})
     assert reply.flags == 0 and reply.body == []
+
+
+def _run(sw: Switch, data: bytes) -> list[Any]:
+    """Feed the controller's bytes to ``sw``; its answers as os-ken parses them."""
+    out: list[Any] = []
+    off = 0
+    while off < len(data):
+        _, mtype, length, xid = struct.unpack_from("!BBHI", data, off)
+        for r in sw.handle(mtype, xid, data[off + 8 : off + length]):
+            out.append(parse_msg(_Datapath, ofp.OFP_VERSION, r[1], len(r), ofmsg.xid_of(r), r))
+        off += length
+    return out
+
+
+def _bundle(bid: int, flows: list[Flow], first_xid: int = 100) -> bytes:
+    adds = [ofmsg.bundle_add_bytes(bid, _with_xid(f, first_xid + i)) for i, f in enumerate(flows)]
+    return ofmsg.bundle_ctrl_bytes(bid, ofmsg.BUNDLE_OPEN, 1) + b"".join(adds)
+
+
+def _with_xid(f: Flow, xid: int) -> bytes:
+    m = ofmsg.flow_mod(f)
+    m.set_xid(xid)
+    m.serialize()
+    return bytes(m.buf)
+
+
+def test_bundle_commit_applies_every_add_at_once_and_discard_none() -> None:
+    sw = Switch(1)
+    flows = [_flow(i, 500 + i) for i in range(20)]
+    replies = _run(sw, _bundle(7, flows) + ofmsg.barrier_bytes(2))
+    assert [type(r).__name__ for r in replies] == ["ONFBundleCtrlMsg", "OFPBarrierReply"]
+    assert replies[0].type == ofp.ONF_BCT_OPEN_REPLY and sw.flows == {}, "nothing before commit"
+    (commit,) = _run(sw, ofmsg.bundle_ctrl_bytes(7, ofmsg.BUNDLE_COMMIT, 3))
+    assert (commit.type, commit.bundle_id, commit.xid) == (ofp.ONF_BCT_COMMIT_REPLY, 7, 3)
+    assert sorted(e.cookie for e in sw.flows.values()) == [500 + i for i in range(20)]
+    _run(sw, _bundle(8, [_flow(30, 999)]))
+    (discard,) = _run(sw, ofmsg.bundle_ctrl_bytes(8, ofmsg.BUNDLE_DISCARD, 4))
+    assert discard.type == ofp.ONF_BCT_DISCARD_REPLY and len(sw.flows) == 20
+    assert (sw.commits, sw.discards, sw.bundles) == (1, 1, {})
+
+
+def test_bundle_errors_name_the_refused_message_and_a_failed_commit_applies_nothing() -> None:
+    sw = Switch(1, max_flows=5)
+    _opened, exists = _run(sw, _bundle(7, []) + ofmsg.bundle_ctrl_bytes(7, ofmsg.BUNDLE_OPEN, 9))
+    assert (exists.type, exists.exp_type, exists.xid) == (0xFFFF, ofp.ONFERR_ET_BUNDLE_EXIST, 9)
+    (bad_id,) = _run(sw, ofmsg.bundle_add_bytes(8, _with_xid(_flow(0, 1), 42)))
+    assert (bad_id.exp_type, bad_id.xid) == (ofp.ONFERR_ET_BAD_ID, 42)
+    _run(sw, b"".join(ofmsg.bundle_add_bytes(7, _with_xid(_flow(i, i), 50 + i)) for i in range(6)))
+    full, failed = _run(sw, ofmsg.bundle_ctrl_bytes(7, ofmsg.BUNDLE_COMMIT, 60))
+    assert (full.type, full.code, full.xid) == (ofp.OFPET_FLOW_MOD_FAILED, 1, 55), "the 6th add"
+    assert (failed.exp_type, failed.xid) == (ofmsg.BUNDLE_FAILED, 60)
+    assert sw.flows == {} and sw.commits == 0
+
+
+def test_a_switch_without_bundles_refuses_every_bundle_message() -> None:
+    sw = Switch(1, refuse_bundles=True)
+    replies = _run(sw, _bundle(7, [_flow(0, 1)]))
+    assert [(r.type, r.code, r.xid) for r in replies] == [(1, 3, 1), (1, 3, 100)]
+    assert sw.flows == {}

@@ -160,3 +160,26 @@ def test_guard_lets_os_ken_parse_the_handshake() -> None:
     assert isinstance(reply, parser.OFPSwitchFeatures) and reply.datapath_id == 0x1234
     ports = _through_guard(of.multipart_reply(3, of.MP_PORT_DESC, b"\0" * 128), FakeDatapath())
     assert isinstance(ports, parser.OFPPortDescStatsReply) and ports.body == []
+
+
+def _bundle_reply(bundle_id: int, btype: int, props: bytes = b"", xid: int = 5) -> bytes:
+    return of.msg(4, xid, struct.pack("!IIIHH", 0x4F4E4600, 2300, bundle_id, btype, 3) + props)
+
+
+def test_bundle_control_reply_is_read_with_its_lengths_checked() -> None:
+    v = check(_bundle_reply(77, 5))
+    assert (v.action, v.bundle_id, v.bundle_type, v.flags) == (Action.BUNDLE, 77, 5, 3)
+    prop = struct.pack("!HH4x", 0xFFFF, 8)
+    assert check(_bundle_reply(1, 1, prop)).action is Action.BUNDLE
+    assert check(_bundle_reply(1, 1, struct.pack("!HH4x", 0xFFFF, 0))).action is Action.CLOSE
+    assert check(_bundle_reply(1, 1, struct.pack("!HH", 1, 40))).action is Action.CLOSE
+    short = of.msg(4, 1, struct.pack("!IIIH", 0x4F4E4600, 2300, 1, 1))
+    assert check(short).action is Action.CLOSE
+    add = of.msg(4, 1, struct.pack("!IIIHH", 0x4F4E4600, 2301, 1, 0, 3))  # not a reply kind
+    assert check(add).action is Action.DROP
+
+
+def test_guard_builds_the_bundle_reply_os_ken_dispatches() -> None:
+    reply = _through_guard(_bundle_reply(77, 5, xid=9), FakeDatapath())
+    assert isinstance(reply, parser.ONFBundleCtrlMsg)
+    assert (reply.bundle_id, reply.type, reply.flags, reply.xid) == (77, 5, 3, 9)
