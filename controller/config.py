@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     max_event_subscribers_per_token: int = Field(
         8, ge=1, description="open event streams of one token at most; more: 503"
     )
+    write_batch_max: int = Field(
+        64,
+        ge=1,
+        description="endpoint writes committed together at most (group commit; 1: one "
+        "transaction per write)",
+    )
+    write_queue_max: int = Field(
+        1024, ge=1, description="endpoint writes waiting for the writer at most; more: 503"
+    )
     switch_echo_interval: float = Field(2.0, gt=0, description="OpenFlow echo probe period (s)")
     switch_handshake_timeout: float = Field(
         10.0, gt=0, description="s a new OpenFlow connection has to finish its handshake"

@@ -3,11 +3,16 @@
 Endpoints come back as ``hostagent.model.Endpoint`` values. 4xx answers raise
 ``ControllerError`` carrying the API's ``detail`` and status; a controller that cannot be
 reached (refused, timeout, 5xx) raises ``ControllerUnavailable``, which the agent treats as
-"retry later".
+"retry later". A 503 with ``Retry-After`` (the controller's write path is saturated or its
+database busy: nothing was written) is retried after the advised delay, at most
+``busy_retries`` times (``vxcommon.retry``); then ``ControllerUnavailable`` carries the last
+advice as ``retry_after``, which the agent's own API passes on to the CNI plugin.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +21,7 @@ import httpx
 from hostagent.errors import AgentError, ControllerUnavailable
 from hostagent.model import Endpoint, Network
 from vxcommon.paging import collect
+from vxcommon.retry import BUSY_RETRIES, advised_delay
 
 API = "/api/v1"
 
@@ -47,9 +53,14 @@ class ControllerClient:
         timeout: float = 10.0,
         token: str | None = None,
         ca: str | None = None,
+        busy_retries: int = BUSY_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.busy_retries = busy_retries
+        self.busy_waits: list[float] = []  # the Retry-After delays honoured so far
+        self._sleep = sleep
         headers = {"Authorization": f"Bearer {token}"} if token else None
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout, headers=headers, verify=ca or True
@@ -74,8 +85,27 @@ class ControllerClient:
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
+        for _ in range(self.busy_retries):
+            resp = self._send(method, path, json, params, timeout)
+            delay = advised_delay(resp.status_code, resp.headers.get("retry-after"))
+            if delay is None:
+                break
+            self.busy_waits.append(delay)
+            self._sleep(delay)
+        else:
+            resp = self._send(method, path, json, params, timeout)
+        return self._check(method, path, resp)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        params: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> httpx.Response:
         try:
-            resp = self._http.request(
+            return self._http.request(
                 method,
                 path,
                 json=json,
@@ -85,9 +115,13 @@ class ControllerClient:
             )
         except httpx.HTTPError as exc:
             raise ControllerUnavailable(f"controller {self.base_url}: {exc!r}") from exc
+
+    def _check(self, method: str, path: str, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 500:
             raise ControllerUnavailable(
-                f"controller {self.base_url}: {method} {path}: {resp.status_code} {resp.text[:200]}"
+                f"controller {self.base_url}: {method} {path}: {resp.status_code} "
+                f"{resp.text[:200]}",
+                retry_after=advised_delay(resp.status_code, resp.headers.get("retry-after")),
             )
         if resp.status_code >= 400:
             try:

@@ -55,6 +55,7 @@ import sys
 import time
 
 from vxcommon.names import endpoint_name_error, ifname_error, name_error
+from vxcommon.retry import BUSY_RETRIES, advised_delay
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -487,9 +488,27 @@ class SocketAgent:
         self.agent_seconds: float | None = None
         self.request_seconds: float | None = None
         self.replied_at: float | None = None
+        self.busy_waits: list[float] = []  # the Retry-After delays honoured so far
+        self.sleep = time.sleep
 
     def call(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body``; map a failure to the CniError the agent named (or a fitting one)."""
+        """POST ``body``; map a failure to the CniError the agent named (or a fitting one).
+
+        A 503 with ``Retry-After`` (the controller's write path was saturated and the agent's
+        own retries ran out) is sent again after the advised delay, at most ``BUSY_RETRIES``
+        times; the verbs are idempotent, and nothing of a refused write was made."""
+        for _ in range(BUSY_RETRIES):
+            status, headers, payload = self._post(verb, body)
+            delay = advised_delay(status, headers.get("retry-after"))
+            if delay is None:
+                break
+            self.busy_waits.append(delay)
+            self.sleep(delay)
+        else:
+            status, headers, payload = self._post(verb, body)
+        return self._result(status, headers, payload)
+
+    def _post(self, verb: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         t0 = time.monotonic()
         try:
             status, headers, payload = post_unix(
@@ -507,6 +526,9 @@ class SocketAgent:
             self.agent_seconds = float(headers["x-vxplane-agent-seconds"])
         except (KeyError, ValueError):
             self.agent_seconds = None
+        return status, headers, payload
+
+    def _result(self, status: int, headers: dict[str, str], payload: bytes) -> dict[str, Any]:
         try:
             doc = json.loads(payload)
         except ValueError:

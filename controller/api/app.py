@@ -19,29 +19,29 @@ from starlette.exceptions import HTTPException
 
 from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
 from controller.api.limits import BodyLimit
-from controller.api.routes import endpoints, health, hosts, networks, session, tokens, web
+from controller.api.routes import (
+    bindings,
+    endpoints,
+    health,
+    hosts,
+    networks,
+    session,
+    tokens,
+    web,
+)
 from controller.api.routes import events as event_routes
 from controller.api.schemas import EndpointConflict, EndpointPublic, Problem
-from controller.auth import Forbidden, Unauthorized
+from controller.api.status import status_of
+from controller.api.writer import Writer
 from controller.config import Settings, get_settings
 from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
-from controller.errors import Busy, Conflict, InvalidRequest, NotFound, VxplaneError
+from controller.errors import Busy, VxplaneError
 from controller.events import EventHub
 from controller.hostwatch import HostWatch
 from controller.sync import FlowSync, NullSync
 
 log = logging.getLogger(__name__)
-
-STATUS_CODES: tuple[tuple[type[VxplaneError], int], ...] = (
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (InvalidRequest, 422),
-    (NotFound, 404),
-    (Conflict, 409),
-    (Busy, 503),
-)
-
 
 # Every error answer is ``{"detail": "<one sentence>"}`` (``Problem``), 422 included: FastAPI's
 # own HTTPValidationError (a list of objects) is never sent, so the schema says what is.
@@ -86,6 +86,7 @@ def create_app(
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
+            await asyncio.to_thread(writer.close)
             if engine is not None:
                 engine.dispose()
 
@@ -100,10 +101,18 @@ def create_app(
     app.state.sync = sync if sync is not None else NullSync()
     app.state.session_factory = session_factory
     app.state.events = hub
+    writer = Writer(
+        session_factory,
+        app.state.sync,
+        hub,
+        batch_max=settings.write_batch_max,
+        queue_max=settings.write_queue_max,
+    )
+    app.state.writer = writer
     app.state.auth = Authenticator(session_factory)
     app.include_router(health.router)
     app.include_router(session.router)
-    for module in (networks, hosts, endpoints, event_routes, tokens):
+    for module in (networks, hosts, endpoints, bindings, event_routes, tokens):
         app.include_router(module.router, dependencies=[Depends(gate)])
     web.mount(app)
     app.add_middleware(HostHeaderMiddleware, allowed=settings.allowed_hosts_or_default())
@@ -113,6 +122,7 @@ def create_app(
     return app
 
 
+DB_RETRY_AFTER = 1  # s a client is told to wait after "database busy or unavailable" (503)
 PRUNE_EVERY = 300.0  # seconds between endpoint-history prunes
 
 
@@ -177,7 +187,7 @@ def _document_bearer(app: FastAPI) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VxplaneError)
     async def domain_error(_: Request, exc: VxplaneError) -> JSONResponse:
-        status = next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 400)
+        status = status_of(exc)
         headers: dict[str, str] | None = None
         if isinstance(exc, Busy):
             headers = {"Retry-After": str(exc.retry_after)}
@@ -216,8 +226,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     async def operational_error(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc.orig)
+        # SQLite's "database is locked" (busy past its timeout) lands here too: nothing of
+        # the request was written, and the client should come back in a moment.
         return JSONResponse(
-            {"detail": "the database is busy or unavailable; retry shortly"}, status_code=503
+            {"detail": "the database is busy or unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER)},
         )
 
 

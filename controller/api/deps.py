@@ -8,6 +8,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.api.writer import Writer
 from controller.config import Settings
 from controller.events import EventHub
 from controller.sync import FlowSync
@@ -35,7 +36,13 @@ def get_events(request: Request) -> EventHub:
     return cast(EventHub, request.app.state.events)
 
 
+def get_writer(request: Request) -> Writer:
+    """The group-commit writer of endpoint writes."""
+    return cast(Writer, request.app.state.writer)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SyncDep = Annotated[FlowSync, Depends(get_sync)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 EventsDep = Annotated[EventHub, Depends(get_events)]
+WriterDep = Annotated[Writer, Depends(get_writer)]

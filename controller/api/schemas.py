@@ -7,7 +7,15 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from controller.config import MAX_RESERVATION_TTL
 from controller.ipam import MAX_VNI, MIN_VNI
@@ -430,3 +438,61 @@ class SessionPublic(BaseModel):
     role: str
     host: str | None
     expires_at: datetime | None
+
+
+MAX_BATCH_ITEMS = 1000  # items of one POST /api/v1/bindings at most; more: 422
+
+
+class BindingItem(_Body):
+    """One item of a batch: bind ``name`` of ``network`` to ``host``'s ``ofport`` (the fields
+    of a single bind, ``create`` included), or with ``unbind`` unbind it if bound to ``host``."""
+
+    network: Name
+    name: EndpointName
+    host: Name
+    ofport: OfPort | None = Field(None, description="required unless unbind")
+    port_name: PortName | None = None
+    ip: Address | None = None
+    labels: Labels | None = None
+    if_revision: int | None = Field(None, ge=0, strict=True)
+    move: bool = Field(False, strict=True)
+    create: bool = Field(False, strict=True, description="create the endpoint if the name is new")
+    unbind: bool = Field(
+        False, strict=True, description="unbind it if it is bound to host (a no-op if not)"
+    )
+
+    @model_validator(mode="after")
+    def _bind_or_unbind(self) -> BindingItem:
+        if self.unbind:
+            extra = [
+                field
+                for field in ("ofport", "port_name", "ip", "labels", "if_revision")
+                if getattr(self, field) is not None
+            ] + [field for field in ("move", "create") if getattr(self, field)]
+            if extra:
+                raise ValueError(f"an unbind item takes network, name and host only, not {extra}")
+        elif self.ofport is None:
+            raise ValueError("a bind item needs ofport (or unbind: true)")
+        return self
+
+
+class BindingBatch(_Body):
+    """``POST /api/v1/bindings``: many binds and unbinds in one request and one transaction."""
+
+    items: list[BindingItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BindingOutcome(BaseModel):
+    """What became of one item: ``status`` as the single request would have answered (200,
+    201 created and bound, 403, 404, 409, 422), the endpoint (also with a 409 about it),
+    ``detail`` when it failed."""
+
+    status: int
+    endpoint: EndpointPublic | None = None
+    detail: str | None = None
+
+
+class BindingBatchResult(BaseModel):
+    """One outcome per item, in the order of the items."""
+
+    items: list[BindingOutcome]

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from hostagent.errors import AgentError
+from hostagent.errors import AgentError, retry_headers
 
 TIMING_HEADER = b"x-vxplane-agent-seconds"
 SOCKET_MODE = 0o600  # uvicorn makes unix sockets 0666: only root may plug containers
@@ -57,7 +57,9 @@ def create_app(title: str, routers: Iterable[APIRouter]) -> FastAPI:
 
     @app.exception_handler(AgentError)
     async def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": exc.detail})
+        return JSONResponse(
+            status_code=exc.status, content={"detail": exc.detail}, headers=retry_headers(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

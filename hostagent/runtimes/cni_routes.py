@@ -21,7 +21,7 @@ from pydantic import BaseModel, IPvAnyAddress
 
 from hostagent.agent import Agent
 from hostagent.api.schemas import EndpointName, IfName, Labels, Name, Text
-from hostagent.errors import AgentError
+from hostagent.errors import AgentError, retry_headers
 from hostagent.runtimes.cni_service import CniService, cni_code
 
 
@@ -71,7 +71,9 @@ def _answer(call: Callable[[], dict[str, Any]]) -> dict[str, Any] | JSONResponse
         return call()
     except AgentError as exc:
         return JSONResponse(
-            status_code=exc.status, content={"detail": exc.detail, "cni_code": cni_code(exc)}
+            status_code=exc.status,
+            content={"detail": exc.detail, "cni_code": cni_code(exc)},
+            headers=retry_headers(exc),
         )
 
 

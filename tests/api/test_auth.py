@@ -37,6 +37,7 @@ class Case:
     expect: dict[str, int]
     body: Any = None
     params: dict[str, Any] | None = None
+    items: dict[str, list[int]] | None = None  # a batch's per-item statuses, when it is 200
 
 
 def by_role(none: int, viewer: int, h1: int, h2: int, admin: int) -> dict[str, int]:
@@ -95,6 +96,22 @@ CASES = [
     # conditional: only if bound to no host; h1's endpoint stays, whoever asks (409)
     Case("DELETE", f"{EPS}/e1", E, by_role(401, 403, 409, 409, 409),
          params={"if_unbound": "true"}),
+    # batch: the request is 200 for writers, each item authorized on its own
+    Case("POST", "/api/v1/bindings", "/api/v1/bindings", by_role(401, 403, 200, 200, 200),
+         body={"items": [{"network": "blue", "name": "e1", "host": "h1", "ofport": 7},
+                         {"network": "blue", "name": "e2", "host": "h2", "ofport": 7}]},
+         items={"agent-h1": [409, 403], "agent-h2": [403, 409], "admin": [409, 409]}),
+    Case("POST", "/api/v1/bindings", "/api/v1/bindings", by_role(401, 403, 200, 200, 200),
+         body={"items": [{"network": "blue", "name": "e1", "host": "h1", "ofport": 7,
+                          "move": True},
+                         {"network": "blue", "name": "e0", "host": "h2", "ofport": 8}]},
+         items={"agent-h1": [200, 403], "agent-h2": [403, 200], "admin": [200, 200]}),
+    # h2 may not move h1's (alive) endpoint to itself, nor unbind it there
+    Case("POST", "/api/v1/bindings", "/api/v1/bindings", by_role(401, 403, 200, 200, 200),
+         body={"items": [{"network": "blue", "name": "e1", "host": "h2", "ofport": 9,
+                          "move": True},
+                         {"network": "blue", "name": "e1", "host": "h1", "unbind": True}]},
+         items={"agent-h1": [403, 200], "agent-h2": [403, 403], "admin": [200, 200]}),
     Case("GET", "/api/v1/events/recent", "/api/v1/events/recent", READ),
     Case("GET", "/api/v1/tokens", "/api/v1/tokens", ADMIN_ONLY_READ),
     Case("POST", "/api/v1/tokens", "/api/v1/tokens", by_role(401, 403, 403, 403, 201),
@@ -208,6 +225,12 @@ def test_role_matrix(
         assert after == before, "a refused request changed something"
     if resp.status_code == 401:
         assert resp.headers["www-authenticate"] == "Bearer"
+    if case.items is not None and resp.status_code == 200:
+        statuses = [outcome["status"] for outcome in resp.json()["items"]]
+        assert statuses == case.items[who], resp.text
+        if set(statuses) <= {403}:
+            after = fresh(world.tokens["admin"]).get("/api/v1/events/recent").json()["last_id"]
+            assert after == before, "refused items changed something"
 
 
 def test_refused_host_takeover_leaves_the_underlay(

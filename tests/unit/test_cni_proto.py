@@ -33,6 +33,7 @@ from hostagent.errors import (
     OvsError,
 )
 from hostagent.runtimes.cni_service import CheckFailed, NotAvailable, cni_code
+from vxcommon.retry import BUSY_RETRIES
 
 EP: dict[str, Any] = {
     "network": "blue",
@@ -472,3 +473,32 @@ def test_plugin_import_stays_light() -> None:
         text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert "hostagent.cni" in out and HEAVY.isdisjoint(out), sorted(HEAVY.intersection(out))
+
+
+def test_busy_agent_is_retried_after_its_retry_after(agent_server: AgentServer) -> None:
+    """503 with Retry-After (the controller's write path was saturated): the plugin sends the
+    same request again after the advised delay, a bounded number of times."""
+    replies = [http_reply(503, {"detail": "busy", "cni_code": 11}, {"Retry-After": "2"})]
+    ok = http_reply(200, {"endpoint": EP, "mtu": 1450})
+    agent_server.reply = lambda path, body: replies.pop(0) if replies else ok
+    agent = cni.SocketAgent(agent_server.path)
+    slept: list[float] = []
+    agent.sleep = slept.append
+    rc, out = cni.run(env(), conf(agentSocket=agent_server.path), lambda p: agent)
+    assert rc == 0 and json.loads(out)["ips"][0]["address"] == "10.0.0.5/24"
+    assert slept == [2.0] and len(agent_server.requests) == 2
+    # always busy: BUSY_RETRIES retries, then TRY_AGAIN with the agent's message
+    busy = http_reply(503, {"detail": "still busy", "cni_code": 11}, {"Retry-After": "60"})
+    agent_server.reply = lambda path, body: busy
+    agent_server.requests.clear()
+    slept.clear()
+    rc, out = cni.run(env(), conf(agentSocket=agent_server.path), lambda p: agent)
+    err = json.loads(out)
+    assert (rc, err["code"], err["msg"]) == (1, cni.TRY_AGAIN, "still busy")
+    assert slept == [5.0] * BUSY_RETRIES  # the advice, capped at MAX_WAIT
+    assert len(agent_server.requests) == BUSY_RETRIES + 1
+    # a 503 without Retry-After is not retried
+    agent_server.reply = lambda path, body: http_reply(503, {"detail": "down", "cni_code": 11})
+    agent_server.requests.clear()
+    rc, out = cni.run(env(), conf(agentSocket=agent_server.path), lambda p: agent)
+    assert rc == 1 and len(agent_server.requests) == 1

@@ -12,16 +12,17 @@ are refused).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from controller.api.auth import PrincipalDep, allow
-from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
+from controller.api.deps import SessionDep, SettingsDep, SyncDep, WriterDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
 from controller.api.schemas import (
     BindingUpdate,
@@ -30,13 +31,13 @@ from controller.api.schemas import (
     EndpointPublic,
     MovePublic,
 )
-from controller.api.tx import commit
+from controller.api.writer import Writer
 from controller.auth import Principal, Role, require_endpoint_scope, require_host
 from controller.config import Settings
 from controller.db import repo
 from controller.db.base import begin_write
 from controller.db.records import EndpointRecord
-from controller.errors import InvalidRequest, NotFound
+from controller.errors import Busy, InvalidRequest, NotFound
 from controller.hostwatch import is_alive
 from controller.model import EndpointState
 from controller.sync import FlowSync
@@ -67,7 +68,7 @@ async def await_ready(
     hosts = [record.host] if record.host else []
     if not await sync.until_applied(record.revision, min(seconds, settings.ready_timeout), hosts):
         return record
-    background.add_task(_mark_ready, request.app.state.session_factory, record.revision, hosts)
+    background.add_task(_mark_ready, request.app.state.writer, record.revision, hosts)
     return dataclasses.replace(record, state=EndpointState.READY, ready_at=datetime.now(UTC))
 
 
@@ -92,10 +93,16 @@ def check_scope(
     require_endpoint_scope(principal, record.host, alive, what)
 
 
-def _mark_ready(factory: sessionmaker[Session], revision: int, hosts: list[str]) -> None:
-    with factory() as session:
+def _mark_ready(writer: Writer, revision: int, hosts: list[str]) -> None:
+    """Queue the ready mark with the other writes; dropped when the queue is full (the next
+    reader with ``wait_ready`` finds the endpoint applied and answers it ready anyway)."""
+
+    def write(session: Session) -> tuple[None, None]:
         repo.mark_ready(session, revision, hosts=hosts)
-        session.commit()
+        return None, None
+
+    with contextlib.suppress(Busy):
+        writer.submit(write)
 
 
 @router.post(
@@ -104,22 +111,24 @@ def _mark_ready(factory: sessionmaker[Session], revision: int, hosts: list[str])
     responses={200: {"model": EndpointPublic, "description": "found again (the name exists)"}},
 )
 @allow(Role.agent)
-def create_endpoint(
+async def create_endpoint(
     network: str,
     body: EndpointCreate,
     response: Response,
-    session: SessionDep,
-    sync: SyncDep,
-    events: EventsDep,
+    writer: WriterDep,
     principal: PrincipalDep,
 ) -> EndpointPublic:
     """Allocate (201) or find again (200) the endpoint; 409 on address conflicts or exhaustion."""
     if body.host is not None:
         require_host(principal, body.host, "create endpoints on")
-    record, created, revision = repo.create_endpoint(
-        session, network, body.name, ip=body.ip, host=body.host, labels=body.labels
-    )
-    commit(session, sync, revision, events, by=principal)
+
+    def write(session: Session) -> tuple[tuple[EndpointRecord, bool], int | None]:
+        record, created, revision = repo.create_endpoint(
+            session, network, body.name, ip=body.ip, host=body.host, labels=body.labels
+        )
+        return (record, created), revision
+
+    record, created = await writer.run(write, principal)
     if not created:
         response.status_code = status.HTTP_200_OK
     return EndpointPublic.model_validate(record)
@@ -139,10 +148,9 @@ async def bind_endpoint(
     body: BindingUpdate,
     principal: PrincipalDep,
     response: Response,
-    session: SessionDep,
+    writer: WriterDep,
     sync: SyncDep,
     settings: SettingsDep,
-    events: EventsDep,
     request: Request,
     background: BackgroundTasks,
     wait_ready: WaitReady = None,
@@ -154,7 +162,7 @@ async def bind_endpoint(
     """
     require_host(principal, body.host, "bind endpoints to")
 
-    def attach() -> tuple[EndpointRecord, bool]:
+    def attach(session: Session) -> tuple[tuple[EndpointRecord, bool], int | None]:
         check_scope(session, settings, principal, network, name, "bind")
         record, created, revision = repo.attach_endpoint(
             session,
@@ -169,10 +177,9 @@ async def bind_endpoint(
             move=body.move,
             create=create,
         )
-        commit(session, sync, revision, events, by=principal)
-        return record, created
+        return (record, created), revision
 
-    record, created = await run_in_threadpool(attach)
+    record, created = await writer.run(attach, principal)
     if created:
         response.status_code = status.HTTP_201_CREATED
     return EndpointPublic.model_validate(
@@ -182,22 +189,22 @@ async def bind_endpoint(
 
 @router.delete(ITEM + "/binding")
 @allow(Role.agent)
-def unbind_endpoint(
+async def unbind_endpoint(
     network: str,
     name: str,
-    session: SessionDep,
-    sync: SyncDep,
-    events: EventsDep,
+    writer: WriterDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
 ) -> EndpointPublic:
     """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
-    if host is None or host != principal.host:  # "only if bound here" is in any agent's scope
-        check_scope(session, settings, principal, network, name, "unbind")
-    record, revision = repo.unbind_endpoint(session, network, name, host=host)
-    commit(session, sync, revision, events, by=principal)
-    return EndpointPublic.model_validate(record)
+
+    def write(session: Session) -> tuple[EndpointRecord, int | None]:
+        if host is None or host != principal.host:  # "only if bound here": any agent's scope
+            check_scope(session, settings, principal, network, name, "unbind")
+        return repo.unbind_endpoint(session, network, name, host=host)
+
+    return EndpointPublic.model_validate(await writer.run(write, principal))
 
 
 @router.get(ITEM + "/history", responses={200: {"headers": LINK_HEADER}})
@@ -251,12 +258,10 @@ async def get_endpoint(
     responses={409: {"model": EndpointConflict, "description": "a condition failed"}},
 )
 @allow(Role.agent)
-def delete_endpoint(
+async def delete_endpoint(
     network: str,
     name: str,
-    session: SessionDep,
-    sync: SyncDep,
-    events: EventsDep,
+    writer: WriterDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     if_unbound: Annotated[
@@ -268,12 +273,16 @@ def delete_endpoint(
 ) -> Response:
     """Forget the endpoint and free its address; the conditions are checked in the deleting
     transaction (409 with the endpoint as it is when one fails)."""
-    if not if_unbound:  # with it only an endpoint bound to no host goes: any agent's scope
-        check_scope(session, settings, principal, network, name, "delete")
-    revision = repo.delete_endpoint(
-        session, network, name, if_unbound=if_unbound, if_revision=if_revision
-    )
-    commit(session, sync, revision, events, by=principal)
+
+    def write(session: Session) -> tuple[None, int | None]:
+        if not if_unbound:  # with it only an endpoint bound to no host goes: any agent's scope
+            check_scope(session, settings, principal, network, name, "delete")
+        revision = repo.delete_endpoint(
+            session, network, name, if_unbound=if_unbound, if_revision=if_revision
+        )
+        return None, revision
+
+    await writer.run(write, principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
