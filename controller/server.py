@@ -91,6 +91,7 @@ def run_controller(settings: Settings) -> None:
         "TLS, client certificates required" if tls else "plain TCP",
     )
     app = create_app(settings, sync=engine, session_factory=sessions, events=hub)
+    engine.on_pass = app.state.metrics.engine_pass.observe  # GET /metrics
     config = uvicorn.Config(
         app,
         host=settings.api_host,

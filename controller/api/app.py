@@ -24,6 +24,7 @@ from controller.api.routes import (
     endpoints,
     health,
     hosts,
+    metrics,
     networks,
     session,
     tokens,
@@ -39,6 +40,7 @@ from controller.db.session import make_engine, make_session_factory
 from controller.errors import Busy, VxplaneError
 from controller.events import EventHub
 from controller.hostwatch import HostWatch
+from controller.metrics import ApiLatency, ControllerMetrics
 from controller.sync import FlowSync, NullSync
 
 log = logging.getLogger(__name__)
@@ -75,10 +77,14 @@ def create_app(
     if session_factory is None:
         engine = make_engine(settings.db_url)
         session_factory = make_session_factory(engine)
+    sync = sync if sync is not None else NullSync()
+    measured = ControllerMetrics(sync, session_factory)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         assert session_factory is not None
+        bind = session_factory.kw.get("bind")  # its driver errors: vxplane_database_errors
+        unwatch = measured.watch_database(bind) if bind is not None else None
         task = asyncio.create_task(_housekeeping(settings, session_factory, hub))
         try:
             yield
@@ -87,6 +93,8 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await task
             await asyncio.to_thread(writer.close)
+            if unwatch is not None:
+                unwatch()
             if engine is not None:
                 engine.dispose()
 
@@ -98,7 +106,8 @@ def create_app(
         responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
-    app.state.sync = sync if sync is not None else NullSync()
+    app.state.sync = sync
+    app.state.metrics = measured
     app.state.session_factory = session_factory
     app.state.events = hub
     writer = Writer(
@@ -112,13 +121,14 @@ def create_app(
     app.state.auth = Authenticator(session_factory)
     app.include_router(health.router)
     app.include_router(session.router)
-    for module in (networks, hosts, endpoints, bindings, event_routes, tokens):
+    for module in (networks, hosts, endpoints, bindings, event_routes, tokens, metrics):
         app.include_router(module.router, dependencies=[Depends(gate)])
     web.mount(app)
     app.add_middleware(HostHeaderMiddleware, allowed=settings.allowed_hosts_or_default())
     _add_error_handlers(app)
     _document_bearer(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiLatency, metrics=measured)
     return app
 
 

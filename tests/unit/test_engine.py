@@ -444,3 +444,23 @@ def test_held_connections_are_capped_and_expire(h: Harness) -> None:
     assert all(c.closed and c.dumps == 0 for c in held) and not c1.closed
     late = FakeConn(0x9998)
     assert h.engine.switch_connected(late) and not late.closed, "room again"
+
+
+def test_each_worker_pass_is_told_to_on_pass() -> None:
+    h = Harness(poll=60)
+    seen: list[float] = []
+    passed = threading.Event()
+
+    def on_pass(seconds: float) -> None:
+        seen.append(seconds)
+        passed.set()
+
+    h.engine.on_pass = on_pass
+    before = h.engine.passes
+    h.engine.start()
+    try:
+        h.engine.notify(2)
+        assert passed.wait(10), "the worker's pass was not reported"
+    finally:
+        h.engine.stop()
+    assert h.engine.passes > before and len(seen) >= 1 and all(s >= 0 for s in seen)

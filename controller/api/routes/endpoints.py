@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -160,6 +161,7 @@ async def bind_endpoint(
 
     With ``create=true`` an unknown name is created and bound in the same transaction (201).
     """
+    started = time.perf_counter()
     require_host(principal, body.host, "bind endpoints to")
 
     def attach(session: Session) -> tuple[tuple[EndpointRecord, bool], int | None]:
@@ -182,9 +184,12 @@ async def bind_endpoint(
     record, created = await writer.run(attach, principal)
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return EndpointPublic.model_validate(
-        await await_ready(request, background, sync, settings, record, wait_ready)
-    )
+    shown = await await_ready(request, background, sync, settings, record, wait_ready)
+    if wait_ready is not None:
+        request.app.state.metrics.observe_attach(
+            started, record.state is EndpointState.PENDING, shown.state is EndpointState.READY
+        )
+    return EndpointPublic.model_validate(shown)
 
 
 @router.delete(ITEM + "/binding")
