@@ -20,6 +20,7 @@ from hostagent import plan as planmod
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import BridgeSpec, LinkEdge, OvsEdge
 from hostagent.errors import AgentError, ControllerUnavailable
+from hostagent.metrics import AgentMetrics
 from hostagent.model import Endpoint
 from hostagent.ovs import TUNNEL_PORT, detect_datapath_type
 from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_NETWORK, Plugger, PlugRequest
@@ -40,8 +41,10 @@ class Agent:
         client: ControllerClient,
         ovs: OvsEdge,
         links: LinkEdge,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.host = settings.host
         self.bridge = settings.bridge
         self.client = client
@@ -49,7 +52,7 @@ class Agent:
         self.links = links
         self.plugger = Plugger(
             settings.host, settings.bridge, ovs=ovs, links=links, client=client,
-            mtu=settings.mtu, ready_timeout=settings.ready_timeout,
+            mtu=settings.mtu, ready_timeout=settings.ready_timeout, metrics=metrics,
         )  # fmt: skip
         self.dpid: int | None = None
         self.tunnel_port: int | None = None
@@ -203,6 +206,8 @@ class Agent:
                         raise
         remote = {key: _remote(ep) for key, ep in read.items()}
         actions = planmod.plan(self.host, remote.values(), local)
+        if self.metrics is not None:
+            self.metrics.repaired(list(actions))
         for action in actions:
             # binds are compare-and-set on what was read: a bind or move by someone else
             # since then wins (409), and the next reconciliation sees it

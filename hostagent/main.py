@@ -17,6 +17,7 @@ from hostagent.agent import Agent
 from hostagent.api.routes import agent_router
 from hostagent.api.server import UnixServer, create_app
 from hostagent.client import ControllerClient
+from hostagent.metrics import AgentMetrics, TimedOvs
 from hostagent.netlink import LinkOps
 from hostagent.ovs import OvsdbOps
 from hostagent.runtimes.cni_routes import cni_router
@@ -30,14 +31,18 @@ def run(settings: AgentSettings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    metrics = AgentMetrics()
     agent = Agent(
         settings,
         client=ControllerClient(
             settings.controller, token=settings.read_token(), ca=settings.controller_ca
         ),
-        ovs=OvsdbOps(settings.ovsdb),
+        ovs=TimedOvs(OvsdbOps(settings.ovsdb), metrics),
         links=LinkOps(),
+        metrics=metrics,
     )
+    metrics.watch(agent)
+    stop_metrics = _serve_metrics(settings, metrics)
     server = UnixServer(
         create_app("vxplane host agent", [agent_router(agent), cni_router(agent)]),
         settings.socket,
@@ -58,7 +63,22 @@ def run(settings: AgentSettings) -> None:
     finally:
         if stop_docker is not None:
             stop_docker()
+        if stop_metrics is not None:
+            stop_metrics()
         agent.stop()
+
+
+def _serve_metrics(settings: AgentSettings, metrics: AgentMetrics) -> Callable[[], None] | None:
+    """With ``--metrics``: serve them there (tokens checked with the controller)."""
+    if settings.metrics is None:
+        return None
+    from hostagent.api.metrics import MetricsServer, TokenCheck, create_metrics_app
+
+    check = TokenCheck(settings.controller, settings.controller_ca)
+    app = create_metrics_app(metrics, check.check)
+    server = MetricsServer(app, settings.metrics, settings.metrics_cert, settings.metrics_key)
+    logging.getLogger("hostagent").info("metrics on %s (token required)", settings.metrics)
+    return server.start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,13 +32,16 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import LinkEdge, OvsEdge
 from hostagent.errors import Conflict, ControllerUnavailable, NotReady, OvsError
 from hostagent.model import Endpoint
 from hostagent.ovs import MAX_OFPORT, TUNNEL_OFPORT
+
+if TYPE_CHECKING:
+    from hostagent.metrics import AgentMetrics
 
 log = logging.getLogger("hostagent.plug")
 
@@ -111,8 +114,10 @@ class Plugger:
         client: ControllerClient,
         mtu: int,
         ready_timeout: float,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.host = host
+        self.metrics = metrics
         self.bridge = bridge
         self.ovs = ovs
         self.links = links
@@ -215,6 +220,8 @@ class Plugger:
                         raise NotReady(f"{req.network}/{req.name} not ready at ofport {ofport}")
                 label.result()
             except BaseException:
+                if self.metrics is not None:
+                    self.metrics.plug_failures.inc()
                 if not bound:
                     self._bound_quietly(req, bind, undo)  # waits: never undo under a bind
                 for step in reversed(undo):
@@ -229,6 +236,8 @@ class Plugger:
             "host %s: plugged %s/%s (%s) at ofport %d in %s",
             self.host, req.network, req.name, ep.ip, ep.ofport, laps,
         )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.plugged(laps.laps, laps.last - laps.start)
         return ep
 
     def _claim(

@@ -95,6 +95,16 @@ class AgentSettings(BaseSettings):
     docker_scope: Literal["local", "global"] = Field(
         "local", description="Docker driver scope: local, or global under swarm"
     )
+    metrics: str | None = Field(
+        None,
+        description="serve Prometheus metrics (GET /metrics) on HOST:PORT, e.g. "
+        "198.18.0.1:9101 [off]; each scrape needs a vxplane API token the controller takes "
+        "(a viewer token will do): see docs/metrics.md",
+    )
+    metrics_cert: str | None = Field(
+        None, description="certificate (PEM) to serve --metrics over TLS [plain HTTP]"
+    )
+    metrics_key: str | None = Field(None, description="private key of --metrics-cert (PEM)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     adopt_cluster: bool = Field(
         False,
@@ -150,8 +160,21 @@ class AgentSettings(BaseSettings):
             raise ValueError(f"controller {value!r}: an http(s)://HOST:PORT URL")
         return value.rstrip("/")
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        if value is not None:
+            from hostagent.api.metrics import parse_address
+
+            parse_address(value)
+        return value
+
     @model_validator(mode="after")
     def _ssl(self) -> AgentSettings:
+        if bool(self.metrics_cert) != bool(self.metrics_key):
+            raise ValueError("--metrics-cert and --metrics-key go together")
+        if self.metrics_cert and not self.metrics:
+            raise ValueError("--metrics-cert needs --metrics HOST:PORT")
         given = [self.ovs_ssl_key, self.ovs_ssl_cert, self.ovs_ssl_ca]
         if any(given) and not all(given):
             raise ValueError(
