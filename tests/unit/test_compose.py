@@ -312,9 +312,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         if k not in ("POSTGRES_PASSWORD", "VXPLANE_PUBLISH_ADDR")
     }
 
-    def config(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def config(extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*cli, "-f", str(COMPOSE_FILE), "--env-file", str(empty), "config"],
+            [*cli, "-f", str(COMPOSE_FILE), "--env-file", str(empty), *args, "config"],
             capture_output=True, text=True, timeout=60, cwd=ROOT, env={**env, **extra},
         )  # fmt: skip
 
@@ -322,5 +322,103 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
     assert _published(resolved["controller"]) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
+    for name in ("prometheus", "grafana"):  # v2 leaves them out, v1 lists them with profiles
+        assert resolved.get(name, {"profiles": ["monitoring"]})["profiles"] == ["monitoring"]
     refused = config({})
     assert refused.returncode != 0 and "set POSTGRES_PASSWORD in .env" in refused.stderr
+    monitoring = config(DEPLOYED, "--profile", "monitoring")
+    assert monitoring.returncode == 0, monitoring.stderr
+    assert {"prometheus", "grafana"} <= yaml.safe_load(monitoring.stdout)["services"].keys()
+
+
+# -- the optional monitoring profile: Prometheus and Grafana ------------------------------
+
+MONITORING = ROOT / "docker" / "monitoring"
+
+
+@pytest.fixture(scope="module")
+def prometheus_config() -> dict[str, Any]:
+    data = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> repository path of a service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        source, target = str(volume).split(":")[:2]
+        if source.startswith("./"):
+            out[target] = ROOT / source
+    return out
+
+
+def test_monitoring_is_an_optional_profile_with_pinned_images(services: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert service.get("profiles") == ["monitoring"], f"{name} must be opt-in"
+        image = service["image"]
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", image), f"{name}: pin a version: {image}"
+        for target, source in _mounts(service).items():
+            assert source.exists(), f"{name} mounts {source} at {target}: not in the repository"
+    for name in ("db", "controller"):
+        assert "profiles" not in services[name], f"{name} must start without a profile"
+
+
+def test_monitoring_publishes_only_grafana_on_loopback(services: dict[str, Any]) -> None:
+    assert _published(services["prometheus"]) == {}, "Prometheus has no login: not published"
+    assert _published(services["grafana"]) == {"3000": "127.0.0.1"}
+    env = _env(services["grafana"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env, "no password in the compose file"
+    secret = env["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert secret == "/run/secrets/grafana_admin_password"
+    assert "grafana_admin_password" in services["grafana"]["secrets"]
+
+
+def test_prometheus_scrapes_with_a_bearer_token_file(
+    compose: dict[str, Any], services: dict[str, Any], prometheus_config: dict[str, Any]
+) -> None:
+    prometheus = services["prometheus"]
+    mounted = _mounts(prometheus)
+    assert mounted["/etc/prometheus/prometheus.yml"] == ROOT / "docker/monitoring/prometheus.yml"
+    secrets = set(prometheus["secrets"])
+    jobs = {job["job_name"]: job for job in prometheus_config["scrape_configs"]}
+    assert {"vxplane-controller", "vxplane-agent"} <= jobs.keys()
+    for name, job in jobs.items():
+        auth = job["authorization"]
+        assert auth.get("type", "Bearer") == "Bearer" and "credentials" not in auth, name
+        path = auth["credentials_file"]
+        assert path.startswith("/run/secrets/") and path.rsplit("/", 1)[1] in secrets, name
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+    for secret in secrets:  # the token lives in a file kept out of git
+        source = Path(compose["secrets"][secret]["file"])
+        ignored = (ROOT / ".gitignore").read_text().splitlines()
+        assert str(source).removeprefix("./") in ignored, source
+    # the controller answers the Host header Prometheus sends (the DNS rebinding guard)
+    (target,) = jobs["vxplane-controller"]["static_configs"][0]["targets"]
+    host, port = target.rsplit(":", 1)
+    allowed = json.loads(_env(services["controller"])["VXPLANE_ALLOWED_HOSTS"])
+    assert host in allowed and port == "8080" and host in services
+    # agents come from files Prometheus rereads, in the mounted targets directory
+    (files,) = jobs["vxplane-agent"]["file_sd_configs"][0]["files"]
+    assert files.startswith("/etc/prometheus/targets/") and "/etc/prometheus/targets" in mounted
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard(services: dict[str, Any]) -> None:
+    mounted = _mounts(services["grafana"])
+    provisioning = mounted["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards/vxplane.yml").read_text())["providers"]
+    folder = mounted[provider["options"]["path"]]
+    dashboard = json.loads((folder / "vxplane.json").read_text())
+    uids = {
+        target["datasource"]["uid"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    }
+    assert uids == {source["uid"]}, "every panel must query the provisioned Prometheus"
