@@ -3,12 +3,17 @@ histograms fed by requests, attaches and engine passes, the route label a templa
 
 from __future__ import annotations
 
-from conftest import ClientFactory, TokenFactory
+from collections.abc import Callable
+
 from fakes import RecordingSync
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 
 from controller.sync import SwitchStatus
+
+ClientFactory = Callable[..., TestClient]  # the make_client fixture (conftest.py)
+TokenFactory = Callable[..., str]  # the make_token fixture
 
 EPS = "/api/v1/networks/blue/endpoints"
 
