@@ -132,11 +132,32 @@ def ensure_bridges(
     run(["ip", "-n", netns, "addr", "replace", address, "dev", "br-phy"])
     run(["ip", "-n", netns, "link", "set", "br-phy", "up"])
     # The underlay's route in OVS's own router (system routes are not mirrored: see above).
-    subnet = str(ipaddress.IPv4Interface(address).network)
-    run(["ovs-appctl", "-t", paths.ctl("ovs-vswitchd"), "ovs/route/add", subnet, "br-phy"])
+    add_underlay_route(paths, str(ipaddress.IPv4Interface(address).network))
     if ssl is not None and vsctl("get-ssl", wait=False).split() != _ssl_shown(*ssl):
         vsctl("set-ssl", *ssl)
     ensure_br_int(vsctl, openflow, dpid)
+
+
+def add_underlay_route(paths: HostPaths, subnet: str, timeout: float = 10.0) -> None:
+    """``ovs/route/add SUBNET br-phy`` in the host's ovs-vswitchd, once it knows br-phy's address.
+
+    OVS takes a route's source address from its cached list of interface addresses, and
+    empties that cache only when its main loop reads the kernel's address notification. An
+    ``ovs/route/add`` handled before that (``ip addr replace`` has just run; seen once on a
+    loaded machine) fails with "Error while inserting route." although the address is there.
+    So the command is repeated until OVS has caught up (the error says nothing else), within
+    ``timeout`` seconds; any other error, or the same one after the timeout, is raised.
+    """
+    argv = ["ovs-appctl", "-t", paths.ctl("ovs-vswitchd"), "ovs/route/add", subnet, "br-phy"]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run(argv)
+            return
+        except LabError as exc:
+            if "Error while inserting route" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
 
 
 def _ssl_shown(key: str, cert: str, ca: str) -> list[str]:
