@@ -2,8 +2,10 @@
 
 Match fields and set-field targets use os-ken's OXM names (``in_port``, ``eth_type``,
 ``eth_src``, ``arp_tpa``, ``ipv4_dst``, ``metadata``, ``tunnel_id``, ``tun_ipv4_src``,
-``tun_ipv4_dst``, ``reg0``..``reg7``...). A value is an int or a string ("10.0.0.1",
-"0a:58:0a:00:00:01"); a masked value is a ``(value, mask)`` pair of the same kinds.
+``tun_ipv4_dst``, ``reg0``..``reg7``, ``ip_proto``, ``tcp_dst``, ``udp_dst``, and the
+Nicira connection-tracking fields ``ct_state``, ``ct_zone``, ``ct_mark``...). A value is an
+int or a string ("10.0.0.1", "0a:58:0a:00:00:01"); a masked value is a ``(value, mask)``
+pair of the same kinds.
 """
 
 from __future__ import annotations
@@ -44,7 +46,44 @@ class RegMove:
     dst_ofs: int = 0
 
 
-Action = Output | SetField | RegMove
+@dataclass(frozen=True, slots=True)
+class Nat:
+    """NAT inside a :class:`Ct`: ``kind`` "src" or "dst" to ``ip`` (ports ``port_lo``..
+    ``port_hi``, 0 for any) on commit; "" (plain ``nat``) translates an existing
+    connection's packets as its binding says."""
+
+    kind: str = ""
+    ip: str = ""
+    port_lo: int = 0
+    port_hi: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ct:
+    """Nicira ``ct``: send the packet through connection tracking in ``zone``.
+
+    ``commit`` records the connection (with ``mark`` as its ``ct_mark`` when given); ``nat``
+    translates it; ``table`` recirculates a copy to that table with ``ct_state``, ``ct_zone``
+    and ``ct_mark`` set (the flow's other actions apply to the packet as it was). Without
+    ``table`` the packet goes on through the flow's next actions, translated.
+    """
+
+    zone: int
+    table: int | None = None
+    commit: bool = False
+    nat: Nat | None = None
+    mark: int | None = None
+
+
+Action = Output | SetField | RegMove | Ct
+
+# ct_state bits (Nicira).
+CT_NEW = 0x01
+CT_EST = 0x02
+CT_REL = 0x04
+CT_RPL = 0x08
+CT_INV = 0x10
+CT_TRK = 0x20
 
 
 @dataclass(frozen=True, slots=True)

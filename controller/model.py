@@ -28,24 +28,37 @@ class EndpointState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Network:
-    """A virtual network: one VNI, one IPv4 subnet, isolated from every other network."""
+    """A virtual network: one VNI, one IPv4 subnet, isolated from every other network.
+
+    ``external``: its endpoints reach addresses outside the overlay through their own host's
+    gateway, translated in conntrack ``zone`` (allocated while external, else None).
+    """
 
     name: str
     vni: int
     subnet: IPv4Network
     gateway: IPv4Address
     block_prefix: int = 26
+    external: bool = False
+    zone: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Host:
-    """A host running OVS with br-int; ``dpid`` is its bridge's datapath id once known."""
+    """A host running OVS with br-int; ``dpid`` is its bridge's datapath id once known.
+
+    ``egress_ip`` and ``gateway_port``: the host's egress address (its agent's
+    ``--egress-ip``) and the OpenFlow port of its gateway port into its own stack; external
+    networks' endpoints leave through them (None: this host gives no external access).
+    """
 
     name: str
     underlay_ip: IPv4Address
     dpid: int | None = None
     tunnel_port: int = 1
     last_seen: datetime | None = None
+    egress_ip: IPv4Address | None = None
+    gateway_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +102,22 @@ class Snapshot:
         return None
 
 
-def mac_for_ip(ip: IPv4Address) -> str:
-    """The MAC derived from an IPv4 address: ``0a:58`` followed by the four address bytes."""
-    return "0a:58:" + ":".join(f"{b:02x}" for b in ip.packed)
+def mac_for_ip(ip: IPv4Address, prefix: str = "0a:58") -> str:
+    """The MAC derived from an IPv4 address: ``0a:58`` (or ``prefix``) followed by the four
+    address bytes."""
+    return prefix + ":" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+EGRESS_MAC_PREFIX = "0a:59"  # the gateway's side of a host's gateway port (OVS answers it)
+GATEWAY_PORT_MAC_PREFIX = "0a:5a"  # the host stack's side (the agent sets it on vxgw0)
+SNAT_PORT_BASE = 32768  # source ports 32768..65535 are the gateway's, split among zones
+SNAT_PORTS_PER_ZONE = 512
+SNAT_RANGES = (65536 - SNAT_PORT_BASE) // SNAT_PORTS_PER_ZONE  # 64 disjoint ranges
+MAX_ZONE = 0xFFFF  # conntrack zones are 16 bits (VNIs 24: a VNI is no zone id)
+
+
+def snat_ports(zone: int) -> tuple[int, int]:
+    """The source-port range of ``zone``'s translated connections (ranges repeat every
+    ``SNAT_RANGES`` zones; zones are allocated lowest first)."""
+    lo = SNAT_PORT_BASE + ((zone - 1) % SNAT_RANGES) * SNAT_PORTS_PER_ZONE
+    return lo, lo + SNAT_PORTS_PER_ZONE - 1

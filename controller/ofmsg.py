@@ -23,7 +23,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from controller.flows import Action, Flow, Output, RegMove, SetField
+from controller.flows import Action, Ct, Flow, Output, RegMove, SetField
 
 _DESC = ProtocolDesc(ofp.OFP_VERSION)
 ALL_COOKIES = 0xFFFFFFFFFFFFFFFF
@@ -49,7 +49,37 @@ def _action(a: Action) -> Any:
         return parser.NXActionRegMove(
             src_field=a.src, dst_field=a.dst, n_bits=a.n_bits, src_ofs=a.src_ofs, dst_ofs=a.dst_ofs
         )
+    if isinstance(a, Ct):
+        return _ct(a)
     raise TypeError(f"unknown action {a!r}")
+
+
+NX_CT_F_COMMIT = 1
+NX_CT_RECIRC_NONE = 0xFF
+NX_NAT_F_SRC = 1
+NX_NAT_F_DST = 2
+
+
+def _ct(a: Ct) -> Any:
+    inner: list[Any] = []
+    if a.mark is not None:  # before nat: os-ken 4.2.2 cannot parse a nat followed by more
+        inner.append(parser.OFPActionSetField(ct_mark=a.mark))
+    if a.nat is not None:
+        kw: dict[str, Any] = {}
+        if a.nat.ip:
+            kw.update(range_ipv4_min=a.nat.ip, range_ipv4_max=a.nat.ip)
+        if a.nat.port_lo:
+            kw.update(range_proto_min=a.nat.port_lo, range_proto_max=a.nat.port_hi)
+        flags = {"": 0, "src": NX_NAT_F_SRC, "dst": NX_NAT_F_DST}[a.nat.kind]
+        inner.append(parser.NXActionNAT(flags=flags, **kw))
+    return parser.NXActionCT(
+        flags=NX_CT_F_COMMIT if a.commit else 0,
+        zone_src="",
+        zone_ofs_nbits=a.zone,
+        recirc_table=NX_CT_RECIRC_NONE if a.table is None else a.table,
+        alg=0,
+        actions=inner,
+    )
 
 
 def flow_mod(f: Flow, datapath: Any = _DESC) -> Any:

@@ -22,6 +22,55 @@ Tables (everything not explicitly allowed is dropped; no MAC learning, no floodi
 
 Flows per host grow with local endpoints, networks, hosts, blocks and moved endpoints, not
 with every endpoint of the cluster.
+
+External access (the distributed gateway, ``gateway_flows``): a host with an egress address
+(``Host.egress_ip``) and a gateway port into its own stack (``Host.gateway_port``, vxgw0)
+gives the endpoints of external networks living on it a way out, each network in its own
+conntrack zone (``Network.zone``, allocated in the database) so that two networks with the
+same CIDR on one host never mix:
+
+  0 CLASSIFY    from the gateway port: ARP for the egress address is answered with the
+                egress MAC (0a:59 + egress IP); IPv4 to the egress address -> GW_IN.
+ 20 GW_IN       a published host port (item 2) -> ct(zone of its endpoint's network, nat,
+                table=GW_CT); everything else -> ct(first local external zone, nat,
+                table=GW_CT).
+ 21 GW_CT       (after conntrack) +est or +rel in zone Z: the reply, already translated
+                back to the endpoint's address -> metadata = Z's VNI, eth_src = the
+                network's gateway MAC -> LOCAL (delivered only to a local port). A miss in
+                zone Z -> ct(next local zone, nat, table=GW_CT): one more recirculation per
+                external network with endpoints on this host. A new connection to a
+                published port (zone Z) -> ct(commit, zone Z, nat(dst=endpoint:port),
+                ct_mark |= CT_MARK_DNAT) -> LOCAL. Nothing else gets in.
+ 40 REMOTE      (lowest priority, external networks only) a miss from a local port -> EGRESS
+ 50 EGRESS      IPv4 to the network's own subnet is dropped (no route for an unknown
+                address); anything else -> ct(zone, nat, table=EGRESS_CT).
+ 51 EGRESS_CT   +new: ct(commit, zone, nat(src=egress IP:the zone's port range),
+                ct_mark = CT_MARK_SNAT); +new, +est and +rel leave on the gateway port from
+                the egress MAC to vxgw0's MAC (0a:5a + egress IP); +inv is dropped.
+
+Registers, metadata and connection marks (network policy builds on these; keep them):
+
+  metadata      the packet's network (VNI), written by CLASSIFY, TUNNEL_IN or GW_CT
+  reg0          scratch of the ARP responder (only inside one flow's actions)
+  reg6          1: the packet came from a local endpoint's port (CLASSIFY); 0: tunnel or
+                gateway port
+  reg1-reg5, reg7   free
+  ct_zone       one per external network (16 bits; zone 0 is never used)
+  ct_mark       bit 0 (CT_MARK_SNAT): committed by EGRESS_CT, an endpoint's connection
+                out; bit 1 (CT_MARK_DNAT): committed by GW_CT, a connection in to a published
+                port; bits 2-31 free (policy's)
+  ct_label      free
+  tables        1-4, 6-9, 11-19, 22-29, 31-39, 41-49, 52-254 free; policy slots in between
+                CLASSIFY and LOCAL (ingress) and before EGRESS (egress)
+
+SNAT source ports: 32768-65535, 512 per zone (``model.snat_ports``): conntrack in the
+userspace datapath checks that a translated tuple is free only within its own zone, so two
+zones must never pick the same port to the same destination. Zones are allocated lowest
+first; zone ids more than 64 apart share a range (a collision then needs both networks on
+one host to the same destination address and port with the same chosen port). ICMP echo ids
+are not translated: two endpoints of different networks on one host pinging the same
+outside address with the same id at the same time mix their replies (ordinary ``ping``
+picks distinct ids).
 """
 
 from __future__ import annotations
@@ -32,18 +81,62 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
-from controller.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, flow
-from controller.model import Block, Endpoint, Host, Network, Snapshot
+from controller.flows import (
+    CT_EST,
+    CT_INV,
+    CT_NEW,
+    CT_REL,
+    CT_TRK,
+    OFPP_IN_PORT,
+    Action,
+    Ct,
+    Flow,
+    MatchValue,
+    Nat,
+    Output,
+    RegMove,
+    SetField,
+    flow,
+)
+from controller.model import (
+    EGRESS_MAC_PREFIX,
+    GATEWAY_PORT_MAC_PREFIX,
+    Block,
+    Endpoint,
+    Host,
+    Network,
+    Snapshot,
+    mac_for_ip,
+    snat_ports,
+)
 
 T_CLASSIFY = 0
 T_TUNNEL_IN = 5
 T_ARP = 10
+T_GW_IN = 20
+T_GW_CT = 21
 T_LOCAL = 30
 T_REMOTE = 40
-TABLES = (T_CLASSIFY, T_TUNNEL_IN, T_ARP, T_LOCAL, T_REMOTE)
+T_EGRESS = 50
+T_EGRESS_CT = 51
+TABLES = (
+    T_CLASSIFY,
+    T_TUNNEL_IN,
+    T_ARP,
+    T_GW_IN,
+    T_GW_CT,
+    T_LOCAL,
+    T_REMOTE,
+    T_EGRESS,
+    T_EGRESS_CT,
+)
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
+IP_TCP = 6
+IP_UDP = 17
+CT_MARK_SNAT = 0x1
+CT_MARK_DNAT = 0x2
 ARP_REQUEST = 1
 ARP_REPLY = 2
 MAC_PREFIX = "0a:58:00:00:00:00"
@@ -51,6 +144,7 @@ META_MASK = 0xFFFFFFFFFFFFFFFF
 FROM_LOCAL_REG = "reg6"
 
 PRIO_DEFAULT = 0
+PRIO_EGRESS = 1
 PRIO_FALLTHROUGH = 10
 PRIO_NORMAL = 100
 PRIO_EXCEPTION = 200
@@ -118,7 +212,7 @@ def desired_flows(
         flows.append(_arp_responder(net.vni, net.subnet))
     for net, ep in idx.local.get(host.name, ()):
         assert ep.ofport is not None
-        if ep.ofport == host.tunnel_port:  # would admit tunnel traffic from any underlay source
+        if ep.ofport in (host.tunnel_port, host.gateway_port):  # would admit foreign traffic
             continue
         flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport))
     for block in snapshot.blocks:
@@ -142,6 +236,7 @@ def desired_flows(
                 host.tunnel_port,
             )
         )
+    flows.extend(gateway_flows(host, idx.local.get(host.name, ())))
     return frozenset(flows)
 
 
@@ -261,3 +356,139 @@ def _route(vni: int, cidr: IPv4Network, priority: int, peer_ip: str, tunnel_port
         {"metadata": vni, "eth_type": ETH_IP, "ipv4_dst": dst},
         [SetField("tunnel_id", vni), SetField("tun_ipv4_dst", peer_ip), Output(tunnel_port)],
     )
+
+
+# -- the distributed gateway (external networks) ----------------------------------------------
+
+
+def gateway_flows(host: Host, local: Iterable[tuple[Network, Endpoint]]) -> list[Flow]:
+    """The gateway's flows on ``host`` for the external networks with endpoints bound there
+    (see the module docstring); none without an egress address and gateway port."""
+    if host.egress_ip is None or host.gateway_port is None:
+        return []
+    nets = {net.name: net for net, _ in local if net.external and net.zone}
+    if not nets:
+        return []
+    ordered = sorted(nets.values(), key=lambda n: n.zone or 0)
+    egress, port = str(host.egress_ip), host.gateway_port
+    out: list[Flow] = [*_gateway_port_flows(egress, port)]
+    zones = [n.zone for n in ordered if n.zone]
+    out.append(flow(T_GW_IN, PRIO_NORMAL, {"eth_type": ETH_IP}, [Ct(zones[0], T_GW_CT, nat=Nat())]))
+    for i, net in enumerate(ordered):
+        nxt = zones[i + 1] if i + 1 < len(zones) else None
+        out.extend(_zone_flows(net.vni, net.zone or 0, net.subnet, str(net.gateway), nxt))
+        out.extend(_egress_flows(net.vni, net.zone or 0, net.subnet, egress, port))
+    return out
+
+
+@lru_cache(maxsize=CACHE)
+def _gateway_port_flows(egress: str, port: int) -> tuple[Flow, ...]:
+    """ARP for the egress address from the host's stack, and what comes back to it."""
+    mac = mac_for_ip(IPv4Address(egress), EGRESS_MAC_PREFIX)
+    arp: list[Action] = [
+        RegMove("eth_src", "eth_dst", 48),
+        SetField("eth_src", mac),
+        SetField("arp_op", ARP_REPLY),
+        RegMove("arp_sha", "arp_tha", 48),
+        RegMove("arp_spa", "arp_tpa", 32),
+        SetField("arp_sha", mac),
+        SetField("arp_spa", egress),
+        Output(OFPP_IN_PORT),
+    ]
+    return (
+        flow(
+            T_CLASSIFY,
+            PRIO_NORMAL,
+            {"in_port": port, "eth_type": ETH_ARP, "arp_op": ARP_REQUEST, "arp_tpa": egress},
+            arp,
+        ),
+        flow(
+            T_CLASSIFY,
+            PRIO_NORMAL,
+            {"in_port": port, "eth_type": ETH_IP, "ipv4_dst": egress},
+            goto=T_GW_IN,
+        ),
+    )
+
+
+@lru_cache(maxsize=CACHE)
+def _zone_flows(
+    vni: int, zone: int, subnet: IPv4Network, gateway: str, next_zone: int | None
+) -> tuple[Flow, ...]:
+    """GW_CT for one zone: deliver its replies, else try the next zone."""
+    deliver: list[Action] = [SetField("eth_src", mac_for_ip(IPv4Address(gateway)))]
+    meta = (vni, META_MASK)
+    base: dict[str, MatchValue] = {"eth_type": ETH_IP, "ct_zone": zone, "ipv4_dst": _masked(subnet)}
+    out = [
+        flow(
+            T_GW_CT,
+            PRIO_NORMAL,
+            {**base, "ct_state": (CT_EST | CT_TRK, CT_EST | CT_TRK)},
+            deliver,
+            write_metadata=meta,
+            goto=T_LOCAL,
+        ),
+        flow(
+            T_GW_CT,
+            PRIO_NORMAL - 1,
+            {**base, "ct_state": (CT_REL | CT_TRK, CT_REL | CT_TRK)},
+            deliver,
+            write_metadata=meta,
+            goto=T_LOCAL,
+        ),
+    ]
+    if next_zone is not None:
+        out.append(
+            flow(
+                T_GW_CT,
+                PRIO_FALLTHROUGH,
+                {"eth_type": ETH_IP, "ct_zone": zone},
+                [Ct(next_zone, T_GW_CT, nat=Nat())],
+            )
+        )
+    return tuple(out)
+
+
+@lru_cache(maxsize=CACHE)
+def _egress_flows(
+    vni: int, zone: int, subnet: IPv4Network, egress: str, port: int
+) -> tuple[Flow, ...]:
+    """REMOTE's fallthrough to EGRESS, and EGRESS/EGRESS_CT for one network."""
+    lo, hi = snat_ports(zone)
+    ip = IPv4Address(egress)
+    out: list[Action] = [
+        SetField("eth_src", mac_for_ip(ip, EGRESS_MAC_PREFIX)),
+        SetField("eth_dst", mac_for_ip(ip, GATEWAY_PORT_MAC_PREFIX)),
+        Output(port),
+    ]
+    meta: dict[str, MatchValue] = {"metadata": vni, "eth_type": ETH_IP}
+    snat = Ct(zone, commit=True, nat=Nat("src", egress, lo, hi), mark=CT_MARK_SNAT)
+    return (
+        flow(T_REMOTE, PRIO_EGRESS, {**meta, FROM_LOCAL_REG: 1}, goto=T_EGRESS),
+        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv4_dst": _masked(subnet)}),
+        flow(T_EGRESS, PRIO_NORMAL, meta, [Ct(zone, T_EGRESS_CT, nat=Nat())]),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL,
+            {**meta, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV)},
+            [snat, *out],
+        ),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL - 1,
+            {**meta, "ct_state": (CT_EST | CT_TRK, CT_EST | CT_TRK | CT_INV)},
+            out,
+        ),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL - 2,
+            {**meta, "ct_state": (CT_REL | CT_TRK, CT_REL | CT_TRK | CT_INV)},
+            out,
+        ),
+    )
+
+
+def _masked(net: IPv4Network) -> str | tuple[str, str]:
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return (str(net.network_address), str(net.netmask))

@@ -20,6 +20,7 @@ from hostagent import plan as planmod
 from hostagent.client import ControllerClient, ControllerError
 from hostagent.edges import BridgeSpec, LinkEdge, OvsEdge
 from hostagent.errors import AgentError, ControllerUnavailable
+from hostagent.gateway import ensure_gateway
 from hostagent.metrics import AgentMetrics
 from hostagent.model import Endpoint
 from hostagent.ovs import TUNNEL_PORT, detect_datapath_type
@@ -56,6 +57,7 @@ class Agent:
         )  # fmt: skip
         self.dpid: int | None = None
         self.tunnel_port: int | None = None
+        self.gateway_port: int | None = None
         self.registered = False
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -77,6 +79,8 @@ class Agent:
         self.ovs.ensure_bridge(spec)
         self.dpid = self.ovs.bridge_dpid(self.bridge)
         self.tunnel_port = self.ovs.wait_ofport(TUNNEL_PORT)
+        if s.egress_ip is not None:
+            self.gateway_port = ensure_gateway(self.ovs, self.bridge, s.egress_ip)
         log.info(
             "host %s: bridge %s ready (datapath %s, dpid %016x, tunnel ofport %d, controller %s)",
             self.host, self.bridge, spec.datapath_type, self.dpid, self.tunnel_port,
@@ -102,6 +106,8 @@ class Agent:
         answer = self.client.register_host(
             self.host, str(self.settings.underlay_ip), self.dpid, self.tunnel_port,
             cluster_id=None if adopt else kept,
+            egress_ip=str(self.settings.egress_ip) if self.gateway_port else None,
+            gateway_port=self.gateway_port,
         )  # fmt: skip
         joined = answer.get("cluster_id")
         if joined and joined != kept:

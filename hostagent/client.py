@@ -150,6 +150,8 @@ class ControllerClient:
         dpid: int | None = None,
         tunnel_port: int | None = None,
         cluster_id: str | None = None,
+        egress_ip: str | None = None,
+        gateway_port: int | None = None,
     ) -> dict[str, Any]:
         """Register or update this host (``PUT /api/v1/hosts/{name}``); returns the Host with
         the controller's ``cluster_id``. With ``cluster_id``, ControllerError 409 (nothing
@@ -161,6 +163,8 @@ class ControllerClient:
             body["tunnel_port"] = tunnel_port
         if cluster_id is not None:
             body["cluster_id"] = cluster_id
+        if egress_ip is not None and gateway_port is not None:
+            body.update(egress_ip=egress_ip, gateway_port=gateway_port)
         return self._call("PUT", f"{API}/hosts/{_seg(name)}", json=body).json()
 
     def heartbeat(self, name: str) -> dict[str, Any]:

@@ -277,6 +277,12 @@ class OvsdbOps:
             command = self.api.add_port(bridge, name, may_exist=True, **attrs)
         self._execute(command, wait=False)
 
+    def add_internal_port(self, bridge: str, name: str) -> None:
+        """An internal port ``name`` on ``bridge`` (its device is made by ovs-vswitchd); kept
+        if it exists."""
+        command = self.api.add_port(bridge, name, may_exist=True, type="internal")
+        self._execute(command)
+
     def wait_ofport(self, name: str, timeout: float | None = None) -> int:
         """The OpenFlow port number ovs-vswitchd gave ``name``, once the update stream tells;
         OvsError if it reports the device missing (ofport -1) or nothing comes in time."""

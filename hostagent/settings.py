@@ -54,6 +54,12 @@ class AgentSettings(BaseSettings):
     )
     host: str = Field(description="this host's name in vxplane")
     underlay_ip: IPv4Address = Field(description="this host's VXLAN (underlay) IPv4 address")
+    egress_ip: IPv4Address | None = Field(
+        None,
+        description="a spare address of one of this host's subnets that external networks' "
+        "endpoints leave with (the host answers ARP for it and routes it into its gateway "
+        "port vxgw0) [default: none; this host gives no external access]",
+    )
     bridge: str = Field("br-int", description="integration bridge")
     ovsdb: str = Field(
         "unix:/run/openvswitch/db.sock", description="OVSDB remote, e.g. unix:/path/db.sock"
@@ -168,6 +174,12 @@ class AgentSettings(BaseSettings):
 
             parse_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _egress(self) -> AgentSettings:
+        if self.egress_ip is not None and self.egress_ip == self.underlay_ip:
+            raise ValueError("--egress-ip must not be the underlay address (the kernel owns it)")
+        return self
 
     @model_validator(mode="after")
     def _ssl(self) -> AgentSettings:

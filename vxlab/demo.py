@@ -1,4 +1,5 @@
-"""The demo: a controller on SQLite, a 3-host lab, two networks on one CIDR, a ping matrix."""
+"""The demo: a controller on SQLite, a 3-host lab, two networks on one CIDR, a ping matrix, and
+a container of an external network fetching a page from the lab's outside namespace."""
 
 from __future__ import annotations
 
@@ -62,6 +63,63 @@ def _start_controller(lab: Lab, api_port: int) -> ControllerProcess:
     return ctl
 
 
+EXTERNAL_NET, EXTERNAL_SUBNET = "green", "10.30.0.0/24"
+WEB_DIR = STATE / "outside-site"
+WEB_PORT = 8000
+
+
+def _start_outside_web(lab: Lab) -> str:
+    """A web server in the lab's outside namespace (``python3 -m http.server``); its URL."""
+    import subprocess
+    import sys
+
+    WEB_DIR.mkdir(parents=True, exist_ok=True)
+    (WEB_DIR / "index.html").write_text("hello from the outside world\n")
+    ip = str(lab.outside_ip.ip)
+    with open(STATE / "outside-web.log", "w") as log:
+        web = subprocess.Popen(
+            ["ip", "netns", "exec", lab.outside_ns, sys.executable, "-m", "http.server",
+             "--bind", ip, "--directory", str(WEB_DIR), str(WEB_PORT)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    (STATE / "outside-web.pid").write_text(str(web.pid))
+    deadline = time.monotonic() + 10
+    probe = ["ip", "netns", "exec", lab.outside_ns, "ss", "-Hltn", f"sport = :{WEB_PORT}"]
+    while not subprocess.run(probe, capture_output=True, text=True).stdout.strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the outside's web server did not start")
+        time.sleep(0.1)
+    return f"http://{ip}:{WEB_PORT}/"
+
+
+def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> None:
+    """An external network, a container on it, and a page fetched from the outside."""
+    import subprocess
+
+    body = {"name": EXTERNAL_NET, "subnet": EXTERNAL_SUBNET, "external": True}
+    r = httpx.post(f"{api}/api/v1/networks", json=body, headers=auth)
+    r.raise_for_status()
+    console.print(
+        f"network {EXTERNAL_NET}: {EXTERNAL_SUBNET} vni {r.json()['vni']}, external "
+        f"(zone {r.json()['zone']})"
+    )
+    url = _start_outside_web(lab)
+    ep = lab.run("lab-h1", "green-1", EXTERNAL_NET)
+    got = subprocess.run(
+        ["ip", "netns", "exec", "green-1", "curl", "-sS", "--max-time", "5", url],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    seen = (STATE / "outside-web.log").read_text().strip().splitlines()
+    who = seen[-1].split()[0] if seen else "?"
+    text = got.stdout.strip() or got.stderr.strip()
+    console.print(
+        f"  green-1 on lab-h1 ({ep['ip']}) fetched {url} from {lab.outside_ns}: "
+        f"[green]{text!r}[/] (the outside saw {who}, lab-h1's egress address)"
+        if got.returncode == 0
+        else f"  green-1 fetch from {url}: [bold red]failed[/] {text}"
+    )
+
+
 def _stop_controller() -> None:
     pidfile = STATE / "controller.pid"
     if pidfile.exists():
@@ -70,7 +128,11 @@ def _stop_controller() -> None:
 
 
 def demo_down() -> None:
-    """Remove the demo's lab and stop its controller."""
+    """Remove the demo's lab and stop its controller and the outside's web server."""
+    web = STATE / "outside-web.pid"
+    if web.exists():
+        stop_pid(int(web.read_text()), str(WEB_DIR), timeout=10)
+        web.unlink(missing_ok=True)
     _lab().down()
     _stop_controller()
 
@@ -108,6 +170,7 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
             eps[name] = ep
             console.print(f"  {name:7} on {host}: {ep['ip']:12} {ep['mac']}  ready in {ms:.0f} ms")
         _matrix(lab, eps)
+        _external_demo(lab, api, auth)
         if docker:
             _docker_demo(lab)
         console.print()
@@ -124,6 +187,9 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
         )
         console.print("[bold]Try[/]        vxplane status; vxplane host ls; vxplane events")
         console.print("           vxplane lab exec blue-1 -- ping -c 3 " + eps["blue-2"]["ip"])
+        console.print(
+            f"           vxplane lab exec green-1 -- curl -s http://{lab.outside_ip.ip}:{WEB_PORT}/"
+        )
         if not wait:
             console.print("left running; remove it with `make demo-down`")
             return 0

@@ -357,6 +357,10 @@ class Lab:
         extra: Sequence[str],
     ) -> None:
         name, host, paths = self._host(state, i)
+        egress = self.egress_ip(i)
+        if egress is not None:
+            host["egress_ip"] = str(egress)
+            extra = ["--egress-ip", str(egress), *extra]
         argv = agent.agent_argv(self.python, name, host, paths, controller_url, openflow, extra)
         agent.ensure_agent(host, paths, argv)
         host["controller_url"] = controller_url

@@ -210,6 +210,20 @@ class NetworkCreate(_Body):
         description="seconds an unbound endpoint surely keeps its address; after that a full "
         "subnet may reclaim it (0: never; default: the controller's reservation_ttl, 86400)",
     )
+    external: bool = Field(
+        False,
+        strict=True,
+        description="its endpoints reach addresses outside the overlay through their own "
+        "host's gateway (translated to the host's egress address); off: sealed",
+    )
+
+
+class NetworkUpdate(_Body):
+    """What may change of a network (omitted: kept)."""
+
+    external: bool | None = Field(
+        None, strict=True, description="true: give its endpoints external access; false: seal it"
+    )
 
 
 class NetworkPublic(_Public):
@@ -224,14 +238,34 @@ class NetworkPublic(_Public):
     created_at: datetime
     reclaim: bool
     reservation_ttl: int
+    external: bool = False
+    zone: int | None = Field(
+        None, description="its conntrack zone while external (allocated by the controller)"
+    )
 
 
 class HostRegister(_Body):
-    """Registration (or update) of a host; omitted dpid and tunnel_port are kept."""
+    """Registration (or update) of a host; omitted dpid and tunnel_port are kept, omitted
+    egress_ip and gateway_port mean the host gives no external access."""
 
     underlay_ip: UnderlayAddress
     dpid: Dpid | None = None
     tunnel_port: OfPort | None = None
+    egress_ip: Address | None = Field(
+        None,
+        description="the address external networks' endpoints leave this host with (its "
+        "agent's --egress-ip); needs gateway_port",
+    )
+    gateway_port: OfPort | None = Field(
+        None, description="OpenFlow port of the host's gateway port into its own stack"
+    )
+
+    @model_validator(mode="after")
+    def _egress_pair(self) -> HostRegister:
+        if (self.egress_ip is None) != (self.gateway_port is None):
+            raise ValueError("egress_ip and gateway_port go together: give both or neither")
+        return self
+
     cluster_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9-]{1,64}$",
@@ -276,6 +310,10 @@ class HostPublic(BaseModel):
         "connected), lagging (applied < wanted) or converged"
     )
     endpoints: int = Field(description="endpoints bound to this host")
+    egress_ip: IPv4Address | None = Field(
+        None, description="external networks' endpoints leave this host with this address"
+    )
+    gateway_port: int | None = None
     cluster_id: str | None = Field(
         None, description="the controller database's cluster id (in the registration answer)"
     )

@@ -37,7 +37,7 @@ STATUS_STYLE = {
     "disconnected": "[dark_orange]{}[/]",
     "lost": "[bold red]{}[/]",
 }
-NET_COLS = ["name", "vni", "subnet", "gateway", "endpoints"]
+NET_COLS = ["name", "vni", "subnet", "gateway", "external", "endpoints"]
 EP_COLS = ["network", "name", "ip", "mac", "host", "ofport", "state"]
 HOST_COLS = [
     "name",
@@ -73,6 +73,14 @@ def network_create(
             "[default: the controller's, 86400]",
         ),
     ] = None,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Its endpoints reach addresses outside the overlay through their own host "
+            "(translated to the host's egress address) [default: sealed; admin token]",
+        ),
+    ] = False,
     api: ApiOpt = None,
     token: TokenOpt = None,
     output: OutOpt = Output.table,
@@ -87,11 +95,44 @@ def network_create(
         body["reclaim"] = True
     if reservation_ttl is not None:
         body["reservation_ttl"] = reservation_ttl
+    if external:
+        body["external"] = True
     net = call(api, "POST", "/api/v1/networks", json=body, token=token)
     if output == Output.json:
         render_one(net, output)
     else:
-        console.print(f"created network [bold]{net['name']}[/] {net['subnet']} vni {net['vni']}")
+        out = " external" if net.get("external") else ""
+        console.print(
+            f"created{out} network [bold]{net['name']}[/] {net['subnet']} vni {net['vni']}"
+        )
+
+
+@network_app.command("set")
+def network_set(
+    name: Annotated[str, typer.Argument(help="Network name")],
+    external: Annotated[
+        bool | None,
+        typer.Option(
+            "--external/--no-external",
+            help="Give its endpoints a way out through their hosts' gateways, or seal it",
+        ),
+    ] = None,
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+    output: OutOpt = Output.table,
+) -> None:
+    """Change a network (PATCH /api/v1/networks/NAME): vxplane network set blue --external"""
+    body: dict[str, object] = {}
+    if external is not None:
+        body["external"] = external
+    if not body:
+        raise typer.BadParameter("nothing to change: give --external or --no-external")
+    net = call(api, "PATCH", f"/api/v1/networks/{name}", json=body, token=token)
+    if output == Output.json:
+        render_one(net, output)
+    else:
+        how = f"external (zone {net.get('zone')})" if net.get("external") else "sealed"
+        console.print(f"network [bold]{net['name']}[/] is {how}")
 
 
 @network_app.command("ls")

@@ -106,6 +106,8 @@ def to_network(row: NetworkRow) -> Network:
         subnet=IPv4Network(row.subnet),
         gateway=IPv4Address(row.gateway),
         block_prefix=row.block_prefix,
+        external=row.external,
+        zone=row.zone,
     )
 
 
@@ -121,6 +123,8 @@ def network_record(row: NetworkRow, endpoints: int) -> NetworkRecord:
         created_at=row.created_at,
         reclaim=row.reclaim,
         reservation_ttl=row.reservation_ttl,
+        external=row.external,
+        zone=row.zone,
     )
 
 
@@ -133,6 +137,8 @@ def host_record(row: HostRow) -> HostRecord:
         tunnel_port=row.tunnel_port,
         last_seen=row.last_seen,
         created_at=row.created_at,
+        egress_ip=IPv4Address(row.egress_ip) if row.egress_ip else None,
+        gateway_port=row.gateway_port,
     )
 
 

@@ -105,6 +105,8 @@ def to_host(row: HostRow) -> Host:
         dpid=int(row.dpid, 16) if row.dpid is not None else None,
         tunnel_port=row.tunnel_port,
         last_seen=row.last_seen,
+        egress_ip=IPv4Address(row.egress_ip) if row.egress_ip else None,
+        gateway_port=row.gateway_port,
     )
 
 

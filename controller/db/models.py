@@ -111,6 +111,9 @@ class ClusterRow(Base):
 class NetworkRow(Base):
     """A virtual network (VNI + IPv4 subnet + gateway).
 
+    ``external``: its endpoints reach the outside through their host's gateway, in conntrack
+    ``zone`` (1..65535, allocated lowest free while external, NULL otherwise).
+
     ``reclaim``: a full subnet may take back the address of any unbound reservation (else
     only of one unbound for ``reservation_ttl`` seconds or more; 0: never).
     """
@@ -133,10 +136,17 @@ class NetworkRow(Base):
         default=DEFAULT_RESERVATION_TTL,
         server_default=text(str(DEFAULT_RESERVATION_TTL)),
     )
+    external: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    zone: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
 
 
 class HostRow(Base):
-    """A host running br-int; ``dpid`` is 16 lowercase hex digits once known."""
+    """A host running br-int; ``dpid`` is 16 lowercase hex digits once known.
+
+    ``egress_ip`` and ``gateway_port``: the address external networks leave with and the
+    OpenFlow port of the host's gateway port (both NULL: no external access there)."""
 
     __tablename__ = "hosts"
 
@@ -145,6 +155,10 @@ class HostRow(Base):
     underlay_ip: Mapped[str] = mapped_column(String(15), nullable=False, unique=True)
     dpid: Mapped[str | None] = mapped_column(String(16), nullable=True, unique=True)
     tunnel_port: Mapped[int] = mapped_column(Integer, nullable=False)
+    egress_ip: Mapped[str | None] = mapped_column(
+        String(15), nullable=True, unique=True, index=True
+    )
+    gateway_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

@@ -22,6 +22,8 @@ class NetworkRecord:
     created_at: datetime
     reclaim: bool = False
     reservation_ttl: int = 86400
+    external: bool = False
+    zone: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class HostRecord:
     tunnel_port: int
     last_seen: datetime | None
     created_at: datetime
+    egress_ip: IPv4Address | None = None
+    gateway_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

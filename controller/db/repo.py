@@ -72,7 +72,7 @@ from controller.db.models import (
 from controller.db.records import HostRecord, NetworkRecord
 from controller.errors import Conflict, NotFound
 from controller.intent import BLOCKS, HOST, NETWORK
-from controller.model import Block, Endpoint, EndpointState, Snapshot
+from controller.model import MAX_ZONE, Block, Endpoint, EndpointState, Snapshot
 
 __all__ = [
     "KEEP",
@@ -102,6 +102,7 @@ __all__ = [
     "prune_history",
     "register_host",
     "unbind_endpoint",
+    "update_network",
 ]
 
 
@@ -130,8 +131,12 @@ def create_network(
     *,
     reclaim: bool = False,
     reservation_ttl: int = DEFAULT_RESERVATION_TTL,
+    external: bool = False,
 ) -> tuple[NetworkRecord, int]:
     """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free).
+
+    ``external``: its endpoints get out through their host's gateway (a conntrack zone is
+    allocated, the lowest free: ``Conflict`` when all 65,535 are taken).
 
     ``reclaim``: a full subnet may reuse any unbound reservation's address; otherwise only
     one unbound for ``reservation_ttl`` seconds or more (0: never). See ``db.allocate``."""
@@ -152,16 +157,56 @@ def create_network(
         created_at=now or utcnow(),
         reclaim=reclaim,
         reservation_ttl=reservation_ttl,
+        external=external,
+        zone=_free_zone(session) if external else None,
     )
     session.add(row)
     try:
         session.flush()
     except IntegrityError as exc:
         raise Conflict(f"network {name!r} or vni {chosen} is already taken") from exc
-    note(session, "network.created", network=name, vni=chosen, subnet=str(subnet))
+    note(
+        session, "network.created", network=name, vni=chosen, subnet=str(subnet),
+        external=external,
+    )  # fmt: skip
     revision = bump(session)
     log_change(session, revision, NETWORK, name)
     return network_record(row, 0), revision
+
+
+def _free_zone(session: Session) -> int:
+    """The lowest conntrack zone no network holds (1..65535; 0 is OVS's default zone)."""
+    used = sorted(z for z in session.execute(select(NetworkRow.zone)).scalars() if z is not None)
+    zone = 1
+    for taken in used:
+        if taken != zone:
+            break
+        zone += 1
+    if zone > MAX_ZONE:
+        raise Conflict(f"all {MAX_ZONE} conntrack zones are taken: no more external networks")
+    return zone
+
+
+def update_network(
+    session: Session, name: str, *, external: bool | None = None
+) -> tuple[NetworkRecord, int | None]:
+    """Change what may change of a network: ``external`` (None: leave it). Making it external
+    allocates a conntrack zone, making it sealed releases it. Returns the revision if the
+    dataplane changed (None if nothing did)."""
+    begin_write(session, serialize=True)
+    row = network_row(session, name, lock="update")
+    revision = None
+    if external is not None and external != row.external:
+        row.external = external
+        row.zone = _free_zone(session) if external else None
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise Conflict(f"network {name!r}: zone {row.zone} was just taken, retry") from exc
+        note(session, "network.updated", network=name, external=external, zone=row.zone)
+        revision = bump(session)
+        log_change(session, revision, NETWORK, name)
+    return get_network(session, name), revision
 
 
 def _endpoint_counts(session: Session) -> dict[int, int]:
@@ -228,6 +273,8 @@ def register_host(
     now: datetime | None = None,
     *,
     cluster_id: str | None = None,
+    egress_ip: IPv4Address | None = None,
+    gateway_port: int | None = None,
 ) -> tuple[HostRecord, int | None]:
     """Register or update a host (idempotent); ``Conflict`` if its underlay IP or dpid is taken.
 
@@ -235,7 +282,9 @@ def register_host(
     ``cluster_id``, the cluster the host's agent belongs to, must be this database's
     (``ClusterMismatch`` before anything changes). Endpoints bound to the host's tunnel port
     number are unbound (the tunnel port is a fact of the host's bridge; they cannot hold it).
-    Returns the revision if the dataplane view of the host changed.
+    ``egress_ip`` and ``gateway_port`` (both or neither) replace the stored ones: a host
+    registered without them gives no external access. Returns the revision if the dataplane
+    view of the host changed.
     """
     begin_write(session)
     now = now or utcnow()
@@ -248,6 +297,16 @@ def register_host(
     if not isinstance(dpid, _Keep):
         dpid_text = format_dpid(dpid) if dpid is not None else None
     _check_host_unique(session, name, str(underlay_ip), dpid_text)
+    egress_text = str(egress_ip) if egress_ip is not None else None
+    if egress_text is not None:
+        other = session.execute(
+            select(HostRow.name).where(
+                (HostRow.egress_ip == egress_text) | (HostRow.underlay_ip == egress_text),
+                HostRow.name != name,
+            )
+        ).first()
+        if other is not None or egress_text == str(underlay_ip):
+            raise Conflict(f"egress IP {egress_text} is already an underlay or egress address")
     if row is None:
         row = HostRow(name=name, created_at=now, tunnel_port=tunnel_port or 1)
         session.add(row)
@@ -258,6 +317,9 @@ def register_host(
             tunnel_port is not None and tunnel_port != row.tunnel_port
         )
         changed = changed or bool(on_tunnel)
+    changed = changed or (row.egress_ip, row.gateway_port) != (egress_text, gateway_port)
+    row.egress_ip = egress_text
+    row.gateway_port = gateway_port
     row.underlay_ip = str(underlay_ip)
     row.dpid = dpid_text
     if tunnel_port is not None:

@@ -121,3 +121,27 @@ def test_delete_host_unbinds_its_endpoints(client: TestClient, sync: RecordingSy
     assert client.get(f"{HOSTS}/h1").status_code == 404
     assert client.delete(f"{HOSTS}/h1").status_code == 404
     assert client.delete("/api/v1/networks/n").status_code == 204
+
+
+def test_egress_address_and_gateway_port_go_together(client: TestClient) -> None:
+    url = "/api/v1/hosts/h1"
+    r = client.put(url, json={"underlay_ip": "198.18.0.1", "egress_ip": "198.18.0.101",
+                              "gateway_port": 2})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert (r.json()["egress_ip"], r.json()["gateway_port"]) == ("198.18.0.101", 2)
+    for body in (
+        {"underlay_ip": "198.18.0.1", "egress_ip": "198.18.0.101"},
+        {"underlay_ip": "198.18.0.1", "gateway_port": 2},
+        {"underlay_ip": "198.18.0.1", "egress_ip": "nope", "gateway_port": 2},
+        {"underlay_ip": "198.18.0.1", "egress_ip": "198.18.0.101", "gateway_port": 0},
+    ):
+        assert client.put(url, json=body).status_code == 422, body
+    # another host may not take h1's egress address, nor use its own underlay address
+    taken = {"underlay_ip": "198.18.0.2", "egress_ip": "198.18.0.101", "gateway_port": 2}
+    assert client.put("/api/v1/hosts/h2", json=taken).status_code == 409
+    own = {"underlay_ip": "198.18.0.2", "egress_ip": "198.18.0.2", "gateway_port": 2}
+    assert client.put("/api/v1/hosts/h2", json=own).status_code == 409
+    assert client.get("/api/v1/hosts/h2").status_code == 404  # nothing half-made
+    # registered again without them: no external access from h1 any more
+    r = client.put(url, json={"underlay_ip": "198.18.0.1"})
+    assert r.json()["egress_ip"] is None and r.json()["gateway_port"] is None

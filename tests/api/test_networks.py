@@ -126,3 +126,39 @@ def test_delete_with_bound_endpoints_is_refused(client: TestClient) -> None:
     assert client.get(f"{NETS}/a").status_code == 200
     client.delete(f"{NETS}/a/endpoints/web/binding")
     assert client.delete(f"{NETS}/a").status_code == 204
+
+
+def test_external_networks_get_their_own_zone_and_patch_changes_it(
+    client: TestClient, sync: RecordingSync
+) -> None:
+    sealed = client.post(NETS, json={"name": "sealed", "subnet": "10.1.0.0/24"}).json()
+    assert (sealed["external"], sealed["zone"]) == (False, None)
+    a = client.post(NETS, json={"name": "a", "subnet": "10.2.0.0/24", "external": True})
+    b = client.post(NETS, json={"name": "b", "subnet": "10.2.0.0/24", "external": True})
+    assert a.status_code == b.status_code == 201, a.text + b.text
+    assert (a.json()["zone"], b.json()["zone"]) == (1, 2)  # same CIDR, distinct zones
+
+    before = list(sync.notified)
+    off = client.patch(f"{NETS}/a", json={"external": False})
+    assert off.status_code == 200 and (off.json()["external"], off.json()["zone"]) == (False, None)
+    assert len(sync.notified) == len(before) + 1  # the dataplane changed
+    same = client.patch(f"{NETS}/a", json={"external": False})
+    assert same.status_code == 200 and len(sync.notified) == len(before) + 1  # no-op
+    assert client.patch(f"{NETS}/a", json={}).json()["external"] is False  # nothing given
+
+    on = client.patch(f"{NETS}/sealed", json={"external": True}).json()
+    assert (on["external"], on["zone"]) == (True, 1)  # the lowest free zone, a's old one
+    assert client.get(f"{NETS}/sealed").json()["zone"] == 1
+    listed = {n["name"]: n["zone"] for n in client.get(NETS).json()}
+    assert listed == {"a": None, "b": 2, "sealed": 1}
+
+
+def test_patch_refuses_bad_input_and_unknown_networks(client: TestClient) -> None:
+    client.post(NETS, json={"name": "n", "subnet": "10.1.0.0/24"})
+    assert client.patch(f"{NETS}/nope", json={"external": True}).status_code == 404
+    for body in ({"external": "yes"}, {"external": 1}, {"subnet": "10.9.0.0/24"}, []):
+        r = client.patch(f"{NETS}/n", json=body)
+        assert r.status_code == 422, (body, r.text)
+    assert client.get(f"{NETS}/n").json()["external"] is False
+    r = client.post(NETS, json={"name": "x", "subnet": "10.3.0.0/24", "external": "true"})
+    assert r.status_code == 422 and client.get(f"{NETS}/x").status_code == 404

@@ -45,12 +45,17 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
+    assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    migrate.downgrade(db_url, "0006")  # 0007 alone: external access's columns go
+    assert not {"external", "zone"} & _columns(db_url, "networks")
+    assert not {"egress_ip", "gateway_port"} & _columns(db_url, "hosts")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
 
     migrate.downgrade(db_url, "0005")  # 0006 alone: the change log and switch states go

@@ -172,6 +172,13 @@ class FakeOvs(_Fake):
         self.added[name] = dict(external_ids)
 
     @verb
+    def add_internal_port(self, bridge: str, name: str) -> None:
+        if name not in self.ifaces:
+            if bridge not in self.bridges:
+                raise OvsError(f"no bridge {bridge}")
+            self.ifaces[name] = FakeInterface(bridge, name, self._free_ofport(None), None, {})
+
+    @verb
     def wait_ofport(self, name: str, timeout: float | None = None) -> int:
         iface = self.ifaces.get(name)
         if iface is None:
@@ -546,6 +553,8 @@ class FakeController(_Fake):
         dpid: int | None = None,
         tunnel_port: int | None = None,
         cluster_id: str | None = None,
+        egress_ip: str | None = None,
+        gateway_port: int | None = None,
     ) -> dict[str, Any]:
         if cluster_id is not None and cluster_id != self.cluster_id:
             raise ControllerError(

@@ -20,6 +20,13 @@ What it models, as Open vSwitch does it:
   applies the rest, OVS's non-atomic case), :meth:`Switch.commit` (every operation or none:
   a table over ``capacity`` fails the whole commit, as OVS's ``overflow_policy=refuse``
   does) and :meth:`Switch.discard`. Outside a bundle an add over ``capacity`` is refused alone.
+- ``ct`` (:class:`Conntrack`, one per switch) as the userspace datapath does it: a lookup
+  in the action's zone sets ``ct_state`` (+trk with +new, or +est after a reply was seen,
+  +rpl for replies), ``ct_zone`` and ``ct_mark``; ``commit`` records the connection with
+  its NAT binding (a source port from the range, the packet's own if free, checked for
+  clashes within the zone only, as OVS does); ``nat`` rewrites a tracked connection's
+  packets both ways; ``table`` recirculates to that table (it must be the flow's last
+  action). ICMP ids are not modelled (ports 0).
 - A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
   followed from one host to another.
 
@@ -33,7 +40,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from controller.flows import OFPP_IN_PORT, Flow, MatchValue, Output, RegMove, SetField
+from controller.flows import (
+    CT_EST,
+    CT_INV,
+    CT_NEW,
+    CT_RPL,
+    CT_TRK,
+    OFPP_IN_PORT,
+    Ct,
+    Flow,
+    MatchValue,
+    Output,
+    RegMove,
+    SetField,
+)
 from controller.reconcile import Changes
 
 Packet = dict[str, int | str]
@@ -49,20 +69,30 @@ IP_FIELDS = frozenset(
     {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src", "tun_ipv4_dst"}
 )
 REGS = tuple(f"reg{i}" for i in range(8))
+L4_FIELDS = ("tcp_src", "tcp_dst", "udp_src", "udp_dst")
+CT_FIELDS = ("ct_state", "ct_zone", "ct_mark")
+IP_TCP, IP_UDP, IP_ICMP = 6, 17, 1
 WIDTH: dict[str, int] = {
     "in_port": 32,
     "eth_type": 16,
     "arp_op": 16,
     "metadata": 64,
     "tunnel_id": 64,
+    "ip_proto": 8,
+    "icmpv4_type": 8,
+    "icmpv4_code": 8,
+    **{f: 16 for f in L4_FIELDS},
+    "ct_state": 32,
+    "ct_zone": 16,
+    "ct_mark": 32,
     **{f: 48 for f in MAC_FIELDS},
     **{f: 32 for f in IP_FIELDS},
     **{r: 32 for r in REGS},
 }
 # Fields the switch zeroes at ingress unless the packet says otherwise.
-DEFAULT_ZERO = ("metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", *REGS)
+DEFAULT_ZERO = ("metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", *REGS, *CT_FIELDS)
 # Fields OpenFlow 1.3 does not allow a mask on.
-UNMASKABLE = frozenset({"in_port", "eth_type", "arp_op"})
+UNMASKABLE = frozenset({"in_port", "eth_type", "arp_op", "ip_proto", "ct_zone"})
 # Fields a tunnel carries across hosts (the inner frame).
 INNER_FIELDS: tuple[str, ...] = (
     "eth_src",
@@ -75,7 +105,11 @@ INNER_FIELDS: tuple[str, ...] = (
     "arp_tha",
     "ipv4_src",
     "ipv4_dst",
+    "ip_proto",
+    "icmpv4_type",
+    *L4_FIELDS,
 )
+MAX_RECIRCULATIONS = 16
 VXLAN_VNI_BITS = 24
 MAX_TABLE = 254
 
@@ -104,8 +138,19 @@ def prerequisite(name: str) -> int | None:
     """The eth_type a match on (or a write to) this field requires, if any."""
     if name.startswith("arp_"):
         return ETH_ARP
-    if name.startswith("ipv4_"):
+    if name.startswith(("ipv4_", "ip_proto", "tcp_", "udp_", "icmpv4_")):
         return ETH_IP
+    return None
+
+
+def proto_prerequisite(name: str) -> int | None:
+    """The ip_proto a match on (or a write to) this field requires, if any."""
+    if name.startswith("tcp_"):
+        return IP_TCP
+    if name.startswith("udp_"):
+        return IP_UDP
+    if name.startswith("icmpv4_"):
+        return IP_ICMP
     return None
 
 
@@ -150,6 +195,8 @@ def _fields_of(f: Flow) -> Iterable[tuple[str, str]]:
     for a in f.actions:
         if isinstance(a, SetField):
             yield "set", a.field
+        elif isinstance(a, Ct) and a.mark is not None:
+            yield "set", "ct_mark"
         elif isinstance(a, RegMove):
             yield "move-src", a.src
             yield "move-dst", a.dst
@@ -165,17 +212,27 @@ def validate(f: Flow) -> None:
     if len(match) != len(f.match):
         raise FlowRejected("a field appears twice in the match")
     eth_type = match.get("eth_type")
+    ip_proto = match.get("ip_proto")
     for name, value in f.match:
         _match_pair(name, value)
         need = prerequisite(name)
         if need is not None and eth_type != need:
             raise FlowRejected(f"match on {name} needs eth_type={need:#06x}, has {eth_type!r}")
+        need = proto_prerequisite(name)
+        if need is not None and ip_proto != need:
+            raise FlowRejected(f"match on {name} needs ip_proto={need}, has {ip_proto!r}")
     for role, name in _fields_of(f):
         if name not in WIDTH:
             raise FlowRejected(f"{role} of unknown field {name!r}")
         need = prerequisite(name)
         if need is not None and eth_type != need:
             raise FlowRejected(f"{role} {name} needs a match on eth_type={need:#06x}")
+        need = proto_prerequisite(name)
+        if need is not None and ip_proto != need:
+            raise FlowRejected(f"{role} {name} needs a match on ip_proto={need}")
+    for i, a in enumerate(f.actions):
+        if isinstance(a, Ct):
+            _validate_ct(f, a, last=i == len(f.actions) - 1, eth_type=eth_type)
     for a in f.actions:
         if isinstance(a, SetField):
             to_int(a.field, a.value)
@@ -188,6 +245,8 @@ def validate(f: Flow) -> None:
         elif isinstance(a, Output):
             if not 0 < a.port <= 0xFFFFFFFF:
                 raise FlowRejected(f"output to port {a.port}")
+        elif isinstance(a, Ct):
+            pass
         else:  # pragma: no cover - the Action union is closed
             raise FlowRejected(f"unknown action {a!r}")
     if f.write_metadata is not None:
@@ -196,6 +255,122 @@ def validate(f: Flow) -> None:
         to_int("metadata", mask)
     if f.goto is not None and not f.table < f.goto <= MAX_TABLE:
         raise FlowRejected(f"goto {f.goto} from table {f.table}: OpenFlow only goes forward")
+
+
+def _validate_ct(f: Flow, a: Ct, *, last: bool, eth_type: MatchValue | None) -> None:
+    """What OVS refuses in a ``ct`` action (and what this model does not do)."""
+    if not 0 <= a.zone <= 0xFFFF:
+        raise FlowRejected(f"ct zone {a.zone} is not 16 bits")
+    if a.table is not None:
+        if not 0 <= a.table <= MAX_TABLE:
+            raise FlowRejected(f"ct table {a.table} out of range")
+        if not last or f.goto is not None:
+            raise FlowRejected("a recirculating ct must be the flow's last action, no goto")
+    if a.nat is not None:
+        if eth_type != ETH_IP:
+            raise FlowRejected("ct nat needs a match on eth_type=0x0800")
+        if a.nat.kind not in ("", "src", "dst"):
+            raise FlowRejected(f"ct nat kind {a.nat.kind!r}")
+        if a.nat.kind and not a.commit:
+            raise FlowRejected("ct nat(src|dst=...) needs commit")
+        if a.nat.kind:
+            IPv4Address(a.nat.ip)
+        if not 0 <= a.nat.port_lo <= a.nat.port_hi <= 0xFFFF:
+            raise FlowRejected(f"ct nat ports {a.nat.port_lo}-{a.nat.port_hi}")
+    if a.mark is not None:
+        if not a.commit:
+            raise FlowRejected("ct_mark can only be set on commit")
+        to_int("ct_mark", a.mark)
+
+
+Tuple5 = tuple[int, int, int, int, int]  # source, destination, protocol, source port, dest port
+
+
+@dataclass
+class Conn:
+    """A connection conntrack knows: the tuple it started with and the one replies carry."""
+
+    zone: int
+    orig: Tuple5
+    reply: Tuple5
+    mark: int = 0
+    seen_reply: bool = False
+
+
+@dataclass
+class Conntrack:
+    """One switch's connection table (all zones)."""
+
+    conns: list[Conn] = field(default_factory=list)
+
+    def find(self, zone: int, t: Tuple5) -> tuple[Conn, bool] | None:
+        """The connection of ``t`` in ``zone`` and whether ``t`` is its reply direction."""
+        for c in self.conns:
+            if c.zone == zone and c.orig == t:
+                return c, False
+            if c.zone == zone and c.reply == t:
+                return c, True
+        return None
+
+    def taken(self, zone: int, reply: Tuple5) -> bool:
+        """True if a connection of ``zone`` already expects replies as ``reply``."""
+        return any(c.zone == zone and reply in (c.reply, c.orig) for c in self.conns)
+
+    def in_zone(self, zone: int) -> list[Conn]:
+        """The connections of ``zone``."""
+        return [c for c in self.conns if c.zone == zone]
+
+
+def _ports(pkt: Mapping[str, int]) -> tuple[str, str] | None:
+    proto = pkt.get("ip_proto", 0)
+    if proto == IP_TCP:
+        return "tcp_src", "tcp_dst"
+    if proto == IP_UDP:
+        return "udp_src", "udp_dst"
+    return None
+
+
+def five_tuple(pkt: Mapping[str, int]) -> Tuple5:
+    """(source, destination, protocol, source port, destination port) of an IPv4 packet."""
+    ports = _ports(pkt)
+    sport, dport = (pkt.get(ports[0], 0), pkt.get(ports[1], 0)) if ports else (0, 0)
+    return (pkt["ipv4_src"], pkt["ipv4_dst"], pkt.get("ip_proto", 0), sport, dport)
+
+
+def _rewrite(pkt: dict[str, int], t: Tuple5) -> None:
+    pkt["ipv4_src"], pkt["ipv4_dst"] = t[0], t[1]
+    ports = _ports(pkt)
+    if ports:
+        pkt[ports[0]], pkt[ports[1]] = t[3], t[4]
+
+
+def _inverse(t: Tuple5) -> Tuple5:
+    return (t[1], t[0], t[2], t[4], t[3])
+
+
+def _commit(track: Conntrack, a: Ct, t: Tuple5) -> Conn:
+    src, dst, proto, sport, dport = t
+    nat = a.nat
+    reply: Tuple5 = _inverse(t)
+    if nat is not None and nat.kind == "src":
+        ip = int(IPv4Address(nat.ip))
+        if proto in (IP_TCP, IP_UDP) and nat.port_lo:
+            lo, hi = nat.port_lo, nat.port_hi
+            tries = ([sport] if lo <= sport <= hi else []) + list(range(lo, hi + 1))
+            port = next(
+                (p for p in tries if not track.taken(a.zone, (dst, ip, proto, dport, p))), None
+            )
+            if port is None:
+                raise AssertionError(f"zone {a.zone}: source ports {lo}-{hi} exhausted")
+        else:
+            port = sport
+        reply = (dst, ip, proto, dport, port)
+    elif nat is not None and nat.kind == "dst":
+        ip = int(IPv4Address(nat.ip))
+        reply = (ip, src, proto, nat.port_lo or dport, sport)
+    conn = Conn(a.zone, t, reply, a.mark or 0)
+    track.conns.append(conn)
+    return conn
 
 
 def _normalize(packet: Mapping[str, int | str]) -> dict[str, int]:
@@ -230,6 +405,7 @@ class Switch:
     capacity: int | None = None  # flows at most (OVS: Flow_Table flow_limit, refuse)
     bundles: dict[int, list[Operation]] = field(default_factory=dict)  # open bundles
     commits: int = 0
+    conntrack: Conntrack = field(default_factory=Conntrack)
 
     # -- flow table ------------------------------------------------------------------------
     def add(self, f: Flow) -> None:
@@ -339,18 +515,56 @@ class Switch:
         self.trace = []
         self.suppressed = []
         table: int | None = 0
+        recirculations = 0
         while table is not None:
             f = self.lookup(table, pkt)
             self.trace.append((table, f))
             if f is None:
                 break
+            recirculate: int | None = None
             for action in f.actions:
-                self._execute(action, pkt, in_port, out)
+                if isinstance(action, Ct):
+                    self._ct(action, pkt)
+                    recirculate = action.table
+                else:
+                    self._execute(action, pkt, in_port, out)
             if f.write_metadata is not None:
                 value, mask = f.write_metadata
                 pkt["metadata"] = (pkt["metadata"] & ~mask) | (value & mask)
             table = f.goto
+            if recirculate is not None:
+                recirculations += 1
+                if recirculations > MAX_RECIRCULATIONS:
+                    raise AssertionError(f"{self.name}: recirculation loop: {self.trace}")
+                table = recirculate
         return out
+
+    def _ct(self, a: Ct, pkt: dict[str, int]) -> None:
+        """Run ``pkt`` through conntrack as the ``ct`` action ``a`` says."""
+        if pkt.get("eth_type") != ETH_IP:
+            pkt.update(ct_state=CT_TRK | CT_INV, ct_zone=a.zone, ct_mark=0)
+            return
+        t = five_tuple(pkt)
+        found = self.conntrack.find(a.zone, t)
+        if found is None and a.commit:
+            found = (_commit(self.conntrack, a, t), False)
+            state = CT_TRK | CT_NEW
+        elif found is None:
+            pkt.update(ct_state=CT_TRK | CT_NEW, ct_zone=a.zone, ct_mark=0)
+            return
+        else:
+            conn, is_reply = found
+            if is_reply:
+                conn.seen_reply = True
+                state = CT_TRK | CT_EST | CT_RPL
+            else:
+                state = CT_TRK | (CT_EST if conn.seen_reply else CT_NEW)
+            if a.commit and a.mark is not None:
+                conn.mark = a.mark
+        conn, is_reply = found
+        if a.nat is not None:
+            _rewrite(pkt, _inverse(conn.orig if is_reply else conn.reply))
+        pkt.update(ct_state=state, ct_zone=a.zone, ct_mark=conn.mark)
 
     def tables_visited(self) -> list[int]:
         """Tables the last processed packet went through."""
@@ -408,6 +622,22 @@ def ipv4_packet(eth_src: str, ipv4_src: str, ipv4_dst: str, eth_dst: str = ZERO_
         "ipv4_src": ipv4_src,
         "ipv4_dst": ipv4_dst,
     }
+
+
+def tcp_packet(
+    eth_src: str, ipv4_src: str, ipv4_dst: str, sport: int, dport: int, eth_dst: str = ZERO_MAC
+) -> Packet:
+    """A TCP segment in an IPv4 frame."""
+    pkt = ipv4_packet(eth_src, ipv4_src, ipv4_dst, eth_dst)
+    pkt.update(ip_proto=IP_TCP, tcp_src=sport, tcp_dst=dport)
+    return pkt
+
+
+def icmp_packet(eth_src: str, ipv4_src: str, ipv4_dst: str, eth_dst: str = ZERO_MAC) -> Packet:
+    """An ICMP echo request in an IPv4 frame."""
+    pkt = ipv4_packet(eth_src, ipv4_src, ipv4_dst, eth_dst)
+    pkt.update(ip_proto=IP_ICMP, icmpv4_type=8)
+    return pkt
 
 
 def arp_packet(

@@ -39,3 +39,17 @@ def test_reclaim_and_ttl_are_sent(sent: list[dict[str, Any]]) -> None:
 def test_negative_ttl_is_refused(sent: list[dict[str, Any]]) -> None:
     args = ["network", "create", "n", "--subnet", "10.0.0.0/24", "--reservation-ttl", "-1"]
     assert CliRunner().invoke(app, args).exit_code != 0 and sent == []
+
+
+def test_external_is_sent_and_set_patches(sent: list[dict[str, Any]]) -> None:
+    args = ["network", "create", "n", "--subnet", "10.0.0.0/24", "--external"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "created external network" in result.output
+    assert sent == [{"name": "n", "subnet": "10.0.0.0/24", "external": True}]
+    for flag, want in (("--no-external", False), ("--external", True)):
+        result = CliRunner().invoke(app, ["network", "set", "n", flag])
+        assert result.exit_code == 0, result.output
+        assert sent[-1] == {"external": want}
+    assert CliRunner().invoke(app, ["network", "set", "n"]).exit_code != 0  # nothing to change
+    assert len(sent) == 3

@@ -71,6 +71,8 @@ def to_public(
         converged=state == "converged",
         status=state,
         endpoints=endpoints,
+        egress_ip=record.egress_ip,
+        gateway_port=record.gateway_port,
     )
 
 
@@ -97,7 +99,7 @@ def register_host(
     dpid = body.dpid if "dpid" in body.model_fields_set else repo.KEEP
     record, revision = repo.register_host(
         session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port,
-        cluster_id=body.cluster_id,
+        cluster_id=body.cluster_id, egress_ip=body.egress_ip, gateway_port=body.gateway_port,
     )  # fmt: skip
     commit(session, sync, revision, events, by=principal)
     public = _one(session, record, sync, settings)

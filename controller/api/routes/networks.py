@@ -1,4 +1,4 @@
-"""Networks: create, list, show, delete."""
+"""Networks: create, list, show, change (external access), delete."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from fastapi import APIRouter, Request, Response, status
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
-from controller.api.schemas import NetworkCreate, NetworkPublic
+from controller.api.schemas import NetworkCreate, NetworkPublic, NetworkUpdate
 from controller.api.tx import commit
-from controller.auth import Role
+from controller.auth import Forbidden, Role
 from controller.db import repo
 
 router = APIRouter(prefix="/api/v1/networks", tags=["networks"])
@@ -25,7 +25,10 @@ def create_network(
     settings: SettingsDep,
     events: EventsDep,
 ) -> NetworkPublic:
-    """Create a network (409 if the name or VNI is taken)."""
+    """Create a network (409 if the name or VNI is taken). Agents may create sealed
+    networks only: giving one a way out (``external``) is an admin's decision (403)."""
+    if body.external and principal.role is not Role.admin:
+        raise Forbidden("only an admin token may create an external network")
     record, revision = repo.create_network(
         session,
         body.name,
@@ -37,6 +40,7 @@ def create_network(
         reservation_ttl=(
             settings.reservation_ttl if body.reservation_ttl is None else body.reservation_ttl
         ),
+        external=body.external,
     )
     commit(session, sync, revision, events, by=principal)
     return NetworkPublic.model_validate(record)
@@ -60,6 +64,23 @@ def list_networks(
 def get_network(name: str, session: SessionDep) -> NetworkPublic:
     """One network (404 if unknown)."""
     return NetworkPublic.model_validate(repo.get_network(session, name))
+
+
+@router.patch("/{name}")
+def update_network(
+    name: str,
+    body: NetworkUpdate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    sync: SyncDep,
+    events: EventsDep,
+) -> NetworkPublic:
+    """Change a network: ``external`` gives its endpoints a way out through their hosts'
+    gateways (a conntrack zone is allocated) or seals it again (admin only; 404 if
+    unknown)."""
+    record, revision = repo.update_network(session, name, external=body.external)
+    commit(session, sync, revision, events, by=principal)
+    return NetworkPublic.model_validate(record)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,190 @@
+"""External access on the real lab: containers of external networks reach the lab's outside
+namespace through their own host's gateway; sealed networks get nothing out.
+
+Prefix ``vxx-``, underlay 198.18.14.0/24, API port 18620, OpenFlow port 16620 (moved by
+``VXTEST_SLOT``). The outside world is the lab's own namespace ``vxx-outside`` on the fabric;
+nothing is sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import slots
+from vxlab.lab import Lab
+from vxlab.launch import ControllerProcess, controller_and_lab
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+
+PREFIX = slots.prefix("vxx-")
+UNDERLAY = slots.underlay("198.18.14.0/24")
+API_PORT = slots.port(18620)
+OF_PORT = slots.port(16620)
+SUBNET = "10.60.0.0/24"
+WEB_PORT = 8000
+PAGE = "hello from the outside\n"
+
+
+@dataclass
+class Stack:
+    lab: Lab
+    ctl: ControllerProcess
+    api: httpx.Client
+    outside: str
+    outside_ip: str
+    web_log: Path
+
+    def egress(self, host: str) -> str:
+        (row,) = [h for h in self.lab.status()["hosts"] if h["name"] == self.lab.host_name(host)]
+        return str(row["egress_ip"])
+
+    def run(self, host: str, name: str, network: str, ip: str | None = None) -> dict:
+        return self.lab.run(host, name, network, ip=ip)
+
+    def ping(self, ns: str, ip: str, count: int = 2) -> bool:
+        argv = ["ping", "-c", str(count), "-W", "1", "-i", "0.2", "-q", ip]
+        return self.lab.exec(ns, argv, quiet=True) == 0
+
+    def fetch(self, ns: str, local_port: int | None = None) -> subprocess.CompletedProcess[str]:
+        argv = ["ip", "netns", "exec", ns, "curl", "-sS", "--max-time", "5"]
+        if local_port is not None:
+            argv += ["--local-port", str(local_port)]
+        argv.append(f"http://{self.outside_ip}:{WEB_PORT}/page.txt")
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+    def clients(self) -> list[str]:
+        """The source addresses the outside's web server saw, in order."""
+        return re.findall(r"^(\S+) - - \[", self.web_log.read_text(), re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("external")
+    with controller_and_lab(
+        tmp,
+        prefix=PREFIX,
+        underlay=UNDERLAY,
+        api_port=API_PORT,
+        openflow_port=OF_PORT,
+        hosts=2,
+    ) as (lab, ctl, api):
+        for name, external in (("ext", True), ("ext2", True), ("sealed", False)):
+            body = {"name": name, "subnet": SUBNET, "external": external}
+            api.post("/api/v1/networks", json=body).raise_for_status()
+        status = lab.status()
+        site = tmp / "site"
+        site.mkdir()
+        (site / "page.txt").write_text(PAGE)
+        web_log = tmp / "web.log"
+        with open(web_log, "w") as log:
+            web = subprocess.Popen(
+                ["ip", "netns", "exec", status["outside"], "python3", "-m", "http.server",
+                 "--bind", status["outside_ip"], "--directory", str(site), str(WEB_PORT)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            probe = ["ss", "-Hltn", f"sport = :{WEB_PORT}"]
+            argv = ["ip", "netns", "exec", status["outside"], *probe]
+            while not subprocess.run(argv, capture_output=True, text=True).stdout.strip():
+                assert time.monotonic() < deadline, "the outside's web server never listened"
+                time.sleep(0.1)
+            yield Stack(lab, ctl, api, status["outside"], status["outside_ip"], web_log)
+        finally:
+            web.terminate()
+            web.wait(timeout=10)
+
+
+def test_lab_reports_the_outside_and_egress_addresses(stack: Stack) -> None:
+    status = stack.lab.status()
+    assert status["outside"] == f"{PREFIX}outside"
+    assert [h["egress_ip"] for h in status["hosts"]] == [
+        str(stack.lab.egress_ip(1)),
+        str(stack.lab.egress_ip(2)),
+    ]
+    hosts = {h["name"]: h for h in stack.api.get("/api/v1/hosts").json()}
+    for i in (1, 2):
+        host = hosts[stack.lab.host_name(i)]
+        assert host["egress_ip"] == str(stack.lab.egress_ip(i)) and host["gateway_port"]
+
+
+def test_external_network_pings_and_fetches_from_the_outside_as_its_host(stack: Stack) -> None:
+    c1 = stack.run("h1", f"{PREFIX}c1", "ext")
+    assert c1["state"] == "ready"
+    assert stack.ping(f"{PREFIX}c1", stack.outside_ip)
+    before = len(stack.clients())
+    got = stack.fetch(f"{PREFIX}c1")
+    assert got.returncode == 0 and got.stdout == PAGE, got.stderr
+    seen = stack.clients()[before:]
+    assert seen == [stack.egress("h1")], seen  # the host's address, not 10.60.0.x
+    # the outside knows no overlay route: it never saw the container's own address
+    assert c1["ip"] not in stack.web_log.read_text()
+
+
+def test_each_container_leaves_through_its_own_host(stack: Stack) -> None:
+    stack.run("h2", f"{PREFIX}c2", "ext")
+    before = len(stack.clients())
+    got = stack.fetch(f"{PREFIX}c2")
+    assert got.returncode == 0 and got.stdout == PAGE, got.stderr
+    assert stack.clients()[before:] == [stack.egress("h2")]
+
+
+def test_a_sealed_network_gets_nothing_out(stack: Stack) -> None:
+    s1 = stack.run("h1", f"{PREFIX}s1", "sealed")
+    assert s1["state"] == "ready"
+    before = len(stack.clients())
+    assert not stack.ping(f"{PREFIX}s1", stack.outside_ip, count=1)
+    assert stack.fetch(f"{PREFIX}s1").returncode != 0
+    assert stack.clients()[before:] == []
+
+
+def test_two_external_networks_with_the_same_cidr_on_one_host_at_once(stack: Stack) -> None:
+    """Same address, same source port, same server, same host: both answered, each its own."""
+    a = stack.run("h1", f"{PREFIX}a", "ext", ip="10.60.0.40")
+    b = stack.run("h1", f"{PREFIX}b", "ext2", ip="10.60.0.40")
+    assert a["ip"] == b["ip"] == "10.60.0.40" and a["host"] == b["host"]
+    for attempt in range(3):  # a new port each time: the last one is in TIME_WAIT
+        runs = [
+            subprocess.Popen(
+                ["ip", "netns", "exec", ns, "curl", "-sS", "--max-time", "5", "--local-port",
+                 str(41000 + attempt), f"http://{stack.outside_ip}:{WEB_PORT}/page.txt"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            for ns in (f"{PREFIX}a", f"{PREFIX}b")
+        ]
+        outs = [r.communicate(timeout=20) for r in runs]
+        assert [r.returncode for r in runs] == [0, 0], outs
+        assert [o[0] for o in outs] == [PAGE, PAGE]
+    # and pings at once (distinct ICMP ids, as ping picks them)
+    pings = [
+        subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1",
+                          "-q", stack.outside_ip], stdout=subprocess.DEVNULL)  # fmt: skip
+        for ns in (f"{PREFIX}a", f"{PREFIX}b")
+    ]
+    assert [p.wait(timeout=20) for p in pings] == [0, 0]
+
+
+def test_sealing_a_network_again_cuts_it_off(stack: Stack) -> None:
+    stack.run("h2", f"{PREFIX}t", "ext2")
+    assert stack.fetch(f"{PREFIX}t").returncode == 0
+    r = stack.api.patch("/api/v1/networks/ext2", json={"external": False})
+    assert r.status_code == 200 and r.json()["external"] is False
+    rev = stack.api.get("/healthz").json()["revision"]
+    deadline = time.monotonic() + 20
+    while any(
+        (h.get("switch") or {}).get("applied_revision", -1) < rev
+        for h in stack.api.get("/api/v1/hosts").json()
+    ):
+        assert time.monotonic() < deadline, "switches did not apply the change"
+        time.sleep(0.1)
+    assert stack.fetch(f"{PREFIX}t").returncode != 0
+    assert not stack.ping(f"{PREFIX}t", stack.outside_ip, count=1)
+    stack.api.patch("/api/v1/networks/ext2", json={"external": True}).raise_for_status()
