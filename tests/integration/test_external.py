@@ -154,9 +154,22 @@ def test_two_external_networks_with_the_same_cidr_on_one_host_at_once(stack: Sta
     for attempt in range(3):  # a new port each time: the last one is in TIME_WAIT
         runs = [
             subprocess.Popen(
-                ["ip", "netns", "exec", ns, "curl", "-sS", "--max-time", "5", "--local-port",
-                 str(41000 + attempt), f"http://{stack.outside_ip}:{WEB_PORT}/page.txt"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--local-port",
+                    str(41000 + attempt),
+                    f"http://{stack.outside_ip}:{WEB_PORT}/page.txt",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
             for ns in (f"{PREFIX}a", f"{PREFIX}b")
         ]
@@ -165,8 +178,24 @@ def test_two_external_networks_with_the_same_cidr_on_one_host_at_once(stack: Sta
         assert [o[0] for o in outs] == [PAGE, PAGE]
     # and pings at once (distinct ICMP ids, as ping picks them)
     pings = [
-        subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1",
-                          "-q", stack.outside_ip], stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-q",
+                stack.outside_ip,
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
         for ns in (f"{PREFIX}a", f"{PREFIX}b")
     ]
     assert [p.wait(timeout=20) for p in pings] == [0, 0]
