@@ -169,6 +169,10 @@ class TimedOvs:
         with self.metrics.timed("add_port"):
             self.inner.add_port(bridge, name, external_ids, ofport_request)
 
+    def add_internal_port(self, bridge: str, name: str) -> None:
+        with self.metrics.timed("add_internal_port"):
+            self.inner.add_internal_port(bridge, name)
+
     def wait_ofport(self, name: str, timeout: float | None = None) -> int:
         with self.metrics.timed("wait_ofport"):
             return self.inner.wait_ofport(name, timeout)
