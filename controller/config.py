@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         description="default of a new network's reservation_ttl: seconds after which an "
         "unbound endpoint's address may be reclaimed by a full subnet (0: never)",
     )
+    engine_poll_interval: float = Field(
+        2.0, gt=0, description="the flow engine looks at the database at least this often (s)"
+    )
+    engine_audit_interval: float = Field(
+        60.0,
+        gt=0,
+        description="the flow engine compares its in-memory intent with a full read this often "
+        "(s); a difference is logged as an error, reported and the full read adopted",
+    )
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
     host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
     host_watch_interval: float = Field(

@@ -2,12 +2,23 @@
 
 One worker thread owns all sending. It wakes on ``notify`` (an in-process event from the
 API), on switch events, and every ``poll_interval`` seconds (which also picks up revisions
-committed by another controller process sharing a PostgreSQL database). Each pass reads one
-snapshot, and for every connected, synced switch computes ``pipeline.desired_flows``, diffs it
-against the installed model (``reconcile.diff``) and sends only the changes, in one buffer,
-followed by a barrier. The barrier reply moves the switch's applied revision; API requests
-wait on that to call an endpoint ready: ``until_applied`` from the event loop, holding no
-thread (each waiter is an asyncio future that the barrier's thread resolves through
+committed by another controller process sharing a PostgreSQL database).
+
+The intent lives in memory (``intent.Intent``): read in full once at start, then kept up to
+date from the change log (``read_changes``: the rows written since the model's revision, see
+``controller.db.changelog``). A pass applies the changes and recomputes
+``pipeline.desired_flows`` only for the hosts they touch (``intent.apply_changes``); every
+``audit_interval`` seconds a full read must find the model equal (a mismatch is logged,
+reported as ``engine.audit_mismatch`` and the full read adopted). A host whose desired flows
+changed gets a new *wanted generation*; its switch, when connected and synced, gets the diff
+against its installed model (``reconcile.diff``) in one buffer followed by a barrier, whose
+reply makes that generation *applied*.
+
+Readiness: a revision (the one an endpoint was bound at) needs the generation wanted, after
+it, of every host its changes touched; it is ready once each of those switches applied it.
+A slow, silent or disconnected switch so delays only the endpoints that need it, and
+``waiting_on`` names it. API requests wait with ``until_applied`` from the event loop, holding
+no thread (each waiter is an asyncio future that the barrier's thread resolves through
 ``call_soon_threadsafe``), or ``wait_applied``, blocking, from a thread.
 
 A switch is synced after its first flow dump at connect: its installed model is then exactly
@@ -54,8 +65,9 @@ from sqlalchemy.orm import Session
 
 from controller import ofmsg
 from controller.flows import Flow
-from controller.model import Host, Snapshot
-from controller.pipeline import SnapshotIndex, desired_flows, index
+from controller.intent import Change, Intent, apply_changes, diff_views
+from controller.model import EndpointState, Snapshot
+from controller.pipeline import desired_flows
 from controller.reconcile import Changes, apply, diff
 from controller.sync import SwitchStatus
 
@@ -137,9 +149,9 @@ class _Switch:
     dump: set[int] = field(default_factory=set)
     installed: dict[int, Flow | None] = field(default_factory=dict)
     host: str | None = None
-    sent_rev: int = 0
-    applied_rev: int = 0
-    pending: dict[int, int] = field(default_factory=dict)  # barrier xid -> revision
+    sent_gen: int = 0  # generation of the last batch sent
+    sent_rev: int = 0  # the revision it was computed at
+    pending: dict[int, int] = field(default_factory=dict)  # barrier xid -> generation
     batches: dict[int, dict[int, _Sent]] = field(default_factory=dict)  # barrier xid -> adds
     held: dict[int, _Held] = field(default_factory=dict)  # rejected cookie -> backoff
     next_xid: int = FIRST_XID
@@ -165,6 +177,18 @@ class _Switch:
         return self.next_xid
 
 
+@dataclass
+class _Gen:
+    """A host's generations of desired flows: the newest (wanted) and the newest its switch
+    confirmed (applied), with the intent revision each was computed at."""
+
+    wanted: int = 0
+    applied: int = 0
+    wanted_rev: int = 0
+    applied_rev: int = 0
+    desired: frozenset[Flow] | None = None  # None: not computed (the host is unknown)
+
+
 @dataclass(eq=False)
 class _Waiter:
     """An asyncio wait for ``revision`` (and ``hosts`` connected); ``wake`` from any thread."""
@@ -180,7 +204,10 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 
 SnapshotLoader = Callable[[Session], Snapshot]
-ReadyMarker = Callable[[Session, int, Collection[str]], int]
+ChangeReader = Callable[[Session, int], tuple[int, list[tuple[int, list[Change]]]] | None]
+ReadyMarker = Callable[[Session, Collection[int]], int]
+StateSaver = Callable[[Session, dict[str, tuple[int, int]]], None]  # host -> (wanted, applied)
+MAX_NEEDS = 200_000  # revisions waiting for switches kept (the oldest are dropped beyond)
 EventSink = Callable[..., Any]  # on_event(type, **data): see controller.events.EVENT_TYPES
 
 
@@ -194,7 +221,11 @@ class Engine:
         load_revision: Callable[[Session], int],
         mark_ready: ReadyMarker,
         *,
+        read_changes: ChangeReader | None = None,
+        save_states: StateSaver | None = None,
+        prune_log: Callable[[Session], int] | None = None,
         poll_interval: float = 2.0,
+        audit_interval: float = 60.0,
         on_event: EventSink | None = None,
         require_cert: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -205,8 +236,15 @@ class Engine:
         self._sessions = session_factory
         self._load_snapshot = load_snapshot
         self._load_revision = load_revision
+        self._read_changes = read_changes  # None: a full read whenever the revision moved
+        self._save_states = save_states
+        self._prune_log = prune_log
+        self._states_dirty: set[str] = set()  # hosts whose generations are not saved yet
+        self._next_housekeeping = 0.0
+        self._prune_due = False
         self._mark_ready = mark_ready
         self._poll = poll_interval
+        self._audit_every = audit_interval
         self._on_event = on_event
         self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
         self._clock = clock
@@ -217,8 +255,14 @@ class Engine:
         self._stop = threading.Event()
         self._switches: dict[int, _Switch] = {}
         self._waiters: set[_Waiter] = set()
-        self._snapshot: Snapshot | None = None
-        self._marked: tuple[int, list[str]] = (-1, [])
+        self._intent: Intent | None = None
+        self._revision = -1  # the model's revision once its needs are known (readiness)
+        self._gens: dict[str, _Gen] = {}  # by host name
+        self._needs: dict[int, dict[str, int]] = {}  # revision -> host -> generation
+        self._needs_by_host: dict[str, set[int]] = {}
+        self._to_mark: set[int] = set()  # revisions ready, not yet recorded in the database
+        self._todo: set[str] = set()  # hosts whose switch should be brought to desired
+        self._next_audit = 0.0
         self._dirty = True
         self._thread: threading.Thread | None = None
         self.passes = 0
@@ -226,6 +270,11 @@ class Engine:
         self.bundles_committed = 0  # commits the switches confirmed (tests, diagnostics)
         self.bundles_discarded = 0
         self.on_pass: Callable[[float], None] | None = None  # seconds of each pass (metrics)
+        self.audits = 0
+        self.audit_mismatches = 0
+        self.full_reads = 0
+        self.recomputed = 0  # desired flow sets computed (hosts x passes)
+        self._admitted: list[_Switch] = []  # admitted by a pass: their dump is asked for
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -253,7 +302,7 @@ class Engine:
     def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
         """Wait until every connected switch applied ``revision`` and ``hosts`` are connected."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._applied(revision, hosts), timeout)
+            return self._changed.wait_for(lambda: self._ready(revision, hosts), timeout)
 
     async def until_applied(
         self, revision: int, timeout: float, hosts: Collection[str] = ()
@@ -270,7 +319,7 @@ class Engine:
 
         waiter = _Waiter(revision, tuple(hosts), wake)
         with self._lock:
-            if self._applied(revision, hosts):
+            if self._ready(revision, hosts):
                 return True
             self._waiters.add(waiter)
         try:
@@ -289,28 +338,41 @@ class Engine:
             return len(self._waiters)
 
     def _signal(self) -> None:
-        """(Lock held.) Applied revisions or connections changed: wake the waiters done."""
+        """(Lock held.) Generations or connections changed: wake the waiters done."""
         self._changed.notify_all()
-        for waiter in [w for w in self._waiters if self._applied(w.revision, w.hosts)]:
+        for waiter in [w for w in self._waiters if self._ready(w.revision, w.hosts)]:
             self._waiters.discard(waiter)
             waiter.wake()
 
     def switches(self) -> list[SwitchStatus]:
         """Status of every admitted switch seen since start (held connections are not)."""
         with self._lock:
-            return [
-                SwitchStatus(
-                    dpid=dpid,
-                    connected=sw.connected,
-                    address=sw.conn.address,
-                    applied_revision=sw.applied_rev,
-                    flow_count=len(sw.installed),
-                    host=sw.host,
-                    rejected_flows=len(sw.held),
+            out = []
+            for dpid, sw in sorted(self._switches.items()):
+                if not sw.admitted:
+                    continue
+                gen = self._gens.get(sw.host or "", _Gen())
+                out.append(
+                    SwitchStatus(
+                        dpid=dpid,
+                        connected=sw.connected,
+                        address=sw.conn.address,
+                        applied_revision=self._applied_revision(gen),
+                        flow_count=len(sw.installed),
+                        host=sw.host,
+                        rejected_flows=len(sw.held),
+                        wanted_generation=gen.wanted,
+                        applied_generation=gen.applied,
+                    )
                 )
-                for dpid, sw in sorted(self._switches.items())
-                if sw.admitted
-            ]
+            return out
+
+    def _applied_revision(self, gen: _Gen) -> int:
+        """The revision a host's switch is current with: the model's when it applied the
+        generation wanted, else the one its applied generation was computed at."""
+        if gen.applied >= gen.wanted and self._revision >= 0:
+            return self._revision
+        return gen.applied_rev
 
     def installed_cookies(self, dpid: int) -> set[int]:
         """The cookies the engine believes switch ``dpid`` holds (tests, diagnostics)."""
@@ -324,12 +386,63 @@ class Engine:
             sw = self._switches.get(dpid)
             return set(sw.held) if sw else set()
 
-    def _applied(self, revision: int, hosts: Collection[str]) -> bool:
-        live = [sw for sw in self._switches.values() if sw.connected and sw.host is not None]
-        if any(sw.applied_rev < revision for sw in live):
+    def waiting_on(self, revision: int) -> list[str] | None:
+        """The hosts whose switches have not confirmed what ``revision`` changed for them
+        (empty: ready); None while the engine has not read ``revision`` yet."""
+        with self._lock:
+            if self._revision < revision:
+                return None
+            needs = self._needs.get(revision, {})
+            return sorted(h for h, g in needs.items() if self._gen(h).applied < g)
+
+    def _gen(self, host: str) -> _Gen:
+        gen = self._gens.get(host)
+        if gen is None:
+            gen = self._gens[host] = _Gen()
+        return gen
+
+    def _ready(self, revision: int, hosts: Collection[str]) -> bool:
+        """(Lock held.) ``revision`` was read and every switch it needs confirmed it, and
+        the switches of ``hosts`` are connected."""
+        if self._revision < revision or revision in self._needs:
             return False
-        present = {sw.host for sw in live}
+        if not hosts:
+            return True
+        present = {sw.host for sw in self._switches.values() if sw.connected and sw.host}
         return all(h in present for h in hosts)
+
+    def _need(self, revision: int, hosts: Iterable[str]) -> None:
+        """(Lock held.) ``revision`` needs the generation wanted now of each of ``hosts``."""
+        needs = {h: g.wanted for h in hosts if (g := self._gen(h)).applied < g.wanted}
+        if not needs:
+            if revision not in self._needs:
+                self._to_mark.add(revision)
+            return
+        mine = self._needs.setdefault(revision, {})
+        for host, generation in needs.items():
+            mine[host] = max(mine.get(host, 0), generation)
+            self._needs_by_host.setdefault(host, set()).add(revision)
+        if len(self._needs) > MAX_NEEDS:  # a switch silent for very long: forget the oldest
+            for old in sorted(self._needs)[: len(self._needs) - MAX_NEEDS]:
+                for host in self._needs.pop(old):
+                    self._needs_by_host.get(host, set()).discard(old)
+
+    def _confirmed(self, host: str) -> None:
+        """(Lock held.) ``host``'s applied generation moved: settle the revisions it ends."""
+        self._states_dirty.add(host)
+        revisions = self._needs_by_host.get(host)
+        if not revisions:
+            return
+        applied = self._gen(host).applied
+        for revision in [r for r in revisions if self._needs[r][host] <= applied]:
+            revisions.discard(revision)
+            needs = self._needs[revision]
+            del needs[host]
+            if not needs:
+                del self._needs[revision]
+                self._to_mark.add(revision)
+        if not revisions:
+            del self._needs_by_host[host]
 
     # -- switch events (called from os-ken's threads) --------------------------------------
     def switch_connected(self, conn: SwitchConn) -> bool:
@@ -399,10 +512,10 @@ class Engine:
         return len(late)
 
     def _host_of(self, dpid: int) -> str | None:
-        snap = self._snapshot
-        if snap is None:
+        intent = self._intent
+        if intent is None:
             return None
-        host = snap.host_by_dpid(dpid)
+        host = intent.host_by_dpid(dpid)
         return host.name if host is not None else None
 
     def _cert_ok(self, conn: SwitchConn, host: str) -> bool:
@@ -459,7 +572,10 @@ class Engine:
             sw.conn.close()
             return
         log.info("switch %016x synced: %d flows installed", dpid, len(sw.installed))
-        self._set_dirty()
+        with self._lock:
+            if sw.host is not None:
+                self._todo.add(sw.host)
+        self._wake.set()
 
     def switch_disconnected(self, dpid: int, conn: SwitchConn | None = None) -> None:
         """The connection closed (a newer connection of the same dpid is left alone)."""
@@ -495,10 +611,10 @@ class Engine:
             self._send_after(sw, out)
             return
         with self._lock:
-            rev = sw.pending.pop(xid, None)
-            if rev is None:
+            popped = sw.pending.pop(xid, None)
+            if popped is None:
                 return
-            sw.applied_rev = max(sw.applied_rev, sw.sent_rev if not sw.pending else rev)
+            generation = popped if sw.pending else max(popped, sw.sent_gen)
             for bx in list(sw.batches):  # batches before this barrier are done too
                 for sent in sw.batches.pop(bx).values():
                     held = sw.held.get(sent.cookie)
@@ -506,8 +622,17 @@ class Engine:
                         del sw.held[sent.cookie]  # accepted this time
                 if bx == xid:
                     break
-            self._signal()
-            converged, applied, host = not sw.pending, sw.applied_rev, sw.host
+            host = sw.host
+            converged, applied = not sw.pending, 0
+            if host is not None:
+                gen = self._gen(host)
+                if generation > gen.applied:
+                    gen.applied = generation
+                    if generation >= sw.sent_gen:
+                        gen.applied_rev = max(gen.applied_rev, sw.sent_rev)
+                    self._confirmed(host)
+                    self._signal()
+                applied = self._applied_revision(gen)
         if converged:
             self._emit("switch.converged", dpid=f"{dpid:016x}", host=host, revision=applied)
 
@@ -591,6 +716,8 @@ class Engine:
                 delay = min(QUARANTINE_BASE * 2 ** (attempts - 1), QUARANTINE_MAX)
                 sw.held[sent.cookie] = _Held(self._clock() + delay, attempts, text)
             host = sw.host
+            if sent is not None and host is not None:  # its installed model changed: diff
+                self._todo.add(host)
         if outcome == "redump":
             sw.conn.request_flow_dump()
         if sent is None:
@@ -659,23 +786,19 @@ class Engine:
             self.expire_held()
             with self._lock:
                 dirty, self._dirty = self._dirty, False
-                have = self._snapshot.revision if self._snapshot else -1
-                snap = self._snapshot
             try:
-                synced = False
-                if dirty or not woken or have < 0:
-                    with self._sessions() as session:
-                        if dirty or have < 0 or self._load_revision(session) != have:
-                            self._timed_pass(self._load_snapshot(session))
-                            synced = True
-                retry = self._next_retry()
-                if not synced and snap is not None and retry is not None:
-                    if retry <= self._clock():
-                        self._timed_pass(snap)  # held flows whose time came
-                if not woken:
-                    # Waiting requests mark their own endpoints; this catches the rest, on the
-                    # poll tick, so it never contends for the database with a request.
-                    self._mark()
+                start = time.perf_counter()
+                if dirty or not woken or self._intent is None:
+                    self.refresh()
+                self._retry_held()
+                self.push()
+                self.passes += 1
+                if self.on_pass is not None:
+                    self.on_pass(time.perf_counter() - start)
+                if not woken or self._clock() >= self._next_housekeeping:
+                    # Waiting requests mark their own endpoints; this catches the rest, once
+                    # per poll interval, so it rarely contends for the database with requests.
+                    self._housekeeping()
             except Exception:
                 log.exception("reading intent failed; flows left as they are")
                 with self._lock:
@@ -686,69 +809,199 @@ class Engine:
                 continue
             backoff = 0.1
 
-    def _timed_pass(self, snap: Snapshot) -> None:
-        """``sync_all``, its duration told to ``on_pass``."""
-        start = time.perf_counter()
-        self.sync_all(snap)
-        if self.on_pass is not None:
-            self.on_pass(time.perf_counter() - start)
+    def refresh(self) -> None:
+        """Bring the model up to the database: the change log since its revision, or a full
+        read (at start, after a gap in the log, without a change reader, or as the audit)."""
+        intent = self._intent
+        audit = intent is not None and self._clock() >= self._next_audit
+        with self._sessions() as session:
+            if intent is None:
+                self._adopt(self._load_snapshot(session))
+                return
+            if self._read_changes is None:
+                if self._load_revision(session) != intent.revision or audit:
+                    self._adopt(self._load_snapshot(session))
+                return
+            read = self._read_changes(session, intent.revision)  # opens a snapshot read
+            if read is None:
+                log.info("change log does not reach revision %d: full read", intent.revision)
+                self._adopt(self._load_snapshot(session))
+                return
+            revision, groups = read
+            if groups or revision != intent.revision:
+                self.apply(revision, groups)
+            if audit:
+                self._audit(self._load_snapshot(session))  # same transaction: same revision
+
+    def apply(self, revision: int, groups: list[tuple[int, list[Change]]]) -> None:
+        """Apply the change log's rows, by revision, and recompute the hosts they touch."""
+        intent = self._intent
+        assert intent is not None
+        touched: set[str] = set()
+        by_revision: list[tuple[int, frozenset[str]]] = []
+        with self._lock:  # os-ken's threads look hosts up by dpid
+            for rev, changes in groups:
+                hosts = apply_changes(intent, changes, rev)
+                by_revision.append((rev, hosts))
+                touched |= hosts
+            intent.revision = max(intent.revision, revision)
+        self._recompute(touched)
+        with self._lock:
+            for rev, hosts in by_revision:
+                self._need(rev, (h for h in hosts if h in intent.hosts))
+            self._revision = intent.revision  # readiness of these revisions is now known
+            self._admit_known()
+            self._signal()
+
+    def _audit(self, full: Snapshot) -> None:
+        """Compare the model with a full read of the same revision; adopt the read if not equal."""
+        assert self._intent is not None
+        self.audits += 1
+        self._next_audit = self._clock() + self._audit_every
+        self._prune_due = True
+        found = diff_views(full, self._intent.snapshot())
+        if full.revision != self._intent.revision:
+            found.append(f"revision {self._intent.revision}, database {full.revision}")
+        if not found:
+            return
+        self.audit_mismatches += 1
+        log.error("audit: the in-memory intent differs from the database: %s", "; ".join(found))
+        self._emit("engine.audit_mismatch", revision=full.revision, differences=found)
+        self._adopt(full)
 
     def sync_all(self, snap: Snapshot) -> None:
-        """One pass: admit held switches whose host is now known, then bring every
-        connected, synced switch to ``snap``."""
-        self.passes += 1
-        admitted: list[_Switch] = []
-        by_dpid = {h.dpid: h for h in snap.hosts.values() if h.dpid is not None}
+        """Adopt ``snap`` as a full read, then bring the switches whose flows changed to it
+        (and those holding a rejected flow whose time came)."""
+        self._adopt(snap)
+        self._retry_held()
+        self.push()
+
+    def _adopt(self, snap: Snapshot) -> None:
+        """Take a full read as the model: every host is recomputed; pending endpoints need
+        the hosts they touch."""
+        self.full_reads += 1
+        intent = Intent.from_snapshot(snap)
         with self._lock:
-            self._snapshot = snap
-            for sw in list(self._switches.values()):
-                if not sw.connected or sw.admitted or sw.conn.dpid not in by_dpid:
+            before = set(self._intent.hosts) if self._intent is not None else set()
+        self._recompute(before | set(intent.hosts), intent)
+        with self._lock:
+            self._intent = intent
+            self._next_audit = self._clock() + self._audit_every
+            everyone = list(intent.hosts)
+            for ep in snap.endpoints:
+                if ep.state is EndpointState.PENDING and ep.host is not None:
+                    hosts = intent.endpoint_hosts((ep.network, ep.name))
+                    self._need(ep.bound_rev, everyone if hosts is None else hosts)
+            self._revision = intent.revision
+            self._admit_known()
+            self._signal()
+
+    def _recompute(self, hosts: Iterable[str], intent: Intent | None = None) -> None:
+        """Desired flows of ``hosts`` in ``intent`` (the model by default); a host whose
+        flows changed gets a new wanted generation and its switch is queued (a host that went
+        keeps its switch's flows)."""
+        intent = intent or self._intent
+        assert intent is not None
+        fresh: dict[str, frozenset[Flow] | None] = {}
+        for host in hosts:
+            if host in intent.hosts:
+                fresh[host] = desired_flows(intent, host, intent.index)
+                self.recomputed += 1
+            else:
+                fresh[host] = None
+        with self._lock:
+            for host, desired in fresh.items():
+                gen = self._gen(host)
+                if desired == gen.desired:
                     continue
-                host = by_dpid[sw.conn.dpid].name
-                if not self._cert_ok(sw.conn, host):
-                    del self._switches[sw.conn.dpid]
-                    self._refuse(sw.conn, self._cert_reason(sw.conn, host))
-                    continue
-                self._admit(sw, host)
-                admitted.append(sw)
-            todo = [sw for sw in self._switches.values() if sw.connected and sw.synced]
+                gen.desired = desired
+                if desired is not None:
+                    gen.wanted += 1
+                    gen.wanted_rev = intent.revision
+                    self._todo.add(host)
+                    self._states_dirty.add(host)
+
+    def _admit_known(self) -> None:
+        """(Lock held.) Admit held switches whose dpid is now a registered host's."""
+        assert self._intent is not None
+        for sw in list(self._switches.values()):
+            if not sw.connected or sw.admitted:
+                continue
+            host = self._intent.host_by_dpid(sw.conn.dpid)
+            if host is None:
+                continue
+            if not self._cert_ok(sw.conn, host.name):
+                del self._switches[sw.conn.dpid]
+                self._refuse(sw.conn, self._cert_reason(sw.conn, host.name))
+                continue
+            self._admit(sw, host.name)
+            self._admitted.append(sw)
+
+    def _retry_held(self) -> None:
+        """Queue the switches holding a rejected flow whose time came."""
+        now = self._clock()
+        with self._lock:
+            for sw in self._switches.values():
+                if (
+                    sw.connected
+                    and sw.host
+                    and any(not h.sent and h.until <= now for h in sw.held.values())
+                ):
+                    self._todo.add(sw.host)
+
+    def push(self) -> None:
+        """Send what changed to every queued host's switch (if connected and synced), and
+        ask newly admitted switches for their flows."""
+        with self._lock:
+            admitted, self._admitted = self._admitted, []
+            todo, self._todo = self._todo, set()
+            by_host = {
+                sw.host: sw
+                for sw in self._switches.values()
+                if sw.connected and sw.synced and sw.host is not None
+            }
+            intent = self._intent
+            # a switch whose dpid now names another host (re-registered) follows it
+            if intent is not None:
+                for sw in by_host.values():
+                    host = intent.host_by_dpid(sw.conn.dpid)
+                    if host is not None and host.name != sw.host:
+                        sw.host = host.name
+                        todo.add(host.name)
+                by_host = {sw.host: sw for sw in by_host.values() if sw.host is not None}
         for sw in admitted:
             self._connected(sw)
-        if not todo:
-            return
-        idx = index(snap)
-        for sw in todo:
-            self._sync_switch(sw, snap, idx, by_dpid.get(sw.conn.dpid))
+        for name in sorted(todo):
+            target = by_host.get(name)
+            if target is not None:
+                self._sync_switch(target, name)
 
-    def _sync_switch(
-        self, sw: _Switch, snap: Snapshot, idx: SnapshotIndex, host: Host | None
-    ) -> None:
-        if host is None:
-            return
-        desired = desired_flows(snap, host.name, idx)
+    def _sync_switch(self, sw: _Switch, host: str) -> None:
         with self._lock:
-            if sw.host != host.name:  # a wait for this host's switch may be over
-                sw.host = host.name
-                self._signal()
+            gen = self._gens.get(host)
+            if gen is None or gen.desired is None:
+                return
+            desired = gen.desired
             if sw.held:
                 desired = self._without_held(sw, desired)
             changes = diff(desired, sw.installed)
+            sw.sent_gen, sw.sent_rev = gen.wanted, gen.wanted_rev
             if not changes:
-                sw.sent_rev = snap.revision
-                if not sw.pending:
-                    sw.applied_rev = max(sw.applied_rev, snap.revision)
+                if not sw.pending and gen.applied < gen.wanted:
+                    gen.applied, gen.applied_rev = gen.wanted, gen.wanted_rev
+                    self._confirmed(host)
                     self._signal()
                 return
             data, barrier_xid, sent = self._encode(sw, changes)
             sw.installed = apply(sw.installed, changes)
-            sw.sent_rev = snap.revision
-            sw.pending[barrier_xid] = snap.revision
+            sw.pending[barrier_xid] = gen.wanted
             sw.batches[barrier_xid] = sent
         log.info(
-            "switch %016x (%s): rev %d, +%d -%d flows",
+            "switch %016x (%s): generation %d (rev %d), +%d -%d flows",
             sw.conn.dpid,
-            host.name,
-            snap.revision,
+            host,
+            sw.sent_gen,
+            sw.sent_rev,
             len(changes.adds),
             len(changes.deletes),
         )
@@ -815,17 +1068,32 @@ class Engine:
         chunks.append(bytes(buf))
         return chunks, barrier_xid, sent
 
-    def _mark(self) -> None:
-        """Record readiness in the database for endpoints whose flows every switch confirmed."""
+    def _housekeeping(self) -> None:
+        """Record in the database what waits there: endpoints now ready, the switches'
+        generations (``switch_state``), and after an audit the change log's old rows."""
+        self._next_housekeeping = self._clock() + self._poll
         with self._lock:
-            live = [sw for sw in self._switches.values() if sw.connected and sw.host]
-            if not live:
-                return
-            upto = min(sw.applied_rev for sw in live)
-            hosts = sorted({sw.host for sw in live if sw.host})
-        if upto <= 0 or (upto, hosts) == self._marked:
+            revisions, self._to_mark = self._to_mark, set()
+            dirty, self._states_dirty = self._states_dirty, set()
+            states = {h: (g.wanted, g.applied) for h in dirty if (g := self._gens.get(h))}
+            prune, self._prune_due = self._prune_due, False
+        if self._save_states is None:
+            states = {}
+        if not (revisions or states or (prune and self._prune_log)):
             return
-        with self._sessions() as session:
-            self._mark_ready(session, upto, hosts)
-            session.commit()
-        self._marked = (upto, hosts)
+        try:
+            with self._sessions() as session:
+                if revisions:
+                    self._mark_ready(session, sorted(revisions))
+                if states and self._save_states is not None:
+                    self._save_states(session, states)
+                if prune and self._prune_log is not None:
+                    gone = self._prune_log(session)
+                    if gone:
+                        log.info("change log: %d old rows pruned", gone)
+                session.commit()
+        except Exception:
+            with self._lock:
+                self._to_mark |= revisions
+                self._states_dirty |= set(states)
+            raise

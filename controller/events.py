@@ -55,6 +55,8 @@ EVENT_TYPES: dict[str, str] = {
     "dpid is already connected)",
     "switch.flow_rejected": "dpid, host, cookie, error, retry_in, attempts (the flow is held "
     "back and retried with backoff)",
+    "engine.audit_mismatch": "revision, differences (the flow engine's in-memory intent "
+    "differed from a full read of the database; the full read was adopted)",
 }
 
 
@@ -128,6 +130,9 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
                 f"switch of {host or 'unknown host'} rejected flow {data.get('cookie')} "
                 f"({data.get('error')}); retry in {data.get('retry_in')} s"
             )
+        case "engine.audit_mismatch":
+            found = data.get("differences") or []
+            return f"flow engine audit at revision {data.get('revision')}: {'; '.join(found)}"
     return kind
 
 

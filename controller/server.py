@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +38,8 @@ def write_admin_token(sessions: sessionmaker[Session], path: str) -> None:
 def run_controller(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Applies pending migrations first."""
     from controller.api.app import create_app
-    from controller.db import migrate, repo
+    from controller.db import changelog, migrate, repo
+    from controller.db.changelog import ChangeGroups  # noqa: F401 (annotation)
     from controller.db.session import make_engine, make_session_factory
     from controller.engine import Engine
     from controller.events import EventHub
@@ -54,8 +54,9 @@ def run_controller(settings: Settings) -> None:
     sessions = make_session_factory(db)
     write_admin_token(sessions, settings.admin_token_file)
 
-    def mark_ready(session: Session, revision: int, hosts: Collection[str]) -> int:
-        return repo.mark_ready(session, revision, hosts=hosts)
+    def read_changes(session: Session, after: int) -> ChangeGroups | None:
+        repo.begin_snapshot(session)
+        return changelog.read_changes(session, after)
 
     hub = EventHub(settings.events_capacity)
     tls = settings.openflow_tls
@@ -63,7 +64,12 @@ def run_controller(settings: Settings) -> None:
         sessions,
         repo.load_snapshot,
         repo.current_revision,
-        mark_ready,
+        repo.mark_ready_at,
+        read_changes=read_changes,
+        save_states=repo.save_switch_states,
+        prune_log=changelog.prune,
+        poll_interval=settings.engine_poll_interval,
+        audit_interval=settings.engine_audit_interval,
         on_event=hub.publish,
         require_cert=tls is not None,
         bundles=settings.openflow_bundles,

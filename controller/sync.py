@@ -1,9 +1,9 @@
 """The contract between the API (writers of intent) and the OpenFlow side (flow sync).
 
 The API commits a change, which bumps the database revision, then calls ``notify``; it may
-then wait until every connected switch has applied that revision: ``until_applied`` from the
-event loop (a waiting request holds no thread, so many waits cannot starve other requests),
-``wait_applied`` from a thread. The OpenFlow engine
+then wait until every switch whose flows that revision changed has confirmed them:
+``until_applied`` from the event loop (a waiting request holds no thread, so many waits cannot
+starve other requests), ``wait_applied`` from a thread. The OpenFlow engine
 implements this protocol; API tests use a small in-memory implementation.
 """
 
@@ -25,6 +25,8 @@ class SwitchStatus:
     flow_count: int
     host: str | None = None
     rejected_flows: int = 0  # flows the switch refused, held back and retried with backoff
+    wanted_generation: int = 0  # bumped when the host's desired flows change
+    applied_generation: int = 0  # the newest generation the switch confirmed (barrier)
 
 
 class FlowSync(Protocol):
@@ -45,6 +47,10 @@ class FlowSync(Protocol):
     def switches(self) -> list[SwitchStatus]:
         """Status of every switch seen since start."""
 
+    def waiting_on(self, revision: int) -> list[str] | None:
+        """Hosts whose switches have not confirmed what ``revision`` changed for them
+        (empty: ready; None: not known yet)."""
+
 
 class NullSync:
     """A FlowSync with no switches: every revision is applied at once (tests, no OpenFlow)."""
@@ -64,4 +70,7 @@ class NullSync:
         return True
 
     def switches(self) -> list[SwitchStatus]:
+        return []
+
+    def waiting_on(self, revision: int) -> list[str] | None:
         return []

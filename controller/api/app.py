@@ -31,7 +31,7 @@ from controller.api.routes import (
     web,
 )
 from controller.api.routes import events as event_routes
-from controller.api.schemas import EndpointConflict, EndpointPublic, Problem
+from controller.api.schemas import EndpointConflict, Problem
 from controller.api.status import status_of
 from controller.api.writer import Writer
 from controller.config import Settings, get_settings
@@ -206,8 +206,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
     @app.exception_handler(repo.RevisionMismatch)
-    async def revision_mismatch(_: Request, exc: repo.RevisionMismatch) -> JSONResponse:
-        shown = EndpointPublic.model_validate(exc.endpoint) if exc.endpoint is not None else None
+    async def revision_mismatch(request: Request, exc: repo.RevisionMismatch) -> JSONResponse:
+        shown = None
+        if exc.endpoint is not None:
+            shown = endpoints.public(exc.endpoint, request.app.state.sync)
         body = EndpointConflict(detail=exc.message, endpoint=shown)
         return JSONResponse(body.model_dump(mode="json"), status_code=409)
 

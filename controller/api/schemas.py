@@ -284,6 +284,12 @@ class SwitchPublic(_Public):
     rejected_flows: int = Field(
         0, description="flows the switch refused: held back, retried with backoff (see logs)"
     )
+    wanted_generation: int = Field(
+        0, description="generation of the host's desired flows (bumped when they change)"
+    )
+    applied_generation: int = Field(
+        0, description="the newest generation the switch confirmed (barrier reply)"
+    )
 
 
 HostStatus = Literal["converged", "lagging", "disconnected", "lost"]
@@ -303,11 +309,12 @@ class HostPublic(BaseModel):
         description="the controller's current intent revision: what the switch should apply"
     )
     converged: bool = Field(
-        description="the switch is connected and has applied the wanted revision"
+        description="the switch is connected and has applied the wanted generation of its "
+        "desired flows"
     )
     status: HostStatus = Field(
         description="lost (heartbeat older than host_dead_after), disconnected (switch not "
-        "connected), lagging (applied < wanted) or converged"
+        "connected), lagging (applied generation < wanted) or converged"
     )
     endpoints: int = Field(description="endpoints bound to this host")
     egress_ip: IPv4Address | None = Field(
@@ -402,6 +409,12 @@ class EndpointPublic(_Public):
     updated_at: datetime
     ready_at: datetime | None
     labels: dict[str, str] = Field(default_factory=dict)
+    waiting_on: list[str] | None = Field(
+        None,
+        description="while pending: the hosts whose switches have not yet confirmed the flows "
+        "this endpoint's revision changed (empty: confirmed, about to be ready; null: not "
+        "pending, or the flow engine has not read that revision yet)",
+    )
 
 
 class EndpointConflict(BaseModel):

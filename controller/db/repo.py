@@ -12,7 +12,7 @@ Endpoint functions live in ``controller.db.endpoints`` and are re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from ipaddress import IPv4Address, IPv4Network
 
@@ -28,6 +28,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,6 +69,7 @@ from controller.db.models import (
     EndpointRow,
     HostRow,
     NetworkRow,
+    SwitchStateRow,
     UTCDateTime,
 )
 from controller.db.records import HostRecord, NetworkRecord
@@ -99,6 +102,8 @@ __all__ = [
     "load_snapshot",
     "mark_ready",
     "mark_ready_at",
+    "save_switch_states",
+    "switch_states",
     "prune_history",
     "register_host",
     "unbind_endpoint",
@@ -611,3 +616,35 @@ def mark_ready_at(session: Session, revisions: Collection[int], now: datetime | 
         )
         changed += int(result.rowcount)  # type: ignore[attr-defined]
     return changed
+
+
+def save_switch_states(
+    session: Session, states: Mapping[str, tuple[int, int]], now: datetime | None = None
+) -> None:
+    """Record each host's (wanted, applied) generation in ``switch_state`` (upsert); the
+    caller commits. Written by the engine that pushes flows, read by any controller process."""
+    if not states:
+        return
+    now = now or utcnow()
+    rows = [
+        {"host": host, "wanted": wanted, "applied": applied, "updated_at": now}
+        for host, (wanted, applied) in sorted(states.items())
+    ]
+    upsert = sqlite_insert if dialect(session) == "sqlite" else pg_insert
+    stmt = upsert(SwitchStateRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[SwitchStateRow.host],
+        set_={"wanted": stmt.excluded.wanted, "applied": stmt.excluded.applied,
+              "updated_at": stmt.excluded.updated_at},
+    )  # fmt: skip
+    for i in range(0, len(rows), 500):
+        session.execute(stmt, rows[i : i + 500])
+
+
+def switch_states(session: Session) -> dict[str, tuple[int, int, datetime]]:
+    """host -> (wanted, applied, updated_at) as the pushing engine last recorded them."""
+    query = select(
+        SwitchStateRow.host, SwitchStateRow.wanted, SwitchStateRow.applied,
+        SwitchStateRow.updated_at,
+    )  # fmt: skip
+    return {host: (w, a, at) for host, w, a, at in session.execute(query)}

@@ -16,6 +16,7 @@ class RecordingSync:
         self.wait_hosts: list[list[str]] = []
         self.applied = True
         self.status: list[SwitchStatus] = []
+        self.waiting: dict[int, list[str]] = {}  # revision -> hosts not confirmed yet
 
     def notify(self, revision: int) -> None:
         self.notified.append(revision)
@@ -32,3 +33,6 @@ class RecordingSync:
 
     def switches(self) -> list[SwitchStatus]:
         return list(self.status)
+
+    def waiting_on(self, revision: int) -> list[str] | None:
+        return self.waiting.get(revision, [])

@@ -183,6 +183,25 @@ def test_bind_wait_ready_false_stays_pending(world: TestClient, sync: RecordingS
     assert body["state"] == "pending" and body["ready_at"] is None
 
 
+def test_a_pending_endpoint_says_which_switches_it_waits_on(
+    world: TestClient, sync: RecordingSync
+) -> None:
+    world.post(EPS, json={"name": "web"})
+    sync.applied = False
+    revision = world.get("/healthz").json()["revision"] + 1
+    sync.waiting[revision] = ["h1", "h3"]
+    body = _bind(world, "web", "h1", 7, "?wait_ready=0.1")
+    assert (body["state"], body["revision"], body["waiting_on"]) == (
+        "pending",
+        revision,
+        ["h1", "h3"],
+    )
+    listed = world.get("/api/v1/endpoints", params={"state": "pending"}).json()
+    assert [e["waiting_on"] for e in listed] == [["h1", "h3"]]
+    world.delete(f"{EPS}/web/binding")
+    assert world.get(f"{EPS}/web").json()["waiting_on"] is None, "not pending: waits on none"
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [

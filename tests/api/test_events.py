@@ -116,16 +116,16 @@ def test_host_status_and_convergence(world: TestClient, sync: RecordingSync) -> 
     world.post(f"{EPS}", json={"name": "web", "host": "h1"})
     world.put(f"{EPS}/web/binding", json={"host": "h1", "ofport": 3})
     wanted = world.get("/healthz").json()["revision"]
-    sync.status = [
-        SwitchStatus(1, True, "198.18.0.1:4000", wanted, 20, "h1"),
-        SwitchStatus(2, True, "198.18.0.2:4000", wanted - 1, 18, "h2"),
+    sync.status = [  # converged and lagging are defined on generations, not revisions
+        SwitchStatus(1, True, "198.18.0.1:4000", wanted - 1, 20, "h1", 0, 7, 7),
+        SwitchStatus(2, True, "198.18.0.2:4000", wanted, 18, "h2", 0, 7, 6),
     ]
     hosts = {h["name"]: h for h in world.get("/api/v1/hosts").json()}
     assert (hosts["h1"]["status"], hosts["h1"]["converged"], hosts["h1"]["endpoints"]) == (
         "converged", True, 1,
     )  # fmt: skip
     assert hosts["h2"]["status"] == "lagging" and hosts["h2"]["wanted_revision"] == wanted
-    sync.status[0] = SwitchStatus(1, False, None, wanted, 20, "h1")
+    sync.status[0] = SwitchStatus(1, False, None, wanted, 20, "h1", 0, 7, 7)
     assert world.get("/api/v1/hosts/h1").json()["status"] == "disconnected"
     world.put("/api/v1/hosts/h3", json={"underlay_ip": "198.18.0.3"})
     assert world.get("/api/v1/hosts/h3").json()["status"] == "disconnected"  # never connected

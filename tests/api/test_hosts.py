@@ -91,7 +91,12 @@ def test_alive_follows_host_dead_after(make_client) -> None:  # type: ignore[no-
 
 
 def test_switch_status_matched_by_dpid(client: TestClient, sync: RecordingSync) -> None:
-    sync.status = [SwitchStatus(0xAB, True, "198.18.0.1:40000", 3, 17, "h1", rejected_flows=2)]
+    sync.status = [
+        SwitchStatus(
+            0xAB, True, "198.18.0.1:40000", 3, 17, "h1", rejected_flows=2,
+            wanted_generation=5, applied_generation=4,
+        )
+    ]  # fmt: skip
     client.put(f"{HOSTS}/h1", json={"underlay_ip": "198.18.0.1", "dpid": "ab"})
     client.put(f"{HOSTS}/h2", json={"underlay_ip": "198.18.0.2", "dpid": "ac"})
     client.put(f"{HOSTS}/h3", json={"underlay_ip": "198.18.0.3"})
@@ -102,6 +107,8 @@ def test_switch_status_matched_by_dpid(client: TestClient, sync: RecordingSync) 
         "applied_revision": 3,
         "flow_count": 17,
         "rejected_flows": 2,
+        "wanted_generation": 5,
+        "applied_generation": 4,
     }
     assert hosts["h2"] is None and hosts["h3"] is None
 

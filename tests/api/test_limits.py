@@ -143,7 +143,7 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
         factory,
         repo.load_snapshot,
         repo.current_revision,
-        lambda s, rev, hosts: repo.mark_ready(s, rev, hosts=hosts),
+        repo.mark_ready_at,
         poll_interval=60,
     )
     settings = Settings(db_url=db_file_url, allowed_hosts=["api"])

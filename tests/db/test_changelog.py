@@ -72,3 +72,13 @@ def test_a_gap_in_the_log_asks_for_a_full_read(factory: sessionmaker[Session]) -
     with factory() as s:
         assert changelog.read_changes(s, 0) is None
         assert changelog.read_changes(s, rev - 1) is not None
+
+
+def test_switch_generations_are_saved_for_every_process(factory: sessionmaker[Session]) -> None:
+    with session_scope(factory) as s:
+        repo.save_switch_states(s, {"h1": (3, 2), "h2": (1, 1)})
+    with session_scope(factory) as s:
+        repo.save_switch_states(s, {"h1": (4, 4)})
+    with factory() as s:
+        states = repo.switch_states(s)
+    assert {h: (w, a) for h, (w, a, _) in states.items()} == {"h1": (4, 4), "h2": (1, 1)}

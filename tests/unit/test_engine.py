@@ -100,7 +100,7 @@ class Harness:
         self.engine = Engine(
             self._session,
             self._load,
-            lambda s: self.snap.revision,
+            self._revision,
             self._mark,
             poll_interval=poll,
             on_event=lambda kind, **data: self.events.append((kind, data)),
@@ -123,13 +123,18 @@ class Harness:
     def _session(self):  # noqa: ANN202
         return self._S()
 
+    def _revision(self, _s: object) -> int:
+        if self.fail_reads:
+            raise RuntimeError("database is down")
+        return self.snap.revision
+
     def _load(self, _s: object) -> Snapshot:
         if self.fail_reads:
             raise RuntimeError("database is down")
         return self.snap
 
-    def _mark(self, _s: object, rev: int, hosts: object) -> int:
-        self.marked.append((rev, list(hosts)))  # type: ignore[call-overload]
+    def _mark(self, _s: object, revisions: object) -> int:
+        self.marked.append(list(revisions))  # type: ignore[call-overload]
         return 0
 
     def sync(self) -> None:
@@ -194,7 +199,7 @@ def test_unknown_switch_is_never_touched(h: Harness) -> None:
     h.engine.switch_dump(9, [111, 222], more=False)
     h.sync()
     assert (c9.msgs, c9.dumps, c9.closed) == ([], 0, False), "no flow dump, no flow-mod"
-    assert h.engine.wait_applied(1, 0.01), "an unmapped switch does not hold readiness back"
+    assert h.engine.waiting_on(1) == ["h1"], "an unmapped switch does not hold readiness back"
     assert [s.dpid for s in h.engine.switches()] == [], "a held switch is not listed"
     h.snap = snapshot(2, h9=True)  # its host registers: admitted on the next pass
     h.sync()
@@ -237,17 +242,18 @@ def test_worker_marks_ready_on_its_poll_tick() -> None:
             threading.Event().wait(0.02)
     finally:
         h.engine.stop()
-    assert h.marked and h.marked[-1] == (1, ["h1"])
+    assert h.marked and h.marked[-1] == [1]
 
 
-def test_disconnect_excludes_switch_and_error_triggers_resync(h: Harness) -> None:
+def test_a_revision_waits_only_for_the_switches_it_changed(h: Harness) -> None:
     c1, c2 = FakeConn(1), FakeConn(2)
     for c in (c1, c2):
         h.engine.switch_connected(c)
         h.engine.switch_dump(c.dpid, [], more=False)
     h.sync()
+    assert h.engine.waiting_on(1) == ["h1"], "a on h1, in h1's block: only h1 must know"
     h.engine.barrier_reply(1, c1.barriers()[-1])
-    assert not h.engine.wait_applied(1, 0.01)
+    assert h.engine.wait_applied(1, 0.01), "h2 has not answered, and need not"
     h.engine.switch_disconnected(2, c2)
     assert h.engine.wait_applied(1, 0.01)
     h.engine.switch_error(1, 0x12345, "type=1 code=1")  # not a flow-mod of ours: logged only

@@ -69,8 +69,16 @@ async def await_ready(
     hosts = [record.host] if record.host else []
     if not await sync.until_applied(record.revision, min(seconds, settings.ready_timeout), hosts):
         return record
-    background.add_task(_mark_ready, request.app.state.writer, record.revision, hosts)
+    background.add_task(_mark_ready, request.app.state.writer, record.revision)
     return dataclasses.replace(record, state=EndpointState.READY, ready_at=datetime.now(UTC))
+
+
+def public(record: EndpointRecord, sync: FlowSync) -> EndpointPublic:
+    """The API view of an endpoint; a pending one says which hosts' switches it waits on."""
+    shown = EndpointPublic.model_validate(record)
+    if record.state is EndpointState.PENDING:
+        shown.waiting_on = sync.waiting_on(record.revision)
+    return shown
 
 
 def check_scope(
@@ -94,12 +102,13 @@ def check_scope(
     require_endpoint_scope(principal, record.host, alive, what)
 
 
-def _mark_ready(writer: Writer, revision: int, hosts: list[str]) -> None:
-    """Queue the ready mark with the other writes; dropped when the queue is full (the next
-    reader with ``wait_ready`` finds the endpoint applied and answers it ready anyway)."""
+def _mark_ready(writer: Writer, revision: int) -> None:
+    """Queue the ready mark (of the endpoints bound at ``revision``: every switch they need
+    confirmed it) with the other writes; dropped when the queue is full (the engine marks
+    them on its next housekeeping, and a reader with ``wait_ready`` gets them ready)."""
 
     def write(session: Session) -> tuple[None, None]:
-        repo.mark_ready(session, revision, hosts=hosts)
+        repo.mark_ready_at(session, [revision])
         return None, None
 
     with contextlib.suppress(Busy):
@@ -132,7 +141,7 @@ async def create_endpoint(
     record, created = await writer.run(write, principal)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return EndpointPublic.model_validate(record)
+    return EndpointPublic.model_validate(record)  # reserved: waits on nothing
 
 
 @router.put(
@@ -189,7 +198,7 @@ async def bind_endpoint(
         request.app.state.metrics.observe_attach(
             started, record.state is EndpointState.PENDING, shown.state is EndpointState.READY
         )
-    return EndpointPublic.model_validate(shown)
+    return public(shown, sync)
 
 
 @router.delete(ITEM + "/binding")
@@ -198,6 +207,7 @@ async def unbind_endpoint(
     network: str,
     name: str,
     writer: WriterDep,
+    sync: SyncDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     host: Annotated[str | None, Query(description="unbind only if bound to this host")] = None,
@@ -209,7 +219,7 @@ async def unbind_endpoint(
             check_scope(session, settings, principal, network, name, "unbind")
         return repo.unbind_endpoint(session, network, name, host=host)
 
-    return EndpointPublic.model_validate(await writer.run(write, principal))
+    return public(await writer.run(write, principal), sync)
 
 
 @router.get(ITEM + "/history", responses={200: {"headers": LINK_HEADER}})
@@ -252,9 +262,7 @@ async def get_endpoint(
         return record
 
     record = await run_in_threadpool(read)
-    return EndpointPublic.model_validate(
-        await await_ready(request, background, sync, settings, record, wait_ready)
-    )
+    return public(await await_ready(request, background, sync, settings, record, wait_ready), sync)
 
 
 @router.delete(
@@ -294,6 +302,7 @@ async def delete_endpoint(
 @router.get("/endpoints", responses={200: {"headers": LINK_HEADER}})
 def list_endpoints(
     session: SessionDep,
+    sync: SyncDep,
     request: Request,
     response: Response,
     network: str | None = None,
@@ -317,4 +326,4 @@ def list_endpoints(
         session, network=network, host=host, state=state, limit=limit + 1, after=key
     )
     shown = page(request, response, records, limit, lambda r: f"{r.network}/{r.name}")
-    return [EndpointPublic.model_validate(record) for record in shown]
+    return [public(record, sync) for record in shown]

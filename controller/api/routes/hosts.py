@@ -32,13 +32,14 @@ HostName = Annotated[
 ]
 
 
-def host_status(alive: bool, switch: SwitchStatus | None, wanted: int) -> HostStatus:
-    """lost, disconnected, lagging or converged (in that order of precedence)."""
+def host_status(alive: bool, switch: SwitchStatus | None) -> HostStatus:
+    """lost, disconnected, lagging or converged (in that order of precedence); converged:
+    the switch confirmed the generation of desired flows the engine wants for it."""
     if not alive:
         return "lost"
     if switch is None or not switch.connected:
         return "disconnected"
-    return "converged" if switch.applied_revision >= wanted else "lagging"
+    return "converged" if switch.applied_generation >= switch.wanted_generation else "lagging"
 
 
 def to_public(
@@ -58,7 +59,7 @@ def to_public(
              if s.dpid == record.dpid),
             None,
         )  # fmt: skip
-    state = host_status(alive, found, wanted)
+    state = host_status(alive, found)
     return HostPublic(
         name=record.name,
         underlay_ip=record.underlay_ip,

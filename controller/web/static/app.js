@@ -210,7 +210,7 @@ function renderHosts() {
     .filter((x) => matches([x.name, x.underlay_ip, x.dpid, x.status, x.switch && x.switch.address]))
     .map((x) => {
       const sw = x.switch;
-      const lag = sw && sw.applied_revision < x.wanted_revision;
+      const lag = x.status === "lagging";  // applied generation < wanted
       return h("tr", { dataset: { host: x.name, status: x.status } },
         h("td", {}, statusBadge(x.status)),
         h("td", {}, h("button", { class: "linkish", text: x.name, onclick: () => showHostEndpoints(x) })),
