@@ -208,6 +208,7 @@ ChangeReader = Callable[[Session, int], tuple[int, list[tuple[int, list[Change]]
 ReadyMarker = Callable[[Session, Collection[int]], int]
 StateSaver = Callable[[Session, dict[str, tuple[int, int]]], None]  # host -> (wanted, applied)
 MAX_NEEDS = 200_000  # revisions waiting for switches kept (the oldest are dropped beyond)
+MAX_SPAN = 10_000  # revisions a full read may skip and still give each one its needs
 EventSink = Callable[..., Any]  # on_event(type, **data): see controller.events.EVENT_TYPES
 
 
@@ -877,16 +878,23 @@ class Engine:
         self.push()
 
     def _adopt(self, snap: Snapshot) -> None:
-        """Take a full read as the model: every host is recomputed; pending endpoints need
-        the hosts they touch."""
+        """Take a full read as the model: every host is recomputed. Pending endpoints need
+        the hosts they touch; and, after the first read, each revision the read skipped
+        (at most ``MAX_SPAN``) needs every host whose flows it changed, since a full read
+        does not say which revision changed what."""
         self.full_reads += 1
         intent = Intent.from_snapshot(snap)
         with self._lock:
             before = set(self._intent.hosts) if self._intent is not None else set()
-        self._recompute(before | set(intent.hosts), intent)
+            since = self._revision
+        changed = self._recompute(before | set(intent.hosts), intent)
         with self._lock:
             self._intent = intent
             self._next_audit = self._clock() + self._audit_every
+            if 0 <= since < intent.revision <= since + MAX_SPAN:
+                mine = [h for h in changed if h in intent.hosts]
+                for revision in range(since + 1, intent.revision + 1):
+                    self._need(revision, mine)
             everyone = list(intent.hosts)
             for ep in snap.endpoints:
                 if ep.state is EndpointState.PENDING and ep.host is not None:
@@ -896,10 +904,10 @@ class Engine:
             self._admit_known()
             self._signal()
 
-    def _recompute(self, hosts: Iterable[str], intent: Intent | None = None) -> None:
+    def _recompute(self, hosts: Iterable[str], intent: Intent | None = None) -> set[str]:
         """Desired flows of ``hosts`` in ``intent`` (the model by default); a host whose
         flows changed gets a new wanted generation and its switch is queued (a host that went
-        keeps its switch's flows)."""
+        keeps its switch's flows). Returns the hosts whose flows changed."""
         intent = intent or self._intent
         assert intent is not None
         fresh: dict[str, frozenset[Flow] | None] = {}
@@ -909,17 +917,20 @@ class Engine:
                 self.recomputed += 1
             else:
                 fresh[host] = None
+        changed = set()
         with self._lock:
             for host, desired in fresh.items():
                 gen = self._gen(host)
                 if desired == gen.desired:
                     continue
                 gen.desired = desired
+                changed.add(host)
                 if desired is not None:
                     gen.wanted += 1
                     gen.wanted_rev = intent.revision
                     self._todo.add(host)
                     self._states_dirty.add(host)
+        return changed
 
     def _admit_known(self) -> None:
         """(Lock held.) Admit held switches whose dpid is now a registered host's."""

@@ -41,6 +41,7 @@ def test_engine_follows_the_log_and_audits(factory: sessionmaker[Session]) -> No
         save_states=repo.save_switch_states,
         prune_log=changelog.prune,
         audit_interval=60,
+        bundles="never",  # FakeConn reads plain flow-mods
         on_event=lambda kind, **data: events.append((kind, data)),
         clock=lambda: now[0],
     )
