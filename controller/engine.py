@@ -341,7 +341,10 @@ class Engine:
     def _signal(self) -> None:
         """(Lock held.) Generations or connections changed: wake the waiters done."""
         self._changed.notify_all()
-        for waiter in [w for w in self._waiters if self._ready(w.revision, w.hosts)]:
+        if not self._waiters:
+            return
+        present = self._present()
+        for waiter in [w for w in self._waiters if self._ready(w.revision, w.hosts, present)]:
             self._waiters.discard(waiter)
             waiter.wake()
 
@@ -402,15 +405,21 @@ class Engine:
             gen = self._gens[host] = _Gen()
         return gen
 
-    def _ready(self, revision: int, hosts: Collection[str]) -> bool:
+    def _ready(
+        self, revision: int, hosts: Collection[str], present: set[str] | None = None
+    ) -> bool:
         """(Lock held.) ``revision`` was read and every switch it needs confirmed it, and
-        the switches of ``hosts`` are connected."""
+        the switches of ``hosts`` are connected (``present``: those connected, if known)."""
         if self._revision < revision or revision in self._needs:
             return False
         if not hosts:
             return True
-        present = {sw.host for sw in self._switches.values() if sw.connected and sw.host}
+        present = present if present is not None else self._present()
         return all(h in present for h in hosts)
+
+    def _present(self) -> set[str]:
+        """(Lock held.) Hosts whose switch is connected."""
+        return {sw.host for sw in self._switches.values() if sw.connected and sw.host}
 
     def _need(self, revision: int, hosts: Iterable[str]) -> None:
         """(Lock held.) ``revision`` needs the generation wanted now of each of ``hosts``."""
