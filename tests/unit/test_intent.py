@@ -71,7 +71,7 @@ class Truth:
         r = self.rng
         actions = [self.create_network] * 2 + [self.register_host, self.claim_block] * 3
         actions += [self.bind] * 12 + [self.unbind, self.delete_endpoint] * 2
-        actions += [self.delete_host, self.delete_network, self.update_host]
+        actions += [self.delete_host, self.delete_network, self.update_host, self.set_external]
         r.choice(actions)()
 
     def _bump(self) -> None:
@@ -101,6 +101,16 @@ class Truth:
         self.log(NETWORK, name)
         self.log(BLOCKS, name)
 
+    def set_external(self) -> None:
+        """Make a network external (a conntrack zone) or sealed again (issue 11)."""
+        if not self.networks:
+            return
+        net = self.networks[self.rng.choice(sorted(self.networks))]
+        self._bump()
+        zone = 1 + int(net.name[1:]) if not net.external else None
+        self.networks[net.name] = replace(net, external=not net.external, zone=zone)
+        self.log(NETWORK, net.name)
+
     def register_host(self) -> None:
         i = self.rng.randrange(6)
         name = f"h{i}"
@@ -116,7 +126,13 @@ class Truth:
         name = self.rng.choice(sorted(self.hosts))
         host = self.hosts[name]
         self._bump()
-        if self.rng.random() < 0.5:
+        what = self.rng.random()
+        if what < 0.3:  # a gateway into its stack for external networks, or none (issue 11)
+            last = int(host.underlay_ip) & 0xFF
+            egress = IPv4Address(f"198.19.0.{last}") if host.egress_ip is None else None
+            port = self.rng.choice([2, 3, 9]) if egress is not None else None
+            self.hosts[name] = replace(host, egress_ip=egress, gateway_port=port)
+        elif what < 0.65:
             port = self.rng.choice([1, 2, 3])
             self.hosts[name] = replace(host, tunnel_port=port)
             for key, ep in list(self.endpoints.items()):
