@@ -91,6 +91,16 @@ class SwitchConn(Protocol):
         """Close the connection (a refused or replaced switch)."""
 
 
+class WriteGate(Protocol):
+    """Who may write to which switch (``controller.roles.Roles``: lease, mastership, role)."""
+
+    def may_write(self, dpid: int, conn: object) -> bool:
+        """A batch may go to switch ``dpid`` over ``conn`` now."""
+
+    def masters(self, dpid: int) -> bool:
+        """This controller is assigned switch ``dpid`` (its readiness counts here)."""
+
+
 @dataclass
 class _Held:
     """A flow the switch rejected: not sent again before ``until``."""
@@ -199,6 +209,7 @@ class Engine:
         require_cert: bool = False,
         clock: Callable[[], float] = time.monotonic,
         bundles: str = "auto",
+        gate: WriteGate | None = None,
     ) -> None:
         if bundles not in BUNDLE_MODES:
             raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
@@ -211,6 +222,7 @@ class Engine:
         self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
         self._clock = clock
         self._bundles = bundles
+        self._gate = gate  # None: the only controller, every admitted switch is ours
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -325,7 +337,11 @@ class Engine:
             return set(sw.held) if sw else set()
 
     def _applied(self, revision: int, hosts: Collection[str]) -> bool:
-        live = [sw for sw in self._switches.values() if sw.connected and sw.host is not None]
+        live = [
+            sw
+            for sw in self._switches.values()
+            if sw.connected and sw.host is not None and self._ours(sw)
+        ]
         if any(sw.applied_rev < revision for sw in live):
             return False
         present = {sw.host for sw in live}
@@ -432,6 +448,10 @@ class Engine:
         conn = sw.conn
         log.info("switch %016x (%s) connected from %s", conn.dpid, sw.host, conn.address)
         self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=sw.host, address=conn.address)
+        if self._gate is not None and not self._gate.may_write(conn.dpid, conn):
+            with self._lock:  # not its master (yet): ``resync`` dumps it once it is
+                sw.dumping = False
+            return
         conn.request_flow_dump()
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
@@ -478,6 +498,33 @@ class Engine:
                 return
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
+
+    def _ours(self, sw: _Switch) -> bool:
+        """(Lock held.) Switch ``sw``'s readiness is this controller's to report."""
+        return self._gate is None or self._gate.masters(sw.conn.dpid)
+
+    def resync(self, dpid: int, conn: object) -> None:
+        """We just became master of ``dpid`` over ``conn``: read its flows again (another
+        master may have written), so the next pass sends only the difference."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None or sw.conn is not conn or not sw.connected or not sw.admitted:
+                return
+            sw.synced, sw.dumping, sw.dump = False, True, set()
+            sw.forget_inflight()
+        log.info("switch %016x (%s): master now, reading its flows", dpid, sw.host)
+        sw.conn.request_flow_dump()
+
+    def step_down(self, dpid: int, conn: object) -> None:
+        """We are no longer ``dpid``'s master: batches in flight prove nothing (their barrier
+        replies must not count as applied) and nothing more is sent until ``resync``."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None or sw.conn is not conn:
+                return
+            sw.synced, sw.dumping, sw.dump = False, False, set()
+            sw.forget_inflight()
+            self._signal()
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
         """A barrier came back: everything sent before it is applied (or, for a bundle's
@@ -730,6 +777,8 @@ class Engine:
             if sw.host != host.name:  # a wait for this host's switch may be over
                 sw.host = host.name
                 self._signal()
+            if self._gate is not None and not self._gate.may_write(sw.conn.dpid, sw.conn):
+                return  # not (or no longer) this switch's confirmed master: write nothing
             if sw.held:
                 desired = self._without_held(sw, desired)
             changes = diff(desired, sw.installed)
@@ -818,7 +867,9 @@ class Engine:
     def _mark(self) -> None:
         """Record readiness in the database for endpoints whose flows every switch confirmed."""
         with self._lock:
-            live = [sw for sw in self._switches.values() if sw.connected and sw.host]
+            live = [
+                sw for sw in self._switches.values() if sw.connected and sw.host and self._ours(sw)
+            ]
             if not live:
                 return
             upto = min(sw.applied_rev for sw in live)
