@@ -230,6 +230,7 @@ class Engine:
         self._switches: dict[int, _Switch] = {}
         self._waiters: set[_Waiter] = set()
         self._snapshot: Snapshot | None = None
+        self._remote: dict[int, int] = {}  # dpid -> revision its master (elsewhere) applied
         self._marked: tuple[int, list[str]] = (-1, [])
         self._dirty = True
         self._thread: threading.Thread | None = None
@@ -345,7 +346,34 @@ class Engine:
         if any(sw.applied_rev < revision for sw in live):
             return False
         present = {sw.host for sw in live}
-        return all(h in present for h in hosts)
+        return all(h in present or self._remote_applied(h) >= revision for h in hosts)
+
+    def _remote_applied(self, host: str) -> int:
+        """(Lock held.) The revision another controller, master of ``host``'s switch, last
+        published as applied there (-1: unknown, or we are its master)."""
+        snap = self._snapshot
+        found = snap.hosts.get(host) if snap is not None and self._gate is not None else None
+        if found is None or found.dpid is None or self._gate is None:
+            return -1
+        if self._gate.masters(found.dpid):
+            return -1
+        return self._remote.get(found.dpid, -1)
+
+    def remote_applied(self, applied: dict[int, int]) -> None:
+        """Every switch's applied revision as its master published it (the membership's
+        tick): waits for hosts whose switch another controller masters end on it."""
+        with self._lock:
+            self._remote = dict(applied)
+            self._signal()
+
+    def applied_revisions(self) -> dict[int, int]:
+        """dpid -> applied revision of the connected switches we master (to publish)."""
+        with self._lock:
+            return {
+                dpid: sw.applied_rev
+                for dpid, sw in self._switches.items()
+                if sw.connected and sw.host is not None and self._ours(sw) and sw.applied_rev > 0
+            }
 
     # -- switch events (called from os-ken's threads) --------------------------------------
     def switch_connected(self, conn: SwitchConn) -> bool:

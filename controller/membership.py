@@ -1,8 +1,10 @@
 """This controller's membership of the cluster: a lease in the database, renewed every second.
 
 One thread runs ``members.tick`` every ``renew_every`` seconds (and at once when poked: a
-host registered, a switch refused our writes): it renews the lease (``lease`` seconds) and
-rebalances mastership, then hands ``Roles`` our switches and the lease's deadline on this
+host registered, a switch converged, a switch refused our writes): it renews the lease
+(``lease`` seconds), publishes the revision each of our switches applied (so a controller
+that does not master a host's switch can still answer ``wait_ready``) and rebalances
+mastership, then hands ``Roles`` our switches and the lease's deadline on this
 process's monotonic clock, counted from *before* the renewal was sent, so it ends no later
 than the database's ``expires_at`` that the other members judge us by.
 
@@ -50,6 +52,8 @@ class Membership:
         lease: float = 3.0,
         renew_every: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        applied: Callable[[], dict[int, int]] | None = None,
+        on_applied: Callable[[dict[int, int]], None] | None = None,
     ) -> None:
         if renew_every >= lease:
             raise ValueError(f"renew_every ({renew_every} s) must be below lease ({lease} s)")
@@ -61,6 +65,8 @@ class Membership:
         self._sessions = sessions
         self._roles = roles
         self._clock = clock
+        self._applied = applied  # our switches' applied revisions, published every tick
+        self._on_applied = on_applied  # every master's, as read back
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,7 +106,10 @@ class Membership:
         started = self._clock()
         try:
             with self._sessions() as session:
-                tick = members.tick(session, self.id, self.api_url, self.openflow, self.lease)
+                applied = self._applied() if self._applied is not None else None
+                tick = members.tick(
+                    session, self.id, self.api_url, self.openflow, self.lease, applied
+                )
                 session.commit()
                 if started - self._forgot_at > FORGET_EVERY:
                     self._forgot_at = started
@@ -124,6 +133,8 @@ class Membership:
         self.lease_until = started + self.lease
         self.last = tick
         self._roles.assigned(tick.mine, tick.generations, self.lease_until)
+        if self._on_applied is not None:
+            self._on_applied(tick.applied)
         return tick
 
     def _run(self) -> None:

@@ -89,6 +89,12 @@ def run_controller(settings: Settings) -> None:
     # Mastership: the engine writes to a switch only as its confirmed master (roles.py);
     # the membership thread keeps our lease and tells the roles which switches are ours.
     engine_box: list[Engine] = []
+
+    def on_event(kind: str, **data: object) -> None:
+        hub.publish(kind, **data)
+        if kind == "switch.converged":
+            membership.poke()  # publish the applied revision for the other controllers
+
     roles = Roles(
         on_master=lambda dpid, conn: engine_box[0].resync(dpid, conn),
         on_step_down=lambda dpid, conn: engine_box[0].step_down(dpid, conn),
@@ -99,7 +105,7 @@ def run_controller(settings: Settings) -> None:
         repo.load_snapshot,
         repo.current_revision,
         mark_ready,
-        on_event=hub.publish,
+        on_event=on_event,
         require_cert=tls is not None,
         bundles=settings.openflow_bundles,
         gate=roles,
@@ -113,6 +119,8 @@ def run_controller(settings: Settings) -> None:
         openflow=settings.openflow_target,
         lease=settings.lease,
         renew_every=settings.lease_renew,
+        applied=engine.applied_revisions,
+        on_applied=engine.remote_applied,
     )
     membership.start()
     log.info(

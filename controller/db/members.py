@@ -14,7 +14,8 @@ machines whose clocks disagree still agree on whose lease lapsed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -53,6 +54,7 @@ class Tick:
     mine: dict[int, int]
     generations: dict[int, int]
     moved: int  # switches whose master this tick changed
+    applied: dict[int, int] = field(default_factory=dict)  # dpid -> its master's applied rev
 
 
 def db_now(session: Session) -> datetime:
@@ -93,10 +95,29 @@ def renew(session: Session, member: str, api_url: str, openflow: str, lease: flo
     return now
 
 
-def tick(session: Session, member: str, api_url: str, openflow: str, lease: float) -> Tick:
-    """Renew ``member`` and rebalance mastership (the caller commits)."""
+def tick(
+    session: Session,
+    member: str,
+    api_url: str,
+    openflow: str,
+    lease: float,
+    applied: Mapping[int, int] | None = None,
+) -> Tick:
+    """Renew ``member``, publish the revisions its switches ``applied`` (dpid -> revision,
+    only where it is still the master: readiness on every controller) and rebalance
+    mastership (the caller commits)."""
     _lock(session)
     now = renew(session, member, api_url, openflow, lease)
+    for dpid, revision in (applied or {}).items():
+        session.execute(
+            update(SwitchMasterRow)
+            .where(
+                SwitchMasterRow.dpid == format_dpid(dpid),
+                SwitchMasterRow.controller_id == member,
+                SwitchMasterRow.applied_revision < revision,
+            )
+            .values(applied_revision=revision)
+        )
     live = tuple(
         sorted(
             session.execute(
@@ -118,7 +139,9 @@ def tick(session: Session, member: str, api_url: str, openflow: str, lease: floa
     for dpid, owner in after.items():
         row = rows.get(dpid)
         if row is None:
-            row = SwitchMasterRow(dpid=format_dpid(dpid), controller_id=None, generation=0)
+            row = SwitchMasterRow(
+                dpid=format_dpid(dpid), controller_id=None, generation=0, applied_revision=0
+            )
             session.add(row)
             rows[dpid] = row
         if row.controller_id != owner:
@@ -131,6 +154,7 @@ def tick(session: Session, member: str, api_url: str, openflow: str, lease: floa
         mine={d: r.generation for d, r in rows.items() if r.controller_id == member},
         generations={d: r.generation for d, r in rows.items()},
         moved=mastership.moves(before, after),
+        applied={d: r.applied_revision for d, r in rows.items() if r.controller_id is not None},
     )
 
 

@@ -126,3 +126,21 @@ def test_membership_lapse_stops_every_write_and_a_renewal_asks_again(
     assert not roles.may_write(1, conn)  # not before the switch answers
     roles.reply(1, conn, 2, 1)
     assert roles.may_write(1, conn)
+
+
+def test_applied_revisions_are_published_by_the_master_only(
+    factory: sessionmaker[Session],
+) -> None:
+    _hosts(factory, 2)
+    _tick(factory, "a", lease=30)
+    b = _tick(factory, "b", lease=30)
+    (theirs,) = b.mine
+    with factory() as s:  # a claims to have applied 9 on b's switch too: ignored there
+        a = members.tick(s, "a", "http://a", "tcp:a:1", 30, applied={1: 9, 2: 9})
+        s.commit()
+    (mine,) = a.mine
+    assert a.applied == {mine: 9, theirs: 0}
+    with factory() as s:  # never lowered
+        a = members.tick(s, "a", "http://a", "tcp:a:1", 30, applied={mine: 3})
+        s.commit()
+    assert a.applied[mine] == 9

@@ -263,3 +263,20 @@ def test_losing_the_assignment_stops_writing_and_asks_for_slave() -> None:
     assert not a.roles.may_write(1, conn)
     conn.pump()
     assert conn.role == "slave" and bridge.generation == 2
+
+
+def test_readiness_elsewhere_comes_from_the_masters_published_revision() -> None:
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    b.assign({}, {1: 1})
+    _converge(ca, cb, controllers=(a, b))
+    assert a.engine.wait_applied(1, 0.01, hosts=["h1"])
+    assert a.engine.applied_revisions() == {1: 1}
+    assert b.engine.applied_revisions() == {}  # b masters nothing: publishes nothing
+    assert not b.engine.wait_applied(1, 0.01, hosts=["h1"]), "b knows nothing of h1 yet"
+    b.engine.remote_applied({1: 0})
+    assert not b.engine.wait_applied(1, 0.01, hosts=["h1"])
+    b.engine.remote_applied(a.engine.applied_revisions())  # what the database carries over
+    assert b.engine.wait_applied(1, 0.01, hosts=["h1"])
+    assert not b.engine.wait_applied(2, 0.01, hosts=["h1"])
