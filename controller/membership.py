@@ -67,6 +67,7 @@ class Membership:
         self._clock = clock
         self._applied = applied  # our switches' applied revisions, published every tick
         self._on_applied = on_applied  # every master's, as read back
+        self._published: dict[int, int] = {}  # what we last wrote (dpid -> revision)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,9 +107,10 @@ class Membership:
         started = self._clock()
         try:
             with self._sessions() as session:
-                applied = self._applied() if self._applied is not None else None
+                applied = self._applied() if self._applied is not None else {}
+                fresh = {d: r for d, r in applied.items() if self._published.get(d) != r}
                 tick = members.tick(
-                    session, self.id, self.api_url, self.openflow, self.lease, applied
+                    session, self.id, self.api_url, self.openflow, self.lease, fresh
                 )
                 session.commit()
                 if started - self._forgot_at > FORGET_EVERY:
@@ -124,6 +126,7 @@ class Membership:
             else:
                 log.warning("controller %s: lease renewal failed: %s", self.id, exc)
             return None
+        self._published.update(fresh)  # only changes are written next time
         self.renewals += 1
         if tick.moved:
             log.info(

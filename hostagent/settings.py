@@ -205,7 +205,8 @@ class AgentSettings(BaseSettings):
             raise ValueError(
                 "OpenFlow over TLS needs --ovs-ssl-key, --ovs-ssl-cert and --ovs-ssl-ca"
             )
-        if self.openflow and self.openflow.startswith("ssl:") and not all(given):
+        ssl_targets = [t for t in (self.openflow or "").split(",") if t.strip().startswith("ssl:")]
+        if ssl_targets and not all(given):
             raise ValueError(
                 f"--openflow {self.openflow}: an ssl: target needs --ovs-ssl-key, "
                 "--ovs-ssl-cert and --ovs-ssl-ca"
