@@ -6,7 +6,10 @@ host registered, a switch converged, a switch refused our writes): it renews the
 that does not master a host's switch can still answer ``wait_ready``) and rebalances
 mastership, then hands ``Roles`` our switches and the lease's deadline on this
 process's monotonic clock, counted from *before* the renewal was sent, so it ends no later
-than the database's ``expires_at`` that the other members judge us by.
+than the database's ``expires_at`` that the other members judge us by. After a lapse
+(a paused process, a database outage, which lapses every lease at once) the first renewals
+for one lease period do not rebalance: the others get the time to renew before anyone takes
+their switches, so an outage does not end in a round of needless takeovers.
 
 A renewal that fails (database down, locked) leaves the deadline where it was: once it
 passes, ``Roles`` refuses every write by itself; ``lapse`` is called too, so the roles are
@@ -73,6 +76,7 @@ class Membership:
         self._thread: threading.Thread | None = None
         self._forgot_at = float("-inf")
         self.lease_until = float("-inf")
+        self._grace_until = float("-inf")  # no rebalancing before (after a lapse)
         self.last: members.Tick | None = None
         self.renewals = 0
         self.failures = 0
@@ -109,9 +113,13 @@ class Membership:
             with self._sessions() as session:
                 applied = self._applied() if self._applied is not None else {}
                 fresh = {d: r for d, r in applied.items() if self._published.get(d) != r}
+                lapsed = self.renewals > 0 and started >= self.lease_until
+                if lapsed:  # the others' leases may have lapsed with ours: let them renew
+                    self._grace_until = started + self.lease
                 tick = members.tick(
-                    session, self.id, self.api_url, self.openflow, self.lease, fresh
-                )
+                    session, self.id, self.api_url, self.openflow, self.lease, fresh,
+                    rebalance=started >= self._grace_until,
+                )  # fmt: skip
                 session.commit()
                 if started - self._forgot_at > FORGET_EVERY:
                     self._forgot_at = started

@@ -102,10 +102,14 @@ def tick(
     openflow: str,
     lease: float,
     applied: Mapping[int, int] | None = None,
+    rebalance: bool = True,
 ) -> Tick:
     """Renew ``member``, publish the revisions its switches ``applied`` (dpid -> revision,
-    only where it is still the master: readiness on every controller) and rebalance
-    mastership (the caller commits)."""
+    only where it is still the master: readiness on every controller) and, with
+    ``rebalance``, rebalance mastership (the caller commits). Without it the assignment is
+    read as it is: a member that just got its lease back after a lapse (a database outage
+    lapses every lease at once) does not take the others' switches before they had a lease
+    period to renew theirs."""
     _lock(session)
     now = renew(session, member, api_url, openflow, lease)
     for dpid, revision in (applied or {}).items():
@@ -132,7 +136,7 @@ def tick(
     ]
     rows = {int(r.dpid, 16): r for r in session.execute(select(SwitchMasterRow)).scalars()}
     before = {dpid: row.controller_id for dpid, row in rows.items()}
-    after = mastership.assign(dpids, live, before)
+    after = mastership.assign(dpids, live, before) if rebalance else {}
     bumped = mastership.next_generations(
         before, after, {dpid: row.generation for dpid, row in rows.items()}
     )

@@ -144,3 +144,30 @@ def test_applied_revisions_are_published_by_the_master_only(
         a = members.tick(s, "a", "http://a", "tcp:a:1", 30, applied={mine: 3})
         s.commit()
     assert a.applied[mine] == 9
+
+
+def test_after_a_lapse_a_member_waits_a_lease_before_taking_switches(
+    factory: sessionmaker[Session],
+) -> None:
+    """A database outage lapses every lease at once: the first member back must not take
+    the others' switches before they could renew."""
+    _hosts(factory, 2)
+    roles_a, roles_b = Roles(), Roles()
+    a = Membership(factory, roles_a, member_id="a", api_url="http://a", openflow="tcp:a:1",
+                   lease=LEASE, renew_every=0.2)  # fmt: skip
+    b = Membership(factory, roles_b, member_id="b", api_url="http://b", openflow="tcp:b:1",
+                   lease=LEASE, renew_every=0.2)  # fmt: skip
+    a.renew()
+    tb = b.renew()
+    ta = a.renew()
+    assert ta is not None and tb is not None and len(ta.mine) == len(tb.mine) == 1
+    time.sleep(LEASE + 0.2)  # both lapse (the outage)
+    back = a.renew()  # a is back first: b's lease looks lapsed, yet a takes nothing
+    assert back is not None and back.live == ("a",) and back.mine == ta.mine
+    deadline = time.monotonic() + LEASE + 0.2  # both renew through a's grace and past it
+    while time.monotonic() < deadline:
+        got_b, got_a = b.renew(), a.renew()
+        assert got_a is not None and got_a.mine == ta.mine and got_a.moved == 0
+        assert got_b is not None and got_b.mine == tb.mine
+        time.sleep(0.1)
+    assert got_a.live == ("a", "b")
