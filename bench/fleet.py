@@ -166,6 +166,8 @@ class Switch:
         elif mtype == ofp.OFPT_FEATURES_REQUEST:
             self.connected = True
             return [features_reply(xid, self.dpid)]
+        elif mtype == ofp.OFPT_ROLE_REQUEST:  # one controller per switch: granted
+            return [msg(ofp.OFPT_ROLE_REPLY, xid, body[:16])]
         elif mtype == ofp.OFPT_MULTIPART_REQUEST:
             (mptype,) = struct.unpack_from("!H", body, 0)
             if mptype == ofp.OFPMP_FLOW:

@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="send a batch as one atomic ONF bundle: auto (batches that replace or "
         "remove flows while adding others), always, never",
     )
+    advertise_api: str | None = Field(
+        None,
+        description="API URL the other controllers and the agents reach this one at "
+        "[default: http(s)://<api listen address>]",
+    )
+    advertise_openflow: str | None = Field(
+        None,
+        description="OpenFlow target switches reach this controller at, as OVS writes it "
+        "(tcp:HOST:PORT or ssl:HOST:PORT) [default: from the OpenFlow listen address]",
+    )
+    lease: float = Field(3.0, gt=0, description="membership lease (s): writes stop when it lapses")
+    lease_renew: float = Field(1.0, gt=0, description="how often the lease is renewed (s)")
     log_level: str = "INFO"
 
     def allowed_hosts_or_default(self) -> list[str]:
@@ -110,6 +122,39 @@ class Settings(BaseSettings):
         if self.api_host not in ("0.0.0.0", "::", "", *names):
             names.insert(0, self.api_host)
         return names
+
+    @property
+    def api_url(self) -> str:
+        """The API URL this controller advertises to the cluster."""
+        if self.advertise_api:
+            return self.advertise_api.rstrip("/")
+        scheme = "https" if self.api_cert else "http"
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.api_port}"
+
+    @property
+    def openflow_target(self) -> str:
+        """The OpenFlow target (``tcp:`` or ``ssl:``) this controller advertises."""
+        if self.advertise_openflow:
+            return self.advertise_openflow
+        scheme = "ssl" if self.openflow_tls else "tcp"
+        host = "127.0.0.1" if self.openflow_host in ("0.0.0.0", "::", "") else self.openflow_host
+        return f"{scheme}:{host}:{self.openflow_port}"
+
+    @model_validator(mode="after")
+    def _lease(self) -> Settings:
+        if self.lease_renew >= self.lease:
+            raise ValueError(
+                f"the lease ({self.lease} s) must be longer than its renewal period "
+                f"({self.lease_renew} s)"
+            )
+        if self.advertise_api and not self.advertise_api.startswith(("http://", "https://")):
+            raise ValueError(f"--advertise-api {self.advertise_api!r}: an http(s):// URL")
+        target = self.advertise_openflow
+        if target and (not target.startswith(("tcp:", "ssl:")) or target.count(":") < 2):
+            raise ValueError(f"--advertise-openflow {target!r}: tcp:HOST:PORT or ssl:HOST:PORT")
+        return self
 
     @model_validator(mode="after")
     def _openflow_tls(self) -> Settings:

@@ -103,6 +103,16 @@ class SwitchConn(Protocol):
         """Close the connection (a refused or replaced switch)."""
 
 
+class WriteGate(Protocol):
+    """Who may write to which switch (``controller.roles.Roles``: lease, mastership, role)."""
+
+    def may_write(self, dpid: int, conn: object) -> bool:
+        """A batch may go to switch ``dpid`` over ``conn`` now."""
+
+    def masters(self, dpid: int) -> bool:
+        """This controller is assigned switch ``dpid`` (its readiness counts here)."""
+
+
 @dataclass
 class _Held:
     """A flow the switch rejected: not sent again before ``until``."""
@@ -231,6 +241,7 @@ class Engine:
         require_cert: bool = False,
         clock: Callable[[], float] = time.monotonic,
         bundles: str = "auto",
+        gate: WriteGate | None = None,
     ) -> None:
         if bundles not in BUNDLE_MODES:
             raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
@@ -250,6 +261,7 @@ class Engine:
         self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
         self._clock = clock
         self._bundles = bundles
+        self._gate = gate  # None: the only controller, every admitted switch is ours
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -264,6 +276,7 @@ class Engine:
         self._to_mark: set[int] = set()  # revisions ready, not yet recorded in the database
         self._todo: set[str] = set()  # hosts whose switch should be brought to desired
         self._next_audit = 0.0
+        self._remote: dict[int, int] = {}  # dpid -> revision its master (elsewhere) applied
         self._dirty = True
         self._thread: threading.Thread | None = None
         self.passes = 0
@@ -356,17 +369,22 @@ class Engine:
                 if not sw.admitted:
                     continue
                 gen = self._gens.get(sw.host or "", _Gen())
+                applied_gen, applied_rev = gen.applied, self._applied_revision(gen)
+                remote = self._remote_applied(sw.host) if sw.host else -1
+                if remote >= 0:  # mastered elsewhere: as its master published it
+                    applied_rev = remote
+                    applied_gen = gen.wanted if remote >= gen.wanted_rev else gen.applied
                 out.append(
                     SwitchStatus(
                         dpid=dpid,
                         connected=sw.connected,
                         address=sw.conn.address,
-                        applied_revision=self._applied_revision(gen),
+                        applied_revision=applied_rev,
                         flow_count=len(sw.installed),
                         host=sw.host,
                         rejected_flows=len(sw.held),
                         wanted_generation=gen.wanted,
-                        applied_generation=gen.applied,
+                        applied_generation=applied_gen,
                     )
                 )
             return out
@@ -397,7 +415,7 @@ class Engine:
             if self._revision < revision:
                 return None
             needs = self._needs.get(revision, {})
-            return sorted(h for h, g in needs.items() if self._gen(h).applied < g)
+            return sorted(h for h, g in needs.items() if not self._met(h, g, revision))
 
     def _gen(self, host: str) -> _Gen:
         gen = self._gens.get(host)
@@ -409,21 +427,72 @@ class Engine:
         self, revision: int, hosts: Collection[str], present: set[str] | None = None
     ) -> bool:
         """(Lock held.) ``revision`` was read and every switch it needs confirmed it, and
-        the switches of ``hosts`` are connected (``present``: those connected, if known)."""
+        the switches of ``hosts`` are connected here, or mastered and confirmed elsewhere
+        (``present``: those connected, if known)."""
         if self._revision < revision or revision in self._needs:
             return False
         if not hosts:
             return True
         present = present if present is not None else self._present()
-        return all(h in present for h in hosts)
+        return all(h in present or self._remote_applied(h) >= revision for h in hosts)
+
+    def _met(self, host: str, generation: int, revision: int) -> bool:
+        """(Lock held.) ``host``'s switch has ``generation``: confirmed here; or, when this
+        controller is not its master, its master published ``revision`` (or later) as
+        applied, or nobody published anything for it (a switch we do not master holds back
+        no wait but the one for its own host's endpoint: ``_ready``'s ``hosts``)."""
+        if not self._elsewhere(host):
+            return self._gen(host).applied >= generation
+        remote = self._remote_applied(host)
+        return remote < 0 or remote >= revision
+
+    def _elsewhere(self, host: str) -> bool:
+        """(Lock held.) Another controller may master ``host``'s switch (we do not)."""
+        if self._gate is None or self._intent is None:
+            return False
+        found = self._intent.hosts.get(host)
+        return found is not None and found.dpid is not None and not self._gate.masters(found.dpid)
+
+    def _remote_applied(self, host: str) -> int:
+        """(Lock held.) The revision another controller, master of ``host``'s switch, last
+        published as applied there (-1: unknown, or we are its master)."""
+        if not self._elsewhere(host):
+            return -1
+        found = self._intent.hosts[host] if self._intent is not None else None
+        return self._remote.get(found.dpid, -1) if found is not None and found.dpid else -1
+
+    def remote_applied(self, applied: dict[int, int]) -> None:
+        """Every switch's applied revision as its master published it (the membership's
+        tick): revisions waiting for hosts whose switch another controller masters end on it."""
+        with self._lock:
+            self._remote = dict(applied)
+            for host in list(self._needs_by_host):
+                if self._elsewhere(host):
+                    self._confirmed(host)
+            self._signal()
+
+    def applied_revisions(self) -> dict[int, int]:
+        """dpid -> applied revision of the connected switches we master (to publish)."""
+        with self._lock:
+            out = {}
+            for dpid, sw in self._switches.items():
+                if sw.connected and sw.host is not None and self._ours(sw):
+                    applied = self._applied_revision(self._gen(sw.host))
+                    if applied > 0:
+                        out[dpid] = applied
+            return out
 
     def _present(self) -> set[str]:
-        """(Lock held.) Hosts whose switch is connected."""
-        return {sw.host for sw in self._switches.values() if sw.connected and sw.host}
+        """(Lock held.) Hosts whose switch is connected here, and ours to write."""
+        return {
+            sw.host for sw in self._switches.values() if sw.connected and sw.host and self._ours(sw)
+        }
 
     def _need(self, revision: int, hosts: Iterable[str]) -> None:
         """(Lock held.) ``revision`` needs the generation wanted now of each of ``hosts``."""
-        needs = {h: g.wanted for h in hosts if (g := self._gen(h)).applied < g.wanted}
+        needs = {
+            h: g.wanted for h in hosts if not self._met(h, (g := self._gen(h)).wanted, revision)
+        }
         if not needs:
             if revision not in self._needs:
                 self._to_mark.add(revision)
@@ -443,8 +512,7 @@ class Engine:
         revisions = self._needs_by_host.get(host)
         if not revisions:
             return
-        applied = self._gen(host).applied
-        for revision in [r for r in revisions if self._needs[r][host] <= applied]:
+        for revision in [r for r in revisions if self._met(host, self._needs[r][host], r)]:
             revisions.discard(revision)
             needs = self._needs[revision]
             del needs[host]
@@ -555,6 +623,10 @@ class Engine:
         conn = sw.conn
         log.info("switch %016x (%s) connected from %s", conn.dpid, sw.host, conn.address)
         self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=sw.host, address=conn.address)
+        if self._gate is not None and not self._gate.may_write(conn.dpid, conn):
+            with self._lock:  # not its master (yet): ``resync`` dumps it once it is
+                sw.dumping = False
+            return
         conn.request_flow_dump()
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
@@ -604,6 +676,41 @@ class Engine:
                 return
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
+
+    def _ours(self, sw: _Switch) -> bool:
+        """(Lock held.) Switch ``sw``'s readiness is this controller's to report."""
+        return self._gate is None or self._gate.masters(sw.conn.dpid)
+
+    def _mastered(self, host: str) -> bool:
+        """(Lock held.) ``host``'s switch is this controller's (its generations are ours to
+        save): no gate (the only controller), or its master."""
+        if self._gate is None:
+            return True
+        found = self._intent.hosts.get(host) if self._intent is not None else None
+        return found is not None and found.dpid is not None and self._gate.masters(found.dpid)
+
+    def resync(self, dpid: int, conn: object) -> None:
+        """We just became master of ``dpid`` over ``conn``: read its flows again (another
+        master may have written), so the next pass sends only the difference."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None or sw.conn is not conn or not sw.connected or not sw.admitted:
+                return
+            sw.synced, sw.dumping, sw.dump = False, True, set()
+            sw.forget_inflight()
+        log.info("switch %016x (%s): master now, reading its flows", dpid, sw.host)
+        sw.conn.request_flow_dump()
+
+    def step_down(self, dpid: int, conn: object) -> None:
+        """We are no longer ``dpid``'s master: batches in flight prove nothing (their barrier
+        replies must not count as applied) and nothing more is sent until ``resync``."""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None or sw.conn is not conn:
+                return
+            sw.synced, sw.dumping, sw.dump = False, False, set()
+            sw.forget_inflight()
+            self._signal()
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
         """A barrier came back: everything sent before it is applied (or, for a bundle's
@@ -998,6 +1105,8 @@ class Engine:
 
     def _sync_switch(self, sw: _Switch, host: str) -> None:
         with self._lock:
+            if self._gate is not None and not self._gate.may_write(sw.conn.dpid, sw.conn):
+                return  # not (or no longer) this switch's confirmed master: write nothing
             gen = self._gens.get(host)
             if gen is None or gen.desired is None:
                 return
@@ -1095,7 +1204,11 @@ class Engine:
         with self._lock:
             revisions, self._to_mark = self._to_mark, set()
             dirty, self._states_dirty = self._states_dirty, set()
-            states = {h: (g.wanted, g.applied) for h in dirty if (g := self._gens.get(h))}
+            states = {
+                h: (g.wanted, g.applied)
+                for h in dirty
+                if (g := self._gens.get(h)) is not None and self._mastered(h)
+            }
             prune, self._prune_due = self._prune_due, False
         if self._save_states is None:
             states = {}

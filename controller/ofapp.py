@@ -37,6 +37,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofguard, ofmsg
 from controller.engine import Engine
+from controller.roles import Roles
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ class _Conn:
 
     def request_flow_dump(self) -> None:
         self.dp.send_msg(ofmsg.flow_stats_request(self.dp))
+
+    def request_role(self, role: int, generation: int) -> bool:
+        request = parser.OFPRoleRequest(self.dp, role, generation & 0xFFFFFFFFFFFFFFFF)
+        return bool(self.dp.send_msg(request))
 
     def missed_echo(self) -> bool:
         # os-ken appends an echo's xid when it sends one, every probe period, and removes it
@@ -101,11 +106,13 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     engine: Engine | None = None  # set by start_openflow before os-ken instantiates the app
+    roles: Roles | None = None  # likewise; None: the only controller, no role requests
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         assert VxplaneOFApp.engine is not None, "start_openflow() sets the engine"
         self.engine_ = VxplaneOFApp.engine
+        self.roles_ = VxplaneOFApp.roles
         self.conns: dict[int, _Conn] = {}
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
@@ -114,6 +121,15 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
         conn = _Conn(dp)
         if self.engine_.switch_connected(conn):
             self.conns[dp.id] = conn
+            if self.roles_ is not None:
+                self.roles_.connected(conn)
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, MAIN_DISPATCHER)
+    def _role(self, ev: Any) -> None:
+        msg = ev.msg
+        conn = self.conns.get(msg.datapath.id)
+        if self.roles_ is not None and conn is not None and conn.dp is msg.datapath:
+            self.roles_.reply(msg.datapath.id, conn, msg.role, msg.generation_id)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats(self, ev: Any) -> None:
@@ -136,8 +152,18 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
         msg = ev.msg
         code = getattr(msg, "code", None)  # an experimenter error has exp_type instead
         text = f"type={msg.type} code={code if code is not None else msg.exp_type}"
-        if msg.datapath.id is not None:
-            self.engine_.switch_error(msg.datapath.id, msg.xid, text)
+        dpid = msg.datapath.id
+        conn = self.conns.get(dpid) if dpid is not None else None
+        if (
+            self.roles_ is not None
+            and conn is not None
+            and conn.dp is msg.datapath
+            and code is not None
+            and self.roles_.error(dpid, conn, msg.type, code)
+        ):
+            return  # IS_SLAVE or a refused role request: handled by stepping down
+        if dpid is not None:
+            self.engine_.switch_error(dpid, msg.xid, text)
         else:
             log.error("OpenFlow error before features from %s: %s", msg.datapath.address, text)
 
@@ -149,6 +175,8 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
             if conn is not None and conn.dp is dp:
                 del self.conns[dp.id]
                 self.engine_.switch_disconnected(dp.id, conn)
+                if self.roles_ is not None:
+                    self.roles_.disconnected(dp.id, conn)
 
 
 _guard_lock = threading.Lock()
@@ -313,6 +341,7 @@ def start_openflow(
     echo_misses: int = 3,
     tls: tuple[str, str, str] | None = None,
     handshake_timeout: float = 10.0,
+    roles: Roles | None = None,
 ) -> list[Any]:
     """Start os-ken's OpenFlow listener and our app in background threads.
 
@@ -341,6 +370,7 @@ def start_openflow(
     conf.set_override("echo_request_interval", echo_interval)
     conf.set_override("maximum_unreplied_echo_requests", echo_misses)
     VxplaneOFApp.engine = engine
+    VxplaneOFApp.roles = roles
     mgr = app_manager.AppManager.get_instance()
     mgr.load_apps([__name__])
     contexts = mgr.create_contexts()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Collection
 
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.config import Settings
+from controller.sync import FlowSync, SwitchStatus
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,33 @@ def write_admin_token(sessions: sessionmaker[Session], path: str) -> None:
     log.info("admin token in %s (`vxplane token create` makes more)", path)
 
 
+class PokingSync:
+    """The engine as the API's ``FlowSync``, and every write also pokes the membership: a
+    host that registers gets a master at once instead of at the next lease renewal."""
+
+    def __init__(self, engine: FlowSync, poke: Callable[[], None]) -> None:
+        self._engine = engine
+        self._poke = poke
+
+    def notify(self, revision: int) -> None:
+        self._engine.notify(revision)
+        self._poke()
+
+    def wait_applied(self, revision: int, timeout: float, hosts: Collection[str] = ()) -> bool:
+        return self._engine.wait_applied(revision, timeout, hosts)
+
+    async def until_applied(
+        self, revision: int, timeout: float, hosts: Collection[str] = ()
+    ) -> bool:
+        return await self._engine.until_applied(revision, timeout, hosts)
+
+    def switches(self) -> list[SwitchStatus]:
+        return self._engine.switches()
+
+    def waiting_on(self, revision: int) -> list[str] | None:
+        return self._engine.waiting_on(revision)
+
+
 def run_controller(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Applies pending migrations first."""
     from controller.api.app import create_app
@@ -43,7 +72,9 @@ def run_controller(settings: Settings) -> None:
     from controller.db.session import make_engine, make_session_factory
     from controller.engine import Engine
     from controller.events import EventHub
+    from controller.membership import Membership, new_member_id
     from controller.ofapp import start_openflow
+    from controller.roles import Roles
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -60,6 +91,20 @@ def run_controller(settings: Settings) -> None:
 
     hub = EventHub(settings.events_capacity)
     tls = settings.openflow_tls
+    # Mastership: the engine writes to a switch only as its confirmed master (roles.py);
+    # the membership thread keeps our lease and tells the roles which switches are ours.
+    engine_box: list[Engine] = []
+
+    def on_event(kind: str, **data: object) -> None:
+        hub.publish(kind, **data)
+        if kind == "switch.converged":
+            membership.poke()  # publish the applied revision for the other controllers
+
+    roles = Roles(
+        on_master=lambda dpid, conn: engine_box[0].resync(dpid, conn),
+        on_step_down=lambda dpid, conn: engine_box[0].step_down(dpid, conn),
+        on_refused=lambda: membership.poke(),
+    )
     engine = Engine(
         sessions,
         repo.load_snapshot,
@@ -70,16 +115,38 @@ def run_controller(settings: Settings) -> None:
         prune_log=changelog.prune,
         poll_interval=settings.engine_poll_interval,
         audit_interval=settings.engine_audit_interval,
-        on_event=hub.publish,
+        on_event=on_event,
         require_cert=tls is not None,
         bundles=settings.openflow_bundles,
+        gate=roles,
     )
+    engine_box.append(engine)
+    membership = Membership(
+        sessions,
+        roles,
+        member_id=new_member_id(),
+        api_url=settings.api_url,
+        openflow=settings.openflow_target,
+        lease=settings.lease,
+        renew_every=settings.lease_renew,
+        applied=engine.applied_revisions,
+        on_applied=engine.remote_applied,
+    )
+    membership.start()
+    log.info(
+        "controller %s: member of the cluster (API %s, OpenFlow %s, lease %.1f s)",
+        membership.id, membership.api_url, membership.openflow, settings.lease,
+    )  # fmt: skip
     engine.start()
     listener = None
     if db.dialect.name == "postgresql":  # other controller processes' writes, at once
         from controller.db.listen import RevisionListener
 
-        listener = RevisionListener(settings.db_url, engine.notify)
+        def on_revision(revision: int) -> None:
+            engine.notify(revision)
+            membership.poke()  # a host (switch) may have come or gone
+
+        listener = RevisionListener(settings.db_url, on_revision)
         listener.start()
     start_openflow(
         engine,
@@ -89,6 +156,7 @@ def run_controller(settings: Settings) -> None:
         echo_misses=settings.switch_echo_misses,
         tls=tls,
         handshake_timeout=settings.switch_handshake_timeout,
+        roles=roles,
     )
     log.info(
         "OpenFlow listening on %s:%d (%s)",
@@ -96,7 +164,10 @@ def run_controller(settings: Settings) -> None:
         settings.openflow_port,
         "TLS, client certificates required" if tls else "plain TCP",
     )
-    app = create_app(settings, sync=engine, session_factory=sessions, events=hub)
+    sync = PokingSync(engine, membership.poke)
+    app = create_app(
+        settings, sync=sync, session_factory=sessions, events=hub, membership=membership
+    )
     engine.on_pass = app.state.metrics.engine_pass.observe  # GET /metrics
     config = uvicorn.Config(
         app,
@@ -117,6 +188,7 @@ def run_controller(settings: Settings) -> None:
     finally:
         if listener is not None:
             listener.stop()
+        membership.stop()  # frees our switches for the others at once
         engine.stop()
         db.dispose()
         # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).

@@ -73,7 +73,7 @@ class Agent:
         """Ensure br-int and its tunnel port; learn the dpid and the tunnel's ofport."""
         s = self.settings
         spec = BridgeSpec(
-            s.bridge, s.datapath_type or detect_datapath_type(), s.openflow_target, s.dpid,
+            s.bridge, s.datapath_type or detect_datapath_type(), s.openflow_targets, s.dpid,
             s.ovs_ssl,
         )  # fmt: skip
         self.ovs.ensure_bridge(spec)
@@ -82,9 +82,9 @@ class Agent:
         if s.egress_ip is not None:
             self.gateway_port = ensure_gateway(self.ovs, self.bridge, s.egress_ip)
         log.info(
-            "host %s: bridge %s ready (datapath %s, dpid %016x, tunnel ofport %d, controller %s)",
+            "host %s: bridge %s ready (datapath %s, dpid %016x, tunnel ofport %d, controllers %s)",
             self.host, self.bridge, spec.datapath_type, self.dpid, self.tunnel_port,
-            spec.controller,
+            ", ".join(self.ovs.controllers(self.bridge)),
         )  # fmt: skip
 
     def register(self) -> None:
@@ -152,6 +152,7 @@ class Agent:
                     self.reconcile()
                 else:
                     self.client.heartbeat(self.host)
+                    self.follow_members()
                 backoff = 0.2
                 self.last_error = None
                 self._wake.wait(self.settings.heartbeat_interval)
@@ -172,6 +173,26 @@ class Agent:
             self.registered = False
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def follow_members(self) -> list[str] | None:
+        """Point br-int at every live controller of the cluster, and the API client too;
+        the targets it sets, or None when nothing changes (no member live: a database outage
+        makes every lease look lapsed, and the bridge must never lose all its targets)."""
+        try:
+            members = self.client.list_controllers()
+        except ControllerError as exc:
+            if exc.status == 404:  # a controller from before clusters: one target, as given
+                return None
+            raise
+        targets = planmod.controller_targets(members)
+        if not targets:
+            return None
+        self.client.set_members([str(m["api_url"]) for m in members if m.get("alive")])
+        if self.ovs.controllers(self.bridge) == targets:
+            return None
+        log.info("host %s: %s controllers now %s", self.host, self.bridge, ", ".join(targets))
+        self.ovs.set_controllers(self.bridge, targets)
+        return targets
 
     # -- reconciliation -----------------------------------------------------------------
 

@@ -7,6 +7,12 @@ reached (refused, timeout, 5xx) raises ``ControllerUnavailable``, which the agen
 database busy: nothing was written) is retried after the advised delay, at most
 ``busy_retries`` times (``vxcommon.retry``); then ``ControllerUnavailable`` carries the last
 advice as ``retry_after``, which the agent's own API passes on to the CNI plugin.
+
+Several controllers (``--controller URL,URL``, plus the members the cluster advertises,
+``set_members``): a request that could not even connect to the current one is sent to the
+next at once, and the client stays with the one that answered. A request that may have
+reached a controller (a read timeout, a 5xx) is not replayed elsewhere: it raises, and the
+next request starts with the next controller.
 """
 
 from __future__ import annotations
@@ -49,22 +55,38 @@ class ControllerClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[str],
         timeout: float = 10.0,
         token: str | None = None,
         ca: str | None = None,
         busy_retries: int = BUSY_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        given = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+        self.configured = [u.strip().rstrip("/") for u in given if u.strip()]
+        if not self.configured:
+            raise ValueError("no controller URL")
+        self.urls = list(self.configured)
+        self.base_url = self.urls[0]
+        self.failovers = 0
         self.timeout = timeout
         self.busy_retries = busy_retries
         self.busy_waits: list[float] = []  # the Retry-After delays honoured so far
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers=headers, verify=ca or True
-        )
+        self._http = httpx.Client(timeout=timeout, headers=headers, verify=ca or True)
+
+    def set_members(self, api_urls: list[str]) -> None:
+        """The API URLs of the cluster's live members: tried after the configured ones."""
+        extra = [u.rstrip("/") for u in api_urls if u.rstrip("/") not in self.configured]
+        self.urls = self.configured + sorted(set(extra))
+        if self.base_url not in self.urls:
+            self.base_url = self.urls[0]
+
+    def _rotate(self) -> None:
+        i = self.urls.index(self.base_url) if self.base_url in self.urls else -1
+        self.base_url = self.urls[(i + 1) % len(self.urls)]
+        self.failovers += 1
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -104,23 +126,32 @@ class ControllerClient:
         params: dict[str, Any] | None,
         timeout: float | None,
     ) -> httpx.Response:
-        try:
-            return self._http.request(
-                method,
-                path,
-                json=json,
-                # None, not {}: httpx replaces a URL's query (a next page's) with any dict
-                params={k: v for k, v in params.items() if v is not None} if params else None,
-                timeout=timeout or self.timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise ControllerUnavailable(f"controller {self.base_url}: {exc!r}") from exc
+        for attempt in range(len(self.urls)):
+            base = self.base_url
+            try:
+                return self._http.request(
+                    method,
+                    base + path,
+                    json=json,
+                    # None, not {}: httpx replaces a URL's query (a next page's) with any dict
+                    params={k: v for k, v in params.items() if v is not None} if params else None,
+                    timeout=timeout or self.timeout,
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached it
+                self._rotate()
+                if attempt + 1 == len(self.urls):
+                    raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
+            except httpx.HTTPError as exc:
+                self._rotate()  # it may have been applied: not replayed, but the next goes on
+                raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
+        raise ControllerUnavailable("no controller URL")  # not reached: urls is never empty
 
     def _check(self, method: str, path: str, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 500:
+            failed = self.base_url
+            self._rotate()  # the next request starts with the next controller
             raise ControllerUnavailable(
-                f"controller {self.base_url}: {method} {path}: {resp.status_code} "
-                f"{resp.text[:200]}",
+                f"controller {failed}: {method} {path}: {resp.status_code} {resp.text[:200]}",
                 retry_after=advised_delay(resp.status_code, resp.headers.get("retry-after")),
             )
         if resp.status_code >= 400:
@@ -166,6 +197,11 @@ class ControllerClient:
         if egress_ip is not None and gateway_port is not None:
             body.update(egress_ip=egress_ip, gateway_port=gateway_port)
         return self._call("PUT", f"{API}/hosts/{_seg(name)}", json=body).json()
+
+    def list_controllers(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/controllers``: the cluster's members (404 from an older controller)."""
+        members = self._call("GET", f"{API}/controllers").json()
+        return [m for m in members if isinstance(m, dict)]
 
     def heartbeat(self, name: str) -> dict[str, Any]:
         """``POST /api/v1/hosts/{name}/heartbeat``; ControllerError 404 if the host is unknown."""

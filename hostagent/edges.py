@@ -8,7 +8,7 @@ attempt made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
@@ -20,7 +20,7 @@ class BridgeSpec:
 
     name: str
     datapath_type: str
-    controller: str | None
+    controllers: tuple[str, ...]  # OpenFlow targets set when br-int has none of them
     dpid: str | None = None  # 16 hex digits; None: OVS derives it
     ssl: tuple[str, str, str] | None = None  # (key, certificate, CA) for ssl: targets
 
@@ -52,6 +52,8 @@ class OvsEdge(Protocol):
     on_port_down: Callable[[str], None] | None  # a port's link went down: check it
 
     def ensure_bridge(self, spec: BridgeSpec) -> None: ...
+    def controllers(self, bridge: str) -> list[str]: ...
+    def set_controllers(self, bridge: str, targets: Sequence[str]) -> None: ...
     def bridge_dpid(self, name: str) -> int: ...
     def bridge_ids(self, name: str) -> dict[str, str]: ...
     def set_bridge_ids(self, name: str, external_ids: Mapping[str, str]) -> None: ...

@@ -10,7 +10,7 @@ memory lookups and are not timed), and reconciliation counts each repair it carr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -147,6 +147,13 @@ class TimedOvs:
     def ensure_bridge(self, spec: BridgeSpec) -> None:
         with self.metrics.timed("ensure_bridge"):
             self.inner.ensure_bridge(spec)
+
+    def controllers(self, bridge: str) -> list[str]:
+        return self.inner.controllers(bridge)
+
+    def set_controllers(self, bridge: str, targets: Sequence[str]) -> None:
+        with self.metrics.timed("set_controllers"):
+            self.inner.set_controllers(bridge, targets)
 
     def bridge_dpid(self, name: str) -> int:
         with self.metrics.timed("bridge_dpid"):

@@ -30,7 +30,7 @@ import os
 import subprocess
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # The ovs library imports eventlet when it is installed (os-ken brings it), which warns.
@@ -172,8 +172,9 @@ class OvsdbOps:
         """Make ``spec.name`` an OpenFlow 1.3, fail-secure bridge with ``vxlan0`` at ofport 1,
         and wait for ovs-vswitchd to apply it.
 
-        The controller target is set only when it differs: going from no controller to one
-        (or back) makes OVS delete every flow, so an agent never passes through zero targets.
+        The controller targets are set only when br-int has none of them (a restarted agent
+        keeps the cluster's members it found there): going from no controller to one (or
+        back) makes OVS delete every flow, so an agent never passes through zero targets.
         """
         api = self.api
         other = {"disable-in-band": "true"}
@@ -193,19 +194,32 @@ class OvsdbOps:
         self._execute(*commands)
         if spec.ssl is not None:
             self._ensure_ssl(*spec.ssl)  # before an ssl: target needs it
-        if spec.controller and self._controllers(spec.name) != [spec.controller]:
-            self._execute(api.set_controller(spec.name, [spec.controller]))
-            # Reconnect quickly after a controller restart (the default backoff grows to 8 s).
-            with self._idl.lock:
-                rows = self._idl.tables["Controller"].rows.values()
-                uuids = [r.uuid for r in rows if r.target == spec.controller]
-            self._execute(
-                *(
-                    api.db_set("Controller", u, ("max_backoff", 1000), ("inactivity_probe", 5000))
-                    for u in uuids
-                )
-            )
+        current = self.controllers(spec.name)
+        if spec.controllers and not set(spec.controllers) & set(current):
+            self.set_controllers(spec.name, spec.controllers)
         self.wait_ofport(TUNNEL_PORT)
+
+    def set_controllers(self, bridge: str, targets: Sequence[str]) -> None:
+        """Make ``targets`` br-int's controllers, in one transaction, if they differ. Never
+        none: going to zero controllers (or from zero) deletes every flow on the bridge, so an
+        empty list is refused (``OvsError``) and the bridge keeps what it has."""
+        wanted = sorted(set(targets))
+        if not wanted:
+            raise OvsError(f"{bridge}: refusing to remove every controller (flows would go)")
+        if self.controllers(bridge) == wanted:
+            return
+        api = self.api
+        self._execute(api.set_controller(bridge, wanted))
+        # Reconnect quickly after a controller restart (the default backoff grows to 8 s).
+        with self._idl.lock:
+            rows = self._idl.tables["Controller"].rows.values()
+            uuids = [r.uuid for r in rows if r.target in wanted]
+        self._execute(
+            *(
+                api.db_set("Controller", u, ("max_backoff", 1000), ("inactivity_probe", 5000))
+                for u in uuids
+            )
+        )
 
     def _ensure_ssl(self, key: str, cert: str, ca: str) -> None:
         """``ovs-vsctl set-ssl KEY CERT CA`` unless already so: the files ovs-vswitchd uses
@@ -222,7 +236,8 @@ class OvsdbOps:
         self._execute(row, api.db_set("Open_vSwitch", root_uuid, ("ssl", row)))
         log.info("ovs: OpenFlow TLS with key %s, certificate %s, CA %s", key, cert, ca)
 
-    def _controllers(self, bridge: str) -> list[str]:
+    def controllers(self, bridge: str) -> list[str]:
+        """br-int's OpenFlow controller targets, sorted."""
         with self._idl.lock:
             row = idlutils.row_by_value(self._idl, "Bridge", "name", bridge, None)
             return sorted(c.target for c in row.controller) if row is not None else []

@@ -11,9 +11,10 @@ unbound.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Any
 
 Key = tuple[str, str]  # (network, endpoint name)
 
@@ -129,3 +130,10 @@ def plan(
             actions.append(Unbind(ep.network, ep.name))
     order = {RemoveLocal: 0, DropStale: 0, Unbind: 1, Conflict: 2, Recreate: 3, Bind: 4}
     return sorted(actions, key=lambda a: order[type(a)])
+
+
+def controller_targets(members: Iterable[Mapping[str, Any]]) -> list[str]:
+    """br-int's OpenFlow targets for the cluster's ``members`` (``GET /api/v1/controllers``):
+    every live member's advertised target, sorted. Empty when none is live (a database
+    outage makes every lease look lapsed): the caller then keeps what br-int has."""
+    return sorted({str(m["openflow"]) for m in members if m.get("alive") and m.get("openflow")})

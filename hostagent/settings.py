@@ -43,7 +43,10 @@ class AgentSettings(BaseSettings):
         cli_prog_name="vxplane agent",
     )
 
-    controller: str = Field(description="controller API URL, e.g. http://10.0.0.5:8080")
+    controller: str = Field(
+        description="controller API URL, e.g. http://10.0.0.5:8080; several, comma-separated, "
+        "for a cluster (the agent also follows the members the cluster advertises)"
+    )
     token_file: str = Field(
         DEFAULT_TOKEN_FILE,
         description="file holding this host's agent token (`vxplane token create --role agent "
@@ -66,8 +69,9 @@ class AgentSettings(BaseSettings):
     )
     openflow: str | None = Field(
         None,
-        description="OpenFlow target of br-int [tcp:<controller host>:6653, or ssl:... with "
-        "--ovs-ssl-key/--ovs-ssl-cert/--ovs-ssl-ca]",
+        description="OpenFlow target(s) of br-int, comma-separated [tcp:<each controller's "
+        "host>:6653, or ssl:... with --ovs-ssl-key/--ovs-ssl-cert/--ovs-ssl-ca]; then the "
+        "targets the cluster's members advertise",
     )
     ovs_ssl_key: str | None = Field(
         None, description="private key of this host's switch for OpenFlow over TLS (PEM)"
@@ -161,10 +165,19 @@ class AgentSettings(BaseSettings):
     @field_validator("controller")
     @classmethod
     def _controller(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"controller {value!r}: an http(s)://HOST:PORT URL")
-        return value.rstrip("/")
+        urls = [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("controller: at least one http(s)://HOST:PORT URL")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"controller {url!r}: an http(s)://HOST:PORT URL")
+        return ",".join(urls)
+
+    @property
+    def controllers(self) -> list[str]:
+        """The controller API URLs given (``--controller``, comma-separated)."""
+        return self.controller.split(",")
 
     @field_validator("metrics")
     @classmethod
@@ -192,7 +205,8 @@ class AgentSettings(BaseSettings):
             raise ValueError(
                 "OpenFlow over TLS needs --ovs-ssl-key, --ovs-ssl-cert and --ovs-ssl-ca"
             )
-        if self.openflow and self.openflow.startswith("ssl:") and not all(given):
+        ssl_targets = [t for t in (self.openflow or "").split(",") if t.strip().startswith("ssl:")]
+        if ssl_targets and not all(given):
             raise ValueError(
                 f"--openflow {self.openflow}: an ssl: target needs --ovs-ssl-key, "
                 "--ovs-ssl-cert and --ovs-ssl-ca"
@@ -212,12 +226,13 @@ class AgentSettings(BaseSettings):
         return None if self.socket_group is None else group_id(self.socket_group)
 
     @property
-    def openflow_target(self) -> str:
-        """``--openflow``, or ``tcp:<controller's host>:6653`` (``ssl:`` with TLS files)."""
+    def openflow_targets(self) -> tuple[str, ...]:
+        """``--openflow`` (comma-separated), or ``tcp:<each controller's host>:6653``
+        (``ssl:`` with TLS files): br-int's first targets, before the cluster tells more."""
         if self.openflow:
-            return self.openflow
+            return tuple(t.strip() for t in self.openflow.split(",") if t.strip())
         scheme = "ssl" if self.ovs_ssl else "tcp"
-        return f"{scheme}:{urlsplit(self.controller).hostname}:6653"
+        return tuple(f"{scheme}:{urlsplit(u).hostname}:6653" for u in self.controllers)
 
     @classmethod
     def from_cli(cls, argv: list[str]) -> AgentSettings:

@@ -6,6 +6,13 @@ request it gets, also those inside ONF bundles (it answers bundle open, commit a
 ``reject`` applies to a bundled flow-mod as it is added, as OVS checks it then).
 ``dump_reply`` replaces its answer to a flow dump (the fuzzer sends malformed ones); ``send``
 pushes anything at the controller. Test plumbing only.
+
+Roles as OVS 3.1 does them (../shared/ovs-facts.md, "OpenFlow roles"): every connection
+starts EQUAL; a MASTER or SLAVE request whose generation id is older than the highest the
+bridge saw is answered STALE (error 11/0); MASTER demotes the bridge's other master to
+SLAVE; a flow-mod from a SLAVE is answered IS_SLAVE (error 1/10) and not applied. Several
+connections of one bridge (one per controller) share a ``Bridge``: its roles and its flows
+(by cookie), which its flow dumps report.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ ONF, BUNDLE_CONTROL, BUNDLE_ADD = 0x4F4E4600, 2300, 2301
 FEATURES_REQUEST, FEATURES_REPLY = 5, 6
 FLOW_MOD, MULTIPART_REQUEST, MULTIPART_REPLY = 14, 18, 19
 BARRIER_REQUEST, BARRIER_REPLY = 20, 21
+ROLE_REQUEST, ROLE_REPLY = 24, 25
+ROLE_NOCHANGE, ROLE_EQUAL, ROLE_MASTER, ROLE_SLAVE = 0, 1, 2, 3
+FC_ADD, FC_DELETE = 0, 3
 MP_FLOW, MP_PORT_DESC = 1, 13
 MORE = 1
 
@@ -73,6 +83,36 @@ def flow_stats_reply(xid: int, entries: list[bytes], flags: int = 0) -> bytes:
 
 
 @dataclass
+class Bridge:
+    """What one OVS bridge keeps across its controller connections: roles, flows."""
+
+    generation: int | None = None  # the highest generation id seen
+    flows: set[int] = field(default_factory=set)  # cookies
+    conns: list[FakeSwitch] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def role_request(self, conn: FakeSwitch, role: int, gen: int) -> tuple[int, int] | None:
+        """(role, generation) for the reply, or None: STALE."""
+        with self.lock:
+            if role in (ROLE_MASTER, ROLE_SLAVE):
+                if self.generation is not None and _signed(gen - self.generation) < 0:
+                    return None
+                self.generation = gen
+            if role == ROLE_MASTER:
+                for other in self.conns:
+                    if other is not conn and other.role == ROLE_MASTER:
+                        other.role = ROLE_SLAVE
+            if role != ROLE_NOCHANGE:
+                conn.role = role
+            return conn.role, self.generation if self.generation is not None else 0
+
+
+def _signed(value: int) -> int:
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclass
 class FakeSwitch:
     """Connects to ``host:port`` as datapath ``dpid``; runs its reader in a thread."""
 
@@ -88,9 +128,15 @@ class FakeSwitch:
     bundle_requests: list[int] = field(default_factory=list)  # ONF_BCT_* of each control
     closed: threading.Event = field(default_factory=threading.Event)
     ready: threading.Event = field(default_factory=threading.Event)  # features answered
+    bridge: Bridge = field(default_factory=Bridge)  # shared by one bridge's connections
+    role: int = ROLE_EQUAL
+    roles: list[tuple[int, int]] = field(default_factory=list)  # role requests (role, gen)
+    refused: list[int] = field(default_factory=list)  # cookies of flow-mods refused IS_SLAVE
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        with self.bridge.lock:
+            self.bridge.conns.append(self)
         raw = socket.create_connection((self.host, self.port), timeout=10)
         self.sock: socket.socket = (
             self.tls.wrap_socket(raw, server_hostname=None) if self.tls is not None else raw
@@ -153,6 +199,15 @@ class FakeSwitch:
         elif mtype == BARRIER_REQUEST:
             self.barriers += 1
             self.send(msg(BARRIER_REPLY, xid))
+        elif mtype == ROLE_REQUEST:
+            role, gen = struct.unpack_from("!I4xQ", body, 0)
+            self.roles.append((role, gen))
+            answer = self.bridge.role_request(self, role, gen)
+            if answer is None:
+                whole = msg(ROLE_REQUEST, xid, body)
+                self.send(msg(ERROR, xid, struct.pack("!HH", 11, 0) + whole[:64]))  # STALE
+            else:
+                self.send(msg(ROLE_REPLY, xid, struct.pack("!I4xQ", *answer)))
         elif mtype == FLOW_MOD:
             self._flow_mod(xid, body)
         elif mtype == EXPERIMENTER and len(body) >= 16:
@@ -169,15 +224,27 @@ class FakeSwitch:
                 self.send(multipart_reply(xid, MP_PORT_DESC, b""))
             elif mptype == MP_FLOW:
                 self.dump_requests += 1
-                reply = self.dump_reply or flow_stats_reply(xid, [])
+                with self.bridge.lock:
+                    held = sorted(self.bridge.flows)
+                reply = self.dump_reply or flow_stats_reply(xid, [flow_stats(c) for c in held])
                 self.send(reply[:4] + struct.pack("!I", xid) + reply[8:])
 
     def _flow_mod(self, xid: int, body: bytes) -> None:
         (cookie,) = struct.unpack_from("!Q", body, 0)
+        whole = msg(FLOW_MOD, xid, body)
+        if self.role == ROLE_SLAVE:
+            self.refused.append(cookie)
+            self.send(msg(ERROR, xid, struct.pack("!HH", 1, 10) + whole[:64]))  # IS_SLAVE
+            return
         self.flow_mods.append((body[17], cookie))
         if self.reject is not None and self.reject(body):
-            whole = msg(FLOW_MOD, xid, body)
             self.send(msg(ERROR, xid, struct.pack("!HH", 4, 4) + whole[:64]))  # BAD_OUT_PORT
+            return
+        with self.bridge.lock:
+            if body[17] == FC_ADD:
+                self.bridge.flows.add(cookie)
+            elif body[17] == FC_DELETE:
+                self.bridge.flows.discard(cookie)
 
     def wait(self, what: str, predicate: object, timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` is true; AssertionError naming ``what`` otherwise."""

@@ -211,16 +211,17 @@ class Lab:
     ) -> dict[str, Any]:
         """Bring up ``hosts`` emulated hosts (idempotent: what exists is kept).
 
-        ``controller_url`` defaults to ``http://<gateway_ip>:8080``, ``openflow`` to
-        ``tcp:<gateway_ip>:6653``. ``agents=False`` starts no agents (br-int is made anyway).
-        With ``wait_registered`` it waits up to ``agent_wait`` s for the agents to register at
-        the controller; one that does not is reported in ``status()`` (``registered``), not
-        an error, as agents keep retrying. ``docker`` also starts one dockerd per host, its
-        agent serving the Docker drivers (``vxlab.docker``). ``tls`` runs OpenFlow over TLS
-        (see the module docstring; ``openflow`` then defaults to ``ssl:<gateway_ip>:6653``).
-        If a fresh lab fails halfway,
-        what it made is removed again (``down``); a failing ``up`` of an existing lab leaves
-        it as it was plus what was made (``down`` removes it all). Returns ``status()``.
+        ``controller_url`` defaults to ``http://<gateway_ip>:8080`` (several, comma-separated:
+        the controllers of one cluster; the agents fail over and follow the members),
+        ``openflow`` to ``tcp:<gateway_ip>:6653``. ``agents=False`` starts no agents (br-int
+        is made anyway). With ``wait_registered`` it waits up to ``agent_wait`` s for the
+        agents to register at the controller; one that does not is reported in ``status()``
+        (``registered``), not an error, as agents keep retrying. ``docker`` also starts one
+        dockerd per host, its agent serving the Docker drivers (``vxlab.docker``). ``tls``
+        runs OpenFlow over TLS (see the module docstring; ``openflow`` then defaults to
+        ``ssl:<gateway_ip>:6653``). If a fresh lab fails halfway, what it made is removed
+        again (``down``); a failing ``up`` of an existing lab leaves it as it was plus what
+        was made (``down`` removes it all). Returns ``status()``.
 
         Each agent gets its own agent token (``<host dir>/agent-token``, mode 0600), made
         through the controller with ``admin_token``; a host's token that still works is kept.
@@ -295,9 +296,10 @@ class Lab:
             with open(path) as file:
                 token = file.read().strip()
             try:
-                with httpx.Client(base_url=controller_url, timeout=10) as api:
-                    auth = {"Authorization": f"Bearer {token}"}
-                    who = api.get("/api/v1/session", headers=auth)
+                who = _request(
+                    controller_url, "GET", "/api/v1/session",
+                    headers={"Authorization": f"Bearer {token}"},
+                )  # fmt: skip
             except httpx.HTTPError:
                 return  # no controller to ask: keep it (the agent retries until one answers)
             if who.status_code == 200 and who.json().get("host") == name:
@@ -307,12 +309,11 @@ class Lab:
                 f"{name} needs an agent token and the lab has no admin token to make one: "
                 "pass --token or set VXPLANE_TOKEN (the controller's admin token)"
             )
-        with httpx.Client(base_url=controller_url, timeout=10) as api:
-            made = api.post(
-                "/api/v1/tokens",
-                json={"role": "agent", "host": name, "description": f"lab {self.prefix} agent"},
-                headers={"Authorization": f"Bearer {admin_token}"},
-            )
+        made = _request(
+            controller_url, "POST", "/api/v1/tokens",
+            json={"role": "agent", "host": name, "description": f"lab {self.prefix} agent"},
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )  # fmt: skip
         if made.status_code != 201:
             raise LabError(f"making {name}'s agent token: HTTP {made.status_code} {made.text}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -561,3 +562,17 @@ class Lab:
             alt = proc.read_pidfile(paths.pidfile(daemon))
             if alt and alt != pids.get(daemon):
                 proc.stop_pid(alt, paths.dir)
+
+
+def _request(urls: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """``method path`` on the first of the comma-separated controller ``urls`` that can be
+    reached (the controllers of one cluster share their database)."""
+    bases = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    for i, base in enumerate(bases):
+        try:
+            with httpx.Client(base_url=base, timeout=10) as api:
+                return api.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if i + 1 == len(bases):
+                raise
+    raise httpx.ConnectError(f"no controller URL in {urls!r}")

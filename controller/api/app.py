@@ -21,6 +21,7 @@ from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
 from controller.api.limits import BodyLimit
 from controller.api.routes import (
     bindings,
+    controllers,
     endpoints,
     health,
     hosts,
@@ -40,6 +41,7 @@ from controller.db.session import make_engine, make_session_factory
 from controller.errors import Busy, VxplaneError
 from controller.events import EventHub
 from controller.hostwatch import HostWatch
+from controller.membership import Membership
 from controller.metrics import ApiLatency, ControllerMetrics
 from controller.sync import FlowSync, NullSync
 
@@ -68,9 +70,11 @@ def create_app(
     sync: FlowSync | None = None,
     session_factory: sessionmaker[Session] | None = None,
     events: EventHub | None = None,
+    membership: Membership | None = None,
 ) -> FastAPI:
     """The API app and dashboard; without a session factory it opens ``settings.db_url`` (not
-    migrated here). ``events`` is the hub the flow engine also publishes to."""
+    migrated here). ``events`` is the hub the flow engine also publishes to; ``membership``
+    is this controller's (``/api/v1/controllers`` marks it as ``this``)."""
     settings = settings or get_settings()
     hub = events if events is not None else EventHub(settings.events_capacity)
     engine: Engine | None = None
@@ -118,10 +122,20 @@ def create_app(
         queue_max=settings.write_queue_max,
     )
     app.state.writer = writer
+    app.state.member_id = membership.id if membership is not None else None
     app.state.auth = Authenticator(session_factory)
     app.include_router(health.router)
     app.include_router(session.router)
-    for module in (networks, hosts, endpoints, bindings, event_routes, tokens, metrics):
+    for module in (
+        networks,
+        hosts,
+        endpoints,
+        bindings,
+        event_routes,
+        tokens,
+        metrics,
+        controllers,
+    ):
         app.include_router(module.router, dependencies=[Depends(gate)])
     web.mount(app)
     app.add_middleware(HostHeaderMiddleware, allowed=settings.allowed_hosts_or_default())

@@ -547,3 +547,25 @@ class BindingBatchResult(BaseModel):
     """One outcome per item, in the order of the items."""
 
     items: list[BindingOutcome]
+
+
+class MasteredSwitch(BaseModel):
+    """A switch a controller masters: its dpid and the host it belongs to (if registered)."""
+
+    dpid: str
+    host: str | None
+
+
+class ControllerPublic(BaseModel):
+    """A member of the controller cluster (``controllers`` table)."""
+
+    id: str = Field(description="random per controller process start")
+    api_url: str = Field(description="where its API answers (--advertise-api)")
+    openflow: str = Field(description="its OpenFlow target for switches (--advertise-openflow)")
+    alive: bool = Field(description="its lease has not lapsed (database clock)")
+    lease_age: float = Field(description="seconds since it last renewed its lease")
+    started_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    this: bool = Field(description="this is the controller that answered")
+    switches: list[MasteredSwitch] = Field(description="the switches it is master of")

@@ -77,7 +77,10 @@ def lab_up(
     hosts: Annotated[int, typer.Option(help="Number of hosts", min=1, max=50)] = 3,
     controller: Annotated[
         str | None,
-        typer.Option(help="Controller API URL as seen from the hosts [http://<fabric gw>:8080]"),
+        typer.Option(
+            help="Controller API URL as seen from the hosts; several comma-separated for a "
+            "cluster (the agents fail over and follow its members) [http://<fabric gw>:8080]"
+        ),
     ] = None,
     prefix: PrefixOpt = "lab-",
     underlay: UnderlayOpt = "198.18.0.0/24",

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from controller.cli.controllers import controllers_app
 from controller.cli.events import events, status
 from controller.cli.lab import demo_app, lab_app
 from controller.cli.pki import pki_app
@@ -32,6 +33,7 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
 app.add_typer(pki_app, name="pki")
+app.add_typer(controllers_app, name="controllers")
 app.command("events")(events)
 app.command("status")(status)
 
@@ -106,9 +108,28 @@ def controller(
         Path | None,
         typer.Option("--openflow-ca", help="CA certificate the switches' certificates chain to"),
     ] = None,
+    advertise_api: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-api",
+            help="API URL other controllers, agents and CLIs reach this controller at "
+            "[default: http(s)://<--api address>]",
+        ),
+    ] = None,
+    advertise_openflow: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-openflow",
+            help="OpenFlow target switches reach this controller at, tcp:HOST:PORT or "
+            "ssl:HOST:PORT [default: from --openflow]",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the controller: REST API + OpenFlow listener, on SQLite by default.
+
+    Several controllers may share one PostgreSQL database: each registers with a 3 s lease
+    (see `vxplane controllers ls`) and masters its share of the switches.
 
     Every API call but /healthz needs a token; at the first start the controller makes an
     admin token and writes it to --admin-token-file (root's CLI on this machine reads it)."""
@@ -126,6 +147,10 @@ def controller(
         overrides["admin_token_file"] = admin_token_file
     if db:
         overrides["db_url"] = db
+    if advertise_api:
+        overrides["advertise_api"] = advertise_api
+    if advertise_openflow:
+        overrides["advertise_openflow"] = advertise_openflow
     if api:
         overrides["api_host"], overrides["api_port"] = _split_hostport(api, "--api")
     if openflow:

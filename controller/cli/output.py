@@ -30,11 +30,18 @@ class Output(StrEnum):
     json = "json"
 
 
+def api_urls(api: str | None) -> list[str]:
+    """The API base URLs: --api, else $VXPLANE_API, else the local default; several
+    controllers of one cluster comma-separated (``http://`` is added when the scheme is left
+    out: ``10.0.0.5:8080``)."""
+    given = (api or os.environ.get("VXPLANE_API") or DEFAULT_API).split(",")
+    urls = [u.strip().rstrip("/") for u in given if u.strip()] or [DEFAULT_API]
+    return [u if "://" in u else "http://" + u for u in urls]
+
+
 def api_url(api: str | None) -> str:
-    """The API base URL: --api, else $VXPLANE_API, else the local default (``http://`` is
-    added when the scheme is left out: ``10.0.0.5:8080``)."""
-    url = (api or os.environ.get("VXPLANE_API") or DEFAULT_API).strip().rstrip("/")
-    return url if "://" in url else "http://" + url
+    """The first of ``api_urls``."""
+    return api_urls(api)[0]
 
 
 TOKEN_FILE = "/var/lib/vxplane/admin-token"
@@ -123,18 +130,27 @@ def call_all(
 def _send(
     api: str | None, token: str | None, method: str, path: str, hint: str | None, **kwargs: Any
 ) -> Any:
-    base = api_url(api)
+    bases = api_urls(api)
     headers, verify = http_options(token)
     headers = {**headers, **kwargs.pop("headers", {})}
-    try:
-        resp = httpx.request(
-            method, base + path, timeout=30.0, headers=headers, verify=verify, **kwargs
-        )
-    except httpx.HTTPError as exc:
-        fail(
-            f"cannot reach the controller at {base}: {exc}",
-            "start it with `vxplane controller`, or point --api / VXPLANE_API at it",
-        )
+    for i, base in enumerate(bases):
+        try:
+            resp = httpx.request(
+                method, base + path, timeout=30.0, headers=headers, verify=verify, **kwargs
+            )
+            break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if i + 1 < len(bases):  # never reached it: the next controller of the cluster
+                continue
+            fail(
+                f"cannot reach the controller at {', '.join(bases)}: {exc}",
+                "start it with `vxplane controller`, or point --api / VXPLANE_API at it",
+            )
+        except httpx.HTTPError as exc:
+            fail(
+                f"cannot reach the controller at {base}: {exc}",
+                "start it with `vxplane controller`, or point --api / VXPLANE_API at it",
+            )
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail", resp.text)

@@ -20,7 +20,9 @@ from controller.cli.output import (
 ApiOpt = Annotated[
     str | None,
     typer.Option(
-        "--api", help="Controller API URL [env: VXPLANE_API; default http://127.0.0.1:8080]"
+        "--api",
+        help="Controller API URL; several comma-separated (a cluster: the next is tried when "
+        "one cannot be reached) [env: VXPLANE_API; default http://127.0.0.1:8080]",
     ),
 ]
 OutOpt = Annotated[Output, typer.Option("--output", "-o", help="table or json")]

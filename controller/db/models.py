@@ -296,6 +296,39 @@ class TokenRow(Base):
     bootstrap_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
+class ControllerMemberRow(Base):
+    """A controller process of the cluster and its lease (``controller.membership``).
+
+    ``expires_at`` is the database's clock at the last renewal plus the lease: a member is
+    live while the database's clock is before it. Rows of dead members stay (their id is
+    random per process start) until ``members.forget_dead`` removes them.
+    """
+
+    __tablename__ = "controllers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    api_url: Mapped[str] = mapped_column(String(255), nullable=False)
+    openflow: Mapped[str] = mapped_column(String(255), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+class SwitchMasterRow(Base):
+    """Who masters a switch (by dpid, 16 lowercase hex digits) and the generation id its
+    master sends in its OpenFlow role request: bumped on every change of master, never
+    lowered (the switch refuses an older one as STALE). The row outlives its host."""
+
+    __tablename__ = "switch_masters"
+
+    dpid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    controller_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    applied_revision: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default=text("0")
+    )  # the intent revision its master last saw the switch confirm (readiness elsewhere)
+
+
 @event.listens_for(Revision.__table__, "after_create")
 def _seed_revision(target: Any, connection: Connection, **_: Any) -> None:
     """``metadata.create_all`` seeds the revision row as the migration does."""

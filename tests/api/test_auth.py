@@ -118,6 +118,7 @@ CASES = [
          items={"agent-h1": [403, 200], "agent-h2": [403, 403], "admin": [200, 200]}),
     Case("GET", "/api/v1/events/recent", "/api/v1/events/recent", READ),
     Case("GET", "/metrics", "/metrics", READ),
+    Case("GET", "/api/v1/controllers", "/api/v1/controllers", READ),
     Case("GET", "/api/v1/tokens", "/api/v1/tokens", ADMIN_ONLY_READ),
     Case("POST", "/api/v1/tokens", "/api/v1/tokens", by_role(401, 403, 403, 403, 201),
          body={"role": "viewer"}),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -115,6 +115,8 @@ class FakeOvs(_Fake):
         self.ifaces: dict[str, FakeInterface] = {}
         self.added: dict[str, dict[str, str]] = {}  # port -> external_ids it was created with
         self.unavailable: set[int] = set()  # numbers OVS will not hand out
+        self.targets: dict[str, list[str]] = {}  # bridge -> OpenFlow controller targets
+        self.target_history: list[list[str]] = []  # every change of targets, in order
         self.closed = False
 
     def _free_ofport(self, request: int | None) -> int:
@@ -127,10 +129,24 @@ class FakeOvs(_Fake):
     @verb
     def ensure_bridge(self, spec: BridgeSpec) -> None:
         self.bridges[spec.name] = spec
+        if spec.controllers and not set(spec.controllers) & set(self.targets.get(spec.name, ())):
+            self.targets[spec.name] = sorted(spec.controllers)
+            self.target_history.append(list(self.targets[spec.name]))
         if TUNNEL_PORT not in self.ifaces:
             self.ifaces[TUNNEL_PORT] = FakeInterface(
                 spec.name, TUNNEL_PORT, self._free_ofport(TUNNEL_OFPORT), TUNNEL_OFPORT, {}
             )
+
+    @verb
+    def controllers(self, bridge: str) -> list[str]:
+        return sorted(self.targets.get(bridge, ()))
+
+    @verb
+    def set_controllers(self, bridge: str, targets: Sequence[str]) -> None:
+        if not targets:
+            raise OvsError(f"{bridge}: refusing to remove every controller (flows would go)")
+        self.targets[bridge] = sorted(set(targets))
+        self.target_history.append(list(self.targets[bridge]))
 
     @verb
     def bridge_dpid(self, name: str) -> int:
@@ -469,11 +485,22 @@ class FakeController(_Fake):
         self.down = False  # the controller cannot be reached
         self.closed = False
         self.cluster_id = "c0ffee00-0000-4000-8000-000000000001"
+        self.members: list[dict[str, Any]] | None = None  # None: a controller before clusters
+        self.member_urls: list[str] = []  # what the agent last gave set_members
 
     def _before(self, verb: str) -> None:
         if self.down:
             raise ControllerUnavailable(f"controller {self.base_url}: connection refused")
         super()._before(verb)
+
+    @verb
+    def list_controllers(self) -> list[dict[str, Any]]:
+        if self.members is None:
+            raise ControllerError(404, "Not Found")
+        return [dict(m) for m in self.members]
+
+    def set_members(self, api_urls: list[str]) -> None:
+        self.member_urls = list(api_urls)
 
     def _bump(self) -> int:
         self.revision += 1
@@ -773,7 +800,7 @@ class FakeHost:
     def __post_init__(self) -> None:
         self.ctl.register_host(HOST, "198.18.0.1")
         self.ctl.create_network("blue", "10.0.0.0/24")
-        self.ovs.ensure_bridge(BridgeSpec(BRIDGE, "netdev", None))
+        self.ovs.ensure_bridge(BridgeSpec(BRIDGE, "netdev", ()))
 
     def settings(self, **overrides: Any) -> AgentSettings:
         """Settings of h1's agent (userspace datapath: nothing probes the kernel)."""

@@ -44,7 +44,7 @@ def test_fakes_have_the_same_signatures(real: type, fake: type, names: list[str]
 
 def test_ovs_honours_ofport_request_unless_taken() -> None:
     ovs = FakeOvs()
-    ovs.ensure_bridge(BridgeSpec("br-int", "netdev", None))
+    ovs.ensure_bridge(BridgeSpec("br-int", "netdev", ()))
     assert ovs.wait_ofport("vxlan0") == 1
     ovs.add_port("br-int", "a", {"k": "v"}, ofport_request=7)
     ovs.unavailable.add(2)
@@ -63,7 +63,7 @@ def test_ovs_honours_ofport_request_unless_taken() -> None:
 
 def test_ovs_dead_port_reported_once() -> None:
     ovs = FakeOvs()
-    ovs.ensure_bridge(BridgeSpec("br-int", "netdev", None))
+    ovs.ensure_bridge(BridgeSpec("br-int", "netdev", ()))
     heard: list[str] = []
     ovs.on_port_down = heard.append
     ovs.add_port("br-int", "a", {})

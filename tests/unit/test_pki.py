@@ -145,9 +145,9 @@ def test_agent_ssl_options_make_an_ssl_target() -> None:
     base = ["--controller", "http://10.0.0.5:8080", "--host", "h1", "--underlay-ip", "198.18.0.1"]
     files = ["--ovs-ssl-key", "/k", "--ovs-ssl-cert", "/c", "--ovs-ssl-ca", "/a"]
     tls = AgentSettings.from_cli([*base, *files])
-    assert tls.openflow_target == "ssl:10.0.0.5:6653"
+    assert tls.openflow_targets == ("ssl:10.0.0.5:6653",)
     assert tls.ovs_ssl == ("/k", "/c", "/a")
-    assert AgentSettings.from_cli(base).openflow_target == "tcp:10.0.0.5:6653"
+    assert AgentSettings.from_cli(base).openflow_targets == ("tcp:10.0.0.5:6653",)
     with pytest.raises(ValueError, match="--ovs-ssl-key, --ovs-ssl-cert and --ovs-ssl-ca"):
         AgentSettings.from_cli([*base, "--ovs-ssl-key", "/k"])
     with pytest.raises(ValueError, match="an ssl: target needs"):

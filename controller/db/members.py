@@ -1,0 +1,209 @@
+"""Controller membership and switch mastership in the database (``controllers`` and
+``switch_masters``).
+
+``tick`` is one renewal of a member's lease and one rebalance, in one transaction that holds
+the cluster-wide lock (``pg_advisory_xact_lock`` on PostgreSQL, the write lock on SQLite), so
+concurrent members never write two answers: it renews the member's row (inserting it again
+if it was forgotten), reads the live members (``expires_at`` after the database's clock), the
+switches (hosts with a datapath id) and their masters, computes ``mastership.assign`` and
+writes only the switches whose master changed, each with its generation id one higher.
+
+Every time is the database's clock (``clock_timestamp()`` on PostgreSQL), so members on
+machines whose clocks disagree still agree on whose lease lapsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from controller import mastership
+from controller.db.base import begin_write, dialect, format_dpid, utcnow
+from controller.db.models import ControllerMemberRow, HostRow, SwitchMasterRow
+
+LOCK_KEY = 0x76787061  # "vxpa": pg_advisory_xact_lock key of the mastership rebalance
+FORGET_AFTER = timedelta(hours=1)  # a dead member's row is removed this long after its lease
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A controller as the database knows it; ``masters`` are dpids it is assigned."""
+
+    id: str
+    api_url: str
+    openflow: str
+    started_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    alive: bool
+    lease_age: float  # seconds since the last renewal (database clock)
+    masters: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What one ``tick`` found: the database time, the live members, this member's switches
+    (dpid -> generation id) and every switch's current generation id."""
+
+    now: datetime
+    live: tuple[str, ...]
+    mine: dict[int, int]
+    generations: dict[int, int]
+    moved: int  # switches whose master this tick changed
+    applied: dict[int, int] = field(default_factory=dict)  # dpid -> its master's applied rev
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock (PostgreSQL: ``clock_timestamp()``; SQLite: this process's)."""
+    if dialect(session) == "postgresql":
+        return session.execute(select(func.clock_timestamp())).scalar_one()  # type: ignore[no-any-return]
+    return utcnow()
+
+
+def _lock(session: Session) -> None:
+    if dialect(session) == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+    else:
+        begin_write(session)
+
+
+def renew(session: Session, member: str, api_url: str, openflow: str, lease: float) -> datetime:
+    """Renew ``member``'s lease (insert its row if missing); the database time of it."""
+    now = db_now(session)
+    expires = now + timedelta(seconds=lease)
+    done = session.execute(
+        update(ControllerMemberRow)
+        .where(ControllerMemberRow.id == member)
+        .values(renewed_at=now, expires_at=expires, api_url=api_url, openflow=openflow)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(
+            ControllerMemberRow(
+                id=member,
+                api_url=api_url,
+                openflow=openflow,
+                started_at=now,
+                renewed_at=now,
+                expires_at=expires,
+            )  # fmt: skip
+        )
+        session.flush()
+    return now
+
+
+def tick(
+    session: Session,
+    member: str,
+    api_url: str,
+    openflow: str,
+    lease: float,
+    applied: Mapping[int, int] | None = None,
+    rebalance: bool = True,
+) -> Tick:
+    """Renew ``member``, publish the revisions its switches ``applied`` (dpid -> revision,
+    only where it is still the master: readiness on every controller) and, with
+    ``rebalance``, rebalance mastership (the caller commits). Without it the assignment is
+    read as it is: a member that just got its lease back after a lapse (a database outage
+    lapses every lease at once) does not take the others' switches before they had a lease
+    period to renew theirs."""
+    _lock(session)
+    now = renew(session, member, api_url, openflow, lease)
+    for dpid, revision in (applied or {}).items():
+        session.execute(
+            update(SwitchMasterRow)
+            .where(
+                SwitchMasterRow.dpid == format_dpid(dpid),
+                SwitchMasterRow.controller_id == member,
+                SwitchMasterRow.applied_revision < revision,
+            )
+            .values(applied_revision=revision)
+        )
+    live = tuple(
+        sorted(
+            session.execute(
+                select(ControllerMemberRow.id).where(ControllerMemberRow.expires_at > now)
+            ).scalars()
+        )
+    )
+    dpids = [
+        int(d, 16)
+        for d in session.execute(select(HostRow.dpid).where(HostRow.dpid.is_not(None))).scalars()
+        if d is not None
+    ]
+    rows = {int(r.dpid, 16): r for r in session.execute(select(SwitchMasterRow)).scalars()}
+    before = {dpid: row.controller_id for dpid, row in rows.items()}
+    after = mastership.assign(dpids, live, before) if rebalance else {}
+    bumped = mastership.next_generations(
+        before, after, {dpid: row.generation for dpid, row in rows.items()}
+    )
+    for dpid, owner in after.items():
+        row = rows.get(dpid)
+        if row is None:
+            row = SwitchMasterRow(
+                dpid=format_dpid(dpid), controller_id=None, generation=0, applied_revision=0
+            )
+            session.add(row)
+            rows[dpid] = row
+        if row.controller_id != owner:
+            row.controller_id = owner
+            row.generation = bumped.get(dpid, row.generation)
+    session.flush()
+    return Tick(
+        now=now,
+        live=live,
+        mine={d: r.generation for d, r in rows.items() if r.controller_id == member},
+        generations={d: r.generation for d, r in rows.items()},
+        moved=mastership.moves(before, after),
+        applied={d: r.applied_revision for d, r in rows.items() if r.controller_id is not None},
+    )
+
+
+def leave(session: Session, member: str) -> None:
+    """``member`` stops (a clean shutdown): its row goes and its switches are free at once,
+    keeping their generation ids (the caller commits)."""
+    _lock(session)
+    session.execute(
+        update(SwitchMasterRow)
+        .where(SwitchMasterRow.controller_id == member)
+        .values(controller_id=None)
+    )
+    session.execute(delete(ControllerMemberRow).where(ControllerMemberRow.id == member))
+
+
+def forget_dead(session: Session, now: datetime) -> int:
+    """Remove members whose lease lapsed over ``FORGET_AFTER`` ago; how many (caller commits)."""
+    done = session.execute(
+        delete(ControllerMemberRow).where(ControllerMemberRow.expires_at < now - FORGET_AFTER)
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def list_members(session: Session) -> list[MemberRecord]:
+    """Every member the database knows (live first, then by id), with the dpids each masters."""
+    now = db_now(session)
+    masters: dict[str, list[int]] = {}
+    for dpid, owner in session.execute(
+        select(SwitchMasterRow.dpid, SwitchMasterRow.controller_id).where(
+            SwitchMasterRow.controller_id.is_not(None)
+        )
+    ):
+        masters.setdefault(str(owner), []).append(int(dpid, 16))
+    records = [
+        MemberRecord(
+            id=row.id,
+            api_url=row.api_url,
+            openflow=row.openflow,
+            started_at=row.started_at,
+            renewed_at=row.renewed_at,
+            expires_at=row.expires_at,
+            alive=row.expires_at > now,
+            lease_age=max(0.0, (now - row.renewed_at).total_seconds()),
+            masters=tuple(sorted(masters.get(row.id, ()))),
+        )
+        for row in session.execute(select(ControllerMemberRow)).scalars()
+    ]
+    return sorted(records, key=lambda r: (not r.alive, r.id))

@@ -1,0 +1,43 @@
+"""GET /api/v1/controllers: members, lease age, the switches each masters; readable with any
+token, never without one."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from controller.db import members
+from controller.db.session import make_engine, make_session_factory
+
+
+def _tick(url: str, member: str, lease: float = 30.0) -> None:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as s:
+            members.tick(s, member, f"http://{member}:8080", f"tcp:{member}:6653", lease)
+            s.commit()
+    finally:
+        engine.dispose()
+
+
+def test_members_and_their_switches(
+    client: TestClient, db_file_url: str, make_client, make_token
+) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/api/v1/controllers").json() == []
+    client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": "0000000000000001"})
+    client.put("/api/v1/hosts/h2", json={"underlay_ip": "198.18.0.2", "dpid": "0000000000000002"})
+    _tick(db_file_url, "aaaa")
+    _tick(db_file_url, "bbbb")
+    _tick(db_file_url, "aaaa")
+    got = client.get("/api/v1/controllers").json()
+    assert [m["id"] for m in got] == ["aaaa", "bbbb"]
+    assert all(m["alive"] and 0 <= m["lease_age"] < 30 and not m["this"] for m in got)
+    switches = {m["id"]: [(s["dpid"], s["host"]) for s in m["switches"]] for m in got}
+    assert sorted(switches["aaaa"] + switches["bbbb"]) == [
+        ("0000000000000001", "h1"), ("0000000000000002", "h2"),
+    ]  # fmt: skip
+    assert len(switches["aaaa"]) == len(switches["bbbb"]) == 1
+    assert got[0]["api_url"] == "http://aaaa:8080" and got[0]["openflow"] == "tcp:aaaa:6653"
+    viewer = make_client(token=make_token("viewer"))
+    assert viewer.get("/api/v1/controllers").status_code == 200
+    assert make_client(token=None).get("/api/v1/controllers").status_code == 401
+    assert viewer.post("/api/v1/controllers").status_code == 405

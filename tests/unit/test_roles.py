@@ -1,0 +1,282 @@
+"""Fencing: the flow engine behind ``Roles``, against an in-memory bridge that keeps roles and
+generation ids as OVS 3.1 does (STALE for an older generation, IS_SLAVE for a slave's write,
+a MASTER request demotes the other master). Two controllers share one bridge.
+
+The bridge answers nothing until ``pump``: replies arrive later, as from a real switch."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from controller.engine import Engine
+from controller.pipeline import desired_flows
+from controller.roles import ROLE_MASTER, ROLE_SLAVE, Roles
+from tests.unit.test_engine import snapshot
+
+FLOW_MOD, BARRIER, ROLE_REQUEST, EXPERIMENTER = 14, 20, 24, 4
+BUNDLE_ADD = 2301  # ONF_ET_BUNDLE_ADD_MESSAGE (commits are not modelled: adds apply at once)
+FC_ADD, FC_DELETE = 0, 3
+
+
+class Bridge:
+    """One OVS bridge: its flows (cookies), its highest generation id, its master."""
+
+    def __init__(self) -> None:
+        self.flows: set[int] = set()
+        self.generation: int | None = None
+        self.master: Conn | None = None
+        self.log: list[tuple[str, object]] = []  # what happened, in order
+
+
+class Conn:
+    """One controller's connection to the bridge; ``pump`` delivers the switch's answers."""
+
+    def __init__(self, bridge: Bridge, name: str, dpid: int = 1) -> None:
+        self.bridge, self.name, self.dpid = bridge, name, dpid
+        self.address, self.peer_name = f"{name}:1", None
+        self.role = "equal"
+        self.inbox: list[Callable[[], None]] = []  # requests the switch has not handled yet
+        self.engine: Engine | None = None
+        self.roles: Roles | None = None
+        self.written: list[int] = []  # cookies of flow-mods the bridge applied from us
+        self.refused: list[int] = []  # cookies of flow-mods refused IS_SLAVE
+
+    # -- SwitchConn / RoleConn ---------------------------------------------------------
+    def send(self, data: bytes) -> bool:
+        off = 0
+        while off < len(data):
+            _, mtype, length, xid = struct.unpack_from("!BBHI", data, off)
+            body = data[off + 8 : off + length]
+            self.inbox.append(lambda m=mtype, x=xid, b=body: self._handle(m, x, b))
+            off += length
+        return True
+
+    def request_role(self, role: int, generation: int) -> bool:
+        self.inbox.append(lambda: self._role(role, generation))
+        return True
+
+    def request_flow_dump(self) -> None:
+        self.inbox.append(
+            lambda: self._engine().switch_dump(self.dpid, set(self.bridge.flows), False)
+        )
+
+    def missed_echo(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    # -- the switch's side ---------------------------------------------------------------
+    def _engine(self) -> Engine:
+        assert self.engine is not None
+        return self.engine
+
+    def _roles(self) -> Roles:
+        assert self.roles is not None
+        return self.roles
+
+    def pump(self) -> None:
+        while self.inbox:
+            self.inbox.pop(0)()
+
+    def _role(self, role: int, gen: int) -> None:
+        b = self.bridge
+        if b.generation is not None and gen < b.generation:
+            b.log.append((self.name, "stale"))
+            self._roles().error(self.dpid, self, 11, 0)
+            return
+        b.generation = gen
+        if role == ROLE_MASTER:
+            if b.master is not None and b.master is not self:
+                b.master.role = "slave"
+            b.master, self.role = self, "master"
+        elif role == ROLE_SLAVE:
+            self.role = "slave"
+            if b.master is self:
+                b.master = None
+        b.log.append((self.name, f"{self.role} {gen}"))
+        self._roles().reply(self.dpid, self, role, gen)
+
+    def _handle(self, mtype: int, xid: int, body: bytes) -> None:
+        if mtype == EXPERIMENTER and struct.unpack_from("!I", body, 4)[0] == BUNDLE_ADD:
+            mtype, body = body[17], body[24:]  # a bundled flow-mod: applied as added here
+        if mtype == FLOW_MOD:
+            (cookie,) = struct.unpack_from("!Q", body, 0)
+            if self.role == "slave":
+                self.refused.append(cookie)
+                self.bridge.log.append((self.name, "is_slave"))
+                if not self._roles().error(self.dpid, self, 1, 10):
+                    self._engine().switch_error(self.dpid, xid, "IS_SLAVE")
+                return
+            self.bridge.log.append((self.name, "flow_mod"))
+            self.written.append(cookie)
+            if body[17] == FC_ADD:
+                self.bridge.flows.add(cookie)
+            elif body[17] == FC_DELETE:
+                self.bridge.flows.discard(cookie)
+        elif mtype == BARRIER:
+            self._engine().barrier_reply(self.dpid, xid)
+
+
+class Controller:
+    """An engine, its roles and a fake clock; ``assign`` plays the membership's tick."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.now = 100.0
+        self.snap = snapshot(1)
+        self.engine_box: list[Engine] = []
+        self.roles = Roles(
+            on_master=lambda d, c: self.engine.resync(d, c),
+            on_step_down=lambda d, c: self.engine.step_down(d, c),
+            clock=lambda: self.now,
+        )
+        self.engine = Engine(
+            self._session, lambda s: self.snap, lambda s: self.snap.revision,
+            lambda s, r, h: 0, clock=lambda: self.now, gate=self.roles,
+        )  # fmt: skip
+        self.engine.sync_all(self.snap)
+
+    class _S:
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *a: object) -> None:
+            pass
+
+    def _session(self):  # noqa: ANN202
+        return self._S()
+
+    def connect(self, bridge: Bridge) -> Conn:
+        conn = Conn(bridge, self.name)
+        conn.engine, conn.roles = self.engine, self.roles
+        assert self.engine.switch_connected(conn)
+        self.roles.connected(conn)
+        return conn
+
+    def assign(self, mine: dict[int, int], gens: dict[int, int], lease: float = 3.0) -> None:
+        self.roles.assigned(mine, gens, self.now + lease)
+
+    def sync(self) -> None:
+        self.engine.sync_all(self.snap)
+
+
+def _converge(*conns: Conn, controllers: tuple[Controller, ...]) -> None:
+    for _ in range(4):
+        for c in conns:
+            c.pump()
+        for ctl in controllers:
+            ctl.sync()
+        for c in conns:
+            c.pump()
+
+
+def test_no_flow_mod_before_the_switch_made_us_master() -> None:
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    conn.pump()  # the flow dump of the connection: synced, but not master (EQUAL)
+    a.sync()
+    conn.pump()
+    assert conn.written == [] and conn.role == "equal"
+    a.assign({1: 7}, {1: 7})
+    a.sync()  # the role request is out, not answered: still nothing
+    assert conn.written == []
+    _converge(conn, controllers=(a,))
+    first_write = bridge.log.index(("a", "flow_mod"))
+    assert bridge.log.index(("a", "master 7")) < first_write
+    assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
+    assert a.engine.wait_applied(1, 0.01, hosts=["h1"])
+
+
+def test_takeover_sends_nothing_when_converged_and_the_stale_master_is_refused() -> None:
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    b.assign({}, {1: 1})
+    _converge(ca, cb, controllers=(a, b))
+    installed = set(bridge.flows)
+    assert installed and cb.written == [] and cb.role == "slave"
+
+    # a stops renewing (SIGSTOP): the database moves the switch to b with generation 2
+    b.assign({1: 2}, {1: 2})
+    _converge(cb, controllers=(b,))
+    assert cb.role == "master" and ca.role == "slave"
+    assert cb.written == [], "converged switch: the takeover sends no flow-mod"
+    assert b.engine.wait_applied(1, 0.01, hosts=["h1"])
+
+    # a wakes up with its old view (lease not yet known lapsed here) and the network changed
+    a.snap = b.snap = snapshot(2, a_port=6)
+    a.sync()
+    ca.pump()
+    assert ca.refused, "the stale master's writes are refused by the switch"
+    assert bridge.flows == installed
+    assert not a.roles.may_write(1, ca) and a.roles.step_downs == 1
+    a.sync()  # stepped down: nothing more is sent
+    assert ca.inbox == []
+    # its view still says master with generation 1: it never asks MASTER with it again (the
+    # switch answers its SLAVE request with that generation STALE) and stays a slave ...
+    a.assign({1: 1}, {1: 1})
+    ca.pump()
+    assert bridge.log[-1] == ("a", "stale") and ca.role == "slave"
+    assert not a.roles.may_write(1, ca) and bridge.flows == installed  # a changed nothing
+    # ... while b brings the switch to the new intent
+    _converge(cb, controllers=(b,))
+    assert bridge.flows == {f.cookie for f in desired_flows(b.snap, "h1")}
+
+
+def test_an_old_generation_is_answered_stale() -> None:
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    b.assign({1: 5}, {1: 5})
+    _converge(cb, controllers=(b,))
+    a.assign({1: 4}, {1: 4})  # a's database view is behind
+    _converge(ca, controllers=(a,))
+    assert ("a", "stale") in bridge.log and ca.written == []
+    assert not a.roles.may_write(1, ca) and b.roles.may_write(1, cb)
+
+
+def test_a_lapsed_lease_stops_writing_at_once() -> None:
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1}, lease=3.0)
+    _converge(conn, controllers=(a,))
+    sent = len(conn.written)
+    a.now += 3.0  # no renewal for a whole lease
+    a.snap = snapshot(2, a_port=6)
+    a.sync()
+    conn.pump()
+    assert len(conn.written) == sent, "no batch after the lease lapsed"
+    assert not a.roles.masters(1)
+    assert a.engine.wait_applied(2, 0.01), "a switch we do not master holds back no wait"
+    a.assign({1: 1}, {1: 1})  # renewed: asks for the role again, re-reads, then writes
+    _converge(conn, controllers=(a,))
+    assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
+
+
+def test_losing_the_assignment_stops_writing_and_asks_for_slave() -> None:
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    a.assign({}, {1: 2})  # the switch went to another member with generation 2
+    assert not a.roles.may_write(1, conn)
+    conn.pump()
+    assert conn.role == "slave" and bridge.generation == 2
+
+
+def test_readiness_elsewhere_comes_from_the_masters_published_revision() -> None:
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    b.assign({}, {1: 1})
+    _converge(ca, cb, controllers=(a, b))
+    assert a.engine.wait_applied(1, 0.01, hosts=["h1"])
+    assert a.engine.applied_revisions() == {1: 1}
+    assert b.engine.applied_revisions() == {}  # b masters nothing: publishes nothing
+    assert not b.engine.wait_applied(1, 0.01, hosts=["h1"]), "b knows nothing of h1 yet"
+    b.engine.remote_applied({1: 0})
+    assert not b.engine.wait_applied(1, 0.01, hosts=["h1"])
+    b.engine.remote_applied(a.engine.applied_revisions())  # what the database carries over
+    assert b.engine.wait_applied(1, 0.01, hosts=["h1"])
+    assert not b.engine.wait_applied(2, 0.01, hosts=["h1"])
