@@ -27,11 +27,23 @@ class EndpointState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Publication:
+    """A host port forwarded to an endpoint's port: wherever the endpoint is bound, its host
+    accepts ``proto`` connections to ``host_port`` on its egress address for it."""
+
+    endpoint: str
+    host_port: int
+    port: int
+    proto: str = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     """A virtual network: one VNI, one IPv4 subnet, isolated from every other network.
 
     ``external``: its endpoints reach addresses outside the overlay through their own host's
-    gateway, translated in conntrack ``zone`` (allocated while external, else None).
+    gateway, translated in conntrack ``zone`` (allocated while external, else None);
+    ``publications`` are its endpoints' published ports (used while external).
     """
 
     name: str
@@ -41,6 +53,7 @@ class Network:
     block_prefix: int = 26
     external: bool = False
     zone: int | None = None
+    publications: tuple[Publication, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ same CIDR on one host never mix:
                 zone Z -> ct(next local zone, nat, table=GW_CT): one more recirculation per
                 external network with endpoints on this host. A new connection to a
                 published port (zone Z) -> ct(commit, zone Z, nat(dst=endpoint:port),
-                ct_mark |= CT_MARK_DNAT) -> LOCAL. Nothing else gets in.
+                ct_mark = CT_MARK_DNAT, table=GW_CT): recirculated, since a translation
+                is visible to matches only after one; +new with CT_MARK_DNAT in zone Z to
+                the network's subnet -> LOCAL. Nothing else gets in.
  40 REMOTE      (lowest priority, external networks only) a miss from a local port -> EGRESS
  50 EGRESS      IPv4 to the network's own subnet is dropped (no route for an unknown
                 address); anything else -> ct(zone, nat, table=EGRESS_CT).
@@ -366,6 +368,7 @@ def gateway_flows(host: Host, local: Iterable[tuple[Network, Endpoint]]) -> list
     (see the module docstring); none without an egress address and gateway port."""
     if host.egress_ip is None or host.gateway_port is None:
         return []
+    local = list(local)
     nets = {net.name: net for net, _ in local if net.external and net.zone}
     if not nets:
         return []
@@ -378,7 +381,54 @@ def gateway_flows(host: Host, local: Iterable[tuple[Network, Endpoint]]) -> list
         nxt = zones[i + 1] if i + 1 < len(zones) else None
         out.extend(_zone_flows(net.vni, net.zone or 0, net.subnet, str(net.gateway), nxt))
         out.extend(_egress_flows(net.vni, net.zone or 0, net.subnet, egress, port))
+    published = {(net.name, pub.endpoint): pub for net in ordered for pub in net.publications}
+    if published:
+        for net, ep in local:
+            pub = published.get((net.name, ep.name))
+            if pub is not None and net.name in nets:
+                out.extend(
+                    _publication_flows(
+                        net.vni,
+                        net.zone or 0,
+                        str(net.gateway),
+                        egress,
+                        str(ep.ip),
+                        pub.host_port,
+                        pub.port,
+                        pub.proto,
+                    )  # fmt: skip
+                )
     return out
+
+
+@lru_cache(maxsize=CACHE)
+def _publication_flows(
+    vni: int,
+    zone: int,
+    gateway: str,
+    egress: str,
+    ip: str,
+    host_port: int,
+    port: int,
+    proto: str,
+) -> tuple[Flow, ...]:
+    """GW_IN and GW_CT for one published port of a local endpoint: its packets go to its
+    network's zone at once; a new connection is committed there, translated to the
+    endpoint's address and port, and recirculated (``_zone_flows`` delivers it)."""
+    ip_proto, dst = (IP_TCP, "tcp_dst") if proto == "tcp" else (IP_UDP, "udp_dst")
+    match: dict[str, MatchValue] = {"eth_type": ETH_IP, "ip_proto": ip_proto, dst: host_port}
+    # recirculated: a translation is visible to later lookups only after a recirculation
+    dnat = Ct(zone, T_GW_CT, commit=True, nat=Nat("dst", ip, port, port), mark=CT_MARK_DNAT)
+    new = (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV)
+    return (
+        flow(T_GW_IN, PRIO_EXCEPTION, match, [Ct(zone, T_GW_CT, nat=Nat())]),
+        flow(
+            T_GW_CT,
+            PRIO_EXCEPTION,
+            {**match, "ct_zone": zone, "ct_state": new, "ipv4_dst": egress},
+            [dnat],
+        ),
+    )
 
 
 @lru_cache(maxsize=CACHE)
@@ -437,6 +487,20 @@ def _zone_flows(
             goto=T_LOCAL,
         ),
     ]
+    out.append(  # a new connection to a published port, after its translation
+        flow(
+            T_GW_CT,
+            PRIO_NORMAL - 2,
+            {
+                **base,
+                "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV),
+                "ct_mark": (CT_MARK_DNAT, CT_MARK_DNAT),
+            },
+            deliver,
+            write_metadata=meta,
+            goto=T_LOCAL,
+        )
+    )
     if next_zone is not None:
         out.append(
             flow(

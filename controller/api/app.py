@@ -27,6 +27,7 @@ from controller.api.routes import (
     hosts,
     metrics,
     networks,
+    publications,
     session,
     tokens,
     web,
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(session.router)
     for module in (
         networks,
+        publications,
         hosts,
         endpoints,
         bindings,

@@ -218,6 +218,36 @@ class NetworkCreate(_Body):
     )
 
 
+class PublicationCreate(_Body):
+    """A published port: the endpoint's host accepts ``host_port`` for its ``port``."""
+
+    endpoint: str = Field(min_length=1, max_length=255, description="the endpoint's name")
+    host_port: int = Field(
+        ge=1,
+        le=32767,
+        strict=True,
+        description="port on the endpoint's host's egress address (32768 and up are the "
+        "gateway's source ports)",
+    )
+    port: int = Field(ge=1, le=65535, strict=True, description="the endpoint's own port")
+    proto: Literal["tcp", "udp"] = "tcp"
+
+
+class PublicationPublic(_Public):
+    """A publication and where it is reachable now."""
+
+    network: str
+    endpoint: str
+    host_port: int
+    port: int
+    proto: str
+    host: str | None = Field(description="the endpoint's host now (null: unbound)")
+    address: IPv4Address | None = Field(
+        description="that host's egress address: connect to address:host_port"
+    )
+    created_at: datetime
+
+
 class NetworkUpdate(_Body):
     """What may change of a network (omitted: kept)."""
 

@@ -278,3 +278,75 @@ def endpoint_history(
         f"history of {network}/{name}",
         empty=f"{network}/{name} was never bound to a host",
     )
+
+
+PUB_COLS = ["network", "endpoint", "host_port", "port", "proto", "host", "address"]
+
+
+def parse_mapping(text: str) -> tuple[int, int, str]:
+    """``HOSTPORT:PORT[/tcp|udp]`` -> (host port, port, protocol); BadParameter if not."""
+    spec, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    host_port, sep, port = spec.partition(":")
+    if not sep or proto not in ("tcp", "udp") or not (host_port.isdigit() and port.isdigit()):
+        raise typer.BadParameter(f"{text!r}: expected HOSTPORT:PORT[/tcp|udp], e.g. 8080:80")
+    return int(host_port), int(port), proto
+
+
+@endpoint_app.command("publish")
+def endpoint_publish(
+    network: Annotated[str, typer.Argument(help="Network (external) of the endpoint")],
+    name: Annotated[str, typer.Argument(help="Endpoint name")],
+    mapping: Annotated[
+        str, typer.Argument(help="HOSTPORT:PORT[/tcp|udp]: host port 1..32767 to the port")
+    ],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+    output: OutOpt = Output.table,
+) -> None:
+    """Publish a port: connections to HOSTPORT on the egress address of the endpoint's host
+    (wherever it is bound; it follows the endpoint) reach the endpoint's PORT.
+
+    vxplane endpoint publish shop web 8080:80"""
+    host_port, port, proto = parse_mapping(mapping)
+    body = {"endpoint": name, "host_port": host_port, "port": port, "proto": proto}
+    pub = call(api, "POST", f"/api/v1/networks/{network}/publications", json=body, token=token)
+    if output == Output.json:
+        render_one(pub, output)
+        return
+    where = (
+        f"now {pub['address']}:{pub['host_port']} on {pub['host']}"
+        if pub.get("address")
+        else "reachable once it is bound to a host with an egress address"
+    )
+    console.print(
+        f"published {network}/{name} port {port}/{proto} as host port {host_port} ({where})"
+    )
+
+
+@endpoint_app.command("unpublish")
+def endpoint_unpublish(
+    network: Annotated[str, typer.Argument(help="Network")],
+    host_port: Annotated[str, typer.Argument(help="HOSTPORT[/tcp|udp]")],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Stop publishing a host port: vxplane endpoint unpublish shop 8080"""
+    number, _, proto = host_port.partition("/")
+    proto = proto or "tcp"
+    if not number.isdigit() or proto not in ("tcp", "udp"):
+        raise typer.BadParameter(f"{host_port!r}: expected HOSTPORT[/tcp|udp]")
+    call(api, "DELETE", f"/api/v1/networks/{network}/publications/{proto}/{number}", token=token)
+    console.print(f"host port {number}/{proto} of {network} unpublished")
+
+
+@endpoint_app.command("publications")
+def endpoint_publications(
+    network: Annotated[str, typer.Argument(help="Network")],
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+    output: OutOpt = Output.table,
+) -> None:
+    """The network's published ports and where each is reachable now."""
+    rows = call(api, "GET", f"/api/v1/networks/{network}/publications", token=token)
+    render(rows, PUB_COLS, output, "publications", empty="no published ports")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from controller.db.models import EndpointRow, HostRow, NetworkRow, Revision
 from controller.db.records import EndpointRecord, HostRecord, NetworkRecord
 from controller.errors import NotFound
-from controller.model import EndpointState, Network
+from controller.model import EndpointState, Network, Publication
 
 
 def utcnow() -> datetime:
@@ -108,6 +108,9 @@ def to_network(row: NetworkRow) -> Network:
         block_prefix=row.block_prefix,
         external=row.external,
         zone=row.zone,
+        publications=tuple(
+            Publication(p.endpoint, p.host_port, p.port, p.proto) for p in row.publications
+        ),
     )
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -140,6 +140,35 @@ class NetworkRow(Base):
         Boolean, nullable=False, default=False, server_default=false()
     )
     zone: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
+    publications: Mapped[list[PublicationRow]] = relationship(
+        lazy="selectin",
+        order_by="PublicationRow.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class PublicationRow(Base):
+    """A published host port: ``host_port``/``proto`` on the endpoint's host (wherever it is
+    bound) forwarded to the endpoint's ``port``. Host ports are unique in the cluster, so a
+    publication can always follow its endpoint; the endpoint is named, not referenced (the
+    name is its identity: the same name finds the same publication again)."""
+
+    __tablename__ = "publications"
+    __table_args__ = (
+        UniqueConstraint("host_port", "proto"),
+        CheckConstraint("proto IN ('tcp', 'udp')", name="proto"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    endpoint: Mapped[str] = mapped_column(String(255), nullable=False)
+    host_port: Mapped[int] = mapped_column(Integer, nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    proto: Mapped[str] = mapped_column(String(3), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
 class HostRow(Base):

@@ -76,3 +76,17 @@ class MoveRecord:
     ofport: int | None
     revision: int
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationRecord:
+    """A publication and where it is reachable now (``host``, its egress ``address``)."""
+
+    network: str
+    endpoint: str
+    host_port: int
+    port: int
+    proto: str
+    host: str | None
+    address: IPv4Address | None
+    created_at: datetime

@@ -69,10 +69,11 @@ from controller.db.models import (
     EndpointRow,
     HostRow,
     NetworkRow,
+    PublicationRow,
     SwitchStateRow,
     UTCDateTime,
 )
-from controller.db.records import HostRecord, NetworkRecord
+from controller.db.records import HostRecord, NetworkRecord, PublicationRecord
 from controller.errors import Conflict, NotFound
 from controller.intent import BLOCKS, HOST, NETWORK
 from controller.model import MAX_ZONE, Block, Endpoint, EndpointState, Snapshot
@@ -86,10 +87,12 @@ __all__ = [
     "cluster_id",
     "create_endpoint",
     "create_network",
+    "create_publication",
     "current_revision",
     "delete_endpoint",
     "delete_host",
     "delete_network",
+    "delete_publication",
     "endpoint_history",
     "get_endpoint",
     "get_host",
@@ -99,6 +102,7 @@ __all__ = [
     "list_endpoints",
     "list_hosts",
     "list_networks",
+    "list_publications",
     "load_snapshot",
     "mark_ready",
     "mark_ready_at",
@@ -648,3 +652,102 @@ def switch_states(session: Session) -> dict[str, tuple[int, int, datetime]]:
         SwitchStateRow.updated_at,
     )  # fmt: skip
     return {host: (w, a, at) for host, w, a, at in session.execute(query)}
+
+
+# Publications
+
+
+def create_publication(
+    session: Session,
+    network: str,
+    endpoint: str,
+    host_port: int,
+    port: int,
+    proto: str,
+    now: datetime | None = None,
+) -> tuple[PublicationRecord, int]:
+    """Publish ``host_port``/``proto`` to ``endpoint``'s ``port`` (see the route)."""
+    begin_write(session, serialize=True)
+    net = network_row(session, network, lock="update")
+    if not net.external:
+        raise Conflict(
+            f"network {network!r} is sealed: make it external first "
+            f"(vxplane network set {network} --external)"
+        )
+    ep = session.execute(
+        select(EndpointRow.id).where(EndpointRow.network_id == net.id, EndpointRow.name == endpoint)
+    ).first()
+    if ep is None:
+        raise NotFound(f"endpoint {endpoint!r} of network {network!r} does not exist")
+    holder = session.execute(
+        select(PublicationRow, NetworkRow.name)
+        .join(NetworkRow, PublicationRow.network_id == NetworkRow.id)
+        .where(PublicationRow.host_port == host_port, PublicationRow.proto == proto)
+    ).first()
+    if holder is not None:
+        pub, held_by = holder
+        raise Conflict(
+            f"host port {host_port}/{proto} is already published for {held_by}/{pub.endpoint}"
+        )
+    row = PublicationRow(
+        network_id=net.id, endpoint=endpoint, host_port=host_port, port=port, proto=proto,
+        created_at=now or utcnow(),
+    )  # fmt: skip
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"host port {host_port}/{proto} was just published, by another") from exc
+    note(
+        session, "publication.created", network=network, endpoint=endpoint,
+        host_port=host_port, port=port, proto=proto,
+    )  # fmt: skip
+    revision = bump(session)
+    log_change(session, revision, NETWORK, network)
+    return _publication_record(session, network, row), revision
+
+
+def list_publications(session: Session, network: str) -> list[PublicationRecord]:
+    """``network``'s publications by host port (``NotFound`` if no such network)."""
+    net = network_row(session, network)
+    rows = session.execute(
+        select(PublicationRow)
+        .where(PublicationRow.network_id == net.id)
+        .order_by(PublicationRow.host_port, PublicationRow.proto)
+    ).scalars()
+    return [_publication_record(session, network, row) for row in rows]
+
+
+def delete_publication(session: Session, network: str, proto: str, host_port: int) -> int:
+    """Stop publishing ``host_port``/``proto`` of ``network`` (``NotFound`` if it is not)."""
+    begin_write(session, serialize=True)
+    net = network_row(session, network, lock="update")
+    row = session.execute(
+        select(PublicationRow).where(
+            PublicationRow.network_id == net.id,
+            PublicationRow.host_port == host_port,
+            PublicationRow.proto == proto,
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"host port {host_port}/{proto} is not published in network {network!r}")
+    session.delete(row)
+    note(session, "publication.deleted", network=network, host_port=host_port, proto=proto)
+    revision = bump(session)
+    log_change(session, revision, NETWORK, network)
+    return revision
+
+
+def _publication_record(session: Session, network: str, row: PublicationRow) -> PublicationRecord:
+    """The API view: where the endpoint is now (host, egress address) joined in."""
+    found = session.execute(
+        select(HostRow.name, HostRow.egress_ip)
+        .join(EndpointRow, EndpointRow.host_id == HostRow.id)
+        .where(EndpointRow.network_id == row.network_id, EndpointRow.name == row.endpoint)
+    ).first()
+    host, address = (found[0], found[1]) if found is not None else (None, None)
+    return PublicationRecord(
+        network=network, endpoint=row.endpoint, host_port=row.host_port, port=row.port,
+        proto=row.proto, host=host, address=IPv4Address(address) if address else None,
+        created_at=row.created_at,
+    )  # fmt: skip

@@ -59,6 +59,13 @@ CASES = [
     Case("GET", f"{NETS}/blue", NETS + "/{name}", READ),
     Case("PATCH", f"{NETS}/blue", NETS + "/{name}", by_role(401, 403, 403, 403, 200),
          body={"external": True}),
+    # blue is sealed: the admin gets as far as the 409
+    Case("POST", f"{NETS}/blue/publications", NETS + "/{network}/publications",
+         by_role(401, 403, 403, 403, 409),
+         body={"endpoint": "e1", "host_port": 8080, "port": 80, "proto": "tcp"}),
+    Case("GET", f"{NETS}/blue/publications", NETS + "/{network}/publications", READ),
+    Case("DELETE", f"{NETS}/blue/publications/tcp/8080",
+         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 403, 403, 404)),
     Case("DELETE", f"{NETS}/empty", NETS + "/{name}", by_role(401, 403, 204, 204, 204)),
     Case("DELETE", f"{NETS}/blue", NETS + "/{name}", by_role(401, 403, 409, 409, 409)),
     Case("GET", "/api/v1/hosts", "/api/v1/hosts", READ),

@@ -146,9 +146,11 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
         repo.mark_ready_at,
         poll_interval=60,
     )
-    settings = Settings(db_url=db_file_url, allowed_hosts=["api"])
+    settings = Settings(db_url=db_file_url, allowed_hosts=["api"], ready_timeout=30)
     app = create_app(settings, sync=engine, session_factory=factory)
-    waits, seconds = 80, 5.0
+    # The waits' own timeout is far above the time the 80 writes take to queue up, also on a
+    # loaded machine (seen: over 5 s at load 20), so no wait can end before the checks run.
+    waits, seconds, setup = 80, 20.0, 15.0
     auth = {"Authorization": f"Bearer {make_token('admin')}"}
 
     async def scenario() -> tuple[float, float, int, list[httpx.Response]]:
@@ -170,7 +172,7 @@ def test_waits_for_a_switch_that_never_answers_hold_no_thread(
                 )
                 for i in range(waits)
             ]
-            deadline = time.monotonic() + seconds  # 80 binds queue for SQLite's write lock
+            deadline = time.monotonic() + setup  # 80 binds queue for the write path
             while engine.waiting < waits and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             start = time.monotonic()

@@ -16,9 +16,10 @@ from controller.db.session import make_engine
 
 TABLES = {
     "revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves", "cluster",
-    "api_tokens", "change_log", "switch_state", "controllers", "switch_masters",
+    "api_tokens", "change_log", "switch_state", "controllers", "switch_masters", "publications",
 }  # fmt: skip
-BEFORE_0008 = TABLES - {"controllers", "switch_masters"}
+BEFORE_0009 = TABLES - {"publications"}
+BEFORE_0008 = BEFORE_0009 - {"controllers", "switch_masters"}
 BEFORE_0006 = BEFORE_0008 - {"change_log", "switch_state"}
 BEFORE_0004 = BEFORE_0006 - {"cluster", "api_tokens"}
 
@@ -46,13 +47,18 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "publications" in _tables(db_url)
+    migrate.downgrade(db_url, "0008")  # 0009 alone: the publications go
+    assert _tables(db_url) & TABLES == BEFORE_0009
+    assert "zone" in _columns(db_url, "networks")
 
     migrate.downgrade(db_url, "0007")  # 0008 alone: members and mastership go
     assert _tables(db_url) & TABLES == BEFORE_0008

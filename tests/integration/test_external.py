@@ -60,6 +60,23 @@ class Stack:
         argv.append(f"http://{self.outside_ip}:{WEB_PORT}/page.txt")
         return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
 
+    def applied(self, timeout: float = 20.0) -> None:
+        """Wait until every switch applied the controller's current revision."""
+        rev = self.api.get("/healthz").json()["revision"]
+        deadline = time.monotonic() + timeout
+        while any(
+            (h.get("switch") or {}).get("applied_revision", -1) < rev
+            for h in self.api.get("/api/v1/hosts").json()
+        ):
+            assert time.monotonic() < deadline, f"switches did not apply revision {rev}"
+            time.sleep(0.1)
+
+    def from_outside(self, address: str, port: int) -> subprocess.CompletedProcess[str]:
+        """``curl`` from the outside namespace to ``address:port``."""
+        argv = ["ip", "netns", "exec", self.outside, "curl", "-sS", "--max-time", "3",
+                f"http://{address}:{port}/page.txt"]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
     def clients(self) -> list[str]:
         """The source addresses the outside's web server saw, in order."""
         return re.findall(r"^(\S+) - - \[", self.web_log.read_text(), re.MULTILINE)
@@ -217,3 +234,68 @@ def test_sealing_a_network_again_cuts_it_off(stack: Stack) -> None:
     assert stack.fetch(f"{PREFIX}t").returncode != 0
     assert not stack.ping(f"{PREFIX}t", stack.outside_ip, count=1)
     stack.api.patch("/api/v1/networks/ext2", json={"external": True}).raise_for_status()
+
+
+def _serve(ns: str, ip: str, site: Path, log: Path) -> subprocess.Popen[bytes]:
+    """A web server on port 80 inside container ``ns``, once it listens."""
+    with open(log, "a") as out:
+        web = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "python3", "-m", "http.server", "--bind", ip,
+             "--directory", str(site), "80"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    probe = ["ip", "netns", "exec", ns, "ss", "-Hltn", "sport = :80"]
+    deadline = time.monotonic() + 10
+    while not subprocess.run(probe, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the container's web server never listened"
+        time.sleep(0.1)
+    return web
+
+
+def test_a_published_port_reaches_the_container_and_follows_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = f"{PREFIX}w"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "page.txt").write_text("published page\n")
+    log = tmp_path / "w.log"
+    w = stack.run("h1", name, "ext")
+    web = _serve(name, w["ip"], site, log)
+    try:
+        body = {"endpoint": name, "host_port": 8080, "port": 80, "proto": "tcp"}
+        r = stack.api.post("/api/v1/networks/ext/publications", json=body)
+        assert r.status_code == 201, r.text
+        assert (r.json()["host"], r.json()["address"]) == (w["host"], stack.egress("h1"))
+        stack.applied()
+        got = stack.from_outside(stack.egress("h1"), 8080)
+        assert got.returncode == 0 and got.stdout == "published page\n", got.stderr
+        # the container saw the outside's own address (only the destination is translated)
+        assert f"{stack.outside_ip} - - [" in log.read_text()
+        for closed in (8081, 80, 22):  # nothing else of the host's egress address is open
+            assert stack.from_outside(stack.egress("h1"), closed).returncode != 0
+        taken = stack.api.post("/api/v1/networks/ext2/publications", json=body)
+        assert taken.status_code in (404, 409)
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+
+    # move the endpoint to h2: the publication follows it to h2's egress address
+    stack.lab.rm(name)
+    w2 = stack.run("h2", name, "ext")
+    assert w2["ip"] == w["ip"]
+    web = _serve(name, w2["ip"], site, log)
+    try:
+        (pub,) = stack.api.get("/api/v1/networks/ext/publications").json()
+        assert (pub["host"], pub["address"]) == (w2["host"], stack.egress("h2"))
+        stack.applied()
+        got = stack.from_outside(stack.egress("h2"), 8080)
+        assert got.returncode == 0 and got.stdout == "published page\n", got.stderr
+        assert stack.from_outside(stack.egress("h1"), 8080).returncode != 0
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+    r = stack.api.delete("/api/v1/networks/ext/publications/tcp/8080")
+    assert r.status_code == 204
+    stack.applied()
+    assert stack.from_outside(stack.egress("h2"), 8080).returncode != 0

@@ -26,7 +26,10 @@ What it models, as Open vSwitch does it:
   its NAT binding (a source port from the range, the packet's own if free, checked for
   clashes within the zone only, as OVS does); ``nat`` rewrites a tracked connection's
   packets both ways; ``table`` recirculates to that table (it must be the flow's last
-  action). ICMP ids are not modelled (ports 0).
+  action). Without ``table`` the translated packet is what later outputs send, but later
+  table lookups (goto) still see the addresses and ports from before the translation, as
+  in OVS: only a recirculation makes NAT visible to matches. ICMP ids are not modelled
+  (ports 0).
 - A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
   followed from one host to another.
 
@@ -110,6 +113,7 @@ INNER_FIELDS: tuple[str, ...] = (
     *L4_FIELDS,
 )
 MAX_RECIRCULATIONS = 16
+NAT_FIELDS = ("ipv4_src", "ipv4_dst", *L4_FIELDS)
 VXLAN_VNI_BITS = 24
 MAX_TABLE = 254
 
@@ -516,16 +520,22 @@ class Switch:
         self.suppressed = []
         table: int | None = 0
         recirculations = 0
+        stale: dict[str, int] = {}  # pre-NAT fields lookups still see until a recirculation
         while table is not None:
-            f = self.lookup(table, pkt)
+            f = self.lookup(table, {**pkt, **stale})
             self.trace.append((table, f))
             if f is None:
                 break
             recirculate: int | None = None
             for action in f.actions:
                 if isinstance(action, Ct):
+                    before = {k: pkt[k] for k in NAT_FIELDS if k in pkt}
                     self._ct(action, pkt)
                     recirculate = action.table
+                    if recirculate is None:
+                        for k, v in before.items():
+                            if pkt.get(k) != v:
+                                stale.setdefault(k, v)
                 else:
                     self._execute(action, pkt, in_port, out)
             if f.write_metadata is not None:
@@ -537,6 +547,7 @@ class Switch:
                 if recirculations > MAX_RECIRCULATIONS:
                     raise AssertionError(f"{self.name}: recirculation loop: {self.trace}")
                 table = recirculate
+                stale = {}
         return out
 
     def _ct(self, a: Ct, pkt: dict[str, int]) -> None:

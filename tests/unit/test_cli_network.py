@@ -53,3 +53,20 @@ def test_external_is_sent_and_set_patches(sent: list[dict[str, Any]]) -> None:
         assert sent[-1] == {"external": want}
     assert CliRunner().invoke(app, ["network", "set", "n"]).exit_code != 0  # nothing to change
     assert len(sent) == 3
+
+
+def test_publish_parses_the_mapping(sent: list[dict[str, Any]]) -> None:
+    for mapping, want in (
+        ("8080:80", (8080, 80, "tcp")),
+        ("5353:53/udp", (5353, 53, "udp")),
+        ("8443:443/tcp", (8443, 443, "tcp")),
+    ):
+        result = CliRunner().invoke(app, ["endpoint", "publish", "shop", "a/b", mapping])
+        assert result.exit_code == 0, result.output
+        assert sent[-1] == dict(zip(("host_port", "port", "proto"), want, strict=True)) | {
+            "endpoint": "a/b"
+        }
+    for bad in ("8080", "8080:80/sctp", "x:80", "8080:", ":80"):
+        before = len(sent)
+        assert CliRunner().invoke(app, ["endpoint", "publish", "shop", "w", bad]).exit_code != 0
+        assert len(sent) == before, bad

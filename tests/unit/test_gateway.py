@@ -21,11 +21,12 @@ from controller.model import (
     SNAT_PORT_BASE,
     SNAT_RANGES,
     Endpoint,
+    Publication,
     Snapshot,
     mac_for_ip,
     snat_ports,
 )
-from controller.pipeline import CT_MARK_SNAT, desired_flows
+from controller.pipeline import CT_MARK_DNAT, CT_MARK_SNAT, desired_flows
 from tests.unit.conftest import Lab
 from tests.unit.oftable import (
     ETH_ARP,
@@ -245,3 +246,61 @@ def test_gateway_flows_encode_and_decode_as_openflow(lab: Lab) -> None:
                     want.nat.port_lo,
                     want.nat.port_hi,
                 )
+
+
+# -- published ports (inbound) -----------------------------------------------------------------
+
+
+def published(lab: Lab, endpoint: str = "r1a", host_port: int = 8080, port: int = 80) -> Snapshot:
+    snap = gateway_snap(lab)
+    nets = dict(snap.networks)
+    pub = Publication(endpoint, host_port, port, "tcp")
+    nets["red"] = replace(nets["red"], publications=(pub,))
+    return replace(snap, networks=nets)
+
+
+def test_a_published_port_reaches_its_endpoint_and_the_reply_leaves_as_the_host(
+    lab: Lab,
+) -> None:
+    sw = switch(published(lab))
+    r1a = lab.ep("r1a")
+    back = back_tcp(sw, 8080, sport=50000)  # a new connection from the outside
+    assert [e.port for e in back] == [r1a.ofport]
+    got = back[0].packet
+    assert (got["ipv4_src"], got["tcp_src"]) == (OUTSIDE, 50000)  # the client as it is
+    assert (got["ipv4_dst"], got["tcp_dst"], got["eth_dst"]) == ("10.0.0.2", 80, r1a.mac)
+    (conn,) = sw.conntrack.in_zone(1)
+    assert conn.mark == CT_MARK_DNAT
+
+    assert r1a.ofport is not None
+    reply = tcp_packet(r1a.mac, "10.0.0.2", OUTSIDE, 80, 50000)
+    out = sw.process(reply, r1a.ofport)
+    assert [e.port for e in out] == [GW_PORT]
+    assert (out[0].packet["ipv4_src"], out[0].packet["tcp_src"]) == (EGRESS, 8080)
+
+    again = back_tcp(sw, 8080, sport=50000)  # established now
+    assert [(e.port, e.packet["tcp_dst"]) for e in again] == [(r1a.ofport, 80)]
+    assert len(sw.conntrack.conns) == 1
+
+
+def test_other_ports_stay_closed_and_sealed_networks_publish_nothing(lab: Lab) -> None:
+    sw = switch(published(lab))
+    assert back_tcp(sw, 8081) == [] and back_tcp(sw, 80) == []
+    udp = tcp_packet(KERNEL_MAC, OUTSIDE, EGRESS, 50000, 8080, EGRESS_MAC)
+    udp.update(ip_proto=17, udp_src=50000, udp_dst=8080)
+    del udp["tcp_src"], udp["tcp_dst"]
+    assert sw.process(udp, GW_PORT) == []  # published for TCP only
+    snap = published(lab)
+    nets = dict(snap.networks)
+    nets["red"] = replace(nets["red"], external=False, zone=None)
+    assert back_tcp(switch(replace(snap, networks=nets)), 8080) == []
+
+
+def test_a_publication_lives_where_its_endpoint_is(lab: Lab) -> None:
+    """r2a is on h2: h1 has no flows for its port; h2 (given an egress address) has."""
+    snap = published(lab, "r2a")
+    assert back_tcp(switch(snap), 8080) == []
+    hosts = dict(snap.hosts)
+    hosts["h2"] = replace(hosts["h2"], egress_ip=IPv4Address(EGRESS), gateway_port=GW_PORT)
+    sw2 = switch(replace(snap, hosts=hosts), "h2")
+    assert [e.port for e in back_tcp(sw2, 8080)] == [lab.ep("r2a").ofport]

@@ -29,7 +29,16 @@ from controller.intent import (
     endpoint_key,
     split_endpoint_key,
 )
-from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
+from controller.model import (
+    Block,
+    Endpoint,
+    EndpointState,
+    Host,
+    Network,
+    Publication,
+    Snapshot,
+    mac_for_ip,
+)
 from controller.pipeline import desired_flows
 
 
@@ -72,6 +81,7 @@ class Truth:
         actions = [self.create_network] * 2 + [self.register_host, self.claim_block] * 3
         actions += [self.bind] * 12 + [self.unbind, self.delete_endpoint] * 2
         actions += [self.delete_host, self.delete_network, self.update_host, self.set_external]
+        actions += [self.publish]
         r.choice(actions)()
 
     def _bump(self) -> None:
@@ -109,6 +119,23 @@ class Truth:
         self._bump()
         zone = 1 + int(net.name[1:]) if not net.external else None
         self.networks[net.name] = replace(net, external=not net.external, zone=zone)
+        self.log(NETWORK, net.name)
+
+    def publish(self) -> None:
+        """Publish an endpoint's port on its host, or withdraw one (issue 11 item 2)."""
+        if not self.networks:
+            return
+        net = self.networks[self.rng.choice(sorted(self.networks))]
+        self._bump()
+        if net.publications and self.rng.random() < 0.4:
+            pubs = net.publications[1:]
+        else:
+            name = f"e{self.rng.randrange(12)}"
+            pub = Publication(
+                name, 8000 + self.rng.randrange(50), 80, self.rng.choice(["tcp", "udp"])
+            )
+            pubs = (*net.publications, pub)
+        self.networks[net.name] = replace(net, publications=pubs)
         self.log(NETWORK, net.name)
 
     def register_host(self) -> None:
