@@ -36,6 +36,10 @@ batch, the switch is asked for a flow dump again (as at connect) and the next pa
 rest. A commit that fails (the switch refused a message at commit time: overlap, table full)
 does the same. A switch that answers the open with an error gets plain flow-mods from then on.
 
+Backpressure: a switch whose connection reports ``congested`` (more queued for it than it
+has read, see ``controller/ofconn.py``) is left out of passes until ``switch_drained``; the
+next pass after that sends it the difference, computed afresh, so nothing is lost by waiting.
+
 No os-ken import here: switches are reached through the small ``SwitchConn`` protocol that
 ``ofapp`` implements.
 """
@@ -79,7 +83,11 @@ class SwitchConn(Protocol):
     peer_name: str | None  # CN of the switch's TLS certificate; None over plain TCP
 
     def send(self, data: bytes) -> bool:
-        """Queue raw OpenFlow bytes; False if the connection is closing."""
+        """Queue raw OpenFlow bytes (never blocks); False if the connection is closing."""
+
+    def congested(self) -> bool:
+        """True while more is queued for the switch than it should be sent before it has
+        read some (``switch_drained`` tells when that is over)."""
 
     def request_flow_dump(self) -> None:
         """Ask the switch for all its flows (answered through ``Engine.switch_dump``)."""
@@ -509,6 +517,11 @@ class Engine:
         log.info("switch %016x synced: %d flows installed", dpid, len(sw.installed))
         self._set_dirty()
 
+    def switch_drained(self, dpid: int) -> None:
+        """A congested switch has read what was queued for it: bring it up to date."""
+        log.info("switch %016x: send queue drained", dpid)
+        self._set_dirty()
+
     def switch_disconnected(self, dpid: int, conn: SwitchConn | None = None) -> None:
         """The connection closed (a newer connection of the same dpid is left alone)."""
         with self._lock:
@@ -786,7 +799,11 @@ class Engine:
                     continue
                 self._admit(sw, host)
                 admitted.append(sw)
-            todo = [sw for sw in self._switches.values() if sw.connected and sw.synced]
+            todo = [
+                sw
+                for sw in self._switches.values()
+                if sw.connected and sw.synced and not sw.conn.congested()  # drained: a pass
+            ]
         for sw in admitted:
             self._connected(sw)
         if not todo:

@@ -103,6 +103,9 @@ class _Conn:
     def missed_echo(self) -> bool:
         return False
 
+    def congested(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

@@ -64,6 +64,9 @@ class Conn:
     def missed_echo(self) -> bool:
         return False
 
+    def congested(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
