@@ -181,9 +181,9 @@ def datapath_factory(sock: Any, address: Any) -> None:
 class _Conn:
     """Adapts an os-ken Datapath to ``engine.SwitchConn``."""
 
-    def __init__(self, dp: Any) -> None:
+    def __init__(self, dp: Any, dpid: int) -> None:
         self.dp = dp
-        self.dpid: int = dp.id
+        self.dpid = dpid
         self.address = f"{dp.address[0]}:{dp.address[1]}" if dp.address else "?"
         self.peer_name = peer_common_name(dp.socket)
 
@@ -256,11 +256,13 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev: Any) -> None:
-        dp = ev.msg.datapath
-        conn = _Conn(dp)
+        # The dpid from the reply itself: os-ken sets ``datapath.id`` in its own handler of
+        # this message, which may run after ours (seen at 1,000 switches: a None dpid).
+        dp, dpid = ev.msg.datapath, ev.msg.datapath_id
+        conn = _Conn(dp, dpid)
         if self.engine_.switch_connected(conn):
-            self.conns[dp.id] = conn
-            dpid, engine = dp.id, self.engine_
+            self.conns[dpid] = conn
+            engine = self.engine_
             dp.on_drained = lambda: engine.switch_drained(dpid)
             if self.roles_ is not None:
                 self.roles_.connected(conn)
