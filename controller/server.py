@@ -64,6 +64,7 @@ class PokingSync:
 def run_controller(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Applies pending migrations first."""
     from controller.api.app import create_app
+    from controller.api.writer import Writer
     from controller.db import migrate, repo
     from controller.db.session import make_engine, make_session_factory
     from controller.engine import Engine
@@ -81,7 +82,19 @@ def run_controller(settings: Settings) -> None:
     sessions = make_session_factory(db)
     write_admin_token(sessions, settings.admin_token_file)
 
+    writers: list[Writer] = []  # the API's, once it is made
+
     def mark_ready(session: Session, revision: int, hosts: Collection[str]) -> int:
+        """The engine's ready marks go with the API's writes (one SQLite writer: a second
+        one would wait on the write lock in SQLite's sleeping busy handler); before the API
+        runs, the engine writes them itself."""
+
+        def write(batch: Session) -> tuple[None, None]:
+            repo.mark_ready(batch, revision, hosts=hosts)
+            return None, None
+
+        if writers and writers[0].submit_threadsafe(write):
+            return 0
         return repo.mark_ready(session, revision, hosts=hosts)
 
     hub = EventHub(settings.events_capacity)
@@ -159,6 +172,7 @@ def run_controller(settings: Settings) -> None:
         settings, sync=sync, session_factory=sessions, events=hub, membership=membership
     )
     engine.on_pass = app.state.metrics.engine_pass.observe  # GET /metrics
+    writers.append(app.state.writer)
     config = uvicorn.Config(
         app,
         host=settings.api_host,

@@ -90,6 +90,7 @@ def create_app(
         assert session_factory is not None
         bind = session_factory.kw.get("bind")  # its driver errors: vxplane_database_errors
         unwatch = measured.watch_database(bind) if bind is not None else None
+        writer.attach(asyncio.get_running_loop())
         task = asyncio.create_task(_housekeeping(settings, session_factory, hub))
         try:
             yield
@@ -97,7 +98,7 @@ def create_app(
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-            await asyncio.to_thread(writer.close)
+            await writer.close()
             if unwatch is not None:
                 unwatch()
             if engine is not None:

@@ -3,8 +3,10 @@ answer 503 with Retry-After, and nothing is written."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,14 +23,10 @@ from vxcommon.retry import BUSY_RETRIES
 EPS = "/api/v1/networks/n/endpoints"
 
 
-def _world(client: TestClient) -> None:
-    assert client.post("/api/v1/networks", json={"name": "n", "subnet": "10.0.0.0/24"}).is_success
-    assert client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1"}).is_success
-
-
-def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_client(write_queue_max=2)
-    _world(client)
+def fill(client: TestClient, queued: int) -> tuple[threading.Event, Callable[[], None]]:
+    """Hold the app's writer (a write that waits for the returned event) and queue
+    ``queued`` writes behind it, in the app's event loop; the callable waits until all
+    of them are done (after the event is set)."""
     writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
     entered, release = threading.Event(), threading.Event()
 
@@ -37,9 +35,34 @@ def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  
         assert release.wait(30)
         return None, None
 
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = [writer.submit(lambda s: (None, None)) for _ in range(2)]  # the queue is full
+    async def first() -> asyncio.Future[None]:
+        return writer.submit(hold)
+
+    async def behind() -> list[asyncio.Future[None]]:
+        return [writer.submit(lambda s: (None, None)) for _ in range(queued)]
+
+    futures = [client.portal.call(first)]  # type: ignore[union-attr]
+    assert entered.wait(30)  # taken off the queue: the writer's thread holds it
+    futures += client.portal.call(behind)  # type: ignore[union-attr]
+
+    def drained() -> None:
+        async def wait() -> None:
+            await asyncio.gather(*futures)
+
+        client.portal.call(wait)  # type: ignore[union-attr]
+
+    return release, drained
+
+
+def _world(client: TestClient) -> None:
+    assert client.post("/api/v1/networks", json={"name": "n", "subnet": "10.0.0.0/24"}).is_success
+    assert client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1"}).is_success
+
+
+def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(write_queue_max=2)
+    _world(client)
+    release, drained = fill(client, 2)  # the queue (2) is full
     try:
         r = client.put(f"{EPS}/web/binding?create=true", json={"host": "h1", "ofport": 5})
         assert r.status_code == 503, r.text
@@ -47,9 +70,7 @@ def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  
         assert "write queue is full (2 writes waiting)" in r.json()["detail"]
     finally:
         release.set()
-    held.result(30)
-    for future in queued:
-        future.result(30)
+    drained()
     assert client.get(f"{EPS}/web").status_code == 404  # nothing was written
     r = client.put(f"{EPS}/web/binding?create=true", json={"host": "h1", "ofport": 5})
     assert r.status_code == 201, r.text  # and once the queue drained, the same call succeeds
@@ -83,24 +104,13 @@ def test_the_agents_client_waits_as_advised_and_retries(make_client, make_token)
     queue), sends the bind again, and it succeeds."""
     client = make_client(write_queue_max=1, allowed_hosts=["testserver", "127.0.0.1"])
     _world(client)
-    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> tuple[None, None]:
-        entered.set()
-        assert release.wait(30)
-        return None, None
-
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = writer.submit(lambda s: (None, None))  # the queue (1) is full
+    release, drained = fill(client, 1)  # the queue (1) is full
     waits: list[float] = []
 
     def sleep(seconds: float) -> None:  # the advised wait: let the writer drain meanwhile
         waits.append(seconds)
         release.set()
-        held.result(30)
-        queued.result(30)
+        drained()
 
     try:
         with serve(client.app) as url:
@@ -116,17 +126,7 @@ def test_the_agents_client_waits_as_advised_and_retries(make_client, make_token)
 def test_the_agents_client_gives_up_after_bounded_retries(make_client, make_token) -> None:  # type: ignore[no-untyped-def]
     client = make_client(write_queue_max=1, allowed_hosts=["testserver", "127.0.0.1"])
     _world(client)
-    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> tuple[None, None]:
-        entered.set()
-        assert release.wait(30)
-        return None, None
-
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = writer.submit(lambda s: (None, None))
+    release, drained = fill(client, 1)
     try:
         with serve(client.app) as url:
             token = make_token("agent", host="h1")
@@ -137,5 +137,4 @@ def test_the_agents_client_gives_up_after_bounded_retries(make_client, make_toke
         release.set()
     assert caught.value.retry_after == 1.0
     assert agent.busy_waits == [1.0] * BUSY_RETRIES
-    held.result(30)
-    queued.result(30)
+    drained()
