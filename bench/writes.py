@@ -135,6 +135,8 @@ def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path, db_url: str
     env = {"VXPLANE_HOST_DEAD_AFTER": "86400"}
     if args.write_batch_max is not None:
         env["VXPLANE_WRITE_BATCH_MAX"] = str(args.write_batch_max)
+    if args.write_workers is not None:
+        env["VXPLANE_WRITE_WORKERS"] = str(args.write_workers)
     ctl = ControllerProcess(db_url, tmp / "controller.log", free_port(), free_port(), env=env)
     fleet: Fleet | None = None
     try:
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--write-batch-max", type=int, default=None, help="the controller's write_batch_max"
     )
+    p.add_argument("--write-workers", type=int, default=None, help="the controller's write_workers")
     p.add_argument("--py-spy", default=None, help="py-spy binary: profile the controller")
     p.add_argument("--profile-out", default="bench/results/writes-profile.txt")
     p.add_argument("--keep-log", action="store_true", help="keep the controller's temp dir")

@@ -18,6 +18,13 @@ SQLite's write lock (its busy handler sleeps between tries: a p99 near a second)
 a commit. One writer with a queue has no lock waits and one commit per batch
 (docs/benchmarks.md, "Endpoint churn through the API").
 
+Workers: with ``workers`` > 1 that many transactions run side by side, each in its own
+thread (PostgreSQL: its round trips overlap). Use it with ``batch_max`` 1 only: two
+transactions of several writes each hold the revision row from their first write to their
+commit and lock endpoint rows in request order, so they can deadlock. That is the PostgreSQL
+default (16 workers of one write each): measured, the single writer made PostgreSQL slower
+(docs/benchmarks.md), since a PostgreSQL write is mostly waiting for the server.
+
 Backpressure: the queue is bounded (``queue_max``). A write offered to a full queue is refused
 at once with ``Busy`` (503 with ``Retry-After``), never queued without bound.
 
@@ -79,6 +86,7 @@ class Writer:
         batch_max: int = 64,
         queue_max: int = 1024,
         retry_after: int = 1,
+        workers: int = 1,
     ) -> None:
         self._factory = factory
         self._sync = sync
@@ -88,7 +96,8 @@ class Writer:
         self.retry_after = retry_after
         self._queue: asyncio.Queue[_Write] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="vx-writer")
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="vx-writer")
         self._closed = False
         self._home: asyncio.AbstractEventLoop | None = None
         self.batches = 0  # transactions committed (for tests and benchmarks)
@@ -100,7 +109,10 @@ class Writer:
         if self._closed:
             raise Busy("the controller is shutting down: retry", self.retry_after)
         loop = asyncio.get_running_loop()
-        if self._queue is None or self._task is None or self._task.done():
+        task = self._task
+        if self._queue is None or task is None or task.done() or task.get_loop() is not loop:
+            # first use, or another event loop than before (an ASGI test client may run
+            # each request in its own loop): a queue and a task of this loop
             self._queue = asyncio.Queue(maxsize=self.queue_max)
             self._task = loop.create_task(self._loop(self._queue))
         future: asyncio.Future[T] = loop.create_future()
@@ -142,25 +154,38 @@ class Writer:
     async def close(self) -> None:
         """Refuse new writes, finish those queued, stop."""
         self._closed = True
-        if self._queue is not None and self._task is not None and not self._task.done():
-            await self._queue.join()
-            self._task.cancel()
+        task, queue = self._task, self._queue
+        here = asyncio.get_running_loop()
+        if queue is not None and task is not None and not task.done() and task.get_loop() is here:
+            await queue.join()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._executor.shutdown(wait=True)
 
     async def _loop(self, queue: asyncio.Queue[_Write]) -> None:
-        loop = asyncio.get_running_loop()
+        free = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
         while True:
+            await free.acquire()
             batch = [await queue.get()]
             while len(batch) < self.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
-            try:
-                done = await loop.run_in_executor(self._executor, self._run_batch, batch)
-                self._answer(done)
-            finally:
-                for _ in batch:
-                    queue.task_done()
+            task = asyncio.create_task(self._batch(queue, batch, free))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def _batch(
+        self, queue: asyncio.Queue[_Write], batch: list[_Write], free: asyncio.Semaphore
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            done = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            self._answer(done)
+        finally:
+            free.release()
+            for _ in batch:
+                queue.task_done()
 
     def _run_batch(self, batch: list[_Write]) -> list[_Done]:
         """In the worker thread: the batch in one transaction, or each alone if it fails."""

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.api.writer import Writer
 from controller.auth import Principal, Role
+from controller.config import Settings
 from controller.db import repo
 from controller.db.session import session_scope
 from controller.errors import Busy, Conflict, NotFound
@@ -153,3 +154,28 @@ def test_close_finishes_the_queue_then_refuses(world: sessionmaker[Session]) -> 
             writer.submit(bind("after", 10))
 
     run(writer, scenario)
+
+
+def test_workers_run_transactions_side_by_side(world: sessionmaker[Session]) -> None:
+    """PostgreSQL's default: several writers of one write each, as concurrent transactions."""
+    writer = Writer(world, NullSync(), None, batch_max=1, workers=2)
+
+    async def scenario() -> None:
+        first, second = Gate(), Gate()
+        held = [await first.hold(writer), await second.hold(writer)]  # both inside at once
+        queued = writer.submit(bind("third", 7))
+        first.release.set()
+        second.release.set()
+        assert [await f for f in held] == ["gate", "gate"]
+        assert (await queued).ofport == 7
+        assert writer.batches == 3
+
+    run(writer, scenario)
+
+
+def test_write_path_defaults_per_database() -> None:
+    assert Settings().write_path("sqlite") == (64, 1)
+    assert Settings().write_path("postgresql") == (1, 16)
+    assert Settings(write_batch_max=32).write_path("postgresql") == (32, 1)
+    assert Settings(write_workers=4).write_path("postgresql") == (1, 4)
+    assert Settings(write_batch_max=1).write_path("sqlite") == (1, 1)
