@@ -78,11 +78,17 @@ class Settings(BaseSettings):
     max_event_subscribers_per_token: int = Field(
         8, ge=1, description="open event streams of one token at most; more: 503"
     )
-    write_batch_max: int = Field(
-        64,
+    write_batch_max: int | None = Field(
+        None,
         ge=1,
         description="endpoint writes committed together at most (group commit; 1: one "
-        "transaction per write)",
+        "transaction per write); default 64 on SQLite, 1 on PostgreSQL",
+    )
+    write_workers: int | None = Field(
+        None,
+        ge=1,
+        description="write transactions run side by side; default 1 on SQLite, 16 on "
+        "PostgreSQL (more than 1 only with write_batch_max 1)",
     )
     write_queue_max: int = Field(
         1024, ge=1, description="endpoint writes waiting for the writer at most; more: 503"
@@ -112,6 +118,14 @@ class Settings(BaseSettings):
     lease: float = Field(3.0, gt=0, description="membership lease (s): writes stop when it lapses")
     lease_renew: float = Field(1.0, gt=0, description="how often the lease is renewed (s)")
     log_level: str = "INFO"
+
+    def write_path(self, dialect: str) -> tuple[int, int]:
+        """(write_batch_max, write_workers) for a database of ``dialect``: as set, else
+        one writer of 64 on SQLite (one writer anyway), 16 writers of one on PostgreSQL."""
+        if dialect == "sqlite":
+            return self.write_batch_max or 64, self.write_workers or 1
+        batch = self.write_batch_max or 1
+        return batch, self.write_workers or (16 if batch == 1 else 1)
 
     def allowed_hosts_or_default(self) -> list[str]:
         """The Host header values to accept: as configured, else the listen address (unless

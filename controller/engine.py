@@ -47,6 +47,11 @@ batch, the switch is asked for a flow dump again (as at connect) and the next pa
 rest. A commit that fails (the switch refused a message at commit time: overlap, table full)
 does the same. A switch that answers the open with an error gets plain flow-mods from then on.
 
+Backpressure: a switch whose connection reports ``congested`` (more queued for it than it
+has read, see ``controller/ofconn.py``) is left out of passes (its host stays queued) until
+``switch_drained`` queues it again; it then gets the difference against its installed model,
+so nothing is lost by waiting.
+
 No os-ken import here: switches are reached through the small ``SwitchConn`` protocol that
 ``ofapp`` implements.
 """
@@ -91,7 +96,11 @@ class SwitchConn(Protocol):
     peer_name: str | None  # CN of the switch's TLS certificate; None over plain TCP
 
     def send(self, data: bytes) -> bool:
-        """Queue raw OpenFlow bytes; False if the connection is closing."""
+        """Queue raw OpenFlow bytes (never blocks); False if the connection is closing."""
+
+    def congested(self) -> bool:
+        """True while more is queued for the switch than it should be sent before it has
+        read some (``switch_drained`` tells when that is over)."""
 
     def request_flow_dump(self) -> None:
         """Ask the switch for all its flows (answered through ``Engine.switch_dump``)."""
@@ -659,6 +668,15 @@ class Engine:
                 self._todo.add(sw.host)
         self._wake.set()
 
+    def switch_drained(self, dpid: int) -> None:
+        """A congested switch has read what was queued for it: bring it up to date."""
+        log.info("switch %016x: send queue drained", dpid)
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is not None and sw.host is not None:
+                self._todo.add(sw.host)
+        self._wake.set()
+
     def switch_disconnected(self, dpid: int, conn: SwitchConn | None = None) -> None:
         """The connection closed (a newer connection of the same dpid is left alone)."""
         with self._lock:
@@ -1100,8 +1118,13 @@ class Engine:
             self._connected(sw)
         for name in sorted(todo):
             target = by_host.get(name)
-            if target is not None:
-                self._sync_switch(target, name)
+            if target is None:
+                continue
+            if target.conn.congested():  # left out until ``switch_drained``: nothing lost
+                with self._lock:
+                    self._todo.add(name)
+                continue
+            self._sync_switch(target, name)
 
     def _sync_switch(self, sw: _Switch, host: str) -> None:
         with self._lock:

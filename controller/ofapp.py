@@ -12,19 +12,30 @@ connection, and flow-stats and port-desc replies are built from the checked valu
 of being parsed by os-ken. It also gives every new connection a deadline: one that has not
 sent its features reply (finished the OpenFlow handshake) in time is closed, so silent
 connections cannot pile up (os-ken itself waits for ever).
+
+Every connection is a ``VxDatapath``: os-ken's Datapath with the send path and echo probing
+of ``controller.ofconn`` (a send queue bounded in bytes that never blocks the engine, one
+prober thread for all switches instead of one per switch), and the listening socket's
+backlog is raised to ``LISTEN_BACKLOG`` (os-ken's is 50: a thousand switches connecting at
+once overflow it, and their connects are dropped and retried seconds later).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from typing import Any
 
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
+from os_ken.controller.controller import Datapath
 from os_ken.controller.handler import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
@@ -32,27 +43,156 @@ from os_ken.controller.handler import (
     MAIN_DISPATCHER,
     set_ev_cls,
 )
+from os_ken.lib import hub
 from os_ken.ofproto import ofproto_parser, ofproto_v1_3
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofguard, ofmsg
 from controller.engine import Engine
+from controller.ofconn import Prober, SendQueue
 from controller.roles import Roles
 
 log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+WRITE_SLICE = 256 * 1024  # bytes per socket write (a timeout retries the same slice)
+_prober = Prober()
+_TCP_BYTES = struct.Struct("QQ")  # struct tcp_info: tcpi_bytes_acked, tcpi_bytes_received
+_TCP_BYTES_AT, _TCP_INFO_LEN = 120, 136  # their offset (Linux >= 4.1), the length needed
+_OUTQ_BUSY = 4096  # bytes in the kernel's send queue that mean a batch, not echo requests
+
+
+class VxDatapath(Datapath):  # type: ignore[misc]
+    """os-ken's Datapath with ``ofconn``'s send queue and the shared echo prober."""
+
+    def __init__(self, sock: Any, address: Any) -> None:
+        super().__init__(sock, address)
+        self.out = SendQueue(on_drained=self._drained)
+        self.on_drained: Any = None  # set once the engine knows the switch
+        self.received = 0  # messages from the switch (counted by the guard)
+        self.idle = 0
+
+    # -- send path -------------------------------------------------------------------------
+    def send(self, buf: Any, close_socket: bool = False) -> bool:
+        verdict = self.out.put(bytes(buf), close_socket)
+        if verdict == "overflow":
+            log.warning(
+                "switch %s from %s: over %d bytes queued, closing (it resyncs when it "
+                "reconnects)", _dpid(self), self.address, self.out.cap,
+            )  # fmt: skip
+            self.out.close()
+            _shutdown(self.socket)
+        return verdict == "ok"
+
+    def _send_loop(self) -> None:
+        out = self.out
+        try:
+            while (item := out.get()) is not None:
+                data, close_after = item
+                self._write(data)
+                out.done(len(data))
+                if close_after:
+                    break
+        except OSError as exc:
+            log.debug("switch %s: send failed: %s", _dpid(self), exc)
+        finally:
+            out.close()
+            self._close_write()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        off = 0
+        while off < len(view):
+            try:
+                off += self.socket.send(view[off : off + WRITE_SLICE])
+            except TimeoutError:  # a slow reader: the prober decides when it is gone
+                if self.out.closed:
+                    raise OSError("connection closing") from None
+
+    def _drained(self) -> None:
+        if self.on_drained is not None:
+            self.on_drained()
+
+    # -- probing (ofconn.Probed) -----------------------------------------------------------
+    def activity(self) -> int:
+        # Bytes the switch acknowledged and bytes it sent (TCP_INFO: tcpi_bytes_acked and
+        # tcpi_bytes_received, also under TLS); not what we handed to the kernel, which keeps
+        # taking echo requests for a switch that is gone.
+        try:
+            info = self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+        except (OSError, ValueError):
+            return self.received
+        if len(info) < _TCP_INFO_LEN:
+            return self.received
+        acked, got = _TCP_BYTES.unpack_from(info, _TCP_BYTES_AT)
+        return int(self.received + acked + got)
+
+    def unread(self) -> int:
+        try:
+            buf = fcntl.ioctl(self.socket.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            pending = getattr(self.socket, "pending", None)  # TLS: decrypted, not yet read
+            return int(struct.unpack("i", buf)[0]) + (pending() if pending else 0)
+        except (OSError, ValueError):
+            return 0
+
+    def backlogged(self) -> bool:
+        if self.out.queued:
+            return True
+        try:
+            buf = fcntl.ioctl(self.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            # unsent or unacknowledged bytes, more than a few echo requests to a dead switch
+            return int(struct.unpack("i", buf)[0]) > _OUTQ_BUSY
+        except (OSError, ValueError):
+            return False
+
+    def send_echo(self) -> None:
+        self.send_msg(self.ofproto_parser.OFPEchoRequest(self))
+
+    def expire(self, reason: str) -> None:
+        log.warning("switch %s from %s: %s, closing", _dpid(self), self.address, reason)
+        _shutdown(self.socket)
+
+    def serve(self) -> None:
+        send_thr = hub.spawn(self._send_loop)
+        self.send_msg(self.ofproto_parser.OFPHello(self))
+        _prober.add(self)
+        try:
+            self._recv_loop()
+        finally:
+            _prober.discard(self)
+            self.out.close()
+            hub.joinall([send_thr])
+            self.is_active = False
+
+
+def _dpid(dp: Any) -> str:
+    return f"{dp.id:016x}" if dp.id is not None else "(no dpid yet)"
+
+
+def datapath_factory(sock: Any, address: Any) -> None:
+    """os-ken's ``datapath_connection_factory`` with a ``VxDatapath``."""
+    with contextlib.closing(VxDatapath(sock, address)) as dp:
+        try:
+            dp.serve()
+        except Exception:
+            log.exception("switch %s from %s: connection failed", _dpid(dp), address)
 
 
 class _Conn:
     """Adapts an os-ken Datapath to ``engine.SwitchConn``."""
 
-    def __init__(self, dp: Any) -> None:
+    def __init__(self, dp: Any, dpid: int) -> None:
         self.dp = dp
-        self.dpid: int = dp.id
+        self.dpid = dpid
         self.address = f"{dp.address[0]}:{dp.address[1]}" if dp.address else "?"
         self.peer_name = peer_common_name(dp.socket)
 
     def send(self, data: bytes) -> bool:
         return bool(self.dp.send(data))
+
+    def congested(self) -> bool:
+        out = getattr(self.dp, "out", None)
+        return bool(out is not None and out.congested)
 
     def request_flow_dump(self) -> None:
         self.dp.send_msg(ofmsg.flow_stats_request(self.dp))
@@ -62,12 +202,11 @@ class _Conn:
         return bool(self.dp.send_msg(request))
 
     def missed_echo(self) -> bool:
-        # os-ken appends an echo's xid when it sends one, every probe period, and removes it
-        # when the reply comes: two outstanding means one went a whole period unanswered. A
-        # connection whose receive loop already ended (its socket is closed) counts too:
-        # os-ken reports it dead only after its echo thread's next wake-up.
+        # The prober counts the periods without a sign of life: two means an echo went a
+        # whole period unanswered. A connection whose receive loop already ended (its socket
+        # is closed) counts too.
         dp = self.dp
-        return len(dp.unreplied_echo_requests) >= 2 or not dp.is_active or dp.socket.fileno() < 0
+        return getattr(dp, "idle", 0) >= 2 or not dp.is_active or dp.socket.fileno() < 0
 
     def close(self) -> None:
         # Shut the socket down instead of Datapath.close(): that queues a state change to
@@ -117,10 +256,14 @@ class VxplaneOFApp(app_manager.OSKenApp):  # type: ignore[misc]
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev: Any) -> None:
-        dp = ev.msg.datapath
-        conn = _Conn(dp)
+        # The dpid from the reply itself: os-ken sets ``datapath.id`` in its own handler of
+        # this message, which may run after ours (seen at 1,000 switches: a None dpid).
+        dp, dpid = ev.msg.datapath, ev.msg.datapath_id
+        conn = _Conn(dp, dpid)
         if self.engine_.switch_connected(conn):
-            self.conns[dp.id] = conn
+            self.conns[dpid] = conn
+            engine = self.engine_
+            dp.on_drained = lambda: engine.switch_drained(dpid)
             if self.roles_ is not None:
                 self.roles_.connected(conn)
 
@@ -234,6 +377,7 @@ def _logged_server(base: Any) -> Any:
 
         def __init__(self, listen_info: Any, handle: Any = None, *args: Any, **kw: Any) -> None:
             super().__init__(listen_info, handle, *args, **kw)
+            self.server.listen(LISTEN_BACKLOG)  # os-ken listens with a backlog of 50
             inner: Any = self.handle  # type: ignore[has-type]
 
             def handle_logged(sock: Any, address: Any) -> None:
@@ -272,7 +416,7 @@ def install_guard(handshake_timeout: float = 10.0) -> None:
             ofproto_parser.msg = _guarded(ofproto_parser.msg)
         factory = controller.datapath_connection_factory
         if not getattr(factory, "vxplane_guard", False):
-            controller.datapath_connection_factory = _with_deadline(factory)
+            controller.datapath_connection_factory = _with_deadline(datapath_factory)
         if not getattr(controller.StreamServer, "vxplane_guard", False):
             controller.StreamServer = _logged_server(controller.StreamServer)
 
@@ -294,6 +438,8 @@ def _guarded(parse: Any) -> Any:
     def msg(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: Any) -> Any:
         if datapath.state == DEAD_DISPATCHER:
             return None  # closing: parse nothing more from it
+        if isinstance(datapath, VxDatapath):
+            datapath.received += 1  # a sign of life for the prober
         verdict = ofguard.check(bytes(buf[:msg_len]))
         action = verdict.action
         if action is ofguard.Action.PARSE:
@@ -369,6 +515,7 @@ def start_openflow(
         conf.set_override("ca_certs", ca)  # makes os-ken require the client's certificate
     conf.set_override("echo_request_interval", echo_interval)
     conf.set_override("maximum_unreplied_echo_requests", echo_misses)
+    _prober.interval, _prober.misses = echo_interval, echo_misses
     VxplaneOFApp.engine = engine
     VxplaneOFApp.roles = roles
     mgr = app_manager.AppManager.get_instance()

@@ -67,6 +67,7 @@ class PokingSync:
 def run_controller(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM. Applies pending migrations first."""
     from controller.api.app import create_app
+    from controller.api.writer import Writer
     from controller.db import changelog, migrate, repo
     from controller.db.changelog import ChangeGroups  # noqa: F401 (annotation)
     from controller.db.session import make_engine, make_session_factory
@@ -89,6 +90,22 @@ def run_controller(settings: Settings) -> None:
         repo.begin_snapshot(session)
         return changelog.read_changes(session, after)
 
+    writers: list[Writer] = []  # the API's, once it is made
+
+    def mark_ready(session: Session, revisions: Collection[int]) -> int:
+        """The engine's ready marks go with the API's writes (one SQLite writer: a second
+        one would wait on the write lock in SQLite's sleeping busy handler); before the API
+        runs, the engine writes them itself."""
+        wanted = sorted(revisions)
+
+        def write(batch: Session) -> tuple[None, None]:
+            repo.mark_ready_at(batch, wanted)
+            return None, None
+
+        if writers and writers[0].submit_threadsafe(write):
+            return 0
+        return repo.mark_ready_at(session, wanted)
+
     hub = EventHub(settings.events_capacity)
     tls = settings.openflow_tls
     # Mastership: the engine writes to a switch only as its confirmed master (roles.py);
@@ -109,7 +126,7 @@ def run_controller(settings: Settings) -> None:
         sessions,
         repo.load_snapshot,
         repo.current_revision,
-        repo.mark_ready_at,
+        mark_ready,
         read_changes=read_changes,
         save_states=repo.save_switch_states,
         prune_log=changelog.prune,
@@ -169,6 +186,7 @@ def run_controller(settings: Settings) -> None:
         settings, sync=sync, session_factory=sessions, events=hub, membership=membership
     )
     engine.on_pass = app.state.metrics.engine_pass.observe  # GET /metrics
+    writers.append(app.state.writer)
     config = uvicorn.Config(
         app,
         host=settings.api_host,

@@ -90,6 +90,7 @@ def create_app(
         assert session_factory is not None
         bind = session_factory.kw.get("bind")  # its driver errors: vxplane_database_errors
         unwatch = measured.watch_database(bind) if bind is not None else None
+        writer.attach(asyncio.get_running_loop())
         task = asyncio.create_task(_housekeeping(settings, session_factory, hub))
         try:
             yield
@@ -97,7 +98,7 @@ def create_app(
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-            await asyncio.to_thread(writer.close)
+            await writer.close()
             if unwatch is not None:
                 unwatch()
             if engine is not None:
@@ -115,12 +116,14 @@ def create_app(
     app.state.metrics = measured
     app.state.session_factory = session_factory
     app.state.events = hub
+    batch_max, workers = settings.write_path(_dialect(session_factory))
     writer = Writer(
         session_factory,
         app.state.sync,
         hub,
-        batch_max=settings.write_batch_max,
+        batch_max=batch_max,
         queue_max=settings.write_queue_max,
+        workers=workers,
     )
     app.state.writer = writer
     app.state.member_id = membership.id if membership is not None else None
@@ -182,6 +185,11 @@ async def _housekeeping(
 
 
 OPEN_OPERATIONS = {("/healthz", "get"), ("/api/v1/session", "post"), ("/api/v1/session", "delete")}
+
+
+def _dialect(factory: sessionmaker[Session]) -> str:
+    bind = factory.kw.get("bind")
+    return str(bind.dialect.name) if bind is not None else "sqlite"
 
 
 def _document_bearer(app: FastAPI) -> None:

@@ -1,19 +1,29 @@
-"""Group commit: one writer thread runs the API's endpoint writes, many per transaction.
+"""Group commit: one writer runs the API's endpoint writes, many per transaction.
 
 A write request hands its work, a function of a session, to ``Writer.run`` and awaits the
-answer in the event loop (no thread held while it waits). The writer thread takes the first
-waiting write and every other one already queued, up to ``batch_max``, runs each inside its
-own SAVEPOINT, and commits them together. Each write is answered only after the commit of
-the transaction that holds it; a write that fails (a conflict, an unknown name, a stale
-``if_revision``) is rolled back to its savepoint and answered with its own error, and the
-others commit. If the transaction itself fails (commit refused, the database gone), nothing
-of it committed and each write of it is run again alone, so one bad write cannot fail its
-neighbours.
+answer in the event loop (no thread held while it waits). The writer, a task of the event
+loop, takes the first waiting write and every other one already queued, up to ``batch_max``,
+and runs them in its one worker thread, each inside its own SAVEPOINT, committed together.
+The queue and the answers stay in the event loop: one thread handoff per batch, not per write
+(per-write handoffs, a thread-safe queue and a future per request crossing threads, were about
+a fifth of the controller's CPU under churn, measured with py-spy). Each write is answered
+only after the commit of the transaction that holds it; a write that fails (a conflict, an
+unknown name, a stale ``if_revision``) is rolled back to its savepoint and answered with its
+own error, and the others commit. If the transaction itself fails (commit refused, the
+database gone), nothing of it committed and each write of it is run again alone, so one bad
+write cannot fail its neighbours.
 
 Why: every write was its own transaction on FastAPI's thread pool; sixteen writers queued on
 SQLite's write lock (its busy handler sleeps between tries: a p99 near a second) and each paid
 a commit. One writer with a queue has no lock waits and one commit per batch
 (docs/benchmarks.md, "Endpoint churn through the API").
+
+Workers: with ``workers`` > 1 that many transactions run side by side, each in its own
+thread (PostgreSQL: its round trips overlap). Use it with ``batch_max`` 1 only: two
+transactions of several writes each hold the revision row from their first write to their
+commit and lock endpoint rows in request order, so they can deadlock. That is the PostgreSQL
+default (16 workers of one write each): measured, the single writer made PostgreSQL slower
+(docs/benchmarks.md), since a PostgreSQL write is mostly waiting for the server.
 
 Backpressure: the queue is bounded (``queue_max``). A write offered to a full queue is refused
 at once with ``Busy`` (503 with ``Retry-After``), never queued without bound.
@@ -25,11 +35,10 @@ publishes each write's change notes (``controller.db.changes``) with its princip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,7 +62,7 @@ WriteFn = Callable[[Session], tuple[T, int | None]]
 class _Write:
     fn: WriteFn[Any]
     by: Principal | None
-    future: Future[Any] = field(default_factory=Future)
+    future: asyncio.Future[Any]
 
 
 @dataclass
@@ -65,11 +74,9 @@ class _Done:
     error: BaseException | None = None
 
 
-_STOP = object()
-
-
 class Writer:
-    """The single writer of the API's endpoint writes (see the module docstring)."""
+    """The single writer of the API's endpoint writes (see the module docstring). Its
+    methods are called in the event loop."""
 
     def __init__(
         self,
@@ -79,6 +86,7 @@ class Writer:
         batch_max: int = 64,
         queue_max: int = 1024,
         retry_after: int = 1,
+        workers: int = 1,
     ) -> None:
         self._factory = factory
         self._sync = sync
@@ -86,79 +94,113 @@ class Writer:
         self.batch_max = max(1, batch_max)
         self.queue_max = queue_max
         self.retry_after = retry_after
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_max)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._queue: asyncio.Queue[_Write] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="vx-writer")
         self._closed = False
+        self._home: asyncio.AbstractEventLoop | None = None
         self.batches = 0  # transactions committed (for tests and benchmarks)
         self.writes = 0  # writes answered
 
-    def submit(self, fn: WriteFn[T], by: Principal | None = None) -> Future[T]:
-        """Queue ``fn``; its future holds the answer once committed, or the write's error.
-        ``Busy`` at once when the queue is full or the writer is closed."""
-        write = _Write(fn, by)
-        with self._lock:
-            if self._closed:
-                raise Busy("the controller is shutting down: retry", self.retry_after)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="vx-writer", daemon=True)
-                self._thread.start()
+    def submit(self, fn: WriteFn[T], by: Principal | None = None) -> asyncio.Future[T]:
+        """Queue ``fn`` (call in the event loop); its future holds the answer once committed,
+        or the write's error. ``Busy`` at once when the queue is full or the writer closed."""
+        if self._closed:
+            raise Busy("the controller is shutting down: retry", self.retry_after)
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if self._queue is None or task is None or task.done() or task.get_loop() is not loop:
+            # first use, or another event loop than before (an ASGI test client may run
+            # each request in its own loop): a queue and a task of this loop
+            self._queue = asyncio.Queue(maxsize=self.queue_max)
+            self._task = loop.create_task(self._loop(self._queue))
+        future: asyncio.Future[T] = loop.create_future()
+        try:
+            self._queue.put_nowait(_Write(fn, by, future))
+        except asyncio.QueueFull:
+            raise Busy(
+                f"the write queue is full ({self.queue_max} writes waiting): retry after "
+                f"{self.retry_after} s",
+                self.retry_after,
+            ) from None
+        return future
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop the writer lives in (the app's lifespan), for ``submit_threadsafe``."""
+        self._home = loop
+
+    def submit_threadsafe(self, fn: WriteFn[Any]) -> bool:
+        """From another thread (the flow engine's ready marks): queue ``fn`` with the next
+        batch, fire and forget; dropped when the queue is full. False when the writer has no
+        loop (not started, or closed): then the caller writes itself."""
+        loop = self._home
+        if loop is None or self._closed or loop.is_closed():
+            return False
+
+        def submit() -> None:
             try:
-                self._queue.put_nowait(write)
-            except queue.Full:
-                raise Busy(
-                    f"the write queue is full ({self.queue_max} writes waiting): retry after "
-                    f"{self.retry_after} s",
-                    self.retry_after,
-                ) from None
-        return write.future
+                self.submit(fn).add_done_callback(_quiet)
+            except Busy:
+                log.info("write queue full: a background write was dropped")
+
+        loop.call_soon_threadsafe(submit)
+        return True
 
     async def run(self, fn: WriteFn[T], by: Principal | None = None) -> T:
-        """``submit`` and await the answer in the event loop."""
-        return await asyncio.wrap_future(self.submit(fn, by))
+        """``submit`` and await the answer."""
+        return await self.submit(fn, by)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Refuse new writes, finish those queued, stop the thread."""
-        with self._lock:
-            self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join(timeout)
+    async def close(self) -> None:
+        """Refuse new writes, finish those queued, stop."""
+        self._closed = True
+        task, queue = self._task, self._queue
+        here = asyncio.get_running_loop()
+        if queue is not None and task is not None and not task.done() and task.get_loop() is here:
+            await queue.join()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._executor.shutdown(wait=True)
 
-    def _loop(self) -> None:
+    async def _loop(self, queue: asyncio.Queue[_Write]) -> None:
+        free = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._run_batch([w for w in batch if isinstance(w, _Write)])
-            if stop:
-                return
+            await free.acquire()
+            batch = [await queue.get()]
+            while len(batch) < self.batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
+            task = asyncio.create_task(self._batch(queue, batch, free))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
-    def _run_batch(self, batch: list[_Write]) -> None:
+    async def _batch(
+        self, queue: asyncio.Queue[_Write], batch: list[_Write], free: asyncio.Semaphore
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            done = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            self._answer(done)
+        finally:
+            free.release()
+            for _ in batch:
+                queue.task_done()
+
+    def _run_batch(self, batch: list[_Write]) -> list[_Done]:
+        """In the worker thread: the batch in one transaction, or each alone if it fails."""
         try:
             done = self._transaction(batch)
         except Exception as exc:  # nothing of the batch committed
             if len(batch) > 1:
                 log.warning("group commit of %d writes failed (%s): each alone", len(batch), exc)
-                for write in batch:
-                    self._run_batch([write])
-                return
-            done = [_Done(batch[0], error=exc)]
-        else:
-            self.batches += 1
-        self._answer(done)
+                return [d for write in batch for d in self._run_batch([write])]
+            return [_Done(batch[0], error=exc)]
+        self.batches += 1
+        revisions = [d.revision for d in done if d.error is None and d.revision is not None]
+        if revisions:
+            self._sync.notify(max(revisions))
+        return done
 
     def _transaction(self, batch: list[_Write]) -> list[_Done]:
         done: list[_Done] = []
@@ -176,16 +218,23 @@ class Writer:
         return done
 
     def _answer(self, done: list[_Done]) -> None:
-        revisions = [d.revision for d in done if d.error is None and d.revision is not None]
-        if revisions:
-            self._sync.notify(max(revisions))
+        """In the event loop: publish each write's notes, answer each request."""
         for d in done:
             self.writes += 1
+            future = d.write.future
             if d.error is not None:
-                d.write.future.set_exception(d.error)
+                if not future.done():
+                    future.set_exception(d.error)
                 continue
             if self._events is not None and d.notes:
                 by = d.write.by
                 notes = d.notes if by is None else [(k, {**v, "by": by.name}) for k, v in d.notes]
                 self._events.publish_all(notes)
-            d.write.future.set_result(d.answer)
+            if not future.done():  # a request that went away cancelled its future
+                future.set_result(d.answer)
+
+
+def _quiet(future: asyncio.Future[Any]) -> None:
+    """A background write that failed (the database busy): logged, a later one does it."""
+    if not future.cancelled() and future.exception() is not None:
+        log.info("background write failed: %s", future.exception())

@@ -3,8 +3,11 @@ answer 503 with Retry-After, and nothing is written."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +24,53 @@ from vxcommon.retry import BUSY_RETRIES
 EPS = "/api/v1/networks/n/endpoints"
 
 
+Runner = Callable[[Callable[[], Awaitable[Any]]], Any]
+
+
+def in_loop_of(client: TestClient) -> Runner:
+    """Run a coroutine function in the event loop the app last started in (its lifespan:
+    the TestClient's, or a live uvicorn's), where its writer's queue lives."""
+    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
+
+    def run(fn: Callable[[], Awaitable[Any]]) -> Any:
+        assert writer._home is not None
+        return asyncio.run_coroutine_threadsafe(fn(), writer._home).result(30)  # type: ignore[arg-type]
+
+    return run
+
+
+def fill(client: TestClient, queued: int) -> tuple[threading.Event, Callable[[], None]]:
+    """Hold the app's writer (a write that waits for the returned event) and queue
+    ``queued`` writes behind it, in the app's event loop; the callable waits until all
+    of them are done (after the event is set)."""
+    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
+    call = in_loop_of(client)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(session: Session) -> tuple[None, None]:
+        entered.set()
+        assert release.wait(30)
+        return None, None
+
+    async def first() -> asyncio.Future[None]:
+        return writer.submit(hold)
+
+    async def behind() -> list[asyncio.Future[None]]:
+        return [writer.submit(lambda s: (None, None)) for _ in range(queued)]
+
+    futures = [call(first)]
+    assert entered.wait(30)  # taken off the queue: the writer's thread holds it
+    futures += call(behind)
+
+    def drained() -> None:
+        async def wait() -> None:
+            await asyncio.gather(*futures)
+
+        call(wait)
+
+    return release, drained
+
+
 def _world(client: TestClient) -> None:
     assert client.post("/api/v1/networks", json={"name": "n", "subnet": "10.0.0.0/24"}).is_success
     assert client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1"}).is_success
@@ -29,17 +79,7 @@ def _world(client: TestClient) -> None:
 def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  # type: ignore[no-untyped-def]
     client = make_client(write_queue_max=2)
     _world(client)
-    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> tuple[None, None]:
-        entered.set()
-        assert release.wait(30)
-        return None, None
-
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = [writer.submit(lambda s: (None, None)) for _ in range(2)]  # the queue is full
+    release, drained = fill(client, 2)  # the queue (2) is full
     try:
         r = client.put(f"{EPS}/web/binding?create=true", json={"host": "h1", "ofport": 5})
         assert r.status_code == 503, r.text
@@ -47,9 +87,7 @@ def test_a_full_write_queue_answers_503_with_retry_after(make_client) -> None:  
         assert "write queue is full (2 writes waiting)" in r.json()["detail"]
     finally:
         release.set()
-    held.result(30)
-    for future in queued:
-        future.result(30)
+    drained()
     assert client.get(f"{EPS}/web").status_code == 404  # nothing was written
     r = client.put(f"{EPS}/web/binding?create=true", json={"host": "h1", "ofport": 5})
     assert r.status_code == 201, r.text  # and once the queue drained, the same call succeeds
@@ -83,32 +121,21 @@ def test_the_agents_client_waits_as_advised_and_retries(make_client, make_token)
     queue), sends the bind again, and it succeeds."""
     client = make_client(write_queue_max=1, allowed_hosts=["testserver", "127.0.0.1"])
     _world(client)
-    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> tuple[None, None]:
-        entered.set()
-        assert release.wait(30)
-        return None, None
-
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = writer.submit(lambda s: (None, None))  # the queue (1) is full
     waits: list[float] = []
+    with serve(client.app) as url:  # its lifespan: the writer now lives in uvicorn's loop
+        release, drained = fill(client, 1)  # the queue (1) is full
 
-    def sleep(seconds: float) -> None:  # the advised wait: let the writer drain meanwhile
-        waits.append(seconds)
-        release.set()
-        held.result(30)
-        queued.result(30)
+        def sleep(seconds: float) -> None:  # the advised wait: let the writer drain meanwhile
+            waits.append(seconds)
+            release.set()
+            drained()
 
-    try:
-        with serve(client.app) as url:
+        try:
             agent = ControllerClient(url, token=make_token("agent", host="h1"), sleep=sleep)
             with agent:
                 endpoint, created = agent.bind("n", "web", "h1", 5, create=True)
-    finally:
-        release.set()
+        finally:
+            release.set()
     assert created and endpoint.host == "h1"
     assert waits == [1.0] and agent.busy_waits == [1.0]
 
@@ -116,26 +143,15 @@ def test_the_agents_client_waits_as_advised_and_retries(make_client, make_token)
 def test_the_agents_client_gives_up_after_bounded_retries(make_client, make_token) -> None:  # type: ignore[no-untyped-def]
     client = make_client(write_queue_max=1, allowed_hosts=["testserver", "127.0.0.1"])
     _world(client)
-    writer: Writer = client.app.state.writer  # type: ignore[attr-defined]
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(session: Session) -> tuple[None, None]:
-        entered.set()
-        assert release.wait(30)
-        return None, None
-
-    held = writer.submit(hold)
-    assert entered.wait(30)
-    queued = writer.submit(lambda s: (None, None))
-    try:
-        with serve(client.app) as url:
+    with serve(client.app) as url:
+        release, drained = fill(client, 1)
+        try:
             token = make_token("agent", host="h1")
             with ControllerClient(url, token=token, sleep=lambda s: None) as agent:
                 with pytest.raises(ControllerUnavailable, match="write queue is full") as caught:
                     agent.bind("n", "web", "h1", 5, create=True)
-    finally:
-        release.set()
+        finally:
+            release.set()
+        drained()
     assert caught.value.retry_after == 1.0
     assert agent.busy_waits == [1.0] * BUSY_RETRIES
-    held.result(30)
-    queued.result(30)

@@ -29,6 +29,7 @@ UNDERLAY = slots.underlay("198.18.5.0/24")
 API_PORT = slots.port(18580)
 OF_PORT = slots.port(16780)
 SUBNET = "10.30.0.0/24"
+C = slots.prefix("vxt-")  # container names: parallel runs in other slots must not share them
 
 
 @dataclass
@@ -126,29 +127,29 @@ def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_same_network_different_hosts_ping_and_tcp(stack: Stack) -> None:
-    a = stack.run("h1", "vxt-a1", "blue")
-    b = stack.run("h2", "vxt-a2", "blue")
+    a = stack.run("h1", f"{C}a1", "blue")
+    b = stack.run("h2", f"{C}a2", "blue")
     assert a["state"] == b["state"] == "ready"
-    assert stack.ping("vxt-a1", b["ip"], count=3)
-    assert stack.ping("vxt-a2", a["ip"])
-    assert _tcp_ok(stack, "vxt-a1", "vxt-a2", b["ip"])
+    assert stack.ping(f"{C}a1", b["ip"], count=3)
+    assert stack.ping(f"{C}a2", a["ip"])
+    assert _tcp_ok(stack, f"{C}a1", f"{C}a2", b["ip"])
 
 
 def test_networks_isolated_even_with_the_same_addresses(stack: Stack) -> None:
-    a1 = stack.run("h1", "vxt-i1", "blue")
-    a2 = stack.run("h2", "vxt-i2", "blue")
+    a1 = stack.run("h1", f"{C}i1", "blue")
+    a2 = stack.run("h2", f"{C}i2", "blue")
     # red endpoints: one with exactly blue's i1 address, on another host
-    r1 = stack.run("h3", "vxt-r1", "red", ip=a1["ip"])
-    r2 = stack.run("h2", "vxt-r2", "red", ip="10.30.0.200")
+    r1 = stack.run("h3", f"{C}r1", "red", ip=a1["ip"])
+    r2 = stack.run("h2", f"{C}r2", "red", ip="10.30.0.200")
     assert r1["ip"] == a1["ip"] and r1["mac"] == a1["mac"]
     # blue reaches blue's address, red reaches red's: a listener tells which one answered
-    listener = _nc_listen("vxt-r1", 7001)
+    listener = _nc_listen(f"{C}r1", 7001)
     try:
         time.sleep(0.3)
-        assert not _nc_send(stack, "vxt-i2", a1["ip"], 7001, "from blue"), (
+        assert not _nc_send(stack, f"{C}i2", a1["ip"], 7001, "from blue"), (
             "blue's i2 reached red's listener on the shared address"
         )
-        assert _nc_send(stack, "vxt-r2", r1["ip"], 7001, "from red")
+        assert _nc_send(stack, f"{C}r2", r1["ip"], 7001, "from red")
         out, _ = listener.communicate(timeout=5)
         assert out == b"from red"
     finally:
@@ -156,49 +157,51 @@ def test_networks_isolated_even_with_the_same_addresses(stack: Stack) -> None:
             listener.kill()
             listener.wait(5)
     # an address only blue has is not reachable from red, and the reverse
-    assert not stack.ping("vxt-r2", a2["ip"])
-    assert not stack.ping("vxt-i1", r2["ip"])
+    assert not stack.ping(f"{C}r2", a2["ip"])
+    assert not stack.ping(f"{C}i1", r2["ip"])
 
 
 def test_deleted_endpoint_unreachable_and_its_flows_gone(stack: Stack) -> None:
-    stack.run("h3", "vxt-p1", "blue")
-    d = stack.run("h1", "vxt-d1", "blue")
-    assert stack.ping("vxt-p1", d["ip"])
-    stack.lab.rm("vxt-d1")
+    stack.run("h3", f"{C}p1", "blue")
+    d = stack.run("h1", f"{C}d1", "blue")
+    assert stack.ping(f"{C}p1", d["ip"])
+    stack.lab.rm(f"{C}d1")
     stack.converged()
-    assert not stack.ping("vxt-p1", d["ip"])
+    assert not stack.ping(f"{C}p1", d["ip"])
     ip_re = re.compile(rf"(nw_dst|nw_src|arp_spa|arp_tpa)={re.escape(d['ip'])}(,|\s)")
     for host in stack.hosts():
         leftovers = [f for f in stack.flows(host) if ip_re.search(f) or d["mac"] in f]
         assert leftovers == [], f"{host} still has flows of the deleted endpoint: {leftovers}"
-    ep = stack.api.get("/api/v1/networks/blue/endpoints/vxt-d1").json()
+    ep = stack.api.get(f"/api/v1/networks/blue/endpoints/{C}d1").json()
     assert ep["state"] == "reserved" and ep["host"] is None
 
 
 def test_migration_keeps_ip_and_mac_and_is_reachable(stack: Stack) -> None:
-    stack.run("h3", "vxt-m3", "blue")
-    web1 = stack.run("h1", "web", "blue")
-    assert stack.ping("vxt-m3", web1["ip"])
-    stack.lab.rm("web")
-    web2 = stack.run("h2", "web", "blue")
+    stack.run("h3", f"{C}m3", "blue")
+    web1 = stack.run("h1", f"{C}web", "blue")
+    assert stack.ping(f"{C}m3", web1["ip"])
+    stack.lab.rm(f"{C}web")
+    web2 = stack.run("h2", f"{C}web", "blue")
     assert (web2["ip"], web2["mac"], web2["host"]) == (web1["ip"], web1["mac"], f"{PREFIX}h2")
     link = subprocess.run(
-        ["ip", "netns", "exec", "web", "ip", "-o", "link", "show", "eth0"],
+        ["ip", "netns", "exec", f"{C}web", "ip", "-o", "link", "show", "eth0"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert web1["mac"] in link
-    assert stack.ping("vxt-m3", web2["ip"])
-    assert stack.ping("web", stack.api.get("/api/v1/networks/blue/endpoints/vxt-m3").json()["ip"])
+    assert stack.ping(f"{C}m3", web2["ip"])
+    assert stack.ping(
+        f"{C}web", stack.api.get(f"/api/v1/networks/blue/endpoints/{C}m3").json()["ip"]
+    )
 
 
 def test_controller_sigkill_traffic_continues_then_converges(stack: Stack) -> None:
-    a = stack.run("h1", "vxt-k1", "blue")
-    b = stack.run("h3", "vxt-k2", "blue")
+    a = stack.run("h1", f"{C}k1", "blue")
+    b = stack.run("h3", f"{C}k2", "blue")
     before = stack.converged()
     pinger = subprocess.Popen(
-        ["ip", "netns", "exec", "vxt-k1", "ping", "-c", "40", "-i", "0.1", "-W", "1", b["ip"]],
+        ["ip", "netns", "exec", f"{C}k1", "ping", "-c", "40", "-i", "0.1", "-W", "1", b["ip"]],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -221,13 +224,13 @@ def test_controller_sigkill_traffic_continues_then_converges(stack: Stack) -> No
         assert all("cookie=0x76" in f for f in flows), f"foreign flows on {host}"
         assert len(flows) == after[host]["switch"]["flow_count"]
         assert after[host]["switch"]["flow_count"] == before[host]["switch"]["flow_count"]
-    assert stack.ping("vxt-k1", b["ip"]) and stack.ping("vxt-k2", a["ip"])
+    assert stack.ping(f"{C}k1", b["ip"]) and stack.ping(f"{C}k2", a["ip"])
 
 
 def test_agent_restart_no_duplicate_or_lost_endpoints(stack: Stack) -> None:
-    g1 = stack.run("h2", "vxt-g1", "blue")
-    stack.run("h2", "vxt-g2", "red")
-    stack.run("h1", "vxt-g3", "blue")
+    g1 = stack.run("h2", f"{C}g1", "blue")
+    stack.run("h2", f"{C}g2", "red")
+    stack.run("h1", f"{C}g3", "blue")
     h2 = f"{PREFIX}h2"
 
     def on_h2() -> list[tuple[str, str, str, str]]:
@@ -254,22 +257,22 @@ def test_agent_restart_no_duplicate_or_lost_endpoints(stack: Stack) -> None:
     all_eps = stack.api.get("/api/v1/endpoints").json()
     keys = [(e["network"], e["name"]) for e in all_eps]
     assert len(keys) == len(set(keys))
-    assert stack.ping("vxt-g3", g1["ip"])
+    assert stack.ping(f"{C}g3", g1["ip"])
 
 
 def test_port_whose_device_vanished_is_unplugged_and_unbound(stack: Stack) -> None:
     """A container's namespace deleted behind the agent's back: its veth dies, OVS reports
     the port's ofport as -1, and the agent (told by OVSDB's update stream, not at its next
     restart) removes the port and unbinds the endpoint, so no flows or address leak."""
-    ep = stack.run("h1", "vxt-gone", "blue")
-    port = device_names("blue", "vxt-gone")[0]
+    ep = stack.run("h1", f"{C}gone", "blue")
+    port = device_names("blue", f"{C}gone")[0]
     db = stack.lab.host_paths("h1").db
     list_ports = ["ovs-vsctl", f"--db={db}", "list-ports", "br-int"]
     assert port in subprocess.run(list_ports, capture_output=True, text=True).stdout.split()
-    subprocess.run(["ip", "netns", "del", "vxt-gone"], check=True)
+    subprocess.run(["ip", "netns", "del", f"{C}gone"], check=True)
     deadline = time.monotonic() + 15
     while True:
-        now = stack.api.get("/api/v1/networks/blue/endpoints/vxt-gone").json()
+        now = stack.api.get(f"/api/v1/networks/blue/endpoints/{C}gone").json()
         ports = subprocess.run(list_ports, capture_output=True, text=True).stdout.split()
         if now["host"] is None and port not in ports:
             break
@@ -277,7 +280,7 @@ def test_port_whose_device_vanished_is_unplugged_and_unbound(stack: Stack) -> No
         time.sleep(0.1)
     assert now["state"] == "reserved" and now["ip"] == ep["ip"]  # the address stays reserved
     assert not [f for f in stack.flows("h1") if f"nw_dst={ep['ip']} " in f]
-    stack.lab.rm("vxt-gone")  # forget it in the lab's state (the agent's detach is a no-op)
+    stack.lab.rm(f"{C}gone")  # forget it in the lab's state (the agent's detach is a no-op)
 
 
 def _udp_no_ports(host_ns: str) -> int:
@@ -295,12 +298,12 @@ def test_first_ping_after_ready_is_answered_every_time(stack: Stack) -> None:
     host is answered, 120 times in a row, and no VXLAN packet ever reaches a host's kernel
     instead of being decapsulated by OVS (the cause of the lost first pings: ovs-vswitchd
     mirroring the kernel's routes briefly dropped its tunnel endpoint on every link change)."""
-    peer = stack.run("h3", "vxt-fp-peer", "blue")
+    peer = stack.run("h3", f"{C}fp-peer", "blue")
     hosts = [f"{PREFIX}h{i}" for i in (1, 2, 3)]
     before = {h: _udp_no_ports(h) for h in hosts}
     lost = []
     for i in range(120):
-        name = f"vxt-fp{i}"
+        name = f"{C}fp{i}"
         ep = stack.run(("h1", "h2")[i % 2], name, "blue")
         if not stack.ping(peer["netns"], ep["ip"]):
             lost.append(f"{name}={ep['ip']}@{ep['lab_host']}")
@@ -323,8 +326,8 @@ def test_a_controller_on_another_database_changes_no_flow(
     agent's registration and replaced its switch's flows with an empty intent. The agents
     keep their cluster's id in br-int and are refused before anything changes (and their
     tokens are unknown to that database as well)."""
-    a = stack.run("h1", "vxt-c1", "blue")
-    b = stack.run("h2", "vxt-c2", "blue")
+    a = stack.run("h1", f"{C}c1", "blue")
+    b = stack.run("h2", f"{C}c2", "blue")
     stack.converged()
     hosts = stack.hosts()
     cluster = {h: stack.lab.vsctl(h, "get", "bridge", "br-int", "external_ids:vxplane-cluster-id")
@@ -341,7 +344,7 @@ def test_a_controller_on_another_database_changes_no_flow(
     wrong.start()
     try:
         pinger = subprocess.Popen(
-            ["ip", "netns", "exec", "vxt-c1", "ping", "-c", "50", "-i", "0.2", "-W", "1", b["ip"]],
+            ["ip", "netns", "exec", f"{C}c1", "ping", "-c", "50", "-i", "0.2", "-W", "1", b["ip"]],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         out, _ = pinger.communicate(timeout=60)  # 10 s: two heartbeat rounds of every agent
@@ -353,7 +356,7 @@ def test_a_controller_on_another_database_changes_no_flow(
         wrong.stop()
         stack.ctl.start()
     stack.converged(timeout=30)
-    assert stack.ping("vxt-c2", a["ip"])
+    assert stack.ping(f"{C}c2", a["ip"])
 
 
 def test_dead_switch_is_dropped_and_does_not_hold_back_readiness(stack: Stack) -> None:
@@ -371,6 +374,6 @@ def test_dead_switch_is_dropped_and_does_not_hold_back_readiness(stack: Stack) -
         assert time.monotonic() < deadline, "the dead switch still counts as connected"
         time.sleep(0.2)
     t0 = time.monotonic()
-    ep = stack.run("h1", "vxt-late", "blue")
+    ep = stack.run("h1", f"{C}late", "blue")
     assert ep["state"] == "ready"
     assert time.monotonic() - t0 < 5, "readiness waited for the dead switch"

@@ -57,6 +57,9 @@ class TableConn:
     def missed_echo(self) -> bool:
         return False
 
+    def congested(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 

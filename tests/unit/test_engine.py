@@ -29,6 +29,7 @@ class FakeConn:
         self.dumps = 0
         self.missed = False
         self.closed = False
+        self.busy = False
 
     def send(self, data: bytes) -> bool:
         off = 0
@@ -47,6 +48,9 @@ class FakeConn:
 
     def missed_echo(self) -> bool:
         return self.missed
+
+    def congested(self) -> bool:
+        return self.busy
 
     def close(self) -> None:
         self.closed = True
@@ -470,3 +474,24 @@ def test_each_worker_pass_is_told_to_on_pass() -> None:
     finally:
         h.engine.stop()
     assert h.engine.passes > before and len(seen) >= 1 and all(s >= 0 for s in seen)
+
+
+def test_a_congested_switch_gets_no_batch_until_drained_then_the_difference(h: Harness) -> None:
+    c1, c2 = FakeConn(1), FakeConn(2)
+    for c in (c1, c2):
+        _synced(h, c)
+        h.engine.barrier_reply(c.dpid, c.barriers()[-1])
+    c2.busy = True
+    sent = len(c2.msgs)
+    h.snap = snapshot(2, with_b=True)  # b on h2
+    h.sync()
+    h.snap = snapshot(3, with_b=True, a_port=6)
+    h.sync()
+    assert len(c2.msgs) == sent, "nothing more for a congested switch"
+    assert not h.engine.wait_applied(3, 0.01, hosts=["h2"])
+    c2.busy = False
+    h.engine.switch_drained(2)
+    h.sync()
+    assert len(c2.barriers()) == 2, "one batch: the difference to the latest revision"
+    h.engine.barrier_reply(2, c2.barriers()[-1])
+    assert {f.cookie for f in desired_flows(h.snap, "h2")} == h.engine.installed_cookies(2)

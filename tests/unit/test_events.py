@@ -103,6 +103,9 @@ class _Conn:
     def missed_echo(self) -> bool:
         return False
 
+    def congested(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
@@ -115,7 +118,7 @@ def test_engine_reports_switch_events_and_survives_a_failing_sink() -> None:
         if kind == "switch.disconnected":
             raise RuntimeError("sink broken")
 
-    engine = Engine(lambda: None, lambda s: None, lambda s: 0, lambda s, r, h: 0, on_event=sink)  # type: ignore[arg-type,return-value]
+    engine = Engine(lambda: None, lambda s: None, lambda s: 0, lambda s, r: 0, on_event=sink)  # type: ignore[arg-type,return-value]
     engine.sync_all(Snapshot(1, hosts={"h1": Host("h1", IPv4Address("198.18.0.1"), dpid=0xAB)}))
     conn = _Conn(0xAB)
     engine.switch_connected(conn)

@@ -183,3 +183,19 @@ def test_guard_builds_the_bundle_reply_os_ken_dispatches() -> None:
     reply = _through_guard(_bundle_reply(77, 5, xid=9), FakeDatapath())
     assert isinstance(reply, parser.ONFBundleCtrlMsg)
     assert (reply.bundle_id, reply.type, reply.flags, reply.xid) == (77, 5, 3, 9)
+
+
+def test_features_handler_takes_the_dpid_from_the_reply_not_the_datapath() -> None:
+    """os-ken sets datapath.id in its own handler of the features reply, which may run after
+    ours: at 1,000 switches a connection reached the engine with dpid None."""
+    from types import SimpleNamespace
+
+    dp = FakeDatapath()
+    dp.id = None
+    seen: list[int] = []
+    engine = SimpleNamespace(switch_connected=lambda c: seen.append(c.dpid) or True)
+    app = SimpleNamespace(engine_=engine, conns={}, roles_=None)
+    ofapp.VxplaneOFApp._features(
+        app, SimpleNamespace(msg=SimpleNamespace(datapath=dp, datapath_id=0x77))
+    )
+    assert seen == [0x77] and list(app.conns) == [0x77]

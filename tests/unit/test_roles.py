@@ -64,6 +64,9 @@ class Conn:
     def missed_echo(self) -> bool:
         return False
 
+    def congested(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
@@ -134,7 +137,7 @@ class Controller:
         )
         self.engine = Engine(
             self._session, lambda s: self.snap, lambda s: self.snap.revision,
-            lambda s, r, h: 0, clock=lambda: self.now, gate=self.roles,
+            lambda s, r: 0, clock=lambda: self.now, gate=self.roles,
         )  # fmt: skip
         self.engine.sync_all(self.snap)
 

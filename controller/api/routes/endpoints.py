@@ -12,7 +12,6 @@ are refused).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ from controller.config import Settings
 from controller.db import repo
 from controller.db.base import begin_write
 from controller.db.records import EndpointRecord
-from controller.errors import Busy, InvalidRequest, NotFound
+from controller.errors import InvalidRequest, NotFound
 from controller.hostwatch import is_alive
 from controller.model import EndpointState
 from controller.sync import FlowSync
@@ -102,7 +101,7 @@ def check_scope(
     require_endpoint_scope(principal, record.host, alive, what)
 
 
-def _mark_ready(writer: Writer, revision: int) -> None:
+async def _mark_ready(writer: Writer, revision: int) -> None:
     """Queue the ready mark (of the endpoints bound at ``revision``: every switch they need
     confirmed it) with the other writes; dropped when the queue is full (the engine marks
     them on its next housekeeping, and a reader with ``wait_ready`` gets them ready)."""
@@ -111,8 +110,7 @@ def _mark_ready(writer: Writer, revision: int) -> None:
         repo.mark_ready_at(session, [revision])
         return None, None
 
-    with contextlib.suppress(Busy):
-        writer.submit(write)
+    writer.submit_threadsafe(write)
 
 
 @router.post(
