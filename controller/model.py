@@ -95,6 +95,11 @@ class Endpoint:
     ofport: int | None = None
     state: EndpointState = EndpointState.RESERVED
     bound_rev: int = 0
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: policies select by them
+
+    def label_map(self) -> dict[str, str]:
+        """The labels as a dict."""
+        return dict(self.labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +139,8 @@ def snat_ports(zone: int) -> tuple[int, int]:
     ``SNAT_RANGES`` zones; zones are allocated lowest first)."""
     lo = SNAT_PORT_BASE + ((zone - 1) % SNAT_RANGES) * SNAT_PORTS_PER_ZONE
     return lo, lo + SNAT_PORTS_PER_ZONE - 1
+
+
+def label_pairs(labels: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """``Endpoint.labels`` from a dict (sorted, hashable)."""
+    return tuple(sorted((labels or {}).items()))

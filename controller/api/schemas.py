@@ -25,10 +25,12 @@ from vxcommon.names import ENDPOINT_NAME_PATTERN, NAME_PATTERN, check_endpoint_n
 MAX_OFPORT = 65279  # OVS refuses higher port numbers (0xfeff; 65534 is a bridge's LOCAL)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
 LABELS_MAX = 64
-LABEL_KEY_MAX = 63
+LABEL_KEY_MAX = 63  # the name part of a key (Kubernetes syntax), as a value
+LABEL_PREFIX_MAX = 253  # the optional DNS-subdomain prefix before '/'
 LABEL_VALUE_MAX = 63
-_LABEL_KEY_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_./-]{{0,{LABEL_KEY_MAX - 1}}}$")
-_LABEL_VALUE_RE = re.compile(rf"^[A-Za-z0-9_.-]{{0,{LABEL_VALUE_MAX}}}$")
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
+_LABEL_NAME_RE = re.compile(rf"^{_LABEL_NAME}$")
+_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 def _subnet(value: Any) -> Any:
@@ -107,17 +109,41 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     if len(value) > LABELS_MAX:
         raise ValueError(f"{len(value)} labels: at most {LABELS_MAX} are allowed")
     for key, text in value.items():
-        if not _LABEL_KEY_RE.fullmatch(key):
-            raise ValueError(
-                f"{_shown(key)} is not a valid label key: use 1 to {LABEL_KEY_MAX} letters, "
-                "digits, '_', '.', '-' or '/', starting with a letter or digit"
-            )
-        if not _LABEL_VALUE_RE.fullmatch(text):
-            raise ValueError(
-                f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
-                f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-'"
-            )
+        check_label_key(key)
+        check_label_value(key, text)
     return value
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label key: ``[prefix/]name``, the prefix a lowercase DNS subdomain of at
+    most 253 characters, the name 1 to 63 of A-Z a-z 0-9 _ . - starting and ending with a
+    letter or digit (``ValueError`` says which part is wrong)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > LABEL_PREFIX_MAX or not _LABEL_PREFIX_RE.fullmatch(prefix)):
+        raise ValueError(
+            f"{_shown(key)} is not a valid label key: its prefix before '/' must be a "
+            f"lowercase DNS subdomain of at most {LABEL_PREFIX_MAX} characters "
+            "(a-z 0-9 '-' '.', like example.com)"
+        )
+    if len(name) > LABEL_KEY_MAX or not _LABEL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"{_shown(key)} is not a valid label key: the name (after the optional prefix/) "
+            f"must be 1 to {LABEL_KEY_MAX} letters, digits, '_', '.' or '-', starting and "
+            "ending with a letter or digit"
+        )
+    return key
+
+
+def check_label_value(key: str, text: str) -> str:
+    """A Kubernetes label value: empty, or 1 to 63 of A-Z a-z 0-9 _ . - starting and ending
+    with a letter or digit."""
+    if text and (len(text) > LABEL_VALUE_MAX or not _LABEL_NAME_RE.fullmatch(text)):
+        raise ValueError(
+            f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
+            f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-', starting and ending with a "
+            "letter or digit (or nothing)"
+        )
+    return text
 
 
 # The schema states the rules that JSON Schema can (a pattern); the validators say the rest
@@ -166,8 +192,10 @@ Labels = Annotated[
     dict[str, str],
     AfterValidator(_labels),
     Field(
-        description=f"at most {LABELS_MAX}; keys 1 to {LABEL_KEY_MAX} of A-Z a-z 0-9 _ . - / "
-        f"(starting with a letter or digit), values 0 to {LABEL_VALUE_MAX} of A-Z a-z 0-9 _ . -",
+        description=f"at most {LABELS_MAX}, Kubernetes syntax: keys [prefix/]name, the prefix "
+        f"a lowercase DNS subdomain (at most {LABEL_PREFIX_MAX}), the name 1 to "
+        f"{LABEL_KEY_MAX} of A-Z a-z 0-9 _ . -; values 0 to {LABEL_VALUE_MAX} of A-Z a-z 0-9 "
+        "_ . -; names and values start and end with a letter or digit",
         examples=[{"app": "web", "app.kubernetes.io/part-of": "shop"}],
     ),
 ]
@@ -386,6 +414,12 @@ class EndpointCreate(_Body):
     ip: Address | None = None
     host: Name | None = None
     labels: Labels | None = Field(None, description="replace the endpoint's labels")
+
+
+class EndpointPatch(_Body):
+    """Change an endpoint: its labels (replaced as a whole)."""
+
+    labels: Labels = Field(description="the endpoint's labels from now on (replace them all)")
 
 
 class BindingUpdate(_Body):

@@ -85,6 +85,8 @@ CASES = [
          body={"name": "new", "host": "h1"}),
     Case("GET", f"{EPS}/e1", E, READ),
     Case("GET", f"{EPS}/e1/history", E + "/history", READ),
+    Case("PATCH", f"{EPS}/e1", E, by_role(401, 403, 403, 403, 200),
+         body={"labels": {"app": "db"}}),
     Case("PUT", f"{EPS}/e1/binding", E + "/binding", by_role(401, 403, 200, 403, 200),
          body={"host": "h1", "ofport": 7, "move": True}),
     # agent h2 may not move h1's (alive) endpoint to itself
