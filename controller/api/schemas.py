@@ -276,6 +276,104 @@ class PublicationPublic(_Public):
     created_at: datetime
 
 
+POLICY_LIST_MAX = 64  # rules per direction, peers per rule, ports per rule
+
+
+class LabelSelector(_Body):
+    """Kubernetes' label selector (``matchLabels`` only): endpoints whose labels include
+    every pair; ``{}`` selects every endpoint of the network."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    match_labels: Labels = Field(default_factory=dict, alias="matchLabels")
+
+
+class PolicyPeerBody(_Body):
+    """A peer: the network's endpoints a ``selector`` selects, or the addresses in ``cidr``
+    (exactly one of the two)."""
+
+    selector: LabelSelector | None = None
+    cidr: Subnet | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PolicyPeerBody:
+        if (self.selector is None) == (self.cidr is None):
+            raise ValueError("a peer has exactly one of selector or cidr")
+        return self
+
+
+class PolicyPortBody(_Body):
+    """A protocol and port (no port: every port of the protocol)."""
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    port: int | None = Field(None, ge=1, le=65535, strict=True)
+
+
+class IngressRule(_Body):
+    """Allow from any of ``from`` (empty or absent: from anywhere) to any of ``ports``
+    (empty or absent: every protocol and port)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: list[PolicyPeerBody] = Field(
+        default_factory=list, alias="from", max_length=POLICY_LIST_MAX
+    )
+    ports: list[PolicyPortBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+
+class EgressRule(_Body):
+    """Allow to any of ``to`` (empty or absent: anywhere) on any of ``ports`` (empty or
+    absent: every protocol and port)."""
+
+    to: list[PolicyPeerBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    ports: list[PolicyPortBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+
+PolicyType = Literal["Ingress", "Egress"]
+
+
+class PolicySpec(_Body):
+    """What a policy says (Kubernetes NetworkPolicy semantics): the endpoints ``selector``
+    selects accept (Ingress) or send (Egress) only what some rule of that direction allows;
+    endpoints no policy selects stay open. ``policy_types`` defaults as in Kubernetes:
+    Ingress, plus Egress when egress rules are given."""
+
+    selector: LabelSelector = Field(default_factory=LabelSelector)
+    policy_types: list[PolicyType] | None = Field(None, min_length=1, max_length=2)
+    ingress: list[IngressRule] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    egress: list[EgressRule] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+    @model_validator(mode="after")
+    def _types(self) -> PolicySpec:
+        if self.policy_types is None:
+            self.policy_types = ["Ingress", "Egress"] if self.egress else ["Ingress"]
+        if len(set(self.policy_types)) != len(self.policy_types):
+            raise ValueError(f"policy_types {self.policy_types} names a type twice")
+        for rules, kind in ((self.ingress, "Ingress"), (self.egress, "Egress")):
+            if rules and kind not in self.policy_types:
+                raise ValueError(
+                    f"{kind.lower()} rules are given but policy_types {self.policy_types} "
+                    f"lacks {kind}: they would be ignored"
+                )
+        return self
+
+
+class PolicyCreate(PolicySpec):
+    """A new policy of the network."""
+
+    name: Name
+
+
+class PolicyPublic(PolicySpec):
+    """A policy as stored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    network: str
+    name: str
+    created_at: datetime
+
+
 class NetworkUpdate(_Body):
     """What may change of a network (omitted: kept)."""
 
