@@ -43,6 +43,8 @@ EVENT_TYPES: dict[str, str] = {
     "endpoint.moved": "network, endpoint, ip, host, from_host, ofport",
     "endpoint.unbound": "network, endpoint, ip, host (the host it left)",
     "endpoint.deleted": "network, endpoint, ip, host (if it was bound)",
+    "policy.created": "network, policy",
+    "policy.deleted": "network, policy",
     "host.registered": "host, underlay_ip (new host)",
     "host.updated": "host, underlay_ip, dpid (its dataplane identity changed)",
     "host.lost": "host, last_seen (heartbeat older than host_dead_after)",
@@ -102,6 +104,10 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
             return f"endpoint {ep} ({data.get('ip')}) removed from {host}"
         case "endpoint.deleted":
             return f"endpoint {ep} ({data.get('ip')}) deleted"
+        case "policy.created":
+            return f"policy {data.get('policy')} of network {data.get('network')} created"
+        case "policy.deleted":
+            return f"policy {data.get('policy')} of network {data.get('network')} deleted"
         case "host.registered":
             return f"host {host} registered ({data.get('underlay_ip')})"
         case "host.updated":

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 
 class EndpointState(StrEnum):
@@ -37,13 +38,56 @@ class Publication:
     proto: str = "tcp"
 
 
+Pairs = tuple[tuple[str, str], ...]  # sorted (key, value) labels or matchLabels
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPeer:
+    """A rule's peer: the network's endpoints whose labels include every pair of
+    ``selector`` (``()`` selects them all), or the addresses in ``cidr``."""
+
+    selector: Pairs | None = None
+    cidr: IPv4Network | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPort:
+    """``protocol`` (tcp or udp) to ``port`` (None: any port of that protocol)."""
+
+    protocol: str = "tcp"
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """Allows traffic from (ingress) or to (egress) any of ``peers`` (empty: any peer) on
+    any of ``ports`` (empty: any protocol and port)."""
+
+    peers: tuple[PolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A network policy (Kubernetes NetworkPolicy semantics): the endpoints whose labels
+    include ``selector`` accept (``ingress`` not None) or send (``egress`` not None) only
+    what some rule of that direction allows. None: the direction is not in its policy types
+    (not restricted by this policy); ``()``: nothing allowed."""
+
+    name: str
+    selector: Pairs = ()
+    ingress: tuple[PolicyRule, ...] | None = ()
+    egress: tuple[PolicyRule, ...] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Network:
     """A virtual network: one VNI, one IPv4 subnet, isolated from every other network.
 
     ``external``: its endpoints reach addresses outside the overlay through their own host's
     gateway, translated in conntrack ``zone`` (allocated while external, else None);
-    ``publications`` are its endpoints' published ports (used while external).
+    ``publications`` are its endpoints' published ports (used while external); ``policies``
+    its network policies, by name.
     """
 
     name: str
@@ -54,6 +98,7 @@ class Network:
     external: bool = False
     zone: int | None = None
     publications: tuple[Publication, ...] = ()
+    policies: tuple[Policy, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +140,11 @@ class Endpoint:
     ofport: int | None = None
     state: EndpointState = EndpointState.RESERVED
     bound_rev: int = 0
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: policies select by them
+
+    def label_map(self) -> dict[str, str]:
+        """The labels as a dict."""
+        return dict(self.labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +184,44 @@ def snat_ports(zone: int) -> tuple[int, int]:
     ``SNAT_RANGES`` zones; zones are allocated lowest first)."""
     lo = SNAT_PORT_BASE + ((zone - 1) % SNAT_RANGES) * SNAT_PORTS_PER_ZONE
     return lo, lo + SNAT_PORTS_PER_ZONE - 1
+
+
+def label_pairs(labels: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """``Endpoint.labels`` from a dict (sorted, hashable)."""
+    return tuple(sorted((labels or {}).items()))
+
+
+def selects(selector: Pairs, labels: Pairs) -> bool:
+    """True if ``labels`` include every pair of ``selector`` (``()`` selects everything)."""
+    have = dict(labels)
+    return all(have.get(key) == value for key, value in selector)
+
+
+def policy_from_spec(name: str, spec: dict[str, Any]) -> Policy:
+    """The ``Policy`` of a stored spec (the API body as JSON: ``selector.matchLabels``,
+    ``policy_types``, ``ingress[].from``, ``egress[].to``, ``ports``)."""
+
+    def peer(doc: dict[str, Any]) -> PolicyPeer:
+        if doc.get("cidr") is not None:
+            return PolicyPeer(cidr=IPv4Network(doc["cidr"]))
+        return PolicyPeer(selector=label_pairs((doc.get("selector") or {}).get("matchLabels")))
+
+    def rules(docs: list[dict[str, Any]], side: str) -> tuple[PolicyRule, ...]:
+        return tuple(
+            PolicyRule(
+                peers=tuple(peer(p) for p in doc.get(side) or ()),
+                ports=tuple(
+                    PolicyPort(p.get("protocol") or "tcp", p.get("port"))
+                    for p in doc.get("ports") or ()
+                ),
+            )
+            for doc in docs
+        )
+
+    types = spec.get("policy_types") or ["Ingress"]
+    return Policy(
+        name=name,
+        selector=label_pairs((spec.get("selector") or {}).get("matchLabels")),
+        ingress=rules(spec.get("ingress") or [], "from") if "Ingress" in types else None,
+        egress=rules(spec.get("egress") or [], "to") if "Egress" in types else None,
+    )

@@ -68,6 +68,7 @@ class AgentClient:
         ip: str | None = None,
         ifname: str = "eth0",
         ready_timeout: float | None = None,
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Plug ``netns`` into ``network`` as endpoint ``name``; returns the ready Endpoint."""
         body: dict[str, Any] = {"netns": netns, "name": name, "network": network, "ifname": ifname}
@@ -75,6 +76,8 @@ class AgentClient:
             body["ip"] = ip
         if ready_timeout is not None:
             body["ready_timeout"] = ready_timeout
+        if labels:
+            body["labels"] = labels
         return self._call("POST", "/v1/attach", body)
 
     def detach(self, name: str, network: str) -> dict[str, Any]:

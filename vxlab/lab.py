@@ -392,9 +392,16 @@ class Lab:
     # -- containers ---------------------------------------------------------------------
 
     def run(
-        self, host: str, name: str, network: str, ip: str | None = None, ifname: str = "eth0"
+        self,
+        host: str,
+        name: str,
+        network: str,
+        ip: str | None = None,
+        ifname: str = "eth0",
+        labels: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Make netns ``name`` and plug it into ``network`` through ``host``'s agent.
+        """Make netns ``name`` and plug it into ``network`` through ``host``'s agent, with
+        ``labels`` on the endpoint from its creation.
 
         Blocks until the controller reports the endpoint ready; on failure the netns is
         removed again. Returns the Endpoint plus ``lab_host`` and ``netns``.
@@ -417,7 +424,7 @@ class Lab:
                 proc.run(["ip", "netns", "add", name])
         try:
             with AgentClient(self.host_paths(host_name).agent_sock) as client:
-                ep = client.attach(name, name, network, ip=ip, ifname=ifname)
+                ep = client.attach(name, name, network, ip=ip, ifname=ifname, labels=labels)
         except BaseException:
             if not known:
                 with self.state.locked() as state:

@@ -27,6 +27,7 @@ from controller.api.routes import (
     hosts,
     metrics,
     networks,
+    policies,
     publications,
     session,
     tokens,
@@ -133,6 +134,7 @@ def create_app(
     for module in (
         networks,
         publications,
+        policies,
         hosts,
         endpoints,
         bindings,

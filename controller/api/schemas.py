@@ -25,10 +25,12 @@ from vxcommon.names import ENDPOINT_NAME_PATTERN, NAME_PATTERN, check_endpoint_n
 MAX_OFPORT = 65279  # OVS refuses higher port numbers (0xfeff; 65534 is a bridge's LOCAL)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
 LABELS_MAX = 64
-LABEL_KEY_MAX = 63
+LABEL_KEY_MAX = 63  # the name part of a key (Kubernetes syntax), as a value
+LABEL_PREFIX_MAX = 253  # the optional DNS-subdomain prefix before '/'
 LABEL_VALUE_MAX = 63
-_LABEL_KEY_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_./-]{{0,{LABEL_KEY_MAX - 1}}}$")
-_LABEL_VALUE_RE = re.compile(rf"^[A-Za-z0-9_.-]{{0,{LABEL_VALUE_MAX}}}$")
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
+_LABEL_NAME_RE = re.compile(rf"^{_LABEL_NAME}$")
+_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 def _subnet(value: Any) -> Any:
@@ -107,17 +109,41 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
     if len(value) > LABELS_MAX:
         raise ValueError(f"{len(value)} labels: at most {LABELS_MAX} are allowed")
     for key, text in value.items():
-        if not _LABEL_KEY_RE.fullmatch(key):
-            raise ValueError(
-                f"{_shown(key)} is not a valid label key: use 1 to {LABEL_KEY_MAX} letters, "
-                "digits, '_', '.', '-' or '/', starting with a letter or digit"
-            )
-        if not _LABEL_VALUE_RE.fullmatch(text):
-            raise ValueError(
-                f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
-                f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-'"
-            )
+        check_label_key(key)
+        check_label_value(key, text)
     return value
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label key: ``[prefix/]name``, the prefix a lowercase DNS subdomain of at
+    most 253 characters, the name 1 to 63 of A-Z a-z 0-9 _ . - starting and ending with a
+    letter or digit (``ValueError`` says which part is wrong)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > LABEL_PREFIX_MAX or not _LABEL_PREFIX_RE.fullmatch(prefix)):
+        raise ValueError(
+            f"{_shown(key)} is not a valid label key: its prefix before '/' must be a "
+            f"lowercase DNS subdomain of at most {LABEL_PREFIX_MAX} characters "
+            "(a-z 0-9 '-' '.', like example.com)"
+        )
+    if len(name) > LABEL_KEY_MAX or not _LABEL_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"{_shown(key)} is not a valid label key: the name (after the optional prefix/) "
+            f"must be 1 to {LABEL_KEY_MAX} letters, digits, '_', '.' or '-', starting and "
+            "ending with a letter or digit"
+        )
+    return key
+
+
+def check_label_value(key: str, text: str) -> str:
+    """A Kubernetes label value: empty, or 1 to 63 of A-Z a-z 0-9 _ . - starting and ending
+    with a letter or digit."""
+    if text and (len(text) > LABEL_VALUE_MAX or not _LABEL_NAME_RE.fullmatch(text)):
+        raise ValueError(
+            f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
+            f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-', starting and ending with a "
+            "letter or digit (or nothing)"
+        )
+    return text
 
 
 # The schema states the rules that JSON Schema can (a pattern); the validators say the rest
@@ -166,8 +192,10 @@ Labels = Annotated[
     dict[str, str],
     AfterValidator(_labels),
     Field(
-        description=f"at most {LABELS_MAX}; keys 1 to {LABEL_KEY_MAX} of A-Z a-z 0-9 _ . - / "
-        f"(starting with a letter or digit), values 0 to {LABEL_VALUE_MAX} of A-Z a-z 0-9 _ . -",
+        description=f"at most {LABELS_MAX}, Kubernetes syntax: keys [prefix/]name, the prefix "
+        f"a lowercase DNS subdomain (at most {LABEL_PREFIX_MAX}), the name 1 to "
+        f"{LABEL_KEY_MAX} of A-Z a-z 0-9 _ . -; values 0 to {LABEL_VALUE_MAX} of A-Z a-z 0-9 "
+        "_ . -; names and values start and end with a letter or digit",
         examples=[{"app": "web", "app.kubernetes.io/part-of": "shop"}],
     ),
 ]
@@ -245,6 +273,104 @@ class PublicationPublic(_Public):
     address: IPv4Address | None = Field(
         description="that host's egress address: connect to address:host_port"
     )
+    created_at: datetime
+
+
+POLICY_LIST_MAX = 64  # rules per direction, peers per rule, ports per rule
+
+
+class LabelSelector(_Body):
+    """Kubernetes' label selector (``matchLabels`` only): endpoints whose labels include
+    every pair; ``{}`` selects every endpoint of the network."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    match_labels: Labels = Field(default_factory=dict, alias="matchLabels")
+
+
+class PolicyPeerBody(_Body):
+    """A peer: the network's endpoints a ``selector`` selects, or the addresses in ``cidr``
+    (exactly one of the two)."""
+
+    selector: LabelSelector | None = None
+    cidr: Subnet | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PolicyPeerBody:
+        if (self.selector is None) == (self.cidr is None):
+            raise ValueError("a peer has exactly one of selector or cidr")
+        return self
+
+
+class PolicyPortBody(_Body):
+    """A protocol and port (no port: every port of the protocol)."""
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    port: int | None = Field(None, ge=1, le=65535, strict=True)
+
+
+class IngressRule(_Body):
+    """Allow from any of ``from`` (empty or absent: from anywhere) to any of ``ports``
+    (empty or absent: every protocol and port)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: list[PolicyPeerBody] = Field(
+        default_factory=list, alias="from", max_length=POLICY_LIST_MAX
+    )
+    ports: list[PolicyPortBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+
+class EgressRule(_Body):
+    """Allow to any of ``to`` (empty or absent: anywhere) on any of ``ports`` (empty or
+    absent: every protocol and port)."""
+
+    to: list[PolicyPeerBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    ports: list[PolicyPortBody] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+
+PolicyType = Literal["Ingress", "Egress"]
+
+
+class PolicySpec(_Body):
+    """What a policy says (Kubernetes NetworkPolicy semantics): the endpoints ``selector``
+    selects accept (Ingress) or send (Egress) only what some rule of that direction allows;
+    endpoints no policy selects stay open. ``policy_types`` defaults as in Kubernetes:
+    Ingress, plus Egress when egress rules are given."""
+
+    selector: LabelSelector = Field(default_factory=LabelSelector)
+    policy_types: list[PolicyType] | None = Field(None, min_length=1, max_length=2)
+    ingress: list[IngressRule] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+    egress: list[EgressRule] = Field(default_factory=list, max_length=POLICY_LIST_MAX)
+
+    @model_validator(mode="after")
+    def _types(self) -> PolicySpec:
+        if self.policy_types is None:
+            self.policy_types = ["Ingress", "Egress"] if self.egress else ["Ingress"]
+        if len(set(self.policy_types)) != len(self.policy_types):
+            raise ValueError(f"policy_types {self.policy_types} names a type twice")
+        for rules, kind in ((self.ingress, "Ingress"), (self.egress, "Egress")):
+            if rules and kind not in self.policy_types:
+                raise ValueError(
+                    f"{kind.lower()} rules are given but policy_types {self.policy_types} "
+                    f"lacks {kind}: they would be ignored"
+                )
+        return self
+
+
+class PolicyCreate(PolicySpec):
+    """A new policy of the network."""
+
+    name: Name
+
+
+class PolicyPublic(PolicySpec):
+    """A policy as stored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    network: str
+    name: str
     created_at: datetime
 
 
@@ -393,6 +519,12 @@ class EndpointCreate(_Body):
     ip: Address | None = None
     host: Name | None = None
     labels: Labels | None = Field(None, description="replace the endpoint's labels")
+
+
+class EndpointPatch(_Body):
+    """Change an endpoint: its labels (replaced as a whole)."""
+
+    labels: Labels = Field(description="the endpoint's labels from now on (replace them all)")
 
 
 class BindingUpdate(_Body):

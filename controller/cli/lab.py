@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from controller.cli.labels import parse_labels
 from controller.cli.output import Output, TokenOpt, api_token, console, fail, render
 
 if TYPE_CHECKING:
@@ -135,14 +136,24 @@ def lab_run(
     name: Annotated[str, typer.Argument(help="Endpoint and namespace name")],
     network: Annotated[str, typer.Option(help="Network to attach to")],
     ip: Annotated[str | None, typer.Option(help="Static IP [default: allocated]")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label",
+            "-l",
+            help="KEY=VALUE label of the endpoint (repeat for several); set before it is ready, "
+            "so policies selecting it apply from its first packet",
+        ),
+    ] = None,
     prefix: PrefixOpt = "lab-",
     underlay: UnderlayOpt = "198.18.0.0/24",
 ) -> None:
     """Start a container-like namespace NAME on HOST, attached to NETWORK; waits until ready."""
+    labels = parse_labels(label, "--label")
     _need_root()
     lab = _lab(prefix, underlay)
     with console.status(f"attaching {name} on {host} (waiting for flows)..."), _reported():
-        ep = lab.run(_host_name(prefix, host), name, network, ip=ip)
+        ep = lab.run(_host_name(prefix, host), name, network, ip=ip, labels=labels)
     console.print(
         f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})"
     )

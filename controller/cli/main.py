@@ -12,6 +12,7 @@ from controller.cli.controllers import controllers_app
 from controller.cli.events import events, status
 from controller.cli.lab import demo_app, lab_app
 from controller.cli.pki import pki_app
+from controller.cli.policies import policy_app
 from controller.cli.resources import endpoint_app, host_app, network_app
 from controller.cli.tokens import token_app
 
@@ -28,6 +29,7 @@ db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_he
 app.add_typer(network_app, name="network")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(host_app, name="host")
+app.add_typer(policy_app, name="policy")
 app.add_typer(token_app, name="token")
 app.add_typer(lab_app, name="lab")
 app.add_typer(demo_app, name="demo")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from controller.db.models import EndpointRow, HostRow, NetworkRow, Revision
 from controller.db.records import EndpointRecord, HostRecord, NetworkRecord
 from controller.errors import NotFound
-from controller.model import EndpointState, Network, Publication
+from controller.model import EndpointState, Network, Publication, policy_from_spec
 
 
 def utcnow() -> datetime:
@@ -111,6 +111,7 @@ def to_network(row: NetworkRow) -> Network:
         publications=tuple(
             Publication(p.endpoint, p.host_port, p.port, p.proto) for p in row.publications
         ),
+        policies=tuple(policy_from_spec(p.name, p.spec) for p in row.policies),
     )
 
 

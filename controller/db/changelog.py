@@ -29,7 +29,7 @@ from controller.intent import (
     endpoint_key,
     split_endpoint_key,
 )
-from controller.model import Block, Endpoint, EndpointState, Host
+from controller.model import Block, Endpoint, EndpointState, Host, label_pairs
 
 ChangeGroups = tuple[int, list[tuple[int, list[Change]]]]  # (revision now, by revision)
 CHUNK = 500  # keys per IN (...) query
@@ -155,13 +155,22 @@ def _endpoints(session: Session, keys: list[str]) -> dict[str, Value]:
                 EndpointRow.ofport,
                 EndpointRow.state,
                 EndpointRow.bound_rev,
+                EndpointRow.labels,
             )  # fmt: skip
             .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
             .join(HostRow, EndpointRow.host_id == HostRow.id)  # only bound ones count
             .where(tuple_(NetworkRow.name, EndpointRow.name).in_(pairs))
         )
-        for net, name, ip, mac, host, ofport, state, bound_rev in session.execute(query):
+        for net, name, ip, mac, host, ofport, state, bound_rev, labels in session.execute(query):
             out[endpoint_key(net, name)] = Endpoint(
-                net, name, IPv4Address(ip), mac, host, ofport, EndpointState(state), bound_rev
+                net,
+                name,
+                IPv4Address(ip),
+                mac,
+                host,
+                ofport,
+                EndpointState(state),
+                bound_rev,
+                label_pairs(labels),
             )
     return out

@@ -80,11 +80,41 @@ def _check_same_ip(row: EndpointRow, ip: IPv4Address | None, network: str) -> No
         )
 
 
-def _set_labels(row: EndpointRow, labels: dict[str, str] | None, now: datetime) -> None:
-    """Replace the row's labels with ``labels`` (None: keep them). Not flow-relevant (yet)."""
+def _set_labels(row: EndpointRow, labels: dict[str, str] | None, now: datetime) -> bool:
+    """Replace the row's labels with ``labels`` (None: keep them); True if they changed.
+
+    Labels are flow-relevant (policies select by them): the caller logs a changed bound
+    endpoint (:func:`_log_relabel`)."""
     if labels is not None and labels != row.labels:
         row.labels = dict(labels)
         row.updated_at = now
+        return True
+    return False
+
+
+def _log_relabel(session: Session, network: str, row: EndpointRow) -> int:
+    """Bump the revision and log ``row`` after a change of its labels; the new revision."""
+    revision = bump(session)
+    log_endpoint(session, revision, network, row.name)
+    return revision
+
+
+def set_endpoint_labels(
+    session: Session,
+    network: str,
+    name: str,
+    labels: dict[str, str],
+    now: datetime | None = None,
+) -> tuple[EndpointRecord, int | None]:
+    """Replace the labels of the endpoint ``name`` (``NotFound`` if unknown); the endpoint and
+    the new revision (None when the labels were already these)."""
+    begin_write(session)
+    net = network_row(session, network, lock="update")
+    row = _endpoint_row(session, net, name, lock=True)
+    revision = None
+    if _set_labels(row, labels, now or utcnow()):
+        revision = _log_relabel(session, network, row)
+    return _record(session, row, net), revision
 
 
 def create_endpoint(
@@ -108,8 +138,10 @@ def create_endpoint(
     existing = _find_row(session, net, name)
     if existing is not None:
         _check_same_ip(existing, ip, network)
-        _set_labels(existing, labels, now)
-        return _record(session, existing, net), False, None
+        relabelled = None
+        if _set_labels(existing, labels, now):
+            relabelled = _log_relabel(session, network, existing)
+        return _record(session, existing, net), False, relabelled
     target = host_row(session, host) if host is not None else None
     row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
     revision = bump(session) if claimed else None
@@ -234,13 +266,14 @@ def attach_endpoint(
     if row is None:
         row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
     else:
-        _set_labels(row, labels, now)
+        relabelled = _set_labels(row, labels, now)
         if (
             row.host_id == target.id
             and row.ofport == ofport
             and (port_name is None or port_name == row.port_name)
         ):
-            return endpoint_record(row, net, target.name), False, None
+            revision = _log_relabel(session, network, row) if relabelled else None
+            return endpoint_record(row, net, target.name), False, revision
     _check_port_free(session, row, target, ofport)
     revision = bump(session)
     if claimed:

@@ -67,6 +67,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class JSONDoc(TypeDecorator[dict[str, Any]]):
+    """A JSON object stored as text (sorted keys), read back as a dict."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: dict[str, Any] | None, dialect: Dialect) -> str:
+        return json.dumps(value or {}, sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dict[str, Any]:
+        return dict(json.loads(value)) if value else {}
+
+
 class JSONLabels(TypeDecorator[dict[str, str]]):
     """A map of string to string stored as JSON text (sorted keys), read back as a dict."""
 
@@ -146,6 +159,12 @@ class NetworkRow(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+    policies: Mapped[list[PolicyRow]] = relationship(
+        lazy="selectin",
+        order_by="PolicyRow.name",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
 
 class PublicationRow(Base):
@@ -168,6 +187,22 @@ class PublicationRow(Base):
     host_port: Mapped[int] = mapped_column(Integer, nullable=False)
     port: Mapped[int] = mapped_column(Integer, nullable=False)
     proto: Mapped[str] = mapped_column(String(3), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class PolicyRow(Base):
+    """A network policy: ``spec`` is the API body (selector, policy_types, ingress, egress)
+    as JSON; ``model.policy_from_spec`` reads it."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("network_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network_id: Mapped[int] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 

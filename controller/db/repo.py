@@ -60,6 +60,7 @@ from controller.db.endpoints import (
     get_endpoint,
     list_endpoints,
     release,
+    set_endpoint_labels,
     unbind_endpoint,
 )
 from controller.db.models import (
@@ -76,7 +77,7 @@ from controller.db.models import (
 from controller.db.records import HostRecord, NetworkRecord, PublicationRecord
 from controller.errors import Conflict, NotFound
 from controller.intent import BLOCKS, HOST, NETWORK
-from controller.model import MAX_ZONE, Block, Endpoint, EndpointState, Snapshot
+from controller.model import MAX_ZONE, Block, Endpoint, EndpointState, Snapshot, label_pairs
 
 __all__ = [
     "KEEP",
@@ -101,6 +102,7 @@ __all__ = [
     "host_endpoint_counts",
     "list_endpoints",
     "list_hosts",
+    "set_endpoint_labels",
     "list_networks",
     "list_publications",
     "load_snapshot",
@@ -544,6 +546,7 @@ def load_snapshot(session: Session) -> Snapshot:
         EndpointRow.ofport,
         EndpointRow.state,
         EndpointRow.bound_rev,
+        EndpointRow.labels,
     ).order_by(EndpointRow.id)
     endpoints = tuple(
         Endpoint(
@@ -555,8 +558,11 @@ def load_snapshot(session: Session) -> Snapshot:
             ofport=ofport,
             state=EndpointState(state),
             bound_rev=bound_rev,
+            labels=label_pairs(labels),
         )
-        for net_id, name, ip, mac, host_id, ofport, state, bound_rev in session.execute(ep_cols)
+        for net_id, name, ip, mac, host_id, ofport, state, bound_rev, labels in session.execute(
+            ep_cols
+        )
     )
     hosts = {row.name: to_host(row) for row in host_rows}
     networks = {row.name: to_network(row) for row in net_rows}

@@ -283,3 +283,57 @@ def test_concurrent_create_and_binds_create_once(world: TestClient, move: bool) 
         (won,) = [r.json() for r in answers if r.status_code == 201]
         for lost in (r.json() for r in answers if r.status_code == 409):
             assert lost["endpoint"]["host"] == won["host"] and "move" in lost["detail"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a/b/c", "Example.com/x", "example.com/", "-a.com/x", "x" * 254 + "/k", "k-", "k."],
+)
+def test_kubernetes_key_syntax_is_enforced(world: TestClient, key: str) -> None:
+    r = world.post(EPS, json={"name": "web", "labels": {key: "v"}})
+    assert r.status_code == 422 and "not a valid label key" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize("value", ["v-", "_v", ".v"])
+def test_kubernetes_value_syntax_is_enforced(world: TestClient, value: str) -> None:
+    r = world.post(EPS, json={"name": "web", "labels": {"k": value}})
+    assert r.status_code == 422 and "not a valid label value" in r.json()["detail"], r.text
+
+
+def test_long_dns_prefix_is_a_valid_key(world: TestClient) -> None:
+    key = ".".join(["a" * 63] * 3) + ".example.com/" + "n" * 63
+    r = world.post(EPS, json={"name": "web", "labels": {key: "v"}})
+    assert r.status_code == 201 and r.json()["labels"] == {key: "v"}
+
+
+def test_patch_replaces_labels_and_logs_a_change(world: TestClient, sync: RecordingSync) -> None:
+    made = world.put(
+        f"{EPS}/web{ATTACH}", json={"host": "h1", "ofport": 11, "labels": {"app": "web"}}
+    ).json()
+    r = world.patch(f"{EPS}/web", json={"labels": {"app": "db", "tier": "back"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["labels"] == {"app": "db", "tier": "back"}
+    assert world.get(f"{EPS}/web").json()["labels"] == {"app": "db", "tier": "back"}
+    assert sync.notified[-1] > made["revision"]  # flow-relevant: the engine is told
+    before = len(sync.notified)
+    same = world.patch(f"{EPS}/web", json={"labels": {"tier": "back", "app": "db"}})
+    assert same.status_code == 200 and len(sync.notified) == before  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "words"),
+    [
+        (f"{EPS}/nope", {"labels": {}}, 404, "does not exist"),
+        (f"{EPS}/web", {"labels": {"a b": "v"}}, 422, "not a valid label key"),
+        (f"{EPS}/web", {}, 422, "labels"),
+        (f"{EPS}/web", {"labels": {}, "ip": "10.0.0.9"}, 422, "ip"),
+    ],
+)
+def test_bad_patch_changes_nothing(
+    world: TestClient, sync: RecordingSync, path: str, body: Any, code: int, words: str
+) -> None:
+    world.post(EPS, json={"name": "web", "labels": {"app": "web"}})
+    before = _unchanged(world, sync)
+    r = world.patch(path, json=body)
+    assert r.status_code == code and words in r.json()["detail"], r.text
+    assert _unchanged(world, sync) == before

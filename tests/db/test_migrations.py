@@ -17,8 +17,10 @@ from controller.db.session import make_engine
 TABLES = {
     "revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves", "cluster",
     "api_tokens", "change_log", "switch_state", "controllers", "switch_masters", "publications",
+    "policies",
 }  # fmt: skip
-BEFORE_0009 = TABLES - {"publications"}
+BEFORE_0010 = TABLES - {"policies"}
+BEFORE_0009 = BEFORE_0010 - {"publications"}
 BEFORE_0008 = BEFORE_0009 - {"controllers", "switch_masters"}
 BEFORE_0006 = BEFORE_0008 - {"change_log", "switch_state"}
 BEFORE_0004 = BEFORE_0006 - {"cluster", "api_tokens"}
@@ -47,13 +49,17 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "policies" in _tables(db_url)
+    migrate.downgrade(db_url, "0009")  # 0010 alone: the policies go
+    assert _tables(db_url) & TABLES == BEFORE_0010
 
     assert "publications" in _tables(db_url)
     migrate.downgrade(db_url, "0008")  # 0009 alone: the publications go

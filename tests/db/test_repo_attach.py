@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import changes, endpoints, repo
+from controller.db import changelog, changes, endpoints, repo
 from controller.db.session import session_scope
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.model import EndpointState
@@ -65,10 +65,14 @@ def test_existing_name_is_bound_and_labels_replaced(world: sessionmaker[Session]
         again, created, rev = repo.attach_endpoint(s, "n", "web", "h2", 3, create=True)
         assert changes.take(s) == []
     assert (created, rev, again.revision, again.labels) == (False, None, revision, {"b": "2"})
-    with session_scope(world) as s:  # labels only: stored, not flow-relevant
-        _, _, rev = repo.attach_endpoint(s, "n", "web", "h2", 3, labels={})
+    with session_scope(world) as s:  # labels only: flow-relevant (policies select by them)
+        _, _, rev = repo.attach_endpoint(s, "n", "web", "h2", 3, labels={"c": "3"})
     with session_scope(world) as s:
-        assert rev is None and repo.get_endpoint(s, "n", "web").labels == {}
+        assert rev == revision + 1 and repo.get_endpoint(s, "n", "web").labels == {"c": "3"}
+        found = changelog.read_changes(s, revision)
+    assert found is not None
+    assert [[(c.kind, c.key) for c in group] for _, group in found[1]] == [[("endpoint", "n/web")]]
+    assert found[1][0][1][0].value.labels == (("c", "3"),)  # type: ignore[union-attr]
 
 
 def test_if_revision_must_match(world: sessionmaker[Session]) -> None:

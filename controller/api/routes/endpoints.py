@@ -28,6 +28,7 @@ from controller.api.schemas import (
     BindingUpdate,
     EndpointConflict,
     EndpointCreate,
+    EndpointPatch,
     EndpointPublic,
     MovePublic,
 )
@@ -261,6 +262,23 @@ async def get_endpoint(
 
     record = await run_in_threadpool(read)
     return public(await await_ready(request, background, sync, settings, record, wait_ready), sync)
+
+
+@router.patch(ITEM)
+async def update_endpoint(
+    network: str,
+    name: str,
+    body: EndpointPatch,
+    writer: WriterDep,
+    principal: PrincipalDep,
+) -> EndpointPublic:
+    """Change an endpoint's labels (replaced as a whole; admin only, 404 if unknown). Policies
+    select by labels: the flows of the endpoint's network follow in the engine's next pass."""
+
+    def write(session: Session) -> tuple[EndpointRecord, int | None]:
+        return repo.set_endpoint_labels(session, network, name, body.labels)
+
+    return EndpointPublic.model_validate(await writer.run(write, principal))
 
 
 @router.delete(
