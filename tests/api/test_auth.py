@@ -82,9 +82,10 @@ CASES = [
          body={"endpoint": "p0", "host_port": 9001, "port": 80, "proto": "tcp"}),
     Case("DELETE", f"{NETS}/shop/publications/tcp/9001",
          NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 204, 403, 204)),
-    # conditional: only if published for p0; p1 holds it, so it stays (409) for those in scope
+    # conditional: only if published for p0; p1 holds it, so it stays (409), whoever asks
+    # (a late CNI DEL on h2 after its ADD found the port taken)
     Case("DELETE", f"{NETS}/shop/publications/tcp/9001",
-         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 409, 403, 409),
+         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 409, 409, 409),
          params={"endpoint": "p0"}),
     Case("POST", f"{NETS}/blue/policies", NETS + "/{network}/policies",
          by_role(401, 403, 403, 403, 201), body={"name": "p1"}),
