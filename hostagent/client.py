@@ -238,6 +238,26 @@ class ControllerClient:
         """``GET /api/v1/hosts/{name}``."""
         return self._call("GET", f"{API}/hosts/{_seg(name)}").json()
 
+    # -- publications -------------------------------------------------------------------
+
+    def publish(
+        self, network: str, endpoint: str, host_port: int, port: int, proto: str = "tcp"
+    ) -> dict[str, Any]:
+        """``POST /api/v1/networks/{network}/publications`` (the same one again is found)."""
+        body = {"endpoint": endpoint, "host_port": host_port, "port": port, "proto": proto}
+        return self._call("POST", f"{API}/networks/{_seg(network)}/publications", json=body).json()
+
+    def unpublish(
+        self, network: str, proto: str, host_port: int, endpoint: str | None = None
+    ) -> None:
+        """``DELETE .../publications/{proto}/{host_port}``; with ``endpoint``, only if it is
+        published for that endpoint (409 otherwise)."""
+        self._call(
+            "DELETE",
+            f"{API}/networks/{_seg(network)}/publications/{proto}/{host_port}",
+            params={"endpoint": endpoint} if endpoint is not None else None,
+        )
+
     # -- endpoints ------------------------------------------------------------------------
 
     def create_endpoint(

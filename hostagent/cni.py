@@ -16,8 +16,11 @@ Configuration fields besides the standard ones: ``network`` (the vxplane network
 ``name``), ``agentSocket`` (else env ``VXPLANE_AGENT_SOCKET``, else
 ``/run/vxplane/agent.sock``), ``keepAddress`` (DEL keeps the name's reservation, so the same
 pod gets the same address on any host; default false). Capabilities in ``runtimeConfig``:
-``ips`` (one IPv4, ``a.b.c.d[/len]``) and ``endpointName``. ``CNI_ARGS`` keys: ``IP``,
-``VXPLANE_ENDPOINT``, ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``, ``IgnoreUnknown``.
+``ips`` (one IPv4, ``a.b.c.d[/len]``), ``endpointName`` and ``portMappings``
+(``[{hostPort, containerPort, protocol}]``: published on the egress address of the pod's
+host on ADD, all or none, and unpublished on DEL; the network must be external).
+``CNI_ARGS`` keys: ``IP``, ``VXPLANE_ENDPOINT``, ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``,
+``IgnoreUnknown``.
 
 Endpoint name: ``endpointName`` / ``VXPLANE_ENDPOINT`` if given, else
 ``K8S_POD_NAMESPACE/K8S_POD_NAME``, else ``CNI_CONTAINERID``; ``:<CNI_IFNAME>`` is appended
@@ -112,7 +115,7 @@ class Invocation:
 
     __slots__ = (
         "command", "version", "config", "container_id", "netns", "ifname", "network",
-        "endpoint", "ip", "agent_socket", "keep_address", "valid_attachments",
+        "endpoint", "ip", "agent_socket", "keep_address", "valid_attachments", "ports",
     )  # fmt: skip
 
     def __init__(
@@ -129,6 +132,7 @@ class Invocation:
         agent_socket: str = DEFAULT_SOCKET,
         keep_address: bool = False,
         valid_attachments: tuple[tuple[str, str], ...] = (),
+        ports: list[dict[str, Any]] | None = None,
     ) -> None:
         self.command = command
         self.version = version
@@ -142,6 +146,7 @@ class Invocation:
         self.agent_socket = agent_socket
         self.keep_address = keep_address
         self.valid_attachments = valid_attachments
+        self.ports = ports or []
 
     @property
     def body(self) -> dict[str, Any]:
@@ -157,6 +162,8 @@ class Invocation:
             body["netns"] = self.netns
         if self.ip is not None:
             body["ip"] = self.ip
+        if self.ports:
+            body["ports"] = self.ports
         return body
 
 
@@ -207,6 +214,40 @@ def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
     if not isinstance(addr, IPv4Interface):
         raise CniError(code, f"{where}: {ips[0]!r}: only IPv4 is supported")
     return str(addr.ip)
+
+
+def _port_mappings(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """runtimeConfig ``portMappings`` (``[{hostPort, containerPort, protocol?, hostIP?}]``,
+    the CNI ``portMappings`` capability) as the agent's ``[{host_port, port, proto}]``."""
+    runtime = config.get("runtimeConfig") or {}
+    raw = runtime.get("portMappings") if isinstance(runtime, dict) else None
+    if raw is None:
+        return []
+    where = "runtimeConfig.portMappings"
+    if not isinstance(raw, list):
+        raise CniError(INVALID_CONFIG, f"{where}: want a list")
+    out = []
+    for m in raw:
+        if not isinstance(m, dict):
+            raise CniError(INVALID_CONFIG, f"{where}: want objects, got {m!r}")
+        host, port = m.get("hostPort"), m.get("containerPort")
+        proto = str(m.get("protocol") or "tcp").lower()
+        for key, value, top in (("hostPort", host, 32767), ("containerPort", port, 65535)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                why = " (32768 and up are the gateway's source ports)" if top == 32767 else ""
+                raise CniError(INVALID_CONFIG, f"{where}: {key} {value!r}: want 1..{top}{why}")
+        if proto not in ("tcp", "udp"):
+            raise CniError(INVALID_CONFIG, f"{where}: protocol {proto!r}: want tcp or udp")
+        if m.get("hostIP") not in (None, "", "0.0.0.0", "::"):
+            raise CniError(
+                INVALID_CONFIG,
+                f"{where}: hostIP {m['hostIP']!r}: vxplane publishes on the egress address of "
+                "the pod's host; leave it out",
+            )
+        item = {"host_port": host, "port": port, "proto": proto}
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _endpoint_name(config: dict[str, Any], args: dict[str, str], cid: str, ifname: str) -> str:
@@ -322,6 +363,7 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
         ifname=ifname,
         endpoint=_endpoint_name(config, args, cid, ifname),
         ip=_requested_ip(config, args) if command == "ADD" else None,
+        ports=_port_mappings(config) if command in ("ADD", "DEL") else None,
     )
 
 

@@ -94,6 +94,7 @@ __all__ = [
     "delete_host",
     "delete_network",
     "delete_publication",
+    "publication_endpoint",
     "endpoint_history",
     "get_endpoint",
     "get_host",
@@ -671,8 +672,10 @@ def create_publication(
     port: int,
     proto: str,
     now: datetime | None = None,
-) -> tuple[PublicationRecord, int]:
-    """Publish ``host_port``/``proto`` to ``endpoint``'s ``port`` (see the route)."""
+) -> tuple[PublicationRecord, int | None]:
+    """Publish ``host_port``/``proto`` to ``endpoint``'s ``port`` (see the route). The same
+    publication again is found, not made (revision None): a runtime that programs a
+    container's ports twice, or retries after a lost answer, gets what it asked for."""
     begin_write(session, serialize=True)
     net = network_row(session, network, lock="update")
     if not net.external:
@@ -692,6 +695,8 @@ def create_publication(
     ).first()
     if holder is not None:
         pub, held_by = holder
+        if (held_by, pub.endpoint, pub.port) == (network, endpoint, port):
+            return _publication_record(session, network, pub), None
         raise Conflict(
             f"host port {host_port}/{proto} is already published for {held_by}/{pub.endpoint}"
         )
@@ -724,10 +729,13 @@ def list_publications(session: Session, network: str) -> list[PublicationRecord]
     return [_publication_record(session, network, row) for row in rows]
 
 
-def delete_publication(session: Session, network: str, proto: str, host_port: int) -> int:
-    """Stop publishing ``host_port``/``proto`` of ``network`` (``NotFound`` if it is not)."""
-    begin_write(session, serialize=True)
-    net = network_row(session, network, lock="update")
+def publication_endpoint(session: Session, network: str, proto: str, host_port: int) -> str:
+    """The endpoint ``host_port``/``proto`` of ``network`` is published for (``NotFound``)."""
+    return _publication_row(session, network, proto, host_port).endpoint
+
+
+def _publication_row(session: Session, network: str, proto: str, host_port: int) -> PublicationRow:
+    net = network_row(session, network)
     row = session.execute(
         select(PublicationRow).where(
             PublicationRow.network_id == net.id,
@@ -737,6 +745,23 @@ def delete_publication(session: Session, network: str, proto: str, host_port: in
     ).scalar_one_or_none()
     if row is None:
         raise NotFound(f"host port {host_port}/{proto} is not published in network {network!r}")
+    return row
+
+
+def delete_publication(
+    session: Session, network: str, proto: str, host_port: int, endpoint: str | None = None
+) -> int:
+    """Stop publishing ``host_port``/``proto`` of ``network`` (``NotFound`` if it is not);
+    with ``endpoint``, only if it is published for that endpoint (``Conflict`` otherwise:
+    a runtime cleaning up after a container never takes another container's port)."""
+    begin_write(session, serialize=True)
+    network_row(session, network, lock="update")
+    row = _publication_row(session, network, proto, host_port)
+    if endpoint is not None and row.endpoint != endpoint:
+        raise Conflict(
+            f"host port {host_port}/{proto} of network {network!r} is published for "
+            f"{row.endpoint!r}, not {endpoint!r}: left alone"
+        )
     session.delete(row)
     note(session, "publication.deleted", network=network, host_port=host_port, proto=proto)
     revision = bump(session)

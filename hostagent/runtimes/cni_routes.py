@@ -1,8 +1,10 @@
 """The agent's ``/v1/cni/*`` routes, called by the ``vxplane-cni`` plugin.
 
-- ``POST /v1/cni/add`` ``{netns, name, network, ifname, container_id, config, ip?}`` ->
-  ``{endpoint, mtu, port_name}`` once the endpoint is ready.
-- ``POST /v1/cni/del`` ``{name, network, ifname, container_id, config, release, netns?}``
+- ``POST /v1/cni/add`` ``{netns, name, network, ifname, container_id, config, ip?, ports?}``
+  -> ``{endpoint, mtu, port_name}`` once the endpoint is ready and its ``ports``
+  (``[{host_port, port, proto}]``, the ``portMappings`` capability) are published.
+- ``POST /v1/cni/del`` ``{name, network, ifname, container_id, config, release, netns?,
+  ports?}``
 - ``POST /v1/cni/check`` ``{netns, name, network, ifname, container_id, config}``
 - ``POST /v1/cni/gc`` ``{config, valid: [{container_id, ifname}], release}`` -> ``{removed}``
 - ``POST /v1/cni/status`` ``{network}``
@@ -13,15 +15,16 @@ Errors are ``{"detail", "cni_code"}``: the CNI code is decided here, once (``cni
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, IPvAnyAddress
+from pydantic import BaseModel, Field, IPvAnyAddress
 
 from hostagent.agent import Agent
 from hostagent.api.schemas import EndpointName, IfName, Labels, Name, Text
 from hostagent.errors import AgentError, retry_headers
+from hostagent.publish import PortMap
 from hostagent.runtimes.cni_service import CniService, cni_code
 
 
@@ -36,14 +39,28 @@ class CniAttachment(BaseModel):
     netns: Text | None = None
 
 
+class CniPort(BaseModel):
+    """One published port: ``host_port``/``proto`` of this host to the endpoint's ``port``."""
+
+    host_port: int = Field(ge=1, le=32767)
+    port: int = Field(ge=1, le=65535)
+    proto: Literal["tcp", "udp"] = "tcp"
+
+
+def _maps(ports: list[CniPort]) -> list[PortMap]:
+    return sorted({PortMap(p.host_port, p.port, p.proto) for p in ports})
+
+
 class CniAdd(CniAttachment):
     netns: Text
     ip: IPvAnyAddress | None = None
     labels: Labels = {}
+    ports: list[CniPort] = Field(default=[], max_length=256)
 
 
 class CniDel(CniAttachment):
     release: bool = True
+    ports: list[CniPort] = Field(default=[], max_length=256)
 
 
 class CniCheck(CniAttachment):
@@ -88,7 +105,7 @@ def cni_router(agent: Agent) -> APIRouter:
         return _answer(
             lambda: svc.add(
                 req.netns, req.name, req.network, req.ifname, req.container_id, req.config,
-                ip=ip, labels=req.labels,
+                ip=ip, labels=req.labels, ports=_maps(req.ports),
             )
         )  # fmt: skip
 
@@ -96,7 +113,13 @@ def cni_router(agent: Agent) -> APIRouter:
     def delete(req: CniDel) -> dict[str, Any] | JSONResponse:
         return _answer(
             lambda: svc.delete(
-                req.name, req.network, req.ifname, req.container_id, req.config, req.release
+                req.name,
+                req.network,
+                req.ifname,
+                req.container_id,
+                req.config,
+                req.release,
+                published=_maps(req.ports),
             )
         )
 

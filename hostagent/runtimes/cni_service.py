@@ -6,6 +6,11 @@ written in the same transaction as the port), so DEL finds its endpoint even if 
 runtime's arguments changed, a stale DEL of an old sandbox never unplugs a newer sandbox
 holding the same endpoint name, and GC can tell which attachments of a configuration are
 still valid. The plugin protocol itself lives in ``hostagent/cni.py``.
+
+Published ports (the ``portMappings`` capability) are recorded on the interface with the
+rest and published once the endpoint is ready, all or none: a refused one (a host port taken
+elsewhere: the controller's 409) unplugs the attachment again and fails the ADD with the
+controller's message. DEL unpublishes them, only where they are still this endpoint's.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from hostagent.errors import (
     OvsError,
 )
 from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
+from hostagent.publish import EXT_PUBLISHED, PortMap, decode, encode, publish_all, unpublish_all
 
 log = logging.getLogger("hostagent.cni")
 
@@ -91,17 +97,30 @@ class CniService:
         config: str,
         ip: str | None = None,
         labels: dict[str, str] | None = None,
+        ports: list[PortMap] | None = None,
     ) -> dict[str, Any]:
-        """Plug the attachment, labelled as this CNI attachment's; returns once ready."""
+        """Plug the attachment, labelled as this CNI attachment's, and publish its ``ports``;
+        returns once ready (unplugged again if a port cannot be published)."""
         runtime_ids = {
             CNI_CONTAINER: container_id, CNI_IFNAME: ifname, CNI_CONFIG: config, CNI_NETNS: netns,
         }  # fmt: skip
+        if ports:
+            runtime_ids[EXT_PUBLISHED] = encode(ports)
         ep = self.agent.attach(
             PlugRequest(
                 network=network, name=name, netns=netns, ifname=ifname, ip=ip,
                 labels=labels or {}, runtime_ids=runtime_ids,
             )
         )  # fmt: skip
+        if ports:
+            try:
+                publish_all(self.agent.client, network, name, ports)
+            except ControllerError as exc:
+                self.agent.detach(network, name)
+                raise Conflict(f"cannot publish the ports of {name}: {exc.detail}") from exc
+            except BaseException:
+                self.agent.detach(network, name)
+                raise
         host_if, _ = device_names(network, name)
         return {"endpoint": ep.to_api(), "mtu": self.agent.settings.mtu, "port_name": host_if}
 
@@ -113,6 +132,7 @@ class CniService:
         container_id: str,
         config: str,
         release: bool,
+        published: list[PortMap] | None = None,
     ) -> dict[str, Any]:
         """Unplug the attachment (idempotent) and, with ``release``, free the address unless
         the name is bound on some host by now (checked by the controller in the deleting
@@ -126,6 +146,7 @@ class CniService:
                 config,
             ):
                 network, name = ids.get(EXT_NETWORK, network), ids.get(EXT_ENDPOINT, name)
+                published = [*(published or []), *decode(ids.get(EXT_PUBLISHED))]
                 break
         else:
             port = ports.get(device_names(network, name)[0])
@@ -136,6 +157,8 @@ class CniService:
                     self.agent.host, network, name, container_id, owner.get(CNI_CONTAINER),
                 )  # fmt: skip
                 return {"network": network, "name": name, "detached": False, "released": False}
+        if published:  # only those still this endpoint's (not a port that refused its ADD)
+            unpublish_all(self.agent.client, network, name, sorted(set(published)))
         out = self.agent.detach(network, name)
         released = False
         if release:

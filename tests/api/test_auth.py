@@ -59,13 +59,34 @@ CASES = [
     Case("GET", f"{NETS}/blue", NETS + "/{name}", READ),
     Case("PATCH", f"{NETS}/blue", NETS + "/{name}", by_role(401, 403, 403, 403, 200),
          body={"external": True}),
-    # blue is sealed: the admin gets as far as the 409
+    # blue is sealed: the admin and e1's agent get as far as the 409
     Case("POST", f"{NETS}/blue/publications", NETS + "/{network}/publications",
-         by_role(401, 403, 403, 403, 409),
+         by_role(401, 403, 409, 403, 409),
          body={"endpoint": "e1", "host_port": 8080, "port": 80, "proto": "tcp"}),
     Case("GET", f"{NETS}/blue/publications", NETS + "/{network}/publications", READ),
     Case("DELETE", f"{NETS}/blue/publications/tcp/8080",
-         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 403, 403, 404)),
+         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 404, 404, 404)),
+    # shop is external: an agent publishes for endpoints in its scope (p1 on h1, p0 unbound)
+    Case("POST", f"{NETS}/shop/publications", NETS + "/{network}/publications",
+         by_role(401, 403, 201, 403, 201),
+         body={"endpoint": "p1", "host_port": 8081, "port": 80, "proto": "tcp"}),
+    Case("POST", f"{NETS}/shop/publications", NETS + "/{network}/publications",
+         by_role(401, 403, 201, 201, 201),
+         body={"endpoint": "p0", "host_port": 8082, "port": 80, "proto": "tcp"}),
+    # the same publication again is found (200); the port taken by another endpoint is 409
+    Case("POST", f"{NETS}/shop/publications", NETS + "/{network}/publications",
+         by_role(401, 403, 200, 403, 200),
+         body={"endpoint": "p1", "host_port": 9001, "port": 80, "proto": "tcp"}),
+    Case("POST", f"{NETS}/shop/publications", NETS + "/{network}/publications",
+         by_role(401, 403, 409, 409, 409),
+         body={"endpoint": "p0", "host_port": 9001, "port": 80, "proto": "tcp"}),
+    Case("DELETE", f"{NETS}/shop/publications/tcp/9001",
+         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 204, 403, 204)),
+    # conditional: only if published for p0; p1 holds it, so it stays (409), whoever asks
+    # (a late CNI DEL on h2 after its ADD found the port taken)
+    Case("DELETE", f"{NETS}/shop/publications/tcp/9001",
+         NETS + "/{network}/publications/{proto}/{host_port}", by_role(401, 403, 409, 409, 409),
+         params={"endpoint": "p0"}),
     Case("POST", f"{NETS}/blue/policies", NETS + "/{network}/policies",
          by_role(401, 403, 403, 403, 201), body={"name": "p1"}),
     Case("GET", f"{NETS}/blue/policies", NETS + "/{network}/policies", READ),
@@ -152,7 +173,8 @@ ELSEWHERE = {("GET", "/api/v1/events"), ("POST", "/api/v1/session")}
 @dataclass
 class World:
     """A template database (network blue, hosts h1 and h2, endpoints e0 reserved, e1 on h1,
-    e2 on h2, network empty) and a token per principal."""
+    e2 on h2, network empty; external network shop with p0 reserved and p1 on h1, whose
+    tcp/9001 is published) and a token per principal."""
 
     template: Path
     tokens: dict[str, str | None]
@@ -191,6 +213,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
             ("POST", EPS, {"name": "e0"}),
             ("PUT", f"{EPS}/e1/binding?create=true", {"host": "h1", "ofport": 3}),
             ("PUT", f"{EPS}/e2/binding?create=true", {"host": "h2", "ofport": 3}),
+            ("POST", NETS, {"name": "shop", "subnet": "10.2.0.0/24", "external": True}),
+            ("POST", f"{NETS}/shop/endpoints", {"name": "p0"}),
+            ("PUT", f"{NETS}/shop/endpoints/p1/binding?create=true", {"host": "h1", "ofport": 4}),
+            (
+                "POST",
+                f"{NETS}/shop/publications",
+                {"endpoint": "p1", "host_port": 9001, "port": 80},
+            ),
         ):
             assert admin.request(req[0], req[1], json=req[2]).status_code < 300, req
     return World(base / "vx.db", made, viewer_id)

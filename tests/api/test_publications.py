@@ -100,3 +100,20 @@ def test_a_network_takes_its_publications_with_it(shop: TestClient) -> None:
     assert (
         shop.post(PUBS, json={"endpoint": "web", "host_port": 8080, "port": 80}).status_code == 201
     )
+
+
+def test_the_same_publication_again_is_found_and_a_conditional_unpublish_spares_others(
+    shop: TestClient, sync: RecordingSync
+) -> None:
+    ok = {"endpoint": "web", "host_port": 8080, "port": 80}
+    assert shop.post(PUBS, json=ok).status_code == 201
+    before = len(sync.notified)
+    again = shop.post(PUBS, json=ok)  # a runtime programming the same port twice
+    assert again.status_code == 200 and again.json()["host_port"] == 8080
+    assert len(sync.notified) == before  # nothing written
+    assert shop.post(PUBS, json={**ok, "port": 81}).status_code == 409  # another target
+    spared = shop.delete(f"{PUBS}/tcp/8080", params={"endpoint": "api"})
+    assert spared.status_code == 409 and "'web'" in spared.json()["detail"]
+    assert [p["endpoint"] for p in shop.get(PUBS).json()] == ["web"]
+    assert shop.delete(f"{PUBS}/tcp/8080", params={"endpoint": "web"}).status_code == 204
+    assert shop.get(PUBS).json() == []

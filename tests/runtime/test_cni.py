@@ -65,6 +65,8 @@ class Stack:
             "CNI_PATH": str(CNI_BIN.parent),
             "VXPLANE_AGENT_SOCKET": self.lab.host_paths(host).agent_sock,
         }
+        if os.environ.get("PYTHONPATH"):  # the code under test, not the venv's install
+            environ["PYTHONPATH"] = os.environ["PYTHONPATH"]
         for key, value in (
             ("CNI_COMMAND", command), ("CNI_CONTAINERID", cid), ("CNI_NETNS", netns),
             ("CNI_IFNAME", ifname), ("CNI_ARGS", args),
@@ -357,3 +359,95 @@ def test_error_paths_give_the_spec_error_and_change_nothing(stack: Stack) -> Non
         assert err.get("cniVersion") in ("1.1.0", "1.0.0", "0.3.1", "0.4.0"), f"{label}: {err}"
     assert stack.state() == before
     assert not _link_exists("eth0", "vxr-err")
+
+
+def _applied(api: httpx.Client, timeout: float = 20.0) -> None:
+    """Wait until every switch applied the controller's current revision."""
+    rev = api.get("/healthz").json()["revision"]
+    deadline = time.monotonic() + timeout
+    while any(
+        (h.get("switch") or {}).get("applied_revision", -1) < rev
+        for h in api.get("/api/v1/hosts").json()
+    ):
+        assert time.monotonic() < deadline, f"switches did not apply revision {rev}"
+        time.sleep(0.1)
+
+
+def _serve(netns: str, ip: str, site: Path) -> subprocess.Popen[bytes]:
+    """A web server on ``ip``:80 in container namespace ``netns``, once it listens."""
+    web = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "python3", "-m", "http.server", "--bind", ip,
+         "--directory", str(site), "80"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = ["ip", "netns", "exec", netns, "ss", "-Hltn", "sport = :80"]
+    deadline = time.monotonic() + 10
+    while not subprocess.run(probe, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the container's web server never listened"
+        time.sleep(0.1)
+    return web
+
+
+def _from_outside(lab: Lab, address: str, port: int) -> subprocess.CompletedProcess[str]:
+    status = lab.status()
+    argv = ["ip", "netns", "exec", status["outside"], "curl", "-sS", "--max-time", "3",
+            f"http://{address}:{port}/page.txt"]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+
+def test_port_mappings_publish_on_add_and_go_on_del(stack: Stack, tmp_path: Path) -> None:
+    """The ``portMappings`` capability: ADD publishes on the egress address of the pod's host
+    (reached from the lab's outside namespace), a host port taken by another pod fails that
+    ADD with the controller's message and leaves the holder's publication alone (also
+    through the DEL that follows), DEL unpublishes."""
+    body = {"name": "shopc", "subnet": "10.42.0.0/24", "external": True}
+    stack.api.post("/api/v1/networks", json=body).raise_for_status()
+    (egress,) = [h["egress_ip"] for h in stack.lab.status()["hosts"] if h["name"] == H1]
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "page.txt").write_text("mapped page\n")
+    mapping = {"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}
+    pm = conf("shopc", capabilities={"portMappings": True},
+              runtimeConfig={"portMappings": [mapping]})  # fmt: skip
+    a_ns = stack.netns(f"{PREFIX}pma")
+    code, res = stack.cni(H1, "ADD", pm, cid="pma", netns=a_ns)
+    assert code == 0, res
+    a_ip = res["ips"][0]["address"].split("/")[0]
+    (pub,) = stack.api.get("/api/v1/networks/shopc/publications").json()
+    assert (pub["endpoint"], pub["host_port"], pub["port"], pub["proto"]) == ("pma", 8090, 80,
+                                                                              "tcp")  # fmt: skip
+    assert (pub["host"], pub["address"]) == (H1, egress)
+    web = _serve(a_ns.rsplit("/", 1)[1], a_ip, site)
+    try:
+        _applied(stack.api)
+        got = _from_outside(stack.lab, egress, 8090)
+        assert got.returncode == 0 and got.stdout == "mapped page\n", got.stderr
+        assert _from_outside(stack.lab, egress, 8091).returncode != 0  # nothing else is open
+
+        # another pod asks for the same host port: its ADD fails, nothing of it stays
+        before = stack.state()
+        b_ns = stack.netns(f"{PREFIX}pmb")
+        code, err = stack.cni(H2, "ADD", pm, cid="pmb", netns=b_ns)
+        assert code != 0 and err["code"] == 100, err
+        assert "8090/tcp is already published for shopc/pma" in err["msg"], err
+        assert stack.ports(H2) == before[1]  # the attachment was rolled back
+        code, out = stack.cni(H2, "DEL", pm, cid="pmb", netns=b_ns)  # as the runtime does next
+        assert code == 0, out
+        assert stack.state() == before
+        assert [p["endpoint"] for p in stack.api.get("/api/v1/networks/shopc/publications")
+                .json()] == ["pma"]  # fmt: skip
+        _applied(stack.api)
+        got = _from_outside(stack.lab, egress, 8090)
+        assert got.returncode == 0 and got.stdout == "mapped page\n", got.stderr
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+
+    code, _ = stack.cni(H1, "DEL", pm, cid="pma", netns=a_ns)
+    assert code == 0
+    assert stack.api.get("/api/v1/networks/shopc/publications").json() == []
+    _applied(stack.api)
+    assert _from_outside(stack.lab, egress, 8090).returncode != 0
+    bad = conf("shopc", runtimeConfig={"portMappings": [{**mapping, "hostPort": 40000}]})
+    code, err = stack.cni(H1, "ADD", bad, cid="pmc", netns=stack.netns(f"{PREFIX}pmc"))
+    assert code != 0 and err["code"] == 7 and "32768 and up" in err["msg"], err

@@ -418,6 +418,94 @@ IPAM_CALLS: list[tuple[str, Any]] = [
 ]
 
 
+SHOP = ("vxd-shop", "10.62.0.0/24")
+SERVE = ["sh", "-c", "echo published page > /tmp/page.txt && exec httpd -f -p 80 -h /tmp"]
+
+
+def _from_outside(stack: Stack, address: str, port: int) -> subprocess.CompletedProcess[str]:
+    """``curl`` from the lab's outside namespace to ``address:port``."""
+    argv = ["ip", "netns", "exec", stack.lab.status()["outside"], "curl", "-sS", "--max-time",
+            "3", f"http://{address}:{port}/page.txt"]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+
+def _applied(stack: Stack, timeout: float = 20.0) -> None:
+    """Wait until every switch applied the controller's current revision."""
+    rev = stack.api.get("/healthz").json()["revision"]
+    wait_for(
+        f"switches at revision {rev}",
+        lambda: all(
+            (h.get("switch") or {}).get("applied_revision", -1) >= rev
+            for h in stack.api.get("/api/v1/hosts").json()
+        ),
+        timeout,
+    )
+
+
+def _pubs(stack: Stack) -> list[tuple[str, int, int, str, str | None]]:
+    rows = stack.api.get(f"/api/v1/networks/{SHOP[0]}/publications").json()
+    return [(p["endpoint"], p["host_port"], p["port"], p["proto"], p["host"]) for p in rows]
+
+
+def test_docker_run_p_publishes_and_stop_closes(stack: Stack) -> None:
+    """``docker run -p HOSTPORT:PORT`` on a vxplane network an admin made external: the lab's
+    outside namespace reaches the container at its host's egress address; the same host
+    port on the other host fails that start with the controller's message and nothing of
+    it stays; ``docker stop`` closes the port, ``docker start`` opens it again."""
+    for host in (H1, H2):
+        stack.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver", "vxplane",
+                     "--subnet", SHOP[1], SHOP[0])  # fmt: skip
+    network(stack, SHOP[0])
+    r = stack.api.patch(f"/api/v1/networks/{SHOP[0]}", json={"external": True})
+    assert r.status_code == 200, r.text
+    hosts = {h["name"]: h["egress_ip"] for h in stack.lab.status()["hosts"]}
+    egress = hosts[H1]
+    try:
+        stack.docker(H1, "run", "-d", "--name", "pw", "--network", SHOP[0], "-p", "8092:80",
+                     IMAGE, *SERVE)  # fmt: skip
+        assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]
+        _applied(stack)
+        got = wait_for(
+            "the page from the outside",
+            lambda: g if (g := _from_outside(stack, egress, 8092)).returncode == 0 else None,
+        )
+        assert got.stdout == "published page\n", got.stderr
+        assert _from_outside(stack, egress, 8093).returncode != 0  # nothing else is open
+
+        # the host port is taken: the start fails with the 409's message, nothing half-made
+        before = (stack.ports(H2), stack.links(H2))
+        out = stack.docker(H2, "run", "-d", "--name", "pw2", "--network", SHOP[0], "-p",
+                           "8092:80", IMAGE, "sleep", "3600", check=False)  # fmt: skip
+        assert "host port 8092/tcp is already published for vxd-shop/pw" in out, out
+        state = stack.docker(H2, "inspect", "-f", "{{.State.Running}}", "pw2")
+        assert state == "false"
+        assert (stack.ports(H2), stack.links(H2)) == before
+        assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]
+        stack.docker(H2, "rm", "-f", "pw2")
+        assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]  # its cleanup spared pw's port
+
+        stack.docker(H1, "stop", "-t", "1", "pw")
+        assert _pubs(stack) == []
+        _applied(stack)
+        assert _from_outside(stack, egress, 8092).returncode != 0
+
+        stack.docker(H1, "start", "pw")
+        assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]
+        _applied(stack)
+        wait_for("the page again", lambda: _from_outside(stack, egress, 8092).returncode == 0)
+
+        for bad, why in (("80", "needs the host port"), ("40000:80", "32768 and up")):
+            out = stack.docker(H1, "run", "-d", "--name", "pwbad", "--network", SHOP[0],
+                               "-p", bad, IMAGE, "sleep", "3600", check=False)  # fmt: skip
+            assert why in out, out
+            stack.docker(H1, "rm", "-f", "pwbad")
+    finally:
+        for host in (H1, H2):
+            stack.docker(host, "rm", "-f", "pw", "pw2", "pwbad", check=False)
+            stack.docker(host, "network", "rm", SHOP[0], check=False)
+    assert stack.api.get(f"/api/v1/networks/{SHOP[0]}").status_code == 404  # and its ports
+
+
 def test_malformed_plugin_calls_get_the_protocol_error_shape(stack: Stack) -> None:
     assert stack.plugin(H1, "Plugin.Activate", None) == (
         200, {"Implements": ["NetworkDriver", "IpamDriver"]}
@@ -454,8 +542,10 @@ def test_rm_and_network_rm_leave_nothing_behind(stack: Stack) -> None:
         for name, _ in (BLUE, RED):
             stack.docker(host, "network", "rm", name)
     for host in (H1, H2):
-        assert stack.ports(host) == ["vxlan0"]
-        assert not [link for link in stack.links(host) if link.startswith(("vx", "vp"))]
+        # vxgw0 is the host's own gateway port (the agent's --egress-ip), no container's
+        assert [p for p in stack.ports(host) if p != "vxgw0"] == ["vxlan0"]
+        links = [link for link in stack.links(host) if link.startswith(("vx", "vp"))]
+        assert [link for link in links if link != "vxgw0"] == []
     names = [n["name"] for n in stack.api.get("/api/v1/networks").json()]
     assert BLUE[0] not in names and RED[0] not in names
     assert stack.api.get("/api/v1/endpoints").json() == []

@@ -502,3 +502,36 @@ def test_busy_agent_is_retried_after_its_retry_after(agent_server: AgentServer) 
     agent_server.requests.clear()
     rc, out = cni.run(env(), conf(agentSocket=agent_server.path), lambda p: agent)
     assert rc == 1 and len(agent_server.requests) == 1
+
+
+def test_port_mappings_capability() -> None:
+    """runtimeConfig.portMappings become the agent's ``ports`` on ADD and DEL only."""
+    pm = [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "UDP", "hostIP": ""},
+        {"hostPort": 8080, "containerPort": 80},  # the same again: once
+    ]
+    want = [
+        {"host_port": 8080, "port": 80, "proto": "tcp"},
+        {"host_port": 5353, "port": 53, "proto": "udp"},
+    ]
+    for command in ("ADD", "DEL"):
+        inv = cni.parse(env(command), conf(runtimeConfig={"portMappings": pm}))
+        assert inv.ports == want and inv.body["ports"] == want
+    assert "ports" not in cni.parse(env(), conf()).body
+    check = cni.parse(env("CHECK"), conf(runtimeConfig={"portMappings": pm}, prevResult={}))
+    assert check.ports == [] and "ports" not in check.body
+    one = {"hostPort": 8080, "containerPort": 80}
+    for bad, why in (
+        ({**one, "hostPort": 40000}, "32768 and up"),
+        ({**one, "hostPort": 0}, "hostPort"),
+        ({**one, "containerPort": "80"}, "containerPort"),
+        ({**one, "protocol": "sctp"}, "tcp or udp"),
+        ({**one, "hostIP": "127.0.0.1"}, "egress address"),
+        ("8080:80", "want objects"),
+    ):
+        with pytest.raises(cni.CniError, match=why) as err:
+            cni.parse(env(), conf(runtimeConfig={"portMappings": [bad]}))
+        assert err.value.code == cni.INVALID_CONFIG
+    with pytest.raises(cni.CniError, match="want a list"):
+        cni.parse(env(), conf(runtimeConfig={"portMappings": {}}))

@@ -389,3 +389,52 @@ def test_dispatch_simple_replies() -> None:
     assert d.dispatch("/IpamDriver.ReleasePool", json.dumps(pool[1]).encode()) == (200, {})
     status, reply = d.dispatch("/NetworkDriver.Frobnicate", b"{}")
     assert status == 404 and "Err" in reply
+
+
+def test_port_bindings_of_program_external_connectivity() -> None:
+    """libnetwork's ``[]types.PortBinding`` as the engine sends it (net.IP as text, "" when
+    unset): -p 8080:80, -p 127.0.0.1... refused, -p 80 refused, ranges refused."""
+
+    def body(*bindings: dict[str, Any]) -> dict[str, Any]:
+        return {"NetworkID": "n", "EndpointID": "e", "Options": {proto.PORTMAP: list(bindings)}}
+
+    web = {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}
+    dns = {**web, "Proto": 17, "Port": 53, "HostPort": 5353, "HostPortEnd": 5353}
+    req = proto.external_connectivity(body(web, dns))
+    assert (req.network_id, req.endpoint_id) == ("n", "e")
+    assert req.ports == [(8080, 80, "tcp"), (5353, 53, "udp")]
+    assert proto.external_connectivity({"NetworkID": "n", "EndpointID": "e"}).ports == []
+    assert proto.external_connectivity(body({**web, "HostIP": "0.0.0.0"})).ports == [
+        (8080, 80, "tcp")
+    ]
+    for bad, why in (
+        ({**web, "HostPort": 0, "HostPortEnd": 0}, "needs the host port"),
+        ({**web, "HostPortEnd": 8090}, "ranges"),
+        ({**web, "HostIP": "127.0.0.1"}, "leave the address out"),
+        ({**web, "Proto": 132}, "tcp and udp"),
+        ({**web, "Port": "80"}, "port number"),
+        ("8080:80", "must be an object"),
+    ):
+        with pytest.raises(ProtocolError, match=why):
+            proto.external_connectivity(body(bad))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match="must be a list"):
+        proto.external_connectivity({"NetworkID": "n", "EndpointID": "e",
+                                     "Options": {proto.PORTMAP: {}}})  # fmt: skip
+
+
+def test_published_port_lists() -> None:
+    from hostagent.publish import PortMap, check, decode, encode
+
+    maps = [PortMap(8080, 80), PortMap(53, 53, "udp"), PortMap(8080, 80)]
+    assert check(maps) == [PortMap(53, 53, "udp"), PortMap(8080, 80)]
+    assert decode(encode(check(maps))) == check(maps)
+    assert encode([]) == "" and decode("") == [] and decode(None) == []
+    assert decode("8080:80/tcp,junk,1:2/sctp") == [PortMap(8080, 80)]
+    for bad, why in (
+        ([PortMap(8080, 80), PortMap(8080, 81)], "twice"),
+        ([PortMap(40000, 80)], "32768"),
+        ([PortMap(8080, 0)], "container port"),
+        ([PortMap(8080, 80, "sctp")], "tcp and udp"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            check(bad)

@@ -19,6 +19,10 @@ module does the work, and plugs through the agent's one plug sequence (``hostage
   confirmed; ``Join`` names the peer, which Docker moves into the container as ``eth0``.
   ``DeleteEndpoint`` unplugs and unbinds (``Leave`` changes nothing: see ``leave``). The
   name keeps its address (reservation) for its next start.
+- ``ProgramExternalConnectivity`` (after ``Join``, with ``-p HOSTPORT:PORT``) publishes the
+  ports at the controller, all or none (a taken host port fails the start with the
+  controller's message); ``RevokeExternalConnectivity``, ``Leave``, ``DeleteEndpoint`` and
+  the cleanup after a vanished container unpublish them (``hostagent.publish``).
 - The engine's events drive cleanup of endpoints whose container went away without a
   teardown (``engine.py``).
 """
@@ -46,6 +50,15 @@ from hostagent.edges import PortRecord
 from hostagent.errors import AgentError
 from hostagent.model import Endpoint
 from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
+from hostagent.publish import (
+    EXT_PUBLISHED,
+    PortMap,
+    check,
+    decode,
+    encode,
+    publish_all,
+    unpublish_all,
+)
 from hostagent.runtimes.docker import proto
 from hostagent.runtimes.docker.engine import Debouncer, EngineClient, EventFollower
 from hostagent.runtimes.docker.pools import PoolTable
@@ -100,8 +113,8 @@ class DockerDriver:
             ("NetworkDriver", "Leave"): self.leave,
             ("NetworkDriver", "DiscoverNew"): proto.discover,
             ("NetworkDriver", "DiscoverDelete"): proto.discover,
-            ("NetworkDriver", "ProgramExternalConnectivity"): lambda b: (proto.ids(b), {})[1],
-            ("NetworkDriver", "RevokeExternalConnectivity"): lambda b: (proto.ids(b), {})[1],
+            ("NetworkDriver", "ProgramExternalConnectivity"): self.program_external,
+            ("NetworkDriver", "RevokeExternalConnectivity"): self.revoke_external,
             ("IpamDriver", "GetCapabilities"): lambda b: proto.ipam_capabilities(),
             ("IpamDriver", "GetDefaultAddressSpaces"): lambda b: proto.address_spaces(),
             ("IpamDriver", "RequestPool"): self.request_pool,
@@ -433,29 +446,79 @@ class DockerDriver:
             info = self.networks.get(port.external_ids.get(EXT_NET, ""))
         return str(info["gateway"]) if info and info.get("gateway") else None
 
+    def program_external(self, body: Any) -> dict[str, Any]:
+        """``ProgramExternalConnectivity``: publish the container's ``-p`` ports for its
+        endpoint, all or none, and record them on its port (for revoke and cleanup)."""
+        req = proto.external_connectivity(body)
+        if not req.ports:
+            return {}
+        port = self._port(req.endpoint_id)
+        if port is None:
+            raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
+        network, name = port.external_ids[EXT_NETWORK], port.external_ids[EXT_ENDPOINT]
+        try:
+            maps = check([PortMap(h, p, pr) for h, p, pr in req.ports])
+        except ValueError as exc:
+            raise ProtocolError(f"-p {exc}") from exc
+        old = decode(port.external_ids.get(EXT_PUBLISHED))
+        client = self.agent.client
+        try:
+            publish_all(client, network, name, [m for m in maps if m not in old])
+        except ControllerError as exc:
+            raise ProtocolError(f"cannot publish the ports of {name}: {exc.detail}") from exc
+        try:
+            self.agent.ovs.set_port_ids(port.name, {EXT_PUBLISHED: encode(sorted({*old, *maps}))})
+        except BaseException:
+            unpublish_all(client, network, name, [m for m in maps if m not in old])
+            raise
+        log.info("host %s: %s/%s published %s", self.agent.host, network, name, encode(maps))
+        return {}
+
+    def revoke_external(self, body: Any) -> dict[str, Any]:
+        """``RevokeExternalConnectivity`` (the container stops): unpublish its ports."""
+        req = proto.ids(body)
+        port = self._port(req.endpoint_id)
+        if port is not None:
+            self._unpublish(port.name, port.external_ids)
+        return {}
+
+    def _unpublish(self, port_name: str, ids: dict[str, str]) -> None:
+        maps = decode(ids.get(EXT_PUBLISHED))
+        if not maps:
+            return
+        network, name = ids[EXT_NETWORK], ids[EXT_ENDPOINT]
+        unpublish_all(self.agent.client, network, name, maps)
+        self.agent.ovs.set_port_ids(port_name, {EXT_PUBLISHED: ""})
+        log.info("host %s: %s/%s unpublished %s", self.agent.host, network, name, encode(maps))
+
     def leave(self, body: Any) -> dict[str, Any]:
-        """``Leave``: nothing to do. libnetwork calls it, then takes the interface out of the
-        container (the port's link goes down), then ``DeleteEndpoint``, which unplugs and
-        unbinds under the endpoint's lock. Unbinding here left a live port with an unbound
-        endpoint for the agent's reconciliation (woken by that link-down) to bind again,
-        after ``DeleteEndpoint`` had removed the port: the endpoint then stayed bound to a
-        port that no longer existed, "pending" for good, and its network could not be
-        deleted."""
-        proto.ids(body)
+        """``Leave``: unpublish what is still published (libnetwork revokes first when the
+        endpoint was the container's gateway); nothing else, no unbinding. libnetwork calls
+        it, then takes the interface out of the container (the port's link goes down), then
+        ``DeleteEndpoint``, which unplugs and unbinds under the endpoint's lock. Unbinding
+        here left a live port with an unbound endpoint for the agent's reconciliation
+        (woken by that link-down) to bind again, after ``DeleteEndpoint`` had removed the
+        port: the endpoint then stayed bound to a port that no longer existed, "pending"
+        for good, and its network could not be deleted."""
+        req = proto.ids(body)
+        port = self._port(req.endpoint_id)
+        if port is not None:
+            self._unpublish(port.name, port.external_ids)
         return {}
 
     def delete_endpoint(self, body: Any) -> dict[str, Any]:
         req = proto.ids(body)
         port = self._port(req.endpoint_id)
         if port is not None:
-            self._unplug(port.external_ids)
+            self._unplug(port.name, port.external_ids)
         with self._lock:
             self.inflight.pop(req.endpoint_id, None)
             self.seen_live.discard(req.endpoint_id)
         return {}
 
-    def _unplug(self, ids: dict[str, str]) -> None:
+    def _unplug(self, port_name: str, ids: dict[str, str]) -> None:
         network, name = ids[EXT_NETWORK], ids[EXT_ENDPOINT]
+        self._unpublish(port_name, ids)
         self.agent.detach(network, name)
         if name.startswith(ANON):
             self._forget(network, name)
@@ -513,7 +576,7 @@ class DockerDriver:
                 continue
             if not seen and time.time() - float(ids.get(EXT_SINCE, "0") or 0) < 5:
                 continue
-            self._unplug(ids)
+            self._unplug(port.name, ids)
             with self._lock:
                 self.inflight.pop(eid, None)
                 self.seen_live.discard(eid)

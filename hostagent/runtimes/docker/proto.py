@@ -205,6 +205,71 @@ def join(body: Any) -> Join:
     return Join(i.network_id, i.endpoint_id, _str(b, "SandboxKey"))
 
 
+PORTMAP = "com.docker.network.portmap"
+IP_PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+@dataclass(frozen=True)
+class ExternalConnectivity:
+    """``ProgramExternalConnectivity``: the container's published ports (``-p``)."""
+
+    network_id: str
+    endpoint_id: str
+    ports: list[tuple[int, int, str]]  # (host port, container port, "tcp"|"udp")
+
+
+def _u16(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ProtocolError(f"{PORTMAP}: {key} must be a port number")
+    return value
+
+
+def port_bindings(options: dict[str, Any]) -> list[tuple[int, int, str]]:
+    """The ``(host port, container port, proto)`` of ``Options[PORTMAP]``: libnetwork's
+    ``[]types.PortBinding`` (``Proto`` 6 tcp / 17 udp, ``Port``, ``HostPort``,
+    ``HostPortEnd``, ``IP``, ``HostIP``), one per ``-p``. vxplane publishes one fixed host
+    port on the egress address of the endpoint's host, so ``-p 80`` or ``-P`` (no host
+    port), a host port range, a host address and sctp are refused with a message."""
+    raw = options.get(PORTMAP)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{PORTMAP} must be a list")
+    out = []
+    for b in raw:
+        if not isinstance(b, dict):
+            raise ProtocolError(f"{PORTMAP}: each binding must be an object")
+        raw_proto = b.get("Proto")
+        proto = IP_PROTOS.get(raw_proto, str(raw_proto)) if isinstance(raw_proto, int) else "?"
+        port, host = _u16(b.get("Port"), "Port"), _u16(b.get("HostPort", 0), "HostPort")
+        end = _u16(b.get("HostPortEnd", 0), "HostPortEnd")
+        shown = f"{b.get('HostPort', '')}:{port}/{proto}"
+        if proto not in ("tcp", "udp"):
+            raise ProtocolError(f"-p {shown}: vxplane publishes tcp and udp ports only")
+        if host == 0:
+            raise ProtocolError(
+                f"-p {port}/{proto}: vxplane needs the host port (-p HOSTPORT:{port}); -P and "
+                "ports without a host port are not supported"
+            )
+        if end not in (0, host):
+            raise ProtocolError(f"-p {host}-{end}:{port}: host port ranges are not supported")
+        host_ip = b.get("HostIP") or ""
+        if host_ip not in ("", "0.0.0.0", "::"):
+            raise ProtocolError(
+                f"-p {host_ip}:{host}:{port}: vxplane publishes on the egress address of the "
+                "container's host; leave the address out"
+            )
+        out.append((host, port, proto))
+    return out
+
+
+def external_connectivity(body: Any) -> ExternalConnectivity:
+    """``ProgramExternalConnectivity``: ids and the port bindings in ``Options``."""
+    b = _obj(body)
+    i = ids(b)
+    return ExternalConnectivity(i.network_id, i.endpoint_id, port_bindings(_map(b, "Options")))
+
+
 def discover(body: Any) -> dict[str, Any]:
     """``DiscoverNew``/``DiscoverDelete``: checked, then ignored (an empty reply)."""
     b = _obj(body)
