@@ -1,7 +1,9 @@
 """A small in-memory OpenFlow 1.3 table interpreter for ``controller.flows.Flow`` values.
 
 Tests drive the pure pipeline and reconciler through it and assert behaviour ("this packet
-from port 3 leaves on the tunnel with tun_id 42 to 198.18.0.2"), never flow text.
+from port 3 leaves on the tunnel with tun_id 42 to 198.18.0.2"), never flow text; and
+``vxplane trace`` (``controller.trace``) follows a packet through it: the controller's own
+model of what its switches do.
 
 What it models, as Open vSwitch does it:
 
