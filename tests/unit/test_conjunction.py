@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.flows import Conjunction, Output, flow
-from tests.unit.oftable import FlowRejected, Switch, tcp_packet
+from controller.oftable import FlowRejected, Switch, tcp_packet
 
 IP = {"eth_type": 0x0800}
 

@@ -23,10 +23,10 @@ from controller.model import (
     Snapshot,
     mac_for_ip,
 )
+from controller.oftable import Fabric, tcp_packet
 from controller.pipeline import T_POL_IN_CT, T_POL_OUT_CT, desired_flows
 from controller.reconcile import diff
 from tests.unit.conftest import Lab
-from tests.unit.oftable import Fabric, tcp_packet
 
 LABELS = {"r1a": (("app", "web"),), "r1b": (("app", "other"),), "r2a": (("app", "db"),)}
 WEB = (("app", "web"),)
