@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         "(s); a difference is logged as an error, reported and the full read adopted",
     )
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
+    trace_timeout: float = Field(
+        5.0, gt=0, description="how long each host on a trace's path has to answer (s)"
+    )
+    task_poll_max: float = Field(
+        30.0, gt=0, description="longest an agent's task poll is held open (s)"
+    )
     host_dead_after: float = Field(30.0, description="heartbeat age after which a host is lost (s)")
     host_watch_interval: float = Field(
         1.0, gt=0, description="how often hosts' heartbeats are checked for host.lost events (s)"

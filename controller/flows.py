@@ -75,7 +75,24 @@ class Ct:
     mark: int | None = None
 
 
-Action = Output | SetField | RegMove | Ct
+@dataclass(frozen=True, slots=True)
+class Conjunction:
+    """Nicira ``conjunction(id, clause/n_clauses)``: this flow is clause ``clause`` (1-based,
+    as ``ovs-ofctl`` writes it) of conjunctive match ``id`` of ``n_clauses`` (2..64).
+
+    A packet that matches, at one priority of a table, a flow of every clause of ``id`` is
+    looked up again in that table with ``conj_id`` = ``id``: the flow matching ``conj_id``
+    acts. A flow with conjunction actions has no other actions and no instructions; one
+    flow may carry several (one per conjunctive match it is a clause of). Costs flows as the
+    sum of the clauses' alternatives, not their product.
+    """
+
+    id: int
+    clause: int
+    n_clauses: int
+
+
+Action = Output | SetField | RegMove | Ct | Conjunction
 
 # ct_state bits (Nicira).
 CT_NEW = 0x01

@@ -22,8 +22,9 @@ values of what the log named. Which hosts a change touches follows ``pipeline``:
   VNI and ARP flows, a tunnel-in flow per peer and a route per block not its own), and may
   turn endpoints into or out of exceptions: the index is rebuilt, every host is touched;
 - an endpoint touches the host it is bound to (its local flows), and when it lives away from
-  its block's host (an exception: a /32 route on every other host) every host, before or
-  after the change.
+  its block's host (an exception: a /32 route on every other host) or its network has
+  policies (a peer selector names its address on other hosts) every host, before or after
+  the change.
 
 ``Intent.index`` is then what ``pipeline.desired_flows`` needs, kept up to date in O(1) per
 endpoint change instead of O(endpoints) per pass.
@@ -176,6 +177,9 @@ class Intent:
         if ep is None or ep.host is None:
             return set()
         if key in self._exceptions:
+            return None
+        net = self.networks.get(key[0])
+        if net is not None and net.policies:  # peers by label: other hosts name its address
             return None
         return {ep.host}
 

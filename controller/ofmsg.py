@@ -23,7 +23,7 @@ from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
-from controller.flows import Action, Ct, Flow, Output, RegMove, SetField
+from controller.flows import Action, Conjunction, Ct, Flow, Output, RegMove, SetField
 
 _DESC = ProtocolDesc(ofp.OFP_VERSION)
 ALL_COOKIES = 0xFFFFFFFFFFFFFFFF
@@ -51,6 +51,8 @@ def _action(a: Action) -> Any:
         )
     if isinstance(a, Ct):
         return _ct(a)
+    if isinstance(a, Conjunction):  # the wire's clause is 0-based (OVS prints it + 1)
+        return parser.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses, id_=a.id)
     raise TypeError(f"unknown action {a!r}")
 
 

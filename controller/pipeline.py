@@ -50,6 +50,26 @@ same CIDR on one host never mix:
                 ct_mark = CT_MARK_SNAT); +new, +est and +rel leave on the gateway port from
                 the egress MAC to vxgw0's MAC (0a:5a + egress IP); +inv is dropped.
 
+Network policy (``controller.policy``; Kubernetes NetworkPolicy semantics): a local endpoint
+a policy of its network selects (isolated for ingress, egress or both) has both directions
+tracked in its network's policy zone (``policy.policy_zone``: 0x8000 | (VNI & 0x7fff)):
+
+  0 CLASSIFY    its IPv4 goes to POL_OUT instead of LOCAL.
+ 22 POL_OUT     ct(policy zone, table=POL_OUT_CT) (one flow per network).
+ 23 POL_OUT_CT  +est+rpl, +rel -> LOCAL; +inv dropped; a rule's conjunction (the endpoint's
+                ipv4_src, the peers' ipv4_dst, the ports) or, not isolated for egress, the
+                endpoint alone -> ct(commit, policy zone, ct_mark = CT_MARK_POLICY) -> LOCAL;
+                the rest is dropped.
+ 30 LOCAL       IPv4 to it -> ct(policy zone, table=POL_IN_CT).
+ 31 POL_IN_CT   the same for ingress (the endpoint's ipv4_dst, the peers' ipv4_src) -> DELIVER.
+ 32 DELIVER     to it -> eth_dst = its MAC, out its port.
+
+Every original-direction packet is checked (not only +new), so removing a rule cuts a live
+connection at its next packet; conjunctive matches keep a rule's flows at selected
+endpoints + peers + ports. Policy zones and external zones (allocated from 1) meet only past
+32767 external networks; VNIs equal modulo 32768 share a policy zone (two such networks with
+overlapping addresses on one host could then mix connections).
+
 Registers, metadata and connection marks (network policy builds on these; keep them):
 
   metadata      the packet's network (VNI), written by CLASSIFY, TUNNEL_IN or GW_CT
@@ -60,10 +80,11 @@ Registers, metadata and connection marks (network policy builds on these; keep t
   ct_zone       one per external network (16 bits; zone 0 is never used)
   ct_mark       bit 0 (CT_MARK_SNAT): committed by EGRESS_CT, an endpoint's connection
                 out; bit 1 (CT_MARK_DNAT): committed by GW_CT, a connection in to a published
-                port; bits 2-31 free (policy's)
+                port; bit 2 (policy.CT_MARK_POLICY): committed by a policy stage (in the
+                policy zone); bits 3-31 free
+  conj_id       the conjunction a policy check completed (POL_OUT_CT, POL_IN_CT)
   ct_label      free
-  tables        1-4, 6-9, 11-19, 22-29, 31-39, 41-49, 52-254 free; policy slots in between
-                CLASSIFY and LOCAL (ingress) and before EGRESS (egress)
+  tables        1-4, 6-9, 11-19, 24-29, 33-39, 41-49, 52-254 free
 
 SNAT source ports: 32768-65535, 512 per zone (``model.snat_ports``): conntrack in the
 userspace datapath checks that a translated tuple is free only within its own zone, so two
@@ -111,13 +132,25 @@ from controller.model import (
     mac_for_ip,
     snat_ports,
 )
+from controller.policy import (
+    Stage,
+    isolation,
+    members_of,
+    open_flows,
+    policy_zone,
+    stage_flows,
+)
 
 T_CLASSIFY = 0
 T_TUNNEL_IN = 5
 T_ARP = 10
 T_GW_IN = 20
 T_GW_CT = 21
+T_POL_OUT = 22
+T_POL_OUT_CT = 23
 T_LOCAL = 30
+T_POL_IN_CT = 31
+T_DELIVER = 32
 T_REMOTE = 40
 T_EGRESS = 50
 T_EGRESS_CT = 51
@@ -127,7 +160,11 @@ TABLES = (
     T_ARP,
     T_GW_IN,
     T_GW_CT,
+    T_POL_OUT,
+    T_POL_OUT_CT,
     T_LOCAL,
+    T_POL_IN_CT,
+    T_DELIVER,
     T_REMOTE,
     T_EGRESS,
     T_EGRESS_CT,
@@ -212,11 +249,17 @@ def desired_flows(
     for net in snapshot.networks.values():
         flows.append(_vni_to_metadata(net.vni))
         flows.append(_arp_responder(net.vni, net.subnet))
+    guarded: dict[str, tuple[Network, list[Endpoint]]] = {}
     for net, ep in idx.local.get(host.name, ()):
         assert ep.ofport is not None
         if ep.ofport in (host.tunnel_port, host.gateway_port):  # would admit foreign traffic
             continue
-        flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport))
+        isolated = bool(net.policies) and any(isolation(net, ep))
+        if isolated:
+            guarded.setdefault(net.name, (net, []))[1].append(ep)
+        flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport, isolated))
+    for net, eps in guarded.values():
+        flows.extend(policy_flows(net, eps, members_of(net, idx.local)))
     for block in snapshot.blocks:
         bnet = snapshot.networks.get(block.network)
         owner = snapshot.hosts.get(block.host)
@@ -300,9 +343,47 @@ def _arp_responder(vni: int, subnet: IPv4Network) -> Flow:
     )
 
 
+INGRESS = Stage(T_LOCAL, T_POL_IN_CT, T_DELIVER, "ipv4_dst", "ipv4_src")
+EGRESS = Stage(T_POL_OUT, T_POL_OUT_CT, T_LOCAL, "ipv4_src", "ipv4_dst")
+
+
+def policy_flows(net: Network, eps: list[Endpoint], members: list[Endpoint]) -> list[Flow]:
+    """The policy stages of ``net`` for its local endpoints ``eps`` isolated in some
+    direction (``members``: the network's bound endpoints, the peers selectors name)."""
+    zone = policy_zone(net.vni)
+    meta: dict[str, MatchValue] = {"metadata": net.vni, "eth_type": ETH_IP}
+    out = [flow(T_POL_OUT, PRIO_NORMAL, {**meta, FROM_LOCAL_REG: 1}, [Ct(zone, T_POL_OUT_CT)])]
+    ins = [ep for ep in eps if isolation(net, ep)[0]]
+    outs = [ep for ep in eps if isolation(net, ep)[1]]
+    out += stage_flows(INGRESS, net, ins, members, "ingress")
+    out += open_flows(INGRESS, net, [ep for ep in eps if ep not in ins])
+    out += stage_flows(EGRESS, net, outs, members, "egress")
+    out += open_flows(EGRESS, net, [ep for ep in eps if ep not in outs])
+    for ep in eps:
+        assert ep.ofport is not None
+        out.append(
+            flow(
+                T_DELIVER,
+                PRIO_NORMAL,
+                {**meta, "ipv4_dst": str(ep.ip)},
+                [SetField("eth_dst", ep.mac), Output(ep.ofport)],
+            )
+        )
+    return out
+
+
 @lru_cache(maxsize=CACHE)
-def _local_endpoint(vni: int, ip: str, mac: str, ofport: int) -> tuple[Flow, ...]:
+def _local_endpoint(
+    vni: int, ip: str, mac: str, ofport: int, guarded: bool = False
+) -> tuple[Flow, ...]:
+    """CLASSIFY, ARP and LOCAL flows of a local endpoint; ``guarded`` (isolated by a policy
+    in some direction): its packets go through the policy stages (``policy_flows``)."""
     meta = (vni, META_MASK)
+    deliver: list[Action] = (
+        [Ct(policy_zone(vni), T_POL_IN_CT)]
+        if guarded
+        else [SetField("eth_dst", mac), Output(ofport)]
+    )
     return (
         flow(
             T_CLASSIFY,
@@ -310,7 +391,7 @@ def _local_endpoint(vni: int, ip: str, mac: str, ofport: int) -> tuple[Flow, ...
             {"in_port": ofport, "eth_src": mac, "eth_type": ETH_IP, "ipv4_src": ip},
             [SetField(FROM_LOCAL_REG, 1)],
             write_metadata=meta,
-            goto=T_LOCAL,
+            goto=T_POL_OUT if guarded else T_LOCAL,
         ),
         flow(
             T_CLASSIFY,
@@ -324,12 +405,7 @@ def _local_endpoint(vni: int, ip: str, mac: str, ofport: int) -> tuple[Flow, ...
             PRIO_EXCEPTION,
             {"metadata": vni, "eth_type": ETH_ARP, "arp_spa": ip, "arp_tpa": ip},
         ),
-        flow(
-            T_LOCAL,
-            PRIO_NORMAL,
-            {"metadata": vni, "eth_type": ETH_IP, "ipv4_dst": ip},
-            [SetField("eth_dst", mac), Output(ofport)],
-        ),
+        flow(T_LOCAL, PRIO_NORMAL, {"metadata": vni, "eth_type": ETH_IP, "ipv4_dst": ip}, deliver),
     )
 
 

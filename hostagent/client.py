@@ -168,6 +168,20 @@ class ControllerClient:
             raise ControllerError(resp.status_code, detail, endpoint)
         return resp
 
+    # -- tasks (long poll) -----------------------------------------------------------------
+
+    def take_tasks(self, host: str, wait: float) -> list[dict[str, Any]]:
+        """``GET /api/v1/hosts/{host}/tasks?wait=S``: tasks for this host, waiting up to
+        ``wait`` s for one (the read's own timeout is ``wait`` plus the usual)."""
+        path = f"{API}/hosts/{_seg(host)}/tasks"
+        resp = self._call("GET", path, params={"wait": wait}, timeout=wait + self.timeout)
+        return list(resp.json())
+
+    def answer_task(self, host: str, task_id: str, output: str, error: str | None) -> None:
+        """``PUT /api/v1/hosts/{host}/tasks/{id}``: this host's answer to a task."""
+        path = f"{API}/hosts/{_seg(host)}/tasks/{_seg(task_id)}"
+        self._call("PUT", path, json={"output": output, "error": error})
+
     # -- health and hosts ----------------------------------------------------------------
 
     def healthz(self) -> dict[str, Any]:

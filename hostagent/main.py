@@ -22,6 +22,7 @@ from hostagent.netlink import LinkOps
 from hostagent.ovs import OvsdbOps
 from hostagent.runtimes.cni_routes import cni_router
 from hostagent.settings import AgentSettings
+from hostagent.tasks import TaskLoop, vswitchd_ctl
 
 
 def run(settings: AgentSettings) -> None:
@@ -49,6 +50,11 @@ def run(settings: AgentSettings) -> None:
         settings.socket_gid,
     )
     agent.start()
+    # `vxplane trace` asks this host's switch over the agent's own connection (a long poll)
+    tasks = TaskLoop(
+        agent.client, settings.host, settings.bridge, vswitchd_ctl(settings.ovsdb, settings.ovs_ctl)
+    )
+    tasks.start()
     stop_docker: Callable[[], None] | None = None
     if settings.docker_plugin:
         from hostagent.runtimes.docker.driver import start_docker_plugin
@@ -65,6 +71,7 @@ def run(settings: AgentSettings) -> None:
             stop_docker()
         if stop_metrics is not None:
             stop_metrics()
+        tasks.stop()
         agent.stop()
 
 

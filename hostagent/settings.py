@@ -82,6 +82,11 @@ class AgentSettings(BaseSettings):
     ovs_ssl_ca: str | None = Field(
         None, description="CA certificate the controller's certificate chains to"
     )
+    ovs_ctl: str | None = Field(
+        None,
+        description="ovs-vswitchd's control socket, for `vxplane trace` [beside the --ovsdb "
+        "socket: ovs-vswitchd.ctl, else ovs-vswitchd.<pid>.ctl]",
+    )
     socket: str = Field(DEFAULT_SOCKET, description="unix socket of the agent's local API")
     socket_group: str | None = Field(
         None, description="group that may also use the agent's socket (mode 0660) [root only: 0600]"

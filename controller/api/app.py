@@ -30,7 +30,9 @@ from controller.api.routes import (
     policies,
     publications,
     session,
+    tasks,
     tokens,
+    trace,
     web,
 )
 from controller.api.routes import events as event_routes
@@ -46,6 +48,7 @@ from controller.hostwatch import HostWatch
 from controller.membership import Membership
 from controller.metrics import ApiLatency, ControllerMetrics
 from controller.sync import FlowSync, NullSync
+from controller.tasks import TaskBoard
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,7 @@ def create_app(
     app.state.settings = settings
     app.state.sync = sync
     app.state.metrics = measured
+    app.state.tasks = TaskBoard()
     app.state.session_factory = session_factory
     app.state.events = hub
     batch_max, workers = settings.write_path(_dialect(session_factory))
@@ -142,6 +146,8 @@ def create_app(
         tokens,
         metrics,
         controllers,
+        trace,
+        tasks,
     ):
         app.include_router(module.router, dependencies=[Depends(gate)])
     web.mount(app)

@@ -15,6 +15,7 @@ from controller.cli.pki import pki_app
 from controller.cli.policies import policy_app
 from controller.cli.resources import endpoint_app, host_app, network_app
 from controller.cli.tokens import token_app
+from controller.cli.trace import trace
 
 app = typer.Typer(
     help=(
@@ -38,6 +39,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(controllers_app, name="controllers")
 app.command("events")(events)
 app.command("status")(status)
+app.command("trace")(trace)
 
 DbOpt = Annotated[
     str | None,

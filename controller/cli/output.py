@@ -103,12 +103,13 @@ def call(
     path: str,
     hint: str | None = None,
     token: str | None = None,
+    refused: int = 1,
     **kwargs: Any,
 ) -> Any:
     """Call the controller API with the token (see ``api_token``); turn transport errors and
-    4xx/5xx into clear CLI errors. ``hint`` is printed under a 404 (what to run to find the
-    right name)."""
-    resp = _send(api, token, method, path, hint, **kwargs)
+    4xx/5xx into clear CLI errors (exit status 1; ``refused`` for a 404, 409 or 422). ``hint``
+    is printed under a 404 (what to run to find the right name)."""
+    resp = _send(api, token, method, path, hint, refused=refused, **kwargs)
     if resp.status_code == 204 or not resp.content:
         return None
     return resp.json()
@@ -128,7 +129,13 @@ def call_all(
 
 
 def _send(
-    api: str | None, token: str | None, method: str, path: str, hint: str | None, **kwargs: Any
+    api: str | None,
+    token: str | None,
+    method: str,
+    path: str,
+    hint: str | None,
+    refused: int = 1,
+    **kwargs: Any,
 ) -> Any:
     bases = api_urls(api)
     headers, verify = http_options(token)
@@ -161,7 +168,11 @@ def _send(
                 f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
             )
         code = resp.status_code
-        fail(f"{detail} (HTTP {code})", (hint if code == 404 else None) or STATUS_HINTS.get(code))
+        fail(
+            f"{detail} (HTTP {code})",
+            (hint if code == 404 else None) or STATUS_HINTS.get(code),
+            refused if code in (404, 409, 422) else 1,
+        )
     return resp
 
 

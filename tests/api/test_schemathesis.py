@@ -67,7 +67,15 @@ def make_app(db_url: str) -> Any:
     engine.dispose()
     AUTH["Authorization"] = f"Bearer {token}"
     # Host headers are checked in tests/api/test_auth.py; here any is fine.
-    return create_app(Settings(db_url=db_url, ready_timeout=0.1, allowed_hosts=["*"]))
+    return create_app(
+        Settings(
+            db_url=db_url,
+            ready_timeout=0.1,
+            trace_timeout=0.1,
+            task_poll_max=0.1,
+            allowed_hosts=["*"],
+        )
+    )
 
 
 def seed(client: TestClient) -> None:

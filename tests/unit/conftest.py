@@ -20,8 +20,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
+from controller.oftable import Fabric, Node, Switch
 from controller.pipeline import desired_flows
-from tests.unit.oftable import Fabric, Node, Switch
 
 SUBNET = IPv4Network("10.0.0.0/24")
 TUNNEL_PORT = 1

@@ -1,5 +1,5 @@
 """ONF bundles end to end in the pure core: the engine's wire bytes decoded into the in-memory
-table (tests/unit/oftable.py), which keeps bundles as OVS 3.1 does. A replacing batch applies
+table (controller/oftable.py), which keeps bundles as OVS 3.1 does. A replacing batch applies
 as a whole (no state between the old table and the new one is ever seen), a flow refused at
 add time or a commit that fails applies nothing and the rest follows without the refused
 flow, and a switch that refuses bundles gets plain flow-mods."""
@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from controller import ofmsg
+from controller import ofmsg, oftable
 from controller.flows import Flow
 from controller.pipeline import desired_flows
-from tests.unit import oftable
 from tests.unit.test_engine import Harness, snapshot
 
 FLOW_MOD, EXPERIMENTER, BARRIER = 14, 4, 20

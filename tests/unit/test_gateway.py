@@ -26,9 +26,7 @@ from controller.model import (
     mac_for_ip,
     snat_ports,
 )
-from controller.pipeline import CT_MARK_DNAT, CT_MARK_SNAT, desired_flows
-from tests.unit.conftest import Lab
-from tests.unit.oftable import (
+from controller.oftable import (
     ETH_ARP,
     Switch,
     arp_request,
@@ -36,6 +34,8 @@ from tests.unit.oftable import (
     ipv4_packet,
     tcp_packet,
 )
+from controller.pipeline import CT_MARK_DNAT, CT_MARK_SNAT, desired_flows
+from tests.unit.conftest import Lab
 
 EGRESS = "198.18.0.101"
 GW_PORT = 9

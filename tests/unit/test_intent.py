@@ -35,11 +35,17 @@ from controller.model import (
     EndpointState,
     Host,
     Network,
+    Policy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
     Publication,
     Snapshot,
     mac_for_ip,
 )
 from controller.pipeline import desired_flows
+
+LABEL_VALUES = ("web", "db", "other")
 
 
 @dataclass
@@ -82,6 +88,7 @@ class Truth:
         actions += [self.bind] * 12 + [self.unbind, self.delete_endpoint] * 2
         actions += [self.delete_host, self.delete_network, self.update_host, self.set_external]
         actions += [self.publish]
+        actions += [self.relabel] * 8 + [self.set_policy] * 3
         r.choice(actions)()
 
     def _bump(self) -> None:
@@ -218,12 +225,40 @@ class Truth:
             ip = net.subnet[self.rng.randrange(2, 250)]
             if any(e.network == net.name and e.ip == ip for e in self.endpoints.values()):
                 return
-            ep = Endpoint(net.name, name, ip, mac_for_ip(ip))
+            app = self.rng.choice(LABEL_VALUES)
+            ep = Endpoint(net.name, name, ip, mac_for_ip(ip), labels=(("app", app),))
         self._bump()
         self.endpoints[key] = replace(
             ep, host=host.name, ofport=port, state=EndpointState.PENDING, bound_rev=self.revision
         )
         self.log(ENDPOINT, endpoint_key(*key))
+
+    def relabel(self) -> None:
+        """PATCH an endpoint's labels (a revision, the endpoint logged)."""
+        key = self._some_endpoint()
+        if key is None:
+            return
+        labels = tuple(sorted({"app": self.rng.choice(LABEL_VALUES)}.items()))
+        self._bump()
+        self.endpoints[key] = replace(self.endpoints[key], labels=labels)
+        self.log(ENDPOINT, endpoint_key(*key))
+
+    def set_policy(self) -> None:
+        """Create or delete a policy of a network (the network logged)."""
+        if not self.networks:
+            return
+        net = self.networks[self.rng.choice(sorted(self.networks))]
+        name = self.rng.choice(["p1", "p2"])
+        rest = tuple(p for p in net.policies if p.name != name)
+        if len(rest) == len(net.policies):
+            app = (("app", self.rng.choice(LABEL_VALUES)),)
+            peer = (("app", self.rng.choice(LABEL_VALUES)),)
+            rule = PolicyRule(peers=(PolicyPeer(selector=peer),), ports=(PolicyPort("tcp", 80),))
+            egress = (rule,) if self.rng.random() < 0.5 else None
+            rest += (Policy(name, app, ingress=(rule,), egress=egress),)
+        self._bump()
+        self.networks[net.name] = replace(net, policies=rest)
+        self.log(NETWORK, net.name)
 
     def _some_endpoint(self) -> tuple[str, str] | None:
         return self.rng.choice(sorted(self.endpoints)) if self.endpoints else None

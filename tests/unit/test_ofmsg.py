@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 from os_ken.ofproto.ofproto_protocol import ProtocolDesc
 
 from controller import ofmsg
-from controller.flows import Flow, Output
+from controller.flows import Conjunction, Flow, Output
 
 DP = ProtocolDesc(ofp.OFP_VERSION)
 FLOW = Flow(table=2, priority=100, match=(("in_port", 3),), actions=(Output(4),), cookie=0xAB)
@@ -34,3 +36,15 @@ def test_bundle_add_wraps_the_packed_flow_mod_with_its_own_xid() -> None:
     delete = ofmsg.delete_bytes(0xAB, 0x8000000A)
     wrapped = ofmsg.bundle_add_bytes(5, delete)
     assert wrapped[4:8] == delete[4:8] and wrapped.endswith(delete)
+
+
+def test_conjunction_encodes_a_zero_based_clause() -> None:
+    """OVS's wire clause is 0-based (``ovs-ofctl`` prints clause + 1)."""
+    conj = Flow(table=31, priority=200, actions=(Conjunction(7, 2, 3),), cookie=1)
+    (inst,) = ofmsg.flow_mod(conj).instructions
+    (action,) = inst.actions
+    assert (action.clause, action.n_clauses, action.id) == (1, 3, 7)
+    buf = ofmsg.add_bytes(conj, 5)
+    parsed = parser.OFPFlowMod.parser(DP, *struct.unpack_from("!BBHI", buf), buf)
+    (back,) = parsed.instructions[0].actions
+    assert (back.clause, back.n_clauses, back.id) == (1, 3, 7)

@@ -14,9 +14,7 @@ import pytest
 
 from controller.flows import OFPP_IN_PORT, Output, RegMove, SetField, flow
 from controller.model import Block, Endpoint, Snapshot, mac_for_ip
-from controller.pipeline import desired_flows
-from tests.unit.conftest import TUNNEL_PORT, Lab, endpoint
-from tests.unit.oftable import (
+from controller.oftable import (
     BROADCAST_MAC,
     ETH_ARP,
     ETH_IP,
@@ -31,6 +29,8 @@ from tests.unit.oftable import (
     ipv4_packet,
     tunnelled,
 )
+from controller.pipeline import desired_flows
+from tests.unit.conftest import TUNNEL_PORT, Lab, endpoint
 
 
 def send_ip(fabric: Fabric, src: Endpoint, dst_ip: str, **over: str) -> list[tuple[str, int]]:

@@ -18,8 +18,8 @@ from controller.engine import Engine
 from controller.flows import Flow
 from controller.intent import ENDPOINT, Change, endpoint_key
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
+from controller.oftable import Fabric, Node, Switch, ipv4_packet
 from controller.pipeline import desired_flows
-from tests.unit.oftable import Fabric, Node, Switch, ipv4_packet
 from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, OFPT_FLOW_MOD, FakeConn
 
 NET = Network("blue", 7, IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))

@@ -16,10 +16,7 @@ import pytest
 
 from controller.flows import Flow, Output, flow
 from controller.model import Block, Endpoint, Host, Snapshot, mac_for_ip
-from controller.pipeline import desired_flows
-from controller.reconcile import Changes, apply, diff
-from tests.unit.conftest import TUNNEL_PORT, Lab, endpoint
-from tests.unit.oftable import (
+from controller.oftable import (
     Fabric,
     Operation,
     Switch,
@@ -27,6 +24,9 @@ from tests.unit.oftable import (
     operations,
     tunnelled,
 )
+from controller.pipeline import desired_flows
+from controller.reconcile import Changes, apply, diff
+from tests.unit.conftest import TUNNEL_PORT, Lab, endpoint
 
 Installed = dict[int, Flow | None]
 

@@ -195,6 +195,41 @@ def test_page_shows_the_demo_lab_without_errors(page: Any, stack: Stack) -> None
     assert stack.api.get("/static/app.js").headers["content-type"].startswith("text/javascript")
 
 
+def test_trace_between_two_endpoints_shows_the_path_and_the_switches(
+    page: Any, stack: Stack, console: ConsoleLog
+) -> None:
+    from playwright.sync_api import expect
+
+    console.allow(r"status of 422 ")  # the refused question at the end
+
+    stack.converged()
+    page.click("#tab-trace")
+    page.select_option("#tf-network", "blue")
+    page.select_option("#tf-src", "blue-1")
+    page.select_option("#tf-dst", "blue-2")
+    page.select_option("#tf-protocol", "tcp")
+    page.fill("#tf-port", "8080")
+    page.click("#tf-submit")
+    verdict = page.locator("#trace-verdict")
+    expect(verdict).to_have_attribute("data-verdict", "delivered", timeout=15_000)
+    expect(verdict).to_have_attribute("data-agree", "true")
+    expect(verdict).to_contain_text("delivered to blue-2")
+    h1, h2 = stack.host("h1"), stack.host("h2")
+    expect(page.locator(f'#trace-table tr[data-host="{h1}"]').first).to_be_visible()
+    expect(page.locator("#trace-table tr.decided")).to_have_attribute("data-host", h2)
+    switches = page.locator("#trace-switches li")
+    expect(switches).to_have_count(2)
+    for host in (h1, h2):
+        expect(page.locator(f'#trace-switches li[data-host="{host}"]')).to_have_attribute(
+            "data-agrees", "true"
+        )
+    # a question the API refuses is shown, not thrown
+    page.select_option("#tf-protocol", "tcp")
+    page.fill("#tf-port", "")
+    page.click("#tf-submit")
+    expect(page.locator("#tf-error")).to_contain_text("needs a destination port")
+
+
 def test_network_created_through_the_form_is_in_the_api(
     page: Any, stack: Stack, console: ConsoleLog
 ) -> None:

@@ -137,6 +137,7 @@ function render() {
   renderHosts();
   renderNetworks();
   renderEndpoints();
+  renderTraceForm();
   if (ui.drawer) refreshDrawer();
 }
 
@@ -288,7 +289,7 @@ function renderEndpoints() {
 function selectTab(tab) {
   ui.tab = tab;
   for (const btn of document.querySelectorAll(".tab")) btn.setAttribute("aria-selected", String(btn.dataset.tab === tab));
-  for (const name of ["hosts", "networks", "endpoints"]) $(`panel-${name}`).hidden = name !== tab;
+  for (const name of ["hosts", "networks", "endpoints", "trace"]) $(`panel-${name}`).hidden = name !== tab;
 }
 
 function showHostEndpoints(host) {
@@ -346,6 +347,76 @@ async function deleteNetwork(name, button) {
   }
 }
 
+// ---------------------------------------------------------------- trace
+// Pick two endpoints of a network: GET /api/v1/networks/{net}/trace runs one packet through the
+// controller's model and through the real switches on its path; the table shows each table
+// visit, the row that decided is marked, and each switch says whether it agrees.
+function fillSelect(id, values, keep = true) {
+  const sel = $(id);
+  const current = sel.value;
+  const have = [...sel.options].map((o) => o.value);
+  if (have.join("\n") !== values.join("\n")) {
+    sel.replaceChildren(...values.map((v) => h("option", { value: v, text: v })));
+  }
+  if (keep && values.includes(current)) sel.value = current;
+}
+
+function renderTraceForm() {
+  fillSelect("tf-network", state.networks.map((n) => n.name));
+  const net = $("tf-network").value;
+  const eps = state.endpoints.filter((e) => e.network === net);
+  fillSelect("tf-src", eps.filter((e) => e.host).map((e) => e.name));
+  fillSelect("tf-dst", eps.map((e) => e.name));
+}
+
+async function runTrace(event) {
+  event.preventDefault();
+  const err = $("tf-error");
+  err.hidden = true;
+  const params = new URLSearchParams({ src: $("tf-src").value, dst: $("tf-dst").value, protocol: $("tf-protocol").value });
+  const port = $("tf-port").value.trim();
+  if (port && params.get("protocol") !== "icmp") params.set("port", port);
+  $("tf-submit").disabled = true;
+  try {
+    const got = await get(`/api/v1/networks/${encodeURIComponent($("tf-network").value)}/trace?${params}`);
+    showTrace(got);
+  } catch (e) {
+    err.textContent = e instanceof ApiError ? e.detail : String(e);
+    err.hidden = false;
+  } finally {
+    $("tf-submit").disabled = false;
+  }
+}
+
+function showTrace(got) {
+  const verdict = $("trace-verdict");
+  verdict.className = `trace-verdict ${got.verdict}`;
+  verdict.dataset.verdict = got.verdict;
+  verdict.dataset.agree = String(got.agree);
+  verdict.textContent = `${got.verdict}: ${got.reason}` + (got.agree === false ? " — the switches and the model disagree" : "");
+  verdict.hidden = false;
+  const switches = new Map((got.switches || []).map((s) => [s.host, s]));
+  const last = got.model.steps.length - 1;
+  const rows = got.model.steps.map((s, i) => {
+    const sw = switches.get(s.host);
+    const mark = !sw ? "-" : !sw.answered ? "no answer" : sw.agrees ? "agrees" : "differs";
+    return h("tr", { class: i === last ? "decided" : "", dataset: { host: s.host, table: s.table } },
+      h("td", { text: s.host }),
+      h("td", { text: `${s.table} ${s.table_name}` }),
+      h("td", { class: "mono", text: s.cookie || "no match" }),
+      h("td", { class: "num", text: s.priority ?? "" }),
+      h("td", { class: "mono", text: s.match }),
+      h("td", { class: "mono", text: s.actions }),
+      h("td", { text: mark }));
+  });
+  $("trace-table").hidden = false;
+  $("trace-table").querySelector("tbody").replaceChildren(...rows);
+  $("trace-switches").replaceChildren(...(got.switches || []).map((s) => h("li",
+    { class: s.answered && s.agrees ? "" : "differs", dataset: { host: s.host, agrees: String(s.agrees) } },
+    `switch ${s.host}: ` + (!s.answered || s.error ? (s.error || "no answer")
+      : `${s.agrees ? "agrees" : "DIFFERS"} (${s.steps.map((t) => `${t.table}:${t.cookie || "miss"}`).join(" ")}) → ${s.datapath_actions}`))));
+}
+
 // ---------------------------------------------------------------- endpoint drawer
 function openDrawer(ep) {
   ui.drawer = { network: ep.network, name: ep.name };
@@ -384,6 +455,8 @@ function wire() {
   $("search").addEventListener("input", (e) => { ui.search = e.target.value.trim(); render(); });
   for (const id of ["ef-network", "ef-host", "ef-state"]) $(id).addEventListener("change", renderEndpoints);
   $("network-form").addEventListener("submit", createNetwork);
+  $("trace-form").addEventListener("submit", runTrace);
+  $("tf-network").addEventListener("change", renderTraceForm);
   $("log-filter").addEventListener("change", (e) => { ui.logFilter = e.target.value; redrawLog(); });
   $("log-sync").addEventListener("change", (e) => { ui.logSync = e.target.checked; redrawLog(); });
   $("drawer-close").addEventListener("click", () => { ui.drawer = null; $("drawer").hidden = true; });

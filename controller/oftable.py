@@ -1,7 +1,9 @@
 """A small in-memory OpenFlow 1.3 table interpreter for ``controller.flows.Flow`` values.
 
 Tests drive the pure pipeline and reconciler through it and assert behaviour ("this packet
-from port 3 leaves on the tunnel with tun_id 42 to 198.18.0.2"), never flow text.
+from port 3 leaves on the tunnel with tun_id 42 to 198.18.0.2"), never flow text; and
+``vxplane trace`` (``controller.trace``) follows a packet through it: the controller's own
+model of what its switches do.
 
 What it models, as Open vSwitch does it:
 
@@ -50,6 +52,7 @@ from controller.flows import (
     CT_RPL,
     CT_TRK,
     OFPP_IN_PORT,
+    Conjunction,
     Ct,
     Flow,
     MatchValue,
@@ -88,12 +91,15 @@ WIDTH: dict[str, int] = {
     "ct_state": 32,
     "ct_zone": 16,
     "ct_mark": 32,
+    "conj_id": 32,
     **{f: 48 for f in MAC_FIELDS},
     **{f: 32 for f in IP_FIELDS},
     **{r: 32 for r in REGS},
 }
 # Fields the switch zeroes at ingress unless the packet says otherwise.
-DEFAULT_ZERO = ("metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", *REGS, *CT_FIELDS)
+DEFAULT_ZERO = (
+    "metadata", "tunnel_id", "tun_ipv4_src", "tun_ipv4_dst", *REGS, *CT_FIELDS, "conj_id",
+)  # fmt: skip
 # Fields OpenFlow 1.3 does not allow a mask on.
 UNMASKABLE = frozenset({"in_port", "eth_type", "arp_op", "ip_proto", "ct_zone"})
 # Fields a tunnel carries across hosts (the inner frame).
@@ -234,6 +240,7 @@ def validate(f: Flow) -> None:
         need = proto_prerequisite(name)
         if need is not None and ip_proto != need:
             raise FlowRejected(f"{role} {name} needs a match on ip_proto={need}")
+    _validate_conjunctions(f)
     for i, a in enumerate(f.actions):
         if isinstance(a, Ct):
             _validate_ct(f, a, last=i == len(f.actions) - 1, eth_type=eth_type)
@@ -249,7 +256,7 @@ def validate(f: Flow) -> None:
         elif isinstance(a, Output):
             if not 0 < a.port <= 0xFFFFFFFF:
                 raise FlowRejected(f"output to port {a.port}")
-        elif isinstance(a, Ct):
+        elif isinstance(a, Ct | Conjunction):
             pass
         else:  # pragma: no cover - the Action union is closed
             raise FlowRejected(f"unknown action {a!r}")
@@ -259,6 +266,23 @@ def validate(f: Flow) -> None:
         to_int("metadata", mask)
     if f.goto is not None and not f.table < f.goto <= MAX_TABLE:
         raise FlowRejected(f"goto {f.goto} from table {f.table}: OpenFlow only goes forward")
+
+
+def _validate_conjunctions(f: Flow) -> None:
+    """What OVS refuses about ``conjunction``: other actions or instructions beside it, a
+    clause outside 1..n, n outside 2..64, one id twice, and a match on ``conj_id`` too."""
+    conj = [a for a in f.actions if isinstance(a, Conjunction)]
+    if not conj:
+        return
+    if len(conj) != len(f.actions) or f.goto is not None or f.write_metadata is not None:
+        raise FlowRejected("a flow with conjunction actions has no other actions")
+    if "conj_id" in f.match_dict():
+        raise FlowRejected("a clause flow of a conjunctive match cannot match conj_id")
+    if len({a.id for a in conj}) != len(conj):
+        raise FlowRejected("a flow is one clause of each conjunctive match at most")
+    for a in conj:
+        if not 2 <= a.n_clauses <= 64 or not 1 <= a.clause <= a.n_clauses:
+            raise FlowRejected(f"conjunction({a.id},{a.clause}/{a.n_clauses}) is invalid")
 
 
 def _validate_ct(f: Flow, a: Ct, *, last: bool, eth_type: MatchValue | None) -> None:
@@ -375,6 +399,23 @@ def _commit(track: Conntrack, a: Ct, t: Tuple5) -> Conn:
     conn = Conn(a.zone, t, reply, a.mark or 0)
     track.conns.append(conn)
     return conn
+
+
+def _is_clause(f: Flow) -> bool:
+    return any(isinstance(a, Conjunction) for a in f.actions)
+
+
+def _complete(clauses: Iterable[Flow]) -> int | None:
+    """The lowest conjunction id every one of whose clauses is among ``clauses``."""
+    seen: dict[int, set[int]] = {}
+    sizes: dict[int, int] = {}
+    for f in clauses:
+        for a in f.actions:
+            assert isinstance(a, Conjunction)
+            seen.setdefault(a.id, set()).add(a.clause)
+            sizes[a.id] = a.n_clauses
+    complete = [i for i, got in seen.items() if len(got) == sizes[i]]
+    return min(complete) if complete else None
 
 
 def _normalize(packet: Mapping[str, int | str]) -> dict[str, int]:
@@ -495,21 +536,37 @@ class Switch:
 
     # -- packet processing -----------------------------------------------------------------
     def lookup(self, table: int, pkt: Mapping[str, int]) -> Flow | None:
-        """The flow of ``table`` that wins for ``pkt``; raises :class:`Ambiguity` on a tie."""
-        best: list[Flow] = []
+        """The flow of ``table`` that wins for ``pkt``; raises :class:`Ambiguity` on a tie.
+
+        Conjunctive matches as OVS runs them: at the highest priority with a matching flow,
+        an ordinary flow wins alone (beside clause flows of that priority: ambiguous); clause
+        flows complete a conjunction when every clause of one id matches, and then the table
+        is looked up again with ``conj_id`` set (the lowest complete id: OVS picks any, so
+        the pipeline must give them equal effects); an incomplete priority is skipped.
+        """
+        levels: dict[int, list[Flow]] = {}
         for f in self.flows.values():
-            if f.table != table or not _matches(f, pkt):
-                continue
-            if not best or f.priority > best[0].priority:
-                best = [f]
-            elif f.priority == best[0].priority:
-                best.append(f)
-        if len(best) > 1:
-            raise Ambiguity(
-                f"{self.name}: table {table} priority {best[0].priority}: "
-                f"{len(best)} flows match {_readable(pkt)}: {best}"
-            )
-        return best[0] if best else None
+            if f.table == table and _matches(f, pkt):
+                levels.setdefault(f.priority, []).append(f)
+        again = pkt.get("conj_id", 0) != 0  # the second lookup: clause flows do not count
+        for priority in sorted(levels, reverse=True):
+            plain = [f for f in levels[priority] if not _is_clause(f)]
+            clauses = [] if again else [f for f in levels[priority] if _is_clause(f)]
+            if len(plain) > 1 or (plain and clauses):
+                raise Ambiguity(
+                    f"{self.name}: table {table} priority {priority}: "
+                    f"{len(levels[priority])} flows match {_readable(pkt)}: {levels[priority]}"
+                )
+            if plain:
+                return plain[0]
+            done = _complete(clauses)
+            if done is not None:
+                return self.lookup(table, {**pkt, "conj_id": done})
+        return None
+
+    def conj_flows(self) -> int:
+        """How many flows carry conjunction actions or match ``conj_id`` (policy cost)."""
+        return sum(1 for f in self.flows.values() if _is_clause(f) or "conj_id" in f.match_dict())
 
     def process(self, packet: Mapping[str, int | str], in_port: int) -> list[Emitted]:
         """Run ``packet`` arriving on ``in_port`` through the pipeline; what leaves, in order."""
