@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DB_URL = "sqlite:////var/lib/vxplane/vxplane.db"
 DEFAULT_TOKEN_FILE = "/var/lib/vxplane/admin-token"
 MAX_RESERVATION_TTL = 10 * 365 * 86400  # ten years, in seconds
+WILDCARDS = ("0.0.0.0", "::", "")  # listen addresses that name no address to advertise
 
 
 class Settings(BaseSettings):
@@ -145,22 +146,27 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
-        """The API URL this controller advertises to the cluster."""
+        """The API URL this controller advertises to the cluster ("" when it listens on every
+        address and was not told which one to advertise: nobody could tell)."""
         if self.advertise_api:
             return self.advertise_api.rstrip("/")
+        if self.api_host in WILDCARDS:
+            return ""
         scheme = "https" if self.api_cert else "http"
-        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
-        host = f"[{host}]" if ":" in host else host
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         return f"{scheme}://{host}:{self.api_port}"
 
     @property
     def openflow_target(self) -> str:
-        """The OpenFlow target (``tcp:`` or ``ssl:``) this controller advertises."""
+        """The OpenFlow target (``tcp:`` or ``ssl:``) this controller advertises ("" when it
+        listens on every address and has no --advertise-openflow: agents then keep the
+        targets they were given instead of pointing br-int at a loopback address)."""
         if self.advertise_openflow:
             return self.advertise_openflow
+        if self.openflow_host in WILDCARDS:
+            return ""
         scheme = "ssl" if self.openflow_tls else "tcp"
-        host = "127.0.0.1" if self.openflow_host in ("0.0.0.0", "::", "") else self.openflow_host
-        return f"{scheme}:{host}:{self.openflow_port}"
+        return f"{scheme}:{self.openflow_host}:{self.openflow_port}"
 
     @model_validator(mode="after")
     def _lease(self) -> Settings:

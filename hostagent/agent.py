@@ -187,7 +187,9 @@ class Agent:
         targets = planmod.controller_targets(members)
         if not targets:
             return None
-        self.client.set_members([str(m["api_url"]) for m in members if m.get("alive")])
+        self.client.set_members(
+            [str(m["api_url"]) for m in members if m.get("alive") and m.get("api_url")]
+        )
         if self.ovs.controllers(self.bridge) == targets:
             return None
         log.info("host %s: %s controllers now %s", self.host, self.bridge, ", ".join(targets))

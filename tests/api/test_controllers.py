@@ -3,6 +3,7 @@ token, never without one."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from controller.db import members
@@ -41,3 +42,27 @@ def test_members_and_their_switches(
     assert viewer.get("/api/v1/controllers").status_code == 200
     assert make_client(token=None).get("/api/v1/controllers").status_code == 401
     assert viewer.post("/api/v1/controllers").status_code == 405
+
+
+def test_advertised_addresses_default_to_the_listen_address_never_a_wildcard() -> None:
+    from controller.config import Settings
+
+    plain = Settings(api_host="198.18.0.5", api_port=8081, openflow_host="198.18.0.5")
+    assert (plain.api_url, plain.openflow_target) == (
+        "http://198.18.0.5:8081",
+        "tcp:198.18.0.5:6653",
+    )
+    wild = Settings(api_host="0.0.0.0", openflow_host="0.0.0.0")
+    assert (wild.api_url, wild.openflow_target) == ("", "")  # agents keep their own targets
+    told = Settings(
+        api_host="0.0.0.0", openflow_host="0.0.0.0",
+        advertise_api="https://c1.example:8443/", advertise_openflow="ssl:c1.example:6653",
+    )  # fmt: skip
+    assert (told.api_url, told.openflow_target) == (
+        "https://c1.example:8443",
+        "ssl:c1.example:6653",
+    )
+    for bad in ({"advertise_openflow": "c1:6653"}, {"advertise_api": "c1:8080"},
+                {"lease": 1.0, "lease_renew": 1.0}):  # fmt: skip
+        with pytest.raises(ValueError):
+            Settings(**bad)  # type: ignore[arg-type]

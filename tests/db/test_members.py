@@ -13,7 +13,7 @@ from controller.db import members, repo
 from controller.membership import Membership
 from controller.roles import Roles
 
-LEASE = 0.6
+LEASE = 1.5  # long enough for two ticks on a loaded machine, short enough to wait out
 
 
 def _hosts(factory: sessionmaker[Session], n: int) -> None:

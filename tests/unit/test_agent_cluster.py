@@ -29,6 +29,8 @@ def test_targets_are_the_live_members_only() -> None:
         "tcp:a:6653", "tcp:b:6653",
     ]  # fmt: skip
     assert controller_targets([member("a", alive=False)]) == []
+    unknown = {**member("c"), "openflow": ""}  # listens on a wildcard, advertises nothing
+    assert controller_targets([member("a"), unknown]) == ["tcp:a:6653"]
     assert controller_targets([]) == []
 
 
