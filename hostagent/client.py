@@ -30,6 +30,7 @@ from vxcommon.paging import collect
 from vxcommon.retry import BUSY_RETRIES, advised_delay
 
 API = "/api/v1"
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # replayed on the next controller
 
 
 class ControllerError(AgentError):
@@ -142,8 +143,13 @@ class ControllerClient:
                 if attempt + 1 == len(self.urls):
                     raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
             except httpx.HTTPError as exc:
-                self._rotate()  # it may have been applied: not replayed, but the next goes on
-                raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
+                # Reached, then no answer (a paused or dying controller). The request may have
+                # been applied there: an idempotent one (GET, PUT, DELETE: a create-and-bind
+                # names its host and port, so a replay binds the same) is replayed on the next
+                # controller; a POST is not, but the next request goes on from there.
+                self._rotate()
+                if method not in IDEMPOTENT or attempt + 1 == len(self.urls):
+                    raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
         raise ControllerUnavailable("no controller URL")  # not reached: urls is never empty
 
     def _check(self, method: str, path: str, resp: httpx.Response) -> httpx.Response:

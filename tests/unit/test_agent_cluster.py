@@ -134,3 +134,29 @@ def test_client_with_every_controller_down_raises_unavailable() -> None:
             client.healthz()
     finally:
         client.close()
+
+
+@pytest.fixture
+def silent() -> Iterator[int]:
+    """A port that accepts connections and never answers (a SIGSTOPped controller: the kernel
+    completes the handshake from the listen backlog, nobody reads)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield int(sock.getsockname()[1])
+    sock.close()
+
+
+def test_a_controller_that_never_answers_is_replayed_elsewhere_only_if_idempotent(
+    server: int, silent: int
+) -> None:
+    client = ControllerClient(f"http://127.0.0.1:{silent},http://127.0.0.1:{server}", timeout=0.5)
+    try:
+        # GET (and PUT, DELETE) may be sent again: answered by the next controller
+        assert client.healthz()["server"] == server and client.failovers == 1
+        client.base_url = f"http://127.0.0.1:{silent}"
+        with pytest.raises(ControllerUnavailable, match="ReadTimeout"):
+            client._call("POST", "/healthz")  # may have been applied there: not replayed
+        assert client.base_url == f"http://127.0.0.1:{server}"  # the next one starts there
+    finally:
+        client.close()
