@@ -235,11 +235,15 @@ def test_paused_master_is_fenced_and_steps_down(cluster: Cluster) -> None:
         if ctl.proc is None or ctl.proc.poll() is not None:
             ctl.start()
     wait_for("three live members", lambda: len(_live_members(cluster)) == 3)
-    paused, _ = wait_for(
+    paused, dpid = wait_for(
         "h2's master",
         lambda: (m := cluster.master_of("h2")) and m,
     )
     assert paused.proc is not None
+    # Pause it only once h2's switch answered its newest MASTER request: a master named in
+    # the database but not yet confirmed by the switch has written nothing to be fenced from,
+    # and would wake with no step-down to log (seen once).
+    wait_for("h2's switch confirming its master", lambda: _confirmed(paused, dpid))
     offset = paused.log_path.stat().st_size
     cluster.paused = paused
     paused.proc.send_signal(signal.SIGSTOP)
@@ -269,6 +273,14 @@ def test_paused_master_is_fenced_and_steps_down(cluster: Cluster) -> None:
     assert _batches_after(paused, offset, h2) == [], "the paused master wrote to h2's switch"
     assert _cookies(lab, "h2") == flows
     assert _ping_ok(lab, d["netns"], a_ip)
+
+
+def _confirmed(ctl: ControllerProcess, dpid: str) -> bool:
+    """``ctl``'s log shows switch ``dpid`` answering MASTER to the newest generation it asked
+    for (controller/roles.py logs both)."""
+    log = ctl.log_path.read_bytes().decode(errors="replace")
+    asked = re.findall(rf"switch {dpid}: asking for role master \(generation (\d+)\)", log)
+    return bool(asked) and f"switch {dpid}: MASTER (generation {asked[-1]})" in log
 
 
 def _live_members(cluster: Cluster) -> list[dict]:
