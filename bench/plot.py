@@ -27,7 +27,7 @@ from html import escape
 from pathlib import Path
 
 CHROMIUM = os.environ.get("VXPLANE_CHROMIUM", "/usr/bin/chromium")
-W, H = 900, 380  # whole chart
+W, H = 900, 400  # whole chart
 PANEL_W, PANEL_H = 360, 260
 MARGIN_L, MARGIN_T = 70, 60
 GAP = 90
