@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,8 +20,13 @@ from prometheus_client.registry import Collector
 
 from hostagent.edges import BridgeSpec, OvsEdge, PortRecord
 
-if TYPE_CHECKING:
-    from hostagent.agent import Agent
+
+class AgentState(Protocol):
+    """What the scrape-time gauges read of the agent (``hostagent.agent.Agent``)."""
+
+    registered: bool
+    tunnel_port: int | None
+
 
 BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -31,7 +36,7 @@ BUCKETS = (
 class _AgentState(Collector):
     """Gauges read at scrape time from the agent."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentState) -> None:
         self.agent = agent
 
     def collect(self) -> Iterator[Metric]:
@@ -92,7 +97,7 @@ class AgentMetrics:
             registry=self.registry,
         )
 
-    def watch(self, agent: Agent) -> None:
+    def watch(self, agent: AgentState) -> None:
         """Also report ``agent``'s registration and bridge state at scrape time."""
         self.registry.register(_AgentState(agent))
 

@@ -32,6 +32,15 @@ def group_id(group: str) -> int:
     return entry.gr_gid
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ValueError with what is wrong."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{address!r}: expected HOST:PORT with an address, e.g. 127.0.0.1:9101")
+    return host, int(port)
+
+
 class AgentSettings(BaseSettings):
     """How one host's agent runs: its identity, its controller, its bridge and its sockets."""
 
@@ -188,8 +197,6 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _metrics(cls, value: str | None) -> str | None:
         if value is not None:
-            from hostagent.api.metrics import parse_address
-
             parse_address(value)
         return value
 

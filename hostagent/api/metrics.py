@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hostagent.metrics import AgentMetrics
+from hostagent.settings import parse_address
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ def create_metrics_app(metrics: AgentMetrics, check: Callable[[str], Refusal | N
         return Response(metrics.render(), media_type=TEXT_FORMAT)
 
     return app
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ValueError with what is wrong."""
-    host, sep, port = address.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{address!r}: expected HOST:PORT with an address, e.g. 127.0.0.1:9101")
-    return host, int(port)
 
 
 class MetricsServer:
