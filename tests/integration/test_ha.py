@@ -193,9 +193,7 @@ def test_sigkill_of_a_master_loses_no_ping_and_the_takeover_sends_nothing(
         if ping.poll() is None:
             ping.kill()
             ping.wait(5)
-    sent, received = (
-        int(x) for x in re.search(r"(\d+) packets transmitted, (\d+) received", out).groups()
-    )  # type: ignore[union-attr]
+    sent, received = _ping_counts(out)
     print(f"\ntakeover seen in the database {took:.2f} s after SIGKILL; ping {received}/{sent}")
     assert sent >= 50 and received == sent, out
     # the switch was converged: the new master read its flows and sent nothing
@@ -289,6 +287,13 @@ def _confirmed(ctl: ControllerProcess, dpid: str) -> bool:
     return bool(asked) and f"switch {dpid}: MASTER (generation {asked[-1]})" in log
 
 
+def _ping_counts(out: str) -> tuple[int, int]:
+    """(sent, received) from ping's summary line."""
+    found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert found, out
+    return int(found[1]), int(found[2])
+
+
 def _live_members(cluster: Cluster) -> list[dict]:
     with cluster.api() as api:
         return [m for m in api.get("/api/v1/controllers").raise_for_status().json() if m["alive"]]
@@ -345,9 +350,7 @@ def test_database_outage_keeps_every_flow_and_the_cluster_recovers(cluster: Clus
         out, _ = ping.communicate(timeout=60)
     assert during == flows, "flows changed while the database was down"
     assert all(t == members for t in targets.values()), targets
-    sent, received = (
-        int(x) for x in re.search(r"(\d+) packets transmitted, (\d+) received", out).groups()
-    )  # type: ignore[union-attr]
+    sent, received = _ping_counts(out)
     print(f"\nping through a 30 s database outage: {received}/{sent}")
     assert sent >= 150 and received == sent, out
     for ctl in cluster.live():  # every member noticed its lease lapse
@@ -388,9 +391,7 @@ def test_rolling_restart_loses_no_ping_and_leaves_no_stale_flow(cluster: Cluster
         if ping.poll() is None:
             ping.kill()
             ping.wait(5)
-    sent, received = (
-        int(x) for x in re.search(r"(\d+) packets transmitted, (\d+) received", out).groups()
-    )  # type: ignore[union-attr]
+    sent, received = _ping_counts(out)
     print(f"\nping through a rolling restart of three controllers: {received}/{sent}")
     assert sent == 400 and received == sent, out
     assert {h: _cookies(lab, h) for h in ("h1", "h2", "h3")} == flows
