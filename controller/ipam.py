@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from controller.errors import AddressExhausted, Conflict, InvalidRequest
 from controller.model import Block, Network, mac_for_ip
+from vxcommon.addr6 import MAX_PREFIX6
 
 MIN_VNI = 1
 MAX_VNI = 2**24 - 1
@@ -37,6 +38,14 @@ SPECIAL_RANGES = (
     (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
     (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
     (IPv4Network("240.0.0.0/4"), "reserved and broadcast (240.0.0.0/4)"),
+)
+# IPv6 ranges a network's subnet6 must not overlap (the same reasons as above): the
+# IPv4-compatible, mapped and loopback addresses (::/8), link-local, site-local and multicast.
+SPECIAL_RANGES6 = (
+    (IPv6Network("::/8"), "reserved (::/8: unspecified, loopback, IPv4-mapped)"),
+    (IPv6Network("fe80::/10"), "link-local (fe80::/10)"),
+    (IPv6Network("fec0::/10"), "deprecated site-local (fec0::/10)"),
+    (IPv6Network("ff00::/8"), "multicast (ff00::/8)"),
 )
 
 
@@ -75,6 +84,29 @@ def check_subnet(subnet: IPv4Network) -> None:
             raise InvalidRequest(
                 f"subnet {subnet} overlaps the {what} range: choose a unicast range outside "
                 "it, e.g. in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            )
+
+
+def check_subnet6(subnet6: IPv6Network, others: Iterable[tuple[str, IPv6Network]] = ()) -> None:
+    """Raise ``InvalidRequest`` unless ``subnet6`` can be a network's IPv6 subnet (a unicast
+    prefix of at most /96: the low 32 bits carry the IPv4 address), or ``Conflict`` if it
+    overlaps the IPv6 subnet of another network (``others``: name and subnet6)."""
+    if subnet6.prefixlen > MAX_PREFIX6:
+        raise InvalidRequest(
+            f"subnet6 {subnet6} is too long: use a prefix of /{MAX_PREFIX6} or shorter (each "
+            "endpoint's IPv6 address is the prefix with its IPv4 address as the low 32 bits)"
+        )
+    for special, what in SPECIAL_RANGES6:
+        if subnet6.overlaps(special):
+            raise InvalidRequest(
+                f"subnet6 {subnet6} overlaps the {what} range: choose a unicast prefix, "
+                "e.g. a unique local one in fd00::/8 such as fd00:10::/64"
+            )
+    for name, other in others:
+        if subnet6.overlaps(other):
+            raise Conflict(
+                f"subnet6 {subnet6} overlaps {other} of network {name!r}: IPv6 subnets of "
+                "networks must not overlap"
             )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
+
+from vxcommon.addr6 import embed
 
 
 class EndpointState(StrEnum):
@@ -87,7 +89,9 @@ class Network:
     ``external``: its endpoints reach addresses outside the overlay through their own host's
     gateway, translated in conntrack ``zone`` (allocated while external, else None);
     ``publications`` are its endpoints' published ports (used while external); ``policies``
-    its network policies, by name.
+    its network policies, by name. ``subnet6`` (None: IPv4 only) makes it dual stack: a
+    prefix of at most /96 whose addresses carry the IPv4 ones in their low 32 bits
+    (``vxcommon.addr6``).
     """
 
     name: str
@@ -99,6 +103,16 @@ class Network:
     zone: int | None = None
     publications: tuple[Publication, ...] = ()
     policies: tuple[Policy, ...] = ()
+    subnet6: IPv6Network | None = None
+
+    @property
+    def gateway6(self) -> IPv6Address | None:
+        """The IPv6 gateway: ``subnet6`` plus the IPv4 gateway as its low 32 bits."""
+        return None if self.subnet6 is None else embed(self.subnet6, self.gateway)
+
+    def ip6(self, ip: IPv4Address) -> IPv6Address | None:
+        """The IPv6 address of the endpoint holding ``ip`` (None: IPv4 only)."""
+        return None if self.subnet6 is None else embed(self.subnet6, ip)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -46,6 +46,22 @@ def _subnet(value: Any) -> Any:
         loose = IPv4Network(value, strict=False)
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 subnet like 10.0.0.0/24") from None
+    raise ValueError(f"{value!r} has host bits set: did you mean {loose}?")
+
+
+def _subnet6(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if "/" not in value:
+        raise ValueError(f"{value!r} has no prefix length: write it like fd00:10::/64")
+    try:
+        return IPv6Network(value)
+    except ValueError:
+        pass
+    try:
+        loose = IPv6Network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 subnet like fd00:10::/64") from None
     raise ValueError(f"{value!r} has host bits set: did you mean {loose}?")
 
 
@@ -169,6 +185,20 @@ Subnet = Annotated[
         }
     ),
 ]
+Subnet6 = Annotated[
+    IPv6Network,
+    BeforeValidator(_subnet6),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "ipv6network",
+            "pattern": r"^[0-9A-Fa-f:.]{2,45}/[0-9]{1,3}$",
+            "examples": ["fd00:10::/64"],
+            "description": "IPv6 prefix of at most /96 (the low 32 bits carry each IPv4 "
+            "address), not overlapping another network's",
+        }
+    ),
+]
 Address = Annotated[IPv4Address, BeforeValidator(_address)]
 UnderlayAddress = Annotated[IPv4Address, BeforeValidator(_address), AfterValidator(_underlay)]
 Dpid = Annotated[
@@ -243,6 +273,11 @@ class NetworkCreate(_Body):
         strict=True,
         description="its endpoints reach addresses outside the overlay through their own "
         "host's gateway (translated to the host's egress address); off: sealed",
+    )
+    subnet6: Subnet6 | None = Field(
+        None,
+        description="dual stack: its IPv6 prefix (at most /96); each endpoint's IPv6 "
+        "address is the prefix plus its IPv4 address as the low 32 bits",
     )
 
 
@@ -397,6 +432,10 @@ class NetworkPublic(_Public):
     external: bool = False
     zone: int | None = Field(
         None, description="its conntrack zone while external (allocated by the controller)"
+    )
+    subnet6: IPv6Network | None = Field(None, description="its IPv6 prefix (null: IPv4 only)")
+    gateway6: IPv6Address | None = Field(
+        None, description="its IPv6 gateway: subnet6 plus the IPv4 gateway's low 32 bits"
     )
 
 
@@ -571,6 +610,13 @@ class EndpointPublic(_Public):
     updated_at: datetime
     ready_at: datetime | None
     labels: dict[str, str] = Field(default_factory=dict)
+    ip6: IPv6Address | None = Field(
+        None,
+        description="its IPv6 address on a dual-stack network: the network's subnet6 plus "
+        "its IPv4 address as the low 32 bits (null: IPv4 only)",
+    )
+    prefixlen6: int | None = Field(None, description="the prefix length of subnet6")
+    gateway6: IPv6Address | None = Field(None, description="the network's IPv6 gateway")
     waiting_on: list[str] | None = Field(
         None,
         description="while pending: the hosts whose switches have not yet confirmed the flows "

@@ -39,8 +39,8 @@ STATUS_STYLE = {
     "disconnected": "[dark_orange]{}[/]",
     "lost": "[bold red]{}[/]",
 }
-NET_COLS = ["name", "vni", "subnet", "gateway", "external", "endpoints"]
-EP_COLS = ["network", "name", "ip", "mac", "host", "ofport", "state"]
+NET_COLS = ["name", "vni", "subnet", "gateway", "subnet6", "external", "endpoints"]
+EP_COLS = ["network", "name", "ip", "ip6", "mac", "host", "ofport", "state"]
 HOST_COLS = [
     "name",
     "status",
@@ -83,11 +83,20 @@ def network_create(
             "(translated to the host's egress address) [default: sealed; admin token]",
         ),
     ] = False,
+    subnet6: Annotated[
+        str | None,
+        typer.Option(
+            help="Dual stack: IPv6 prefix of at most /96, e.g. fd00:10::/64 (each endpoint's "
+            "IPv6 address is the prefix plus its IPv4 address as the low 32 bits) "
+            "[default: IPv4 only]",
+        ),
+    ] = None,
     api: ApiOpt = None,
     token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
-    """Create a network (two networks may use the same subnet; they stay isolated)."""
+    """Create a network (two networks may use the same subnet; they stay isolated; IPv6
+    subnets may not overlap)."""
     body: dict[str, object] = {"name": name, "subnet": subnet}
     if gateway:
         body["gateway"] = gateway
@@ -99,13 +108,16 @@ def network_create(
         body["reservation_ttl"] = reservation_ttl
     if external:
         body["external"] = True
+    if subnet6:
+        body["subnet6"] = subnet6
     net = call(api, "POST", "/api/v1/networks", json=body, token=token)
     if output == Output.json:
         render_one(net, output)
     else:
         out = " external" if net.get("external") else ""
+        six = f" {net['subnet6']}" if net.get("subnet6") else ""
         console.print(
-            f"created{out} network [bold]{net['name']}[/] {net['subnet']} vni {net['vni']}"
+            f"created{out} network [bold]{net['name']}[/] {net['subnet']}{six} vni {net['vni']}"
         )
 
 

@@ -14,7 +14,7 @@ Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from controller.db.models import EndpointRow, HostRow, NetworkRow, Revision
 from controller.db.records import EndpointRecord, HostRecord, NetworkRecord
 from controller.errors import NotFound
 from controller.model import EndpointState, Network, Publication, policy_from_spec
+from vxcommon.addr6 import embed
 
 
 def utcnow() -> datetime:
@@ -112,6 +113,7 @@ def to_network(row: NetworkRow) -> Network:
             Publication(p.endpoint, p.host_port, p.port, p.proto) for p in row.publications
         ),
         policies=tuple(policy_from_spec(p.name, p.spec) for p in row.policies),
+        subnet6=IPv6Network(row.subnet6) if row.subnet6 else None,
     )
 
 
@@ -129,6 +131,8 @@ def network_record(row: NetworkRow, endpoints: int) -> NetworkRecord:
         reservation_ttl=row.reservation_ttl,
         external=row.external,
         zone=row.zone,
+        subnet6=IPv6Network(row.subnet6) if row.subnet6 else None,
+        gateway6=embed(row.subnet6, row.gateway) if row.subnet6 else None,
     )
 
 
@@ -167,6 +171,9 @@ def endpoint_record(row: EndpointRow, net: NetworkRow, host: str | None) -> Endp
         ready_at=row.ready_at,
         released_at=row.released_at,
         labels=dict(row.labels),
+        ip6=embed(net.subnet6, row.ip) if net.subnet6 else None,
+        prefixlen6=IPv6Network(net.subnet6).prefixlen if net.subnet6 else None,
+        gateway6=embed(net.subnet6, net.gateway) if net.subnet6 else None,
     )
 
 

@@ -127,6 +127,9 @@ class NetworkRow(Base):
     ``external``: its endpoints reach the outside through their host's gateway, in conntrack
     ``zone`` (1..65535, allocated lowest free while external, NULL otherwise).
 
+    ``subnet6``: its IPv6 prefix (at most /96; NULL: IPv4 only); IPv6 subnets of networks
+    do not overlap (checked on create; the unique index catches equal ones).
+
     ``reclaim``: a full subnet may take back the address of any unbound reservation (else
     only of one unbound for ``reservation_ttl`` seconds or more; 0: never).
     """
@@ -153,6 +156,7 @@ class NetworkRow(Base):
         Boolean, nullable=False, default=False, server_default=false()
     )
     zone: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True, index=True)
+    subnet6: Mapped[str | None] = mapped_column(String(43), nullable=True, unique=True, index=True)
     publications: Mapped[list[PublicationRow]] = relationship(
         lazy="selectin",
         order_by="PublicationRow.id",

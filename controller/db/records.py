@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from controller.model import EndpointState
 
@@ -24,6 +24,8 @@ class NetworkRecord:
     reservation_ttl: int = 86400
     external: bool = False
     zone: int | None = None
+    subnet6: IPv6Network | None = None
+    gateway6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class EndpointRecord:
     ready_at: datetime | None
     released_at: datetime | None
     labels: dict[str, str]
+    ip6: IPv6Address | None = None
+    prefixlen6: int | None = None
+    gateway6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

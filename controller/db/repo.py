@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from sqlalchemy import (
     BigInteger,
@@ -144,8 +144,12 @@ def create_network(
     reclaim: bool = False,
     reservation_ttl: int = DEFAULT_RESERVATION_TTL,
     external: bool = False,
+    subnet6: IPv6Network | None = None,
 ) -> tuple[NetworkRecord, int]:
     """Create a network (gateway defaults to the subnet's first address, VNI to the lowest free).
+
+    ``subnet6``: dual stack, with this IPv6 prefix (at most /96, overlapping no other
+    network's: ``InvalidRequest``, ``Conflict``).
 
     ``external``: its endpoints get out through their host's gateway (a conntrack zone is
     allocated, the lowest free: ``Conflict`` when all 65,535 are taken).
@@ -156,8 +160,13 @@ def create_network(
     ipam.check_subnet(subnet)  # before the default gateway: 255.255.255.255/32 has none
     gateway = gateway if gateway is not None else ipam.default_gateway(subnet)
     ipam.check_network(subnet, gateway, block_prefix)
+    if subnet6 is not None:
+        ipam.check_subnet6(subnet6)
     if session.execute(select(NetworkRow.id).where(NetworkRow.name == name)).first():
         raise Conflict(f"network {name!r} already exists")
+    if subnet6 is not None:
+        query = select(NetworkRow.name, NetworkRow.subnet6).where(NetworkRow.subnet6.is_not(None))
+        ipam.check_subnet6(subnet6, ((n, IPv6Network(s)) for n, s in session.execute(query)))
     used = set(session.execute(select(NetworkRow.vni)).scalars())
     chosen = ipam.allocate_vni(used, vni)
     row = NetworkRow(
@@ -171,15 +180,18 @@ def create_network(
         reservation_ttl=reservation_ttl,
         external=external,
         zone=_free_zone(session) if external else None,
+        subnet6=str(subnet6) if subnet6 is not None else None,
     )
     session.add(row)
     try:
         session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"network {name!r} or vni {chosen} is already taken") from exc
+        raise Conflict(
+            f"network {name!r}, vni {chosen} or subnet6 {subnet6} is already taken"
+        ) from exc
     note(
         session, "network.created", network=name, vni=chosen, subnet=str(subnet),
-        external=external,
+        external=external, subnet6=str(subnet6) if subnet6 is not None else None,
     )  # fmt: skip
     revision = bump(session)
     log_change(session, revision, NETWORK, name)

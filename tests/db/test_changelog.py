@@ -3,7 +3,7 @@ it changed, and an ``Intent`` kept up to date from the log equals a full read af
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +34,9 @@ def test_every_write_is_logged_and_the_model_follows(factory: sessionmaker[Sessi
     with factory() as s:
         intent = Intent.from_snapshot(repo.load_snapshot(s))
     writes = [
-        lambda s: repo.create_network(s, "n1", IPv4Network("10.0.0.0/24")),
+        lambda s: repo.create_network(
+            s, "n1", IPv4Network("10.0.0.0/24"), subnet6=IPv6Network("fd00:1::/64")
+        ),
         lambda s: repo.create_network(s, "n2", IPv4Network("10.1.0.0/24")),
         lambda s: repo.register_host(s, "h1", A("198.18.0.1"), dpid=1),
         lambda s: repo.register_host(s, "h2", A("198.18.0.2"), dpid=2),
@@ -55,6 +57,7 @@ def test_every_write_is_logged_and_the_model_follows(factory: sessionmaker[Sessi
             write(s)
         _catch_up(factory, intent)
     assert set(intent.hosts) == {"h1"} and set(intent.networks) == {"n1"}
+    assert intent.networks["n1"].subnet6 == IPv6Network("fd00:1::/64")  # dual stack carried
 
 
 def test_a_gap_in_the_log_asks_for_a_full_read(factory: sessionmaker[Session]) -> None:

@@ -49,13 +49,18 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0011"
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "subnet6" in _columns(db_url, "networks")
+    migrate.downgrade(db_url, "0010")  # 0011 alone: the IPv6 subnet column goes
+    assert "subnet6" not in _columns(db_url, "networks")
+    assert _tables(db_url) & TABLES == TABLES
 
     assert "policies" in _tables(db_url)
     migrate.downgrade(db_url, "0009")  # 0010 alone: the policies go

@@ -70,3 +70,11 @@ def test_publish_parses_the_mapping(sent: list[dict[str, Any]]) -> None:
         before = len(sent)
         assert CliRunner().invoke(app, ["endpoint", "publish", "shop", "w", bad]).exit_code != 0
         assert len(sent) == before, bad
+
+
+def test_subnet6_is_sent_and_shown(sent: list[dict[str, Any]]) -> None:
+    args = ["network", "create", "n", "--subnet", "10.0.0.0/24", "--subnet6", "fd00:10::/64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "10.0.0.0/24 fd00:10::/64" in result.output
+    assert sent == [{"name": "n", "subnet": "10.0.0.0/24", "subnet6": "fd00:10::/64"}]

@@ -41,6 +41,7 @@ def create_network(
             settings.reservation_ttl if body.reservation_ttl is None else body.reservation_ttl
         ),
         external=body.external,
+        subnet6=body.subnet6,
     )
     commit(session, sync, revision, events, by=principal)
     return NetworkPublic.model_validate(record)
