@@ -1,5 +1,9 @@
 """docker-compose.yml, the Dockerfile and its entry point agree, checked without a Docker engine.
 
+The file runs three controllers on one PostgreSQL (issue 10); images cannot be pulled on the
+build machines, so this checks the file, and tests/integration/test_ha.py runs the same
+topology natively (three controller processes, one PostgreSQL server, emulated hosts).
+
 The file is read as compose reads it: ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``
 filled from an environment (``interpolate``), so the tests see what a deployment gets with
 and without its ``.env``."""
@@ -22,6 +26,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEPLOYED = {"POSTGRES_PASSWORD": "0f1e2d3c4b5a69788796a5b4"}  # what a .env holds
+# The controllers of the cluster: service name -> (published API port, OpenFlow port).
+CONTROLLERS = {"controller": (8080, 6653), "controller-2": (8081, 6654),
+               "controller-3": (8082, 6655)}  # fmt: skip
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -119,7 +126,9 @@ def _healthcheck_ok(service: dict[str, Any]) -> None:
 
 
 def test_services_present(services: dict[str, Any]) -> None:
-    assert {"db", "controller"} <= services.keys()
+    assert {"db", *CONTROLLERS} <= services.keys()
+    running = {n for n, s in services.items() if "profiles" not in s}
+    assert {n for n in running if n.startswith("controller")} == CONTROLLERS.keys()
 
 
 def test_db_is_postgres_with_a_volume_and_pg_isready(
@@ -137,15 +146,60 @@ def test_db_is_postgres_with_a_volume_and_pg_isready(
 
 
 def test_controller_builds_from_an_existing_dockerfile(services: dict[str, Any]) -> None:
-    context, dockerfile = _build(services["controller"])
-    assert context.is_dir()
-    assert dockerfile.is_file(), f"{dockerfile} does not exist"
+    for name in CONTROLLERS:
+        context, dockerfile = _build(services[name])
+        assert context.is_dir()
+        assert dockerfile.is_file(), f"{dockerfile} does not exist"
+        assert services[name]["image"] == services["controller"]["image"], name
 
 
 def test_controller_waits_for_a_healthy_db(services: dict[str, Any]) -> None:
-    depends = services["controller"]["depends_on"]
-    assert isinstance(depends, dict), "depends_on needs the long form to carry a condition"
-    assert depends["db"]["condition"] == "service_healthy"
+    for name in CONTROLLERS:
+        depends = services[name]["depends_on"]
+        assert isinstance(depends, dict), "depends_on needs the long form to carry a condition"
+        assert depends["db"]["condition"] == "service_healthy", name
+
+
+def test_only_the_first_controller_migrates_the_others_wait_for_it(
+    services: dict[str, Any],
+) -> None:
+    """The entry point runs `vxplane db upgrade`, which takes no lock: two at once on an empty
+    database would race. The other members start once the first is healthy (migrated)."""
+    assert "controller" not in services["controller"]["depends_on"]
+    for name in CONTROLLERS.keys() - {"controller"}:
+        assert services[name]["depends_on"]["controller"]["condition"] == "service_healthy"
+
+
+def test_each_controller_advertises_its_own_published_addresses(
+    raw: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """--advertise-api/--advertise-openflow name the published ports (a 0.0.0.0 listener
+    advertises nothing), distinct per member; VXPLANE_PUBLISH_ADDR moves them all."""
+    elsewhere = interpolate(raw, {**DEPLOYED, "VXPLANE_PUBLISH_ADDR": "198.51.100.4"})
+    for addr, where in (("127.0.0.1", services), ("198.51.100.4", elsewhere["services"])):
+        seen = set()
+        for name, (api, of) in CONTROLLERS.items():
+            env = _env(where[name])
+            assert env["VXPLANE_ADVERTISE_API"] == f"http://{addr}:{api}", name
+            assert env["VXPLANE_ADVERTISE_OPENFLOW"] == f"tcp:{addr}:{of}", name
+            assert _published(where[name]) == {"8080": addr, "6653": addr}
+            assert _host_ports(where[name]) == {"8080": str(api), "6653": str(of)}, name
+            allowed = json.loads(env["VXPLANE_ALLOWED_HOSTS"])
+            assert addr in allowed and name in allowed, (name, allowed)
+            seen.add((env["VXPLANE_ADVERTISE_API"], env["VXPLANE_ADVERTISE_OPENFLOW"]))
+        assert len(seen) == len(CONTROLLERS)
+
+
+def test_each_controller_keeps_its_admin_token_on_a_volume_of_its_own(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    volumes = {}
+    for name in CONTROLLERS:
+        mounts = [str(v) for v in services[name]["volumes"]]
+        (mount,) = [v for v in mounts if v.split(":")[1] == "/var/lib/vxplane"]
+        volumes[name] = str(mount).split(":")[0]
+        assert volumes[name] in (compose.get("volumes") or {}), name
+    assert len(set(volumes.values())) == len(CONTROLLERS)
 
 
 def test_controller_healthcheck_gets_healthz_without_curl(services: dict[str, Any]) -> None:
@@ -159,15 +213,16 @@ def test_controller_healthcheck_gets_healthz_without_curl(services: dict[str, An
 
 
 def test_controller_db_url_points_at_the_db_service(services: dict[str, Any]) -> None:
-    env = _env(services["controller"])
-    url = urlsplit(env["VXPLANE_DB_URL"])
-    assert url.scheme == "postgresql+psycopg"
-    assert url.hostname == "db"
-    assert (url.port or 5432) == 5432
-    db_env = _env(services["db"])
-    assert url.username == db_env["POSTGRES_USER"]
-    assert url.password == db_env["POSTGRES_PASSWORD"]
-    assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
+    for name in CONTROLLERS:  # one shared database: the cluster's only shared engine
+        env = _env(services[name])
+        url = urlsplit(env["VXPLANE_DB_URL"])
+        assert url.scheme == "postgresql+psycopg"
+        assert url.hostname == "db"
+        assert (url.port or 5432) == 5432
+        db_env = _env(services["db"])
+        assert url.username == db_env["POSTGRES_USER"]
+        assert url.password == db_env["POSTGRES_PASSWORD"]
+        assert url.path.lstrip("/") == db_env["POSTGRES_DB"]
 
 
 def _published(service: dict[str, Any]) -> dict[str, str]:
@@ -182,16 +237,29 @@ def _published(service: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _host_ports(service: dict[str, Any]) -> dict[str, str]:
+    """Container port -> the host port it is published on."""
+    out = {}
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out[str(port["target"])] = str(port["published"])
+        else:
+            parts = str(port).split("/")[0].rsplit(":", 2)
+            out[parts[-1]] = parts[-2] if len(parts) > 1 else parts[-1]
+    return out
+
+
 def test_controller_publishes_api_and_openflow_on_loopback_unless_configured(
     raw: dict[str, Any], compose: dict[str, Any]
 ) -> None:
-    controller = compose["services"]["controller"]
-    assert _published(controller) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
-    assert controller.get("restart") == "unless-stopped"
-    elsewhere = interpolate(raw, {**DEPLOYED, "VXPLANE_PUBLISH_ADDR": "198.51.100.4"})
-    assert _published(elsewhere["services"]["controller"]) == {
-        "8080": "198.51.100.4", "6653": "198.51.100.4"
-    }  # fmt: skip
+    for name in CONTROLLERS:
+        controller = compose["services"][name]
+        assert _published(controller) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}, name
+        assert controller.get("restart") == "unless-stopped"
+        elsewhere = interpolate(raw, {**DEPLOYED, "VXPLANE_PUBLISH_ADDR": "198.51.100.4"})
+        assert _published(elsewhere["services"][name]) == {
+            "8080": "198.51.100.4", "6653": "198.51.100.4"
+        }  # fmt: skip
     for name, service in compose["services"].items():  # nothing on every interface
         assert "" not in _published(service).values(), name
 
@@ -201,10 +269,11 @@ def test_database_password_has_no_default_and_a_clear_error(raw: dict[str, Any])
         interpolate(raw, {})
     with pytest.raises(MissingVariable):
         interpolate(raw, {"POSTGRES_PASSWORD": ""})
-    db, controller = (interpolate(raw, DEPLOYED)["services"][n] for n in ("db", "controller"))
+    deployed = interpolate(raw, DEPLOYED)["services"]
     password = DEPLOYED["POSTGRES_PASSWORD"]
-    assert _env(db)["POSTGRES_PASSWORD"] == password
-    assert urlsplit(_env(controller)["VXPLANE_DB_URL"]).password == password
+    assert _env(deployed["db"])["POSTGRES_PASSWORD"] == password
+    for name in CONTROLLERS:
+        assert urlsplit(_env(deployed[name])["VXPLANE_DB_URL"]).password == password
     assert "vxplane:vxplane@" not in COMPOSE_FILE.read_text()
 
 
@@ -321,7 +390,12 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     result = config(DEPLOYED)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
-    assert _published(resolved["controller"]) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
+    for name, (api, of) in CONTROLLERS.items():  # anchors and merge keys resolved by compose
+        assert _published(resolved[name]) == {"8080": "127.0.0.1", "6653": "127.0.0.1"}
+        assert _host_ports(resolved[name]) == {"8080": str(api), "6653": str(of)}
+        env = _env(resolved[name])
+        assert env["VXPLANE_ADVERTISE_API"] == f"http://127.0.0.1:{api}"
+        assert urlsplit(env["VXPLANE_DB_URL"]).hostname == "db"
     for name in ("prometheus", "grafana"):  # v2 leaves them out, v1 lists them with profiles
         assert resolved.get(name, {"profiles": ["monitoring"]})["profiles"] == ["monitoring"]
     refused = config({})
@@ -361,7 +435,7 @@ def test_monitoring_is_an_optional_profile_with_pinned_images(services: dict[str
         assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", image), f"{name}: pin a version: {image}"
         for target, source in _mounts(service).items():
             assert source.exists(), f"{name} mounts {source} at {target}: not in the repository"
-    for name in ("db", "controller"):
+    for name in ("db", *CONTROLLERS):
         assert "profiles" not in services[name], f"{name} must start without a profile"
 
 
@@ -396,11 +470,15 @@ def test_prometheus_scrapes_with_a_bearer_token_file(
         source = Path(compose["secrets"][secret]["file"])
         ignored = (ROOT / ".gitignore").read_text().splitlines()
         assert str(source).removeprefix("./") in ignored, source
-    # the controller answers the Host header Prometheus sends (the DNS rebinding guard)
-    (target,) = jobs["vxplane-controller"]["static_configs"][0]["targets"]
-    host, port = target.rsplit(":", 1)
-    allowed = json.loads(_env(services["controller"])["VXPLANE_ALLOWED_HOSTS"])
-    assert host in allowed and port == "8080" and host in services
+    # every controller is scraped, and answers the Host header Prometheus sends (the DNS
+    # rebinding guard)
+    targets = jobs["vxplane-controller"]["static_configs"][0]["targets"]
+    assert {t.rsplit(":", 1)[0] for t in targets} == CONTROLLERS.keys()
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        allowed = json.loads(_env(services[host])["VXPLANE_ALLOWED_HOSTS"])
+        assert host in allowed and port == "8080", target
+    assert set(services["prometheus"]["depends_on"]) == CONTROLLERS.keys()
     # agents come from files Prometheus rereads, in the mounted targets directory
     (files,) = jobs["vxplane-agent"]["file_sd_configs"][0]["files"]
     assert files.startswith("/etc/prometheus/targets/") and "/etc/prometheus/targets" in mounted
