@@ -33,7 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.db import repo
 from controller.db.models import EndpointRow
+from controller.db.policies import policy_networks
 from controller.model import EndpointState
+from controller.policystats import PolicyStats, policy_stats
 from controller.sync import FlowSync
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,13 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         wanted: int | None = None
         states: dict[str, int] | None = None
+        policies: list[PolicyStats] = []
         try:
             with self.sessions() as session:
                 wanted = repo.current_revision(session)
                 query = select(EndpointRow.state, func.count()).group_by(EndpointRow.state)
                 states = {str(state): int(n) for state, n in session.execute(query)}
+                policies = [policy_stats(n, eps) for n, eps in policy_networks(session)]
         except SQLAlchemyError as exc:  # counted by watch_database; the engine's part stands
             log.warning("metrics: database unreadable: %s", exc)
         switches = self.sync.switches()
@@ -117,6 +121,33 @@ class _StateCollector(Collector):
         for state in EndpointState:
             endpoints.add_metric([state.value], states.get(state.value, 0))
         yield endpoints
+        yield from _policy_families(policies)
+
+
+def _policy_families(stats: list[PolicyStats]) -> Iterator[Metric]:
+    """The policy gauges (``controller.policystats``): networks with policies only."""
+    flows = GaugeMetricFamily(
+        "vxplane_policy_flows",
+        "policy-stage flows of the network on all switches (desired, from the intent)",
+        labels=["network"],
+    )
+    rule_flows = GaugeMetricFamily(
+        "vxplane_policy_rule_flows",
+        "flows carrying the policy's rules on all switches (a shared clause flow counts for each)",
+        labels=["network", "policy"],
+    )
+    selected = GaugeMetricFamily(
+        "vxplane_policy_selected_endpoints",
+        "bound endpoints the policy's selector picks",
+        labels=["network", "policy"],
+    )
+    for st in stats:
+        flows.add_metric([st.network], st.flows)
+        for name, n in st.rule_flows.items():
+            rule_flows.add_metric([st.network, name], n)
+        for name, n in st.selected.items():
+            selected.add_metric([st.network, name], n)
+    yield from (flows, rule_flows, selected)
 
 
 class ControllerMetrics:

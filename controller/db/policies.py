@@ -4,18 +4,20 @@ network: a policy changes flows on every host with an endpoint it selects or nam
 from __future__ import annotations
 
 from datetime import datetime
+from ipaddress import IPv4Address
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db.base import begin_write, bump, network_row, utcnow
+from controller.db.base import begin_write, bump, network_row, to_network, utcnow
 from controller.db.changelog import log_change
 from controller.db.changes import note
-from controller.db.models import NetworkRow, PolicyRow
+from controller.db.models import EndpointRow, HostRow, NetworkRow, PolicyRow
 from controller.errors import Conflict, NotFound
 from controller.intent import NETWORK
+from controller.model import Endpoint, EndpointState, Network, label_pairs
 
 
 def policy_record(network: str, row: PolicyRow) -> dict[str, Any]:
@@ -85,3 +87,34 @@ def _find(session: Session, net: NetworkRow, name: str) -> PolicyRow | None:
     return session.execute(
         select(PolicyRow).where(PolicyRow.network_id == net.id, PolicyRow.name == name)
     ).scalar_one_or_none()
+
+
+def policy_networks(session: Session) -> list[tuple[Network, list[Endpoint]]]:
+    """Every network that has a policy, with its bound endpoints (what ``policystats``
+    needs; networks without policies are not read)."""
+    rows = list(session.execute(select(NetworkRow).where(NetworkRow.policies.any())).scalars())
+    if not rows:
+        return []
+    names = {row.id: row.name for row in rows}
+    hosts = {hid: name for hid, name in session.execute(select(HostRow.id, HostRow.name))}
+    cols = select(
+        EndpointRow.network_id, EndpointRow.name, EndpointRow.ip, EndpointRow.mac,
+        EndpointRow.host_id, EndpointRow.ofport, EndpointRow.state, EndpointRow.bound_rev,
+        EndpointRow.labels,
+    ).where(EndpointRow.network_id.in_(names), EndpointRow.host_id.is_not(None))  # fmt: skip
+    members: dict[int, list[Endpoint]] = {nid: [] for nid in names}
+    for nid, name, ip, mac, host_id, ofport, state, bound_rev, labels in session.execute(cols):
+        members[nid].append(
+            Endpoint(
+                network=names[nid],
+                name=name,
+                ip=IPv4Address(ip),
+                mac=mac,
+                host=hosts[host_id] if host_id is not None else None,
+                ofport=ofport,
+                state=EndpointState(state),
+                bound_rev=bound_rev,
+                labels=label_pairs(labels),
+            )  # fmt: skip
+        )
+    return [(to_network(row), members[row.id]) for row in rows]

@@ -139,3 +139,69 @@ def test_database_errors_are_counted(make_client: ClientFactory) -> None:
             pass
     samples = scrape(client)
     assert value(samples, "vxplane_database_errors_total", kind="OperationalError") == 1
+
+
+SHOP = "/api/v1/networks/shop"
+DB_FROM_WEB = {
+    "name": "db-from-web",
+    "selector": {"matchLabels": {"app": "db"}},
+    "ingress": [
+        {
+            "from": [{"selector": {"matchLabels": {"app": "web"}}}],
+            "ports": [{"protocol": "tcp", "port": 5432}],
+        }
+    ],
+}
+WEB_OUT = {"name": "web-out", "selector": {"matchLabels": {"app": "web"}}, "egress": [{}]}
+
+
+def test_policy_flows_per_network_and_policy(make_client: ClientFactory) -> None:
+    """Counts worked out by hand from the table map (controller/pipeline.py), not by the code
+    under test: only bound endpoints count, a removed policy takes its series along."""
+    client = make_client(ready_timeout=0.1)
+    client.post("/api/v1/networks", json={"name": "shop", "subnet": "10.5.0.0/24"})
+    client.post("/api/v1/networks", json={"name": "open", "subnet": "10.6.0.0/24"})
+    for n, host in ((1, "h1"), (2, "h2")):
+        client.put(f"/api/v1/hosts/{host}", json={"underlay_ip": f"198.18.0.{n}", "dpid": n})
+    for port, (name, host, app) in enumerate(
+        (("db1", "h1", "db"), ("web1", "h1", "web"), ("web2", "h2", "web"), ("x", "h2", "x")),
+        start=5,
+    ):
+        r = client.put(
+            f"{SHOP}/endpoints/{name}/binding",
+            params={"create": "true"},
+            json={"host": host, "ofport": port, "labels": {"app": app}},
+        )
+        assert r.status_code in (200, 201), r.text
+    client.post(f"{SHOP}/endpoints", json={"name": "db9", "labels": {"app": "db"}})  # unbound
+    samples = scrape(client)
+    assert not [k for k in samples if k[0].startswith("vxplane_policy_")]  # no policy yet
+
+    assert client.post(f"{SHOP}/policies", json=DB_FROM_WEB).status_code == 201
+    one = scrape(client)
+    # h1 holds db1, isolated for ingress: POL_OUT entry 1; POL_IN_CT replies/related/invalid
+    # 3 + the rule's clauses (db1; web1, web2; tcp/5432) 4 + its conj_id flow 1; POL_OUT_CT
+    # replies/related/invalid 3 + db1's open egress 1; DELIVER 1. h2 isolates no one.
+    assert value(one, "vxplane_policy_flows", network="shop") == 14
+    assert value(one, "vxplane_policy_rule_flows", network="shop", policy="db-from-web") == 5
+    selected = value(one, "vxplane_policy_selected_endpoints", network="shop", policy="db-from-web")
+    assert selected == 1
+    assert not [k for k in one if dict(k[1]).get("network") == "open"]
+
+    assert client.post(f"{SHOP}/policies", json=WEB_OUT).status_code == 201
+    two = scrape(client)
+    # web-out is an Ingress and Egress policy (Kubernetes: Ingress always), so it isolates
+    # web1 and web2 for ingress with no rule (nothing comes in) and passes all they send.
+    # h1 (db1, web1): 1 + (3 + 5) + (3 + web1's plain pass 1) + db1's open egress 1 +
+    # DELIVER 2 = 16; h2 (web2): 1 + 3 + (3 + 1) + DELIVER 1 = 9.
+    assert value(two, "vxplane_policy_flows", network="shop") == 25
+    assert value(two, "vxplane_policy_rule_flows", network="shop", policy="db-from-web") == 5
+    assert value(two, "vxplane_policy_rule_flows", network="shop", policy="web-out") == 2
+    assert value(two, "vxplane_policy_selected_endpoints", network="shop", policy="web-out") == 2
+
+    assert client.delete(f"{SHOP}/policies/db-from-web").status_code == 204
+    three = scrape(client)
+    gone = ("vxplane_policy_rule_flows", (("network", "shop"), ("policy", "db-from-web")))
+    assert gone not in three
+    # h1 now isolates web1 alone, as h2 does web2: 9 each
+    assert value(three, "vxplane_policy_flows", network="shop") == 18
