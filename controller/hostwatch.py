@@ -4,6 +4,11 @@
 ``HostWatch.check`` compares the hosts it is given with what it saw last time and returns
 the ``host.lost`` / ``host.alive`` events to publish; the controller calls it periodically
 (see ``controller.api.app``). New hosts are announced by their registration, not here.
+
+The first call only learns the hosts as they are (a restarted controller does not report
+every long-dead host again). After it, a host the watcher has not seen before was just
+registered and so counts as alive: one that is already dead at its first sighting (it
+registered and stopped heartbeating between two looks) is reported lost.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class HostWatch:
 
     def __init__(self) -> None:
         self._alive: dict[str, bool] = {}
+        self._primed = False
 
     def check(
         self, hosts: Iterable[HostRecord], now: datetime, dead_after: float
@@ -35,7 +41,8 @@ class HostWatch:
         for host in hosts:
             alive = is_alive(host.last_seen, now, dead_after)
             seen[host.name] = alive
-            before = self._alive.get(host.name)
+            registered = self._primed and host.last_seen is not None
+            before = self._alive.get(host.name, True if registered else None)
             if before is None or before == alive:
                 continue
             last_seen = host.last_seen.isoformat() if host.last_seen else None
@@ -46,4 +53,5 @@ class HostWatch:
                 )
             )
         self._alive = seen
+        self._primed = True
         return events

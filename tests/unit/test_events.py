@@ -84,6 +84,10 @@ def test_host_watch_reports_only_transitions() -> None:
     assert watch.check([_host("h1", T0), _host("h2", later)], later, 3) == []  # said once
     back = watch.check([_host("h1", later), _host("h3", None)], later, 3)
     assert back == [("host.alive", {"host": "h1", "last_seen": later.isoformat()})]
+    # h4 registered and stopped between two looks: dead at first sight, still reported lost
+    much_later = later + timedelta(seconds=10)
+    gone = watch.check([_host("h1", much_later), _host("h4", later)], much_later, 3)
+    assert gone == [("host.lost", {"host": "h4", "last_seen": later.isoformat()})]
 
 
 class _Conn:
