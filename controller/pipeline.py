@@ -56,16 +56,19 @@ tracked in its network's policy zone (``policy.policy_zone``: 0x8000 | (VNI & 0x
 
   0 CLASSIFY    its IPv4 goes to POL_OUT instead of LOCAL.
  22 POL_OUT     ct(policy zone, table=POL_OUT_CT) (one flow per network).
- 23 POL_OUT_CT  +est+rpl, +rel -> LOCAL; +inv dropped; a rule's conjunction (the endpoint's
-                ipv4_src, the peers' ipv4_dst, the ports) or, not isolated for egress, the
-                endpoint alone -> ct(commit, policy zone, ct_mark = CT_MARK_POLICY) -> LOCAL;
+ 23 POL_OUT_CT  +est+rpl with CT_MARK_BLOCKED dropped; other +est+rpl, +rel -> LOCAL; +inv
+                dropped; a rule's conjunction (the endpoint's ipv4_src, the peers' ipv4_dst,
+                the ports) or, not isolated for egress, the endpoint alone -> ct(commit,
+                policy zone, ct_mark = CT_MARK_POLICY) -> LOCAL; +est the rest ->
+                ct(commit, ct_mark = CT_MARK_POLICY | CT_MARK_BLOCKED), dropped (the cut);
                 the rest is dropped.
  30 LOCAL       IPv4 to it -> ct(policy zone, table=POL_IN_CT).
  31 POL_IN_CT   the same for ingress (the endpoint's ipv4_dst, the peers' ipv4_src) -> DELIVER.
  32 DELIVER     to it -> eth_dst = its MAC, out its port.
 
 Every original-direction packet is checked (not only +new), so removing a rule cuts a live
-connection at its next packet; conjunctive matches keep a rule's flows at selected
+connection at its next packet, and its replies from then on (``policy``'s docstring says why
+a blocked mark); conjunctive matches keep a rule's flows at selected
 endpoints + peers + ports. Policy zones and external zones (allocated from 1) meet only past
 32767 external networks; VNIs equal modulo 32768 share a policy zone (two such networks with
 overlapping addresses on one host could then mix connections).
@@ -81,7 +84,8 @@ Registers, metadata and connection marks (network policy builds on these; keep t
   ct_mark       bit 0 (CT_MARK_SNAT): committed by EGRESS_CT, an endpoint's connection
                 out; bit 1 (CT_MARK_DNAT): committed by GW_CT, a connection in to a published
                 port; bit 2 (policy.CT_MARK_POLICY): committed by a policy stage (in the
-                policy zone); bits 3-31 free
+                policy zone); bit 3 (policy.CT_MARK_BLOCKED): no rule allows the
+                connection any more, its replies are dropped; bits 4-31 free
   conj_id       the conjunction a policy check completed (POL_OUT_CT, POL_IN_CT)
   ct_label      free
   tables        1-4, 6-9, 11-19, 24-29, 33-39, 41-49, 52-254 free

@@ -6,8 +6,23 @@ rule of those policies allows. An endpoint isolated in either direction has both
 directions tracked in its network's policy zone (``policy_zone``), so that the replies of
 a connection it accepted or made are ``+rpl`` on its own host whatever the peer's host
 does; the direction it is not isolated in allows everything. Every packet of the original
-direction is checked again (not only ``+new``): removing a rule cuts the connection at its
-next packet. Replies (``+est+rpl``) and ``+rel`` pass; ``+inv`` is dropped.
+direction is checked again (not only ``+new``). Replies (``+est+rpl``) and ``+rel`` pass;
+``+inv`` is dropped.
+
+Cutting a connection a rule no longer allows (as OVN does with ``ct_label.blocked``): an
+established original-direction packet that no rule allows any more is committed with
+``CT_MARK_BLOCKED`` and dropped, and replies of a blocked connection are dropped too, so the
+cut holds both ways from the first packet of the original direction after the change (the
+client's next data or ACK: TCP acknowledges what it receives, so a connection that moves
+data either way is cut within about one round trip plus a delayed ACK). An allowed packet
+commits the mark without the bit, so a connection allowed again comes back. Why this and
+not the alternatives: flushing the zone's conntrack would cut every connection of the
+network, allowed or not, and needs the agents in the loop; checking replies against the
+rules reversed would double the policy flows and mix two directions' rules in one
+conjunction table; a policy generation in ``ct_mark`` would drop the replies of
+still-allowed connections until their next original packet. The limit: a connection whose
+original direction stays silent (a server streaming UDP to a client that never sends)
+keeps its replies until the original side sends.
 
 Each rule is a conjunctive match (Nicira ``conjunction``) of up to three clauses: the
 selected local endpoint (clause 1), the peers (addresses of the endpoints a selector picks,
@@ -41,12 +56,15 @@ from controller.model import Endpoint, Network, PolicyPeer, PolicyPort, selects
 ETH_IP = 0x0800
 IP_PROTO = {"tcp": 6, "udp": 17}
 CT_MARK_POLICY = 0x4  # ct_mark bit 2: committed by a policy stage
+CT_MARK_BLOCKED = 0x8  # ct_mark bit 3: no rule allows this connection any more
 POLICY_ZONE_BASE = 0x8000  # policy zones: 0x8000 | (VNI & 0x7fff); external zones count up from 1
+PRIO_BLOCKED = 310  # replies of a blocked connection
 PRIO_REPLY = 300
 PRIO_RELATED = 290
 PRIO_INVALID = 280
 PRIO_OPEN = 220  # the endpoint is not isolated in this direction, or a rule allows anything
 PRIO_RULE = 200  # clause flows and conj_id flows
+PRIO_CUT = 100  # an established connection no rule allows any more: mark it blocked, drop
 
 
 def policy_zone(vni: int) -> int:
@@ -103,12 +121,17 @@ def stage_flows(
     zone = policy_zone(net.vni)
     meta: dict[str, MatchValue] = {"metadata": net.vni, "eth_type": ETH_IP}
     passed: list[Action] = [Ct(zone, commit=True, mark=CT_MARK_POLICY)]
+    blocked: MatchValue = (CT_MARK_BLOCKED, CT_MARK_BLOCKED)
     out = [
+        flow(stage.check, PRIO_BLOCKED,
+             {**meta, "ct_state": _bits(CT_EST | CT_RPL, CT_INV), "ct_mark": blocked}),
         flow(stage.check, PRIO_REPLY, {**meta, "ct_state": _bits(CT_EST | CT_RPL, CT_INV)},
              goto=stage.after),
         flow(stage.check, PRIO_RELATED, {**meta, "ct_state": _bits(CT_REL, CT_INV)},
              goto=stage.after),
         flow(stage.check, PRIO_INVALID, {**meta, "ct_state": (CT_INV | CT_TRK, CT_INV | CT_TRK)}),
+        flow(stage.check, PRIO_CUT, {**meta, "ct_state": _bits(CT_EST, CT_RPL | CT_INV)},
+             [Ct(zone, commit=True, mark=CT_MARK_POLICY | CT_MARK_BLOCKED)]),
     ]  # fmt: skip
     members = list(members)
     clauses: dict[tuple[tuple[str, MatchValue], ...], list[Action]] = {}

@@ -1,5 +1,6 @@
 """Network policy on the real lab: a matrix of TCP connections between endpoints labelled
-role=web, role=db and role=other on three emulated hosts.
+role=web, role=db and role=other on three emulated hosts, and what removing an allow rule
+does to the connections it allowed (cut both ways, see ``controller.policy``).
 
 Policies (network ``shop``):
 
@@ -104,6 +105,26 @@ def one(target):
             return f"error {e}"
 with cf.ThreadPoolExecutor(len(sys.argv) - 2) as ex:
     print(json.dumps(dict(zip(sys.argv[2:], ex.map(one, sys.argv[2:])))))
+"""
+
+
+# One long-lived connection. Each stdin line "send" sends "ping\n" and waits for an answer,
+# "recv" only waits; either prints "got LINE", "timeout", "closed" or "error ...".
+CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.settimeout(float(sys.argv[3]))
+print("connected", flush=True)
+for line in sys.stdin:
+    try:
+        if line.strip() == "send":
+            s.sendall(b"ping\n")
+        data = s.recv(64)
+        print("got " + data.decode().strip() if data else "closed", flush=True)
+    except socket.timeout:
+        print("timeout", flush=True)
+    except OSError as e:
+        print(f"error {e}", flush=True)
 """
 
 
@@ -279,3 +300,37 @@ def test_policy_matrix(stack: Stack) -> None:
     for src, want in expected.items():
         got = stack.probe(src, *want)
         assert got == want, f"from {src}: {got}"
+
+
+def test_removing_an_allow_rule_cuts_its_open_connections(stack: Stack) -> None:
+    """Causality, not a duration: a connection the removed rule allowed passes data until the
+    policy change is applied on every switch, and none after (either way); a connection
+    another rule still allows goes on."""
+    for body in (db_in(stack.ip["other"]), DB_FROM_WEB, web_out(stack.ip["other"])):
+        if stack.api.get(f"{POLS}/{body['name']}").status_code == 404:
+            stack.policy(body)
+    stack.applied()
+    db_server = stack.servers["db"]
+    cut = kept = None
+    try:
+        cut = Peer(stack.ns["web"], CLIENT, stack.ip["db"], "5432", "2", ready="connected")
+        kept = Peer(stack.ns["other"], CLIENT, stack.ip["db"], "6000", "2", ready="connected")
+        assert cut.ask("send") == "got ping" and kept.ask("send") == "got ping"
+        assert db_server.ask("push") == "pushed"
+        assert cut.ask("recv") == "got push" and kept.ask("recv") == "got push"
+
+        stack.delete_policy("db-from-web")  # db stays isolated by db-in
+        stack.applied()
+        assert cut.ask("send") == "timeout", "web's data still reaches db"
+        assert db_server.ask("push") == "pushed"
+        assert cut.ask("recv") == "timeout", "db's data still reaches web after the cut"
+        assert kept.ask("recv") == "got push", "a connection another rule allows goes on"
+        assert kept.ask("send") == "got ping"
+        # a new connection is refused the same way
+        assert stack.probe("web", ("db", 5432)) == {("db", 5432): "timeout"}
+    finally:
+        for peer in (cut, kept):
+            if peer is not None:
+                peer.stop()
+        if stack.api.get(f"{POLS}/db-from-web").status_code == 404:
+            stack.policy(DB_FROM_WEB)

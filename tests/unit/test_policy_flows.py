@@ -25,6 +25,7 @@ from controller.model import (
 )
 from controller.oftable import Fabric, tcp_packet
 from controller.pipeline import T_POL_IN_CT, T_POL_OUT_CT, desired_flows
+from controller.policy import CT_MARK_BLOCKED, CT_MARK_POLICY, policy_zone
 from controller.reconcile import diff
 from tests.unit.conftest import Lab
 
@@ -120,13 +121,37 @@ def test_removing_the_rule_cuts_a_live_connection(lab: Lab) -> None:
         node.switch.apply(
             diff(desired_flows(after, name), {f.cookie: f for f in node.switch.table()})
         )
+    # until the original direction sends again, the connection is not known to be cut
+    assert send(fab, lab, "r2a", "r1a", 5432, 40000) == ["r1a"]
     assert send(fab, lab, "r1a", "r2a", 40000, 5432) == []  # the next packet is dropped
+    (conn,) = fab.nodes["h2"].switch.conntrack.in_zone(policy_zone(lab.snap.networks["red"].vni))
+    assert conn.mark == CT_MARK_POLICY | CT_MARK_BLOCKED
+    assert send(fab, lab, "r2a", "r1a", 5432, 40000) == []  # and the replies from then on
+    assert send(fab, lab, "r2a", "r1a", 5432, 40000) == []
     relabelled = labelled(lab, DB_FROM_WEB, snap=before)
     for name, node in fab.nodes.items():
         node.switch.apply(
             diff(desired_flows(relabelled, name), {f.cookie: f for f in node.switch.table()})
         )
-    assert send(fab, lab, "r1a", "r2a", 40000, 5432) == ["r2a"]
+    assert send(fab, lab, "r1a", "r2a", 40000, 5432) == ["r2a"]  # allowed again: unblocked
+    assert conn.mark == CT_MARK_POLICY
+    assert send(fab, lab, "r2a", "r1a", 5432, 40000) == ["r1a"]
+
+
+def test_a_cut_on_the_senders_side_blocks_its_replies_there(lab: Lab) -> None:
+    """Egress: web's own host cuts web's connection and drops the replies coming back."""
+    web_out = Policy("web-out", selector=WEB, ingress=None, egress=(PolicyRule(),))
+    before = labelled(lab, web_out)
+    fab = lab.fabric(before)
+    assert send(fab, lab, "r1a", "r2a", 40000, 80) == ["r2a"]
+    assert send(fab, lab, "r2a", "r1a", 80, 40000) == ["r1a"]
+    after = labelled(lab, replace(web_out, egress=()), snap=before)
+    for name, node in fab.nodes.items():
+        node.switch.apply(
+            diff(desired_flows(after, name), {f.cookie: f for f in node.switch.table()})
+        )
+    assert send(fab, lab, "r1a", "r2a", 40000, 80) == []
+    assert send(fab, lab, "r2a", "r1a", 80, 40000) == []
 
 
 def _ep(
