@@ -52,11 +52,24 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerP
 
 @pytest.fixture(scope="module")
 def api(controller: ControllerProcess) -> Iterator[httpx.Client]:
+    """Hosts good and target and network fz, good's address block taken before target
+    registers: every later bind on good then changes only good's flows. (A bind that takes a
+    new block changes every host's routes, so it waits for target's switch too, which is
+    mostly not connected here: readiness counts a never-connected switch by design.)"""
     with controller.client() as client:
-        for i, (name, dpid) in enumerate((("good", GOOD), ("target", TARGET)), start=1):
-            body = {"underlay_ip": f"198.18.200.{i}", "dpid": f"{dpid:016x}"}
-            client.put(f"/api/v1/hosts/{name}", json=body).raise_for_status()
+        hosts = {"good": GOOD, "target": TARGET}
+        bodies = {
+            name: {"underlay_ip": f"198.18.200.{i}", "dpid": f"{dpid:016x}"}
+            for i, (name, dpid) in enumerate(hosts.items(), start=1)
+        }
+        client.put("/api/v1/hosts/good", json=bodies["good"]).raise_for_status()
         client.post("/api/v1/networks", json={"name": "fz", "subnet": "10.77.0.0/24"})
+        client.put(
+            "/api/v1/networks/fz/endpoints/block/binding",
+            params={"create": "true"},
+            json={"host": "good", "ofport": 9},
+        ).raise_for_status()
+        client.put("/api/v1/hosts/target", json=bodies["target"]).raise_for_status()
         yield client
 
 
