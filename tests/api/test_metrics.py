@@ -179,10 +179,10 @@ def test_policy_flows_per_network_and_policy(make_client: ClientFactory) -> None
 
     assert client.post(f"{SHOP}/policies", json=DB_FROM_WEB).status_code == 201
     one = scrape(client)
-    # h1 holds db1, isolated for ingress: POL_OUT entry 1; POL_IN_CT replies/related/invalid
-    # 3 + the rule's clauses (db1; web1, web2; tcp/5432) 4 + its conj_id flow 1; POL_OUT_CT
-    # replies/related/invalid 3 + db1's open egress 1; DELIVER 1. h2 isolates no one.
-    assert value(one, "vxplane_policy_flows", network="shop") == 14
+    # h1 holds db1, isolated for ingress: POL_OUT entry 1; POL_IN_CT blocked replies/replies/
+    # related/invalid/cut 5 + the rule's clauses (db1; web1, web2; tcp/5432) 4 + its conj_id
+    # flow 1; POL_OUT_CT the same 5 + db1's open egress 1; DELIVER 1. h2 isolates no one.
+    assert value(one, "vxplane_policy_flows", network="shop") == 18
     assert value(one, "vxplane_policy_rule_flows", network="shop", policy="db-from-web") == 5
     selected = value(one, "vxplane_policy_selected_endpoints", network="shop", policy="db-from-web")
     assert selected == 1
@@ -192,9 +192,9 @@ def test_policy_flows_per_network_and_policy(make_client: ClientFactory) -> None
     two = scrape(client)
     # web-out is an Ingress and Egress policy (Kubernetes: Ingress always), so it isolates
     # web1 and web2 for ingress with no rule (nothing comes in) and passes all they send.
-    # h1 (db1, web1): 1 + (3 + 5) + (3 + web1's plain pass 1) + db1's open egress 1 +
-    # DELIVER 2 = 16; h2 (web2): 1 + 3 + (3 + 1) + DELIVER 1 = 9.
-    assert value(two, "vxplane_policy_flows", network="shop") == 25
+    # h1 (db1, web1): 1 + (5 + 5) + (5 + web1's plain pass 1) + db1's open egress 1 +
+    # DELIVER 2 = 20; h2 (web2): 1 + 5 + (5 + 1) + DELIVER 1 = 13.
+    assert value(two, "vxplane_policy_flows", network="shop") == 33
     assert value(two, "vxplane_policy_rule_flows", network="shop", policy="db-from-web") == 5
     assert value(two, "vxplane_policy_rule_flows", network="shop", policy="web-out") == 2
     assert value(two, "vxplane_policy_selected_endpoints", network="shop", policy="web-out") == 2
@@ -203,5 +203,5 @@ def test_policy_flows_per_network_and_policy(make_client: ClientFactory) -> None
     three = scrape(client)
     gone = ("vxplane_policy_rule_flows", (("network", "shop"), ("policy", "db-from-web")))
     assert gone not in three
-    # h1 now isolates web1 alone, as h2 does web2: 9 each
-    assert value(three, "vxplane_policy_flows", network="shop") == 18
+    # h1 now isolates web1 alone, as h2 does web2: 13 each
+    assert value(three, "vxplane_policy_flows", network="shop") == 26
