@@ -40,9 +40,41 @@ _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")  # header, experimenter, exp_type, id
 _BUNDLE_ADD = struct.Struct("!BBHIIII2xH")  # header, experimenter, exp_type, id, pad, flags
 
 
+# OVS's neighbour discovery fields os-ken does not know: the OXM class 0x1000 (ERICOXM_OF),
+# field number and width in bytes (OVS meta-flow.h, since OVS 2.11).
+ERICOXM_OF = 0x1000
+ERICSSON_FIELDS = {"nd_reserved": (1, 4), "nd_options_type": (2, 1)}
+
+
+class RawSetField(parser.OFPAction):  # type: ignore[misc]
+    """An OFPAT_SET_FIELD of an OXM that os-ken has no name for, packed by hand (os-ken's
+    action list only calls ``serialize`` and reads ``len``; not registered for parsing)."""
+
+    cls_action_type = ofp.OFPAT_SET_FIELD
+    cls_action_len = 8
+
+    def __init__(self, oxm_class: int, field: int, width: int, value: int) -> None:
+        super().__init__()
+        oxm = struct.pack("!I", (oxm_class << 16) | (field << 9) | width)
+        self.body = oxm + value.to_bytes(width, "big")
+        self.len = (4 + len(self.body) + 7) // 8 * 8
+
+    def serialize(self, buf: bytearray, offset: int) -> None:
+        """Write the action at ``offset`` of ``buf`` (padded to 8 bytes)."""
+        data = struct.pack("!HH", self.type, self.len) + self.body
+        data += bytes(self.len - len(data))
+        if len(buf) < offset + self.len:
+            buf.extend(bytes(offset + self.len - len(buf)))
+        buf[offset : offset + self.len] = data
+
+
 def _action(a: Action) -> Any:
     if isinstance(a, Output):
         return parser.OFPActionOutput(a.port, ofp.OFPCML_NO_BUFFER)
+    if isinstance(a, SetField) and a.field in ERICSSON_FIELDS:
+        number, width = ERICSSON_FIELDS[a.field]
+        assert isinstance(a.value, int)
+        return RawSetField(ERICOXM_OF, number, width, a.value)
     if isinstance(a, SetField):
         return parser.OFPActionSetField(**{a.field: a.value})
     if isinstance(a, RegMove):

@@ -32,6 +32,11 @@ What it models, as Open vSwitch does it:
   table lookups (goto) still see the addresses and ports from before the translation, as
   in OVS: only a recirculation makes NAT visible to matches. ICMP ids are not modelled
   (ports 0).
+- IPv6 as far as the pipeline uses it: addresses, ICMPv6 type and code, and neighbour
+  discovery's target, link-layer options, reserved field (flags) and option type, with
+  OVS's prerequisites (a write to the target link-layer address needs a match on an
+  advertisement, type 136: a flow matching a solicitation cannot set it). IPv6 is not
+  tracked (``ct`` marks it invalid) and the hop limit is not modelled.
 - A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
   followed from one host to another.
 
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from controller.flows import (
     CT_EST,
@@ -70,14 +75,19 @@ ETH_IPV6 = 0x86DD
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 ZERO_MAC = "00:00:00:00:00:00"
 
-MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
 IP_FIELDS = frozenset(
     {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src", "tun_ipv4_dst"}
 )
+IP6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
+# Neighbour discovery (OVS's prerequisite "ND": icmpv6_type 135 or 136 with code 0; the
+# source link-layer option only in a solicitation, the target one only in an advertisement).
+ND_FIELDS = frozenset({"ipv6_nd_target", "nd_reserved", "nd_options_type"})
+ND_SOLICIT, ND_ADVERT = 135, 136
 REGS = tuple(f"reg{i}" for i in range(8))
 L4_FIELDS = ("tcp_src", "tcp_dst", "udp_src", "udp_dst")
 CT_FIELDS = ("ct_state", "ct_zone", "ct_mark")
-IP_TCP, IP_UDP, IP_ICMP = 6, 17, 1
+IP_TCP, IP_UDP, IP_ICMP, IP_ICMPV6 = 6, 17, 1, 58
 WIDTH: dict[str, int] = {
     "in_port": 32,
     "eth_type": 16,
@@ -87,6 +97,10 @@ WIDTH: dict[str, int] = {
     "ip_proto": 8,
     "icmpv4_type": 8,
     "icmpv4_code": 8,
+    "icmpv6_type": 8,
+    "icmpv6_code": 8,
+    "nd_reserved": 32,
+    "nd_options_type": 8,
     **{f: 16 for f in L4_FIELDS},
     "ct_state": 32,
     "ct_zone": 16,
@@ -94,6 +108,7 @@ WIDTH: dict[str, int] = {
     "conj_id": 32,
     **{f: 48 for f in MAC_FIELDS},
     **{f: 32 for f in IP_FIELDS},
+    **{f: 128 for f in IP6_FIELDS},
     **{r: 32 for r in REGS},
 }
 # Fields the switch zeroes at ingress unless the packet says otherwise.
@@ -117,6 +132,15 @@ INNER_FIELDS: tuple[str, ...] = (
     "ip_proto",
     "icmpv4_type",
     *L4_FIELDS,
+    "ipv6_src",
+    "ipv6_dst",
+    "icmpv6_type",
+    "icmpv6_code",
+    "ipv6_nd_target",
+    "ipv6_nd_sll",
+    "ipv6_nd_tll",
+    "nd_reserved",
+    "nd_options_type",
 )
 MAX_RECIRCULATIONS = 16
 NAT_FIELDS = ("ipv4_src", "ipv4_dst", *L4_FIELDS)
@@ -144,12 +168,16 @@ class Ambiguity(AssertionError):
     """Two flows of the same priority in one table match the same packet."""
 
 
-def prerequisite(name: str) -> int | None:
-    """The eth_type a match on (or a write to) this field requires, if any."""
+def prerequisite(name: str) -> tuple[int, ...] | None:
+    """The eth_types one of which a match on (or a write to) this field requires, if any."""
     if name.startswith("arp_"):
-        return ETH_ARP
-    if name.startswith(("ipv4_", "ip_proto", "tcp_", "udp_", "icmpv4_")):
-        return ETH_IP
+        return (ETH_ARP,)
+    if name.startswith(("ipv4_", "icmpv4_")):
+        return (ETH_IP,)
+    if name.startswith(("ipv6_", "icmpv6_", "nd_")):
+        return (ETH_IPV6,)
+    if name.startswith(("ip_proto", "tcp_", "udp_")):
+        return (ETH_IP, ETH_IPV6)
     return None
 
 
@@ -161,6 +189,20 @@ def proto_prerequisite(name: str) -> int | None:
         return IP_UDP
     if name.startswith("icmpv4_"):
         return IP_ICMP
+    if name.startswith(("icmpv6_", "ipv6_nd_", "nd_")):
+        return IP_ICMPV6
+    return None
+
+
+def nd_prerequisite(name: str) -> tuple[int, ...] | None:
+    """The icmpv6_type one of which (with icmpv6_code 0) a match on (or a write to) this
+    neighbour discovery field requires, if any (OVS: "lacks correct prerequisites")."""
+    if name == "ipv6_nd_sll":
+        return (ND_SOLICIT,)
+    if name == "ipv6_nd_tll":
+        return (ND_ADVERT,)
+    if name in ND_FIELDS:
+        return (ND_SOLICIT, ND_ADVERT)
     return None
 
 
@@ -174,6 +216,8 @@ def to_int(name: str, value: int | str) -> int:
         out = int(value.replace(":", ""), 16)
     elif name in IP_FIELDS:
         out = int(IPv4Address(value))
+    elif name in IP6_FIELDS:
+        out = int(IPv6Address(value))
     else:
         raise FlowRejected(f"{name}: cannot use {value!r}")
     if not 0 <= out < (1 << WIDTH[name]):
@@ -187,6 +231,8 @@ def from_int(name: str, value: int) -> int | str:
         return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
     if name in IP_FIELDS:
         return str(IPv4Address(value))
+    if name in IP6_FIELDS:
+        return str(IPv6Address(value))
     return value
 
 
@@ -222,24 +268,13 @@ def validate(f: Flow) -> None:
     if len(match) != len(f.match):
         raise FlowRejected("a field appears twice in the match")
     eth_type = match.get("eth_type")
-    ip_proto = match.get("ip_proto")
     for name, value in f.match:
         _match_pair(name, value)
-        need = prerequisite(name)
-        if need is not None and eth_type != need:
-            raise FlowRejected(f"match on {name} needs eth_type={need:#06x}, has {eth_type!r}")
-        need = proto_prerequisite(name)
-        if need is not None and ip_proto != need:
-            raise FlowRejected(f"match on {name} needs ip_proto={need}, has {ip_proto!r}")
+        _check_prerequisites(match, f"match on {name}", name)
     for role, name in _fields_of(f):
         if name not in WIDTH:
             raise FlowRejected(f"{role} of unknown field {name!r}")
-        need = prerequisite(name)
-        if need is not None and eth_type != need:
-            raise FlowRejected(f"{role} {name} needs a match on eth_type={need:#06x}")
-        need = proto_prerequisite(name)
-        if need is not None and ip_proto != need:
-            raise FlowRejected(f"{role} {name} needs a match on ip_proto={need}")
+        _check_prerequisites(match, f"{role} {name}", name)
     _validate_conjunctions(f)
     for i, a in enumerate(f.actions):
         if isinstance(a, Ct):
@@ -266,6 +301,25 @@ def validate(f: Flow) -> None:
         to_int("metadata", mask)
     if f.goto is not None and not f.table < f.goto <= MAX_TABLE:
         raise FlowRejected(f"goto {f.goto} from table {f.table}: OpenFlow only goes forward")
+
+
+def _check_prerequisites(match: Mapping[str, MatchValue], what: str, name: str) -> None:
+    eth_type = match.get("eth_type")
+    need = prerequisite(name)
+    if need is not None and eth_type not in need:
+        want = " or ".join(f"{t:#06x}" for t in need)
+        raise FlowRejected(f"{what} needs a match on eth_type={want}, has {eth_type!r}")
+    proto = proto_prerequisite(name)
+    if proto is not None and match.get("ip_proto") != proto:
+        raise FlowRejected(f"{what} needs a match on ip_proto={proto}")
+    types = nd_prerequisite(name)
+    if types is not None and (
+        match.get("icmpv6_type") not in types or match.get("icmpv6_code") != 0
+    ):
+        raise FlowRejected(
+            f"{what} lacks correct prerequisites: needs icmpv6_type in {types} and "
+            "icmpv6_code=0 in the match"
+        )
 
 
 def _validate_conjunctions(f: Flow) -> None:
@@ -705,6 +759,50 @@ def icmp_packet(eth_src: str, ipv4_src: str, ipv4_dst: str, eth_dst: str = ZERO_
     """An ICMP echo request in an IPv4 frame."""
     pkt = ipv4_packet(eth_src, ipv4_src, ipv4_dst, eth_dst)
     pkt.update(ip_proto=IP_ICMP, icmpv4_type=8)
+    return pkt
+
+
+def ipv6_packet(eth_src: str, ipv6_src: str, ipv6_dst: str, eth_dst: str = ZERO_MAC) -> Packet:
+    """An IPv6 frame."""
+    return {
+        "eth_src": eth_src,
+        "eth_dst": eth_dst,
+        "eth_type": ETH_IPV6,
+        "ipv6_src": ipv6_src,
+        "ipv6_dst": ipv6_dst,
+    }
+
+
+def icmp6_packet(
+    eth_src: str, ipv6_src: str, ipv6_dst: str, icmp_type: int, eth_dst: str = ZERO_MAC
+) -> Packet:
+    """An ICMPv6 message of ``icmp_type`` (code 0)."""
+    pkt = ipv6_packet(eth_src, ipv6_src, ipv6_dst, eth_dst)
+    pkt.update(ip_proto=IP_ICMPV6, icmpv6_type=icmp_type, icmpv6_code=0)
+    return pkt
+
+
+def tcp6_packet(
+    eth_src: str, ipv6_src: str, ipv6_dst: str, sport: int, dport: int, eth_dst: str = ZERO_MAC
+) -> Packet:
+    """A TCP segment in an IPv6 frame."""
+    pkt = ipv6_packet(eth_src, ipv6_src, ipv6_dst, eth_dst)
+    pkt.update(ip_proto=IP_TCP, tcp_src=sport, tcp_dst=dport)
+    return pkt
+
+
+def nd_solicit(eth_src: str, ipv6_src: str, target: str, *, unicast: str | None = None) -> Packet:
+    """A neighbour solicitation for ``target`` (to its solicited-node group, or to
+    ``unicast`` as a reachability probe), with the source link-layer option unless the
+    source is :: (duplicate address detection)."""
+    low = int(IPv6Address(target)) & 0xFFFFFF
+    group = IPv6Address(int(IPv6Address("ff02::1:ff00:0")) | low)
+    group_mac = "33:33:" + ":".join(f"{b:02x}" for b in group.packed[12:])
+    dst, mac = (unicast, ZERO_MAC) if unicast else (str(group), group_mac)
+    pkt = icmp6_packet(eth_src, ipv6_src, dst, ND_SOLICIT, mac)
+    pkt["ipv6_nd_target"] = target
+    if ipv6_src != "::":
+        pkt.update(ipv6_nd_sll=eth_src, nd_options_type=1)
     return pkt
 
 

@@ -20,6 +20,22 @@ Tables (everything not explicitly allowed is dropped; no MAC learning, no floodi
                 host with tun_id = VNI; /32 exceptions (endpoints living away from their
                 block's host) win over blocks.
 
+IPv6 (dual-stack networks, ``Network.subnet6``; the flows in ``controller.pipeline6``, whose
+docstring is the detail): every IPv6 address is the prefix plus the IPv4 address, so
+CLASSIFY, LOCAL and REMOTE carry IPv6 twins of the IPv4 flows (port security on the source
+MAC and ip6, delivery to ip6, blocks as prefix::block/(96 + n), /128 exceptions), inside the
+same IPv4 VXLAN tunnels, and:
+
+ 11 ND6         a neighbour solicitation for an address of the network (one masked flow per
+                network) becomes an advertisement (type, flags, option type) -> ND6_REPLY.
+ 12 ND6_REPLY   one flow: the advertisement's MAC (0a:58 + the target's low 32 bits, by
+                register moves), addresses swapped, out the port it came in on.
+
+CLASSIFY drops (whatever the source) router solicitations and advertisements, neighbour
+advertisements, redirects and multicast listener messages; a solicitation is taken only
+from the endpoint's MAC with its ip6 or MAC-derived link-local source (DAD's from :: is
+never answered).
+
 Flows per host grow with local endpoints, networks, hosts, blocks and moved endpoints, not
 with every endpoint of the cluster.
 
@@ -88,7 +104,9 @@ Registers, metadata and connection marks (network policy builds on these; keep t
                 connection any more, its replies are dropped; bits 4-31 free
   conj_id       the conjunction a policy check completed (POL_OUT_CT, POL_IN_CT)
   ct_label      free
-  tables        1-4, 6-9, 11-19, 24-29, 33-39, 41-49, 52-254 free
+  IPv6          never sent through ct (policy and NAT are IPv4; an endpoint a policy
+                isolates gets no IPv6 data flows)
+  tables        1-4, 6-9, 13-19, 24-29, 33-39, 41-49, 52-254 free
 
 SNAT source ports: 32768-65535, 512 per zone (``model.snat_ports``): conntrack in the
 userspace datapath checks that a translated tuple is free only within its own zone, so two
@@ -136,6 +154,13 @@ from controller.model import (
     mac_for_ip,
     snat_ports,
 )
+from controller.pipeline6 import (
+    base_flows6,
+    embed_net,
+    local_endpoint6,
+    nd_responder,
+    route6,
+)
 from controller.policy import (
     Stage,
     isolation,
@@ -144,6 +169,7 @@ from controller.policy import (
     policy_zone,
     stage_flows,
 )
+from vxcommon.addr6 import embed
 
 T_CLASSIFY = 0
 T_TUNNEL_IN = 5
@@ -250,9 +276,15 @@ def desired_flows(
     for peer in snapshot.hosts.values():
         if peer.name != host.name:
             flows.append(_tunnel_from(host.tunnel_port, str(peer.underlay_ip)))
+    dual = False
     for net in snapshot.networks.values():
         flows.append(_vni_to_metadata(net.vni))
         flows.append(_arp_responder(net.vni, net.subnet))
+        if net.subnet6 is not None:
+            dual = True
+            flows.append(nd_responder(net.vni, net.subnet6, net.subnet, PRIO_NORMAL))
+    if dual:
+        flows.extend(base_flows6(T_CLASSIFY, PRIO_EXCEPTION))
     guarded: dict[str, tuple[Network, list[Endpoint]]] = {}
     for net, ep in idx.local.get(host.name, ()):
         assert ep.ofport is not None
@@ -262,6 +294,18 @@ def desired_flows(
         if isolated:
             guarded.setdefault(net.name, (net, []))[1].append(ep)
         flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport, isolated))
+        if net.subnet6 is not None:
+            flows.extend(
+                local_endpoint6(
+                    net.vni,
+                    embed(net.subnet6, ep.ip),
+                    ep.mac,
+                    ep.ofport,
+                    (T_CLASSIFY, T_LOCAL),
+                    (PRIO_NORMAL, PRIO_EXCEPTION),
+                    not isolated,  # policies are IPv4 only: an isolated endpoint's IPv6 is dropped
+                )
+            )
     for net, eps in guarded.values():
         flows.extend(policy_flows(net, eps, members_of(net, idx.local)))
     for block in snapshot.blocks:
@@ -272,6 +316,17 @@ def desired_flows(
         flows.append(
             _route(bnet.vni, block.cidr, PRIO_NORMAL, str(owner.underlay_ip), host.tunnel_port)
         )
+        if bnet.subnet6 is not None:
+            flows.append(
+                route6(
+                    T_REMOTE,
+                    bnet.vni,
+                    embed_net(bnet.subnet6, block.cidr),
+                    PRIO_NORMAL,
+                    str(owner.underlay_ip),
+                    host.tunnel_port,
+                )
+            )
     for net, ep in idx.exceptions:
         there = snapshot.hosts.get(ep.host or "")
         if there is None or there.name == host.name:
@@ -285,6 +340,17 @@ def desired_flows(
                 host.tunnel_port,
             )
         )
+        if net.subnet6 is not None:
+            flows.append(
+                route6(
+                    T_REMOTE,
+                    net.vni,
+                    embed_net(net.subnet6, IPv4Network(ep.ip)),
+                    PRIO_EXCEPTION,
+                    str(there.underlay_ip),
+                    host.tunnel_port,
+                )
+            )
     flows.extend(gateway_flows(host, idx.local.get(host.name, ())))
     return frozenset(flows)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 import pytest
 
@@ -101,7 +101,10 @@ class Truth:
         self._bump()
         vni = 100 + int(name[1:])
         subnet = IPv4Network(f"10.{int(name[1:])}.0.0/24")
-        self.networks[name] = Network(name, vni, subnet, subnet[1], block_prefix=27)
+        dual = IPv6Network(f"fd00:{int(name[1:])}::/64") if int(name[1:]) % 2 else None
+        self.networks[name] = Network(
+            name, vni, subnet, subnet[1], block_prefix=27, subnet6=dual
+        )  # odd networks are dual stack (IPv6 blocks and exceptions follow the IPv4 ones)
         self.log(NETWORK, name)
 
     def delete_network(self) -> None:
