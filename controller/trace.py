@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
-from controller import oftable, pipeline
+from controller import oftable, pipeline, pipeline6
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.flows import Flow
 from controller.model import Endpoint, Network, Snapshot, mac_for_ip
@@ -30,7 +30,8 @@ MAX_HOSTS_VISITED = 4
 # Table numbers to names, from the pipeline's own constants (T_CLASSIFY -> "classify").
 TABLE_NAMES = {
     value: name[2:].lower()
-    for name, value in vars(pipeline).items()
+    for module in (pipeline, pipeline6)
+    for name, value in vars(module).items()
     if name.startswith("T_") and isinstance(value, int)
 }
 
@@ -79,7 +80,7 @@ class Probe:
 
     network: Network
     src: Endpoint
-    dst_ip: IPv4Address
+    dst_ip: IPv4Address | IPv6Address
     dst: Endpoint | None
     protocol: Protocol
     port: int | None
@@ -89,8 +90,9 @@ class Probe:
 def resolve(
     snap: Snapshot, network: str, src: str, dst: str, protocol: Protocol, port: int | None
 ) -> Probe:
-    """Check the question and build its packet: SRC and DST are endpoint names or IPv4
-    addresses of ``network`` (DST may be any address). ``NotFound``, ``InvalidRequest`` or
+    """Check the question and build its packet: SRC and DST are endpoint names or addresses
+    of ``network`` (DST may be any address). An IPv6 address on either side (of a dual-stack
+    network) traces IPv6 from the source's ip6. ``NotFound``, ``InvalidRequest`` or
     ``Conflict`` (the source is bound nowhere: nothing to send from) otherwise."""
     net = snap.networks.get(network)
     if net is None:
@@ -104,31 +106,52 @@ def resolve(
         raise NotFound(f"no endpoint {src!r} in network {network!r} (a name or an address)")
     if source.host is None or source.ofport is None:
         raise Conflict(f"endpoint {source.name!r} is bound to no host: nothing sends from it")
+    six = ":" in src or ":" in dst
+    if six and net.subnet6 is None:
+        raise InvalidRequest(f"network {network!r} has no IPv6 subnet (subnet6)")
     target = _endpoint(snap, net, dst)
+    dst_ip: IPv4Address | IPv6Address
     if target is not None:
-        dst_ip = target.ip
+        dst_ip = target.ip if not six else _ip6(net, target.ip)
     else:
         try:
-            dst_ip = IPv4Address(dst)
+            dst_ip = ip_address(dst)
         except ValueError:
             raise NotFound(
                 f"no endpoint {dst!r} in network {network!r}, and it is not an IPv4 address"
             ) from None
-    eth_dst = mac_for_ip(dst_ip if dst_ip in net.subnet else net.gateway)
-    packet = oftable.ipv4_packet(source.mac, str(source.ip), str(dst_ip), eth_dst)
+    if isinstance(dst_ip, IPv6Address):
+        low = IPv4Address(int(dst_ip) & 0xFFFFFFFF)
+        on_link = _ip6(net, low) == dst_ip and low in net.subnet
+        eth_dst = mac_for_ip(low if on_link else net.gateway)
+        packet = oftable.ipv6_packet(source.mac, str(_ip6(net, source.ip)), str(dst_ip), eth_dst)
+    else:
+        eth_dst = mac_for_ip(dst_ip if dst_ip in net.subnet else net.gateway)
+        packet = oftable.ipv4_packet(source.mac, str(source.ip), str(dst_ip), eth_dst)
     _add_l4(packet, protocol, port)
     return Probe(net, source, dst_ip, target, protocol, port, packet)
 
 
+def _ip6(net: Network, ip: IPv4Address) -> IPv6Address:
+    six = net.ip6(ip)
+    assert six is not None
+    return six
+
+
 def _endpoint(snap: Snapshot, net: Network, key: str) -> Endpoint | None:
-    """The endpoint of ``net`` named ``key``, or with address ``key``."""
+    """The endpoint of ``net`` named ``key``, or with address (IPv4 or ip6) ``key``."""
     for ep in snap.endpoints:
         if ep.network == net.name and ep.name == key:
             return ep
     try:
-        ip = IPv4Address(key)
+        ip = ip_address(key)
     except ValueError:
         return None
+    if isinstance(ip, IPv6Address):
+        low = IPv4Address(int(ip) & 0xFFFFFFFF)
+        if net.ip6(low) != ip:
+            return None
+        ip = low
     return next((ep for ep in snap.endpoints if ep.network == net.name and ep.ip == ip), None)
 
 
@@ -137,9 +160,10 @@ def _add_l4(packet: Packet, protocol: Protocol, port: int | None) -> None:
     pipeline matches on none yet; policies will)."""
     if "ip_proto" not in oftable.WIDTH:
         return
-    packet["ip_proto"] = IP_PROTO[protocol]
+    six = packet.get("eth_type") == oftable.ETH_IPV6
+    packet["ip_proto"] = oftable.IP_ICMPV6 if six and protocol == "icmp" else IP_PROTO[protocol]
     if protocol == "icmp":
-        packet["icmpv4_type"] = 8  # echo request
+        packet["icmpv6_type" if six else "icmpv4_type"] = 128 if six else 8  # echo request
     else:
         packet[f"{protocol}_src"] = 40000
         packet[f"{protocol}_dst"] = port or 0
@@ -269,6 +293,10 @@ OVS_FIELDS = {
     "udp_dst": "udp_dst",
     "icmpv4_type": "icmp_type",
     "icmpv4_code": "icmp_code",
+    "ipv6_src": "ipv6_src",
+    "ipv6_dst": "ipv6_dst",
+    "icmpv6_type": "icmpv6_type",
+    "icmpv6_code": "icmpv6_code",
     "arp_op": "arp_op",
     "arp_spa": "arp_spa",
     "arp_tpa": "arp_tpa",

@@ -17,7 +17,7 @@ DELIVERED, DROPPED, USAGE, DISAGREE = 0, 1, 2, 3
 
 def trace(
     network: Annotated[str, typer.Argument(help="the network both endpoints are in")],
-    src: Annotated[str, typer.Argument(help="source endpoint: its name or IPv4 address")],
+    src: Annotated[str, typer.Argument(help="source endpoint: its name, IPv4 or IPv6 address")],
     dst: Annotated[str, typer.Argument(help="destination: an endpoint's name or an address")],
     tcp: Annotated[int | None, typer.Option("--tcp", help="a TCP packet to this port")] = None,
     udp: Annotated[int | None, typer.Option("--udp", help="a UDP packet to this port")] = None,

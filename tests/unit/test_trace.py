@@ -5,6 +5,7 @@ the question's own errors. The verdicts come from running the packet through the
 from __future__ import annotations
 
 from dataclasses import replace
+from ipaddress import IPv6Network
 
 import pytest
 
@@ -89,3 +90,26 @@ def test_the_models_verdict_changes_with_the_intent(lab: Lab) -> None:
 def test_bad_questions_are_refused(lab: Lab, args: tuple, error: type, text: str) -> None:
     with pytest.raises(error, match=text):
         trace.resolve(lab.snap, *args)
+
+
+def _dual(lab: Lab) -> Lab:
+    nets = dict(lab.snap.networks)
+    for name, six in (("red", "fd00:100::/64"), ("blue", "fd00:200::/64")):
+        nets[name] = replace(nets[name], subnet6=IPv6Network(six))
+    return Lab(replace(lab.snap, networks=nets))
+
+
+def test_ipv6_is_traced_when_an_address_is_ipv6(lab: Lab) -> None:
+    dual = _dual(lab)
+    got = run(dual, "blue", "b1a", "fd00:200::a00:82", "icmp", None)  # b3a's ip6, on h3
+    assert got.verdict == "delivered" and got.delivered == (("h3", 3),)
+    assert got.entries[0].packet["ipv6_src"] == "fd00:200::a00:2"
+    assert got.entries[0].packet["icmpv6_type"] == 128
+    assert "ipv6_dst=fd00:200::a00:82" in trace.ovs_flow(got.entries[1])
+    assert got.entries[1].packet["tunnel_id"] == 200
+    same = run(dual, "red", "fd00:100::a00:2", "r1b")  # the source by its ip6: IPv6 too
+    assert same.verdict == "delivered" and same.entries[0].packet["eth_type"] == 0x86DD
+    other = run(dual, "red", "r1a", "fd00:200::a00:46")  # blue's b2b from red: isolated
+    assert other.verdict == "dropped" and other.delivered == ()
+    with pytest.raises(InvalidRequest, match="no IPv6 subnet"):
+        run(lab, "red", "r1a", "fd00:100::a00:3")

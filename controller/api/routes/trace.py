@@ -136,8 +136,8 @@ async def trace_packet(
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
-    src: Annotated[str, Query(max_length=255, description="source endpoint: name or IPv4")],
-    dst: Annotated[str, Query(max_length=255, description="destination: endpoint or IPv4")],
+    src: Annotated[str, Query(max_length=255, description="source endpoint: name, IPv4 or ip6")],
+    dst: Annotated[str, Query(max_length=255, description="destination: endpoint or address")],
     protocol: Annotated[Literal["tcp", "udp", "icmp"], Query()] = "icmp",
     port: Annotated[int | None, Query(ge=1, le=65535, description="tcp/udp port")] = None,
     switches: Annotated[
