@@ -206,3 +206,21 @@ def test_only_the_hosts_agent_takes_its_tasks(live: str, make_token: Callable[..
     assert other.status_code == 403
     own = httpx.get(url, headers={"Authorization": f"Bearer {make_token('agent', host='h1')}"})
     assert own.status_code == 200 and own.json() == []
+
+
+def test_ipv6_trace_names_the_source_by_its_ip6(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client()
+    body = {"name": "six", "subnet": "10.6.0.0/24", "subnet6": "fd00:6::/64"}
+    assert client.post("/api/v1/networks", json=body).status_code == 201
+    assert client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1"}).is_success
+    for name, port in (("a", 3), ("b", 4)):
+        r = client.put(f"/api/v1/networks/six/endpoints/{name}/binding?create=true",
+                       json={"host": "h1", "ofport": port})  # fmt: skip
+        assert r.status_code == 201, r.text
+    b6 = client.get("/api/v1/networks/six/endpoints/b").json()["ip6"]
+    params = {"src": "a", "dst": b6, "protocol": "icmp", "switches": "false"}
+    got = client.get("/api/v1/networks/six/trace", params=params)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert (body["src_ip"], body["dst_ip"], body["dst"]) == ("fd00:6::a06:2", b6, "b")
+    assert body["verdict"] == "delivered"

@@ -363,3 +363,17 @@ def test_spoofed_sources_forged_na_and_ra_are_dropped(stack: Stack) -> None:
     # b still knows the gateway by its derived MAC
     stack.ping6("b", gw6, count=1)
     assert a["mac"] not in stack.neigh("b", gw6)
+
+
+def test_trace_of_ipv6_agrees_with_the_real_switches(stack: Stack) -> None:
+    """``vxplane trace`` with an IPv6 destination: the model's path and each switch's
+    ``ofproto/trace`` of the same IPv6 packet agree, delivered and dropped."""
+    a, b = stack.ep("a"), stack.ep("b")
+    params = {"src": f"{PREFIX}a", "dst": b["ip6"], "protocol": "tcp", "port": 7006}
+    got = stack.api.get("/api/v1/networks/blue/trace", params=params, timeout=30).json()
+    assert got["verdict"] == "delivered" and got["agree"] is True, got
+    assert [sw["host"] for sw in got["switches"]] == [f"{PREFIX}h1", f"{PREFIX}h2"]
+    params["dst"] = "fd00:46:b::a2e:fe"  # in the prefix, nobody there
+    got = stack.api.get("/api/v1/networks/blue/trace", params=params, timeout=30).json()
+    assert got["verdict"] == "dropped" and got["agree"] is True, got
+    assert a["ip6"] == got["src_ip"]

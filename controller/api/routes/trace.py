@@ -160,7 +160,7 @@ async def trace_packet(
     return TracePublic(
         network=network,
         src=probe.src.name,
-        src_ip=str(probe.src.ip),
+        src_ip=str(probe.packet.get("ipv6_src") or probe.src.ip),  # its ip6 when tracing IPv6
         dst=probe.dst.name if probe.dst is not None else None,
         dst_ip=str(probe.dst_ip),
         protocol=protocol,
