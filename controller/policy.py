@@ -215,3 +215,55 @@ def _masked(net: IPv4Network) -> MatchValue:
     if net.prefixlen == 32:
         return str(net.network_address)
     return (str(net.network_address), str(net.netmask))
+
+
+# -- naming what decided (``controller.trace``) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """One rule of a policy: its ``index`` (from 1) among the policy's rules of ``direction``."""
+
+    policy: str
+    direction: str  # "ingress" or "egress"
+    index: int
+
+    def __str__(self) -> str:
+        return f"policy {self.policy} {self.direction} rule {self.index}"
+
+
+def conjunctions(net: Network) -> dict[int, RuleRef]:
+    """The rule behind each conjunction id ``stage_flows`` gives ``net``'s rules."""
+    out: dict[int, RuleRef] = {}
+    for direction in ("ingress", "egress"):
+        n = 0
+        for pol in sorted(net.policies, key=lambda p: p.name):
+            rules = pol.ingress if direction == "ingress" else pol.egress
+            for i, _ in enumerate(rules or (), start=1):
+                n += 1
+                out[_conj_id(net.vni, direction, n)] = RuleRef(pol.name, direction, i)
+    return out
+
+
+def isolating(net: Network, ep: Endpoint, direction: str) -> list[str]:
+    """The names of ``net``'s policies that isolate ``ep`` for ``direction``, sorted."""
+    return sorted(
+        pol.name
+        for pol in net.policies
+        if selects(pol.selector, ep.labels)
+        and (pol.ingress if direction == "ingress" else pol.egress) is not None
+    )
+
+
+def open_rule(net: Network, ep: Endpoint, direction: str) -> RuleRef | None:
+    """The first rule (by policy name, then order) of a policy selecting ``ep`` that allows
+    everything in ``direction`` (no peers, no ports): what a plain pass flow of an isolated
+    endpoint stands for."""
+    for pol in sorted(net.policies, key=lambda p: p.name):
+        if not selects(pol.selector, ep.labels):
+            continue
+        rules = pol.ingress if direction == "ingress" else pol.egress
+        for i, rule in enumerate(rules or (), start=1):
+            if not rule.peers and not rule.ports:
+                return RuleRef(pol.name, direction, i)
+    return None

@@ -4,9 +4,12 @@
 switch (``controller.oftable``), injects a packet from the source endpoint's port and follows
 it table by table, and through the VXLAN tunnel host by host, to where it leaves or stops.
 What it returns is data: each table visited (the flow that matched, by cookie, or none), each
-tunnel hop, the verdict and the flow or table that decided. The packet as it enters each host
-is kept too, so the real switches can be asked the same question (``ofproto/trace``) and their
-answer compared with the model's (a difference means a bug or a tampered switch).
+tunnel hop, the verdict and the flow or table that decided, named when it is a policy
+(``policy N ingress rule i`` allowed it, or the policies isolating the endpoint dropped it)
+or port security (a source address that is not the endpoint's own). The packet as it
+enters each host is kept too, so the real switches can be asked the same question
+(``ofproto/trace``) and their answer compared with the model's (a difference means a bug
+or a tampered switch).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal
 
-from controller import oftable, pipeline, pipeline6
+from controller import oftable, pipeline, pipeline6, policy
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.flows import Flow
 from controller.model import Endpoint, Network, Snapshot, mac_for_ip
@@ -46,6 +49,7 @@ class Step:
     priority: int | None = None
     match: str = ""
     actions: str = ""
+    conj_id: int | None = None  # the conjunction the matching flow completes (policy rules)
 
     @property
     def table_name(self) -> str:
@@ -72,6 +76,7 @@ class ModelTrace:
     entries: tuple[Entry, ...]
     delivered: tuple[tuple[str, int], ...] = ()  # (host, port) where it left to a container
     decided_by: Step | None = None  # the flow (or table miss) that decided
+    policy: tuple[str, ...] = ()  # what each policy stage on the path said, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +93,20 @@ class Probe:
 
 
 def resolve(
-    snap: Snapshot, network: str, src: str, dst: str, protocol: Protocol, port: int | None
+    snap: Snapshot,
+    network: str,
+    src: str,
+    dst: str,
+    protocol: Protocol,
+    port: int | None,
+    src_ip: str | None = None,
 ) -> Probe:
     """Check the question and build its packet: SRC and DST are endpoint names or addresses
     of ``network`` (DST may be any address). An IPv6 address on either side (of a dual-stack
-    network) traces IPv6 from the source's ip6. ``NotFound``, ``InvalidRequest`` or
-    ``Conflict`` (the source is bound nowhere: nothing to send from) otherwise."""
+    network) traces IPv6 from the source's ip6. ``src_ip``: send from SRC's port with this
+    source address (of the traced family) instead of its own (what port security is for).
+    ``NotFound``, ``InvalidRequest`` or ``Conflict`` (the source is bound nowhere: nothing to
+    send from) otherwise."""
     net = snap.networks.get(network)
     if net is None:
         raise NotFound(f"no network {network!r}")
@@ -124,10 +137,12 @@ def resolve(
         low = IPv4Address(int(dst_ip) & 0xFFFFFFFF)
         on_link = _ip6(net, low) == dst_ip and low in net.subnet
         eth_dst = mac_for_ip(low if on_link else net.gateway)
-        packet = oftable.ipv6_packet(source.mac, str(_ip6(net, source.ip)), str(dst_ip), eth_dst)
+        sent6 = _source_address(src_ip, IPv6Address) or _ip6(net, source.ip)
+        packet = oftable.ipv6_packet(source.mac, str(sent6), str(dst_ip), eth_dst)
     else:
         eth_dst = mac_for_ip(dst_ip if dst_ip in net.subnet else net.gateway)
-        packet = oftable.ipv4_packet(source.mac, str(source.ip), str(dst_ip), eth_dst)
+        sent4 = _source_address(src_ip, IPv4Address) or source.ip
+        packet = oftable.ipv4_packet(source.mac, str(sent4), str(dst_ip), eth_dst)
     _add_l4(packet, protocol, port)
     return Probe(net, source, dst_ip, target, protocol, port, packet)
 
@@ -136,6 +151,20 @@ def _ip6(net: Network, ip: IPv4Address) -> IPv6Address:
     six = net.ip6(ip)
     assert six is not None
     return six
+
+
+def _source_address(
+    given: str | None, family: type[IPv4Address] | type[IPv6Address]
+) -> IPv4Address | IPv6Address | None:
+    """``src_ip`` as an address of the traced ``family`` (None when not given)."""
+    if given is None:
+        return None
+    try:
+        return family(given)
+    except ValueError:
+        raise InvalidRequest(
+            f"src_ip: {given!r} is not an IPv{family.version} address (the traced family)"
+        ) from None
 
 
 def _endpoint(snap: Snapshot, net: Network, key: str) -> Endpoint | None:
@@ -218,7 +247,13 @@ def trace_model(
                 steps.append(Step(entry.host, table, None))
             else:
                 match, actions = _describe(f)
-                steps.append(Step(entry.host, table, f.cookie, f.priority, match, actions))
+                conj = f.match_dict().get("conj_id")
+                steps.append(
+                    Step(
+                        entry.host, table, f.cookie, f.priority, match, actions,
+                        conj if isinstance(conj, int) else None,
+                    )
+                )  # fmt: skip
         for e in emitted:
             if e.port != tunnel_port:
                 delivered.append((entry.host, e.port))
@@ -248,10 +283,14 @@ def _verdict(
     want = (probe.dst.host, probe.dst.ofport) if probe.dst is not None else None
     hit = [d for d in delivered if want is None or d == want]
     last = steps[-1] if steps else None
+    notes = _policy_notes(probe, steps)
     if hit:
         host, port = hit[0]
         who = f"{probe.dst.name} ({probe.dst_ip})" if probe.dst is not None else str(probe.dst_ip)
         reason = f"delivered to {who} on {host} port {port}"
+        allowed = [n for _, n in notes if "allowed by policy" in n]
+        if allowed:
+            reason += f" ({'; '.join(allowed)})"
         verdict: Verdict = "delivered"
     else:
         verdict = "dropped"
@@ -270,9 +309,84 @@ def _verdict(
             )
         else:
             reason = "dropped before any table"
+        if notes and last is not None and notes[-1][0] is last and "dropped" in notes[-1][1]:
+            reason = f"{notes[-1][1]}; {reason}"
+        elif _port_security(probe, last, entries):
+            src = probe.src
+            reason = (
+                f"dropped by port security: {src.name} may send only from {src.mac} "
+                f"{src.ip}, not {probe.packet.get('eth_src')} {_source(probe)}; "
+                f"{reason}"
+            )
     return ModelTrace(
-        verdict, reason, tuple(steps), tuple(hops), tuple(entries), tuple(delivered), last
+        verdict, reason, tuple(steps), tuple(hops), tuple(entries), tuple(delivered), last,
+        tuple(n for _, n in notes),
+    )  # fmt: skip
+
+
+def _source(probe: Probe) -> object:
+    """The packet's source address (IPv4 or IPv6)."""
+    return probe.packet.get("ipv6_src") or probe.packet.get("ipv4_src")
+
+
+def _port_security(probe: Probe, last: Step | None, entries: list[Entry]) -> bool:
+    """The packet stopped in CLASSIFY as it came in from the source's own port."""
+    return (
+        last is not None
+        and last.table == pipeline.T_CLASSIFY
+        and (last.cookie is None or last.priority == 0)
+        and len(entries) == 1
+        and entries[0].in_port == probe.src.ofport
     )
+
+
+def _policy_notes(probe: Probe, steps: list[Step]) -> list[tuple[Step, str]]:
+    """What each visit of a policy check table (POL_OUT_CT, POL_IN_CT) decided, named: the
+    rule that allowed the packet (by its conjunction, or the policy's allow-all rule), or
+    the policies that isolate the endpoint when nothing allowed it."""
+    net = probe.network
+    if not net.policies:
+        return []
+    rules = policy.conjunctions(net)
+    out: list[tuple[Step, str]] = []
+    what = probe.protocol + (f"/{probe.port}" if probe.port is not None else "")
+    for s in steps:
+        if s.table not in (pipeline.T_POL_OUT_CT, pipeline.T_POL_IN_CT):
+            continue
+        direction = "egress" if s.table == pipeline.T_POL_OUT_CT else "ingress"
+        ep = probe.src if direction == "egress" else probe.dst
+        if ep is None:
+            continue
+        where = f"{direction} of {ep.name} on {s.host}"
+        isolated_by = policy.isolating(net, ep, direction)
+        if s.cookie is None or s.priority == 0 or s.priority == policy.PRIO_CUT:
+            sender = _source(probe)
+            peer = f"to {probe.dst_ip}" if direction == "egress" else f"from {sender}"
+            note = (
+                f"dropped by policy ({where}): isolated by {', '.join(isolated_by)}; no rule "
+                f"allows {what} {peer}"
+            )
+        elif s.conj_id is not None and s.conj_id in rules:
+            note = f"{where}: allowed by {rules[s.conj_id]}"
+        elif s.priority == policy.PRIO_OPEN:
+            rule = policy.open_rule(net, ep, direction) if isolated_by else None
+            note = (
+                f"{where}: allowed by {rule}"
+                if rule is not None
+                else f"{where}: open (no policy isolates it for {direction})"
+            )
+        elif s.priority == policy.PRIO_BLOCKED:
+            note = f"dropped by policy ({where}): a reply of a connection a policy cut"
+        elif s.priority == policy.PRIO_REPLY:
+            note = f"{where}: a reply of an allowed connection"
+        elif s.priority == policy.PRIO_RELATED:
+            note = f"{where}: related to an allowed connection"
+        elif s.priority == policy.PRIO_INVALID:
+            note = f"dropped ({where}): invalid in conntrack"
+        else:
+            note = f"{where}: flow {s.cookie or 0:016x}"
+        out.append((s, note))
+    return out
 
 
 # -- the real switches: ofproto/trace ----------------------------------------------------------

@@ -22,6 +22,14 @@ def trace(
     tcp: Annotated[int | None, typer.Option("--tcp", help="a TCP packet to this port")] = None,
     udp: Annotated[int | None, typer.Option("--udp", help="a UDP packet to this port")] = None,
     icmp: Annotated[bool, typer.Option("--icmp", help="an ICMP echo request [default]")] = False,
+    src_ip: Annotated[
+        str | None,
+        typer.Option(
+            "--src-ip",
+            help="send from SRC's port with this source address instead of its own (what "
+            "does port security do with a spoofed packet)",
+        ),
+    ] = None,
     model_only: Annotated[
         bool, typer.Option("--model-only", help="do not ask the real switches on the path")
     ] = False,
@@ -30,8 +38,9 @@ def trace(
     output: OutOpt = Output.table,
 ) -> None:
     """Why can (or can't) SRC reach DST: one packet through the controller's model of every
-    switch. Exit status: 0 delivered, 1 dropped, 2 bad usage or unknown endpoint, 3 the
-    model and a switch disagree or a host did not answer."""
+    switch and the real switches on its path, with the flow, the policy rule or the port
+    security check that decided. Exit status: 0 delivered, 1 dropped, 2 bad usage or
+    unknown endpoint, 3 the model and a switch disagree or a host did not answer."""
     chosen = [(p, n) for p, n in (("tcp", tcp), ("udp", udp)) if n is not None]
     if len(chosen) + icmp > 1:
         fail("give one of --tcp PORT, --udp PORT or --icmp", code=USAGE)
@@ -41,6 +50,8 @@ def trace(
     }  # fmt: skip
     if port is not None:
         params["port"] = port
+    if src_ip is not None:
+        params["src_ip"] = src_ip
     got = call(
         api,
         "GET",
@@ -72,6 +83,8 @@ def _show(got: dict[str, Any]) -> None:
             "" if s["priority"] is None else str(s["priority"]), s["match"], s["actions"],
         )  # fmt: skip
     console.print(table)
+    for note in got.get("policy") or []:
+        console.print(f"  policy: {note}")
     for hop in got["model"]["hops"]:
         console.print(f"  tunnel {hop['from_host']} -> {hop['to_host']} (VNI {hop['vni']})")
     for sw in got.get("switches") or []:

@@ -62,6 +62,31 @@ def test_dropped_by_isolation_says_where(world: TestClient) -> None:
     assert got["decided_by"]["host"] in ("h1", "h2") and "dropped on" in got["reason"]
 
 
+def test_the_policy_rule_that_decided_is_named(world: TestClient) -> None:
+    for name, role in (("web", "web"), ("db", "db")):
+        r = world.patch(f"{NETS}/blue/endpoints/{name}", json={"labels": {"role": role}})
+        assert r.status_code == 200, r.text
+    policy = {
+        "name": "db-from-web",
+        "selector": {"matchLabels": {"role": "db"}},
+        "ingress": [{"from": [{"selector": {"matchLabels": {"role": "web"}}}],
+                     "ports": [{"protocol": "tcp", "port": 5432}]}],
+    }  # fmt: skip
+    assert world.post(f"{NETS}/blue/policies", json=policy).status_code == 201
+    params = {"src": "web", "dst": "db", "protocol": "tcp", "switches": "false"}
+    allowed = world.get(f"{NETS}/blue/trace", params={**params, "port": 5432}).json()
+    assert allowed["verdict"] == "delivered"
+    assert allowed["policy"] == [
+        "ingress of db on h2: allowed by policy db-from-web ingress rule 1"
+    ]
+    denied = world.get(f"{NETS}/blue/trace", params={**params, "port": 80}).json()
+    assert denied["verdict"] == "dropped" and denied["decided_by"]["table"] == 31
+    assert denied["reason"].startswith(
+        "dropped by policy (ingress of db on h2): isolated by db-from-web; no rule allows tcp/80 "
+        "from 10.0.0.10"
+    ), denied["reason"]
+
+
 @pytest.mark.parametrize(
     ("network", "params", "status", "text"),
     [
@@ -74,6 +99,7 @@ def test_dropped_by_isolation_says_where(world: TestClient) -> None:
         ("blue", {"src": "web", "dst": "db", "protocol": "sctp"}, 422, "protocol"),
         ("blue", {"src": "web", "dst": "db", "protocol": "tcp", "port": 0}, 422, "port"),
         ("blue", {"src": "web"}, 422, "dst"),
+        ("blue", {"src": "web", "dst": "db", "src_ip": "10.0.0.256"}, 422, "src_ip"),
     ],
 )
 def test_bad_questions_get_a_clear_4xx(
@@ -95,6 +121,7 @@ def server(world: TestClient, db_file_url: str) -> Iterator[str]:
     [
         (["blue", "web", "db", "--tcp", "5432"], 0, "delivered"),
         (["blue", "web", "10.0.0.30", "--udp", "53"], 1, "dropped on"),
+        (["blue", "web", "db", "--src-ip", "10.0.0.99"], 1, "dropped by port security"),
         (["blue", "web", "db"], 0, "icmp"),
         (["blue", "web", "nobody"], 2, "HTTP 404"),
         (["green", "web", "db"], 2, "no network"),

@@ -1,7 +1,8 @@
 """``vxplane trace`` on the real stack: the model and the real switches (``ofproto/trace`` run
-by each agent on its host, asked over its own long poll) agree on delivered and dropped
-packets; a flow slipped into a switch behind the controller's back makes them disagree
-(exit status 3).
+by each agent on its host, asked over its own long poll) agree on delivered packets and on
+packets dropped by isolation, by a policy (named, as is the rule that allows what passes) and
+by port security; a flow slipped into a switch behind the controller's back makes them
+disagree (exit status 3).
 
 Prefix ``vxq-``, underlay 198.18.22.0/24, API port 18476, OpenFlow port 16676 (moved by
 ``VXTEST_SLOT``).
@@ -29,6 +30,14 @@ UNDERLAY = slots.underlay("198.18.22.0/24")
 API_PORT = slots.port(18476)
 OF_PORT = slots.port(16676)
 ROGUE_COOKIE = 0x0BADC0DE
+DB_FROM_WEB = {
+    "name": "db-from-web",
+    "selector": {"matchLabels": {"role": "db"}},
+    "ingress": [
+        {"from": [{"selector": {"matchLabels": {"role": "web"}}}],
+         "ports": [{"protocol": "tcp", "port": 5432}]}
+    ],
+}  # fmt: skip
 
 
 @dataclass
@@ -58,6 +67,12 @@ def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> 
         lab.run("h1", f"{PREFIX}web", "blue")
         lab.run("h2", f"{PREFIX}db", "blue")
         lab.run("h2", f"{PREFIX}red", "red", ip="10.50.0.99")
+        # green: db accepts tcp/5432 from web only
+        api.post("/api/v1/networks", json={"name": "green", "subnet": "10.51.0.0/24"})
+        lab.run("h1", f"{PREFIX}gweb", "green", labels={"role": "web"})
+        lab.run("h2", f"{PREFIX}gdb", "green", labels={"role": "db"})
+        r = api.post("/api/v1/networks/green/policies", json=DB_FROM_WEB)
+        assert r.status_code == 201, r.text
         yield Stack(lab, ctl)
 
 
@@ -81,6 +96,46 @@ def test_dropped_by_isolation_the_switch_agrees(stack: Stack) -> None:
     )
     assert got["verdict"] == "dropped" and got["agree"] is True
     assert got["switches"][-1]["datapath_actions"] == "drop"
+
+
+def _explain(got: dict) -> str:
+    return json.dumps([got.get("reason"), got.get("model"), got.get("switches")], indent=1)
+
+
+def test_allowed_by_a_policy_rule_both_agree_and_the_rule_is_named(stack: Stack) -> None:
+    code, got = stack.trace("green", f"{PREFIX}gweb", f"{PREFIX}gdb", "--tcp", "5432")
+    assert code == 0, _explain(got)
+    assert got["verdict"] == "delivered" and got["agree"] is True
+    assert got["policy"] == [f"ingress of {PREFIX}gdb on {stack.lab.host_name(2)}: allowed by "
+                             "policy db-from-web ingress rule 1"]  # fmt: skip
+    assert "allowed by policy db-from-web ingress rule 1" in got["reason"]
+    tables = [s["table"] for s in got["switches"][-1]["steps"]]
+    assert 31 in tables, "h2's switch went through the ingress policy check (after ct)"
+
+
+def test_dropped_by_policy_both_agree(stack: Stack) -> None:
+    code, got = stack.trace("green", f"{PREFIX}gweb", f"{PREFIX}gdb", "--tcp", "6000")
+    assert code == 1, _explain(got)
+    assert got["verdict"] == "dropped" and got["agree"] is True
+    assert got["reason"].startswith(
+        f"dropped by policy (ingress of {PREFIX}gdb on {stack.lab.host_name(2)}): isolated by "
+        "db-from-web; no rule allows tcp/6000"
+    ), got["reason"]
+    assert got["decided_by"]["table"] == 31
+    assert got["switches"][-1]["datapath_actions"] == "drop"
+
+
+def test_dropped_by_port_security_both_agree(stack: Stack) -> None:
+    code, got = stack.trace(
+        "blue", f"{PREFIX}web", f"{PREFIX}db", "--tcp", "5432", "--src-ip", "10.50.0.200"
+    )
+    assert code == 1, _explain(got)
+    assert got["verdict"] == "dropped" and got["agree"] is True
+    assert got["src_ip"] == "10.50.0.200"
+    assert got["reason"].startswith(f"dropped by port security: {PREFIX}web may send only from")
+    assert got["decided_by"]["table"] == 0
+    (h1,) = got["switches"]  # it never left h1
+    assert h1["host"] == stack.lab.host_name(1) and h1["datapath_actions"] == "drop"
 
 
 def test_a_tampered_switch_disagrees_with_the_model(stack: Stack) -> None:

@@ -1,6 +1,8 @@
 """controller.trace on the shared 3-host lab of conftest.py: delivered within a host and
 across the tunnel, dropped by isolation, by an unbound destination and by port security, and
-the question's own errors. The verdicts come from running the packet through the model."""
+the question's own errors; the policy rule that allowed a packet, the policies that dropped
+it, and the port security check, named. The verdicts come from running the packet through the
+model."""
 
 from __future__ import annotations
 
@@ -11,8 +13,17 @@ import pytest
 
 from controller import trace
 from controller.errors import Conflict, InvalidRequest, NotFound
-from controller.pipeline import T_CLASSIFY, T_LOCAL, T_REMOTE, T_TUNNEL_IN
+from controller.model import Policy, PolicyRule
+from controller.pipeline import (
+    T_CLASSIFY,
+    T_LOCAL,
+    T_POL_IN_CT,
+    T_POL_OUT_CT,
+    T_REMOTE,
+    T_TUNNEL_IN,
+)
 from tests.unit.conftest import Lab
+from tests.unit.test_policy_flows import DB_FROM_WEB, WEB, labelled
 
 
 def run(lab: Lab, network: str, src: str, dst: str, protocol: trace.Protocol = "tcp",
@@ -73,6 +84,44 @@ def test_the_models_verdict_changes_with_the_intent(lab: Lab) -> None:
     moved = lab.rebind("r1b", None, None)
     got = trace.trace_model(moved, trace.resolve(moved, "red", "r1a", "10.0.0.3", "tcp", 80))
     assert got.verdict == "dropped"
+
+
+def test_the_policy_rule_that_allowed_is_named(lab: Lab) -> None:
+    web_out = Policy("web-out", selector=WEB, ingress=None, egress=(PolicyRule(),))
+    snap = labelled(lab, DB_FROM_WEB, web_out)
+    got = trace.trace_model(snap, trace.resolve(snap, "red", "r1a", "r2a", "tcp", 5432))
+    assert got.verdict == "delivered", got.reason
+    assert got.policy == (
+        "egress of r1a on h1: allowed by policy web-out egress rule 1",
+        "ingress of r2a on h2: allowed by policy db-from-web ingress rule 1",
+    )
+    assert "allowed by policy db-from-web ingress rule 1" in got.reason
+
+
+def test_dropped_by_policy_names_the_isolating_policies(lab: Lab) -> None:
+    snap = labelled(lab, DB_FROM_WEB, Policy("db-shut", selector=DB_FROM_WEB.selector))
+    got = trace.trace_model(snap, trace.resolve(snap, "red", "r1a", "r2a", "tcp", 80))
+    assert got.verdict == "dropped"
+    assert got.decided_by is not None and got.decided_by.table == T_POL_IN_CT
+    assert got.reason.startswith(
+        "dropped by policy (ingress of r2a on h2): isolated by db-from-web, db-shut; "
+        "no rule allows tcp/80 from 10.0.0.2; dropped on h2 in table 31"
+    ), got.reason
+    # egress: web may send only to the CIDR, not to r3a
+    web_out = Policy("web-out", selector=WEB, ingress=None, egress=())
+    snap = labelled(lab, web_out)
+    got = trace.trace_model(snap, trace.resolve(snap, "red", "r1a", "r3a", "icmp", None))
+    assert got.decided_by is not None and got.decided_by.table == T_POL_OUT_CT
+    assert "isolated by web-out; no rule allows icmp to 10.0.0.130" in got.reason
+
+
+def test_port_security_is_named_for_a_given_source_address(lab: Lab) -> None:
+    probe = trace.resolve(lab.snap, "red", "r1a", "r1b", "tcp", 80, src_ip="10.0.0.99")
+    got = trace.trace_model(lab.snap, probe)
+    assert got.verdict == "dropped" and got.policy == ()
+    assert got.reason.startswith("dropped by port security: r1a may send only from "), got.reason
+    assert "not 0a:58:0a:00:00:02 10.0.0.99" in got.reason
+    assert not run(lab, "red", "r1a", "r1b").reason.startswith("dropped")
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,10 @@ class TracePublic(BaseModel):
 
     network: str
     src: str = Field(description="the source endpoint's name")
-    src_ip: str
+    src_ip: str = Field(
+        description="the packet's source address (the endpoint's own unless "
+        "the question gave src_ip)"
+    )
     dst: str | None = Field(description="the destination endpoint's name (null: an address)")
     dst_ip: str
     protocol: Literal["tcp", "udp", "icmp"]
@@ -78,6 +81,12 @@ class TracePublic(BaseModel):
     verdict: Literal["delivered", "dropped"]
     reason: str
     decided_by: TraceStep | None = Field(description="the flow (or table miss) that decided")
+    policy: list[str] = Field(
+        default_factory=list,
+        description="what each policy stage on the path decided, in order: the rule that "
+        "allowed the packet (`policy P ingress rule 1`), or the policies that isolate the "
+        "endpoint when none allowed it",
+    )
     model: TraceSide
     switches: list[SwitchTracePublic] | None = Field(
         description="each host on the model's path, asked to trace the packet as it enters "
@@ -143,16 +152,24 @@ async def trace_packet(
     switches: Annotated[
         bool, Query(description="also ask the real switches on the path (ofproto/trace)")
     ] = True,
+    src_ip: Annotated[
+        str | None,
+        Query(
+            max_length=45,
+            description="send from SRC's port with this source address instead of its own "
+            "(ask what port security does)",
+        ),
+    ] = None,
 ) -> TracePublic:
     """Run one packet from SRC to DST through the model of the switches and, unless
     ``switches=false``, through the real switches of the hosts on its path, each asked over
     its agent's connection (404: unknown network or endpoint; 409: the source is bound to no
-    host; 422: a port for ICMP, none for TCP)."""
+    host; 422: a port for ICMP, none for TCP, a src_ip not of the traced family)."""
 
     def model() -> tuple[trace.Probe, trace.ModelTrace]:
         snap = repo.load_snapshot(session)
         session.commit()
-        probe = trace.resolve(snap, network, src, dst, protocol, port)
+        probe = trace.resolve(snap, network, src, dst, protocol, port, src_ip)
         return probe, trace.trace_model(snap, probe)
 
     probe, got = await run_in_threadpool(model)
@@ -160,7 +177,7 @@ async def trace_packet(
     return TracePublic(
         network=network,
         src=probe.src.name,
-        src_ip=str(probe.packet.get("ipv6_src") or probe.src.ip),  # its ip6 when tracing IPv6
+        src_ip=str(probe.packet.get("ipv6_src") or probe.packet["ipv4_src"]),
         dst=probe.dst.name if probe.dst is not None else None,
         dst_ip=str(probe.dst_ip),
         protocol=protocol,
@@ -168,6 +185,7 @@ async def trace_packet(
         verdict=got.verdict,
         reason=got.reason,
         decided_by=_step(got.decided_by) if got.decided_by is not None else None,
+        policy=list(got.policy),
         model=TraceSide(
             verdict=got.verdict,
             reason=got.reason,
