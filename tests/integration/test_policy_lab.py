@@ -334,3 +334,45 @@ def test_removing_an_allow_rule_cuts_its_open_connections(stack: Stack) -> None:
                 peer.stop()
         if stack.api.get(f"{POLS}/db-from-web").status_code == 404:
             stack.policy(DB_FROM_WEB)
+
+
+def _policy_table_flows(stack: Stack, host: str) -> int:
+    """Flows in the policy check tables (23 egress, 31 ingress) of ``host``'s real switch."""
+    target = stack.lab.ofctl_target(stack.lab.host_name(host))
+    out = subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", target],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    # a flow's own table is the first "table=" of its line (actions may name others)
+    tables = [line.split("table=", 1)[1].split(",", 1)[0] for line in out.splitlines()
+              if "table=" in line]  # fmt: skip
+    return sum(1 for t in tables if t in ("23", "31"))
+
+
+def test_flows_on_a_real_switch_grow_as_sources_plus_destinations(stack: Stack) -> None:
+    """On db's host, each new source (role=web, elsewhere) adds one clause flow, and each
+    new destination (role=db, there) one clause flow plus its open egress flow: N + 2M, not
+    N x M (docs/benchmarks.md has the counts up to 1000 x 1000)."""
+    for body in (db_in(stack.ip["other"]), DB_FROM_WEB, web_out(stack.ip["other"])):
+        if stack.api.get(f"{POLS}/{body['name']}").status_code == 404:
+            stack.policy(body)
+    stack.applied()
+    before = _policy_table_flows(stack, "h2")
+    for i in range(3):
+        stack.lab.run("h1", f"{PREFIX}w{i}", NET, labels={"role": "web"})
+    stack.applied()
+    sources = _policy_table_flows(stack, "h2")
+    assert sources - before == 3
+    made = [stack.lab.run("h2", f"{PREFIX}d{i}", NET, labels={"role": "db"}) for i in range(3)]
+    stack.applied()
+    assert _policy_table_flows(stack, "h2") - sources == 3 * 2
+    # and the new ones are enforced: a new web reaches a new db on 5432, not on 7000
+    stack.ns["w0"], stack.ip["d0"] = f"{PREFIX}w0", str(made[0]["ip"])
+    server = Peer(f"{PREFIX}d0", SERVER, "5432", "7000", ready="listening")
+    try:
+        assert stack.probe("w0", ("d0", 5432), ("d0", 7000)) == {
+            ("d0", 5432): "ok",
+            ("d0", 7000): "timeout",
+        }
+    finally:
+        server.stop()
