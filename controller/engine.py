@@ -278,6 +278,7 @@ class Engine:
         self._switches: dict[int, _Switch] = {}
         self._waiters: set[_Waiter] = set()
         self._intent: Intent | None = None
+        self._view: tuple[Intent, Snapshot] | None = None  # intent_view's copy, by revision
         self._revision = -1  # the model's revision once its needs are known (readiness)
         self._gens: dict[str, _Gen] = {}  # by host name
         self._needs: dict[int, dict[str, int]] = {}  # revision -> host -> generation
@@ -425,6 +426,18 @@ class Engine:
                 return None
             needs = self._needs.get(revision, {})
             return sorted(h for h, g in needs.items() if not self._met(h, g, revision))
+
+    def intent_view(self) -> Snapshot | None:
+        """A copy of the in-memory intent (bound endpoints only), None before the first read:
+        what the API answers from while the database is unavailable."""
+        with self._lock:
+            intent = self._intent
+            if intent is None:
+                return None
+            cached = self._view
+            if cached is None or cached[0] is not intent or cached[1].revision != intent.revision:
+                cached = self._view = (intent, intent.snapshot())  # once per revision read
+            return cached[1]
 
     def _gen(self, host: str) -> _Gen:
         gen = self._gens.get(host)

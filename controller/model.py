@@ -104,6 +104,11 @@ class Network:
     publications: tuple[Publication, ...] = ()
     policies: tuple[Policy, ...] = ()
     subnet6: IPv6Network | None = None
+    # What the API shows and flows do not depend on: kept for reads served from memory while
+    # the database is unavailable; left out of equality (the audit, memoized flows).
+    reclaim: bool = field(default=False, compare=False)
+    reservation_ttl: int = field(default=0, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
 
     @property
     def gateway6(self) -> IPv6Address | None:
@@ -155,6 +160,11 @@ class Endpoint:
     state: EndpointState = EndpointState.RESERVED
     bound_rev: int = 0
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs: policies select by them
+    # Shown by the API, not used by flows (see ``Network``): out of equality.
+    port_name: str | None = field(default=None, compare=False)
+    created_at: datetime | None = field(default=None, compare=False)
+    updated_at: datetime | None = field(default=None, compare=False)
+    ready_at: datetime | None = field(default=None, compare=False)
 
     def label_map(self) -> dict[str, str]:
         """The labels as a dict."""

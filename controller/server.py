@@ -10,6 +10,7 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.config import Settings
+from controller.model import Snapshot
 from controller.sync import FlowSync, SwitchStatus
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class PokingSync:
 
     def waiting_on(self, revision: int) -> list[str] | None:
         return self._engine.waiting_on(revision)
+
+    def intent_view(self) -> Snapshot | None:
+        return self._engine.intent_view()
 
 
 def run_controller(settings: Settings) -> None:

@@ -13,6 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
+from controller.model import Snapshot
+
 
 @dataclass(frozen=True, slots=True)
 class SwitchStatus:
@@ -51,6 +53,10 @@ class FlowSync(Protocol):
         """Hosts whose switches have not confirmed what ``revision`` changed for them
         (empty: ready; None: not known yet)."""
 
+    def intent_view(self) -> Snapshot | None:
+        """The intent as this process last read it (networks, hosts, blocks and *bound*
+        endpoints), for reads served while the database is unavailable; None: none read."""
+
 
 class NullSync:
     """A FlowSync with no switches: every revision is applied at once (tests, no OpenFlow)."""
@@ -74,3 +80,6 @@ class NullSync:
 
     def waiting_on(self, revision: int) -> list[str] | None:
         return []
+
+    def intent_view(self) -> Snapshot | None:
+        return None

@@ -13,10 +13,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 
+from controller.api import stale
 from controller.api.auth import Authenticator, HostHeaderMiddleware, gate
 from controller.api.limits import BodyLimit
 from controller.api.routes import (
@@ -268,14 +269,27 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(OperationalError)
-    async def operational_error(_: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database unavailable: %s", exc.orig)
+    @app.exception_handler(InterfaceError)
+    async def operational_error(_: Request, exc: DBAPIError) -> JSONResponse:
         # SQLite's "database is locked" (busy past its timeout) lands here too: nothing of
         # the request was written, and the client should come back in a moment.
+        if not stale.unreachable(exc):
+            log.warning("database busy: %s", exc.orig)
+            return JSONResponse(
+                {"detail": "the database is busy; nothing was written: retry shortly"},
+                status_code=503,
+                headers={"Retry-After": str(DB_RETRY_AFTER)},
+            )
+        log.error("database unavailable: %s", str(exc.orig).strip().splitlines()[0][:200])
         return JSONResponse(
-            {"detail": "the database is busy or unavailable; retry shortly"},
+            {
+                "detail": "the database is unavailable: nothing was written; retry after "
+                f"{stale.OUTAGE_RETRY_AFTER} s (reads of networks, hosts and bound endpoints "
+                f"are answered from this controller's memory meanwhile, marked "
+                f"{stale.STALE_HEADER}: 1)"
+            },
             status_code=503,
-            headers={"Retry-After": str(DB_RETRY_AFTER)},
+            headers={"Retry-After": str(stale.OUTAGE_RETRY_AFTER)},
         )
 
 

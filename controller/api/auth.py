@@ -10,7 +10,9 @@ receive.
 
 A checked token is remembered for ``CACHE_SECONDS`` (a sha256 and a dict lookup instead of a
 database read on every call of the attach path): a token revoked on another controller stops
-working within that time; on this one at once.
+working within that time; on this one at once. While the database cannot be reached, a token
+this controller checked in the last ``OUTAGE_GRACE`` seconds is still honoured (its reads are
+served from memory, its writes refused with 503); any other token gets the 503.
 
 A browser's cookie is sent by any page the browser loads: the cookie is SameSite=Strict, and
 a write carried by the cookie must also come from the same origin (``Sec-Fetch-Site`` or
@@ -32,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from controller.api import stale
 from controller.auth import (
     SESSION_COOKIE,
     Forbidden,
@@ -45,6 +48,7 @@ from controller.auth import (
 from controller.db import tokens
 
 CACHE_SECONDS = 5.0
+OUTAGE_GRACE = 900.0  # s a checked token is honoured while the database is unreachable
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ROLES_ATTR = "__vxplane_write_roles__"
 _ADMIN_READ_ATTR = "__vxplane_admin_only__"
@@ -88,8 +92,17 @@ class Authenticator:
     def check(self, token: str) -> Principal:
         """Look the token up (a database read); ``Unauthorized`` unless it is live."""
         token_id, secret = parse_token(token)
-        with self.factory() as session:
-            found = tokens.find(session, token_id)
+        try:
+            with self.factory() as session:
+                found = tokens.find(session, token_id)
+        except Exception as exc:
+            if not stale.unreachable(exc):
+                raise
+            with self._lock:
+                hit = self._cache.get(hash_secret(token))
+            if hit is None or time.monotonic() - hit[1] > OUTAGE_GRACE:
+                raise
+            return hit[0]  # checked recently: honoured while the database is away
         if found is None or not secret_matches(secret, found[1]):
             raise Unauthorized("unknown or revoked token")
         principal = found[0]

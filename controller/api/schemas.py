@@ -242,8 +242,11 @@ class _Public(BaseModel):
 class HealthPublic(BaseModel):
     """Liveness of the controller and the current intent revision."""
 
-    status: str
-    revision: int
+    status: str = Field(
+        description="ok; or degraded: the database cannot be reached, reads come from memory"
+    )
+    revision: int = Field(description="the database's revision (degraded: the memory's)")
+    reason: str | None = Field(None, description="why it is degraded (absent when ok)")
 
 
 class NetworkCreate(_Body):

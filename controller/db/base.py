@@ -114,6 +114,9 @@ def to_network(row: NetworkRow) -> Network:
         ),
         policies=tuple(policy_from_spec(p.name, p.spec) for p in row.policies),
         subnet6=IPv6Network(row.subnet6) if row.subnet6 else None,
+        reclaim=row.reclaim,
+        reservation_ttl=row.reservation_ttl,
+        created_at=row.created_at,
     )
 
 

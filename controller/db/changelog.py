@@ -156,21 +156,29 @@ def _endpoints(session: Session, keys: list[str]) -> dict[str, Value]:
                 EndpointRow.state,
                 EndpointRow.bound_rev,
                 EndpointRow.labels,
+                EndpointRow.port_name,
+                EndpointRow.created_at,
+                EndpointRow.updated_at,
+                EndpointRow.ready_at,
             )  # fmt: skip
             .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
             .join(HostRow, EndpointRow.host_id == HostRow.id)  # only bound ones count
             .where(tuple_(NetworkRow.name, EndpointRow.name).in_(pairs))
         )
-        for net, name, ip, mac, host, ofport, state, bound_rev, labels in session.execute(query):
-            out[endpoint_key(net, name)] = Endpoint(
-                net,
-                name,
-                IPv4Address(ip),
-                mac,
-                host,
-                ofport,
-                EndpointState(state),
-                bound_rev,
-                label_pairs(labels),
+        for r in session.execute(query):
+            out[endpoint_key(r[0], r[1])] = Endpoint(
+                r[0],
+                r[1],
+                IPv4Address(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                EndpointState(r[6]),
+                r[7],
+                label_pairs(r[8]),
+                port_name=r[9],
+                created_at=r[10],
+                updated_at=r[11],
+                ready_at=r[12],
             )
     return out

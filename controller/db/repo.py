@@ -560,22 +560,28 @@ def load_snapshot(session: Session) -> Snapshot:
         EndpointRow.state,
         EndpointRow.bound_rev,
         EndpointRow.labels,
+        EndpointRow.port_name,
+        EndpointRow.created_at,
+        EndpointRow.updated_at,
+        EndpointRow.ready_at,
     ).order_by(EndpointRow.id)
     endpoints = tuple(
         Endpoint(
-            network=net_names[net_id],
-            name=name,
-            ip=IPv4Address(ip),
-            mac=mac,
-            host=host_names[host_id] if host_id is not None else None,
-            ofport=ofport,
-            state=EndpointState(state),
-            bound_rev=bound_rev,
-            labels=label_pairs(labels),
+            network=net_names[r[0]],
+            name=r[1],
+            ip=IPv4Address(r[2]),
+            mac=r[3],
+            host=host_names[r[4]] if r[4] is not None else None,
+            ofport=r[5],
+            state=EndpointState(r[6]),
+            bound_rev=r[7],
+            labels=label_pairs(r[8]),
+            port_name=r[9],
+            created_at=r[10],
+            updated_at=r[11],
+            ready_at=r[12],
         )
-        for net_id, name, ip, mac, host_id, ofport, state, bound_rev, labels in session.execute(
-            ep_cols
-        )
+        for r in session.execute(ep_cols)
     )
     hosts = {row.name: to_host(row) for row in host_rows}
     networks = {row.name: to_network(row) for row in net_rows}

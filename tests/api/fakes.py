@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from controller.model import Snapshot
 from controller.sync import SwitchStatus
 
 
@@ -17,6 +18,7 @@ class RecordingSync:
         self.applied = True
         self.status: list[SwitchStatus] = []
         self.waiting: dict[int, list[str]] = {}  # revision -> hosts not confirmed yet
+        self.view: Snapshot | None = None  # what intent_view answers
 
     def notify(self, revision: int) -> None:
         self.notified.append(revision)
@@ -36,3 +38,6 @@ class RecordingSync:
 
     def waiting_on(self, revision: int) -> list[str] | None:
         return self.waiting.get(revision, [])
+
+    def intent_view(self) -> Snapshot | None:
+        return self.view

@@ -75,61 +75,108 @@ def _run(args: list[str], cwd: Path) -> None:
         )
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server in a private directory that a test may stop and start
+    again (same port, same data): ``url`` names an empty database made at the first start."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.base = Path(tempfile.mkdtemp(prefix="vxplane-pg-"))
+        self.data, self.sockets = self.base / "data", self.base / "sock"
+        self.logfile = self.base / "server.log"
+        self.port = 0
+        self.running = False
+        self.url = ""
+
+    def create(self) -> None:
+        """initdb, start on a free port (a few tries), create the database ``vxplane_test``."""
+        self.sockets.mkdir()
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(PG_USER)
+            for path in (self.base, self.sockets):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        _run(
+            [str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER, "-A", "trust"]
+            + ["-E", "UTF8", "--no-sync"],
+            cwd=self.base,
+        )
+        for attempt in range(5):
+            self.port = _free_port()
+            try:
+                self.start()
+            except RuntimeError:
+                if attempt == 4:
+                    raise RuntimeError(self.logfile.read_text(errors="replace")) from None
+                continue
+            break
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute("CREATE DATABASE vxplane_test")
+        self.url = f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/vxplane_test"
+
+    def start(self) -> None:
+        """Start the server (again) on its port; waits until it accepts connections."""
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        _run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-w"]
+            + ["-t", "60", "-o", options, "start"],
+            cwd=self.base,
+        )
+        self.running = True
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: every connection is closed, new ones are refused."""
+        _run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            cwd=self.base,
+        )
+        self.running = False
+
+    def remove(self) -> None:
+        """Stop it if it runs and delete its directory."""
+        try:
+            if self.running:
+                self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server(bindir: Path) -> Iterator[str]:
     """Run a throwaway PostgreSQL server; yields the URL of an empty database on it."""
-    base = Path(tempfile.mkdtemp(prefix="vxplane-pg-"))
-    data, sockets, logfile = base / "data", base / "sock", base / "server.log"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        account = pwd.getpwnam(PG_USER)
-        for path in (base, sockets):
-            os.chown(path, account.pw_uid, account.pw_gid)
-    started = False
+    with private_postgres(bindir) as server:
+        yield server.url
+
+
+@contextmanager
+def private_postgres(bindir: Path) -> Iterator[PostgresServer]:
+    """A ``PostgresServer`` of one's own (removed afterwards, also on failure)."""
+    server = PostgresServer(bindir)
     try:
-        _run(
-            [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8"]
-            + ["--no-sync"],
-            cwd=base,
-        )
-        for attempt in range(5):
-            port = _free_port()
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            try:
-                _run(
-                    [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w"]
-                    + ["-t", "60", "-o", options, "start"],
-                    cwd=base,
-                )
-            except RuntimeError:
-                if attempt == 4:
-                    raise RuntimeError(logfile.read_text(errors="replace")) from None
-                continue
-            started = True
-            break
-        with psycopg.connect(
-            host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute("CREATE DATABASE vxplane_test")
-        yield f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/vxplane_test"
+        server.create()
+        yield server
     finally:
-        if started:
-            _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], cwd=base)
-        shutil.rmtree(base, ignore_errors=True)
+        server.remove()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL (``postgresql+psycopg://``) of a database on a PostgreSQL server run for this session."""
+def require_pg_bindir() -> Path:
+    """The PostgreSQL binaries, else skip (fail under CI)."""
     bindir = find_pg_bindir()
     if bindir is None:
         if os.environ.get("CI"):
             pytest.fail(INSTALL_HINT + " (CI is set: not skipping)")
         pytest.skip(INSTALL_HINT)
-    with postgres_server(bindir) as url:
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL (``postgresql+psycopg://``) of a database on a PostgreSQL server run for this session."""
+    with postgres_server(require_pg_bindir()) as url:
         yield url
 
 

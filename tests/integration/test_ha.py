@@ -303,10 +303,37 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+def _during_outage(ctl: ControllerProcess, stranger: str) -> dict[str, object]:
+    """What ``ctl``'s API answers while the database is down (issue 10 item 5): its health,
+    a read (from memory), a write, and a token it never checked."""
+    with ctl.client() as api:
+        health = api.get("/healthz")
+        nets = api.get("/api/v1/networks")
+        eps = api.get("/api/v1/endpoints", params={"network": "blue"})
+        write = api.post("/api/v1/networks", json={"name": "red", "subnet": "10.45.0.0/24"})
+    late = httpx.get(
+        f"{ctl.url}/api/v1/networks", headers={"Authorization": f"Bearer {stranger}"}, timeout=30
+    )
+    return {
+        "health": (health.status_code, health.json().get("status")),
+        "reason": "database unavailable" in str(health.json().get("reason")),
+        "read": (nets.status_code, nets.headers.get("X-Vxplane-Stale"), _names(nets)),
+        "endpoints": (eps.status_code, eps.headers.get("X-Vxplane-Stale")),
+        "write": (write.status_code, "Retry-After" in write.headers),
+        "stranger": late.status_code,
+    }
+
+
+def _names(answer: httpx.Response) -> set[str]:
+    return {n["name"] for n in answer.json()} if answer.status_code == 200 else set()
+
+
 def test_database_outage_keeps_every_flow_and_the_cluster_recovers(cluster: Cluster) -> None:
     """PostgreSQL stopped for 30 s under traffic: every lease lapses, nobody writes, no flow
-    is deleted and br-int keeps every target; no ping is lost; once it is back, a new
-    endpoint becomes ready."""
+    is deleted and br-int keeps every target; no ping is lost. Meanwhile every controller
+    answers writes 503 (Retry-After), reads from memory with ``X-Vxplane-Stale: 1``, and
+    ``/healthz`` 200 "degraded". Once it is back, every controller answers from the database
+    again by itself, takes writes, and a new endpoint becomes ready."""
     lab = cluster.lab
     members = {f"tcp:{lab.gateway_ip}:{p}" for p in OF_PORTS}
     for ctl in cluster.ctls:  # the two killed before come back (new member ids)
@@ -331,15 +358,23 @@ def test_database_outage_keeps_every_flow_and_the_cluster_recovers(cluster: Clus
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     offsets = {c.url: c.log_path.stat().st_size for c in cluster.ctls}
+    with cluster.api() as api:
+        stranger = api.post("/api/v1/tokens", json={"role": "viewer"}).raise_for_status()
+    for ctl in cluster.ctls:  # each has checked its client's token (honoured in the outage)
+        with ctl.client() as api:
+            api.get("/api/v1/networks").raise_for_status()
     stopped = False
     try:
         time.sleep(1.0)
         subprocess.run(_as_postgres([pg_ctl, "-D", datadir, "-m", "fast", "-w", "stop"]),
                        check=True, capture_output=True, timeout=60)  # fmt: skip
         stopped = True
-        time.sleep(30.0)  # the outage itself, not a wait for anything
+        outage_began = time.monotonic()
+        answers = {c.url: _during_outage(c, stranger.json()["token"]) for c in cluster.ctls}
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - outage_began)))  # the outage itself
         during = {h: _cookies(lab, h) for h in ("h1", "h2", "h3")}
         targets = {h: _targets(lab, h) for h in ("h1", "h2", "h3")}
+        late = {c.url: _during_outage(c, stranger.json()["token"]) for c in cluster.ctls}
     finally:
         if stopped:
             subprocess.run(
@@ -356,7 +391,27 @@ def test_database_outage_keeps_every_flow_and_the_cluster_recovers(cluster: Clus
     for ctl in cluster.live():  # every member noticed its lease lapse
         text = ctl.log_path.read_bytes()[offsets[ctl.url] :].decode(errors="replace")
         assert "lease lapsed" in text, f"{ctl.url} never noticed the outage"
+    expected = {
+        "health": (200, "degraded"),
+        "reason": True,
+        "read": (200, "1", {"blue"}),
+        "endpoints": (200, "1"),
+        "write": (503, True),
+        "stranger": 503,
+    }
+    for url, seen in {**answers, **{f"{u} (late)": a for u, a in late.items()}}.items():
+        assert seen == expected, f"{url} during the outage: {seen}"
     wait_for("three live members again", lambda: len(_live_members(cluster)) == 3, 60)
+    for ctl in cluster.ctls:  # each answers from the database again, by itself
+        with ctl.client() as api:
+            wait_for(f"{ctl.url} healthy", lambda a=api: a.get("/healthz").json()["status"] == "ok")
+            fresh = api.get("/api/v1/networks").raise_for_status()
+            assert "X-Vxplane-Stale" not in fresh.headers
+    with cluster.ctls[-1].client() as api:  # writes go through again
+        api.post(
+            "/api/v1/networks", json={"name": "red", "subnet": "10.45.0.0/24"}
+        ).raise_for_status()
+        api.delete("/api/v1/networks/red").raise_for_status()
     e = lab.run("h3", f"{PREFIX}e", "blue")
     assert _ping_ok(lab, e["netns"], a["ip"])
     assert {h: _cookies(lab, h) >= flows[h] for h in ("h1", "h2")} == {"h1": True, "h2": True}

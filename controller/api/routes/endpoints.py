@@ -21,6 +21,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from controller.api import stale
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import SessionDep, SettingsDep, SyncDep, WriterDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
@@ -250,17 +251,28 @@ async def get_endpoint(
     sync: SyncDep,
     settings: SettingsDep,
     request: Request,
+    response: Response,
     background: BackgroundTasks,
     wait_ready: WaitReady = None,
 ) -> EndpointPublic:
-    """One endpoint; with ``wait_ready`` waits up to that many seconds for it to be ready."""
+    """One endpoint; with ``wait_ready`` waits up to that many seconds for it to be ready.
+    While the database is unavailable, a bound endpoint from memory (``X-Vxplane-Stale:
+    1``, no wait); a reserved one answers 503."""
 
     def read() -> EndpointRecord:
         record = repo.get_endpoint(session, network, name)
         session.commit()
         return record
 
-    record = await run_in_threadpool(read)
+    try:
+        record = await run_in_threadpool(read)
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        record = stale.endpoint_record(stale.find_endpoint(view, network, name), view, sync)
+        return public(record, sync)  # no wait: its ready mark could not be written
     return public(await await_ready(request, background, sync, settings, record, wait_ready), sync)
 
 
@@ -338,8 +350,27 @@ def list_endpoints(
                 "network/name (the Link header of the previous page has it)"
             )
         key = (net, ep)
-    records = repo.list_endpoints(
-        session, network=network, host=host, state=state, limit=limit + 1, after=key
-    )
+    try:
+        records = repo.list_endpoints(
+            session, network=network, host=host, state=state, limit=limit + 1, after=key
+        )
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        if network is not None:
+            stale.find_network(view, network)
+        found = (
+            stale.endpoint_record(ep, view, sync)
+            for ep in view.endpoints
+            if (network is None or ep.network == network) and (host is None or ep.host == host)
+        )
+        wanted = (r for r in found if state is None or r.state is state)
+        records = stale.paged(
+            request, response, wanted, lambda r: f"{r.network}/{r.name}", limit, key,
+            order=lambda r: (r.network, r.name),
+        )  # fmt: skip
+        return [public(record, sync) for record in records]
     shown = page(request, response, records, limit, lambda r: f"{r.network}/{r.name}")
     return [public(record, sync) for record in shown]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
+from controller.api import stale
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
@@ -19,7 +20,9 @@ from controller.config import Settings
 from controller.db import repo
 from controller.db.base import format_dpid
 from controller.db.records import HostRecord
+from controller.errors import NotFound
 from controller.hostwatch import is_alive
+from controller.model import Host, Snapshot
 from controller.sync import FlowSync, SwitchStatus
 from vxcommon.names import NAME_PATTERN, check_name
 
@@ -43,7 +46,7 @@ def host_status(alive: bool, switch: SwitchStatus | None) -> HostStatus:
 
 
 def to_public(
-    record: HostRecord,
+    record: HostRecord | Host,
     sync: FlowSync,
     settings: Settings,
     wanted: int,
@@ -132,19 +135,50 @@ def list_hosts(
 ) -> list[HostPublic]:
     """Hosts by name, with their switch's connection, flow count and convergence; paged (the
     key is the name)."""
-    records = page(
-        request, response, repo.list_hosts(session, limit + 1, after), limit, lambda r: r.name
-    )
-    counts = repo.host_endpoint_counts(session)
-    wanted = repo.current_revision(session)
+    try:
+        records: list[HostRecord] | list[Host] = page(
+            request, response, repo.list_hosts(session, limit + 1, after), limit, lambda r: r.name
+        )
+        counts = repo.host_endpoint_counts(session)
+        wanted = repo.current_revision(session)
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        records = stale.paged(
+            request, response, view.hosts.values(), lambda h: h.name, limit, after
+        )
+        counts, wanted = _bound_counts(view), view.revision
     switches = sync.switches()
     return [to_public(r, sync, settings, wanted, counts.get(r.name, 0), switches) for r in records]
 
 
+def _bound_counts(view: Snapshot) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for ep in view.endpoints:
+        if ep.host is not None:
+            counts[ep.host] = counts.get(ep.host, 0) + 1
+    return counts
+
+
 @router.get("/{name}")
-def get_host(name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep) -> HostPublic:
-    """One host (404 if unknown)."""
-    return _one(session, repo.get_host(session, name), sync, settings)
+def get_host(
+    name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep, response: Response
+) -> HostPublic:
+    """One host (404 if unknown); from memory while the database is unavailable."""
+    try:
+        return _one(session, repo.get_host(session, name), sync, settings)
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        host = view.hosts.get(name)
+        if host is None:
+            raise NotFound(f"host {name!r} is not registered") from None
+        count = _bound_counts(view).get(name, 0)
+        return to_public(host, sync, settings, view.revision, count)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)

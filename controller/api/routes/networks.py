@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from controller.api import stale
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
@@ -50,21 +51,40 @@ def create_network(
 @router.get("", responses={200: {"headers": LINK_HEADER}})
 def list_networks(
     session: SessionDep,
+    sync: SyncDep,
     request: Request,
     response: Response,
     limit: Limit = DEFAULT_LIMIT,
     after: After = None,
 ) -> list[NetworkPublic]:
-    """Networks by name; paged (the key is the name)."""
-    records = repo.list_networks(session, limit=limit + 1, after=after)
-    shown = page(request, response, records, limit, lambda r: r.name)
+    """Networks by name; paged (the key is the name). While the database is unavailable,
+    from memory (``X-Vxplane-Stale: 1``; ``endpoints`` counts bound endpoints only)."""
+    try:
+        records = repo.list_networks(session, limit=limit + 1, after=after)
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        nets = [stale.network_record(n, view) for n in view.networks.values()]
+        shown = stale.paged(request, response, nets, lambda r: r.name, limit, after)
+    else:
+        shown = page(request, response, records, limit, lambda r: r.name)
     return [NetworkPublic.model_validate(record) for record in shown]
 
 
 @router.get("/{name}")
-def get_network(name: str, session: SessionDep) -> NetworkPublic:
-    """One network (404 if unknown)."""
-    return NetworkPublic.model_validate(repo.get_network(session, name))
+def get_network(name: str, session: SessionDep, sync: SyncDep, response: Response) -> NetworkPublic:
+    """One network (404 if unknown); from memory while the database is unavailable."""
+    try:
+        record = repo.get_network(session, name)
+    except Exception as exc:
+        if not stale.unreachable(exc):
+            raise
+        view = stale.view_or_raise(sync, exc)
+        stale.mark(response, view)
+        record = stale.network_record(stale.find_network(view, name), view)
+    return NetworkPublic.model_validate(record)
 
 
 @router.patch("/{name}")
