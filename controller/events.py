@@ -36,7 +36,7 @@ SUBSCRIBER_RETRY_AFTER = 10  # seconds a refused stream client is told to wait
 
 # Every event type, what its ``data`` holds, and its one-line summary.
 EVENT_TYPES: dict[str, str] = {
-    "network.created": "network, vni, subnet",
+    "network.created": "network, vni, subnet, external, subnet6 (null: IPv4 only)",
     "network.deleted": "network",
     "endpoint.created": "network, endpoint, ip (reserved, on no host yet)",
     "endpoint.bound": "network, endpoint, ip, host, ofport (plugged in on a host)",
@@ -89,8 +89,10 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
     host = data.get("host")
     match kind:
         case "network.created":
+            six = f" {data['subnet6']}" if data.get("subnet6") else ""
             return (
-                f"network {data.get('network')} created: {data.get('subnet')} vni {data.get('vni')}"
+                f"network {data.get('network')} created: {data.get('subnet')}{six} "
+                f"vni {data.get('vni')}"
             )
         case "network.deleted":
             return f"network {data.get('network')} deleted"

@@ -160,3 +160,10 @@ def test_engine_reports_convergence_when_the_last_barrier_returns() -> None:
         "switch.converged",
         {"dpid": "0000000000000001", "host": "h1", "revision": 1},
     )
+
+
+def test_network_created_names_its_ipv6_prefix_when_dual_stack() -> None:
+    data = {"network": "n", "vni": 3, "subnet": "10.0.0.0/24", "subnet6": None}
+    assert summarize("network.created", data) == "network n created: 10.0.0.0/24 vni 3"
+    data["subnet6"] = "fd00:3::/64"
+    assert summarize("network.created", data) == "network n created: 10.0.0.0/24 fd00:3::/64 vni 3"
