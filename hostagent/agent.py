@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from hostagent import plan as planmod
@@ -24,7 +24,7 @@ from hostagent.gateway import ensure_gateway
 from hostagent.metrics import AgentMetrics
 from hostagent.model import Endpoint
 from hostagent.ovs import TUNNEL_PORT, detect_datapath_type
-from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_NETWORK, Plugger, PlugRequest
+from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_IP6, EXT_NETWORK, Plugger, PlugRequest
 from hostagent.settings import AgentSettings
 
 log = logging.getLogger("hostagent")
@@ -211,6 +211,10 @@ class Agent:
                 ip = IPv4Address(ids[EXT_IP]) if ids.get(EXT_IP) else None
             except ValueError:
                 ip = None
+            try:
+                ip6 = IPv6Address(ids[EXT_IP6]) if ids.get(EXT_IP6) else None
+            except ValueError:
+                ip6 = None
             ports.append(
                 planmod.LocalPort(
                     network=ids.get(EXT_NETWORK, ""),
@@ -218,6 +222,7 @@ class Agent:
                     port_name=port.name,
                     ofport=port.ofport if port.name in devices else None,
                     ip=ip,
+                    ip6=ip6,
                 )
             )
         return ports
@@ -279,9 +284,10 @@ class Agent:
                         self.plugger.remove_local(port.port_name)
             else:
                 log.warning(
-                    "host %s: endpoint %s/%s has %s locally but %s at the controller; left alone",
+                    "host %s: endpoint %s/%s has %s %s locally but %s %s at the controller; "
+                    "left alone",
                     self.host, action.port.network, action.port.name, action.port.ip,
-                    action.controller_ip,
+                    action.port.ip6 or "", action.controller_ip, action.controller_ip6 or "",
                 )  # fmt: skip
         except ControllerUnavailable:
             raise
@@ -313,6 +319,7 @@ class Agent:
                 "network": p.network,
                 "name": p.name,
                 "ip": str(p.ip) if p.ip else None,
+                "ip6": str(p.ip6) if p.ip6 else None,
                 "port_name": p.port_name,
                 "ofport": p.ofport,
             }
@@ -337,5 +344,5 @@ class Agent:
 
 def _remote(ep: Endpoint) -> planmod.RemoteEndpoint:
     return planmod.RemoteEndpoint(
-        network=ep.network, name=ep.name, ip=ep.ip, host=ep.host, ofport=ep.ofport
+        network=ep.network, name=ep.name, ip=ep.ip, host=ep.host, ofport=ep.ofport, ip6=ep.ip6
     )

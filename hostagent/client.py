@@ -232,14 +232,17 @@ class ControllerClient:
         return Network.from_api(self._call("GET", f"{API}/networks/{_seg(name)}").json())
 
     def create_network(
-        self, name: str, subnet: str, gateway: str | None = None
+        self, name: str, subnet: str, gateway: str | None = None, subnet6: str | None = None
     ) -> tuple[Network, bool]:
-        """Create network ``name`` or find it; returns (Network, created-by-this-call).
+        """Create network ``name`` (dual stack with ``subnet6``) or find it; returns
+        (Network, created-by-this-call).
 
-        An existing network is returned as is (the caller compares its subnet)."""
+        An existing network is returned as is (the caller compares its subnets)."""
         body: dict[str, Any] = {"name": name, "subnet": subnet}
         if gateway is not None:
             body["gateway"] = gateway
+        if subnet6 is not None:
+            body["subnet6"] = subnet6
         try:
             return Network.from_api(self._call("POST", f"{API}/networks", json=body).json()), True
         except ControllerError as exc:

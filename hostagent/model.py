@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Any
 
 from hostagent.errors import ControllerUnavailable
@@ -26,6 +26,9 @@ class Endpoint:
     state: str = "reserved"
     revision: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    ip6: IPv6Address | None = None  # dual stack: the network's subnet6 + ``ip`` as low 32 bits
+    prefixlen6: int | None = None
+    gateway6: IPv6Address | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -38,6 +41,13 @@ class Endpoint:
         return IPv4Interface(f"{self.ip}/{self.prefixlen}")
 
     @property
+    def interface6(self) -> IPv6Interface | None:
+        """The IPv6 address with its prefix length (None: the network is IPv4 only)."""
+        if self.ip6 is None or self.prefixlen6 is None:
+            return None
+        return IPv6Interface(f"{self.ip6}/{self.prefixlen6}")
+
+    @property
     def ready(self) -> bool:
         """The controller confirmed the endpoint's flows on every switch that needs them."""
         return self.state == "ready"
@@ -46,6 +56,10 @@ class Endpoint:
     def from_api(cls, doc: Any) -> Endpoint:
         """Parse one EndpointPublic; a malformed answer is the controller's fault (503)."""
         try:
+            ip6 = IPv6Address(doc["ip6"]) if doc.get("ip6") else None
+            prefixlen6 = int(doc["prefixlen6"]) if ip6 is not None else None
+            if prefixlen6 is not None and not 0 < prefixlen6 <= 128:
+                raise ValueError(f"prefixlen6 {prefixlen6}")
             return cls(
                 network=str(doc["network"]),
                 name=str(doc["name"]),
@@ -60,6 +74,9 @@ class Endpoint:
                 state=str(doc.get("state", "reserved")),
                 revision=int(doc.get("revision", 0)),
                 labels=dict(doc.get("labels") or {}),
+                ip6=ip6,
+                prefixlen6=prefixlen6,
+                gateway6=IPv6Address(doc["gateway6"]) if ip6 and doc.get("gateway6") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ControllerUnavailable(f"malformed endpoint from the controller: {exc!r}") from exc
@@ -80,6 +97,9 @@ class Endpoint:
             "state": self.state,
             "revision": self.revision,
             "labels": dict(self.labels),
+            "ip6": str(self.ip6) if self.ip6 else None,
+            "prefixlen6": self.prefixlen6,
+            "gateway6": str(self.gateway6) if self.gateway6 else None,
         }
 
 
@@ -91,11 +111,17 @@ class Network:
     subnet: str
     gateway: str
     vni: int
+    subnet6: str | None = None  # dual stack: its IPv6 prefix
+    gateway6: str | None = None
 
     @classmethod
     def from_api(cls, doc: Any) -> Network:
         """Parse one NetworkPublic."""
         try:
-            return cls(str(doc["name"]), str(doc["subnet"]), str(doc["gateway"]), int(doc["vni"]))
+            return cls(
+                str(doc["name"]), str(doc["subnet"]), str(doc["gateway"]), int(doc["vni"]),
+                str(doc["subnet6"]) if doc.get("subnet6") else None,
+                str(doc["gateway6"]) if doc.get("gateway6") else None,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise ControllerUnavailable(f"malformed network from the controller: {exc!r}") from exc

@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -32,6 +32,13 @@ NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: the namespace's type (Linux
 HOST_NETNS = ("/proc/thread-self/ns/net", "/proc/1/ns/net")
 _libc = ctypes.CDLL(None, use_errno=True)
 
+
+IFA_F_NODAD = 0x02  # linux/if_addr.h: no duplicate address detection for this address
+AF_INET6 = socket.AF_INET6
+# The container side of a dual-stack endpoint (written before the link goes up): IPv6 on,
+# the link-local address from the MAC (EUI-64, what the switch's port security expects), and
+# no duplicate address detection (the addresses are unique by construction).
+IPV6_SYSCTLS = (("disable_ipv6", "0"), ("addr_gen_mode", "0"), ("accept_dad", "0"))
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM = 0x16
@@ -82,6 +89,32 @@ def switch_port_only(ifname: str) -> None:
         pass
     except OSError as exc:
         raise LinkError(f"disabling IPv6 on {ifname}: {exc}") from exc
+
+
+def dual_stack_sysctls(ifname: str) -> None:
+    """Turn IPv6 on for ``ifname`` in the caller's namespace, with an EUI-64 link-local address
+    and no duplicate address detection (``IPV6_SYSCTLS``; a knob already right is not
+    written: a changed ``addr_gen_mode`` on a link that is up would make a new link-local).
+
+    Why no DAD: the global address is the network's prefix plus the endpoint's unique IPv4
+    address, the link-local one derives from the MAC, which derives from that IPv4 address,
+    so neither can be a duplicate; with DAD each stays "tentative" for about a second after
+    the link comes up (the global one unusable as a source: a ``ping -6`` right after the
+    runtime was told "ready" would fail; measured 1.4-1.8 s, docs/architecture.md).
+    ``IFA_F_NODAD`` on the address says the same for the global address in ``ip addr``.
+    """
+    for knob, value in IPV6_SYSCTLS:
+        path = f"/proc/sys/net/ipv6/conf/{ifname}/{knob}"
+        try:
+            with open(path) as f:
+                if f.read().strip() == value:
+                    continue
+            with open(path, "w") as f:
+                f.write(value)
+        except FileNotFoundError as exc:
+            raise LinkError(f"{ifname}: no IPv6 in this kernel or namespace ({path})") from exc
+        except OSError as exc:
+            raise LinkError(f"setting {knob} on {ifname}: {exc}") from exc
 
 
 @contextmanager
@@ -296,9 +329,16 @@ class LinkOps:
         address: IPv4Interface,
         mtu: int,
         gateway: IPv4Address | None,
+        address6: IPv6Interface | None = None,
+        gateway6: IPv6Address | None = None,
     ) -> None:
         """Inside ``netns``: rename ``current`` to ``ifname``, set MAC, address, MTU, up, lo up,
-        and a default route via ``gateway``."""
+        and a default route via ``gateway``; idempotent.
+
+        Dual stack (``address6``): before the link comes up, IPv6 is turned on for it with an
+        EUI-64 link-local address and no DAD (``dual_stack_sysctls``: so the kernel's
+        link-local address is the one derived from the MAC set here), the address is added
+        with ``IFA_F_NODAD``, and ``::/0`` goes via ``gateway6``."""
         try:
             with self._ipr(netns) as ipr:
                 index = self._index(ipr, current)
@@ -310,24 +350,37 @@ class LinkOps:
                     ipr.link("set", index=index, state="down")
                     ipr.link("set", index=index, ifname=ifname)
                 ipr.link("set", index=index, address=mac, mtu=mtu)
-                try:
-                    ipr.addr(
-                        "add",
-                        index=index,
-                        address=str(address.ip),
-                        prefixlen=address.network.prefixlen,
+                self._add_address(ipr, index, str(address.ip), address.network.prefixlen)
+                if address6 is not None:
+                    with entered_netns(netns_path(netns)):
+                        dual_stack_sysctls(ifname)
+                    self._add_address(
+                        ipr, index, str(address6.ip), address6.network.prefixlen, IFA_F_NODAD
                     )
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
                 ipr.link("set", index=index, state="up")
                 lo = self._index(ipr, "lo")
                 if lo is not None:
                     ipr.link("set", index=lo, state="up")
                 if gateway is not None:
                     ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+                if address6 is not None and gateway6 is not None:
+                    ipr.route(
+                        "replace", dst="::/0", gateway=str(gateway6), oif=index, family=AF_INET6
+                    )
         except NetlinkError as exc:
             raise LinkError(f"configuring {ifname} in {netns}: {exc}") from exc
+
+    @staticmethod
+    def _add_address(ipr: IPRoute, index: int, ip: str, prefixlen: int, flags: int = 0) -> None:
+        """Add an address to device ``index``; one it already has is left as it is."""
+        try:
+            if flags:
+                ipr.addr("add", index=index, address=ip, prefixlen=prefixlen, flags=flags)
+            else:
+                ipr.addr("add", index=index, address=ip, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
 
     def disable_tx_offload(self, ifname: str, netns: str | None = None) -> None:
         """``ethtool -K <ifname> tx off`` (in ``netns``), then check that it took effect.
@@ -359,6 +412,21 @@ class LinkOps:
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:
                 raise LinkError(f"deleting {ifname}: {exc}") from exc
+
+    def ipv6_addresses(self, ifname: str, netns: str | None = None) -> list[IPv6Interface]:
+        """The IPv6 addresses of ``ifname`` in ``netns`` (the link-local one too); [] if it
+        is absent."""
+        try:
+            with self._ipr(netns) as ipr:
+                index = self._index(ipr, ifname)
+                if index is None:
+                    return []
+                return [
+                    IPv6Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                    for a in ipr.get_addr(index=index, family=AF_INET6)
+                ]
+        except NetlinkError as exc:
+            raise LinkError(f"addresses of {ifname} in {netns}: {exc}") from exc
 
     def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[IPv4Interface]:
         """The IPv4 addresses of ``ifname`` in ``netns``; [] if it is absent."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 Key = tuple[str, str]  # (network, endpoint name)
@@ -28,6 +28,7 @@ class LocalPort:
     port_name: str
     ofport: int | None
     ip: IPv4Address | None
+    ip6: IPv6Address | None = None  # the IPv6 address the container was given (dual stack)
 
     @property
     def key(self) -> Key:
@@ -43,6 +44,7 @@ class RemoteEndpoint:
     ip: IPv4Address
     host: str | None
     ofport: int | None
+    ip6: IPv6Address | None = None
 
     @property
     def key(self) -> Key:
@@ -88,10 +90,12 @@ class DropStale:
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """The local port and the controller disagree on the address: leave it, report it."""
+    """The local port and the controller disagree on the address (IPv4, or the IPv6 address
+    the container was given): leave it, report it."""
 
     port: LocalPort
     controller_ip: IPv4Address
+    controller_ip6: IPv6Address | None = None
 
 
 Action = Recreate | Bind | Unbind | RemoveLocal | DropStale | Conflict
@@ -120,8 +124,10 @@ def plan(
                 actions.append(Recreate(port))
         elif ep.host is not None and ep.host != host:
             actions.append(RemoveLocal(port, now_on=ep.host))
-        elif port.ip is not None and port.ip != ep.ip:
-            actions.append(Conflict(port, controller_ip=ep.ip))
+        elif (port.ip is not None and port.ip != ep.ip) or (
+            port.ip6 is not None and port.ip6 != ep.ip6
+        ):
+            actions.append(Conflict(port, controller_ip=ep.ip, controller_ip6=ep.ip6))
         elif ep.host != host or ep.ofport != port.ofport:
             actions.append(Bind(port))
     for key in sorted(remote):

@@ -14,6 +14,12 @@ The agent's own API, the CNI plugin and the Docker driver all call ``Plugger.plu
 4. with the address from the controller's answer, the container side is configured
    (``eth0``, MAC derived from the IP, address, MTU, default route), and the port is labelled
    with the address (``vxplane-ip``) so a restarted agent can re-create a lost endpoint.
+   On a dual-stack network the answer also carries ``ip6`` (the network's ``subnet6`` plus
+   the IPv4 address as the low 32 bits), ``prefixlen6`` and ``gateway6``: the container gets
+   that address too (no DAD: unique by construction, see ``netlink.dual_stack_sysctls``),
+   keeps the link-local address the kernel derives from the MAC (EUI-64), and routes ``::/0``
+   via ``gateway6``; the port is labelled with it as well (``vxplane-ip6``), so
+   reconciliation can tell when the controller's address moved away from the container's.
 
 A namespace that is not a container's (the agent's own or the init process's, under any
 path: ``netlink.check_netns``) is refused before anything is made. Any failure undoes what
@@ -48,6 +54,7 @@ log = logging.getLogger("hostagent.plug")
 EXT_NETWORK = "vxplane-network"
 EXT_ENDPOINT = "vxplane-endpoint"
 EXT_IP = "vxplane-ip"
+EXT_IP6 = "vxplane-ip6"
 IFACE_ID = "iface-id"
 
 
@@ -63,6 +70,15 @@ def port_ids(network: str, name: str, ip: str | None = None) -> dict[str, str]:
     ids = {EXT_NETWORK: network, EXT_ENDPOINT: name, IFACE_ID: f"{network}/{name}"}
     if ip is not None:
         ids[EXT_IP] = ip
+    return ids
+
+
+def address_ids(ep: Endpoint, asked: str | None = None) -> dict[str, str]:
+    """The ``external_ids`` that record ``ep``'s addresses on its port, but for the IPv4
+    address ``asked`` for (written with the port already)."""
+    ids = {} if asked else {EXT_IP: str(ep.ip)}
+    if ep.ip6 is not None:
+        ids[EXT_IP6] = str(ep.ip6)
     return ids
 
 
@@ -198,12 +214,12 @@ class Plugger:
                 if not ep.ready:
                     raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
                 # The port is labelled with the address while the namespace is configured.
-                label = self._pool.submit(self._label, port, host_if, None if req.ip else ep)
+                label = self._pool.submit(self._label, port, host_if, address_ids(ep, req.ip))
                 undo.append(label.exception)
                 if req.netns is not None:
                     self.links.configure(
                         req.netns, req.ifname, req.ifname, ep.mac, ep.interface, self.mtu,
-                        ep.gateway,
+                        ep.gateway, ep.interface6, ep.gateway6,
                     )  # fmt: skip
                     laps.lap("configure")
                 ofport = port.result()
@@ -278,11 +294,11 @@ class Plugger:
         except ControllerError:
             return False
 
-    def _label(self, port: Future[int], host_if: str, ep: Endpoint | None) -> None:
-        """Once the port exists, record the address the controller gave (if it chose it)."""
+    def _label(self, port: Future[int], host_if: str, ids: dict[str, str]) -> None:
+        """Once the port exists, record the addresses the controller gave (``address_ids``)."""
         port.result()
-        if ep is not None:
-            self.ovs.set_port_ids(host_if, {EXT_IP: str(ep.ip)})
+        if ids:
+            self.ovs.set_port_ids(host_if, ids)
 
     def _add_port(self, host_if: str, ids: dict[str, str], want: int) -> int:
         self.ovs.add_port(self.bridge, host_if, ids, ofport_request=want)
@@ -347,8 +363,17 @@ class Plugger:
             raise NotReady(f"{req.netns} has {req.ifname} with another MAC than {ep.mac}")
         if not ep.ready:
             raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
-        if req.runtime_ids:
-            self.ovs.set_port_ids(host_if, dict(req.runtime_ids))
+        ids = dict(req.runtime_ids)
+        if ep.ip6 is not None and port.external_ids.get(EXT_IP6) != str(ep.ip6):
+            # plugged by an agent before dual stack, or the last plug did not get so far:
+            # the same configuration again (idempotent) gives the container its IPv6 side
+            self.links.configure(
+                req.netns, req.ifname, req.ifname, ep.mac, ep.interface, self.mtu,
+                ep.gateway, ep.interface6, ep.gateway6,
+            )  # fmt: skip
+            ids[EXT_IP6] = str(ep.ip6)
+        if ids:
+            self.ovs.set_port_ids(host_if, ids)
         return ep
 
     # -- unplug --------------------------------------------------------------------------

@@ -205,6 +205,13 @@ class CniService:
             raise CheckFailed(
                 f"{ifname} in {netns} has {[str(a) for a in have]}, expected {ep.interface}"
             )
+        want6 = ep.interface6
+        if want6 is not None:
+            have6 = self.agent.links.ipv6_addresses(ifname, netns)
+            if want6 not in have6:
+                raise CheckFailed(
+                    f"{ifname} in {netns} has {[str(a) for a in have6]}, expected {want6}"
+                )
         return {"endpoint": ep.to_api(), "mtu": mtu, "port_name": host_if}
 
     def gc(self, config: str, valid: list[tuple[str, str]], release: bool) -> dict[str, Any]:

@@ -14,7 +14,8 @@ They model the contract the agent relies on, not the real implementations:
   the agent's own), veth pairs that die together, TX offload, addresses and default route;
   ``remove_netns`` is a container dying, and tells which agent-side devices went with it.
 - ``FakeController``: ``hostagent.client.ControllerClient``'s methods on in-memory networks,
-  hosts and endpoints (lowest free address first, MAC ``0a:58:<IP bytes>``, states reserved
+  hosts and endpoints (lowest free address first, MAC ``0a:58:<IP bytes>``, on a network
+  with ``subnet6`` an ``ip6`` of the prefix plus the IPv4 address, states reserved
   / pending / ready, a revision counter); ``confirms`` limits how many more binds the switches
   confirm (0: binds stay pending), ``down`` is a controller that cannot be reached.
 
@@ -28,7 +29,14 @@ import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from hostagent.agent import Agent
@@ -39,6 +47,7 @@ from hostagent.model import Endpoint, Network
 from hostagent.ovs import TUNNEL_OFPORT, TUNNEL_PORT
 from hostagent.plug import Plugger
 from hostagent.settings import AgentSettings
+from vxcommon.addr6 import derive_ip6, gateway6, link_local
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -283,6 +292,16 @@ class FakeDevice:
     tx_offload: bool = True
     addresses: list[IPv4Interface] = field(default_factory=list)
     gateway: IPv4Address | None = None  # the namespace's default route, via this device
+    addresses6: list[IPv6Interface] = field(default_factory=list)  # without the link-local
+    gateway6: IPv6Address | None = None  # the namespace's IPv6 default route
+    dad: bool = True  # duplicate address detection (the kernel's default)
+
+    @property
+    def link_local(self) -> IPv6Interface | None:
+        """The kernel's EUI-64 link-local address, once IPv6 is on (an address given)."""
+        if not self.addresses6 or not self.up:
+            return None
+        return IPv6Interface(f"{link_local(self.mac)}/64")
 
 
 class FakeLinks(_Fake):
@@ -359,6 +378,8 @@ class FakeLinks(_Fake):
         address: IPv4Interface,
         mtu: int,
         gateway: IPv4Address | None,
+        address6: IPv6Interface | None = None,
+        gateway6: IPv6Address | None = None,
     ) -> None:
         devs = self._ns(netns)
         dev = devs.get(current)
@@ -378,6 +399,14 @@ class FakeLinks(_Fake):
             for other in devs.values():
                 other.gateway = None
             dev.gateway = gateway
+        if address6 is not None:
+            dev.dad = False
+            if address6 not in dev.addresses6:
+                dev.addresses6.append(address6)
+            if gateway6 is not None:
+                for other in devs.values():
+                    other.gateway6 = None
+                dev.gateway6 = gateway6
 
     @verb
     def get_link(self, ifname: str, netns: str | None = None) -> LinkInfo | None:
@@ -390,6 +419,13 @@ class FakeLinks(_Fake):
     def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[IPv4Interface]:
         dev = self._ns(netns).get(ifname)
         return list(dev.addresses) if dev is not None else []
+
+    @verb
+    def ipv6_addresses(self, ifname: str, netns: str | None = None) -> list[IPv6Interface]:
+        dev = self._ns(netns).get(ifname)
+        if dev is None:
+            return []
+        return [*dev.addresses6, *([dev.link_local] if dev.link_local else [])]
 
     @verb
     def delete(self, ifname: str, netns: str | None = None) -> None:
@@ -527,6 +563,7 @@ class FakeController(_Fake):
 
     def _public(self, row: FakeEndpointRow, state: str | None = None) -> Endpoint:
         net = self.networks[row.network]
+        six = IPv6Network(net.subnet6) if net.subnet6 else None
         return Endpoint(
             network=row.network,
             name=row.name,
@@ -541,6 +578,9 @@ class FakeController(_Fake):
             state=state or row.state,
             revision=row.revision,
             labels=dict(row.labels),
+            ip6=IPv6Address(derive_ip6(six, row.ip)) if six else None,
+            prefixlen6=six.prefixlen if six else None,
+            gateway6=IPv6Address(net.gateway6) if net.gateway6 else None,
         )
 
     def _new_row(self, network: str, name: str, ip: str | None) -> FakeEndpointRow:
@@ -615,13 +655,18 @@ class FakeController(_Fake):
 
     @verb
     def create_network(
-        self, name: str, subnet: str, gateway: str | None = None
+        self, name: str, subnet: str, gateway: str | None = None, subnet6: str | None = None
     ) -> tuple[Network, bool]:
         if name in self.networks:
             return self.networks[name], False
         net = IPv4Network(subnet)
+        gw = IPv4Address(gateway or str(net[1]))
         vni = max((n.vni for n in self.networks.values()), default=0) + 1
-        self.networks[name] = Network(name, str(net), gateway or str(net[1]), vni)
+        six = IPv6Network(subnet6) if subnet6 else None
+        if six is not None and six.prefixlen > 96:
+            raise ControllerError(422, f"subnet6 {six}: at most /96")
+        gw6 = gateway6(six, gw) if six else None
+        self.networks[name] = Network(name, str(net), str(gw), vni, str(six) if six else None, gw6)
         self._bump()
         return self.networks[name], True
 

@@ -73,8 +73,9 @@ def test_setup_and_register(host: FakeHost) -> None:
     assert agent.registered and host.ctl.hosts[HOST]["tunnel_port"] == 1
     assert host.ctl.view() == {("blue", "a"): ("10.0.0.2", HOST, 2, "ready")}
     assert agent.health()["bridge_ready"] and agent.local_endpoints() == [
-        {"network": "blue", "name": "a", "ip": "10.0.0.2", "port_name": A_IF, "ofport": 2}
-    ]
+        {"network": "blue", "name": "a", "ip": "10.0.0.2", "ip6": None, "port_name": A_IF,
+         "ofport": 2}
+    ]  # fmt: skip
 
 
 def test_attach_into_a_missing_namespace_makes_nothing(host: FakeHost) -> None:
