@@ -22,6 +22,12 @@ host on ADD, all or none, and unpublished on DEL; the network must be external).
 ``CNI_ARGS`` keys: ``IP``, ``VXPLANE_ENDPOINT``, ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``,
 ``IgnoreUnknown``.
 
+Dual stack: on a network created with ``subnet6`` the ADD result's ``ips`` holds the IPv4
+and the IPv6 address (the prefix plus the IPv4 address as the low 32 bits, so the same name
+has the same IPv6 address on any host), both on the one interface, with ``routes`` to
+``0.0.0.0/0`` and ``::/0``; CHECK compares both. Nothing in the configuration says so: the
+network in the controller does.
+
 Endpoint name: ``endpointName`` / ``VXPLANE_ENDPOINT`` if given, else
 ``K8S_POD_NAMESPACE/K8S_POD_NAME``, else ``CNI_CONTAINERID``; ``:<CNI_IFNAME>`` is appended
 when the interface is not ``eth0``.
@@ -203,8 +209,12 @@ def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
         raise CniError(code, f"{where}: want a list of addresses")
     if not ips:
         return None
+    six = (
+        " (on a dual-stack network the IPv6 address follows from it: the network's subnet6 "
+        "plus the IPv4 address as the low 32 bits)"
+    )
     if len(ips) > 1:
-        raise CniError(code, f"{where}: a vxplane endpoint holds one IPv4 address, got {ips}")
+        raise CniError(code, f"{where}: ask for the one IPv4 address{six}, got {ips}")
     from ipaddress import IPv4Interface, ip_interface
 
     try:
@@ -212,7 +222,7 @@ def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
     except ValueError as exc:
         raise CniError(code, f"{where}: {ips[0]!r} is not an address") from exc
     if not isinstance(addr, IPv4Interface):
-        raise CniError(code, f"{where}: {ips[0]!r}: only IPv4 is supported")
+        raise CniError(code, f"{where}: {ips[0]!r}: ask for the IPv4 address{six}")
     return str(addr.ip)
 
 
@@ -384,7 +394,9 @@ def _valid_attachments(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def result(inv: Invocation, answer: dict[str, Any]) -> dict[str, Any]:
     """The ADD result for the agent's ``answer`` (``{"endpoint", "mtu"}``), chained onto
-    ``prevResult`` when there is one."""
+    ``prevResult`` when there is one. On a dual-stack network (the endpoint has ``ip6``)
+    ``ips`` holds both addresses on the one interface and ``routes`` both defaults
+    (``0.0.0.0/0`` and ``::/0``); before CNI 1.0 each IP says its ``version``."""
     ep = answer["endpoint"]
     v = _vt(inv.version)
     prev: dict[str, Any] = inv.config.get("prevResult") or {}
@@ -393,20 +405,26 @@ def result(inv: Invocation, answer: dict[str, Any]) -> dict[str, Any]:
     if v >= (1, 1, 0):
         iface["mtu"] = int(answer["mtu"])
     interfaces.append(iface)
-    ip: dict[str, Any] = {
-        "address": f"{ep['ip']}/{ep['prefixlen']}",
-        "interface": len(interfaces) - 1,
-    }
-    if v < (1, 0, 0):
-        ip["version"] = "4"
+    ips = list(prev.get("ips") or [])
     routes = list(prev.get("routes") or [])
-    if ep.get("gateway"):
-        ip["gateway"] = ep["gateway"]
-        routes.append({"dst": "0.0.0.0/0", "gw": ep["gateway"]})
+    families = [("4", "ip", "prefixlen", "gateway", "0.0.0.0/0")]
+    if ep.get("ip6"):  # dual stack: the IPv6 address follows the IPv4 one
+        families.append(("6", "ip6", "prefixlen6", "gateway6", "::/0"))
+    for version, addr, plen, gw, default in families:
+        ip: dict[str, Any] = {
+            "address": f"{ep[addr]}/{ep[plen]}",
+            "interface": len(interfaces) - 1,
+        }
+        if v < (1, 0, 0):
+            ip["version"] = version
+        if ep.get(gw):
+            ip["gateway"] = ep[gw]
+            routes.append({"dst": default, "gw": ep[gw]})
+        ips.append(ip)
     out: dict[str, Any] = {
         "cniVersion": inv.version,
         "interfaces": interfaces,
-        "ips": [*(prev.get("ips") or []), ip],
+        "ips": ips,
     }
     if routes:
         out["routes"] = routes
@@ -417,8 +435,9 @@ def result(inv: Invocation, answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_prev_result(inv: Invocation, answer: dict[str, Any]) -> None:
-    """CHECK: CniError 101 unless ``prevResult`` describes what the agent found plugged."""
-    from ipaddress import IPv4Interface, ip_interface
+    """CHECK: CniError 101 unless ``prevResult`` describes what the agent found plugged (both
+    addresses on a dual-stack network)."""
+    from ipaddress import IPv4Interface, IPv6Interface, ip_interface
 
     ep = answer["endpoint"]
     prev = inv.config["prevResult"]
@@ -435,16 +454,20 @@ def compare_prev_result(inv: Invocation, answer: dict[str, Any]) -> None:
             NOT_AS_EXPECTED,
             f"{inv.ifname} has MAC {ep['mac']}, prevResult says {ifaces[found[0]].get('mac')}",
         )
-    want = IPv4Interface(f"{ep['ip']}/{ep['prefixlen']}")
+    wanted: list[IPv4Interface | IPv6Interface] = [IPv4Interface(f"{ep['ip']}/{ep['prefixlen']}")]
+    if ep.get("ip6"):
+        wanted.append(IPv6Interface(f"{ep['ip6']}/{ep['prefixlen6']}"))
     ips = [
         ip_interface(i["address"])
         for i in prev.get("ips") or []
         if isinstance(i, dict) and i.get("interface") == found[0] and "address" in i
     ]
-    if want not in ips:
-        raise CniError(
-            NOT_AS_EXPECTED, f"{inv.ifname} holds {want}, prevResult says {[str(i) for i in ips]}"
-        )
+    for want in wanted:
+        if want not in ips:
+            raise CniError(
+                NOT_AS_EXPECTED,
+                f"{inv.ifname} holds {want}, prevResult says {[str(i) for i in ips]}",
+            )
 
 
 def error_doc(version: str, err: CniError) -> dict[str, Any]:

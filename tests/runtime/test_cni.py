@@ -1,7 +1,8 @@
 """The ``vxplane-cni`` executable driven as a runtime drives it, on a real 2-host lab.
 
 Each call execs the installed binary inside the emulated host's network namespace with the
-``CNI_*`` environment and the configuration on stdin, against real container namespaces.
+``CNI_*`` environment and the configuration on stdin, against real container namespaces;
+one network is dual stack (results with both families, IPv6 between the hosts).
 Prefix ``vxr-``, underlay 198.18.8.0/24, API port 18780, OpenFlow port 16980.
 """
 
@@ -22,6 +23,7 @@ import pytest
 
 from hostagent.plug import device_names
 from tests import slots
+from vxcommon.addr6 import derive_ip6, link_local
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
 
@@ -32,6 +34,7 @@ UNDERLAY = slots.underlay("198.18.8.0/24")
 API_PORT = slots.port(18780)
 OF_PORT = slots.port(16980)
 SUBNET = "10.40.0.0/24"
+TEAL6 = "fd00:41::/64"  # the dual-stack network's IPv6 prefix
 CNI_BIN = Path(sys.executable).with_name("vxplane-cni")
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
 
@@ -86,7 +89,10 @@ class Stack:
         return done.returncode, json.loads(out) if out else None
 
     def ping(self, netns: str, ip: str, count: int = 1) -> bool:
-        argv = ["ip", "netns", "exec", netns, "ping", "-c", str(count), "-W", "2", "-q", ip]
+        """One ping (IPv4 or IPv6, by the address) from ``netns``."""
+        family = "-6" if ":" in ip else "-4"
+        argv = ["ip", "netns", "exec", netns, "ping", family, "-c", str(count), "-W", "2", "-q",
+                ip]  # fmt: skip
         return subprocess.run(argv, capture_output=True).returncode == 0
 
     def endpoint(self, network: str, name: str) -> dict[str, Any] | None:
@@ -311,6 +317,58 @@ def test_older_result_format(stack: Stack) -> None:
     assert rc == 0 and res["cniVersion"] == "0.4.0" and res["ips"][0]["version"] == "4", res
     assert "mtu" not in res["interfaces"][0]
     assert stack.cni(H1, "DEL", conf(version="0.4.0"), cid="ctr-old", netns=ns)[0] == 0
+
+
+def test_dual_stack_results_and_addresses(stack: Stack) -> None:
+    """A network with ``subnet6``: the ADD result carries both families (CNI 1.x and the
+    ``version`` tags of 0.4.0), the namespace holds both addresses (the IPv6 one usable at
+    once, no DAD), the link-local address derived from the MAC and both default routes;
+    IPv6 works between the two hosts; CHECK sees a lost IPv6 address; DEL cleans up."""
+    stack.api.post(
+        "/api/v1/networks", json={"name": "teal", "subnet": "10.41.0.0/24", "subnet6": TEAL6}
+    ).raise_for_status()
+    teal = conf("teal")
+    t1, t2 = stack.netns("vxr-t1"), stack.netns("vxr-t2")
+    rc, a = stack.cni(H1, "ADD", teal, cid="ctr-t1", netns=t1)
+    assert rc == 0, a
+    rc, b = stack.cni(H2, "ADD", conf("teal", version="0.4.0"), cid="ctr-t2", netns=t2)
+    assert rc == 0, b
+    a4, a6 = (ip["address"] for ip in a["ips"])
+    assert a6 == f"{derive_ip6(TEAL6, a4.split('/')[0])}/64"
+    assert a["ips"][1] == {"address": a6, "gateway": "fd00:41::a29:1", "interface": 0}
+    assert a["routes"] == [
+        {"dst": "0.0.0.0/0", "gw": "10.41.0.1"}, {"dst": "::/0", "gw": "fd00:41::a29:1"},
+    ]  # fmt: skip
+    assert [ip["version"] for ip in b["ips"]] == ["4", "6"]
+    ep = stack.endpoint("teal", "ctr-t1")
+    assert ep is not None and f"{ep['ip6']}/{ep['prefixlen6']}" == a6
+    # in the namespace: the address (no DAD), the MAC's link-local one, the default route
+    shown = _ip("-n", "vxr-t1", "-6", "-o", "addr", "show", "dev", "eth0")
+    assert f"inet6 {a6} scope global nodad" in shown, shown
+    assert f"inet6 {link_local(a['interfaces'][0]['mac'])}/64 scope link" in shown, shown
+    assert "tentative" not in shown
+    route = _ip("-n", "vxr-t1", "-6", "route", "show", "default")
+    assert route.startswith("default via fd00:41::a29:1 dev eth0"), route
+    # IPv6 between the two hosts (inside the IPv4 VXLAN underlay)
+    b6 = b["ips"][1]["address"].split("/")[0]
+    assert stack.ping("vxr-t1", b6) and stack.ping("vxr-t2", a6.split("/")[0])
+
+    assert stack.cni(H1, "CHECK", conf("teal", prevResult=a), cid="ctr-t1", netns=t1) == (0, None)
+    _ip("-n", "vxr-t1", "-6", "addr", "del", a6, "dev", "eth0")
+    rc, out = stack.cni(H1, "CHECK", conf("teal", prevResult=a), cid="ctr-t1", netns=t1)
+    assert rc != 0 and out["code"] == 101 and a6 in out["msg"], out
+    for host, cid, ns, cfg in ((H1, "ctr-t1", t1, teal),
+                               (H2, "ctr-t2", t2, conf("teal", version="0.4.0"))):  # fmt: skip
+        assert stack.cni(host, "DEL", cfg, cid=cid, netns=ns) == (0, None)
+    assert stack.endpoint("teal", "ctr-t1") is None and stack.endpoint("teal", "ctr-t2") is None
+    assert not _link_exists("eth0", "vxr-t1") and not _link_exists("eth0", "vxr-t2")
+    stack.api.delete("/api/v1/networks/teal").raise_for_status()
+
+
+def _ip(*argv: str) -> str:
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 # (command, environment, configuration or raw stdin, expected code)
