@@ -1,9 +1,10 @@
 """The Docker drivers with real engines: one dockerd per emulated host, 2 hosts.
 
 ``docker network create -d vxplane --ipam-driver vxplane``, containers on both hosts, ping
-and TCP, isolation, stable addresses across hosts, an engine SIGKILL, malformed plugin
-calls, and a full cleanup. Prefix ``vxd-``, underlay 198.18.9.0/24, API port 18880,
-OpenFlow port 17080. The lab starts (and stops by pid) its own dockerd processes.
+and TCP, isolation, stable addresses across hosts, an engine SIGKILL, a dual-stack network
+(``--ipv6``), malformed plugin calls, and a full cleanup. Prefix ``vxd-``, underlay
+198.18.9.0/24, API port 18880, OpenFlow port 17080. The lab starts (and stops by pid) its
+own dockerd processes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from hostagent.plug import device_names
 from tests import slots
+from vxcommon.addr6 import derive_ip6, link_local
 from vxlab.docker import IMAGE, engine_paths
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
@@ -36,6 +38,7 @@ API_PORT = slots.port(18880)
 OF_PORT = slots.port(17080)
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
 BLUE, RED = ("vxd-blue", "10.60.0.0/24"), ("vxd-red", "10.61.0.0/24")
+TEAL, TEAL6 = ("vxd-teal", "10.62.0.0/24"), "fd00:62::/64"  # dual stack
 
 
 @dataclass
@@ -51,12 +54,16 @@ class Stack:
             raise AssertionError(f"docker {' '.join(args)} on {host}: {done.stderr.strip()}")
         return done.stdout.strip() if check else done.stdout + done.stderr
 
-    def run(self, host: str, name: str, network: str, *extra: str) -> dict[str, str]:
+    def run(self, host: str, name: str, network: str, *extra: str) -> dict[str, Any]:
         self.docker(host, "run", "-d", "--name", name, "--network", network, *extra, IMAGE,
                     "sleep", "3600")  # fmt: skip
         doc = json.loads(self.docker(host, "inspect", name))[0]
         cfg = doc["NetworkSettings"]["Networks"][network]
-        return {"ip": cfg["IPAddress"], "mac": cfg["MacAddress"], "endpoint": cfg["EndpointID"]}
+        return {
+            "ip": cfg["IPAddress"], "mac": cfg["MacAddress"], "endpoint": cfg["EndpointID"],
+            "ip6": cfg["GlobalIPv6Address"], "prefixlen6": cfg["GlobalIPv6PrefixLen"],
+            "gateway6": cfg["IPv6Gateway"],
+        }  # fmt: skip
 
     def ping(self, host: str, container: str, ip: str) -> bool:
         argv = self.lab.docker_argv(host, ["exec", container, "ping", "-c", "1", "-W", "2", ip])
@@ -376,7 +383,7 @@ NET_CALLS: list[tuple[str, Any]] = [
         {
             "NetworkID": "n1",
             "IPv4Data": [{"Pool": "10.70.0.0/24"}],
-            "IPv6Data": [{"Pool": "fd00::/64"}],
+            "IPv6Data": [{"Pool": "fd00::/112"}],  # the low 32 bits carry the IPv4 address
         },
     ),
     (
@@ -504,6 +511,44 @@ def test_docker_run_p_publishes_and_stop_closes(stack: Stack) -> None:
             stack.docker(host, "rm", "-f", "pw", "pw2", "pwbad", check=False)
             stack.docker(host, "network", "rm", SHOP[0], check=False)
     assert stack.api.get(f"/api/v1/networks/{SHOP[0]}").status_code == 404  # and its ports
+
+
+def test_dual_stack_network_gives_containers_both_families(stack: Stack) -> None:
+    """``docker network create --ipv6 --subnet V4 --subnet V6``: a dual-stack vxplane network
+    (adopted by the second host), containers with their derived IPv6 address and gateway,
+    the MAC's link-local address, ping6 across the hosts, and a name keeping its IPv6
+    address on the other host."""
+    for host in (H1, H2):
+        stack.docker(host, "network", "create", "--ipv6", "-d", "vxplane", "--ipam-driver",
+                     "vxplane", "--subnet", TEAL[1], "--subnet", TEAL6, TEAL[0])  # fmt: skip
+    net = network(stack, TEAL[0])
+    assert (net["subnet6"], net["gateway6"]) == (TEAL6, "fd00:62::a3e:1")
+    inspected = json.loads(stack.docker(H1, "network", "inspect", TEAL[0]))[0]
+    subnets = sorted(c["Subnet"] for c in inspected["IPAM"]["Config"])
+    assert inspected["EnableIPv6"] and subnets == sorted([TEAL[1], TEAL6])
+    t1, t2 = stack.run(H1, "t1", TEAL[0]), stack.run(H2, "t2", TEAL[0])
+    for host, name, got in ((H1, "t1", t1), (H2, "t2", t2)):
+        ep = stack.endpoint(TEAL[0], name)
+        assert ep is not None and ep["state"] == "ready"
+        assert got["ip6"] == ep["ip6"] == derive_ip6(TEAL6, got["ip"])
+        assert (got["prefixlen6"], got["gateway6"]) == (64, "fd00:62::a3e:1")
+        # inside: the address, the link-local one of the derived MAC, the default route
+        addrs = stack.docker(host, "exec", name, "ip", "-6", "addr", "show", "dev", "eth0")
+        assert f"inet6 {got['ip6']}/64 scope global" in addrs, addrs
+        assert f"inet6 {link_local(got['mac'])}/64 scope link" in addrs, addrs
+        routes = stack.docker(host, "exec", name, "ip", "-6", "route")
+        assert "default via fd00:62::a3e:1 dev eth0" in routes, routes
+    ping6 = ["exec", "t1", "ping", "-6", "-c", "1", "-W", "3", t2["ip6"]]
+    assert "1 packets received" in stack.docker(H1, *ping6)
+    # the same name on the other host: the same IPv6 address
+    stack.docker(H1, "rm", "-f", "t1")
+    again = stack.run(H2, "t1", TEAL[0])
+    assert (again["ip"], again["ip6"]) == (t1["ip"], t1["ip6"])
+    stack.docker(H2, "rm", "-f", "t1", "t2")
+    for host in (H1, H2):
+        stack.docker(host, "network", "rm", TEAL[0])
+    wait_for("teal removed", lambda: stack.api.get(f"/api/v1/networks/{TEAL[0]}").status_code
+             == 404)  # fmt: skip
 
 
 def test_malformed_plugin_calls_get_the_protocol_error_shape(stack: Stack) -> None:

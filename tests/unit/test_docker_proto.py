@@ -66,6 +66,21 @@ def test_create_network() -> None:
         {"NetworkID": "n", "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "10.9.0.1/24"}]},
         {"NetworkID": "n", "IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "10.1.0.1"}]},
         {"NetworkID": "n", "IPv4Data": [{"Pool": "10.1.0.0/24"}], "IPv6Data": [{"Pool": "x"}]},
+        {
+            "NetworkID": "n",
+            "IPv4Data": [{"Pool": "10.1.0.0/24"}],
+            "IPv6Data": [{"Pool": "fd00::/112"}],
+        },
+        {
+            "NetworkID": "n",
+            "IPv4Data": [{"Pool": "10.1.0.0/24"}],
+            "IPv6Data": [{"Pool": "fd00::/64"}, {"Pool": "fd01::/64"}],
+        },
+        {
+            "NetworkID": "n",
+            "IPv4Data": [{"Pool": "10.1.0.0/24"}],
+            "IPv6Data": [{"Pool": "fd00::/64", "Gateway": "fd01::1/64"}],
+        },
         {"NetworkID": "n", "IPv4Data": [{"Pool": "10.1.0.0/24"}], "Options": []},
         {"NetworkID": 3, "IPv4Data": [{"Pool": "10.1.0.0/24"}]},
     ],
@@ -84,7 +99,8 @@ def test_endpoint_requests() -> None:
     for bad in (
         {"NetworkID": "n"},
         {"NetworkID": "n", "EndpointID": "e", "Interface": {"Address": "10.1.0.5"}},
-        {"NetworkID": "n", "EndpointID": "e", "Interface": {"AddressIPv6": "fd00::5/64"}},
+        {"NetworkID": "n", "EndpointID": "e", "Interface": {"AddressIPv6": "10.1.0.6/24"}},
+        {"NetworkID": "n", "EndpointID": "e", "Interface": {"AddressIPv6": "fd00::5"}},
         {"NetworkID": "n", "EndpointID": "e", "Interface": []},
     ):
         with pytest.raises(ProtocolError):

@@ -25,6 +25,16 @@ module does the work, and plugs through the agent's one plug sequence (``hostage
   the cleanup after a vanished container unpublish them (``hostagent.publish``).
 - The engine's events drive cleanup of endpoints whose container went away without a
   teardown (``engine.py``).
+
+Dual stack (``docker network create --ipv6 --subnet V4 --subnet V6``): the IPv6 pool is the
+vxplane network's ``subnet6`` (``CreateNetwork`` passes it on; its gateway must be the
+prefix plus the IPv4 gateway's low 32 bits, which is what the IPAM driver hands out when not
+given). libnetwork asks for an endpoint's IPv4 address, then, in the same goroutine, for its
+IPv6 one, and neither request names the endpoint: so on a dual-stack network an IPv4
+request holds the network's "IPv6 slot" until the IPv6 request that follows takes it (or
+``settle`` s passed), and the IPv6 address handed out is the one the controller derived for
+that endpoint (``ip6``). Concurrent starts on one network thus pass the two requests one
+endpoint at a time (the gap is one libnetwork call); ``Join`` adds ``GatewayIPv6``.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -63,6 +74,7 @@ from hostagent.runtimes.docker import proto
 from hostagent.runtimes.docker.engine import Debouncer, EngineClient, EventFollower
 from hostagent.runtimes.docker.pools import PoolTable
 from hostagent.runtimes.docker.proto import ProtocolError
+from vxcommon.addr6 import gateway6
 from vxcommon.names import name_error
 
 log = logging.getLogger("hostagent.docker")
@@ -72,6 +84,16 @@ EXT_EP = "vxplane-docker-endpoint"
 EXT_NET = "vxplane-docker-network"
 EXT_SINCE = "vxplane-docker-since"
 ANON = "docker-anon-"
+
+
+@dataclass
+class Slot6:
+    """A dual-stack network's IPv6 slot: held by the endpoint whose IPv4 address is being
+    handed out (``ep`` None while the controller is asked), until its IPv6 request."""
+
+    since: float
+    name: str = ""
+    ep: Endpoint | None = None
 
 
 class DockerDriver:
@@ -96,6 +118,9 @@ class DockerDriver:
         self.seen_live: set[str] = set()  # endpoint ids seen in a running container
         self.cleaned = 0
         self._lock = threading.Lock()
+        self.slots6: dict[str, Slot6] = {}  # docker network id -> its IPv6 slot
+        self._slots6 = threading.Condition()
+        self.settle6 = 10.0  # seconds an IPv6 slot waits for its request
         self.reconcile_soon = Debouncer(self.reconcile)
         self.handlers: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
             ("Plugin", "Activate"): lambda b: proto.activate(),
@@ -162,11 +187,22 @@ class DockerDriver:
 
     def create_network(self, body: Any) -> dict[str, Any]:
         req = proto.create_network(body)
+        gw6 = None
+        if req.subnet6 is not None:
+            gw6 = IPv6Address(gateway6(req.subnet6, req.gateway))
+            if req.gateway6 is not None and req.gateway6 != gw6:
+                raise ProtocolError(
+                    f"the IPv6 gateway of {req.subnet6} must be {gw6}: the prefix plus the IPv4 "
+                    f"gateway {req.gateway} as the low 32 bits (not {req.gateway6})"
+                )
         if req.our_pool:
             self.pools.created(req.subnet, req.network_id)
+            if req.subnet6 is not None:
+                self.pools.created(req.subnet6, req.network_id)
         with self._lock:
             self.networks[req.network_id] = {
                 "name": None, "subnet": req.subnet, "gateway": req.gateway, "ready": False,
+                "subnet6": req.subnet6, "gateway6": gw6,
             }  # fmt: skip
         # The name is known to the engine only once this call returned: learn it then.
         threading.Thread(
@@ -199,14 +235,18 @@ class DockerDriver:
                 raise ProtocolError(f"network {network_id[:12]} is not known to the engine yet")
             if net.get("Driver") != DRIVER:
                 raise ProtocolError(f"network {net.get('Name')} is not a {DRIVER} network")
-            configs = (net.get("IPAM") or {}).get("Config") or [{}]
-            subnet = IPv4Network(configs[0].get("Subnet"))
-            gw = configs[0].get("Gateway")
+            v4, v6 = _configs(net)
+            subnet = IPv4Network(v4.get("Subnet"))
+            gw = v4.get("Gateway")
+            gateway = IPv4Address(gw.split("/")[0]) if gw else subnet[1]
+            subnet6 = IPv6Network(v6["Subnet"]) if v6.get("Subnet") else None
             info = {
                 "name": net["Name"],
                 "subnet": subnet,
-                "gateway": IPv4Address(gw.split("/")[0]) if gw else subnet[1],
+                "gateway": gateway,
                 "ready": False,
+                "subnet6": subnet6,
+                "gateway6": IPv6Address(gateway6(subnet6, gateway)) if subnet6 else None,
             }
             with self._lock:
                 self.networks[network_id] = info
@@ -220,13 +260,19 @@ class DockerDriver:
         error = name_error(name)
         if error:
             raise ProtocolError(f"Docker network name: {error}")
+        six = str(info["subnet6"]) if info.get("subnet6") else None
         net, created = self.agent.client.create_network(
-            name, str(info["subnet"]), str(info["gateway"])
+            name, str(info["subnet"]), str(info["gateway"]), six
         )
         if net.subnet != str(info["subnet"]) or net.gateway != str(info["gateway"]):
             raise ProtocolError(
                 f"vxplane network {name} has subnet {net.subnet} gateway {net.gateway}, "
                 f"the Docker network {info['subnet']} gateway {info['gateway']}"
+            )
+        if net.subnet6 != six:
+            raise ProtocolError(
+                f"vxplane network {name} has IPv6 subnet {net.subnet6 or 'none'}, the Docker "
+                f"network {six or 'none'}"
             )
         log.info(
             "host %s: docker network %s -> vxplane network %s (%s)",
@@ -271,11 +317,15 @@ class DockerDriver:
             raise ProtocolError(
                 f"pool {ref.pool_id} has no network yet (--aux-address is not supported)"
             )
-        claimed = self.pools.claimed(except_pool=ref.pool_id) if ref.tag else set()
+        claimed = (
+            self.pools.claimed(except_pool=ref.pool_id, version=ref.pool.version)
+            if ref.tag
+            else set()
+        )
         found = {
             net["Id"]: str(net.get("Name", ""))
             for net in self.engine.networks(DRIVER)
-            if ((net.get("IPAM") or {}).get("Config") or [{}])[0].get("Subnet") == str(ref.pool)
+            if str(ref.pool) in [c.get("Subnet") for c in _configs(net)]
             and ((net.get("IPAM") or {}).get("Driver") in (None, "", DRIVER))
             and net["Id"] not in claimed
         }
@@ -352,23 +402,105 @@ class DockerDriver:
 
     def request_address(self, body: Any) -> dict[str, Any]:
         req = proto.request_address(body)
+        if req.ref.v6:
+            return self._request_address6(req)
         if req.gateway:
-            return proto.address_reply(req.address or req.pool[1], req.pool)
+            gw = req.address or req.pool[1]
+            assert isinstance(gw, IPv4Address)
+            self.pools.gateway(req.ref.pool_id, gw)  # for the IPv6 gateway that follows
+            return proto.address_reply(gw, req.pool)
+        assert not isinstance(req.address, IPv6Address)
         nid, info = self._network_of_pool(req.ref, req.address)
-        name = self._container_name(info["name"], req.address)
-        ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
+        dual = info.get("subnet6") is not None
+        if dual:
+            self._take_slot6(nid)
+        try:
+            name = self._container_name(info["name"], req.address)
+            ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
+        except BaseException:
+            if dual:
+                self._free_slot6(nid)
+            raise
         with self._lock:
             self.pending[(nid, str(ep.ip))] = name
+        if dual:
+            with self._slots6:
+                self.slots6[nid] = Slot6(time.monotonic(), name, ep)
         log.info("host %s: address %s for %s/%s", self.agent.host, ep.ip, info["name"], name)
         return proto.address_reply(str(ep.ip), req.pool)
 
+    def _take_slot6(self, nid: str) -> None:
+        """Wait until no other endpoint of the dual-stack network ``nid`` awaits its IPv6
+        address (or it waited ``settle6`` s: its request is not coming), then hold the slot."""
+        with self._slots6:
+            while True:
+                held = self.slots6.get(nid)
+                now = time.monotonic()
+                if held is None or now - held.since >= self.settle6:
+                    break
+                self._slots6.wait(timeout=held.since + self.settle6 - now)
+            if held is not None:
+                log.warning(
+                    "host %s: docker network %s: no IPv6 request came for %s",
+                    self.agent.host, nid[:12], held.name or "an endpoint",
+                )  # fmt: skip
+            self.slots6[nid] = Slot6(time.monotonic())
+
+    def _free_slot6(self, nid: str, name: str | None = None) -> None:
+        """Give the IPv6 slot of ``nid`` up (only if ``name`` holds it, when given)."""
+        with self._slots6:
+            held = self.slots6.get(nid)
+            if held is not None and name in (None, held.name):
+                del self.slots6[nid]
+                self._slots6.notify_all()
+
+    def _request_address6(self, req: proto.RequestAddress) -> dict[str, Any]:
+        """An IPv6 address: the gateway's (the prefix plus the IPv4 gateway just handed out)
+        or the endpoint's whose IPv4 address was handed out just before (its ``ip6``)."""
+        pool = req.pool
+        assert isinstance(pool, IPv6Network)
+        if req.gateway:
+            if req.address is not None:  # --gateway: CreateNetwork checks it
+                return proto.address_reply(req.address, pool)
+            gws = self.pools.gateways_awaiting()
+            if len(gws) != 1:
+                raise ProtocolError(
+                    f"cannot tell which IPv4 gateway the IPv6 gateway of {pool} goes with "
+                    f"({len(gws)} networks being created): give its --gateway, the prefix plus "
+                    "the IPv4 gateway as the low 32 bits"
+                )
+            return proto.address_reply(gateway6(pool, next(iter(gws))), pool)
+        nid, info = self._network_of_pool(req.ref)
+        with self._slots6:
+            held = self.slots6.pop(nid, None)
+            self._slots6.notify_all()
+        if held is None or held.ep is None:
+            raise ProtocolError(
+                f"network {info['name']}: an IPv6 address without an IPv4 address just handed "
+                "out (vxplane derives it from the IPv4 address)"
+            )
+        ep = held.ep
+        if ep.ip6 is None:
+            raise ProtocolError(f"vxplane network {info['name']} has no IPv6 subnet")
+        if req.address is not None and req.address != ep.ip6:
+            raise ProtocolError(
+                f"--ip6 {req.address}: {held.name} has {ep.ip6} (the network's IPv6 prefix "
+                f"plus its IPv4 address {ep.ip})"
+            )
+        log.info("host %s: address %s for %s/%s", self.agent.host, ep.ip6, ep.network, held.name)
+        return proto.address_reply(ep.ip6, pool)
+
     def release_address(self, body: Any) -> dict[str, Any]:
         ref, address = proto.release(body, address=True)
+        if ref.v6:  # the endpoint goes with its IPv4 address
+            return {}
         ip = address.split("/")[0]
         nid = self.pools.network_of(ref.pool_id)
         with self._lock:
             if nid:
                 name = self.pending.pop((nid, ip), None)
+                if name is not None:  # libnetwork rolls back: its IPv6 request is not coming
+                    self._free_slot6(nid, name)
                 info = self.networks.get(nid)
                 nets = [info] if info and info["name"] else []
             else:  # an old-style or unknown pool: any network of the subnet
@@ -409,6 +541,11 @@ class DockerDriver:
         reserved = self._endpoint(network, name, ip)  # the address; no live owner elsewhere
         if req.mac and req.mac != reserved.mac:
             raise ProtocolError(f"vxplane derives the MAC from the IP: {ip} has {reserved.mac}")
+        if req.address6 is not None and req.address6.ip != reserved.ip6:
+            raise ProtocolError(
+                f"IPv6 address {req.address6.ip}: {name} has "
+                f"{reserved.ip6 or 'none (the vxplane network has no IPv6 subnet)'}"
+            )
         with self._lock:  # before the port exists: reconcile must not take it for stale
             self.inflight[req.endpoint_id] = time.monotonic()
         runtime_ids = {
@@ -424,7 +561,8 @@ class DockerDriver:
             with self._lock:
                 self.inflight.pop(req.endpoint_id, None)
             raise
-        return proto.create_endpoint_reply(req.mac, ep.mac)
+        give6 = ep.interface6 if req.address6 is None and info.get("subnet6") else None
+        return proto.create_endpoint_reply(req.mac, ep.mac, give6)
 
     def _port(self, endpoint_id: str) -> PortRecord | None:
         for port in self.agent.ovs.ports(self.agent.bridge):
@@ -438,13 +576,14 @@ class DockerDriver:
         if port is None or port.ofport is None:
             raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
         network, name = port.external_ids[EXT_NETWORK], port.external_ids[EXT_ENDPOINT]
-        gateway = self._gateway(port)
-        return proto.join_reply(device_names(network, name)[1], gateway)
+        gateway, gateway6 = self._gateways(port)
+        return proto.join_reply(device_names(network, name)[1], gateway, gateway6)
 
-    def _gateway(self, port: PortRecord) -> str | None:
+    def _gateways(self, port: PortRecord) -> tuple[str | None, str | None]:
         with self._lock:
-            info = self.networks.get(port.external_ids.get(EXT_NET, ""))
-        return str(info["gateway"]) if info and info.get("gateway") else None
+            info = self.networks.get(port.external_ids.get(EXT_NET, "")) or {}
+        gw, gw6 = info.get("gateway"), info.get("gateway6")
+        return (str(gw) if gw else None), (str(gw6) if gw6 else None)
 
     def program_external(self, body: Any) -> dict[str, Any]:
         """``ProgramExternalConnectivity``: publish the container's ``-p`` ports for its
@@ -587,6 +726,19 @@ class DockerDriver:
                 self.agent.host, ids.get(EXT_NETWORK), ids.get(EXT_ENDPOINT), eid[:12],
             )  # fmt: skip
         return cleaned
+
+
+def _configs(net: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The IPv4 and the IPv6 entry ({} if none) of an engine network's ``IPAM.Config``."""
+    v4: dict[str, Any] = {}
+    v6: dict[str, Any] = {}
+    for c in (net.get("IPAM") or {}).get("Config") or []:
+        if isinstance(c, dict) and isinstance(c.get("Subnet"), str):
+            if ":" in c["Subnet"]:
+                v6 = v6 or c
+            else:
+                v4 = v4 or c
+    return v4, v6
 
 
 def create_plugin_app(driver: DockerDriver) -> FastAPI:

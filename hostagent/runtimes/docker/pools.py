@@ -22,6 +22,12 @@ a container's ``RequestAddress`` which of them it is for. So:
 A pool id this table does not know (the file lost, say with ``/run`` after a reboot) is
 resolved by the driver from the engine's networks (see ``DockerDriver._network_of_pool``)
 and then learned.
+
+With ``--ipv6`` libnetwork asks for the IPv4 pool and its gateway, then for the IPv6 pool
+and its gateway, then calls ``CreateNetwork``; the IPv6 pool is paired like the IPv4 one (by
+its subnet). The IPv6 gateway is the prefix plus the IPv4 gateway's low 32 bits, so the
+IPv4 gateway handed out is noted on its pool (``gateway``) for the IPv6 gateway's request
+that follows (``gateways_awaiting``).
 """
 
 from __future__ import annotations
@@ -33,19 +39,23 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from hostagent.runtimes.docker import proto
 
 log = logging.getLogger("hostagent.docker")
 
 
+Subnet = IPv4Network | IPv6Network
+
+
 @dataclass
 class Pool:
-    subnet: IPv4Network
+    subnet: Subnet
     network_id: str | None = None  # the Docker network, once paired
     issued: float = 0.0  # monotonic time of RequestPool (0: read from the file)
     paired: float = 0.0  # wall time of the pairing
+    gateway: IPv4Address | None = None  # the IPv4 gateway handed out, while unpaired
 
 
 class PoolTable:
@@ -106,7 +116,7 @@ class PoolTable:
 
     # -- the calls --------------------------------------------------------------------
 
-    def _awaiting(self, subnet: IPv4Network, now: float) -> list[str]:
+    def _awaiting(self, subnet: Subnet, now: float) -> list[str]:
         """Pools of ``subnet`` issued less than ``settle`` s ago, not yet paired."""
         return [
             pid
@@ -114,7 +124,7 @@ class PoolTable:
             if p.subnet == subnet and p.network_id is None and now - p.issued < self.settle
         ]
 
-    def request(self, subnet: IPv4Network) -> str:
+    def request(self, subnet: Subnet) -> str:
         """A new pool id for ``subnet`` (``RequestPool``), once no other pool of the subnet
         awaits its ``CreateNetwork`` (or ``settle`` s passed)."""
         with self._cond:
@@ -129,12 +139,12 @@ class PoolTable:
             self._pools[pool_id] = Pool(subnet, None, time.monotonic())
             return pool_id
 
-    def created(self, subnet: IPv4Network, network_id: str) -> str | None:
+    def created(self, subnet: Subnet, network_id: str) -> str | None:
         """``CreateNetwork`` of ``network_id``: pair it with the pool of its subnet that awaits
         it; returns that pool id (None if no pool of ours awaits: another IPAM driver)."""
         with self._cond:
             for pid, p in self._pools.items():
-                if p.network_id == network_id:
+                if p.network_id == network_id and p.subnet.version == subnet.version:
                     return pid  # CreateNetwork again (engine retries): already paired
             waiting = self._awaiting(subnet, time.monotonic())
             if not waiting:
@@ -146,6 +156,24 @@ class PoolTable:
             self._cond.notify_all()
         log.info("docker pool %s -> network %s", pool_id, network_id[:12])
         return pool_id
+
+    def gateway(self, pool_id: str, address: IPv4Address) -> None:
+        """The IPv4 gateway handed out for a pool that awaits its ``CreateNetwork``."""
+        with self._cond:
+            p = self._pools.get(pool_id)
+            if p is not None and p.network_id is None:
+                p.gateway = address
+
+    def gateways_awaiting(self) -> set[IPv4Address]:
+        """The IPv4 gateways of the pools that await their ``CreateNetwork`` (issued less
+        than ``settle`` s ago): one, when a single network is being created."""
+        now = time.monotonic()
+        with self._cond:
+            return {
+                p.gateway
+                for p in self._pools.values()
+                if p.gateway is not None and p.network_id is None and now - p.issued < self.settle
+            }
 
     def learn(self, pool_id: str, network_id: str) -> None:
         """Record a pairing found otherwise (an id this table did not know)."""
@@ -174,13 +202,14 @@ class PoolTable:
             p = self._pools.get(pool_id)
             return bool(p and p.network_id is None and p.issued)
 
-    def claimed(self, except_pool: str = "") -> set[str]:
-        """Docker network ids paired with some pool (other than ``except_pool``)."""
+    def claimed(self, except_pool: str = "", version: int = 4) -> set[str]:
+        """Docker network ids paired with some pool of IP ``version`` (other than
+        ``except_pool``)."""
         with self._cond:
             return {
                 p.network_id
                 for pid, p in self._pools.items()
-                if p.network_id and pid != except_pool
+                if p.network_id and pid != except_pool and p.subnet.version == version
             }
 
     def prune(self, network_ids: set[str], older_than: float = 60.0) -> list[str]:

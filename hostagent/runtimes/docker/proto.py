@@ -10,13 +10,26 @@ malformed one gets that error shape, never a traceback.
 Pool ids are ``vxplane:<cidr>:<tag>``, a fresh random tag per ``RequestPool``: two Docker
 networks with the same subnet get distinct ids, which the driver pairs with their networks
 (``pools.py``). Ids of the older form ``vxplane:<cidr>`` (one per subnet) are still read.
+IPv6 pools (``--ipv6``: ``RequestPool`` with ``V6``) are ``vxplane6:<cidr>:<tag>`` (the tag
+after the last colon); a network has at most one of each family, its IPv6 prefix at most /96
+(the low 32 bits carry each IPv4 address: ``vxcommon.addr6``).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+    ip_interface,
+    ip_network,
+)
 from typing import Any
 
 ACTIVATE = "Plugin.Activate"
@@ -24,6 +37,8 @@ IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 LOCAL_SPACE = "vxplane-local"
 GLOBAL_SPACE = "vxplane-global"
 POOL_PREFIX = "vxplane:"
+POOL6_PREFIX = "vxplane6:"
+MAX_PREFIX6 = 96
 POOL_TAG = re.compile(r"[0-9a-z]{1,32}")
 GATEWAY_REQUEST = "com.docker.network.gateway"
 MAC_OPTION = "com.docker.network.endpoint.macaddress"
@@ -103,6 +118,16 @@ def _list(body: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+def _cidr_ip6(value: str, key: str) -> IPv6Interface:
+    try:
+        iface = ip_interface(value)
+    except ValueError as exc:
+        raise ProtocolError(f"{key} {value!r} is not an address in CIDR form") from exc
+    if not isinstance(iface, IPv6Interface) or "/" not in value:
+        raise ProtocolError(f"{key} {value!r}: want an IPv6 address with a prefix length")
+    return iface
+
+
 def _cidr_ip(value: str, key: str) -> IPv4Interface:
     try:
         iface = ip_interface(value)
@@ -137,6 +162,8 @@ class CreateNetwork:
     gateway: IPv4Address
     options: dict[str, Any] = field(default_factory=dict)
     address_space: str = ""
+    subnet6: IPv6Network | None = None  # dual stack (--ipv6)
+    gateway6: IPv6Address | None = None  # as the IPAM driver gave it (None: not given)
 
     @property
     def our_pool(self) -> bool:
@@ -145,14 +172,15 @@ class CreateNetwork:
 
 
 def create_network(body: Any) -> CreateNetwork:
-    """``CreateNetwork``: one IPv4 pool with its gateway; no IPv6."""
+    """``CreateNetwork``: one IPv4 pool with its gateway, and with ``--ipv6`` one IPv6 pool
+    (at most /96) with its gateway."""
     b = _obj(body)
     nid = _str(b, "NetworkID")
-    v4 = _list(b, "IPv4Data")
-    if _list(b, "IPv6Data"):
-        raise ProtocolError("vxplane networks are IPv4 only (no --ipv6)")
+    v4, v6 = _list(b, "IPv4Data"), _list(b, "IPv6Data")
     if len(v4) != 1 or not isinstance(v4[0], dict):
         raise ProtocolError("vxplane networks need exactly one IPv4 subnet (--subnet)")
+    if len(v6) > 1 or (v6 and not isinstance(v6[0], dict)):
+        raise ProtocolError("vxplane networks take at most one IPv6 subnet (--subnet)")
     pool = _pool(_str(v4[0], "Pool"))
     gw = _str(v4[0], "Gateway", required=False)
     gateway = _cidr_ip(gw, "Gateway").ip if gw else pool[1]
@@ -160,7 +188,17 @@ def create_network(body: Any) -> CreateNetwork:
         raise ProtocolError(f"gateway {gateway} is outside {pool}")
     _map(v4[0], "AuxAddresses")
     space = _str(v4[0], "AddressSpace", required=False)
-    return CreateNetwork(nid, pool, gateway, _map(b, "Options"), space)
+    subnet6 = gateway6 = None
+    if v6:
+        subnet6 = _pool6(_str(v6[0], "Pool"))
+        gw6 = _str(v6[0], "Gateway", required=False)
+        if gw6:
+            gateway6 = _cidr_ip6(gw6, "IPv6Data Gateway").ip
+            if gateway6 not in subnet6:
+                raise ProtocolError(f"gateway {gateway6} is outside {subnet6}")
+        if _map(v6[0], "AuxAddresses"):
+            raise ProtocolError("vxplane does not support --aux-address")
+    return CreateNetwork(nid, pool, gateway, _map(b, "Options"), space, subnet6, gateway6)
 
 
 @dataclass(frozen=True)
@@ -170,16 +208,16 @@ class CreateEndpoint:
     address: IPv4Interface | None
     mac: str
     options: dict[str, Any] = field(default_factory=dict)
+    address6: IPv6Interface | None = None
 
 
 def create_endpoint(body: Any) -> CreateEndpoint:
-    """``CreateEndpoint``: the interface's address (from the IPAM driver) and MAC, if set."""
+    """``CreateEndpoint``: the interface's addresses (from the IPAM driver) and MAC, if set."""
     b = _obj(body)
     i = ids(b)
     iface = _map(b, "Interface")
-    if _str(iface, "AddressIPv6", required=False):
-        raise ProtocolError("vxplane endpoints are IPv4 only")
     addr = _str(iface, "Address", required=False)
+    addr6 = _str(iface, "AddressIPv6", required=False)
     mac = _str(iface, "MacAddress", required=False).lower()
     return CreateEndpoint(
         i.network_id,
@@ -187,6 +225,7 @@ def create_endpoint(body: Any) -> CreateEndpoint:
         _cidr_ip(addr, "Interface.Address") if addr else None,
         mac,
         _map(b, "Options"),
+        _cidr_ip6(addr6, "Interface.AddressIPv6") if addr6 else None,
     )
 
 
@@ -278,6 +317,21 @@ def discover(body: Any) -> dict[str, Any]:
     return {}
 
 
+def _pool6(value: str) -> IPv6Network:
+    try:
+        net = ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ProtocolError(f"pool {value!r} is not a subnet in CIDR form: {exc}") from exc
+    if not isinstance(net, IPv6Network):
+        raise ProtocolError(f"pool {value}: want an IPv6 subnet here")
+    if net.prefixlen > MAX_PREFIX6:
+        raise ProtocolError(
+            f"IPv6 pool {value} is too small (at most /{MAX_PREFIX6}: the low 32 bits of each "
+            "IPv6 address carry the endpoint's IPv4 address)"
+        )
+    return net
+
+
 def _pool(value: str) -> IPv4Network:
     try:
         net = ip_network(value, strict=True)
@@ -293,32 +347,40 @@ def _pool(value: str) -> IPv4Network:
 @dataclass(frozen=True)
 class RequestPool:
     space: str
-    pool: IPv4Network
+    pool: IPv4Network | IPv6Network
     options: dict[str, Any] = field(default_factory=dict)
 
 
 def request_pool(body: Any) -> RequestPool:
-    """``RequestPool``: vxplane needs the subnet (``--subnet``); no sub-pools, no IPv6."""
+    """``RequestPool``: vxplane needs the subnet (``--subnet``), of each family with
+    ``--ipv6`` (``V6``: an IPv6 prefix of at most /96); no sub-pools."""
     b = _obj(body)
     space = _str(b, "AddressSpace")
-    if b.get("V6"):
-        raise ProtocolError("vxplane IPAM is IPv4 only")
     if not isinstance(b.get("V6", False), bool):
         raise ProtocolError("V6 must be a boolean")
+    v6 = bool(b.get("V6"))
     pool = _str(b, "Pool", required=False)
     if _str(b, "SubPool", required=False):
         if not pool:
             raise ProtocolError("SubPool given without Pool")
         raise ProtocolError("vxplane IPAM does not support --ip-range")
     if not pool:
-        raise ProtocolError("vxplane IPAM needs the subnet: docker network create --subnet CIDR")
-    return RequestPool(space, _pool(pool), _map(b, "Options"))
+        six = " (and an IPv6 one of at most /96 with --ipv6)" if v6 else ""
+        raise ProtocolError(
+            f"vxplane IPAM needs the subnet: docker network create --subnet CIDR{six}"
+        )
+    return RequestPool(space, _pool6(pool) if v6 else _pool(pool), _map(b, "Options"))
 
 
-def pool_id(pool: IPv4Network, tag: str = "") -> str:
-    """The id of a pool: ``vxplane:<cidr>:<tag>``, or the old ``vxplane:<cidr>`` without tag."""
+def pool_id(pool: IPv4Network | IPv6Network, tag: str = "") -> str:
+    """The id of a pool: ``vxplane:<cidr>:<tag>`` (IPv6: ``vxplane6:<cidr>:<tag>``), or the
+    old ``vxplane:<cidr>`` without tag."""
     if tag and not POOL_TAG.fullmatch(tag):
         raise ValueError(f"pool tag {tag!r}: 1 to 32 of [0-9a-z]")
+    if isinstance(pool, IPv6Network):
+        if not tag:
+            raise ValueError("an IPv6 pool id needs a tag")
+        return f"{POOL6_PREFIX}{pool}:{tag}"
     return f"{POOL_PREFIX}{pool}:{tag}" if tag else f"{POOL_PREFIX}{pool}"
 
 
@@ -327,12 +389,21 @@ class PoolRef:
     """A parsed pool id: the id itself, its subnet and its tag ("" in an old-style id)."""
 
     pool_id: str
-    pool: IPv4Network
+    pool: IPv4Network | IPv6Network
     tag: str = ""
+
+    @property
+    def v6(self) -> bool:
+        return isinstance(self.pool, IPv6Network)
 
 
 def parse_pool_id(value: str) -> PoolRef:
-    """The parts of an id made by ``pool_id`` (either form)."""
+    """The parts of an id made by ``pool_id`` (any form)."""
+    if value.startswith(POOL6_PREFIX):
+        cidr, _, tag = value[len(POOL6_PREFIX) :].rpartition(":")
+        if not POOL_TAG.fullmatch(tag) or not cidr:
+            raise ProtocolError(f"unknown PoolID {value!r}")
+        return PoolRef(value, _pool6(cidr), tag)
     if not value.startswith(POOL_PREFIX):
         raise ProtocolError(f"unknown PoolID {value!r}")
     cidr, _, tag = value[len(POOL_PREFIX) :].partition(":")
@@ -344,27 +415,31 @@ def parse_pool_id(value: str) -> PoolRef:
 @dataclass(frozen=True)
 class RequestAddress:
     ref: PoolRef
-    address: IPv4Address | None
+    address: IPv4Address | IPv6Address | None
     gateway: bool
     mac: str
 
     @property
-    def pool(self) -> IPv4Network:
+    def pool(self) -> IPv4Network | IPv6Network:
         return self.ref.pool
 
 
 def request_address(body: Any) -> RequestAddress:
-    """``RequestAddress``: the gateway's (at network creation) or an endpoint's."""
+    """``RequestAddress``: the gateway's (at network creation) or an endpoint's, from an
+    IPv4 or an IPv6 pool (``--ip``/``--ip6``: ``Address``)."""
     b = _obj(body)
     ref = parse_pool_id(_str(b, "PoolID"))
     opts = _map(b, "Options")
     raw = _str(b, "Address", required=False)
     address = None
     if raw:
+        family = "IPv6" if ref.v6 else "IPv4"
         try:
-            address = IPv4Address(raw.split("/")[0])
+            address = ip_address(raw.split("/")[0])
         except ValueError as exc:
-            raise ProtocolError(f"Address {raw!r} is not an IPv4 address") from exc
+            raise ProtocolError(f"Address {raw!r} is not an {family} address") from exc
+        if isinstance(address, IPv6Address) != ref.v6:
+            raise ProtocolError(f"Address {raw!r} is not an {family} address")
         if address not in ref.pool:
             raise ProtocolError(f"address {address} is outside the pool {ref.pool}")
     return RequestAddress(
@@ -401,26 +476,36 @@ def address_spaces() -> dict[str, Any]:
     return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
 
 
-def pool_reply(pool_id: str, pool: IPv4Network) -> dict[str, Any]:
+def pool_reply(pool_id: str, pool: IPv4Network | IPv6Network) -> dict[str, Any]:
     return {"PoolID": pool_id, "Pool": str(pool), "Data": {}}
 
 
-def address_reply(ip: IPv4Address | str, pool: IPv4Network) -> dict[str, Any]:
+def address_reply(
+    ip: IPv4Address | IPv6Address | str, pool: IPv4Network | IPv6Network
+) -> dict[str, Any]:
     return {"Address": f"{ip}/{pool.prefixlen}", "Data": {}}
 
 
-def create_endpoint_reply(request_mac: str, mac: str) -> dict[str, Any]:
-    """Docker refuses a MAC from the driver when the request already had one."""
-    return {} if request_mac else {"Interface": {"MacAddress": mac}}
+def create_endpoint_reply(
+    request_mac: str, mac: str, address6: IPv6Interface | None = None
+) -> dict[str, Any]:
+    """Docker refuses a MAC or an address from the driver when the request already had one:
+    ``address6`` is the IPv6 address to give only when the request had none."""
+    iface: dict[str, Any] = {} if request_mac else {"MacAddress": mac}
+    if address6 is not None:
+        iface["AddressIPv6"] = str(address6)
+    return {"Interface": iface} if iface else {}
 
 
-def join_reply(src_name: str, gateway: str | None) -> dict[str, Any]:
+def join_reply(src_name: str, gateway: str | None, gateway6: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "InterfaceName": {"SrcName": src_name, "DstPrefix": "eth"},
         "DisableGatewayService": False,
     }
     if gateway:
         out["Gateway"] = gateway
+    if gateway6:
+        out["GatewayIPv6"] = gateway6
     return out
 
 
