@@ -433,6 +433,7 @@ class Lab:
             raise
         with self.state.locked() as state:
             state["containers"][name]["ip"] = ep.get("ip")
+            state["containers"][name]["ip6"] = ep.get("ip6")  # dual stack, else None
         return {**ep, "lab_host": host_name, "netns": name}
 
     def exec(self, name: str, argv: Sequence[str], quiet: bool = False) -> int:
@@ -475,7 +476,8 @@ class Lab:
         ``outside_ip`` is the outside namespace's address (see the module docstring).
         Host rows: ``name, underlay_ip, egress_ip, ovs ("up"/"down"), agent ("registered"/
         "unregistered"/"down"/"none"), pids {daemon: {pid, alive}}, netns, agent_socket,
-        ovsdb, ofctl, controller_url, last_error``. Container rows: ``name, host, network, ip``.
+        ovsdb, ofctl, controller_url, last_error``. Container rows: ``name, host, network, ip,
+        ip6`` (None unless the network is dual stack).
         """
         base = {
             "prefix": self.prefix,
@@ -492,7 +494,13 @@ class Lab:
                 for name, h in sorted(state["hosts"].items(), key=lambda kv: kv[1]["index"])
             ]
             containers = [
-                {"name": name, "host": c["host"], "network": c["network"], "ip": c["ip"]}
+                {
+                    "name": name,
+                    "host": c["host"],
+                    "network": c["network"],
+                    "ip": c["ip"],
+                    "ip6": c.get("ip6"),
+                }  # fmt: skip
                 for name, c in sorted(state["containers"].items())
             ]
             return {**base, "up": True, "hosts": hosts, "containers": containers}

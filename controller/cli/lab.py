@@ -154,8 +154,10 @@ def lab_run(
     lab = _lab(prefix, underlay)
     with console.status(f"attaching {name} on {host} (waiting for flows)..."), _reported():
         ep = lab.run(_host_name(prefix, host), name, network, ip=ip, labels=labels)
+    six = f" {ep['ip6']}" if ep.get("ip6") else ""  # a dual-stack network's IPv6 address
     console.print(
-        f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')} {ep.get('mac')} ({ep.get('state')})"
+        f"[bold]{name}[/] on {ep.get('host')}: {ep.get('ip')}{six} {ep.get('mac')} "
+        f"({ep.get('state')})"
     )
 
 
@@ -245,7 +247,10 @@ def _print_status(status: dict, output: Output) -> None:  # type: ignore[type-ar
             f"(`vxplane lab exec {status['outside']} -- CMD`)"
         )
     render(
-        status.get("containers", []), ["name", "host", "network", "ip"], output, "lab containers"
+        status.get("containers", []),
+        ["name", "host", "network", "ip", "ip6"],
+        output,
+        "lab containers",
     )
 
 
