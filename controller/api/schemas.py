@@ -418,6 +418,11 @@ class NetworkUpdate(_Body):
     external: bool | None = Field(
         None, strict=True, description="true: give its endpoints external access; false: seal it"
     )
+    subnet6: Subnet6 | None = Field(
+        None,
+        description="an IPv6 prefix: the network becomes dual stack (or moves to that prefix); "
+        "null: IPv4 only again; omitted: kept. Its endpoints' IPv6 addresses follow",
+    )
 
 
 class NetworkPublic(_Public):

@@ -131,22 +131,38 @@ def network_set(
             help="Give its endpoints a way out through their hosts' gateways, or seal it",
         ),
     ] = None,
+    subnet6: Annotated[
+        str | None,
+        typer.Option(help="Make it dual stack with this IPv6 prefix (at most /96)"),
+    ] = None,
+    no_subnet6: Annotated[
+        bool, typer.Option("--no-subnet6", help="Make it IPv4 only again")
+    ] = False,
     api: ApiOpt = None,
     token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
-    """Change a network (PATCH /api/v1/networks/NAME): vxplane network set blue --external"""
+    """Change a network (PATCH /api/v1/networks/NAME): vxplane network set blue --external,
+    vxplane network set blue --subnet6 fd00:10::/64"""
     body: dict[str, object] = {}
     if external is not None:
         body["external"] = external
+    if subnet6 is not None and no_subnet6:
+        raise typer.BadParameter("give --subnet6 or --no-subnet6, not both")
+    if subnet6 is not None or no_subnet6:
+        body["subnet6"] = subnet6
     if not body:
-        raise typer.BadParameter("nothing to change: give --external or --no-external")
+        raise typer.BadParameter(
+            "nothing to change: give --external, --no-external, --subnet6 or --no-subnet6"
+        )
     net = call(api, "PATCH", f"/api/v1/networks/{name}", json=body, token=token)
     if output == Output.json:
         render_one(net, output)
     else:
         how = f"external (zone {net.get('zone')})" if net.get("external") else "sealed"
-        console.print(f"network [bold]{net['name']}[/] is {how}")
+        six = f", dual stack {net['subnet6']}" if net.get("subnet6") else ""
+        six = six or (", IPv4 only" if "subnet6" in body else "")
+        console.print(f"network [bold]{net['name']}[/] is {how}{six}")
 
 
 @network_app.command("ls")

@@ -212,24 +212,41 @@ def _free_zone(session: Session) -> int:
 
 
 def update_network(
-    session: Session, name: str, *, external: bool | None = None
+    session: Session,
+    name: str,
+    *,
+    external: bool | None = None,
+    subnet6: IPv6Network | None | _Keep = KEEP,
 ) -> tuple[NetworkRecord, int | None]:
     """Change what may change of a network: ``external`` (None: leave it). Making it external
-    allocates a conntrack zone, making it sealed releases it. Returns the revision if the
-    dataplane changed (None if nothing did)."""
+    allocates a conntrack zone, making it sealed releases it. ``subnet6`` (``KEEP``: leave
+    it) makes the network dual stack, moves it to another IPv6 prefix, or (None) IPv4 only
+    again; its endpoints' IPv6 addresses follow (they are derived). Returns the revision if
+    the dataplane changed (None if nothing did)."""
     begin_write(session, serialize=True)
     row = network_row(session, name, lock="update")
-    revision = None
+    changed: dict[str, object] = {}
     if external is not None and external != row.external:
         row.external = external
         row.zone = _free_zone(session) if external else None
-        try:
-            session.flush()
-        except IntegrityError as exc:
-            raise Conflict(f"network {name!r}: zone {row.zone} was just taken, retry") from exc
-        note(session, "network.updated", network=name, external=external, zone=row.zone)
-        revision = bump(session)
-        log_change(session, revision, NETWORK, name)
+        changed.update(external=external, zone=row.zone)
+    if not isinstance(subnet6, _Keep) and str(subnet6 or "") != (row.subnet6 or ""):
+        if subnet6 is not None:
+            query = select(NetworkRow.name, NetworkRow.subnet6).where(
+                NetworkRow.subnet6.is_not(None), NetworkRow.id != row.id
+            )
+            ipam.check_subnet6(subnet6, ((n, IPv6Network(t)) for n, t in session.execute(query)))
+        row.subnet6 = str(subnet6) if subnet6 is not None else None
+        changed.update(subnet6=row.subnet6)
+    if not changed:
+        return get_network(session, name), None
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"network {name!r}: zone or subnet6 was just taken, retry") from exc
+    note(session, "network.updated", network=name, **changed)
+    revision = bump(session)
+    log_change(session, revision, NETWORK, name)
     return get_network(session, name), revision
 
 

@@ -122,3 +122,27 @@ def test_ipv4_subnets_may_still_repeat_with_distinct_subnet6(dual: TestClient) -
     r = dual.post(NETS, json={"name": "red", "subnet": "10.1.0.0/24", "subnet6": "fd00:11::/64"})
     assert r.status_code == 201, r.text
     assert r.json()["gateway6"] == "fd00:11::a01:1"
+
+
+def test_patch_makes_a_network_dual_stack_and_ipv4_only_again(client: TestClient) -> None:
+    client.post(NETS, json={"name": "late", "subnet": "10.7.0.0/24"})
+    client.post(NETS, json={"name": "other", "subnet": "10.8.0.0/24", "subnet6": "fd00:8::/64"})
+    assert client.post(f"{NETS}/late/endpoints", json={"name": "e", "ip": "10.7.0.9"}).is_success
+    assert client.get(f"{NETS}/late/endpoints/e").json()["ip6"] is None
+    before = client.get("/healthz").json()["revision"]
+    r = client.patch(f"{NETS}/late", json={"subnet6": "fd00:7::/64"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["subnet6"], r.json()["gateway6"]) == ("fd00:7::/64", "fd00:7::a07:1")
+    assert client.get(f"{NETS}/late/endpoints/e").json()["ip6"] == "fd00:7::a07:9"
+    assert client.get("/healthz").json()["revision"] == before + 1  # the dataplane changes
+    same = client.patch(f"{NETS}/late", json={"subnet6": "fd00:7::/64"})  # no change
+    assert same.status_code == 200 and client.get("/healthz").json()["revision"] == before + 1
+    assert client.patch(f"{NETS}/late", json={"external": False}).json()["subnet6"] == "fd00:7::/64"
+    for bad, status in (("fd00:8::/80", 409), ("fd00:7::/97", 422), ("fe80::/64", 422)):
+        r = client.patch(f"{NETS}/late", json={"subnet6": bad})
+        assert r.status_code == status, r.text
+    assert client.get(f"{NETS}/late").json()["subnet6"] == "fd00:7::/64"  # nothing half-made
+    r = client.patch(f"{NETS}/late", json={"subnet6": None})
+    assert r.status_code == 200 and r.json()["subnet6"] is None and r.json()["gateway6"] is None
+    assert client.get(f"{NETS}/late/endpoints/e").json()["ip6"] is None
+    assert client.patch(f"{NETS}/nope", json={"subnet6": "fd00:9::/64"}).status_code == 404

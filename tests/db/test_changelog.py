@@ -51,13 +51,15 @@ def test_every_write_is_logged_and_the_model_follows(factory: sessionmaker[Sessi
         lambda s: repo.delete_endpoint(s, "n1", "d"),
         lambda s: repo.delete_host(s, "h2"),  # releases c, drops h2's blocks
         lambda s: repo.delete_network(s, "n2"),
+        lambda s: repo.update_network(s, "n1", subnet6=None),  # IPv4 only again
+        lambda s: repo.update_network(s, "n1", subnet6=IPv6Network("fd00:5::/64")),
     ]
     for write in writes:
         with session_scope(factory) as s:
             write(s)
         _catch_up(factory, intent)
     assert set(intent.hosts) == {"h1"} and set(intent.networks) == {"n1"}
-    assert intent.networks["n1"].subnet6 == IPv6Network("fd00:1::/64")  # dual stack carried
+    assert intent.networks["n1"].subnet6 == IPv6Network("fd00:5::/64")  # dual stack carried
 
 
 def test_a_gap_in_the_log_asks_for_a_full_read(factory: sessionmaker[Session]) -> None:

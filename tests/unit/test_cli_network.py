@@ -78,3 +78,14 @@ def test_subnet6_is_sent_and_shown(sent: list[dict[str, Any]]) -> None:
     assert result.exit_code == 0, result.output
     assert "10.0.0.0/24 fd00:10::/64" in result.output
     assert sent == [{"name": "n", "subnet": "10.0.0.0/24", "subnet6": "fd00:10::/64"}]
+
+
+def test_set_subnet6_and_back_to_ipv4_only(sent: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(app, ["network", "set", "n", "--subnet6", "fd00:1::/64"])
+    assert result.exit_code == 0, result.output
+    assert sent[-1] == {"subnet6": "fd00:1::/64"} and "dual stack fd00:1::/64" in result.output
+    result = CliRunner().invoke(app, ["network", "set", "n", "--no-subnet6"])
+    assert result.exit_code == 0, result.output
+    assert sent[-1] == {"subnet6": None} and "IPv4 only" in result.output
+    both = ["network", "set", "n", "--subnet6", "fd00:1::/64", "--no-subnet6"]
+    assert CliRunner().invoke(app, both).exit_code != 0 and len(sent) == 2

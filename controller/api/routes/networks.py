@@ -97,9 +97,10 @@ def update_network(
     events: EventsDep,
 ) -> NetworkPublic:
     """Change a network: ``external`` gives its endpoints a way out through their hosts'
-    gateways (a conntrack zone is allocated) or seals it again (admin only; 404 if
-    unknown)."""
-    record, revision = repo.update_network(session, name, external=body.external)
+    gateways (a conntrack zone is allocated) or seals it again; ``subnet6`` makes it dual
+    stack (null: IPv4 only again) (admin only; 404 if unknown)."""
+    subnet6 = body.subnet6 if "subnet6" in body.model_fields_set else repo.KEEP
+    record, revision = repo.update_network(session, name, external=body.external, subnet6=subnet6)
     commit(session, sync, revision, events, by=principal)
     return NetworkPublic.model_validate(record)
 
