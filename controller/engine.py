@@ -704,7 +704,9 @@ class Engine:
             self._signal()
             if not sw.admitted:
                 del self._switches[dpid]
-                return
+        if not sw.admitted:
+            log.info("switch %016x from %s disconnected before admission", dpid, sw.conn.address)
+            return
         log.warning("switch %016x (%s) disconnected", dpid, sw.host or "unknown host")
         self._emit("switch.disconnected", dpid=f"{dpid:016x}", host=sw.host)
 

@@ -12,7 +12,10 @@ into role requests on each switch connection and keeps what the switches answere
   making us MASTER with ``g``. A new connection starts EQUAL, which could write: it may not;
 - the switch refusing a write with IS_SLAVE, or a role request with STALE, means another
   controller holds a newer generation: we step down on that switch at once (``on_step_down``)
-  and ask the membership for a fresh view (``on_refused``);
+  and ask the membership for a fresh view (``on_refused``); so do a connection that closes,
+  or is replaced, while we hold MASTER on it (a member paused past its lease finds its
+  connections dropped: the agents removed its target from br-int). No MASTER role is ever
+  lost without a "stepping down" line in the log;
 - the MASTER answer calls ``on_master``: the engine dumps the switch's flows again and then
   sends only the difference (nothing when the previous master left it converged).
 
@@ -165,21 +168,34 @@ class Roles:
 
     # -- from the switches (os-ken's event thread) -----------------------------------------
     def connected(self, conn: RoleConn) -> None:
-        """A switch connection finished its handshake: ask for the role we should hold."""
+        """A switch connection finished its handshake: ask for the role we should hold.
+
+        A new connection starts EQUAL at the switch: a MASTER role held on the connection it
+        replaces is gone, and that is a step-down like any other (logged, never silent)."""
         with self._lock:
+            old = self._conns.get(conn.dpid)
+            lost = old.conn if old is not None and old.master_gen is not None else None
             st = _State(conn)
             self._conns[conn.dpid] = st
             want = self._wanted(conn.dpid)
             st.requested = want
+        if lost is not None:
+            self._step_down(conn.dpid, lost, "a new connection replaces the one it was MASTER on")
         if want is not None:
             self._send([(conn, *want)])
 
     def disconnected(self, dpid: int, conn: RoleConn) -> None:
-        """That connection closed (a newer one of the same dpid is left alone)."""
+        """That connection closed (a newer one of the same dpid is left alone). A MASTER role
+        held on it ends with it (the switch may have dropped us while we were paused: a
+        lapsed member's target is removed from br-int): a step-down, logged."""
         with self._lock:
             st = self._conns.get(dpid)
-            if st is not None and st.conn is conn:
-                del self._conns[dpid]
+            if st is None or st.conn is not conn:
+                return
+            del self._conns[dpid]
+            was = st.master_gen
+        if was is not None:
+            self._step_down(dpid, conn, f"connection closed while MASTER (generation {was})")
 
     def reply(self, dpid: int, conn: RoleConn, role: int, generation: int) -> None:
         """The switch answered a role request."""

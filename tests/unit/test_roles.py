@@ -6,8 +6,11 @@ The bridge answers nothing until ``pump``: replies arrive later, as from a real 
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable
+
+import pytest
 
 from controller.engine import Engine
 from controller.pipeline import desired_flows
@@ -266,6 +269,50 @@ def test_losing_the_assignment_stops_writing_and_asks_for_slave() -> None:
     assert not a.roles.may_write(1, conn)
     conn.pump()
     assert conn.role == "slave" and bridge.generation == 2
+
+
+def test_a_master_role_lost_with_its_connection_is_a_logged_step_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Paused past its lease, a master finds its connection closed (the agents dropped its
+    target from br-int while it was not live): that ends its MASTER role, and says so."""
+    caplog.set_level(logging.INFO, logger="controller.roles")
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn)
+    a.engine.switch_disconnected(1, conn)
+    a.roles.disconnected(1, conn)
+    assert a.roles.step_downs == 1
+    assert "switch 0000000000000001: stepping down (connection closed while MASTER" in caplog.text
+    # awake: the database gave the switch to another member; the new connection asks SLAVE
+    a.now += 10.0
+    a.assign({}, {1: 2})
+    again = a.connect(bridge)
+    a.snap = snapshot(2, a_port=6)
+    _converge(again, controllers=(a,))
+    assert again.role == "slave" and again.written == [] and not a.roles.may_write(1, again)
+    a.engine.switch_disconnected(1, again)
+    a.roles.disconnected(1, again)  # a slave's connection closing is no step-down
+    assert a.roles.step_downs == 1
+
+
+def test_a_new_connection_replacing_the_master_one_is_a_logged_step_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="controller.roles")
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    newer = Conn(bridge, "a")
+    newer.engine, newer.roles = a.engine, a.roles
+    a.roles.connected(newer)  # the engine let it replace the first (which missed echoes)
+    assert a.roles.step_downs == 1 and "replaces the one it was MASTER on" in caplog.text
+    assert not a.roles.may_write(1, conn) and not a.roles.may_write(1, newer)
+    newer.pump()  # it asked MASTER again with the generation it is assigned
+    assert newer.role == "master" and a.roles.may_write(1, newer)
 
 
 def test_readiness_elsewhere_comes_from_the_masters_published_revision() -> None:
