@@ -6,7 +6,9 @@ the cluster-wide lock (``pg_advisory_xact_lock`` on PostgreSQL, the write lock o
 concurrent members never write two answers: it renews the member's row (inserting it again
 if it was forgotten), reads the live members (``expires_at`` after the database's clock), the
 switches (hosts with a datapath id) and their masters, computes ``mastership.assign`` and
-writes only the switches whose master changed, each with its generation id one higher.
+writes only the switches whose master changed, each with its generation id one higher. On
+PostgreSQL that transaction may not sit idle over a third of the lease: a member stopped
+while it holds the lock is cut off by the server rather than stalling every other member.
 
 Every time is the database's clock (``clock_timestamp()`` on PostgreSQL), so members on
 machines whose clocks disagree still agree on whose lease lapsed.
@@ -64,8 +66,18 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
-def _lock(session: Session) -> None:
+def _lock(session: Session, idle_limit: float = 1.0) -> None:
+    """Take the cluster-wide lock for the rest of the transaction.
+
+    On PostgreSQL the transaction may also sit idle (between two statements) for at most
+    ``idle_limit`` seconds: a member stopped while it holds the lock (SIGSTOP, a long GC, a
+    partition) would otherwise hold every other member's renewal, and with it the whole
+    cluster, until it resumes. The server ends such a session instead; the stopped member's
+    renewal then fails and its own lease lapses (``idle_in_transaction_session_timeout``,
+    set for this transaction only)."""
     if dialect(session) == "postgresql":
+        limit = str(max(1, int(idle_limit * 1000)))
+        session.execute(select(func.set_config("idle_in_transaction_session_timeout", limit, True)))
         session.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
     else:
         begin_write(session)
@@ -110,7 +122,7 @@ def tick(
     read as it is: a member that just got its lease back after a lapse (a database outage
     lapses every lease at once) does not take the others' switches before they had a lease
     period to renew theirs."""
-    _lock(session)
+    _lock(session, idle_limit=lease / 3)
     now = renew(session, member, api_url, openflow, lease)
     for dpid, revision in (applied or {}).items():
         session.execute(

@@ -7,9 +7,13 @@ from __future__ import annotations
 import time
 from ipaddress import IPv4Address
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import members, repo
+from controller.db import members, migrate, repo
+from controller.db.session import make_engine, make_session_factory
 from controller.membership import Membership
 from controller.roles import Roles
 
@@ -171,3 +175,31 @@ def test_after_a_lapse_a_member_waits_a_lease_before_taking_switches(
         assert got_b is not None and got_b.mine == tb.mine
         time.sleep(0.1)
     assert got_a.live == ("a", "b")
+
+
+@pytest.mark.postgres
+def test_a_member_stopped_while_holding_the_lock_does_not_stall_the_others(
+    pg_db_url: str,
+) -> None:
+    """A member stopped (SIGSTOP) inside its tick holds the cluster-wide lock; PostgreSQL
+    ends its session once it sits idle there, so the others renew and take its switches."""
+    migrate.upgrade(pg_db_url)
+    engine = make_engine(pg_db_url)
+    factory = make_session_factory(engine)
+    try:
+        _hosts(factory, 2)
+        _tick(factory, "a")
+        _tick(factory, "b")
+        stopped = factory()
+        members.tick(stopped, "a", "http://a:8080", "tcp:a:6653", LEASE)  # holds the lock
+        with factory() as s:  # b waits for the lock (bounded here: without the limit, a
+            # stopped member would hold it for as long as it stays stopped)
+            s.execute(text("SET LOCAL statement_timeout = '20s'"))
+            b = members.tick(s, "b", "http://b:8080", "tcp:b:6653", LEASE)
+            s.commit()
+        assert b.live == ("a", "b")  # a's renewal never committed; its old lease still runs
+        with pytest.raises(DBAPIError):  # the server ended a's idle session
+            stopped.commit()
+        stopped.close()
+    finally:
+        engine.dispose()
