@@ -241,6 +241,7 @@ def test_paused_master_is_fenced_and_steps_down(cluster: Cluster) -> None:
     for ctl in cluster.ctls:  # the two killed before come back (new member ids)
         if ctl.proc is None or ctl.proc.poll() is not None:
             ctl.start()
+    _blue_with_a(cluster)  # made by the first test; made here when this one runs alone
     # Settle first. Right after a restart a member may hold MASTER on a connection its engine
     # has not admitted yet (its dpid not yet known there): pausing it then tests nothing, and
     # its connection, dropped by the agents while it is stopped, was closed silently (the
@@ -301,6 +302,15 @@ def test_paused_master_is_fenced_and_steps_down(cluster: Cluster) -> None:
     assert _batches_after(paused, offsets[paused.url], h2) == [], "the paused one wrote to h2"
     assert _cookies(lab, "h2") == flows, "h2's flows changed after the paused master woke"
     assert _ping_ok(lab, d["netns"], a_ip)
+
+
+def _blue_with_a(cluster: Cluster) -> None:
+    """Network blue and endpoint a on h1 (the first test makes both)."""
+    with cluster.api() as api:
+        if api.get("/api/v1/networks/blue").status_code == 404:
+            api.post("/api/v1/networks", json={"name": "blue", "subnet": SUBNET}).raise_for_status()
+    if not any(ep["name"] == f"{PREFIX}a" for ep in _endpoints(cluster)):
+        cluster.lab.run("h1", f"{PREFIX}a", "blue")
 
 
 def _shares(cluster: Cluster) -> list[int]:
