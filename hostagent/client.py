@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from json import loads as json_loads
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ from vxcommon.paging import collect
 from vxcommon.retry import BUSY_RETRIES, advised_delay
 
 API = "/api/v1"
+NDJSON = "application/x-ndjson"
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})  # replayed on the next controller
 
 
@@ -107,16 +109,17 @@ class ControllerClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        on_line: Callable[[dict[str, Any]], None] | None = None,
     ) -> httpx.Response:
         for _ in range(self.busy_retries):
-            resp = self._send(method, path, json, params, timeout)
+            resp = self._send(method, path, json, params, timeout, on_line)
             delay = advised_delay(resp.status_code, resp.headers.get("retry-after"))
             if delay is None:
                 break
             self.busy_waits.append(delay)
             self._sleep(delay)
         else:
-            resp = self._send(method, path, json, params, timeout)
+            resp = self._send(method, path, json, params, timeout, on_line)
         return self._check(method, path, resp)
 
     def _send(
@@ -126,11 +129,12 @@ class ControllerClient:
         json: Any,
         params: dict[str, Any] | None,
         timeout: float | None,
+        on_line: Callable[[dict[str, Any]], None] | None = None,
     ) -> httpx.Response:
         for attempt in range(len(self.urls)):
             base = self.base_url
             try:
-                return self._http.request(
+                request = self._http.build_request(
                     method,
                     base + path,
                     json=json,
@@ -138,6 +142,9 @@ class ControllerClient:
                     params={k: v for k, v in params.items() if v is not None} if params else None,
                     timeout=timeout or self.timeout,
                 )
+                if on_line is None:
+                    return self._http.send(request)
+                return self._streamed(request, on_line)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached it
                 self._rotate()
                 if attempt + 1 == len(self.urls):
@@ -151,6 +158,28 @@ class ControllerClient:
                 if method not in IDEMPOTENT or attempt + 1 == len(self.urls):
                     raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
         raise ControllerUnavailable("no controller URL")  # not reached: urls is never empty
+
+    def _streamed(
+        self, request: httpx.Request, on_line: Callable[[dict[str, Any]], None]
+    ) -> httpx.Response:
+        """Send ``request``; an NDJSON answer is read line by line, each line given to
+        ``on_line`` as it arrives; the response returned holds the last line (any other
+        answer is read whole and returned as it is)."""
+        resp = self._http.send(request, stream=True)
+        try:
+            if not resp.headers.get("content-type", "").startswith(NDJSON):
+                resp.read()
+                return resp
+            last: str | None = None
+            for line in resp.iter_lines():
+                if line.strip():
+                    on_line(json_loads(line))
+                    last = line
+        finally:
+            resp.close()
+        if last is None:
+            raise httpx.RemoteProtocolError("an NDJSON answer without a line", request=request)
+        return httpx.Response(resp.status_code, content=last.encode(), request=request)
 
     def _check(self, method: str, path: str, resp: httpx.Response) -> httpx.Response:
         if resp.status_code >= 500:
@@ -319,9 +348,16 @@ class ControllerClient:
         wait_ready: float | None = None,
         if_revision: int | None = None,
         move: bool = False,
+        on_bound: Callable[[Endpoint], None] | None = None,
     ) -> tuple[Endpoint, bool]:
         """Bind the endpoint to ``host``'s ``ofport``; with ``create`` make it first if the
         name is new, all in one request. Returns (Endpoint, created-by-this-call).
+
+        ``on_bound`` (with ``wait_ready``): called with the endpoint as bound (its address)
+        as soon as the write committed, while the controller still waits for the flows
+        (``stream=true``: the answer is NDJSON, that line then the endpoint after the wait;
+        ``on_bound`` sees each); a controller that does not stream answers once, and
+        ``on_bound`` is then not called.
 
         An endpoint bound to another host or port is moved only with ``if_revision`` (only if
         that is still its revision; 0: a new name) or ``move``; otherwise, and on a stale
@@ -337,12 +373,18 @@ class ControllerClient:
             body["ip"] = ip
         if labels:
             body["labels"] = labels
+        stream = on_bound is not None and wait_ready is not None
         resp = self._call(
             "PUT",
             f"{API}/networks/{_seg(network)}/endpoints/{_seg(name)}/binding",
             json=body,
-            params={"wait_ready": wait_ready, "create": "true" if create else None},
+            params={
+                "wait_ready": wait_ready,
+                "create": "true" if create else None,
+                "stream": "true" if stream else None,
+            },
             timeout=self.timeout + (wait_ready or 0),
+            on_line=(lambda doc: on_bound(Endpoint.from_api(doc))) if on_bound and stream else None,
         )
         return Endpoint.from_api(resp.json()), resp.status_code == 201
 

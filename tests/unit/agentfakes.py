@@ -518,6 +518,7 @@ class FakeController(_Fake):
         self.endpoints: dict[tuple[str, str], FakeEndpointRow] = {}
         self.revision = 0
         self.confirms: int | None = None  # how many more binds the switches confirm (None: all)
+        self.streams = True  # a bind with on_bound streams the endpoint as bound first
         self.down = False  # the controller cannot be reached
         self.closed = False
         self.cluster_id = "c0ffee00-0000-4000-8000-000000000001"
@@ -715,6 +716,7 @@ class FakeController(_Fake):
         wait_ready: float | None = None,
         if_revision: int | None = None,
         move: bool = False,
+        on_bound: Callable[[Endpoint], None] | None = None,
     ) -> tuple[Endpoint, bool]:
         if not isinstance(ofport, int) or not 1 <= ofport <= MAX_BIND_OFPORT:
             raise ControllerError(422, f"ofport {ofport!r}: 1..{MAX_BIND_OFPORT}")
@@ -751,11 +753,20 @@ class FakeController(_Fake):
             row.host, row.ofport, row.port_name = host, ofport, port_name
             row.state, row.revision = "pending", self._bump()
         answer = row.state
+        # streamed (as ControllerClient gives each NDJSON line): the endpoint as bound, before
+        # the wait, then as answered
+        streamed = on_bound is not None and wait_ready is not None and self.streams
+        if streamed and row.state == "pending":
+            assert on_bound is not None
+            on_bound(self._public(row, "pending"))
         if row.state == "pending" and self.confirms != 0:
             # the switches confirm the flows: after the answer, unless it waited
             row.state = "ready"
             answer = "ready" if wait_ready is not None else answer
             self.confirms = None if self.confirms is None else self.confirms - 1
+        if streamed:
+            assert on_bound is not None
+            on_bound(self._public(row, answer))
         return self._public(row, answer), created
 
     @verb

@@ -3,8 +3,10 @@ controller of ``agentfakes.py``. Each test says what the host and the controller
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any
 
 import pytest
 
@@ -17,9 +19,10 @@ from hostagent.errors import (
     NotReady,
     OvsError,
 )
+from hostagent.model import Endpoint
 from hostagent.ovs import MAX_OFPORT
 from hostagent.plug import EXT_IP, PlugRequest, device_names, port_ids
-from tests.unit.agentfakes import HOST, MTU, FakeHost, FakeInterface
+from tests.unit.agentfakes import HOST, MTU, FakeController, FakeHost, FakeInterface, FakeLinks
 
 NS = "c1"
 HOST_IF, PEER_IF = device_names("blue", "a")
@@ -192,9 +195,13 @@ STEPS: dict[str, tuple[Inject, type[BaseException]]] = {
 }
 
 
+@pytest.mark.parametrize("streams", [True, False], ids=["streamed", "whole"])
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "reserved"])
 @pytest.mark.parametrize("step", list(STEPS))
-def test_failure_at_any_step_undoes_everything(host: FakeHost, step: str, existing: bool) -> None:
+def test_failure_at_any_step_undoes_everything(
+    host: FakeHost, step: str, existing: bool, streams: bool
+) -> None:
+    host.ctl.streams = streams
     if existing:
         host.ctl.create_endpoint("blue", "a", ip="10.0.0.5")
     before = host.ctl.view()
@@ -278,3 +285,70 @@ def test_other_controller_errors_on_unplug_are_raised(host: FakeHost) -> None:
     with pytest.raises(AgentError):
         plugger.unplug("blue", "a")
     assert host.is_empty()
+
+
+class _AnswersAfterConfigure(FakeController):
+    """Streams the endpoint as bound, then holds the final answer until the container was
+    configured (or 5 s): what a controller waiting for the switches looks like."""
+
+    def __init__(self, configured: threading.Event) -> None:
+        super().__init__()
+        self.configured = configured
+        self.configured_before_answer: bool | None = None
+
+    def bind(self, *args: Any, **kwargs: Any) -> tuple[Endpoint, bool]:
+        on_bound = kwargs.get("on_bound")
+        if on_bound is not None:
+
+            def streamed(ep: Endpoint) -> None:
+                on_bound(ep)
+                self.configured_before_answer = self.configured.wait(5)
+
+            kwargs["on_bound"] = streamed
+        return super().bind(*args, **kwargs)
+
+
+class _SignalsConfigure(FakeLinks):
+    def __init__(self, configured: threading.Event) -> None:
+        super().__init__()
+        self.configured = configured
+
+    def configure(self, *args: Any, **kwargs: Any) -> None:
+        super().configure(*args, **kwargs)
+        self.configured.set()
+
+
+def test_container_is_configured_while_the_controller_waits_for_the_flows() -> None:
+    configured = threading.Event()
+    ctl = _AnswersAfterConfigure(configured)
+    host = FakeHost(ctl=ctl, links=_SignalsConfigure(configured))
+    host.links.add_netns(NS)
+
+    ep = host.plugger().plug(req())
+
+    assert ctl.configured_before_answer is True  # configured from the streamed line
+    assert ep.ready and host.links.dev("eth0", NS).addresses == [IPv4Interface("10.0.0.2/24")]
+    bind_kwargs = host.ctl.calls_of("bind")[0][1]
+    assert bind_kwargs["wait_ready"] == 1.0 and bind_kwargs["on_bound"] is not None
+
+
+def test_a_controller_that_does_not_stream_is_configured_after_its_answer(
+    host: FakeHost,
+) -> None:
+    host.ctl.streams = False
+    order: list[str] = []
+    real_configure = host.links.configure
+
+    def configure(*args: Any, **kwargs: Any) -> None:
+        order.append(f"configure after {len(host.ctl.calls_of('bind'))} bind(s)")
+        real_configure(*args, **kwargs)
+
+    host.links.configure = configure  # type: ignore[method-assign]
+    ep = host.plugger().plug(req())
+    assert ep.ready and order == ["configure after 1 bind(s)"]
+    assert host.links.dev("eth0", NS).mac == "0a:58:0a:00:00:02"
+
+
+def test_docker_style_plug_asks_for_no_stream(host: FakeHost) -> None:
+    host.plugger().plug(req(netns=None))
+    assert "on_bound" not in host.ctl.calls_of("bind")[0][1]  # nothing to configure early

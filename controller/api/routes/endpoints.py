@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -51,6 +53,7 @@ WaitReady = Annotated[
     Query(ge=0, description="seconds to wait for the endpoint to be ready (capped by settings)"),
 ]
 ITEM = "/networks/{network}/endpoints/{name:path}"
+NDJSON = "application/x-ndjson"
 
 
 async def await_ready(
@@ -146,6 +149,7 @@ async def create_endpoint(
 
 @router.put(
     ITEM + "/binding",
+    response_model=EndpointPublic,
     responses={
         201: {"model": EndpointPublic, "description": "created (create=true) and bound"},
         409: {"model": EndpointConflict, "description": "address conflict or stale if_revision"},
@@ -165,10 +169,21 @@ async def bind_endpoint(
     background: BackgroundTasks,
     wait_ready: WaitReady = None,
     create: Annotated[bool, Query(description="create the endpoint if the name is new")] = False,
-) -> EndpointPublic:
+    stream: Annotated[
+        bool,
+        Query(
+            description="with wait_ready: answer two NDJSON lines, the endpoint as bound "
+            "(its address, at once) and then as it is after the wait"
+        ),
+    ] = False,
+) -> EndpointPublic | StreamingResponse:
     """Bind (or move) the endpoint to a host's OpenFlow port; pending until flows are applied.
 
     With ``create=true`` an unknown name is created and bound in the same transaction (201).
+    With ``stream=true`` and ``wait_ready`` the answer is ``application/x-ndjson``: the
+    endpoint as bound, sent as soon as the write committed (so the agent configures the
+    container's interface while the switches install the flows), then the endpoint after the
+    wait (``ready``, or ``pending`` if it timed out); errors are answered as without it.
     """
     started = time.perf_counter()
     require_host(principal, body.host, "bind endpoints to")
@@ -193,12 +208,28 @@ async def bind_endpoint(
     record, created = await writer.run(attach, principal)
     if created:
         response.status_code = status.HTTP_201_CREATED
-    shown = await await_ready(request, background, sync, settings, record, wait_ready)
-    if wait_ready is not None:
-        request.app.state.metrics.observe_attach(
-            started, record.state is EndpointState.PENDING, shown.state is EndpointState.READY
-        )
-    return public(shown, sync)
+
+    async def waited() -> EndpointPublic:
+        shown = await await_ready(request, background, sync, settings, record, wait_ready)
+        if wait_ready is not None:
+            request.app.state.metrics.observe_attach(
+                started, record.state is EndpointState.PENDING, shown.state is EndpointState.READY
+            )
+        return public(shown, sync)
+
+    if not (stream and wait_ready is not None):
+        return await waited()
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield public(record, sync).model_dump_json().encode() + b"\n"
+        if record.state is EndpointState.PENDING:
+            yield (await waited()).model_dump_json().encode() + b"\n"
+
+    # FastAPI runs ``background`` (the ready mark) after the last line was sent.
+    return StreamingResponse(
+        lines(), status_code=response.status_code or status.HTTP_200_OK,
+        media_type=NDJSON, background=background,
+    )  # fmt: skip
 
 
 @router.delete(ITEM + "/binding")
