@@ -146,6 +146,14 @@ def entered_netns(path: str) -> Iterator[None]:
         os.close(own)
 
 
+def _ifindex(ifname: str) -> int | None:
+    """The index of device ``ifname`` in the calling thread's namespace, or None."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
+
+
 def netns_path(netns: str) -> str:
     """The path of a network namespace given as a name (``/run/netns/<name>``) or a path."""
     if "/" in netns:
@@ -338,37 +346,73 @@ class LinkOps:
         Dual stack (``address6``): before the link comes up, IPv6 is turned on for it with an
         EUI-64 link-local address and no DAD (``dual_stack_sysctls``: so the kernel's
         link-local address is the one derived from the MAC set here), the address is added
-        with ``IFA_F_NODAD``, and ``::/0`` goes via ``gateway6``."""
+        with ``IFA_F_NODAD``, and ``::/0`` goes via ``gateway6``.
+
+        The thread stays inside the namespace for the whole sequence, so devices are looked up
+        with if_nametoindex(3) instead of netlink requests, and (IPv4 only) MAC, MTU and up go
+        in one request: four netlink requests in all, where there were eight (measured on the
+        lab host: 6.0 against 10.3 ms, 1.1 against 1.8 ms of CPU, docs/benchmarks.md).
+        """
+        path = netns_path(netns)
+        if not os.path.exists(path):
+            raise NotFound(f"network namespace {netns} does not exist")
+        entered = False
         try:
-            with self._ipr(netns) as ipr:
-                index = self._index(ipr, current)
-                if index is None:
-                    raise LinkError(f"device {current} not found in {netns}")
-                if current != ifname:
-                    if self._index(ipr, ifname) is not None:
-                        raise InvalidRequest(f"{netns} already has an interface {ifname}")
-                    ipr.link("set", index=index, state="down")
-                    ipr.link("set", index=index, ifname=ifname)
-                ipr.link("set", index=index, address=mac, mtu=mtu)
-                self._add_address(ipr, index, str(address.ip), address.network.prefixlen)
-                if address6 is not None:
-                    with entered_netns(netns_path(netns)):
-                        dual_stack_sysctls(ifname)
-                    self._add_address(
-                        ipr, index, str(address6.ip), address6.network.prefixlen, IFA_F_NODAD
-                    )
-                ipr.link("set", index=index, state="up")
-                lo = self._index(ipr, "lo")
-                if lo is not None:
-                    ipr.link("set", index=lo, state="up")
-                if gateway is not None:
-                    ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
-                if address6 is not None and gateway6 is not None:
-                    ipr.route(
-                        "replace", dst="::/0", gateway=str(gateway6), oif=index, family=AF_INET6
-                    )
+            with entered_netns(path):
+                entered = True
+                ipr = IPRoute()
+                try:
+                    self._configure_here(
+                        ipr, netns, current, ifname, mac, address, mtu, gateway, address6,
+                        gateway6,
+                    )  # fmt: skip
+                finally:
+                    ipr.close()
         except NetlinkError as exc:
             raise LinkError(f"configuring {ifname} in {netns}: {exc}") from exc
+        except OSError as exc:
+            if not entered:  # the namespace went away meanwhile
+                raise NotFound(f"cannot enter network namespace {netns}: {exc}") from exc
+            raise LinkError(f"configuring {ifname} in {netns}: {exc}") from exc
+
+    def _configure_here(
+        self,
+        ipr: IPRoute,
+        netns: str,
+        current: str,
+        ifname: str,
+        mac: str,
+        address: IPv4Interface,
+        mtu: int,
+        gateway: IPv4Address | None,
+        address6: IPv6Interface | None,
+        gateway6: IPv6Address | None,
+    ) -> None:
+        """``configure``'s requests, made from inside the namespace."""
+        index = _ifindex(current)
+        if index is None:
+            raise LinkError(f"device {current} not found in {netns}")
+        if current != ifname:
+            if _ifindex(ifname) is not None:
+                raise InvalidRequest(f"{netns} already has an interface {ifname}")
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=ifname)
+        if address6 is None:
+            ipr.link("set", index=index, address=mac, mtu=mtu, state="up")
+            self._add_address(ipr, index, str(address.ip), address.network.prefixlen)
+        else:  # IPv6 set up before the link comes up (module docstring of dual_stack_sysctls)
+            ipr.link("set", index=index, address=mac, mtu=mtu)
+            self._add_address(ipr, index, str(address.ip), address.network.prefixlen)
+            dual_stack_sysctls(ifname)
+            self._add_address(ipr, index, str(address6.ip), address6.network.prefixlen, IFA_F_NODAD)
+            ipr.link("set", index=index, state="up")
+        lo = _ifindex("lo")
+        if lo is not None:
+            ipr.link("set", index=lo, state="up")
+        if gateway is not None:
+            ipr.route("replace", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+        if address6 is not None and gateway6 is not None:
+            ipr.route("replace", dst="::/0", gateway=str(gateway6), oif=index, family=AF_INET6)
 
     @staticmethod
     def _add_address(ipr: IPRoute, index: int, ip: str, prefixlen: int, flags: int = 0) -> None:
