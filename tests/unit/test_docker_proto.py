@@ -397,14 +397,36 @@ def test_dispatch_simple_replies() -> None:
     assert d.dispatch("/Plugin.Activate", b"") == (200, proto.activate())
     assert d.dispatch("/NetworkDriver.GetCapabilities", b"{}")[1]["Scope"] == "local"
     assert d.dispatch("/IpamDriver.GetCapabilities", b"")[1] == proto.ipam_capabilities()
-    assert d.dispatch("/NetworkDriver.EndpointOperInfo", json.dumps(
-        {"NetworkID": "n", "EndpointID": "e"}).encode())[1] == {"Value": {}}  # fmt: skip
     assert d.dispatch("/NetworkDriver.AllocateNetwork", b'{"NetworkID": "n"}')[1] == {"Options": {}}
     pool = d.dispatch("/IpamDriver.RequestPool", b'{"AddressSpace": "a", "Pool": "10.1.0.0/24"}')
     assert pool[1]["PoolID"].startswith("vxplane:10.1.0.0/24:") and pool[1]["Pool"] == "10.1.0.0/24"
     assert d.dispatch("/IpamDriver.ReleasePool", json.dumps(pool[1]).encode()) == (200, {})
     status, reply = d.dispatch("/NetworkDriver.Frobnicate", b"{}")
     assert status == 404 and "Err" in reply
+
+
+def test_endpoint_oper_info_in_the_bridge_drivers_shape() -> None:
+    """``EndpointOperInfo``: libnetwork's ``netlabel.PortMap`` (``[]types.PortBinding``) and
+    ``netlabel.ExposedPorts`` (``[]types.TransportPort``) keys, Proto as IANA numbers."""
+    assert proto.oper_info([], "10.1.0.2", "198.18.0.9") == {"Value": {}}
+    got = proto.oper_info([(8080, 80, "tcp"), (5353, 53, "udp")], "10.1.0.2", "198.18.0.9")
+    assert got == {
+        "Value": {
+            "com.docker.network.portmap": [
+                {"Proto": 6, "IP": "10.1.0.2", "Port": 80, "HostIP": "198.18.0.9",
+                 "HostPort": 8080, "HostPortEnd": 8080},
+                {"Proto": 17, "IP": "10.1.0.2", "Port": 53, "HostIP": "198.18.0.9",
+                 "HostPort": 5353, "HostPortEnd": 5353},
+            ],
+            "com.docker.network.endpoint.exposedports": [
+                {"Proto": 6, "Port": 80}, {"Proto": 17, "Port": 53}
+            ],
+        }
+    }  # fmt: skip
+    # the shape the engine sends in ProgramExternalConnectivity (no host address there)
+    options = proto.oper_info([(8080, 80, "tcp"), (5353, 53, "udp")], "10.1.0.2", None)["Value"]
+    body = {"NetworkID": "n", "EndpointID": "e", "Options": options}
+    assert proto.external_connectivity(body).ports == [(8080, 80, "tcp"), (5353, 53, "udp")]
 
 
 def test_port_bindings_of_program_external_connectivity() -> None:

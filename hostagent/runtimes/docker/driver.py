@@ -60,7 +60,7 @@ from hostagent.client import ControllerError
 from hostagent.edges import PortRecord
 from hostagent.errors import AgentError
 from hostagent.model import Endpoint
-from hostagent.plug import EXT_ENDPOINT, EXT_NETWORK, PlugRequest, device_names
+from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_NETWORK, PlugRequest, device_names
 from hostagent.publish import (
     EXT_PUBLISHED,
     PortMap,
@@ -133,7 +133,7 @@ class DockerDriver:
             ("NetworkDriver", "FreeNetwork"): lambda b: (proto.ids(b, False), {})[1],
             ("NetworkDriver", "CreateEndpoint"): self.create_endpoint,
             ("NetworkDriver", "DeleteEndpoint"): self.delete_endpoint,
-            ("NetworkDriver", "EndpointOperInfo"): lambda b: (proto.ids(b), {"Value": {}})[1],
+            ("NetworkDriver", "EndpointOperInfo"): self.endpoint_oper_info,
             ("NetworkDriver", "Join"): self.join,
             ("NetworkDriver", "Leave"): self.leave,
             ("NetworkDriver", "DiscoverNew"): proto.discover,
@@ -612,6 +612,21 @@ class DockerDriver:
             raise
         log.info("host %s: %s/%s published %s", self.agent.host, network, name, encode(maps))
         return {}
+
+    def endpoint_oper_info(self, body: Any) -> dict[str, Any]:
+        """``EndpointOperInfo``: the endpoint's published ports as Docker's bridge driver
+        gives them (``proto.oper_info``); none for an endpoint not (or no longer) here."""
+        req = proto.ids(body)
+        port = self._port(req.endpoint_id)
+        if port is None:
+            return proto.oper_info([], None, None)
+        maps = decode(port.external_ids.get(EXT_PUBLISHED))
+        egress = self.agent.settings.egress_ip if self.agent.gateway_port else None
+        return proto.oper_info(
+            [(m.host_port, m.port, m.proto) for m in maps],
+            port.external_ids.get(EXT_IP),
+            str(egress) if egress else None,
+        )
 
     def revoke_external(self, body: Any) -> dict[str, Any]:
         """``RevokeExternalConnectivity`` (the container stops): unpublish its ports."""

@@ -302,6 +302,38 @@ def port_bindings(options: dict[str, Any]) -> list[tuple[int, int, str]]:
     return out
 
 
+EXPOSED = "com.docker.network.endpoint.exposedports"
+PROTO_NUMS = {v: k for k, v in IP_PROTOS.items()}
+
+
+def oper_info(
+    ports: list[tuple[int, int, str]], ip: str | None, host_ip: str | None
+) -> dict[str, Any]:
+    """``EndpointOperInfo``'s reply: the endpoint's published ports under the keys and in
+    the shape of Docker's bridge driver (``netlabel.PortMap``: libnetwork's
+    ``[]types.PortBinding``, ``netlabel.ExposedPorts``: ``[]types.TransportPort``), from
+    ``(host port, container port, proto)``; ``ip`` is the container's, ``host_ip`` the
+    egress address of its host. dockerd 28 reads these keys only as Go values of its own
+    drivers (a type assertion), so for a remote driver ``docker port`` stays empty: the
+    reply is what the protocol carries, for tools that call the plugin (docs/architecture.md).
+    """
+    if not ports:
+        return {"Value": {}}
+    bindings = [
+        {
+            "Proto": PROTO_NUMS[proto],
+            "IP": ip or "",
+            "Port": port,
+            "HostIP": host_ip or "",
+            "HostPort": host,
+            "HostPortEnd": host,
+        }  # fmt: skip
+        for host, port, proto in ports
+    ]
+    exposed = [{"Proto": PROTO_NUMS[proto], "Port": port} for _, port, proto in ports]
+    return {"Value": {PORTMAP: bindings, EXPOSED: exposed}}
+
+
 def external_connectivity(body: Any) -> ExternalConnectivity:
     """``ProgramExternalConnectivity``: ids and the port bindings in ``Options``."""
     b = _obj(body)
