@@ -299,3 +299,73 @@ def test_a_published_port_reaches_the_container_and_follows_it(
     assert r.status_code == 204
     stack.applied()
     assert stack.from_outside(stack.egress("h2"), 8080).returncode != 0
+
+
+UDP_ECHO = """import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    data, peer = s.recvfrom(512)
+    s.sendto(b"echo " + data + b" from " + peer[0].encode(), peer)
+"""
+UDP_ASK = """import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
+print(s.recvfrom(512)[0].decode())
+"""
+
+
+def _udp_from_outside(stack: Stack, address: str, port: int) -> str | None:
+    """One datagram from the outside namespace to ``address:port``: the answer, or None."""
+    argv = ["ip", "netns", "exec", stack.outside, "python3", "-c", UDP_ASK, address, str(port)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_a_published_udp_port_answers_and_a_taken_host_port_is_409(stack: Stack) -> None:
+    """``HOSTPORT:PORT/udp`` on h2's egress address reaches the container, which sees the
+    outside's own address; other ports stay closed; the same host port for another
+    endpoint is 409 and changes nothing."""
+    name, other = f"{PREFIX}u", f"{PREFIX}u2"
+    u = stack.run("h2", name, "ext")
+    stack.run("h1", other, "ext")
+    echo = subprocess.Popen(["ip", "netns", "exec", name, "python3", "-c", UDP_ECHO, u["ip"]])
+    try:
+        probe = ["ip", "netns", "exec", name, "ss", "-Hlun", "sport = :53"]
+        deadline = time.monotonic() + 10
+        while not subprocess.run(probe, capture_output=True, text=True).stdout.strip():
+            assert time.monotonic() < deadline, "the container's echo server never bound"
+            time.sleep(0.1)
+        egress = stack.egress("h2")
+        assert _udp_from_outside(stack, egress, 5353) is None  # not published yet
+        body = {"endpoint": name, "host_port": 5353, "port": 53, "proto": "udp"}
+        r = stack.api.post("/api/v1/networks/ext/publications", json=body)
+        assert r.status_code == 201, r.text
+        stack.applied()
+        got = None
+        for _ in range(3):  # a datagram may be the one that waits for ARP; ask again
+            if (got := _udp_from_outside(stack, egress, 5353)) is not None:
+                break
+        assert got == f"echo hi from {stack.outside_ip}", got
+        assert _udp_from_outside(stack, egress, 5354) is None  # other ports are closed
+        assert _udp_from_outside(stack, stack.egress("h1"), 5353) is None  # only on u's host
+
+        taken = stack.api.post(
+            "/api/v1/networks/ext/publications", json={**body, "endpoint": other}
+        )
+        assert taken.status_code == 409, taken.text
+        assert "already published" in taken.json()["detail"], taken.text
+        pubs = stack.api.get("/api/v1/networks/ext/publications").json()
+        assert [
+            (p["endpoint"], p["host_port"], p["proto"]) for p in pubs if p["proto"] == "udp"
+        ] == [(name, 5353, "udp")]
+        r = stack.api.delete("/api/v1/networks/ext/publications/udp/5353")
+        assert r.status_code == 204, r.text
+        stack.applied()
+        assert _udp_from_outside(stack, egress, 5353) is None
+    finally:
+        echo.terminate()
+        echo.wait(timeout=10)
+        stack.lab.rm(name)
+        stack.lab.rm(other)
