@@ -8,8 +8,10 @@ nothing is sent anywhere else.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +133,24 @@ def test_lab_reports_the_outside_and_egress_addresses(stack: Stack) -> None:
     for i in (1, 2):
         host = hosts[stack.lab.host_name(i)]
         assert host["egress_ip"] == str(stack.lab.egress_ip(i)) and host["gateway_port"]
+
+
+def test_the_cli_gives_the_outside_address_and_runs_commands_there(stack: Stack) -> None:
+    """``vxplane lab status -o json`` has ``outside_ip``; ``vxplane lab exec PREFIXoutside --
+    CMD`` runs CMD there (its exit code is the command's)."""
+    where = ["--prefix", PREFIX, "--underlay", UNDERLAY]
+    cli = [sys.executable, "-m", "controller.cli.main", "lab"]
+    out = subprocess.run([*cli, "status", "-o", "json", *where], capture_output=True,
+                         text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert json.loads(out)["outside_ip"] == stack.outside_ip
+    fetch = ["curl", "-sS", "--max-time", "5", f"http://{stack.outside_ip}:{WEB_PORT}/page.txt"]
+    got = subprocess.run([*cli, "exec", stack.outside, *where, "--", *fetch],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (got.returncode, got.stdout) == (0, PAGE), got.stderr
+    assert stack.clients()[-1] == stack.outside_ip  # it ran in the outside itself
+    routes = [*cli, "exec", stack.outside, *where, "--", "ip", "route", "get", "10.60.0.2"]
+    done = subprocess.run(routes, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stdout  # no route to the overlay's subnet from there
 
 
 def test_external_network_pings_and_fetches_from_the_outside_as_its_host(stack: Stack) -> None:
