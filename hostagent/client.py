@@ -371,7 +371,7 @@ class ControllerClient:
             body["port_name"] = port_name
         if ip is not None:
             body["ip"] = ip
-        if labels:
+        if labels is not None:  # {} clears them; None keeps them
             body["labels"] = labels
         stream = on_bound is not None and wait_ready is not None
         resp = self._call(

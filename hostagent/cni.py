@@ -19,6 +19,9 @@ pod gets the same address on any host; default false). Capabilities in ``runtime
 ``ips`` (one IPv4, ``a.b.c.d[/len]``), ``endpointName`` and ``portMappings``
 (``[{hostPort, containerPort, protocol}]``: published on the egress address of the pod's
 host on ADD, all or none, and unpublished on DEL; the network must be external).
+``args.cni.labels`` (CNI conventions, ``[{"key", "value"}]``, the pod's labels) replace the
+endpoint's labels in the ADD's one create-and-bind request, so a policy selects the pod
+from its first ready moment; without them the endpoint keeps its labels.
 ``CNI_ARGS`` keys: ``IP``, ``VXPLANE_ENDPOINT``, ``K8S_POD_NAMESPACE``/``K8S_POD_NAME``,
 ``IgnoreUnknown``.
 
@@ -63,6 +66,7 @@ import re
 import sys
 import time
 
+from vxcommon.labels import LABELS_MAX, label_error
 from vxcommon.names import endpoint_name_error, ifname_error, name_error
 from vxcommon.retry import BUSY_RETRIES, advised_delay
 
@@ -122,6 +126,7 @@ class Invocation:
     __slots__ = (
         "command", "version", "config", "container_id", "netns", "ifname", "network",
         "endpoint", "ip", "agent_socket", "keep_address", "valid_attachments", "ports",
+        "labels",
     )  # fmt: skip
 
     def __init__(
@@ -139,6 +144,7 @@ class Invocation:
         keep_address: bool = False,
         valid_attachments: tuple[tuple[str, str], ...] = (),
         ports: list[dict[str, Any]] | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.command = command
         self.version = version
@@ -153,6 +159,7 @@ class Invocation:
         self.keep_address = keep_address
         self.valid_attachments = valid_attachments
         self.ports = ports or []
+        self.labels = labels
 
     @property
     def body(self) -> dict[str, Any]:
@@ -170,6 +177,8 @@ class Invocation:
             body["ip"] = self.ip
         if self.ports:
             body["ports"] = self.ports
+        if self.labels is not None:
+            body["labels"] = self.labels
         return body
 
 
@@ -224,6 +233,38 @@ def _requested_ip(config: dict[str, Any], args: dict[str, str]) -> str | None:
     if not isinstance(addr, IPv4Interface):
         raise CniError(code, f"{where}: {ips[0]!r}: ask for the IPv4 address{six}")
     return str(addr.ip)
+
+
+def _labels(config: dict[str, Any]) -> dict[str, str] | None:
+    """``args.cni.labels`` (CNI conventions: ``[{"key", "value"}]``) as the endpoint's labels,
+    which they replace; None when not given (the endpoint keeps its labels). Checked with the
+    controller's rules (Kubernetes syntax, at most 64), so a bad one fails the ADD (code 7)
+    before anything is made."""
+    cni_args = (config.get("args") or {}).get("cni") or {}
+    if not isinstance(cni_args, dict):
+        raise CniError(INVALID_CONFIG, "args.cni must be an object")
+    raw = cni_args.get("labels")
+    if raw is None:
+        return None
+    where = "args.cni.labels"
+    if not isinstance(raw, list):
+        raise CniError(INVALID_CONFIG, f'{where}: want a list of {{"key", "value"}} objects')
+    out: dict[str, str] = {}
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"key", "value"} or "key" not in item:
+            raise CniError(
+                INVALID_CONFIG, f'{where}: want {{"key", "value"}} objects, got {item!r}'
+            )
+        key, value = item["key"], item.get("value", "")
+        error = label_error(key, value)
+        if error:
+            raise CniError(INVALID_CONFIG, f"{where}: {error}")
+        if key in out and out[key] != value:
+            raise CniError(INVALID_CONFIG, f"{where}: key {key!r} is given twice")
+        out[key] = value
+    if len(out) > LABELS_MAX:
+        raise CniError(INVALID_CONFIG, f"{where}: {len(out)} labels, at most {LABELS_MAX}")
+    return out
 
 
 def _port_mappings(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -374,6 +415,7 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Invocation:
         endpoint=_endpoint_name(config, args, cid, ifname),
         ip=_requested_ip(config, args) if command == "ADD" else None,
         ports=_port_mappings(config) if command in ("ADD", "DEL") else None,
+        labels=_labels(config) if command == "ADD" else None,
     )
 
 

@@ -94,6 +94,8 @@ class PlugRequest:
     """What to plug: endpoint ``name`` of ``network`` into ``netns`` as ``ifname``.
 
     ``netns`` None leaves the veth's peer in the agent's namespace (Docker moves it).
+    ``labels`` replace the endpoint's labels in the same request that binds it (so policies
+    select it from its first ready moment on); None keeps the labels it has.
     ``runtime_ids`` are extra ``external_ids`` of the runtime that asked (CNI, Docker).
     """
 
@@ -102,9 +104,13 @@ class PlugRequest:
     netns: str | None
     ifname: str = "eth0"
     ip: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] | None = None
     runtime_ids: Mapping[str, str] = field(default_factory=dict)
     ready_timeout: float | None = None
+
+
+def _labels(req: PlugRequest) -> dict[str, str] | None:
+    return None if req.labels is None else dict(req.labels)
 
 
 class Laps:
@@ -310,7 +316,7 @@ class Plugger:
         a live host it is ``Conflict``: remove it there first."""
         args = (req.network, req.name, self.host, ofport, host_if)
         kwargs: dict[str, Any] = {
-            "create": True, "ip": req.ip, "labels": dict(req.labels) or None, "wait_ready": wait,
+            "create": True, "ip": req.ip, "labels": _labels(req), "wait_ready": wait,
         }  # fmt: skip
         if early is not None and req.netns is not None:
 
@@ -404,7 +410,7 @@ class Plugger:
             seen = 0
         ep, _ = self.client.bind(
             req.network, req.name, self.host, port.ofport, host_if,
-            create=True, ip=ip, labels=dict(req.labels) or None, wait_ready=wait,
+            create=True, ip=ip, labels=_labels(req), wait_ready=wait,
             if_revision=seen,
         )  # fmt: skip
         link = self.links.get_link(req.ifname, req.netns)

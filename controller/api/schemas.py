@@ -20,17 +20,18 @@ from pydantic import (
 from controller.config import MAX_RESERVATION_TTL
 from controller.ipam import MAX_VNI, MIN_VNI
 from controller.model import EndpointState
+from vxcommon.labels import (
+    LABEL_KEY_MAX,
+    LABEL_PREFIX_MAX,
+    LABEL_VALUE_MAX,
+    LABELS_MAX,
+    check_label_key,
+    check_label_value,
+)
 from vxcommon.names import ENDPOINT_NAME_PATTERN, NAME_PATTERN, check_endpoint_name, check_name
 
 MAX_OFPORT = 65279  # OVS refuses higher port numbers (0xfeff; 65534 is a bridge's LOCAL)
 _DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
-LABELS_MAX = 64
-LABEL_KEY_MAX = 63  # the name part of a key (Kubernetes syntax), as a value
-LABEL_PREFIX_MAX = 253  # the optional DNS-subdomain prefix before '/'
-LABEL_VALUE_MAX = 63
-_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?"
-_LABEL_NAME_RE = re.compile(rf"^{_LABEL_NAME}$")
-_LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
 def _subnet(value: Any) -> Any:
@@ -128,38 +129,6 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
         check_label_key(key)
         check_label_value(key, text)
     return value
-
-
-def check_label_key(key: str) -> str:
-    """A Kubernetes label key: ``[prefix/]name``, the prefix a lowercase DNS subdomain of at
-    most 253 characters, the name 1 to 63 of A-Z a-z 0-9 _ . - starting and ending with a
-    letter or digit (``ValueError`` says which part is wrong)."""
-    prefix, slash, name = key.rpartition("/")
-    if slash and (len(prefix) > LABEL_PREFIX_MAX or not _LABEL_PREFIX_RE.fullmatch(prefix)):
-        raise ValueError(
-            f"{_shown(key)} is not a valid label key: its prefix before '/' must be a "
-            f"lowercase DNS subdomain of at most {LABEL_PREFIX_MAX} characters "
-            "(a-z 0-9 '-' '.', like example.com)"
-        )
-    if len(name) > LABEL_KEY_MAX or not _LABEL_NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"{_shown(key)} is not a valid label key: the name (after the optional prefix/) "
-            f"must be 1 to {LABEL_KEY_MAX} letters, digits, '_', '.' or '-', starting and "
-            "ending with a letter or digit"
-        )
-    return key
-
-
-def check_label_value(key: str, text: str) -> str:
-    """A Kubernetes label value: empty, or 1 to 63 of A-Z a-z 0-9 _ . - starting and ending
-    with a letter or digit."""
-    if text and (len(text) > LABEL_VALUE_MAX or not _LABEL_NAME_RE.fullmatch(text)):
-        raise ValueError(
-            f"{_shown(text)} (label {key!r}) is not a valid label value: use at most "
-            f"{LABEL_VALUE_MAX} letters, digits, '_', '.' or '-', starting and ending with a "
-            "letter or digit (or nothing)"
-        )
-    return text
 
 
 # The schema states the rules that JSON Schema can (a pattern); the validators say the rest

@@ -31,7 +31,7 @@ def agent_router(agent: Agent) -> APIRouter:
             netns=req.netns,
             ifname=req.ifname,
             ip=str(req.ip) if req.ip is not None else None,
-            labels=req.labels,
+            labels=req.labels or None,  # none given: the endpoint keeps its labels
             ready_timeout=req.ready_timeout,
         )
         # A JSONResponse skips FastAPI's re-validation of a plain dict (on every attach).

@@ -54,7 +54,7 @@ def _maps(ports: list[CniPort]) -> list[PortMap]:
 class CniAdd(CniAttachment):
     netns: Text
     ip: IPvAnyAddress | None = None
-    labels: Labels = {}
+    labels: Labels | None = None  # args.cni.labels: replace the endpoint's; None: keep
     ports: list[CniPort] = Field(default=[], max_length=256)
 
 

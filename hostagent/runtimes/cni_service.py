@@ -109,7 +109,7 @@ class CniService:
         ep = self.agent.attach(
             PlugRequest(
                 network=network, name=name, netns=netns, ifname=ifname, ip=ip,
-                labels=labels or {}, runtime_ids=runtime_ids,
+                labels=labels, runtime_ids=runtime_ids,
             )
         )  # fmt: skip
         if ports:

@@ -205,6 +205,55 @@ def test_add_ping_check_del(stack: Stack) -> None:
     assert stack.flows_mentioning(a_ip) == [] and stack.flows_mentioning(b_ip) == []
 
 
+def _cni_labels(**labels: str) -> dict[str, Any]:
+    """``args`` carrying ``args.cni.labels`` as the CNI conventions write them."""
+    return {"cni": {"labels": [{"key": k, "value": v} for k, v in labels.items()]}}
+
+
+def test_args_cni_labels_select_the_pod_from_its_first_packet(stack: Stack) -> None:
+    """``args.cni.labels`` are on the endpoint in the ADD's own bind (no change after it),
+    so an ingress policy on app=db holds for the first packet sent to the pod once ADD
+    returned: from an unlabelled pod dropped, from app=web delivered. Bad labels fail the
+    ADD with code 7 and make nothing."""
+    names = [f"{PREFIX}lw", f"{PREFIX}lo", f"{PREFIX}ld"]
+    web_ns, other_ns, db_ns = (stack.netns(n) for n in names)
+    policy = {
+        "name": "db-in",
+        "selector": {"matchLabels": {"app": "db"}},
+        "ingress": [{"from": [{"selector": {"matchLabels": {"app": "web"}}}]}],
+    }
+    r = stack.api.post("/api/v1/networks/blue/policies", json=policy)
+    assert r.status_code == 201, r.text
+    try:
+        rc, _ = stack.cni(H2, "ADD", conf(args=_cni_labels(app="web")), cid="l-web", netns=web_ns)
+        assert rc == 0
+        rc, _ = stack.cni(H2, "ADD", conf(), cid="l-other", netns=other_ns)
+        assert rc == 0
+        before = stack.state()
+        bad = conf(args=_cni_labels(app="a b"))
+        rc, out = stack.cni(H1, "ADD", bad, cid="l-db", netns=db_ns)
+        assert rc == 1 and out["code"] == 7 and "not a valid label value" in out["msg"], out
+        assert stack.state() == before
+
+        rc, db = stack.cni(H1, "ADD", conf(args=_cni_labels(app="db")), cid="l-db", netns=db_ns)
+        assert rc == 0, db
+        db_ip = db["ips"][0]["address"].split("/")[0]
+        assert not stack.ping(names[1], db_ip)  # the first packet from elsewhere: dropped
+        assert stack.ping(names[0], db_ip)  # from app=web: delivered
+        ep = stack.endpoint("blue", "l-db")
+        assert ep and ep["labels"] == {"app": "db"} and ep["state"] == "ready"
+        steps = stack.api.get("/api/v1/networks/blue/endpoints/l-db/history").json()
+        assert steps[0]["kind"] == "bound" and ep["revision"] == steps[0]["revision"], steps
+    finally:
+        stack.api.delete("/api/v1/networks/blue/policies/db-in")
+        for host, cid, ns in (
+            (H2, "l-web", web_ns),
+            (H2, "l-other", other_ns),
+            (H1, "l-db", db_ns),
+        ):
+            stack.cni(host, "DEL", conf(), cid=cid, netns=ns)
+
+
 def test_requested_addresses_ifname_and_kept_address(stack: Stack) -> None:
     c_ns, d_ns, e_ns = stack.netns("vxr-c"), stack.netns("vxr-d"), stack.netns("vxr-e")
     rc, c = stack.cni(

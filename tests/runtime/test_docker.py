@@ -244,6 +244,69 @@ def test_same_name_on_the_other_host_keeps_ip_and_mac(stack: Stack) -> None:
     assert stack.endpoint(BLUE[0], "clash") is None or not stack.endpoint(BLUE[0], "clash")["host"]  # type: ignore[index]
 
 
+def _labelled_from_the_bind(stack: Stack, network: str, name: str) -> dict[str, Any]:
+    """The endpoint, checked to carry no change since its newest bind: its labels came in
+    the binding request itself, so they were there when it first became ready."""
+    ep = stack.endpoint(network, name)
+    assert ep and ep["state"] == "ready", ep
+    steps = stack.api.get(f"/api/v1/networks/{network}/endpoints/{name}/history").json()
+    assert steps and steps[0]["kind"] == "bound", steps
+    assert ep["revision"] == steps[0]["revision"], (ep, steps[0])
+    return ep
+
+
+def test_container_labels_select_it_from_its_first_packet(stack: Stack) -> None:
+    """``docker run --label tier=db``: the endpoint carries the label from the bind on, so an
+    egress policy on tier=db holds for the very first packet the container's entrypoint
+    sends (to an unlabelled peer: dropped; to tier=web: passes). A label no selector can
+    name (an image-style URL value) is left out; a later container of the same name
+    without labels does not inherit them."""
+    net = BLUE[0]
+    web = stack.run(H2, "lweb", net, "--label", "tier=web")
+    other = stack.run(H2, "lother", net)
+    policy = {
+        "name": "db-out",
+        "selector": {"matchLabels": {"tier": "db"}},
+        "policy_types": ["Egress"],
+        "egress": [{"to": [{"selector": {"matchLabels": {"tier": "web"}}}]}],
+    }
+    r = stack.api.post(f"/api/v1/networks/{net}/policies", json=policy)
+    assert r.status_code == 201, r.text
+    probe = "if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then echo {n}-open; else echo {n}-closed; fi"
+    first = "; ".join(
+        [
+            probe.format(ip=other["ip"], n="other") + " >> /tmp/log",
+            probe.format(ip=web["ip"], n="web") + " >> /tmp/log",
+            "exec sleep 3600",
+        ]
+    )
+    try:
+        stack.docker(H1, "run", "-d", "--name", "ldb", "--network", net, "--label", "tier=db",
+                     "--label", "org.opencontainers.image.source=https://example.invalid/x",
+                     IMAGE, "sh", "-c", first)  # fmt: skip
+        ep = _labelled_from_the_bind(stack, net, "ldb")
+        assert ep["labels"] == {"tier": "db"}
+        log = wait_for(
+            "the entrypoint's pings",
+            lambda: (
+                len((t := stack.docker(H1, "exec", "ldb", "cat", "/tmp/log")).split()) == 2 and t
+            ),
+            20,
+        )
+        assert log.split() == ["other-closed", "web-open"], log
+        # unselected endpoints stay open (the policy does not touch them)
+        assert stack.ping(H2, "lother", web["ip"])
+        # the same name again, without labels: the endpoint's labels are replaced, not kept
+        stack.docker(H1, "rm", "-f", "ldb")
+        stack.run(H1, "ldb", net)
+        assert _labelled_from_the_bind(stack, net, "ldb")["labels"] == {}
+        assert stack.ping(H1, "ldb", other["ip"])
+    finally:
+        stack.api.delete(f"/api/v1/networks/{net}/policies/db-out")
+        stack.docker(H1, "rm", "-f", "ldb", check=False)
+        stack.docker(H2, "rm", "-f", "lweb", "lother", check=False)
+
+
 def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:
     peer = stack.run(H1, "kpeer", BLUE[0])
     k1 = stack.run(H2, "k1", BLUE[0])

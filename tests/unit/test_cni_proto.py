@@ -137,6 +137,37 @@ def test_add_result_per_version_and_body() -> None:
     assert "version" not in v1["ips"][0] and "mtu" not in v1["interfaces"][0]
 
 
+def test_args_cni_labels_go_to_the_agent_on_add_only() -> None:
+    labels = [{"key": "app", "value": "web"}, {"key": "example.com/tier", "value": ""}]
+    agent = FakeAgent()
+    rc, _ = run(env(), conf(args={"cni": {"labels": labels}}), agent)
+    assert rc == 0 and agent.calls[0][1]["labels"] == {"app": "web", "example.com/tier": ""}
+    # an empty list clears the endpoint's labels; none given keeps them (no key at all)
+    assert cni.parse(env(), conf(args={"cni": {"labels": []}})).body["labels"] == {}
+    assert "labels" not in cni.parse(env(), conf()).body
+    assert cni.parse(env("DEL"), conf(args={"cni": {"labels": labels}})).labels is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "why"),
+    [
+        ({"key": "app"}, "want a list"),
+        (["app=web"], '"key", "value"'),
+        ([{"key": "app", "value": "web", "x": 1}], '"key", "value"'),
+        ([{"key": "app", "value": "a b"}], "not a valid label value"),
+        ([{"key": "-app", "value": "web"}], "not a valid label key"),
+        ([{"key": "app", "value": 5}], "must be strings"),
+        ([{"key": "app", "value": "a"}, {"key": "app", "value": "b"}], "given twice"),
+        ([{"key": f"k{i}", "value": "v"} for i in range(65)], "at most 64"),
+    ],
+)
+def test_bad_args_cni_labels_fail_the_add_before_the_agent(labels: Any, why: str) -> None:
+    agent = FakeAgent()
+    rc, out = run(env(), conf(args={"cni": {"labels": labels}}), agent)
+    assert rc == 1 and out["code"] == cni.INVALID_CONFIG and why in out["msg"], out
+    assert agent.calls == []
+
+
 def test_add_chains_onto_prev_result() -> None:
     prev = {
         "cniVersion": "1.1.0",

@@ -195,6 +195,32 @@ def test_pick_container() -> None:
     assert proto.pick_container([], "blue", None) is None
 
 
+def test_pick_starting_carries_the_labels() -> None:
+    web = _container("web", {"blue": {"EndpointID": ""}})
+    web["Labels"] = {"app": "web", "org.opencontainers.image.source": "https://x.example/y"}
+    got = proto.pick_starting([web], "blue", None)
+    assert got is not None and got.name == "web" and got.labels == web["Labels"]
+    bare = _container("bare", {"blue": {"EndpointID": ""}})  # no Labels key at all
+    assert proto.pick_starting([bare], "blue", None) == proto.Starting("bare", {})
+
+
+def test_endpoint_labels_keep_the_valid_ones() -> None:
+    kept, skipped = proto.endpoint_labels(
+        "web",
+        {
+            "app": "web",
+            "com.docker.compose.service": "web",
+            "org.opencontainers.image.source": "https://x.example/y",  # a URL: not a value
+            "Maintainer Name": "someone",  # a space: not a key
+            "tier": "",
+        },
+    )
+    assert kept == {"app": "web", "com.docker.compose.service": "web", "tier": ""}
+    assert skipped == ["Maintainer Name", "org.opencontainers.image.source"]
+    with pytest.raises(ProtocolError, match="65 labels: an endpoint takes at most 64"):
+        proto.endpoint_labels("big", {f"k{i}": "v" for i in range(65)})
+
+
 def test_pick_network() -> None:
     web = _container("web", {"blue": {"EndpointID": ""}})
     red1 = _container("red1", {"red": {"EndpointID": "abc"}}, "running")

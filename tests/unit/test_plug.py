@@ -60,6 +60,20 @@ def test_plug_makes_veth_port_binding_and_configures_the_container(host: FakeHos
     assert port.external_ids == {**port_ids("blue", "a"), EXT_IP: "10.0.0.2"}
 
 
+def test_labels_replace_none_keeps_empty_clears(host: FakeHost) -> None:
+    """A runtime that knows the labels (Docker, CNI ``args.cni.labels``) replaces them in the
+    binding request, ``{}`` included (a reused name must not keep an earlier container's
+    labels); None (labels not known) leaves the endpoint's as they are."""
+    plugger = host.plugger()
+    plugger.plug(req(labels={"app": "web"}))
+    plugger.unplug("blue", "a")
+    plugger.plug(req())  # labels not given: kept
+    assert host.ctl.endpoints[("blue", "a")].labels == {"app": "web"}
+    plugger.unplug("blue", "a")
+    ep = plugger.plug(req(labels={}))
+    assert ep.labels == {} == host.ctl.endpoints[("blue", "a")].labels
+
+
 def test_plug_with_a_requested_address(host: FakeHost) -> None:
     ep = host.plugger().plug(req(ip="10.0.0.77"))
     assert str(ep.ip) == "10.0.0.77"

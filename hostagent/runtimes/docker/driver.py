@@ -12,8 +12,12 @@ module does the work, and plugs through the agent's one plug sequence (``hostage
   endpoint of it is bound on any host.
 - ``RequestAddress`` finds the network by its pool id and decides the address: the
   endpoint is named after the container being
-  started (see ``docker_proto.pick_container`` and docs/docker.md), so the same container
-  name gets the same IP and MAC on every host; ``--ip`` is honoured.
+  started (see ``docker_proto.pick_starting`` and docs/docker.md), so the same container
+  name gets the same IP and MAC on every host; ``--ip`` is honoured. The same listing
+  carries the container's labels: they become the endpoint's labels.
+- ``CreateEndpoint`` binds with those labels in its one create-and-bind request, so a
+  policy selects the endpoint from its first ready moment (labels are replaced: a reused
+  name does not keep an earlier container's labels).
 - ``CreateEndpoint`` plugs the endpoint with its peer left in the agent's namespace (veth,
   MTU, TX offload off, OVS port, bound at the controller) and answers once the flows are
   confirmed; ``Join`` names the peer, which Docker moves into the container as ``eth0``.
@@ -113,7 +117,8 @@ class DockerDriver:
         self.grace = grace
         self.pools = pools if pools is not None else PoolTable(None)
         self.networks: dict[str, dict[str, Any]] = {}  # docker network id -> name, subnet, gw
-        self.pending: dict[tuple[str, str], str] = {}  # (network id, ip) -> endpoint name
+        # (network id, ip) -> endpoint name and labels, from RequestAddress to CreateEndpoint
+        self.pending: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
         self.inflight: dict[str, float] = {}  # endpoint id -> created (not yet running)
         self.seen_live: set[str] = set()  # endpoint ids seen in a running container
         self.cleaned = 0
@@ -396,9 +401,20 @@ class DockerDriver:
             log.warning("host %s: listing containers: %r", self.agent.host, exc)
             return []
 
-    def _container_name(self, network: str, ip: IPv4Address | None) -> str:
-        name = proto.pick_container(self._containers(), network, ip)
-        return name or f"{ANON}{uuid.uuid4().hex[:12]}"
+    def _container(self, network: str, ip: IPv4Address | None) -> tuple[str, dict[str, str]]:
+        """The endpoint name and labels of the container being connected to ``network``:
+        its name and its Docker labels (valid ones; see ``proto.endpoint_labels``), or an
+        anonymous name without labels when it cannot be told apart."""
+        found = proto.pick_starting(self._containers(), network, ip)
+        if found is None:
+            return f"{ANON}{uuid.uuid4().hex[:12]}", {}
+        labels, skipped = proto.endpoint_labels(found.name, found.labels)
+        if skipped:
+            log.info(
+                "host %s: %s/%s: Docker labels not valid as endpoint labels, left out: %s",
+                self.agent.host, network, found.name, ", ".join(skipped),
+            )  # fmt: skip
+        return found.name, labels
 
     def request_address(self, body: Any) -> dict[str, Any]:
         req = proto.request_address(body)
@@ -415,14 +431,14 @@ class DockerDriver:
         if dual:
             self._take_slot6(nid)
         try:
-            name = self._container_name(info["name"], req.address)
+            name, labels = self._container(info["name"], req.address)
             ep = self._endpoint(info["name"], name, str(req.address) if req.address else None)
         except BaseException:
             if dual:
                 self._free_slot6(nid)
             raise
         with self._lock:
-            self.pending[(nid, str(ep.ip))] = name
+            self.pending[(nid, str(ep.ip))] = (name, labels)
         if dual:
             with self._slots6:
                 self.slots6[nid] = Slot6(time.monotonic(), name, ep)
@@ -498,7 +514,7 @@ class DockerDriver:
         nid = self.pools.network_of(ref.pool_id)
         with self._lock:
             if nid:
-                name = self.pending.pop((nid, ip), None)
+                name = (self.pending.pop((nid, ip), None) or (None, None))[0]
                 if name is not None:  # libnetwork rolls back: its IPv6 request is not coming
                     self._free_slot6(nid, name)
                 info = self.networks.get(nid)
@@ -536,8 +552,8 @@ class DockerDriver:
             raise ProtocolError(f"address {req.address} is not in {info['subnet']}")
         network = info["name"]
         with self._lock:
-            name = self.pending.pop((req.network_id, ip), None)
-        name = name or self._container_name(network, req.address.ip)
+            found = self.pending.pop((req.network_id, ip), None)
+        name, labels = found or self._container(network, req.address.ip)
         reserved = self._endpoint(network, name, ip)  # the address; no live owner elsewhere
         if req.mac and req.mac != reserved.mac:
             raise ProtocolError(f"vxplane derives the MAC from the IP: {ip} has {reserved.mac}")
@@ -555,7 +571,14 @@ class DockerDriver:
         }
         try:
             ep = self.agent.attach(
-                PlugRequest(network=network, name=name, netns=None, ip=ip, runtime_ids=runtime_ids)
+                PlugRequest(
+                    network=network,
+                    name=name,
+                    netns=None,
+                    ip=ip,
+                    labels=labels,
+                    runtime_ids=runtime_ids,
+                )  # fmt: skip
             )
         except BaseException:
             with self._lock:

@@ -32,6 +32,8 @@ from ipaddress import (
 )
 from typing import Any
 
+from vxcommon.labels import LABELS_MAX, label_error
+
 ACTIVATE = "Plugin.Activate"
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 LOCAL_SPACE = "vxplane-local"
@@ -544,8 +546,19 @@ def join_reply(src_name: str, gateway: str | None, gateway6: str | None = None) 
 # -- which container is starting (pure) ----------------------------------------------
 
 
-def _starting(containers: list[dict[str, Any]], network: str, ip: IPv4Address | None) -> list[str]:
-    """Names of the containers being connected to ``network`` now (see ``pick_container``)."""
+@dataclass(frozen=True)
+class Starting:
+    """A container being connected to a network now: its name and its labels (as the
+    engine lists them: the container's own ``--label`` and its image's)."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _starting(
+    containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
+) -> list[Starting]:
+    """The containers being connected to ``network`` now (see ``pick_container``)."""
     found = []
     for c in containers:
         nets = (c.get("NetworkSettings") or {}).get("Networks") or {}
@@ -557,14 +570,19 @@ def _starting(containers: list[dict[str, Any]], network: str, ip: IPv4Address | 
             continue
         names = c.get("Names") or []
         if names:
-            found.append(str(names[0]).lstrip("/"))
+            labels = c.get("Labels")
+            found.append(
+                Starting(
+                    str(names[0]).lstrip("/"), dict(labels) if isinstance(labels, dict) else {}
+                )
+            )
     return found
 
 
-def pick_container(
+def pick_starting(
     containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
-) -> str | None:
-    """The name of the one container that is being connected to ``network`` now, or None.
+) -> Starting | None:
+    """The one container that is being connected to ``network`` now, or None.
 
     ``containers`` is the engine's ``GET /containers/json?all=1``. A candidate names the
     network in its settings without an endpoint there yet; with ``ip``, it must have asked
@@ -573,6 +591,37 @@ def pick_container(
     """
     found = _starting(containers, network, ip)
     return found[0] if len(found) == 1 else None
+
+
+def pick_container(
+    containers: list[dict[str, Any]], network: str, ip: IPv4Address | None
+) -> str | None:
+    """The name of the container ``pick_starting`` finds, or None."""
+    got = pick_starting(containers, network, ip)
+    return got.name if got else None
+
+
+def endpoint_labels(container: str, labels: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The endpoint labels of a container's Docker labels, and the keys left out.
+
+    Docker labels are free text (images carry ``org.opencontainers.image.source=https://...``);
+    endpoint labels have Kubernetes' syntax (``vxcommon.labels``). A label that is not a
+    valid endpoint label is left out (and named, for the log): no policy selector can name
+    it, so leaving it out changes what no policy selects. More than ``LABELS_MAX`` valid
+    labels is an error (the start is refused): dropping some could leave a container a
+    policy should select unselected, that is open."""
+    kept: dict[str, str] = {}
+    skipped: list[str] = []
+    for key, value in sorted(labels.items()):
+        if label_error(key, value) is None:
+            kept[key] = value
+        else:
+            skipped.append(str(key))
+    if len(kept) > LABELS_MAX:
+        raise ProtocolError(
+            f"container {container} has {len(kept)} labels: an endpoint takes at most {LABELS_MAX}"
+        )
+    return kept, skipped
 
 
 def pick_network(
