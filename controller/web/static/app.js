@@ -6,10 +6,11 @@
 
 import { ApiError, api, get, getAll } from "./api.js";
 import { ago, clock, h, netColor } from "./dom.js";
+import { loadPolicies, policyRows } from "./policies.js";
 import { renderTopology } from "./topology.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { hosts: [], networks: [], endpoints: [], revision: 0, loaded: false };
+const state = { hosts: [], networks: [], endpoints: [], policies: null, revision: 0, loaded: false };
 const fresh = new Map(); // "network/name" -> time it was added or moved (highlight)
 const ui = { tab: "hosts", search: "", logFilter: "", logSync: false, drawer: null, confirmDelete: null };
 const MAX_LOG = 300;
@@ -36,6 +37,7 @@ async function refresh() {
     Object.assign(state, { revision: health.revision, hosts, networks, endpoints, loaded: true });
     $("fatal").hidden = true;
     render();
+    if (ui.tab === "policies") await refreshPolicies();
   } catch (err) {
     showFatal(err instanceof ApiError ? err.detail : String(err));
   } finally {
@@ -138,6 +140,7 @@ function render() {
   renderNetworks();
   renderEndpoints();
   renderTraceForm();
+  renderPolicies();
   if (ui.drawer) refreshDrawer();
 }
 
@@ -289,7 +292,28 @@ function renderEndpoints() {
 function selectTab(tab) {
   ui.tab = tab;
   for (const btn of document.querySelectorAll(".tab")) btn.setAttribute("aria-selected", String(btn.dataset.tab === tab));
-  for (const name of ["hosts", "networks", "endpoints", "trace"]) $(`panel-${name}`).hidden = name !== tab;
+  for (const name of ["hosts", "networks", "endpoints", "trace", "policies"]) $(`panel-${name}`).hidden = name !== tab;
+  if (tab === "policies") refreshPolicies();
+}
+
+// ---------------------------------------------------------------- policies (policies.js)
+async function refreshPolicies() {
+  try {
+    state.policies = await loadPolicies(state.networks);
+    $("pf-error").hidden = true;
+  } catch (e) {
+    $("pf-error").textContent = e instanceof ApiError ? e.detail : String(e);
+    $("pf-error").hidden = false;
+  }
+  renderPolicies();
+}
+
+function renderPolicies() {
+  syncSelect("pf-network", state.networks.map((n) => n.name));
+  if (state.policies === null) return;
+  $("count-policies").textContent = state.policies.length;
+  const rows = policyRows(state.policies, state.endpoints, { network: $("pf-network").value, search: matches });
+  fillTable("policies-table", rows, 6, state.policies.length ? "no policy matches the filters" : "no policies yet: vxplane policy create NAME --network NET ...");
 }
 
 function showHostEndpoints(host) {
@@ -435,7 +459,8 @@ async function refreshDrawer() {
   }
   const fields = [["ip", `${ep.ip}/${ep.prefixlen}`], ["mac", ep.mac], ["gateway", ep.gateway],
     ["vni", ep.vni], ["host", ep.host || "-"], ["of port", ep.ofport ?? "-"], ["port", ep.port_name || "-"],
-    ["state", ep.state], ["revision", ep.revision], ["created", ep.created_at], ["ready at", ep.ready_at || "-"]];
+    ["state", ep.state], ["revision", ep.revision], ["created", ep.created_at], ["ready at", ep.ready_at || "-"],
+    ["labels", Object.entries(ep.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "-"]];
   $("drawer-body").replaceChildren(...fields.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
   try {
     const path = `/api/v1/networks/${encodeURIComponent(network)}/endpoints/${name.split("/").map(encodeURIComponent).join("/")}/history`;
@@ -457,6 +482,7 @@ function wire() {
   $("network-form").addEventListener("submit", createNetwork);
   $("trace-form").addEventListener("submit", runTrace);
   $("tf-network").addEventListener("change", renderTraceForm);
+  $("pf-network").addEventListener("change", renderPolicies);
   $("log-filter").addEventListener("change", (e) => { ui.logFilter = e.target.value; redrawLog(); });
   $("log-sync").addEventListener("change", (e) => { ui.logSync = e.target.checked; redrawLog(); });
   $("drawer-close").addEventListener("click", () => { ui.drawer = null; $("drawer").hidden = true; });
