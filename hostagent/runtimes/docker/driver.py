@@ -578,7 +578,7 @@ class DockerDriver:
                     ip=ip,
                     labels=labels,
                     runtime_ids=runtime_ids,
-                )  # fmt: skip
+                )
             )
         except BaseException:
             with self._lock:
