@@ -18,13 +18,13 @@ revision (``vxplane_switch_revision_lag`` 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from controller.flows import Conjunction, Flow
-from controller.model import Endpoint, Network, selects
+from controller.flows import Conjunction, Flow, MatchValue
+from controller.model import Endpoint, Network, Policy, PolicyRule, selects
 from controller.pipeline import EGRESS, INGRESS, policy_flows
-from controller.policy import PRIO_OPEN, _conj_id, isolation
+from controller.policy import PRIO_OPEN, _conj_id, isolation, peer_addresses
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ def _plain_owners(net: Network, ep: Endpoint, direction: str) -> set[str]:
     return found
 
 
-def policy_stats(net: Network, members: Iterable[Endpoint]) -> PolicyStats:
-    """The counts of ``net`` given its bound endpoints ``members`` (host and ofport set)."""
+def policy_stats_by_flows(net: Network, members: Iterable[Endpoint]) -> PolicyStats:
+    """The reference: ``policy_stats`` by compiling every host's policy flows (as the engine
+    does) and counting them. O(hosts x members) flows built: for tests, not for scrapes."""
     bound = [ep for ep in members if ep.host is not None and ep.ofport is not None]
     names = [p.name for p in net.policies]
     selected = {n: 0 for n in names}
@@ -113,3 +114,80 @@ def _owners_of(
             if isinstance(ip, str):
                 found |= plain.get((f.table, ep_field, ip), set())
     return found
+
+
+def policy_stats(net: Network, members: Iterable[Endpoint]) -> PolicyStats:
+    """The counts of ``net`` given its bound endpoints ``members`` (host and ofport set),
+    counted without building flows: per host, the stages' fixed flows (taken from
+    ``policy_flows`` with no endpoint, so they follow it), then per direction the open
+    passes, the plain passes, one ``conj_id`` flow per active rule and the distinct clause
+    matches (endpoints, peers, ports: merged across rules as ``stage_flows`` merges them),
+    and one DELIVER flow per isolated endpoint. Peer addresses are worked out once per rule,
+    not per host. ``policy_stats_by_flows`` is the reference; tests/unit/test_policystats.py
+    holds the two equal."""
+    bound = [ep for ep in members if ep.host is not None and ep.ofport is not None]
+    if not net.policies:
+        return PolicyStats(net.name, 0, {}, {})
+    names = [p.name for p in net.policies]
+    picks = {ep.name: [p for p in net.policies if selects(p.selector, ep.labels)] for ep in bound}
+    selected = {
+        n: sum(1 for ep in bound if any(p.name == n for p in picks[ep.name])) for n in names
+    }
+    skeleton = len(set(policy_flows(net, [], [])))
+    rules: list[tuple[str, Policy, PolicyRule, list[MatchValue] | None]] = []
+    for direction in ("ingress", "egress"):
+        for pol in sorted(net.policies, key=lambda p: p.name):
+            for rule in (pol.ingress if direction == "ingress" else pol.egress) or ():
+                peers = peer_addresses(rule.peers, bound) if rule.peers else None
+                rules.append((direction, pol, rule, peers))
+    by_host: dict[str, list[Endpoint]] = {}
+    for ep in bound:
+        assert ep.host is not None
+        by_host.setdefault(ep.host, []).append(ep)
+    total = 0
+    rule_flows = {n: 0 for n in names}
+    for eps in by_host.values():
+        iso = {ep.name: _isolated(picks[ep.name]) for ep in eps}
+        guarded = [ep for ep in eps if any(iso[ep.name])]
+        if not guarded:
+            continue
+        total += skeleton + len(guarded)  # + DELIVER
+        for d, direction in enumerate(("ingress", "egress")):
+            local = [ep for ep in guarded if iso[ep.name][d]]
+            total += len(guarded) - len(local)  # open passes
+            plain: dict[str, set[str]] = {}  # endpoint -> policies passing it plainly
+            conj: dict[str, tuple[set[object], set[object], set[object], int]] = {}
+            for rule_dir, pol, rule, peers in rules:
+                if rule_dir != direction:
+                    continue
+                chosen = [ep.name for ep in local if pol in picks[ep.name]]
+                if not chosen or (peers is not None and not peers):
+                    continue
+                if peers is None and not rule.ports:
+                    for name in chosen:
+                        plain.setdefault(name, set()).add(pol.name)
+                    continue
+                mine = conj.setdefault(pol.name, (set(), set(), set(), 0))
+                mine[0].update(chosen)
+                mine[1].update(peers or ())
+                mine[2].update((p.protocol, p.port) for p in rule.ports)
+                conj[pol.name] = (mine[0], mine[1], mine[2], mine[3] + 1)
+            eps_k = set().union(*(c[0] for c in conj.values())) if conj else set()
+            peers_k = set().union(*(c[1] for c in conj.values())) if conj else set()
+            ports_k = set().union(*(c[2] for c in conj.values())) if conj else set()
+            ids = sum(c[3] for c in conj.values())
+            total += len(plain) + ids + len(eps_k) + len(peers_k) + len(ports_k)
+            for name, (e, p, q, n) in conj.items():
+                rule_flows[name] += n + len(e) + len(p) + len(q)
+            for owners in plain.values():
+                for name in owners:
+                    rule_flows[name] += 1
+    return PolicyStats(net.name, total, rule_flows, selected)
+
+
+def _isolated(picked: Sequence[Policy]) -> tuple[bool, bool]:
+    """(ingress, egress) isolation of an endpoint the policies ``picked`` select."""
+    return (
+        any(p.ingress is not None for p in picked),
+        any(p.egress is not None for p in picked),
+    )
