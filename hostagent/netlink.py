@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
@@ -34,6 +35,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 IFA_F_NODAD = 0x02  # linux/if_addr.h: no duplicate address detection for this address
+IFA_F_TENTATIVE = 0x40  # linux/if_addr.h: not usable yet (duplicate address detection)
 AF_INET6 = socket.AF_INET6
 # The container side of a dual-stack endpoint (written before the link goes up): IPv6 on,
 # the link-local address from the MAC (EUI-64, what the switch's port security expects), and
@@ -152,6 +154,23 @@ def _ifindex(ifname: str) -> int | None:
         return socket.if_nametoindex(ifname)
     except OSError:
         return None
+
+
+def _wait_link_local(ipr: IPRoute, index: int, timeout: float = 1.0) -> None:
+    """Until device ``index`` has a link-local IPv6 address that is not tentative (at most
+    ``timeout`` s). The kernel adds it when the link comes up and clears its tentative flag
+    from a work queue even without DAD, a moment later: until then a socket cannot bind it.
+    Seen in tests/unit/test_netlink_dual.py (2 of 12 runs) once the configuration got faster."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for a in ipr.get_addr(index=index, family=AF_INET6):
+            address = a.get_attr("IFA_ADDRESS") or ""
+            flags = a.get_attr("IFA_FLAGS") or a["flags"]
+            if address.startswith("fe80:") and not flags & IFA_F_TENTATIVE:
+                return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.001)
 
 
 def netns_path(netns: str) -> str:
@@ -406,6 +425,7 @@ class LinkOps:
             dual_stack_sysctls(ifname)
             self._add_address(ipr, index, str(address6.ip), address6.network.prefixlen, IFA_F_NODAD)
             ipr.link("set", index=index, state="up")
+            _wait_link_local(ipr, index)
         lo = _ifindex("lo")
         if lo is not None:
             ipr.link("set", index=lo, state="up")
