@@ -1,14 +1,24 @@
-"""The in-process event hub: what just changed, for the dashboard's live log and `vxplane events`.
+"""The event hub: what just changed, for the dashboard's live log and `vxplane events`.
 
-Publishers are the API routes (after their transaction committed), the flow engine (switch
-connected, disconnected, converged) and the host watch (heartbeat went stale, came back).
-They may run on any thread. The hub keeps the last ``capacity`` events in a ring buffer with
-ids that increase by one per event, so a client that reconnects with ``Last-Event-ID`` gets
-what it missed. Each hub has an ``epoch`` (random, per process): ids restart at 1 when the
-controller restarts, and a client seeing a new epoch reloads its state instead of trusting
-its old id.
+Publishers are the API routes (their writes' facts), the flow engine (switch connected,
+disconnected, converged) and the host watch (heartbeat went stale, came back). They may run
+on any thread. The hub keeps the last ``capacity`` events in a ring buffer with ids that
+increase by one per event, so a client that reconnects with ``Last-Event-ID`` gets what it
+missed.
 
-Subscribers are asyncio tasks (the SSE responses): ``publish`` only wakes them (through
+Two modes. In memory (no ``store``: tests, tools): ids are the process's own, restart at 1
+with it, and ``epoch`` is random per process; a client seeing a new epoch reloads its state.
+Durable (``store``, the controller): ids come from the cluster-wide log in the database
+(``controller.db.events``): a write's events are appended in the write's own transaction
+(``stage``, then ``committed`` after the commit), the engine's and the host watch's go
+through an outbox flushed in small transactions of their own, and one tail thread reads
+every controller's events back in id order into the ring (woken by this process's commits,
+by other controllers' revision notifications, else every ``poll`` seconds). ``epoch`` is the
+cluster id. So every controller of a cluster serves the same ids for the same events: a
+dashboard that fails over to another controller resumes with ``Last-Event-ID``, missing
+nothing and seeing nothing twice, and a controller restart does not reset the ids.
+
+Subscribers are asyncio tasks (the SSE responses): the hub only wakes them (through
 ``call_soon_threadsafe``) and they read the ring themselves, so a slow client never blocks a
 publisher and never grows a queue; one that falls more than ``capacity`` events behind is
 told to resynchronise. ``subscribe`` takes a limit (``Settings.max_event_subscribers``): past
@@ -22,16 +32,18 @@ import logging
 import secrets
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from controller.errors import Busy
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 2000
+TAIL_POLL = 0.5  # s between reads of the log when nothing woke the tail
+TAIL_BATCH = 1000  # events per read of the log
 SUBSCRIBER_RETRY_AFTER = 10  # seconds a refused stream client is told to wait
 
 # Every event type, what its ``data`` holds, and its one-line summary.
@@ -144,6 +156,28 @@ def summarize(kind: str, data: dict[str, Any]) -> str:
     return kind
 
 
+Staged = tuple[datetime, str, str, dict[str, Any]]  # time, type, summary, data
+
+
+class EventStore(Protocol):
+    """The cluster-wide log (``controller.db.events.DbEventStore``)."""
+
+    def epoch(self) -> str:
+        """The cluster's id."""
+
+    def append_in(self, session: Any, events: Sequence[Staged]) -> None:
+        """Append ``events`` in the caller's transaction (committed by the caller)."""
+
+    def append(self, events: Sequence[Staged]) -> None:
+        """Append ``events`` in a transaction of its own."""
+
+    def read_after(self, after: int, limit: int) -> list[Event]:
+        """Events with id > ``after``, oldest first, at most ``limit``."""
+
+    def last_id(self) -> int:
+        """The newest id committed."""
+
+
 class _Subscriber:
     """An asyncio waiter woken from any thread."""
 
@@ -160,9 +194,16 @@ class _Subscriber:
 
 
 class EventHub:
-    """Bounded ring buffer of recent events plus asyncio subscribers; thread-safe."""
+    """Bounded ring buffer of recent events plus asyncio subscribers; thread-safe. With a
+    ``store``, durable and cluster-wide (module docstring): call ``start`` and ``stop``."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        store: EventStore | None = None,
+        origin: str | None = None,
+        poll: float = TAIL_POLL,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.epoch = secrets.token_hex(4)
@@ -170,6 +211,47 @@ class EventHub:
         self._lock = threading.Lock()
         self._last_id = 0
         self._subscribers: set[_Subscriber] = set()
+        self._store = store
+        self._origin = origin  # stamped on this process's own observations (``controller``)
+        self._poll = poll
+        self._outbox: deque[Staged] = deque(maxlen=capacity)  # own events not yet appended
+        self._tail_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        self.dropped = 0  # own events lost: the outbox overflowed while the log was away
+
+    @property
+    def durable(self) -> bool:
+        """Events go through the database's cluster-wide log."""
+        return self._store is not None
+
+    def start(self) -> None:
+        """Durable: read the cluster's epoch and newest events, start the tail thread."""
+        if self._store is None:
+            return
+        self.epoch = self._store.epoch()
+        newest = self._store.last_id()
+        capacity = self._ring.maxlen or DEFAULT_CAPACITY
+        with self._lock:
+            self._last_id = max(0, newest - capacity)
+        self.catch_up()
+        with self._lock:
+            self._last_id = max(self._last_id, newest)
+        self._thread = threading.Thread(target=self._run, name="vxplane-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the tail thread after a last flush of the outbox."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def poke(self) -> None:
+        """Something was appended to the log (here or by another controller): read it now."""
+        self._wake.set()
 
     @property
     def last_id(self) -> int:
@@ -177,9 +259,19 @@ class EventHub:
         with self._lock:
             return self._last_id
 
-    def publish(self, kind: str, **data: Any) -> Event:
-        """Record an event and wake every subscriber. Never raises for a subscriber's sake."""
+    def publish(self, kind: str, **data: Any) -> Event | None:
+        """Record an event of this process and wake every subscriber (durable: queue it for
+        the log; the tail brings it back with its id). Never raises for a subscriber's sake."""
         clean = {k: v for k, v in data.items() if v is not None}
+        if self._store is not None:
+            if self._origin is not None:
+                clean.setdefault("controller", self._origin)
+            with self._lock:
+                if len(self._outbox) == self._outbox.maxlen:
+                    self.dropped += 1
+                self._outbox.append((datetime.now(UTC), kind, summarize(kind, clean), clean))
+            self._wake.set()
+            return None
         with self._lock:
             self._last_id += 1
             event = Event(self._last_id, datetime.now(UTC), kind, summarize(kind, clean), clean)
@@ -194,6 +286,81 @@ class EventHub:
         """Publish ``(type, data)`` pairs in order."""
         for kind, data in events:
             self.publish(kind, **data)
+
+    def stage(self, session: Any, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Before a write's commit: durable, append its events in its transaction (so they
+        exist if and only if it commits); in memory nothing (``committed`` publishes)."""
+        if self._store is None or not events:
+            return
+        now = datetime.now(UTC)
+        staged = []
+        for kind, data in events:
+            clean = {k: v for k, v in data.items() if v is not None}
+            staged.append((now, kind, summarize(kind, clean), clean))
+        self._store.append_in(session, staged)
+
+    def committed(self, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """After a write's commit: in memory, publish its events; durable, read the log now."""
+        if self._store is None:
+            self.publish_all(events)
+        elif events:
+            self._wake.set()
+
+    def catch_up(self) -> None:
+        """Durable: read what the log holds after the newest event known into the ring, and
+        wake the subscribers (the tail thread, and a stream asked for an id not seen yet)."""
+        store = self._store
+        if store is None:
+            return
+        with self._tail_lock:
+            while True:
+                events = store.read_after(self.last_id, TAIL_BATCH)
+                if not events:
+                    return
+                with self._lock:
+                    self._ring.extend(events)
+                    self._last_id = events[-1].id
+                    subscribers = list(self._subscribers)
+                for sub in subscribers:
+                    sub.wake()
+                if len(events) < TAIL_BATCH:
+                    return
+
+    def _flush(self) -> None:
+        """Append the outbox in one transaction (put back in front if that fails)."""
+        assert self._store is not None
+        with self._lock:
+            batch = list(self._outbox)
+            self._outbox.clear()
+        if not batch:
+            return
+        try:
+            self._store.append(batch)
+        except Exception:
+            with self._lock:
+                room = (self._outbox.maxlen or 0) - len(self._outbox)
+                keep = batch[-room:] if room > 0 else []
+                self.dropped += len(batch) - len(keep)
+                self._outbox.extendleft(reversed(keep))
+            raise
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._poll)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                self._flush()
+                self.catch_up()
+                if self._failing:
+                    log.info("event log readable again")
+                self._failing = False
+            except Exception as exc:  # the database is away: try again at the next wake
+                if not self._failing:
+                    log.warning("event log unavailable (%s): own events kept in memory", exc)
+                self._failing = True
+            if stopping:
+                return
 
     def since(self, after: int, limit: int | None = None) -> tuple[list[Event], bool]:
         """Events with id > ``after`` (oldest first, at most ``limit``, the newest ones kept)

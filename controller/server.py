@@ -110,7 +110,11 @@ def run_controller(settings: Settings) -> None:
             return 0
         return repo.mark_ready_at(session, wanted)
 
-    hub = EventHub(settings.events_capacity)
+    from controller.db.events import DbEventStore
+
+    member_id = new_member_id()
+    hub = EventHub(settings.events_capacity, store=DbEventStore(sessions), origin=member_id)
+    hub.start()  # ids from the cluster-wide log: a client resumes on any member
     tls = settings.openflow_tls
     # Mastership: the engine writes to a switch only as its confirmed master (roles.py);
     # the membership thread keeps our lease and tells the roles which switches are ours.
@@ -145,7 +149,7 @@ def run_controller(settings: Settings) -> None:
     membership = Membership(
         sessions,
         roles,
-        member_id=new_member_id(),
+        member_id=member_id,
         api_url=settings.api_url,
         openflow=settings.openflow_target,
         lease=settings.lease,
@@ -165,6 +169,7 @@ def run_controller(settings: Settings) -> None:
 
         def on_revision(revision: int) -> None:
             engine.notify(revision)
+            hub.poke()  # another controller's write: its events are in the log
             membership.poke()  # a host (switch) may have come or gone
 
         listener = RevisionListener(settings.db_url, on_revision)
@@ -212,6 +217,7 @@ def run_controller(settings: Settings) -> None:
             listener.stop()
         membership.stop()  # frees our switches for the others at once
         engine.stop()
+        hub.stop()  # a last flush of this controller's own events
         db.dispose()
         # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).
         logging.shutdown()

@@ -41,6 +41,7 @@ from controller.api.schemas import EndpointConflict, Problem
 from controller.api.status import status_of
 from controller.api.writer import Writer
 from controller.config import Settings, get_settings
+from controller.db import events as db_events
 from controller.db import repo
 from controller.db.session import make_engine, make_session_factory
 from controller.errors import Busy, VxplaneError
@@ -179,6 +180,8 @@ async def _housekeeping(
     def prune() -> None:
         with session_factory() as session:
             repo.prune_history(session)
+            if hub.durable:
+                db_events.prune(session)
             session.commit()
 
     while True:

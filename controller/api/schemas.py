@@ -501,7 +501,10 @@ class HostPublic(BaseModel):
 class EventPublic(BaseModel):
     """Something that just changed (see docs/api.md for every type and its data)."""
 
-    id: int = Field(description="increases by one per event; restarts with the controller")
+    id: int = Field(
+        description="increases by one per event, one sequence for every controller of the "
+        "cluster (kept across restarts)"
+    )
     time: datetime
     type: str = Field(examples=["endpoint.moved"])
     summary: str = Field(examples=["endpoint blue/web (10.20.0.2) moved from h1 to h2"])

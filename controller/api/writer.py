@@ -28,8 +28,10 @@ default (16 workers of one write each): measured, the single writer made Postgre
 Backpressure: the queue is bounded (``queue_max``). A write offered to a full queue is refused
 at once with ``Busy`` (503 with ``Retry-After``), never queued without bound.
 
-After the commit the writer notifies the flow sync once with the batch's highest revision and
-publishes each write's change notes (``controller.db.changes``) with its principal.
+The change notes (``controller.db.changes``) of each write, with its principal, go to a
+durable event hub in the batch's transaction (``EventHub.stage``); after the commit the writer
+notifies the flow sync once with the batch's highest revision and tells the hub
+(``committed``: it publishes them, in memory, or reads the log).
 """
 
 from __future__ import annotations
@@ -213,7 +215,12 @@ class Writer:
                     changes.take(session)  # the notes of the rolled-back write
                     done.append(_Done(write, error=exc))
                 else:
-                    done.append(_Done(write, answer, revision, changes.take(session)))
+                    notes = changes.take(session)
+                    if write.by is not None:
+                        notes = [(k, {**v, "by": write.by.name}) for k, v in notes]
+                    done.append(_Done(write, answer, revision, notes))
+            if self._events is not None:  # durable: the events commit with their writes
+                self._events.stage(session, [n for d in done if d.error is None for n in d.notes])
             session.commit()
         return done
 
@@ -227,9 +234,7 @@ class Writer:
                     future.set_exception(d.error)
                 continue
             if self._events is not None and d.notes:
-                by = d.write.by
-                notes = d.notes if by is None else [(k, {**v, "by": by.name}) for k, v in d.notes]
-                self._events.publish_all(notes)
+                self._events.committed(d.notes)
             if not future.done():  # a request that went away cancelled its future
                 future.set_result(d.answer)
 

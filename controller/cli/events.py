@@ -15,6 +15,7 @@ from controller.cli.output import (
     Output,
     TokenOpt,
     api_url,
+    api_urls,
     call,
     call_all,
     console,
@@ -101,14 +102,19 @@ def events(
     if not follow:
         return
     cursor, epoch = recent["last_id"], recent["epoch"]
-    base = api_url(api)
+    bases = api_urls(api)  # event ids are the cluster's: resume on any controller given
+    turn = 0
     try:
         while True:
             try:
-                cursor, epoch = _follow(base, token, cursor, epoch, types, output)
+                cursor, epoch = _follow(bases[turn], token, cursor, epoch, types, output)
             except httpx.HTTPError as exc:
-                err_console.print(f"[yellow]event stream interrupted ({exc}); reconnecting...[/]")
-                time.sleep(1.0)
+                turn = (turn + 1) % len(bases)
+                err_console.print(
+                    f"[yellow]event stream interrupted ({exc}); resuming after event {cursor} "
+                    f"from {bases[turn]}...[/]"
+                )
+                time.sleep(1.0 if turn == 0 else 0.1)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
@@ -132,7 +138,9 @@ def _follow(
             if name == "hello":
                 hello = json.loads(data)
                 if hello["epoch"] != epoch:
-                    err_console.print("[yellow]the controller restarted: event ids start over[/]")
+                    err_console.print(
+                        "[yellow]another event log (another database): event ids start over[/]"
+                    )
                     epoch = hello["epoch"]
             elif name == "resync":
                 err_console.print("[yellow]some events were missed (the stream fell behind)[/]")

@@ -306,6 +306,29 @@ class EndpointMoveRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 
+class EventRow(Base):
+    """One event of the cluster-wide log (``controller.db.events``): ids from ``event_seq``,
+    committed in id order; the newest ``PRUNE_KEEP`` are kept."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    type: Mapped[str] = mapped_column(String(64), nullable=False)
+    summary: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), nullable=False)
+
+
+class EventSeqRow(Base):
+    """The single row handing out event ids: ``last`` is the newest id given."""
+
+    __tablename__ = "event_seq"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class ChangeRow(Base):
     """One row a flow-relevant write changed, logged in the writing transaction: the engines
     of every controller process read the rows after the last ``revision`` they applied and

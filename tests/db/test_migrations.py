@@ -17,9 +17,10 @@ from controller.db.session import make_engine
 TABLES = {
     "revision", "networks", "hosts", "blocks", "endpoints", "endpoint_moves", "cluster",
     "api_tokens", "change_log", "switch_state", "controllers", "switch_masters", "publications",
-    "policies",
+    "policies", "events", "event_seq",
 }  # fmt: skip
-BEFORE_0010 = TABLES - {"policies"}
+BEFORE_0012 = TABLES - {"events", "event_seq"}
+BEFORE_0010 = BEFORE_0012 - {"policies"}
 BEFORE_0009 = BEFORE_0010 - {"publications"}
 BEFORE_0008 = BEFORE_0009 - {"controllers", "switch_masters"}
 BEFORE_0006 = BEFORE_0008 - {"change_log", "switch_state"}
@@ -49,7 +50,8 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0011"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0012"
+            assert conn.execute(text("SELECT id, last FROM event_seq")).all() == [(1, 0)]
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
     finally:
@@ -57,10 +59,13 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
 
+    migrate.downgrade(db_url, "0011")  # 0012 alone: the event log goes
+    assert _tables(db_url) & TABLES == BEFORE_0012
+
     assert "subnet6" in _columns(db_url, "networks")
     migrate.downgrade(db_url, "0010")  # 0011 alone: the IPv6 subnet column goes
     assert "subnet6" not in _columns(db_url, "networks")
-    assert _tables(db_url) & TABLES == TABLES
+    assert _tables(db_url) & TABLES == BEFORE_0012
 
     assert "policies" in _tables(db_url)
     migrate.downgrade(db_url, "0009")  # 0010 alone: the policies go

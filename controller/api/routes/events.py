@@ -4,8 +4,9 @@
 last id), then one unnamed message per event, its ``id:`` field the event id, its data the
 event as JSON; a ``: keep-alive`` comment when idle. A client that reconnects with
 ``Last-Event-ID`` (browsers' EventSource do it by themselves) or ``?after=`` gets what it
-missed from the ring buffer; when that is gone (or the controller restarted) it receives a
-``resync`` event and should reload its state from the REST API.
+missed from the ring buffer; ids are the cluster's (``controller.events``), so it may reconnect
+to any controller of the cluster. When those events are gone, or the id is unknown, it
+receives a ``resync`` event and should reload its state from the REST API.
 """
 
 from __future__ import annotations
@@ -131,7 +132,10 @@ async def _stream(
         last = hub.last_id
         yield "retry: 2000\n" + _named("hello", {"epoch": hub.epoch, "last_id": last})
         cursor = last if start is None else start
-        if cursor > last:  # an id from before a controller restart
+        if cursor > last and hub.durable:  # seen on another controller, not read here yet
+            await asyncio.to_thread(hub.catch_up)
+            last = hub.last_id
+        if cursor > last:  # an id this cluster never gave (another database, in memory: a restart)
             yield _named("resync", {"reason": "unknown event id", "last_id": last})
             cursor = last
         while True:

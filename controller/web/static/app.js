@@ -116,7 +116,7 @@ function openStream() {
     const hello = JSON.parse(msg.data);
     setStream("live", "live");
     if (epoch !== null && hello.epoch !== epoch) {
-      // the controller restarted: ids started again, reload everything
+      // another event log (another database): its ids are not ours, reload everything
       await loadRecent().catch(() => {});
       scheduleRefresh(0);
     }
