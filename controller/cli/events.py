@@ -92,7 +92,9 @@ def events(
     token: TokenOpt = None,
     output: OutOpt = Output.table,
 ) -> None:
-    """Show recent events, then follow the live stream (Ctrl-C to stop); -o json: JSON lines."""
+    """Show recent events, then follow the live stream (Ctrl-C to stop); -o json: JSON lines.
+    Given several controllers (--api URL1,URL2), it resumes on the next one, where it left
+    off, when the stream breaks (event ids are the cluster's)."""
     params: dict[str, Any] = {"limit": max(last, 1)}
     if types:
         params["types"] = types

@@ -120,9 +120,12 @@ def test_certificate_naming_another_host_is_refused(stack: Stack) -> None:
     before = stack.ctl.log_path.read_text()
     tls = stack.client_ctx(stack.lab.pki_dir, stack.lab.host_name(1))  # h1's, for h2's dpid
     _refused(stack, stack.fake(stack.dpid(2), tls), "h1's certificate for h2's dpid")
-    events = stack.api.get("/api/v1/events/recent", params={"types": "switch.refused"}).json()
-    reasons = [e["data"]["reason"] for e in events["events"]]
-    assert any(stack.lab.host_name(1) in r for r in reasons), reasons
+
+    def reasons() -> list[str]:  # the event is in the log once the controller wrote it there
+        events = stack.api.get("/api/v1/events/recent", params={"types": "switch.refused"})
+        return [e["data"]["reason"] for e in events.json()["events"]]
+
+    _wait("the refusal's event", lambda: any(stack.lab.host_name(1) in r for r in reasons()))
     assert "refused" in stack.ctl.log_path.read_text()[len(before) :]
 
 
