@@ -121,6 +121,9 @@ class WriteGate(Protocol):
     def masters(self, dpid: int) -> bool:
         """This controller is assigned switch ``dpid`` (its readiness counts here)."""
 
+    def role_of(self, dpid: int) -> str:
+        """Our role on switch ``dpid`` as the switch granted it: master, slave or equal."""
+
 
 @dataclass
 class _Held:
@@ -395,6 +398,7 @@ class Engine:
                         rejected_flows=len(sw.held),
                         wanted_generation=gen.wanted,
                         applied_generation=applied_gen,
+                        role=self._gate.role_of(dpid) if self._gate is not None else None,
                     )
                 )
             return out

@@ -107,14 +107,16 @@ class Roles:
             return dpid in self._mine and self._clock() < self._lease_until
 
     def role_of(self, dpid: int) -> str:
-        """ "master" (confirmed and writable), "slave", or "equal" (nothing asked or granted)."""
+        """ "master" (the switch confirmed it and we may write), "slave" (asked for SLAVE), or
+        "equal" (nothing asked yet, or MASTER asked and not yet answered: the switch holds a
+        new connection as EQUAL, and we write nothing before its answer)."""
         with self._lock:
             st = self._conns.get(dpid)
             if st is None or st.requested is None:
                 return "equal"
         if self.may_write(dpid, st.conn):
             return "master"
-        return "slave" if st.requested[0] == ROLE_SLAVE or st.master_gen is None else "equal"
+        return "slave" if st.requested[0] == ROLE_SLAVE else "equal"
 
     # -- from the membership ---------------------------------------------------------------
     def assigned(

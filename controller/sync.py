@@ -29,6 +29,7 @@ class SwitchStatus:
     rejected_flows: int = 0  # flows the switch refused, held back and retried with backoff
     wanted_generation: int = 0  # bumped when the host's desired flows change
     applied_generation: int = 0  # the newest generation the switch confirmed (barrier)
+    role: str | None = None  # this controller's OpenFlow role on it (None: no cluster roles)
 
 
 class FlowSync(Protocol):

@@ -462,6 +462,22 @@ class SwitchPublic(_Public):
     applied_generation: int = Field(
         0, description="the newest generation the switch confirmed (barrier reply)"
     )
+    role: Literal["master", "slave", "equal"] | None = Field(
+        None,
+        description="the answering controller's OpenFlow role on this switch: master (the "
+        "switch confirmed it), slave, or equal (not asked yet, or MASTER asked and not yet "
+        "answered). A slave reads no flows (flow_count 0) and shows the revision the master "
+        "published, so every controller reports the same convergence",
+    )
+
+
+class SwitchMaster(BaseModel):
+    """The controller the database names master of a host's switch."""
+
+    id: str = Field(description="its member id (GET /api/v1/controllers)")
+    api_url: str = Field(description="where its API answers (--advertise-api)")
+    alive: bool = Field(description="its lease has not lapsed (else the switch moves soon)")
+    this: bool = Field(description="it is the controller that answered")
 
 
 HostStatus = Literal["converged", "lagging", "disconnected", "lost"]
@@ -493,6 +509,9 @@ class HostPublic(BaseModel):
         None, description="external networks' endpoints leave this host with this address"
     )
     gateway_port: int | None = None
+    master: SwitchMaster | None = Field(
+        None, description="the controller that masters this host's switch (none assigned yet)"
+    )
     cluster_id: str | None = Field(
         None, description="the controller database's cluster id (in the registration answer)"
     )

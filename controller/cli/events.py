@@ -154,11 +154,16 @@ def _follow(
 
 
 def status(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
-    """The overlay at a glance: hosts and their convergence, networks, endpoints, revision."""
+    """The overlay at a glance: hosts and their convergence, networks, endpoints, revision,
+    and the controllers sharing the database (lease age, the switches each masters)."""
     health = call(api, "GET", "/healthz", token=token)
     hosts = call_all(api, "/api/v1/hosts", token=token)
     networks = call_all(api, "/api/v1/networks", token=token)
     endpoints = call_all(api, "/api/v1/endpoints", token=token)
+    try:
+        members: list[dict[str, Any]] | None = call(api, "GET", "/api/v1/controllers", token=token)
+    except typer.Exit:  # the database names the members: the rest is served from memory
+        members = None
     by_status: dict[str, list[str]] = {}
     for h in hosts:
         by_status.setdefault(h["status"], []).append(h["name"])
@@ -174,11 +179,39 @@ def status(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.t
         "endpoints": len(endpoints),
         "endpoints_by_state": by_state,
         "converged": bool(hosts) and len(by_status.get("converged", [])) == len(hosts),
+        "controllers": None
+        if members is None
+        else [
+            {
+                "id": m["id"],
+                "api_url": m["api_url"],
+                "alive": m["alive"],
+                "lease_age": m["lease_age"],
+                "this": m["this"],
+                "masters": [s["host"] or s["dpid"] for s in m["switches"]],
+            }
+            for m in members
+        ],
     }
     if output == Output.json:
         typer.echo(json.dumps(summary, indent=2))
         return
     console.print(f"[bold]controller[/]  {summary['controller']}  (revision {health['revision']})")
+    cluster = summary["controllers"]
+    if cluster is None:
+        console.print("[bold]controllers[/] [yellow]unknown (see the error above)[/]")
+        cluster = []
+    else:
+        live = [m for m in cluster if m["alive"]]
+        lapsed = len(cluster) - len(live)
+        console.print(
+            f"[bold]controllers[/] {len(live)} live" + (f", {lapsed} lapsed" if lapsed else "")
+        )
+    for m in cluster:
+        masters = ", ".join(m["masters"]) or "no switch"
+        name = (m["api_url"] or m["id"][:12]) + (" (this)" if m["this"] else "")
+        state = f"lease {m['lease_age']:.1f} s" if m["alive"] else "[red]lease lapsed[/]"
+        console.print(f"  {name}: {state}, masters {masters}")
     parts = [f"{len(v)} {k}" for k, v in sorted(by_status.items())]
     console.print(f"[bold]hosts[/]       {len(hosts)}" + (f": {', '.join(parts)}" if parts else ""))
     for state in ("lost", "disconnected", "lagging"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +50,7 @@ HOST_COLS = [
     "applied",
     "endpoints",
     "heartbeat",
+    "master",
 ]
 
 
@@ -253,10 +254,24 @@ def endpoint_show(
     )
 
 
+def master_text(master: dict[str, Any] | None, role: str | None) -> str:
+    """Who masters a host's switch, as a table cell: its API URL, "(this)" when it is the
+    controller that answered, else the answering controller's own role there."""
+    if not master:
+        return "-"
+    text = master["api_url"] or master["id"][:12]
+    if not master["alive"]:
+        text += " [red](lapsed)[/]"
+    if master["this"]:
+        return text + " (this" + ("" if role in (None, "master") else f", {role} so far") + ")"
+    return text + (f" (this one: {role})" if role else "")
+
+
 @host_app.command("ls")
 def host_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:
     """List hosts: status (converged, lagging, disconnected, lost), OpenFlow connection, flow
-    count, applied / wanted revision, endpoints and heartbeat age."""
+    count, applied / wanted revision, endpoints, heartbeat age, and the controller that
+    masters the host's switch (with this controller's own role there when it is another)."""
     hosts = call_all(api, "/api/v1/hosts", token=token)
     if output == Output.json:
         render(hosts, HOST_COLS, output, "hosts")
@@ -275,6 +290,7 @@ def host_ls(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.
                 "applied": f"{applied} / {h['wanted_revision']}",
                 "flows": sw.get("flow_count"),
                 "heartbeat": ago(h.get("last_seen")),
+                "master": master_text(h.get("master"), sw.get("role")),
             }
         )
     render(rows, HOST_COLS, output, "hosts", empty="no hosts registered: start `vxplane agent`")

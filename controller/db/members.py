@@ -16,7 +16,7 @@ machines whose clocks disagree still agree on whose lease lapsed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -192,6 +192,35 @@ def forget_dead(session: Session, now: datetime) -> int:
         delete(ControllerMemberRow).where(ControllerMemberRow.expires_at < now - FORGET_AFTER)
     )
     return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchMaster:
+    """Who masters one switch: the member's id, API URL, and whether its lease holds."""
+
+    controller_id: str
+    api_url: str
+    alive: bool
+
+
+def masters_of(session: Session, dpids: Collection[int] | None = None) -> dict[int, SwitchMaster]:
+    """dpid -> its master, for ``dpids`` (every assigned switch when None); a switch with no
+    master, or whose master's row is gone, is left out."""
+    query = select(
+        SwitchMasterRow.dpid,
+        ControllerMemberRow.id,
+        ControllerMemberRow.api_url,
+        ControllerMemberRow.expires_at,
+    ).join(ControllerMemberRow, ControllerMemberRow.id == SwitchMasterRow.controller_id)
+    if dpids is not None:
+        if not dpids:
+            return {}
+        query = query.where(SwitchMasterRow.dpid.in_([format_dpid(d) for d in dpids]))
+    now = db_now(session)
+    return {
+        int(dpid, 16): SwitchMaster(member, api_url, expires > now)
+        for dpid, member, api_url, expires in session.execute(query)
+    }
 
 
 def list_members(session: Session) -> list[MemberRecord]:

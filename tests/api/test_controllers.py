@@ -3,6 +3,8 @@ token, never without one."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -66,3 +68,37 @@ def test_advertised_addresses_default_to_the_listen_address_never_a_wildcard() -
                 {"lease": 1.0, "lease_renew": 1.0}):  # fmt: skip
         with pytest.raises(ValueError):
             Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_each_host_names_its_master_and_a_lapsed_one_shows_as_such(
+    client: TestClient, db_file_url: str
+) -> None:
+    client.put("/api/v1/hosts/h1", json={"underlay_ip": "198.18.0.1", "dpid": "0000000000000001"})
+    client.put("/api/v1/hosts/h2", json={"underlay_ip": "198.18.0.2", "dpid": "0000000000000002"})
+    client.put("/api/v1/hosts/h3", json={"underlay_ip": "198.18.0.3"})  # no switch yet
+    assert {h["name"]: h["master"] for h in client.get("/api/v1/hosts").json()} == {
+        "h1": None, "h2": None, "h3": None,
+    }  # fmt: skip
+    _tick(db_file_url, "aaaa")
+    _tick(db_file_url, "bbbb", lease=3.0)
+    _tick(db_file_url, "aaaa")
+    members_now = client.get("/api/v1/controllers").json()
+    by_host = {s["host"]: m["id"] for m in members_now for s in m["switches"]}
+    hosts = {h["name"]: h for h in client.get("/api/v1/hosts").json()}
+    assert hosts["h3"]["master"] is None
+    for name in ("h1", "h2"):
+        master = hosts[name]["master"]
+        assert master["id"] == by_host[name], name  # the same answer as the members' list
+        assert master["api_url"] == f"http://{by_host[name]}:8080"
+        assert master["this"] is False  # the test app is no member
+        assert client.get(f"/api/v1/hosts/{name}").json()["master"] == master
+    assert sorted(by_host.values()) == ["aaaa", "bbbb"]
+    b_host = next(h for h, m in by_host.items() if m == "bbbb")
+    deadline = time.monotonic() + 20
+    while client.get(f"/api/v1/hosts/{b_host}").json()["master"]["alive"]:
+        assert time.monotonic() < deadline, "bbbb's 3 s lease never lapsed"
+        time.sleep(0.05)
+    assert client.get(f"/api/v1/hosts/{b_host}").json()["master"]["id"] == "bbbb"  # not moved yet
+    _tick(db_file_url, "aaaa")  # the next renewal of a live member takes the switch over
+    got = client.get(f"/api/v1/hosts/{b_host}").json()["master"]
+    assert (got["id"], got["alive"]) == ("aaaa", True)

@@ -155,7 +155,8 @@ def test_dashboard_routes_do_not_shadow_the_api(client: TestClient) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<script type="module" src="/static/app.js">' in page.text
-    for asset in ("app.js", "api.js", "dom.js", "topology.js", "style.css", "favicon.svg"):
+    assets = ("app.js", "api.js", "dom.js", "topology.js", "cluster.js", "style.css", "favicon.svg")
+    for asset in assets:
         assert client.get(f"/static/{asset}").status_code == 200, asset
     assert "http://" not in client.get("/static/app.js").text  # nothing from the internet
     assert client.get("/favicon.ico").status_code == 200

@@ -94,7 +94,7 @@ def test_switch_status_matched_by_dpid(client: TestClient, sync: RecordingSync) 
     sync.status = [
         SwitchStatus(
             0xAB, True, "198.18.0.1:40000", 3, 17, "h1", rejected_flows=2,
-            wanted_generation=5, applied_generation=4,
+            wanted_generation=5, applied_generation=4, role="slave",
         )
     ]  # fmt: skip
     client.put(f"{HOSTS}/h1", json={"underlay_ip": "198.18.0.1", "dpid": "ab"})
@@ -109,6 +109,7 @@ def test_switch_status_matched_by_dpid(client: TestClient, sync: RecordingSync) 
         "rejected_flows": 2,
         "wanted_generation": 5,
         "applied_generation": 4,
+        "role": "slave",
     }
     assert hosts["h2"] is None and hosts["h3"] is None
 

@@ -330,3 +330,21 @@ def test_readiness_elsewhere_comes_from_the_masters_published_revision() -> None
     b.engine.remote_applied(a.engine.applied_revisions())  # what the database carries over
     assert b.engine.wait_applied(1, 0.01, hosts=["h1"])
     assert not b.engine.wait_applied(2, 0.01, hosts=["h1"])
+
+
+def test_switch_status_shows_the_role_and_for_a_slave_the_masters_revision() -> None:
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    assert [s.role for s in a.engine.switches()] == ["equal"]  # nothing asked yet
+    a.assign({1: 1}, {1: 1})
+    b.assign({}, {1: 1})
+    assert [s.role for s in a.engine.switches()] == ["equal"]  # MASTER asked, not answered
+    assert [s.role for s in b.engine.switches()] == ["slave"]
+    _converge(ca, cb, controllers=(a, b))
+    (sa,), (sb,) = a.engine.switches(), b.engine.switches()
+    assert (sa.role, sa.applied_revision, sa.flow_count > 0) == ("master", 1, True)
+    assert (sb.role, sb.flow_count) == ("slave", 0)  # a slave reads no flows
+    b.engine.remote_applied(a.engine.applied_revisions())
+    assert b.engine.switches()[0].applied_revision == 1  # as its master published it
+    a.assign({}, {1: 2})  # the switch moved to another member: a steps down at once
+    assert a.engine.switches()[0].role == "slave"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,11 +14,17 @@ from controller.api import stale
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import EventsDep, SessionDep, SettingsDep, SyncDep
 from controller.api.paging import DEFAULT_LIMIT, LINK_HEADER, After, Limit, page
-from controller.api.schemas import HostPublic, HostRegister, HostStatus, SwitchPublic
+from controller.api.schemas import (
+    HostPublic,
+    HostRegister,
+    HostStatus,
+    SwitchMaster,
+    SwitchPublic,
+)
 from controller.api.tx import commit
 from controller.auth import Role, require_host
 from controller.config import Settings
-from controller.db import repo
+from controller.db import members, repo
 from controller.db.base import format_dpid
 from controller.db.records import HostRecord
 from controller.errors import NotFound
@@ -52,8 +59,12 @@ def to_public(
     wanted: int,
     endpoints: int,
     switches: list[SwitchStatus] | None = None,
+    masters: Mapping[int, members.SwitchMaster] | None = None,
+    me: str | None = None,
 ) -> HostPublic:
-    """The API view of a host: alive from its heartbeat, switch from the flow side."""
+    """The API view of a host: alive from its heartbeat, switch from the flow side, master
+    from the database (``masters``: dpid -> master, None when the database could not be
+    read; ``me``: the answering member's id)."""
     alive = is_alive(record.last_seen, datetime.now(UTC), settings.host_dead_after)
     found = None
     if record.dpid is not None:
@@ -63,6 +74,7 @@ def to_public(
             None,
         )  # fmt: skip
     state = host_status(alive, found)
+    master = (masters or {}).get(record.dpid) if record.dpid is not None else None
     return HostPublic(
         name=record.name,
         underlay_ip=record.underlay_ip,
@@ -77,13 +89,33 @@ def to_public(
         endpoints=endpoints,
         egress_ip=record.egress_ip,
         gateway_port=record.gateway_port,
+        master=(
+            SwitchMaster(
+                id=master.controller_id,
+                api_url=master.api_url,
+                alive=master.alive,
+                this=master.controller_id == me,
+            )
+            if master is not None
+            else None
+        ),
     )
 
 
-def _one(session: Session, record: HostRecord, sync: FlowSync, settings: Settings) -> HostPublic:
+def _member_id(request: Request) -> str | None:
+    return getattr(request.app.state, "member_id", None)
+
+
+def _one(
+    session: Session, record: HostRecord, sync: FlowSync, settings: Settings, request: Request
+) -> HostPublic:
     counts = repo.host_endpoint_counts(session, record.name)
     wanted = repo.current_revision(session)
-    return to_public(record, sync, settings, wanted, counts.get(record.name, 0))
+    masters = members.masters_of(session, [record.dpid] if record.dpid is not None else [])
+    return to_public(
+        record, sync, settings, wanted, counts.get(record.name, 0),
+        masters=masters, me=_member_id(request),
+    )  # fmt: skip
 
 
 @router.put("/{name}")
@@ -96,6 +128,7 @@ def register_host(
     sync: SyncDep,
     settings: SettingsDep,
     events: EventsDep,
+    request: Request,
 ) -> HostPublic:
     """Register or update a host (409 if another host has its underlay IP or dpid, or if
     ``cluster_id`` is not this database's cluster). The answer holds the ``cluster_id``."""
@@ -106,7 +139,7 @@ def register_host(
         cluster_id=body.cluster_id, egress_ip=body.egress_ip, gateway_port=body.gateway_port,
     )  # fmt: skip
     commit(session, sync, revision, events, by=principal)
-    public = _one(session, record, sync, settings)
+    public = _one(session, record, sync, settings, request)
     public.cluster_id = repo.cluster_id(session)
     return public
 
@@ -114,13 +147,18 @@ def register_host(
 @router.post("/{name}/heartbeat")
 @allow(Role.agent)
 def heartbeat(
-    name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep, principal: PrincipalDep
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    request: Request,
 ) -> HostPublic:
     """Record that the host is alive (404 if unknown)."""
     require_host(principal, name, "heartbeat for")
     record = repo.heartbeat(session, name)
     session.commit()
-    return _one(session, record, sync, settings)
+    return _one(session, record, sync, settings, request)
 
 
 @router.get("", responses={200: {"headers": LINK_HEADER}})
@@ -141,6 +179,7 @@ def list_hosts(
         )
         counts = repo.host_endpoint_counts(session)
         wanted = repo.current_revision(session)
+        masters: dict[int, members.SwitchMaster] | None = members.masters_of(session)
     except Exception as exc:
         if not stale.unreachable(exc):
             raise
@@ -150,8 +189,13 @@ def list_hosts(
             request, response, view.hosts.values(), lambda h: h.name, limit, after
         )
         counts, wanted = _bound_counts(view), view.revision
+        masters = None  # the database names the masters: unknown while it is unavailable
     switches = sync.switches()
-    return [to_public(r, sync, settings, wanted, counts.get(r.name, 0), switches) for r in records]
+    me = _member_id(request)
+    return [
+        to_public(r, sync, settings, wanted, counts.get(r.name, 0), switches, masters, me)
+        for r in records
+    ]
 
 
 def _bound_counts(view: Snapshot) -> dict[str, int]:
@@ -164,11 +208,17 @@ def _bound_counts(view: Snapshot) -> dict[str, int]:
 
 @router.get("/{name}")
 def get_host(
-    name: str, session: SessionDep, sync: SyncDep, settings: SettingsDep, response: Response
+    name: str,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+    response: Response,
+    request: Request,
 ) -> HostPublic:
-    """One host (404 if unknown); from memory while the database is unavailable."""
+    """One host (404 if unknown); from memory while the database is unavailable (its
+    ``master`` then null: the database names it)."""
     try:
-        return _one(session, repo.get_host(session, name), sync, settings)
+        return _one(session, repo.get_host(session, name), sync, settings, request)
     except Exception as exc:
         if not stale.unreachable(exc):
             raise

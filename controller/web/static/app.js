@@ -8,9 +8,10 @@ import { ApiError, api, get, getAll } from "./api.js";
 import { ago, clock, h, netColor } from "./dom.js";
 import { loadPolicies, policyRows } from "./policies.js";
 import { renderTopology } from "./topology.js";
+import { clusterChip, controllerRows, masterCell } from "./cluster.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { hosts: [], networks: [], endpoints: [], policies: null, revision: 0, loaded: false };
+const state = { hosts: [], networks: [], endpoints: [], policies: null, controllers: [], revision: 0, loaded: false };
 const fresh = new Map(); // "network/name" -> time it was added or moved (highlight)
 const ui = { tab: "hosts", search: "", logFilter: "", logSync: false, drawer: null, confirmDelete: null };
 const MAX_LOG = 300;
@@ -31,10 +32,11 @@ async function refresh() {
   if (refreshing) { refreshAgain = true; return; }
   refreshing = true;
   try {
-    const [health, hosts, networks, endpoints] = await Promise.all([
+    const [health, hosts, networks, endpoints, controllers] = await Promise.all([
       get("/healthz"), getAll("/api/v1/hosts"), getAll("/api/v1/networks"), getAll("/api/v1/endpoints"),
+      get("/api/v1/controllers").catch(() => null), // the database names them: null while it is down
     ]);
-    Object.assign(state, { revision: health.revision, hosts, networks, endpoints, loaded: true });
+    Object.assign(state, { revision: health.revision, hosts, networks, endpoints, controllers, loaded: true });
     $("fatal").hidden = true;
     render();
     if (ui.tab === "policies") await refreshPolicies();
@@ -139,6 +141,7 @@ function render() {
   renderHosts();
   renderNetworks();
   renderEndpoints();
+  renderControllers();
   renderTraceForm();
   renderPolicies();
   if (ui.drawer) refreshDrawer();
@@ -180,6 +183,8 @@ function renderSummary() {
   chip("sum-converged", allGood ? "all switches converged" : `${converged}/${hosts.length} converged` + (lagging ? ` · ${lagging} lagging` : ""),
     allGood ? "good" : lost || hosts.some((x) => x.status === "disconnected") ? "bad" : "warn");
   chip("sum-revision", `revision ${state.revision}`, "muted");
+  const cluster = clusterChip(state.controllers);
+  chip("sum-controllers", cluster.text, cluster.cls);
   $("count-hosts").textContent = hosts.length;
   $("count-networks").textContent = networks.length;
   $("count-endpoints").textContent = endpoints.length;
@@ -211,7 +216,7 @@ const statusBadge = (status) => h("span", { class: `status s-${status}`, text: s
 function renderHosts() {
   const now = Date.now();
   const rows = state.hosts
-    .filter((x) => matches([x.name, x.underlay_ip, x.dpid, x.status, x.switch && x.switch.address]))
+    .filter((x) => matches([x.name, x.underlay_ip, x.dpid, x.status, x.switch && x.switch.address, x.master && x.master.api_url]))
     .map((x) => {
       const sw = x.switch;
       const lag = x.status === "lagging";  // applied generation < wanted
@@ -224,9 +229,17 @@ function renderHosts() {
         h("td", { class: "num" + (lag ? " lag" : ""), text: `${sw ? sw.applied_revision : "-"} / ${x.wanted_revision}` }),
         h("td", { class: "num", text: x.endpoints }),
         h("td", { class: x.alive ? "" : "lag", title: x.last_seen || "", text: ago(x.last_seen, now) }),
-        h("td", { class: "mono", text: x.dpid || "-" }));
+        h("td", { class: "mono", text: x.dpid || "-" }),
+        masterCell(x));
     });
-  fillTable("hosts-table", rows, 9, state.hosts.length ? "no host matches the search" : "no hosts registered yet");
+  fillTable("hosts-table", rows, 10, state.hosts.length ? "no host matches the search" : "no hosts registered yet");
+}
+
+function renderControllers() {
+  $("count-controllers").textContent = state.controllers ? state.controllers.length : "?";
+  fillTable("controllers-table", controllerRows(state.controllers), 7, state.controllers
+    ? "no controller registered (controllers older than this feature do not register)"
+    : "cannot list the controllers now (the database is unavailable?)");
 }
 
 function hostsOfNetwork(name) {
@@ -292,7 +305,7 @@ function renderEndpoints() {
 function selectTab(tab) {
   ui.tab = tab;
   for (const btn of document.querySelectorAll(".tab")) btn.setAttribute("aria-selected", String(btn.dataset.tab === tab));
-  for (const name of ["hosts", "networks", "endpoints", "trace", "policies"]) $(`panel-${name}`).hidden = name !== tab;
+  for (const name of ["hosts", "networks", "endpoints", "trace", "policies", "controllers"]) $(`panel-${name}`).hidden = name !== tab;
   if (tab === "policies") refreshPolicies();
 }
 
