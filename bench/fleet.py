@@ -10,6 +10,13 @@ table and match (an empty match: any; a non-empty one compared as bytes, which i
 controller sends). When the controller closes the connection the switch keeps its table (as an
 OVS bridge in secure fail mode does) and reconnects after ``reconnect_after`` seconds.
 
+Several controllers (``Fleet(..., ports=[p1, p2, p3])``): each switch holds one connection
+to each, sharing its flow table, with OpenFlow roles as OVS 3.1 does them
+(../shared/ovs-facts.md, "OpenFlow roles"; tests/ofswitch.py's ``Bridge``): every connection
+starts EQUAL; a MASTER or SLAVE request with a generation id older than the highest the switch
+saw is answered STALE; MASTER demotes the switch's other master to SLAVE; a flow-mod or bundle
+message from a SLAVE is answered IS_SLAVE and not applied.
+
 ONF bundles (OpenFlow 1.3 extension, as OVS 3.1 keeps them): open (an id already open is an
 error), bundle-add (a flow-mod is checked when it is added, as OVS decodes it then: a message
 that is no flow-mod, or a bundle that is not open, is answered with an error and left out,
@@ -44,6 +51,8 @@ _FLOW_MOD = struct.Struct("!QQBBHHHIIIH2x")  # ofp_flow_mod after the header (40
 _STATS = struct.Struct("!HBxIIHHHH4xQQQ")  # ofp_flow_stats without match/instructions (48)
 _MAX_BODY = 60_000  # flow-stats entries per reply, in bytes (a message holds at most 65,535)
 _EMPTY_MATCH = struct.pack("!HH4x", ofp.OFPMT_OXM, 4)
+_ROLE = struct.Struct("!I4xQ")  # role request/reply body: role, pad, generation id
+SOLE = object()  # the connection of a switch that has only one controller (``handle``'s default)
 
 FlowKey = tuple[int, int, bytes]  # (table, priority, match bytes as sent, padded)
 
@@ -151,9 +160,48 @@ class Switch:
     commits: int = 0
     discards: int = 0
     errors: int = 0
+    links: int = 0  # connections open now (one per controller)
+    generation: int | None = None  # the highest generation id seen in a MASTER/SLAVE request
+    roles: dict[object, int] = field(default_factory=dict)  # connection -> its role
+    refused_slave: int = 0  # flow-mods and bundle messages refused with IS_SLAVE
+    refused_stale: int = 0  # role requests refused with STALE
 
-    def handle(self, mtype: int, xid: int, body: bytes) -> list[bytes]:
-        """Apply one message from the controller; the messages it answers with."""
+    def role_of(self, conn: object) -> int:
+        """The role a connection holds (EQUAL until it asked for another)."""
+        return self.roles.get(conn, ofp.OFPCR_ROLE_EQUAL)
+
+    def masters(self) -> int:
+        """How many connections hold MASTER (0 or 1)."""
+        return sum(r == ofp.OFPCR_ROLE_MASTER for r in self.roles.values())
+
+    def closed(self, conn: object) -> None:
+        """``conn`` is gone: it holds no role any more (OVS promotes nobody by itself)."""
+        self.roles.pop(conn, None)
+
+    def _role_request(self, conn: object, xid: int, body: bytes) -> list[bytes]:
+        role, gen = _ROLE.unpack_from(body, 0)
+        if role in (ofp.OFPCR_ROLE_MASTER, ofp.OFPCR_ROLE_SLAVE):
+            if self.generation is not None and _signed(gen - self.generation) < 0:
+                self.refused_stale += 1
+                whole = msg(ofp.OFPT_ROLE_REQUEST, xid, body)
+                return [error(xid, ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE, whole)]
+            self.generation = gen
+        if role == ofp.OFPCR_ROLE_MASTER:
+            for other, held in self.roles.items():
+                if other is not conn and held == ofp.OFPCR_ROLE_MASTER:
+                    self.roles[other] = ofp.OFPCR_ROLE_SLAVE
+        if role != ofp.OFPCR_ROLE_NOCHANGE:
+            self.roles[conn] = role
+        return [msg(ofp.OFPT_ROLE_REPLY, xid, _ROLE.pack(self.role_of(conn), self.generation or 0))]
+
+    def handle(self, mtype: int, xid: int, body: bytes, conn: object = SOLE) -> list[bytes]:
+        """Apply one message from the controller on ``conn``; the messages it answers with."""
+        if mtype in (ofp.OFPT_FLOW_MOD, ofp.OFPT_EXPERIMENTER) and (
+            self.role_of(conn) == ofp.OFPCR_ROLE_SLAVE
+        ):
+            self.refused_slave += 1
+            whole = msg(mtype, xid, body)
+            return [error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE, whole)]
         if mtype == ofp.OFPT_FLOW_MOD:
             apply_flow_mod(self.flows, body)
             self.flow_mods += 1
@@ -166,8 +214,8 @@ class Switch:
         elif mtype == ofp.OFPT_FEATURES_REQUEST:
             self.connected = True
             return [features_reply(xid, self.dpid)]
-        elif mtype == ofp.OFPT_ROLE_REQUEST:  # one controller per switch: granted
-            return [msg(ofp.OFPT_ROLE_REPLY, xid, body[:16])]
+        elif mtype == ofp.OFPT_ROLE_REQUEST:
+            return self._role_request(conn, xid, body)
         elif mtype == ofp.OFPT_MULTIPART_REQUEST:
             (mptype,) = struct.unpack_from("!H", body, 0)
             if mptype == ofp.OFPMP_FLOW:
@@ -236,26 +284,38 @@ class Switch:
                 await _sleep_or_stop(stop, reconnect_after)
                 continue
             self.connects += 1
+            self.links += 1
+            conn = object()
             try:
                 writer.write(hello())
-                await self._serve(reader, writer)
+                await self._serve(reader, writer, conn)
             except (OSError, asyncio.IncompleteReadError):
                 pass
             finally:
-                self.connected = False
+                self.links -= 1
+                self.connected = self.links > 0
+                self.closed(conn)
                 writer.close()
             await _sleep_or_stop(stop, reconnect_after)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: object
+    ) -> None:
         while True:
             head = await reader.readexactly(8)
             _, mtype, length, xid = _HEAD.unpack(head)
             body = await reader.readexactly(length - 8) if length > 8 else b""
-            out = self.handle(mtype, xid, body)
+            out = self.handle(mtype, xid, body, conn)
             if out:
                 writer.writelines(out)
             if writer.transport.get_write_buffer_size() > 1 << 20:
                 await writer.drain()
+
+
+def _signed(value: int) -> int:
+    """A 64-bit difference of generation ids as OVS compares them (wrapping)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -266,12 +326,19 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Fleet:
-    """``switches`` connecting to ``host:port`` from one background event loop."""
+    """``switches`` connecting to ``host:port`` (or to each of ``ports``: one connection per
+    controller) from one background event loop."""
 
     def __init__(
-        self, host: str, port: int, dpids: list[int], reconnect_after: float = 1.0
+        self,
+        host: str,
+        port: int,
+        dpids: list[int],
+        reconnect_after: float = 1.0,
+        ports: list[int] | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.ports = list(ports) if ports else [port]
         self.switches = [Switch(d) for d in dpids]
         self.reconnect_after = reconnect_after
         self._loop = asyncio.new_event_loop()
@@ -302,8 +369,9 @@ class Fleet:
         self._stop = asyncio.Event()
         self._started.set()
         tasks = [
-            asyncio.create_task(s.run(self.host, self.port, self._stop, self.reconnect_after))
+            asyncio.create_task(s.run(self.host, port, self._stop, self.reconnect_after))
             for s in self.switches
+            for port in self.ports
         ]
         await self._stop.wait()
         for t in tasks:
@@ -326,4 +394,6 @@ class Fleet:
             "bundle_commits": sum(s.commits for s in self.switches),
             "bundle_discards": sum(s.discards for s in self.switches),
             "errors": sum(s.errors for s in self.switches),
+            "refused_is_slave": sum(s.refused_slave for s in self.switches),
+            "refused_stale": sum(s.refused_stale for s in self.switches),
         }

@@ -129,3 +129,38 @@ def test_a_switch_without_bundles_refuses_every_bundle_message() -> None:
     replies = _run(sw, _bundle(7, [_flow(0, 1)]))
     assert [(r.type, r.code, r.xid) for r in replies] == [(1, 3, 1), (1, 3, 100)]
     assert sw.flows == {}
+
+
+def _role(sw: Switch, conn: object, role: int, gen: int) -> tuple[int, int, int]:
+    """(message type, role, generation) of the switch's answer to a role request."""
+    (out,) = sw.handle(ofp.OFPT_ROLE_REQUEST, 5, struct.pack("!I4xQ", role, gen), conn)
+    if out[1] == ofp.OFPT_ERROR:
+        etype, code = struct.unpack_from("!HH", out, 8)
+        return out[1], etype, code
+    got_role, got_gen = struct.unpack_from("!I4xQ", out, 8)
+    return out[1], got_role, got_gen
+
+
+def test_roles_as_ovs_master_demotes_the_other_slave_is_refused_old_generation_stale() -> None:
+    sw, a, b = Switch(1), object(), object()
+    add = _add(_flow(0, 1))
+    assert sw.handle(ofp.OFPT_FLOW_MOD, 1, add, a) == [] and len(sw.flows) == 1  # EQUAL writes
+    assert _role(sw, a, ofp.OFPCR_ROLE_MASTER, 10) == (
+        ofp.OFPT_ROLE_REPLY,
+        ofp.OFPCR_ROLE_MASTER,
+        10,
+    )
+    assert _role(sw, b, ofp.OFPCR_ROLE_SLAVE, 10)[1] == ofp.OFPCR_ROLE_SLAVE
+    (refused,) = sw.handle(ofp.OFPT_FLOW_MOD, 2, _add(_flow(1, 2)), b)
+    assert refused[1] == ofp.OFPT_ERROR
+    assert struct.unpack_from("!HH", refused, 8) == (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE)
+    assert len(sw.flows) == 1 and sw.refused_slave == 1
+    stale = _role(sw, b, ofp.OFPCR_ROLE_MASTER, 9)
+    assert stale == (ofp.OFPT_ERROR, ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
+    assert _role(sw, b, ofp.OFPCR_ROLE_MASTER, 11)[1] == ofp.OFPCR_ROLE_MASTER
+    assert sw.role_of(a) == ofp.OFPCR_ROLE_SLAVE and sw.masters() == 1  # a demoted
+    assert _role(sw, a, ofp.OFPCR_ROLE_NOCHANGE, 0)[1:] == (ofp.OFPCR_ROLE_SLAVE, 11)
+    assert sw.handle(ofp.OFPT_FLOW_MOD, 3, _add(_flow(1, 2)), b) == [] and len(sw.flows) == 2
+    sw.closed(b)  # the master's connection dies: nobody is promoted, the flows stay
+    assert sw.masters() == 0 and sw.role_of(a) == ofp.OFPCR_ROLE_SLAVE and len(sw.flows) == 2
+    assert _role(sw, a, ofp.OFPCR_ROLE_MASTER, 11)[1] == ofp.OFPCR_ROLE_MASTER  # not older
