@@ -13,12 +13,9 @@ in test_portsec.py. Prefix ``vx6-``, underlay 198.18.16.0/24, API port 18436, Op
 
 from __future__ import annotations
 
-import select
-import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -26,10 +23,9 @@ from ipaddress import IPv6Address
 import httpx
 import pytest
 
-from hostagent.netlink import entered_netns
 from tests import slots
+from tests.rawframes import Capture, mac_bytes, send_frames
 from vxcommon.addr6 import link_local
-from vxlab import fabric
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
 
@@ -41,8 +37,7 @@ API_PORT = slots.port(18436)
 OF_PORT = slots.port(16636)
 SUBNET = "10.46.0.0/24"
 BLUE6, RED6 = "fd00:46:b::/64", "fd00:46:c::/64"
-ETH_P_ALL, ETH_IPV6 = 0x0003, 0x86DD
-PACKET_OUTGOING = 4
+ETH_IPV6 = 0x86DD
 UDP, ICMPV6 = 17, 58
 NA, RA = 136, 134
 
@@ -70,10 +65,6 @@ print(c.recv(200).decode(), flush=True)
 # -- frames ----------------------------------------------------------------------------------
 
 
-def _mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
 def _sum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -92,7 +83,7 @@ def ipv6_frame(
     at = 6 if proto == UDP else 2
     body = body[:at] + struct.pack("!H", _sum(pseudo + body)) + body[at + 2 :]
     head = struct.pack("!IHBB16s16s", 6 << 28, len(body), proto, hops, s, d)
-    return _mac(eth_dst) + _mac(eth_src) + struct.pack("!H", ETH_IPV6) + head + body
+    return mac_bytes(eth_dst) + mac_bytes(eth_src) + struct.pack("!H", ETH_IPV6) + head + body
 
 
 def udp6(eth_src: str, eth_dst: str, src: str, dst: str, payload: bytes) -> bytes:
@@ -109,7 +100,7 @@ def udp6(eth_src: str, eth_dst: str, src: str, dst: str, payload: bytes) -> byte
 def forged_na(eth_src: str, eth_dst: str, src: str, dst: str, target: str, tll: str) -> bytes:
     """An advertisement "``target`` is at ``tll``" (override: it would replace a cache entry)."""
     body = struct.pack(
-        "!BBHI16sBB6s", NA, 0, 0, 0xA0000000, IPv6Address(target).packed, 2, 1, _mac(tll)
+        "!BBHI16sBB6s", NA, 0, 0, 0xA0000000, IPv6Address(target).packed, 2, 1, mac_bytes(tll)
     )
     return ipv6_frame(eth_src, eth_dst, src, dst, ICMPV6, body, hops=255)
 
@@ -125,40 +116,6 @@ def icmp6_of(frame: bytes) -> tuple[int, bytes] | None:
     if len(frame) < 58 or struct.unpack("!H", frame[12:14])[0] != ETH_IPV6 or frame[20] != ICMPV6:
         return None
     return frame[54], frame[54:]
-
-
-class Capture:
-    """Frames arriving on eth0 of ``netns`` from now on (a packet socket)."""
-
-    def __init__(self, netns: str) -> None:
-        with entered_netns(fabric.netns_path(netns)):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            self.sock.bind(("eth0", 0))
-        self.frames: list[bytes] = []
-
-    def drain(self, seconds: float = 1.5) -> list[bytes]:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                break
-            frame, addr = self.sock.recvfrom(65535)
-            if addr[2] != PACKET_OUTGOING:
-                self.frames.append(frame)
-        return self.frames
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def send_frames(netns: str, frames: list[bytes], repeat: int = 3) -> None:
-    with entered_netns(fabric.netns_path(netns)):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        sock.bind(("eth0", 0))
-    with sock:
-        for _ in range(repeat):
-            for frame in frames:
-                assert sock.send(frame) == len(frame)
-            time.sleep(0.1)
 
 
 # -- the lab ---------------------------------------------------------------------------------
@@ -358,7 +315,7 @@ def test_spoofed_sources_forged_na_and_ra_are_dropped(stack: Stack) -> None:
             )
         icmp = [m for f in got[peer] if (m := icmp6_of(f))]
         assert not [m for m in icmp if m[0] == RA], f"a router advertisement reached {peer}"
-        forged = [m for m in icmp if m[0] == NA and _mac(a["mac"]) in m[1]]
+        forged = [m for m in icmp if m[0] == NA and mac_bytes(a["mac"]) in m[1]]
         assert not forged, f"a forged advertisement reached {peer}"
     # b still knows the gateway by its derived MAC
     stack.ping6("b", gw6, count=1)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import grp
 import os
 import re
-import select
 import shutil
 import socket
 import stat
@@ -43,6 +42,7 @@ import pytest
 from hostagent.agent_client import AgentCallError, AgentClient
 from hostagent.netlink import entered_netns
 from tests import slots
+from tests.rawframes import Capture, mac_bytes, send_frames
 from vxlab import fabric
 from vxlab.lab import Lab
 from vxlab.launch import ControllerProcess, controller_and_lab
@@ -55,18 +55,12 @@ API_PORT = slots.port(18440)
 OF_PORT = slots.port(16640)
 SUBNET = "10.41.0.0/24"
 VXLAN_PORT = 4789
-ETH_P_ALL = 0x0003
 ETH_IP, ETH_ARP = 0x0800, 0x0806
-PACKET_OUTGOING = 4
 SO_NO_CHECK = 11  # UDP checksum 0: the userspace tunnel drops a bad one, and a tap leaves it
 ROGUE_IP = str(IPv4Network(UNDERLAY)[200])
 
 
 # -- frames ---------------------------------------------------------------------------------
-
-
-def _mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
 
 
 def _ip(text: str) -> bytes:
@@ -86,15 +80,15 @@ def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: byt
         "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, _ip(src_ip), _ip(dst_ip)
     )
     head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
-    return _mac(dst_mac) + _mac(src_mac) + struct.pack("!H", ETH_IP) + head + udp
+    return mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", ETH_IP) + head + udp
 
 
 def arp_frame(eth_src: str, sha: str, spa: str, tpa: str, op: int = 1) -> bytes:
     """An ARP request (or, with ``op=2``, an unsolicited reply) to the broadcast MAC."""
     body = struct.pack(
-        "!HHBBH6s4s6s4s", 1, ETH_IP, 6, 4, op, _mac(sha), _ip(spa), bytes(6), _ip(tpa)
+        "!HHBBH6s4s6s4s", 1, ETH_IP, 6, 4, op, mac_bytes(sha), _ip(spa), bytes(6), _ip(tpa)
     )
-    return b"\xff" * 6 + _mac(eth_src) + struct.pack("!H", ETH_ARP) + body
+    return b"\xff" * 6 + mac_bytes(eth_src) + struct.pack("!H", ETH_ARP) + body
 
 
 @dataclass(frozen=True)
@@ -111,42 +105,6 @@ def parse_arp(frame: bytes) -> Arp | None:
         return None
     op, sha, spa, tha, tpa = struct.unpack("!6xH6s4s6s4s", frame[14:42])
     return Arp(op, sha.hex(":"), str(IPv4Address(spa)), tha.hex(":"), str(IPv4Address(tpa)))
-
-
-class Capture:
-    """Frames arriving on ``ifname`` in namespace ``netns`` from now on (a packet socket)."""
-
-    def __init__(self, netns: str, ifname: str = "eth0") -> None:
-        with entered_netns(fabric.netns_path(netns)):
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            self.sock.bind((ifname, 0))
-        self.frames: list[bytes] = []
-
-    def drain(self, seconds: float = 1.5) -> list[bytes]:
-        """Wait ``seconds`` and return every frame received (not sent) so far."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                break
-            frame, addr = self.sock.recvfrom(65535)
-            if addr[2] != PACKET_OUTGOING:
-                self.frames.append(frame)
-        return self.frames
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def send_frames(netns: str, frames: list[bytes], ifname: str = "eth0", repeat: int = 3) -> None:
-    """Send raw ``frames`` out of ``ifname`` in ``netns``, each ``repeat`` times."""
-    with entered_netns(fabric.netns_path(netns)):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        sock.bind((ifname, 0))
-    with sock:
-        for _ in range(repeat):
-            for frame in frames:
-                assert sock.send(frame) == len(frame)
-            time.sleep(0.1)
 
 
 def send_udp(netns: str, dst: str, port: int, payload: bytes, repeat: int = 3) -> None:
