@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from tests import slots
+from tests.clusterlab import controllers_and_lab
 from tests.conftest import require
 from tests.db.conftest import INSTALL_HINT, find_pg_bindir, postgres_server
 from vxlab.lab import Lab
@@ -94,34 +95,8 @@ def cluster(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -
     tmp = tmp_path_factory.mktemp("ha")
     with postgres_server(bindir) as db_url:
         lab = Lab(prefix=PREFIX, underlay=UNDERLAY)
-        lab.down()  # leftovers of an interrupted run
-        ctls: list[ControllerProcess] = []
-        try:
-            lab.ensure_fabric()
-            gw = lab.gateway_ip
-            for api_port, of_port in zip(API_PORTS, OF_PORTS, strict=True):
-                env = {
-                    "VXPLANE_ADVERTISE_API": f"http://{gw}:{api_port}",
-                    "VXPLANE_ADVERTISE_OPENFLOW": f"tcp:{gw}:{of_port}",
-                }
-                ctl = ControllerProcess(
-                    db_url, tmp / f"controller-{api_port}.log", api_port, of_port,
-                    api_host=gw, openflow_host=gw, env=env,
-                    admin_token_file=tmp / f"admin-token-{api_port}",
-                )  # fmt: skip
-                ctls.append(ctl.start())
-            lab.up(
-                hosts=3,
-                controller_url=",".join(c.url for c in ctls),
-                openflow=f"tcp:{gw}:{OF_PORTS[0]}",
-                admin_token=ctls[0].token,
-                extra_agent_args=["--heartbeat-interval", "1"],
-            )
+        with controllers_and_lab(lab, db_url, tmp, API_PORTS, OF_PORTS, hosts=3) as ctls:
             yield Cluster(lab, ctls, db_url, bindir)
-        finally:
-            lab.down()
-            for ctl in ctls:
-                ctl.stop()
 
 
 def _targets(lab: Lab, host: str) -> set[str]:
