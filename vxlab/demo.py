@@ -92,8 +92,9 @@ def _start_outside_web(lab: Lab) -> str:
     return f"http://{ip}:{WEB_PORT}/"
 
 
-def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> None:
-    """An external network, a container on it, and a page fetched from the outside."""
+def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> bool:
+    """An external network, a container on it, and a page fetched from the outside;
+    whether the fetch worked."""
     import subprocess
 
     body = {"name": EXTERNAL_NET, "subnet": EXTERNAL_SUBNET, "external": True}
@@ -118,6 +119,7 @@ def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> None:
         if got.returncode == 0
         else f"  green-1 fetch from {url}: [bold red]failed[/] {text}"
     )
+    return got.returncode == 0
 
 
 def _stop_controller() -> None:
@@ -169,8 +171,11 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
             ms = (time.perf_counter() - t0) * 1000
             eps[name] = ep
             console.print(f"  {name:7} on {host}: {ep['ip']:12} {ep['mac']}  ready in {ms:.0f} ms")
-        _matrix(lab, eps)
-        _external_demo(lab, api, auth)
+        failures = []
+        if wrong := _matrix(lab, eps):
+            failures.append(f"{wrong} reachability cell(s) not as expected")
+        if not _external_demo(lab, api, auth):
+            failures.append("the fetch from the outside failed")
         if docker:
             _docker_demo(lab)
         console.print()
@@ -190,9 +195,13 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
         console.print(
             f"           vxplane lab exec green-1 -- curl -s http://{lab.outside_ip.ip}:{WEB_PORT}/"
         )
+        status = 0
+        if failures:  # left up to look at; the exit status says it
+            console.print(f"[bold red]demo: {'; '.join(failures)}[/]")
+            status = 1
         if not wait:
             console.print("left running; remove it with `make demo-down`")
-            return 0
+            return status
         console.print("press Ctrl-C to tear everything down")
         stop = threading.Event()
         # Explicit handlers: a process started in the background inherits SIGINT ignored,
@@ -207,11 +216,14 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
     with console.status("tearing down..."):
         demo_down()
     console.print("demo removed")
-    return 0
+    return status
 
 
-def _matrix(lab: Lab, eps: dict[str, dict[str, Any]]) -> None:
+def _matrix(lab: Lab, eps: dict[str, dict[str, Any]]) -> int:
+    """Ping every endpoint from every other; the number of cells that are not as they should
+    be (same network: reach; other network: blocked)."""
     names = list(eps)
+    wrong = 0
     table = Table(title="reachability (ping from row to column)", title_justify="left")
     table.add_column("from \\ to")
     for n in names:
@@ -227,12 +239,14 @@ def _matrix(lab: Lab, eps: dict[str, dict[str, Any]]) -> None:
             same = eps[src]["network"] == eps[dst]["network"]
             results[f"{src}->{dst}"] = ok
             good = ok == same
+            wrong += not good
             row.append(
                 ("[green]" if good else "[bold red]") + ("reach" if ok else "blocked") + "[/]"
             )
         table.add_row(src, *row)
     console.print(table)
     (STATE / "matrix.json").write_text(json.dumps(results, indent=2))
+    return wrong
 
 
 DOCKER_NET, DOCKER_SUBNET = "dnet", "10.22.0.0/24"

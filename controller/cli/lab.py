@@ -265,7 +265,10 @@ def demo(
         bool, typer.Option("--docker", help="Also Docker engines and containers on the hosts")
     ] = False,
 ) -> None:
-    """Controller on SQLite + 3 emulated hosts + two networks sharing a CIDR + a ping matrix."""
+    """Controller on SQLite + 3 emulated hosts + two networks sharing a CIDR + a ping matrix.
+
+    Exit status 1 when a check fails (a cell of the ping matrix not as expected, or the
+    fetch from the outside); the lab is then left up to look at."""
     if ctx.invoked_subcommand is not None:
         return
     _need_root()
