@@ -57,6 +57,8 @@ class ControllerProcess:
         self.openflow_host = openflow_host
         self.env = dict(env or {})  # extra environment, e.g. {"VXPLANE_HOST_DEAD_AFTER": "3"}
         self.proc: subprocess.Popen[bytes] | None = None
+        # Where this process's output starts in ``log_path`` (each start appends to it)
+        self.log_offset = 0
 
     @property
     def url(self) -> str:
@@ -101,6 +103,7 @@ class ControllerProcess:
                 raise RuntimeError(f"API port {self.api_port} is in use: {exc}") from exc
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            self.log_offset = log.tell()
             self.proc = subprocess.Popen(
                 [
                     sys.executable,

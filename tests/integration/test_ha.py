@@ -200,12 +200,6 @@ def _endpoints(cluster: Cluster) -> list[dict]:
         return list(api.get("/api/v1/endpoints").raise_for_status().json())
 
 
-@pytest.mark.skip(
-    reason="flaky (issue 10 stays open): on a fresh clone at e80ac6a (.ci/run, quiet machine) "
-    "the woken master logged no step-down within 30 s, and no controller logged taking h2 "
-    "while it was paused; it passed in the run before and 6 times in a row in a worktree. "
-    "Cause not found yet: the controllers' logs need the test's own timeline to match."
-)
 def test_paused_master_is_fenced_and_steps_down(cluster: Cluster) -> None:
     """SIGSTOP the master of h2 past its lease, change h2's network, SIGCONT.
 
@@ -303,14 +297,18 @@ def _log_after(ctl: ControllerProcess, offset: int = 0) -> str:
     return ctl.log_path.read_bytes()[offset:].decode(errors="replace")
 
 
-def _writing_master(ctl: ControllerProcess, dpid: str, offset: int = 0) -> int | None:
+def _writing_master(ctl: ControllerProcess, dpid: str, offset: int | None = None) -> int | None:
     """The generation id with which ``ctl`` writes to switch ``dpid``, from its log after
-    ``offset`` (controller/roles.py and engine.py log each step): its newest role request
+    ``offset`` (by default where the running process's output starts: a restarted member's
+    log also holds its killed predecessor's lines, which once named as h2's writing master
+    a member that, restarted, had not even connected yet; the pause test then paused it and
+    waited in vain for its step-down) (controller/roles.py and engine.py log each step):
+    its newest role request
     for the switch asked MASTER with that generation, the switch answered MASTER, the engine
     then read the switch's flows as its master ("synced"), and it has not stepped down since.
     None otherwise (a MASTER answer alone is not enough: the engine may not have admitted
     that connection yet, and then writes nothing)."""
-    text = _log_after(ctl, offset)
+    text = _log_after(ctl, ctl.log_offset if offset is None else offset)
     asks = list(
         re.finditer(rf"switch {dpid}: asking for role (master|slave) \(generation (\d+)\)", text)
     )
