@@ -1,33 +1,46 @@
 """Scale: one real controller, a fleet of emulated switches (bench.fleet), driven through the API.
 
 Run: ``.venv/bin/python -m bench.scale --switches 100 --endpoints-per-host 10`` (no root).
-Starts a controller on 127.0.0.1 (SQLite in a temp dir, free ports, heartbeats made
-irrelevant with ``VXPLANE_HOST_DEAD_AFTER`` since the fleet has no agents), registers N hosts
-(underlay addresses in 198.18.0.0/15; these are API records, no packet goes there), creates
-one network, fills E endpoints per host with create-and-bind calls from ``--clients`` threads,
-then connects the fleet and measures:
+Starts a controller on 127.0.0.1 (SQLite in a temp dir, or with ``--postgres`` a private
+PostgreSQL server started for the run as tests/db/conftest.py does; free ports; heartbeats
+made irrelevant with ``VXPLANE_HOST_DEAD_AFTER`` since the fleet has no agents), registers N
+hosts (underlay addresses in 198.18.0.0/15; these are API records, no packet goes there),
+creates one network, fills E endpoints per host (``--fill-batch`` items per
+``POST /api/v1/bindings`` with ``create``, from ``--clients`` threads; ``--fill-batch 0``:
+one create-and-bind call each), then connects the fleet and measures, in this order:
 
 - populate: endpoints per second through the API, and the per-call median and p99;
 - cold start: from the fleet's first connect until every host answers ``status: converged``
   in ``GET /api/v1/hosts`` (empty switches: the whole fill is flow-mods);
 - attach-to-ready with the fleet connected: ``--attaches`` create-and-bind calls with
   ``wait_ready=5``, one after the other, on hosts in turn, timed until they answer ``ready``;
-- the controller's RSS (``/proc/PID/status``: VmRSS and its peak VmHWM) and the flows per
-  switch in the fleet's models, plus the fleet's counters (flow-mods, barriers, dumps,
-  connects: more connects than switches means reconnections).
+- churn (``--churn-seconds``, 0: skipped): ``--churn-clients`` client processes, each with
+  an agent token of a host of its own, unbind and bind again that host's filled endpoints
+  (single calls, or ``--churn-batch N`` items per ``POST /api/v1/bindings``): events/s (an
+  event is one bind or one unbind), per-call median and p99, the controller's CPU per event,
+  and the lag from the last answer until every host answers converged;
+- restart (``--no-restart``: skipped): SIGKILL the converged controller, start it again on
+  the same database, and time it until every host answers converged again; the flow-mods,
+  bundles and dumps the fleet got meanwhile (goal: no flow-mod, the switches already hold
+  the flows), and whether every switch still holds what the controller believes;
+- the controller's RSS (``/proc/PID/status``: VmRSS and its peak VmHWM, before the restart
+  and at the end), the flows per switch in the fleet's models, the fleet's counters
+  (flow-mods, barriers, dumps, connects: more connects than switches means reconnections),
+  and the load average at each step (the machine may be shared: CPU per event moves less
+  than wall time).
 
 Prints JSON (and writes it to ``bench/results/``) and a short summary; everything it started
-(the controller, by pid; the fleet; the temp dir) is removed, also on failure.
-``--bundles always`` sends every batch (the cold fill too) as one ONF bundle, which the fleet
-models (bench/fleet.py); ``never`` only plain flow-mods; ``auto`` (the default, the
-controller's) bundles batches that replace flows. Not measured yet (issue 9 item 5): churn,
-restart.
+(the controller, by pid; the fleet; the client processes; the PostgreSQL server; the temp
+dir) is removed, also on failure. ``--bundles always`` sends every batch (the cold fill too)
+as one ONF bundle, which the fleet models (bench/fleet.py); ``never`` only plain flow-mods;
+``auto`` (the default, the controller's) bundles batches that replace flows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -38,18 +51,20 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.fleet import Fleet
+from vxcommon.retry import advised_delay
 from vxlab.launch import ControllerProcess, get_all
 
 RESULTS = Path(__file__).parent / "results"
 NET = "scale"
 DPID_BASE = 0x5C00_0000_0000
+MAX_BATCH = 1000  # items per POST /api/v1/bindings (docs/api.md)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -98,18 +113,38 @@ def rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def load() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return [round(x, 1) for x in os.getloadavg()]
+
+
 @contextmanager
-def controller(tmp: Path, bundles: str = "auto") -> Iterator[ControllerProcess]:
-    """A controller on loopback with SQLite in ``tmp``; stopped (by pid) afterwards."""
+def database(tmp: Path, use_postgres: bool) -> Iterator[str]:
+    """SQLite in ``tmp``, or a private PostgreSQL server for the run (removed afterwards)."""
+    if not use_postgres:
+        yield f"sqlite:///{tmp}/vx.db"
+        return
+    from bench.writes import postgres  # bench.writes imports this module
+
+    with postgres() as url:
+        yield url
+
+
+@contextmanager
+def controller(
+    tmp: Path, bundles: str = "auto", db_url: str | None = None
+) -> Iterator[ControllerProcess]:
+    """A controller on loopback (SQLite in ``tmp`` unless ``db_url``); stopped (by pid)
+    afterwards."""
     ctl = ControllerProcess(
-        f"sqlite:///{tmp}/vx.db",
+        db_url or f"sqlite:///{tmp}/vx.db",
         tmp / "controller.log",
         free_port(),
         free_port(),
         env={"VXPLANE_HOST_DEAD_AFTER": "86400", "VXPLANE_OPENFLOW_BUNDLES": bundles},
     )
     try:
-        ctl.start(timeout=60)
+        ctl.start(timeout=120)
         yield ctl
     finally:
         ctl.stop()
@@ -149,45 +184,83 @@ def bind(
     return str(r.raise_for_status().json()["state"])
 
 
+def post_batch(api: httpx.Client, items: list[dict[str, Any]], busy: Retries) -> list[Any]:
+    """One ``POST /api/v1/bindings``; its outcomes. A 503 is retried after its Retry-After
+    (nothing was written) and counted in ``busy``; an item not answered 200/201 raises."""
+    for _ in range(30):
+        r = api.post("/api/v1/bindings", json={"items": items})
+        delay = advised_delay(r.status_code, r.headers.get("retry-after"))
+        if delay is None:
+            break
+        busy.add()
+        time.sleep(delay)
+    outcomes = r.raise_for_status().json()["items"]
+    bad = [(it["name"], o) for it, o in zip(items, outcomes, strict=True)
+           if o["status"] not in (200, 201)]  # fmt: skip
+    if bad:
+        raise RuntimeError(f"{len(bad)} of {len(items)} batch items failed, first: {bad[0]}")
+    return list(outcomes)
+
+
 def populate(
-    ctl: ControllerProcess, hosts: list[str], per_host: int, clients: int, busy: Retries
-) -> tuple[list[float], list[float]]:
-    """E create-and-binds per host from ``clients`` threads; (per-call durations, retries
-    included, and their end times)."""
+    ctl: ControllerProcess,
+    hosts: list[str],
+    per_host: int,
+    clients: int,
+    busy: Retries,
+    batch: int = 0,
+) -> tuple[list[float], list[float], int]:
+    """E endpoints per host from ``clients`` threads: create-and-bind calls, or with
+    ``batch`` that many items per batch request; (per-call durations, retries included,
+    their end times, endpoints per call)."""
     jobs = [(h, j) for j in range(per_host) for h in hosts]
+    per_call = max(1, batch)
+    calls = [jobs[i : i + per_call] for i in range(0, len(jobs), per_call)]
     lat: list[float] = []
     ends: list[float] = []
     lock = threading.Lock()
 
-    def work(chunk: list[tuple[str, int]]) -> None:
-        with ctl.client(timeout=120) as api:
-            for h, j in chunk:
+    def work(mine: list[list[tuple[str, int]]]) -> None:
+        with ctl.client(timeout=600) as api:
+            for call in mine:
                 t0 = time.perf_counter()
-                bind(api, f"e-{h}-{j}", h, 2 + j, None, busy)
+                if batch:
+                    items = [{"network": NET, "name": f"e-{h}-{j}", "host": h,
+                              "ofport": 2 + j, "create": True} for h, j in call]  # fmt: skip
+                    post_batch(api, items, busy)
+                else:
+                    h, j = call[0]
+                    bind(api, f"e-{h}-{j}", h, 2 + j, None, busy)
                 with lock:
                     ends.append(time.perf_counter())
                     lat.append(ends[-1] - t0)
 
     with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(work, jobs[i::clients]) for i in range(clients)]:
+        for f in [pool.submit(work, calls[i::clients]) for i in range(clients)]:
             f.result()
-    return lat, sorted(ends)
+    return lat, sorted(ends), per_call
 
 
-def tenth_rates(ends: list[float], start: float) -> tuple[float, float]:
-    """Calls per second over the first and the last tenth of the calls."""
+def tenth_rates(ends: list[float], start: float, per_call: int = 1) -> tuple[float, float]:
+    """Endpoints per second over the first and the last tenth of the calls."""
     k = max(1, len(ends) // 10)
-    first = k / (ends[k - 1] - start)
-    last = k / (ends[-1] - ends[-k - 1]) if len(ends) > k else first
+    first = k * per_call / (ends[k - 1] - start)
+    last = k * per_call / (ends[-1] - ends[-k - 1]) if len(ends) > k else first
     return round(first, 1), round(last, 1)
+
+
+def all_converged(api: httpx.Client, n: int) -> tuple[bool, list[Any]]:
+    """Whether all ``n`` hosts answer converged; and the listing."""
+    hosts = get_all(api, "/api/v1/hosts")
+    return len(hosts) == n and all(h["status"] == "converged" for h in hosts), hosts
 
 
 def wait_converged(api: httpx.Client, n: int, timeout: float) -> tuple[float, list[Any]]:
     """Poll the hosts until all ``n`` are converged; (seconds, the last listing)."""
     t0 = time.monotonic()
     while True:
-        hosts = get_all(api, "/api/v1/hosts")
-        if len(hosts) == n and all(h["status"] == "converged" for h in hosts):
+        done, hosts = all_converged(api, n)
+        if done:
             return time.monotonic() - t0, hosts
         if time.monotonic() - t0 > timeout:
             states = statistics.multimode(h["status"] for h in hosts)
@@ -195,36 +268,214 @@ def wait_converged(api: httpx.Client, n: int, timeout: float) -> tuple[float, li
         time.sleep(0.2)
 
 
-def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
+def churn_client(
+    url: str,
+    token: str,
+    host: str,
+    names: list[str],
+    ofports: list[int],
+    start_at: float,
+    seconds: float,
+    batch: int,
+    network: str = NET,
+) -> dict[str, Any]:
+    """One churn client process with an agent token of ``host``: from ``start_at``
+    (monotonic, one clock for all processes) for ``seconds``, unbind its bound endpoints and
+    bind them again (single calls, or ``batch`` items per batch request); every endpoint is
+    bound again when it returns."""
+    lat: list[float] = []
+    events = retried = 0
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    deadline = start_at + seconds
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                      timeout=120) as api:  # fmt: skip
+
+        def call(method: str, path: str, **kw: Any) -> httpx.Response:
+            nonlocal retried
+            t0 = time.perf_counter()
+            for _ in range(30):
+                r = api.request(method, path, **kw)
+                delay = advised_delay(r.status_code, r.headers.get("retry-after"))
+                if delay is None:
+                    break
+                retried += 1
+                time.sleep(delay)
+            lat.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            if method == "POST":
+                bad = [o for o in r.json()["items"] if o["status"] != 200]
+                if bad:
+                    raise RuntimeError(f"churn batch item failed: {bad[0]}")
+            return r
+
+        i = 0
+        while time.monotonic() < deadline:
+            if batch:
+                chunk = [(names[(i + k) % len(names)], ofports[(i + k) % len(names)])
+                         for k in range(batch)]  # fmt: skip
+                i += batch
+                unbind = [{"network": network, "name": n, "host": host, "unbind": True}
+                          for n, _ in chunk]  # fmt: skip
+                call("POST", "/api/v1/bindings", json={"items": unbind})
+                rebind = [{"network": network, "name": n, "host": host, "ofport": p}
+                          for n, p in chunk]  # fmt: skip
+                call("POST", "/api/v1/bindings", json={"items": rebind})
+                events += 2 * len(chunk)
+            else:
+                name, ofport = names[i % len(names)], ofports[i % len(names)]
+                i += 1
+                path = f"/api/v1/networks/{network}/endpoints/{name}/binding"
+                call("DELETE", path, params={"host": host})
+                call("PUT", path, json={"host": host, "ofport": ofport})
+                events += 2
+    return {"events": events, "lat": lat, "retried": retried, "end": time.monotonic()}
+
+
+def _churn_main(job: tuple[Any, ...]) -> dict[str, Any]:
+    return churn_client(*job)
+
+
+def _ready(_: int) -> None:
+    time.sleep(0.2)  # held, so each of the pool's processes takes one
+
+
+def churn(
+    ctl: ControllerProcess, api: httpx.Client, hosts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """``args.churn_clients`` processes, each an agent of a host of its own spread over the
+    fleet, unbind and rebind that host's filled endpoints for ``args.churn_seconds``."""
+    assert ctl.pid is not None
+    e, n = args.endpoints_per_host, len(hosts)
+    k = min(args.churn_clients, n)
+    jobs = []
+    for c in range(k):
+        h = hosts[c * n // k]
+        token = api.post("/api/v1/tokens", json={"role": "agent", "host": h})
+        names = [f"e-{h}-{j}" for j in range(e)]
+        ofports = [2 + j for j in range(e)]
+        jobs.append([ctl.url, token.raise_for_status().json()["token"], h, names, ofports])
+    with mp.get_context("spawn").Pool(k) as pool:
+        pool.map(_ready, range(k), chunksize=1)  # every client process up and imported
+        start_at = time.monotonic() + 1.0
+        time.sleep(1.0)
+        cpu0, load0 = cpu_seconds(ctl.pid), load()
+        work = [(*job, start_at, args.churn_seconds, args.churn_batch) for job in jobs]
+        outs = pool.map(_churn_main, work, chunksize=1)
+    t_end = max(o["end"] for o in outs)
+    elapsed = t_end - start_at
+    used = cpu_seconds(ctl.pid) - cpu0
+    load1 = load()
+    t_poll = time.monotonic()
+    done, _ = all_converged(api, n)
+    listing_s = time.monotonic() - t_poll
+    if not done:
+        wait_converged(api, n, args.timeout)
+    lag = time.monotonic() - t_end  # CLOCK_MONOTONIC: one clock for all processes
+    calls = [x for o in outs for x in o["lat"]]
+    events = sum(o["events"] for o in outs)
+    return {
+        "clients": k,
+        "batch": args.churn_batch,
+        "events": events,
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(events / elapsed, 1),
+        "calls": len(calls),
+        "call_ms": ms(calls),
+        "retried_503": sum(o["retried"] for o in outs),
+        "controller_cpu_seconds": round(used, 2),
+        "controller_cpu_ms_per_event": round(used * 1000 / max(1, events), 3),
+        # an upper bound: the moment the listing that saw every host converged came back
+        "converged_after_last_answer_ms": round(lag * 1000, 1),
+        "one_hosts_listing_ms": round(listing_s * 1000, 1),
+        "load_average_before_after": [load0, load1],
+    }
+
+
+def flow_counts_agree(api: httpx.Client, fleet: Fleet) -> bool:
+    """The fleet's models against what the controller believes each switch holds."""
+    told = {h["dpid"]: (h["switch"] or {}).get("flow_count") for h in get_all(api, "/api/v1/hosts")}
+    return all(told.get(f"{s.dpid:016x}") == len(s.flows) for s in fleet.switches)
+
+
+def restart(
+    ctl: ControllerProcess, fleet: Fleet, n: int, args: argparse.Namespace, result: dict[str, Any]
+) -> None:
+    """SIGKILL the converged controller, start it on the same database, time it until every
+    host is converged again, and count what the fleet got meanwhile."""
+    assert ctl.pid is not None
+    result["rss_kib_before_restart"] = rss_kib(ctl.pid)
+    before = fleet.totals()
+    load0 = load()
+    t_kill = time.monotonic()
+    ctl.kill()
+    ctl.start(timeout=args.timeout)
+    assert ctl.pid is not None
+    t_up = time.monotonic()
+    with ctl.client(timeout=600) as api:
+        took, _ = wait_converged(api, n, args.timeout)
+        after = fleet.totals()
+        agree = flow_counts_agree(api, fleet)
+    t_done = t_up + took
+    delta = {k: after[k] - before[k] for k in after if k != "flows"}
+    result["restart"] = {
+        "seconds_from_kill": round(t_done - t_kill, 2),
+        "seconds_from_healthz": round(took, 2),
+        "controller_cpu_seconds": round(cpu_seconds(ctl.pid), 2),
+        "fleet_during_restart": delta,
+        "flows_before_after": [before["flows"], after["flows"]],
+        "flow_counts_agree": agree,
+        "load_average_before": load0,
+    }
+
+
+def register(api: httpx.Client, hosts: list[str]) -> None:
+    """Register ``hosts`` (8 at a time) and create the network."""
+
+    def one(i: int) -> None:
+        body = {"underlay_ip": underlay(i), "dpid": f"{DPID_BASE + i + 1:016x}"}
+        api.put(f"/api/v1/hosts/{hosts[i]}", json=body).raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(len(hosts))))
+    api.post("/api/v1/networks", json={"name": NET, "subnet": "10.64.0.0/12"}).raise_for_status()
+
+
+def run(
+    args: argparse.Namespace, result: dict[str, Any], tmp: Path, db_url: str | None = None
+) -> None:
     n, e = args.switches, args.endpoints_per_host
     hosts = [host_name(i) for i in range(n)]
-    with controller(tmp, args.bundles) as ctl, ctl.client(timeout=120) as api:
+    fill_batch = getattr(args, "fill_batch", 0)
+    with controller(tmp, args.bundles, db_url) as ctl, ctl.client(timeout=600) as api:
         assert ctl.pid is not None
-        for i, h in enumerate(hosts):
-            body = {"underlay_ip": underlay(i), "dpid": f"{DPID_BASE + i + 1:016x}"}
-            api.put(f"/api/v1/hosts/{h}", json=body).raise_for_status()
-        api.post(
-            "/api/v1/networks", json={"name": NET, "subnet": "10.64.0.0/12"}
-        ).raise_for_status()
+        result["load_average_at_start"] = load()
+        register(api, hosts)
         cpu0 = cpu_seconds(ctl.pid)
         t0 = time.perf_counter()
         busy = Retries()
-        lat, ends = populate(ctl, hosts, e, args.clients, busy)
+        lat, ends, per_call = populate(ctl, hosts, e, args.clients, busy, fill_batch)
         fill = time.perf_counter() - t0
-        first, last = tenth_rates(ends, t0)
+        first, last = tenth_rates(ends, t0, per_call)
+        filled = n * e
         result["populate"] = {
-            "endpoints": len(lat),
+            "endpoints": filled,
             "clients": args.clients,
+            "endpoints_per_call": per_call,
+            "calls": len(lat),
             "seconds": round(fill, 2),
-            "endpoints_per_second": round(len(lat) / fill, 1),
+            "endpoints_per_second": round(filled / fill, 1),
             "call_ms": ms(lat),
             "retried_503": busy.n,
             "first_tenth_per_second": first,
             "last_tenth_per_second": last,
             "controller_cpu_seconds": round(cpu_seconds(ctl.pid) - cpu0, 2),
+            "controller_cpu_ms_per_endpoint": round(
+                (cpu_seconds(ctl.pid) - cpu0) * 1000 / max(1, filled), 2
+            ),
+            "load_average_at_end": load(),
         }
         result["rss_kib_before_fleet"] = rss_kib(ctl.pid)
-        print(f"filled {len(lat)} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
+        print(f"filled {filled} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
         fleet = Fleet("127.0.0.1", ctl.openflow_port, [DPID_BASE + i + 1 for i in range(n)])
         try:
             cpu0, own0 = cpu_seconds(ctl.pid), cpu_seconds(os.getpid())
@@ -235,6 +486,7 @@ def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
                 "controller_cpu_seconds": round(cpu_seconds(ctl.pid) - cpu0, 2),
                 "fleet_process_cpu_seconds": round(cpu_seconds(os.getpid()) - own0, 2),
                 "wanted_revision": listing[0]["wanted_revision"],
+                "load_average_at_end": load(),
                 **fleet.totals(),
             }
             print(f"converged {cold:.1f} s after connecting; attaching", file=sys.stderr)
@@ -247,15 +499,20 @@ def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
                 state = bind(api, f"a-{k}", hosts[k % n], 2 + e + k // n, 5, busy)
                 attach.append(time.perf_counter() - t1)
                 not_ready += state != "ready"
-            result["attach_to_ready_ms"] = {
-                "attaches": len(attach),
-                "retried_503": busy.n,
-                "not_ready_after_5_s": not_ready,
-                **ms(attach),
-                "controller_cpu_ms_per_attach": round(
-                    (cpu_seconds(ctl.pid) - cpu0) * 1000 / len(attach), 1
-                ),
-            }
+            if attach:
+                result["attach_to_ready_ms"] = {
+                    "attaches": len(attach),
+                    "retried_503": busy.n,
+                    "not_ready_after_5_s": not_ready,
+                    **ms(attach),
+                    "controller_cpu_ms_per_attach": round(
+                        (cpu_seconds(ctl.pid) - cpu0) * 1000 / len(attach), 1
+                    ),
+                    "load_average_at_end": load(),
+                }
+            if getattr(args, "churn_seconds", 0) > 0:
+                print(f"churn for {args.churn_seconds:.0f} s", file=sys.stderr)
+                result["churn"] = churn(ctl, api, hosts, args)
             per_switch = [len(s.flows) for s in fleet.switches]
             result["flows_per_switch"] = {
                 "min": min(per_switch),
@@ -263,37 +520,54 @@ def run(args: argparse.Namespace, result: dict[str, Any], tmp: Path) -> None:
                 "max": max(per_switch),
             }
             result["fleet_totals"] = fleet.totals()
-            # The fleet's models against what the controller believes each switch holds.
-            told = {
-                h["dpid"]: (h["switch"] or {}).get("flow_count")
-                for h in get_all(api, "/api/v1/hosts")
-            }
-            result["flow_counts_agree"] = all(
-                told.get(f"{s.dpid:016x}") == len(s.flows) for s in fleet.switches
-            )
+            result["flow_counts_agree"] = flow_counts_agree(api, fleet)
             result["rss_kib"] = rss_kib(ctl.pid)
+            if getattr(args, "restart", True):
+                print("converged; SIGKILL and restart", file=sys.stderr)
+                restart(ctl, fleet, n, args, result)
+                assert ctl.pid is not None
+                result["rss_kib_after_restart"] = rss_kib(ctl.pid)
         finally:
             fleet.stop()
+        result["load_average_at_end"] = load()
 
 
 def summary(r: dict[str, Any]) -> str:
-    p, c, a = r["populate"], r["cold_start"], r["attach_to_ready_ms"]
-    return "\n".join(
-        [
-            f"{r['switches']} switches x {r['endpoints_per_host']} endpoints/host",
-            f"  populate     {p['endpoints_per_second']} endpoints/s "
-            f"(call median {p['call_ms']['median']} ms, p99 {p['call_ms']['p99']} ms, "
-            f"{p['retried_503']} retried 503s; "
-            f"first tenth {p['first_tenth_per_second']}/s, last {p['last_tenth_per_second']}/s)",
-            f"  cold start   {c['seconds']} s to all converged, {c['flow_mods']} flow-mods, "
-            f"{c['connects']} connects, {c['bundle_commits']} bundles "
-            f"(bundles: {r['bundles']})",
-            f"  attach       median {a['median']} ms, p99 {a['p99']} ms ({a['attaches']})",
-            f"  RSS          {r['rss_kib']['VmRSS'] // 1024} MiB "
-            f"(peak {r['rss_kib']['VmHWM'] // 1024} MiB)",
-            f"  flows/switch {r['flows_per_switch']}",
-        ]
-    )
+    p, c = r["populate"], r["cold_start"]
+    lines = [
+        f"{r['switches']} switches x {r['endpoints_per_host']} endpoints/host "
+        f"({r.get('database', 'sqlite')})",
+        f"  populate     {p['endpoints_per_second']} endpoints/s, {p['endpoints_per_call']} per "
+        f"call (call median {p['call_ms']['median']} ms, p99 {p['call_ms']['p99']} ms, "
+        f"{p['retried_503']} retried 503s; "
+        f"first tenth {p['first_tenth_per_second']}/s, last {p['last_tenth_per_second']}/s)",
+        f"  cold start   {c['seconds']} s to all converged, {c['flow_mods']} flow-mods, "
+        f"{c['connects']} connects, {c['bundle_commits']} bundles "
+        f"(bundles: {r['bundles']})",
+    ]
+    if a := r.get("attach_to_ready_ms"):
+        lines.append(f"  attach       median {a['median']} ms, p99 {a['p99']} ms ({a['attaches']}),"
+                     f" {a['controller_cpu_ms_per_attach']} ms CPU each")  # fmt: skip
+    if ch := r.get("churn"):
+        lines.append(
+            f"  churn        {ch['events_per_second']} events/s ({ch['clients']} clients, batch "
+            f"{ch['batch']}), call median {ch['call_ms']['median']} ms, p99 "
+            f"{ch['call_ms']['p99']} ms, {ch['controller_cpu_ms_per_event']} ms CPU/event, "
+            f"converged {ch['converged_after_last_answer_ms']} ms after the last answer"
+        )
+    if rs := r.get("restart"):
+        lines.append(
+            f"  restart      {rs['seconds_from_kill']} s from SIGKILL to all converged, "
+            f"{rs['fleet_during_restart']['flow_mods']} flow-mods, "
+            f"{rs['fleet_during_restart']['bundle_commits']} bundles"
+        )
+    peak = max(r[k]["VmHWM"] for k in ("rss_kib", "rss_kib_after_restart") if k in r)
+    lines += [
+        f"  RSS          {r['rss_kib']['VmRSS'] // 1024} MiB before the restart "
+        f"(peak {peak // 1024} MiB)",
+        f"  flows/switch {r['flows_per_switch']}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,8 +575,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--switches", type=int, default=100)
     p.add_argument("--endpoints-per-host", type=int, default=10)
     p.add_argument("--clients", type=int, default=8, help="API client threads for the fill")
-    p.add_argument("--attaches", type=int, default=50)
-    p.add_argument("--timeout", type=float, default=600, help="cold start limit (s)")
+    p.add_argument(
+        "--fill-batch",
+        type=int,
+        default=500,
+        help=f"endpoints per batch request in the fill (1..{MAX_BATCH}; 0: create-and-bind calls)",
+    )
+    p.add_argument("--attaches", type=int, default=200)
+    p.add_argument("--churn-seconds", type=float, default=60.0, help="0: no churn")
+    p.add_argument("--churn-clients", type=int, default=16, help="churn client processes")
+    p.add_argument("--churn-batch", type=int, default=0, help="items per churn batch (0: none)")
+    p.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart")
+    p.add_argument("--postgres", action="store_true", help="a private PostgreSQL, not SQLite")
+    p.add_argument("--timeout", type=float, default=600, help="limit of each wait (s)")
     p.add_argument("--keep-log", action="store_true", help="keep the controller's temp dir")
     p.add_argument(
         "--bundles",
@@ -311,17 +596,24 @@ def main(argv: list[str] | None = None) -> int:
         help="the controller's VXPLANE_OPENFLOW_BUNDLES (always: the cold fill in bundles too)",
     )
     args = p.parse_args(argv)
+    if not 0 <= args.fill_batch <= MAX_BATCH:
+        p.error(f"--fill-batch must be 0..{MAX_BATCH}")
+    if args.churn_batch > args.endpoints_per_host:
+        p.error("--churn-batch must not exceed --endpoints-per-host (each item another endpoint)")
     result: dict[str, Any] = {
         "command": " ".join(["python -m bench.scale", *(argv or sys.argv[1:])]),
         "switches": args.switches,
         "endpoints_per_host": args.endpoints_per_host,
         "bundles": args.bundles,
+        "database": "postgresql" if args.postgres else "sqlite",
         "cpus": os.cpu_count(),
     }
     tmp = Path(tempfile.mkdtemp(prefix="vxplane-scale-"))
     failed = None
     try:
-        run(args, result, tmp)
+        with ExitStack() as stack:
+            db_url = stack.enter_context(database(tmp, args.postgres))
+            run(args, result, tmp, db_url)
     except Exception as exc:  # keep what was measured before the failure
         failed = result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -330,7 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scale-{args.switches}x{args.endpoints_per_host}-{int(time.time())}.json"
+    out = RESULTS / (
+        f"scale-{result['database']}-{args.switches}x{args.endpoints_per_host}"
+        f"-{int(time.time())}.json"
+    )
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     if failed is not None:
