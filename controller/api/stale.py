@@ -46,19 +46,28 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def view_or_raise(sync: FlowSync, exc: BaseException) -> Snapshot:
-    """The in-memory intent to answer from, or ``exc`` again when there is none (no flow
-    engine in this process, or it never read the database)."""
+def fallback(exc: BaseException, sync: FlowSync, response: Response) -> Snapshot:
+    """The in-memory intent a read route answers from when its database read raised ``exc``,
+    with ``response`` marked as served from memory at its revision. ``exc`` is raised again
+    unless it says the database could not be reached, and when there is no intent to answer
+    from (no flow engine in this process, or it never read the database).
+
+    Every read route has this one shape::
+
+        try:
+            answer = <the database read>
+        except Exception as exc:
+            view = stale.fallback(exc, sync, response)
+            answer = <the same answer built from view>
+    """
+    if not unreachable(exc):
+        raise exc
     view = sync.intent_view()
     if view is None:
         raise exc
-    return view
-
-
-def mark(response: Response, view: Snapshot) -> None:
-    """Mark ``response`` as served from memory at ``view``'s revision."""
     response.headers[STALE_HEADER] = "1"
     response.headers[REVISION_HEADER] = str(view.revision)
+    return view
 
 
 def paged(

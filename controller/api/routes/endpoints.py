@@ -298,10 +298,7 @@ async def get_endpoint(
     try:
         record = await run_in_threadpool(read)
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         record = stale.endpoint_record(stale.find_endpoint(view, network, name), view, sync)
         return public(record, sync)  # no wait: its ready mark could not be written
     return public(await await_ready(request, background, sync, settings, record, wait_ready), sync)
@@ -386,10 +383,7 @@ def list_endpoints(
             session, network=network, host=host, state=state, limit=limit + 1, after=key
         )
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         if network is not None:
             stale.find_network(view, network)
         found = (

@@ -24,10 +24,7 @@ def healthz(session: SessionDep, sync: SyncDep, response: Response) -> HealthPub
     try:
         return HealthPublic(status="ok", revision=repo.current_revision(session))
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         cause = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
         return HealthPublic(
             status="degraded",

@@ -181,10 +181,7 @@ def list_hosts(
         wanted = repo.current_revision(session)
         masters: dict[int, members.SwitchMaster] | None = members.masters_of(session)
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         records = stale.paged(
             request, response, view.hosts.values(), lambda h: h.name, limit, after
         )
@@ -220,10 +217,7 @@ def get_host(
     try:
         return _one(session, repo.get_host(session, name), sync, settings, request)
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         host = view.hosts.get(name)
         if host is None:
             raise NotFound(f"host {name!r} is not registered") from None

@@ -62,10 +62,7 @@ def list_networks(
     try:
         records = repo.list_networks(session, limit=limit + 1, after=after)
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         nets = [stale.network_record(n, view) for n in view.networks.values()]
         shown = stale.paged(request, response, nets, lambda r: r.name, limit, after)
     else:
@@ -79,10 +76,7 @@ def get_network(name: str, session: SessionDep, sync: SyncDep, response: Respons
     try:
         record = repo.get_network(session, name)
     except Exception as exc:
-        if not stale.unreachable(exc):
-            raise
-        view = stale.view_or_raise(sync, exc)
-        stale.mark(response, view)
+        view = stale.fallback(exc, sync, response)
         record = stale.network_record(stale.find_network(view, name), view)
     return NetworkPublic.model_validate(record)
 
