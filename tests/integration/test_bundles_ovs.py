@@ -8,7 +8,7 @@ it after; a message OVS refuses at add time is answered with the inner message's
 before the bundle's barrier, and a discarded bundle leaves the table as it was (while a commit
 would still apply the rest: why the engine discards).
 
-Prefix ``vxbn-``, underlay 198.18.13.0/24, API port 18980, OpenFlow port 17180.
+Prefix ``vxbn-``, underlay 198.18.13.0/24, ports from tests/slots.py.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vxbn-")
 UNDERLAY = slots.underlay("198.18.13.0/24")
-API_PORT = slots.port(18980)
-OF_PORT = slots.port(17180)
+API_PORT, OF_PORT = slots.ports("test_bundles_ovs", 2)
 BRIDGE = f"{PREFIX}bt"
 
 

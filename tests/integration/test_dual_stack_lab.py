@@ -7,8 +7,8 @@ router advertisements from a container are dropped.
 Each container's IPv6 address comes from the API (``ip6``, ``prefixlen6``, ``gateway6``)
 and is set in its namespace here (``ip -6 addr replace ... nodad``, idempotent: the agent
 may set it too). Frames are sent and captured with packet sockets inside the namespaces, as
-in test_portsec.py. Prefix ``vx6-``, underlay 198.18.16.0/24, API port 18436, OpenFlow port
-16636 (apart from the other labs).
+in test_portsec.py. Prefix ``vx6-``, underlay 198.18.16.0/24, ports from tests/slots.py
+(apart from the other labs).
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vx6-")
 UNDERLAY = slots.underlay("198.18.16.0/24")
-API_PORT = slots.port(18436)
-OF_PORT = slots.port(16636)
+API_PORT, OF_PORT = slots.ports("test_dual_stack_lab", 2)
 SUBNET = "10.46.0.0/24"
 BLUE6, RED6 = "fd00:46:b::/64", "fd00:46:c::/64"
 ETH_IPV6 = 0x86DD

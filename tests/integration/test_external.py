@@ -1,7 +1,7 @@
 """External access on the real lab: containers of external networks reach the lab's outside
 namespace through their own host's gateway; sealed networks get nothing out.
 
-Prefix ``vxx-``, underlay 198.18.14.0/24, API port 18620, OpenFlow port 16620 (moved by
+Prefix ``vxx-``, underlay 198.18.14.0/24, ports from tests/slots.py (moved by
 ``VXTEST_SLOT``). The outside world is the lab's own namespace ``vxx-outside`` on the fabric;
 nothing is sent anywhere else.
 """
@@ -28,8 +28,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vxx-")
 UNDERLAY = slots.underlay("198.18.14.0/24")
-API_PORT = slots.port(18620)
-OF_PORT = slots.port(16620)
+API_PORT, OF_PORT = slots.ports("test_external", 2)
 SUBNET = "10.60.0.0/24"
 WEB_PORT = 8000
 PAGE = "hello from the outside\n"

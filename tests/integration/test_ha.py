@@ -6,7 +6,7 @@ the switch being converged, sends it no flow-mod (its own log names every batch 
 br-int of every host points at every member; after a second kill, a new endpoint on that
 host still becomes ready (through the agent's client failing over).
 
-Prefix ``vxha-``, underlay 198.18.14.0/24, API ports 18470-18472, OpenFlow 16670-16672.
+Prefix ``vxha-``, underlay 198.18.24.0/24, ports from tests/slots.py.
 Traffic only between namespaces this module makes.
 """
 
@@ -36,9 +36,9 @@ from vxlab.launch import ControllerProcess
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
 
 PREFIX = slots.prefix("vxha-")
-UNDERLAY = slots.underlay("198.18.14.0/24")
-API_PORTS = [slots.port(18470 + i) for i in range(3)]
-OF_PORTS = [slots.port(16670 + i) for i in range(3)]
+UNDERLAY = slots.underlay("198.18.24.0/24")
+_PORTS = slots.ports("test_ha", 6)
+API_PORTS, OF_PORTS = _PORTS[:3], _PORTS[3:]
 SUBNET = "10.44.0.0/24"
 
 

@@ -2,7 +2,7 @@
 viewer token before, during and after an attach in a real lab (OVS in namespaces, agents with
 ``--metrics``), and a container's death repaired by reconciliation and counted.
 
-Prefix ``vxm-``, underlay 198.18.21.0/24, API port 18475, OpenFlow port 16675 (moved by
+Prefix ``vxm-``, underlay 198.18.21.0/24, ports from tests/slots.py (moved by
 ``VXTEST_SLOT``). Each agent serves its metrics on port 9101 of its own host namespace.
 """
 
@@ -26,8 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxm-")
 UNDERLAY = slots.underlay("198.18.21.0/24")
-API_PORT = slots.port(18475)
-OF_PORT = slots.port(16675)
+API_PORT, OF_PORT = slots.ports("test_metrics_lab", 2)
 AGENT_METRICS_PORT = 9101
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

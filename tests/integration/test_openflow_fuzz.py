@@ -27,8 +27,7 @@ from vxlab.launch import ControllerProcess
 
 pytestmark = pytest.mark.timeout(300)
 
-API_PORT = slots.port(18455)
-OF_PORT = slots.port(16655)
+API_PORT, OF_PORT = slots.ports("test_openflow_fuzz", 2)
 GOOD, TARGET, UNKNOWN = 0x1001, 0x1002, 0xBAD0
 HANDSHAKE_TIMEOUT = 2.0
 ZERO_INSTRUCTION = of.instruction(4, b"", length=0)

@@ -1,6 +1,6 @@
 """The whole product on a real 3-host lab: controller (SQLite), OVS in namespaces, agents.
 
-Prefix ``vxt-``, underlay 198.18.5.0/24, API port 18580, OpenFlow port 16780 (apart from
+Prefix ``vxt-``, underlay 198.18.5.0/24, ports from tests/slots.py (apart from
 the demo and the other test labs). Traffic only between namespaces this module makes.
 """
 
@@ -26,8 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vxt-")
 UNDERLAY = slots.underlay("198.18.5.0/24")
-API_PORT = slots.port(18580)
-OF_PORT = slots.port(16780)
+API_PORT, OF_PORT = slots.ports("test_overlay", 2)
 SUBNET = "10.30.0.0/24"
 C = slots.prefix("vxt-")  # container names: parallel runs in other slots must not share them
 

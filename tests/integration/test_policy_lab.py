@@ -15,7 +15,7 @@ whose SYN goes unanswered. Listeners echo what they get, so an allowed connectio
 proves that its replies pass (stateful: web may only *send* to db and other, yet what db and
 other answer reaches it).
 
-Prefix ``vxp-``, underlay 198.18.27.0/24, API port 18490, OpenFlow port 16690 (moved by
+Prefix ``vxp-``, underlay 198.18.27.0/24, ports from tests/slots.py (moved by
 ``VXTEST_SLOT``). All traffic stays between the lab's namespaces.
 """
 
@@ -39,8 +39,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vxp-")
 UNDERLAY = slots.underlay("198.18.27.0/24")
-API_PORT = slots.port(18490)
-OF_PORT = slots.port(16690)
+API_PORT, OF_PORT = slots.ports("test_policy_lab", 2)
 NET = "shop"
 POLS = f"/api/v1/networks/{NET}/policies"
 PROBE_TIMEOUT = 4.0  # a SYN unanswered this long counts as dropped

@@ -15,7 +15,7 @@ the namespaces it plugs into.
 
 Frames are sent and captured with packet sockets opened inside the namespaces
 (``hostagent.netlink.entered_netns``), so no tcpdump or scapy is needed. Prefix ``vxs-``,
-underlay 198.18.11.0/24, API port 18440, OpenFlow port 16640 (apart from the other labs).
+underlay 198.18.11.0/24, ports from tests/slots.py (apart from the other labs).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vxs-")
 UNDERLAY = slots.underlay("198.18.11.0/24")
-API_PORT = slots.port(18440)
-OF_PORT = slots.port(16640)
+API_PORT, OF_PORT = slots.ports("test_portsec", 2)
 SUBNET = "10.41.0.0/24"
 VXLAN_PORT = 4789
 ETH_IP, ETH_ARP = 0x0800, 0x0806

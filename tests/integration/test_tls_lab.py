@@ -1,7 +1,7 @@
 """OpenFlow over TLS on a real 2-host lab: the lab's own CA, br-int on ``ssl:``, agents with
 their host's certificate; switches with a wrong certificate are refused.
 
-Prefix ``vtl-``, underlay 198.18.12.0/24, API port 18465, OpenFlow port 16665 (apart from
+Prefix ``vtl-``, underlay 198.18.12.0/24, ports from tests/slots.py (apart from
 the other labs). The wrong switches are fake ones (``tests/ofswitch.py``) dialling the
 controller from the root namespace with a real TLS client: a certificate from another CA,
 the lab CA's certificate of another host, no certificate, and no TLS at all.
@@ -30,8 +30,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
 
 PREFIX = slots.prefix("vtl-")
 UNDERLAY = slots.underlay("198.18.12.0/24")
-API_PORT = slots.port(18465)
-OF_PORT = slots.port(16665)
+API_PORT, OF_PORT = slots.ports("test_tls_lab", 2)
 
 
 @dataclass

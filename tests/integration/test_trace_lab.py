@@ -4,7 +4,7 @@ packets dropped by isolation, by a policy (named, as is the rule that allows wha
 by port security; a flow slipped into a switch behind the controller's back makes them
 disagree (exit status 3).
 
-Prefix ``vxq-``, underlay 198.18.22.0/24, API port 18476, OpenFlow port 16676 (moved by
+Prefix ``vxq-``, underlay 198.18.22.0/24, ports from tests/slots.py (moved by
 ``VXTEST_SLOT``).
 """
 
@@ -27,8 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxq-")
 UNDERLAY = slots.underlay("198.18.22.0/24")
-API_PORT = slots.port(18476)
-OF_PORT = slots.port(16676)
+API_PORT, OF_PORT = slots.ports("test_trace_lab", 2)
 ROGUE_COOKIE = 0x0BADC0DE
 DB_FROM_WEB = {
     "name": "db-from-web",

@@ -3,7 +3,7 @@
 Each call execs the installed binary inside the emulated host's network namespace with the
 ``CNI_*`` environment and the configuration on stdin, against real container namespaces;
 one network is dual stack (results with both families, IPv6 between the hosts).
-Prefix ``vxr-``, underlay 198.18.8.0/24, API port 18780, OpenFlow port 16980.
+Prefix ``vxr-``, underlay 198.18.8.0/24, ports from tests/slots.py.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxr-")
 UNDERLAY = slots.underlay("198.18.8.0/24")
-API_PORT = slots.port(18780)
-OF_PORT = slots.port(16980)
+API_PORT, OF_PORT = slots.ports("test_cni", 2)
 SUBNET = "10.40.0.0/24"
 TEAL6 = "fd00:41::/64"  # the dual-stack network's IPv6 prefix
 CNI_BIN = Path(sys.executable).with_name("vxplane-cni")

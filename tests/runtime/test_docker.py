@@ -3,7 +3,7 @@
 ``docker network create -d vxplane --ipam-driver vxplane``, containers on both hosts, ping
 and TCP, isolation, stable addresses across hosts, an engine SIGKILL, a dual-stack network
 (``--ipv6``), malformed plugin calls, and a full cleanup. Prefix ``vxd-``, underlay
-198.18.9.0/24, API port 18880, OpenFlow port 17080. The lab starts (and stops by pid) its
+198.18.9.0/24, ports from tests/slots.py. The lab starts (and stops by pid) its
 own dockerd processes.
 """
 
@@ -34,8 +34,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxd-")
 UNDERLAY = slots.underlay("198.18.9.0/24")
-API_PORT = slots.port(18880)
-OF_PORT = slots.port(17080)
+API_PORT, OF_PORT = slots.ports("test_docker", 2)
 H1, H2 = f"{PREFIX}h1", f"{PREFIX}h2"
 BLUE, RED = ("vxd-blue", "10.60.0.0/24"), ("vxd-red", "10.61.0.0/24")
 TEAL, TEAL6 = ("vxd-teal", "10.62.0.0/24"), "fd00:62::/64"  # dual stack

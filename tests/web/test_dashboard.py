@@ -1,6 +1,6 @@
 """The dashboard in real headless Chromium over a real controller and a 3-host lab.
 
-Prefix ``vxw-``, underlay 198.18.6.0/24, API port 18680, OpenFlow port 16880 (apart from the
+Prefix ``vxw-``, underlay 198.18.6.0/24, ports from tests/slots.py (apart from the
 demo and the other test labs). The lab holds the demo's networks and endpoints, so the
 screenshot saved to ``docs/dashboard.png`` shows what ``make demo`` shows. The controller
 runs with ``VXPLANE_HOST_DEAD_AFTER=3`` and the agents heartbeat every second, so a host
@@ -32,8 +32,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxw-")
 UNDERLAY = slots.underlay("198.18.6.0/24")
-API_PORT = slots.port(18680)
-OF_PORT = slots.port(16880)
+API_PORT, OF_PORT = slots.ports("test_dashboard", 2)
 DEAD_AFTER = 3.0
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 

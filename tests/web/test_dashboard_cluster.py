@@ -7,7 +7,7 @@ who masters its switch and the answering controller's own role there (master whe
 master, slave elsewhere, as the switch granted them), and, once the second controller is
 SIGKILLed, shows it lapsed and the first one master of both switches.
 
-Prefix ``vxwc-``, underlay 198.18.23.0/24, API ports 18690-18691, OpenFlow 16890-16891.
+Prefix ``vxwc-``, underlay 198.18.23.0/24, ports from tests/slots.py.
 Everything (namespaces, controllers by pid, the PostgreSQL server) is removed at the end,
 also on failure.
 """
@@ -33,8 +33,8 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 PREFIX = slots.prefix("vxwc-")
 UNDERLAY = slots.underlay("198.18.23.0/24")
-API_PORTS = [slots.port(18690 + i) for i in range(2)]
-OF_PORTS = [slots.port(16890 + i) for i in range(2)]
+_PORTS = slots.ports("test_dashboard_cluster", 4)
+API_PORTS, OF_PORTS = _PORTS[:2], _PORTS[2:]
 
 
 @dataclass
