@@ -254,6 +254,44 @@ def _labelled_from_the_bind(stack: Stack, network: str, name: str) -> dict[str, 
     return ep
 
 
+def _db_may_reach_only_web(stack: Stack, net: str, name: str) -> None:
+    """A policy on ``net``: tier=db sends only to tier=web (and, Kubernetes' default policy
+    types, accepts nothing)."""
+    policy = {
+        "name": name,
+        "selector": {"matchLabels": {"tier": "db"}},
+        "policy_types": ["Egress"],
+        "egress": [{"to": [{"selector": {"matchLabels": {"tier": "web"}}}]}],
+    }
+    r = stack.api.post(f"/api/v1/networks/{net}/policies", json=policy)
+    assert r.status_code == 201, r.text
+
+
+def _first_pings(other: str, web: str, before: str | None = None) -> str:
+    """An entrypoint that (after ``before``) pings ``other`` then ``web`` once each, logs
+    ``other-open|closed`` and ``web-open|closed`` in /tmp/log, and sleeps."""
+    probe = "if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then echo {n}-open; else echo {n}-closed; fi"
+    steps = [before] if before else []
+    steps += [
+        probe.format(ip=other, n="other") + " >> /tmp/log",
+        probe.format(ip=web, n="web") + " >> /tmp/log",
+        "exec sleep 3600",
+    ]
+    return "; ".join(steps)
+
+
+def _ping_log(stack: Stack, host: str, container: str) -> list[str]:
+    """The two lines ``_first_pings`` logs, once both are there."""
+    log = wait_for(
+        "the entrypoint's pings",
+        lambda: (
+            len((t := stack.docker(host, "exec", container, "cat", "/tmp/log")).split()) == 2 and t
+        ),
+        20,
+    )
+    return str(log).split()
+
+
 def test_container_labels_select_it_from_its_first_packet(stack: Stack) -> None:
     """``docker run --label tier=db``: the endpoint carries the label from the bind on, so an
     egress policy on tier=db holds for the very first packet the container's entrypoint
@@ -263,36 +301,15 @@ def test_container_labels_select_it_from_its_first_packet(stack: Stack) -> None:
     net = BLUE[0]
     web = stack.run(H2, "lweb", net, "--label", "tier=web")
     other = stack.run(H2, "lother", net)
-    policy = {
-        "name": "db-out",
-        "selector": {"matchLabels": {"tier": "db"}},
-        "policy_types": ["Egress"],
-        "egress": [{"to": [{"selector": {"matchLabels": {"tier": "web"}}}]}],
-    }
-    r = stack.api.post(f"/api/v1/networks/{net}/policies", json=policy)
-    assert r.status_code == 201, r.text
-    probe = "if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then echo {n}-open; else echo {n}-closed; fi"
-    first = "; ".join(
-        [
-            probe.format(ip=other["ip"], n="other") + " >> /tmp/log",
-            probe.format(ip=web["ip"], n="web") + " >> /tmp/log",
-            "exec sleep 3600",
-        ]
-    )
+    _db_may_reach_only_web(stack, net, "db-out")
+    first = _first_pings(other["ip"], web["ip"])
     try:
         stack.docker(H1, "run", "-d", "--name", "ldb", "--network", net, "--label", "tier=db",
                      "--label", "org.opencontainers.image.source=https://example.invalid/x",
                      IMAGE, "sh", "-c", first)  # fmt: skip
         ep = _labelled_from_the_bind(stack, net, "ldb")
         assert ep["labels"] == {"tier": "db"}
-        log = wait_for(
-            "the entrypoint's pings",
-            lambda: (
-                len((t := stack.docker(H1, "exec", "ldb", "cat", "/tmp/log")).split()) == 2 and t
-            ),
-            20,
-        )
-        assert log.split() == ["other-closed", "web-open"], log
+        assert _ping_log(stack, H1, "ldb") == ["other-closed", "web-open"]
         # unselected endpoints stay open (the policy does not touch them)
         assert stack.ping(H2, "lother", web["ip"])
         # the same name again, without labels: the endpoint's labels are replaced, not kept
@@ -304,6 +321,36 @@ def test_container_labels_select_it_from_its_first_packet(stack: Stack) -> None:
         stack.api.delete(f"/api/v1/networks/{net}/policies/db-out")
         stack.docker(H1, "rm", "-f", "ldb", check=False)
         stack.docker(H2, "rm", "-f", "lweb", "lother", check=False)
+
+
+def test_network_connect_carries_the_running_containers_labels(stack: Stack) -> None:
+    """``docker network connect`` of a running ``--label tier=db`` container: the engine's
+    listing names no connecting container then (the endpoint is anonymous), so the driver
+    finds the container through Join's sandbox and binds the endpoint again with its labels,
+    ready before Join answers. The container's entrypoint, already running, waits for the
+    new interface's address and pings at once: the first packet to an unlabelled peer is
+    dropped by the tier=db egress policy, to tier=web it passes."""
+    net = BLUE[0]
+    web = stack.run(H2, "cweb", net, "--label", "tier=web")
+    other = stack.run(H2, "cother", net)
+    _db_may_reach_only_web(stack, net, "cdb-out")
+    wait_eth1 = "until grep -q eth1 /proc/net/route; do usleep 1000; done"  # its address
+    script = _first_pings(other["ip"], web["ip"], before=wait_eth1)
+    try:
+        stack.docker(H1, "run", "-d", "--name", "cdb", "--network", RED[0], "--label",
+                     "tier=db", IMAGE, "sh", "-c", script)  # fmt: skip
+        stack.docker(H1, "network", "connect", net, "cdb")
+        # read at once: Join answered only once the labels were in (a bind of their own)
+        (ep,) = [e for e in stack.api.get(f"/api/v1/endpoints?network={net}&host={H1}").json()
+                 if e["name"].startswith("docker-anon-")]  # fmt: skip
+        assert ep["labels"] == {"tier": "db"} and ep["state"] == "ready", ep
+        doc = json.loads(stack.docker(H1, "inspect", "cdb"))[0]
+        assert doc["NetworkSettings"]["Networks"][net]["IPAddress"] == ep["ip"]
+        assert _ping_log(stack, H1, "cdb") == ["other-closed", "web-open"]
+    finally:
+        stack.api.delete(f"/api/v1/networks/{net}/policies/cdb-out")
+        stack.docker(H1, "rm", "-f", "cdb", check=False)
+        stack.docker(H2, "rm", "-f", "cweb", "cother", check=False)
 
 
 def test_agent_survives_an_engine_sigkill(stack: Stack) -> None:

@@ -62,7 +62,7 @@ from hostagent.agent import Agent
 from hostagent.api.server import UnixServer
 from hostagent.client import ControllerError
 from hostagent.edges import PortRecord
-from hostagent.errors import AgentError
+from hostagent.errors import AgentError, NotReady
 from hostagent.model import Endpoint
 from hostagent.plug import EXT_ENDPOINT, EXT_IP, EXT_NETWORK, PlugRequest, device_names
 from hostagent.publish import (
@@ -78,6 +78,7 @@ from hostagent.runtimes.docker import proto
 from hostagent.runtimes.docker.engine import Debouncer, EngineClient, EventFollower
 from hostagent.runtimes.docker.pools import PoolTable
 from hostagent.runtimes.docker.proto import ProtocolError
+from hostagent.runtimes.docker.sandbox import container_ids as sandbox_ids
 from vxcommon.addr6 import gateway6
 from vxcommon.names import name_error
 
@@ -599,8 +600,51 @@ class DockerDriver:
         if port is None or port.ofport is None:
             raise ProtocolError(f"endpoint {req.endpoint_id[:12]} does not exist on this host")
         network, name = port.external_ids[EXT_NETWORK], port.external_ids[EXT_ENDPOINT]
+        if name.startswith(ANON):
+            self._label_at_join(network, name, port, req.sandbox_key)
         gateway, gateway6 = self._gateways(port)
         return proto.join_reply(device_names(network, name)[1], gateway, gateway6)
+
+    def _label_at_join(self, network: str, name: str, port: PortRecord, sandbox: str) -> None:
+        """An endpoint whose container ``RequestAddress`` could not tell (``docker network
+        connect`` of a running container, several starting at once) gets that container's
+        labels here, found through the sandbox (``sandbox.container_ids``): bound again in
+        place with them, and ready (their policy flows confirmed on every switch) before
+        ``Join`` answers, that is before Docker moves the interface into the container."""
+        ids = sandbox_ids(sandbox)
+        if not ids:
+            return  # a new container's sandbox (no process yet): nothing to tell it by
+        found = [c for c in self._containers() if c.get("Id") in ids]
+        if len(found) != 1:
+            log.warning(
+                "host %s: %s/%s: sandbox %s holds %d containers of this engine: no labels",
+                self.agent.host, network, name, sandbox, len(found),
+            )  # fmt: skip
+            return
+        names = found[0].get("Names") or [found[0]["Id"][:12]]
+        raw = found[0].get("Labels")
+        labels, skipped = proto.endpoint_labels(
+            str(names[0]).lstrip("/"), dict(raw) if isinstance(raw, dict) else {}
+        )
+        if skipped:
+            log.info(
+                "host %s: %s/%s: Docker labels not valid as endpoint labels, left out: %s",
+                self.agent.host, network, name, ", ".join(skipped),
+            )  # fmt: skip
+        if not labels:
+            return
+        assert port.ofport is not None
+        wait = self.agent.plugger.ready_timeout
+        ep, _ = self.agent.client.bind(
+            network, name, self.agent.host, port.ofport, port.name, labels=labels,
+            wait_ready=wait,
+        )  # fmt: skip
+        if not ep.ready:
+            raise NotReady(f"endpoint {network}/{name}: its labels not ready after {wait}s")
+        log.info(
+            "host %s: %s/%s: labels of container %s set at Join: %s",
+            self.agent.host, network, name, str(names[0]).lstrip("/"), labels,
+        )  # fmt: skip
 
     def _gateways(self, port: PortRecord) -> tuple[str | None, str | None]:
         with self._lock:
