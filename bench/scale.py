@@ -57,6 +57,7 @@ from typing import Any
 
 import httpx
 
+from bench import bindloop
 from bench.fleet import Fleet
 from vxcommon.retry import advised_delay
 from vxlab.launch import ControllerProcess, get_all
@@ -268,71 +269,14 @@ def wait_converged(api: httpx.Client, n: int, timeout: float) -> tuple[float, li
         time.sleep(0.2)
 
 
-def churn_client(
-    url: str,
-    token: str,
-    host: str,
-    names: list[str],
-    ofports: list[int],
-    start_at: float,
-    seconds: float,
-    batch: int,
-    network: str = NET,
-) -> dict[str, Any]:
-    """One churn client process with an agent token of ``host``: from ``start_at``
-    (monotonic, one clock for all processes) for ``seconds``, unbind its bound endpoints and
-    bind them again (single calls, or ``batch`` items per batch request); every endpoint is
-    bound again when it returns."""
-    lat: list[float] = []
-    events = retried = 0
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    deadline = start_at + seconds
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=120) as api:  # fmt: skip
-
-        def call(method: str, path: str, **kw: Any) -> httpx.Response:
-            nonlocal retried
-            t0 = time.perf_counter()
-            for _ in range(30):
-                r = api.request(method, path, **kw)
-                delay = advised_delay(r.status_code, r.headers.get("retry-after"))
-                if delay is None:
-                    break
-                retried += 1
-                time.sleep(delay)
-            lat.append(time.perf_counter() - t0)
-            r.raise_for_status()
-            if method == "POST":
-                bad = [o for o in r.json()["items"] if o["status"] != 200]
-                if bad:
-                    raise RuntimeError(f"churn batch item failed: {bad[0]}")
-            return r
-
-        i = 0
-        while time.monotonic() < deadline:
-            if batch:
-                chunk = [(names[(i + k) % len(names)], ofports[(i + k) % len(names)])
-                         for k in range(batch)]  # fmt: skip
-                i += batch
-                unbind = [{"network": network, "name": n, "host": host, "unbind": True}
-                          for n, _ in chunk]  # fmt: skip
-                call("POST", "/api/v1/bindings", json={"items": unbind})
-                rebind = [{"network": network, "name": n, "host": host, "ofport": p}
-                          for n, p in chunk]  # fmt: skip
-                call("POST", "/api/v1/bindings", json={"items": rebind})
-                events += 2 * len(chunk)
-            else:
-                name, ofport = names[i % len(names)], ofports[i % len(names)]
-                i += 1
-                path = f"/api/v1/networks/{network}/endpoints/{name}/binding"
-                call("DELETE", path, params={"host": host})
-                call("PUT", path, json={"host": host, "ofport": ofport})
-                events += 2
-    return {"events": events, "lat": lat, "retried": retried, "end": time.monotonic()}
-
-
 def _churn_main(job: tuple[Any, ...]) -> dict[str, Any]:
-    return churn_client(*job)
+    """One churn client process (``bench.bindloop``) with an agent token of its host: from
+    ``start_at`` for ``seconds``, unbind its bound endpoints and bind them again (single
+    calls, or ``batch`` items per batch request); every endpoint is bound again when it
+    returns."""
+    return bindloop.churn(
+        *job, network=NET, unbind_first=True, tries=30, timeout=120, check_items=True
+    )
 
 
 def _ready(_: int) -> None:

@@ -39,11 +39,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from bench import bindloop
 from bench.fleet import Fleet
 from bench.scale import DPID_BASE, cpu_seconds, free_port, host_name, ms, underlay, wait_converged
-from vxcommon.retry import advised_delay
 from vxlab.launch import ControllerProcess
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,48 +64,10 @@ def client(
     url: str, token: str, host: str, names: list[str], ofports: list[int], args: Any
 ) -> dict[str, Any]:
     """One client process: bind/unbind its endpoints from ``args.start_at`` (monotonic, one
-    clock for all processes) for ``args.seconds``."""
-    lat: list[float] = []
-    events = retried = 0
-    time.sleep(max(0.0, args.start_at - time.monotonic()))
-    deadline = args.start_at + args.seconds
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as api:
-
-        def call(method: str, path: str, **kw: Any) -> httpx.Response:
-            nonlocal retried
-            t0 = time.perf_counter()
-            for _ in range(20):
-                r = api.request(method, path, **kw)
-                delay = advised_delay(r.status_code, r.headers.get("retry-after"))
-                if delay is None:
-                    break
-                retried += 1
-                time.sleep(delay)
-            lat.append(time.perf_counter() - t0)
-            return r.raise_for_status()
-
-        i = 0
-        while time.monotonic() < deadline:
-            if args.batch:
-                chunk = [(names[(i + k) % len(names)], ofports[(i + k) % len(names)])
-                         for k in range(args.batch)]  # fmt: skip
-                i += args.batch
-                items = [{"network": NET, "name": n, "host": host, "ofport": p} for n, p in chunk]
-                call("POST", "/api/v1/bindings", json={"items": items})
-                unbind = [
-                    {"network": NET, "name": n, "host": host, "unbind": True} for n, _ in chunk
-                ]
-                call("POST", "/api/v1/bindings", json={"items": unbind})
-                events += 2 * len(chunk)
-            else:
-                name, ofport = names[i % len(names)], ofports[i % len(names)]
-                i += 1
-                path = f"/api/v1/networks/{NET}/endpoints/{name}/binding"
-                call("PUT", path, json={"host": host, "ofport": ofport})
-                call("DELETE", path, params={"host": host})
-                events += 2
-    return {"events": events, "lat": lat, "retried": retried, "end": time.monotonic()}
+    clock for all processes) for ``args.seconds`` (``bench.bindloop``)."""
+    return bindloop.churn(
+        url, token, host, names, ofports, args.start_at, args.seconds, args.batch, network=NET
+    )
 
 
 def _client_main(job: tuple[Any, ...]) -> dict[str, Any]:
