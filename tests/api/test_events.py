@@ -147,7 +147,10 @@ def test_host_watch_publishes_lost_and_alive(make_client) -> None:  # type: igno
     client.post("/api/v1/hosts/h1/heartbeat")
     while "host.alive" not in _types(client) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _types(client)[-2:] == ["host.lost", "host.alive"]
+    # Not the last two: with no further heartbeat the host is lost again 0.3 s later, and a
+    # loaded machine may poll only after that. What must hold is the order lost, then alive.
+    types = _types(client)
+    assert "host.alive" in types[types.index("host.lost") :]
 
 
 def test_dashboard_routes_do_not_shadow_the_api(client: TestClient) -> None:
