@@ -158,6 +158,14 @@ class _Space:
                 return candidate
         return None
 
+    def first_free_in_own(self, blocks: Iterable[Block], host: str) -> int | None:
+        """The lowest free address of the blocks ``host`` owns (in address order), or None."""
+        for start in sorted(int(b.cidr.network_address) for b in blocks if b.host == host):
+            found = self.first_free(start, start + self.block_size)
+            if found is not None:
+                return found
+        return None
+
     def block_starts(self) -> range:
         """The first address of every block of the subnet, in order."""
         return range(self.first, self.last + 1, self.block_size)
@@ -187,11 +195,9 @@ def allocate(
     size = space.block_size
 
     if host is not None:
-        mine = sorted(int(b.cidr.network_address) for b in blocks if b.host == host)
-        for start in mine:
-            found = space.first_free(start, start + size)
-            if found is not None:
-                return _allocation(found)
+        found = space.first_free_in_own(blocks, host)
+        if found is not None:
+            return _allocation(found)
     for start in space.block_starts():
         if start in owned:
             continue
@@ -211,6 +217,16 @@ def allocate(
         f"subnet {network.subnet} of network {network.name!r} is exhausted: every address is "
         "held by an endpoint and no unbound reservation is left to reclaim"
     )
+
+
+def allocate_in_own_blocks(
+    network: Network, used: Collection[IPv4Address], blocks: Iterable[Block], host: str
+) -> Allocation | None:
+    """Rule 2's first step alone: the first free address of a block ``host`` owns, as
+    ``allocate`` would choose it, or None (then ``allocate`` decides with everything). ``used``
+    need only hold the addresses inside ``host``'s blocks, so a caller can read just those."""
+    found = _Space(network, used).first_free_in_own(blocks, host)
+    return _allocation(found) if found is not None else None
 
 
 def _allocation(ip_int: int, block: Block | None = None) -> Allocation:

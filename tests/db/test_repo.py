@@ -225,3 +225,27 @@ def test_snapshot_after_a_read_in_the_same_session(factory: sessionmaker[Session
         if s.get_bind().dialect.name == "postgresql":
             level = s.execute(text("SHOW transaction_isolation")).scalar()
             assert level == "repeatable read"
+
+
+def test_a_host_skips_addresses_of_its_block_that_others_hold(
+    factory: sessionmaker[Session],
+) -> None:
+    # the allocator looks up only the addresses of the host's own blocks: an address there
+    # held by a reservation (requested, no host) or by another host's endpoint is skipped,
+    # the same address in another network is not
+    with session_scope(factory) as s:
+        repo.create_network(s, "n1", IPv4Network("10.0.0.0/24"))
+        repo.create_network(s, "n2", IPv4Network("10.0.0.0/24"))
+    with session_scope(factory) as s:
+        repo.register_host(s, "h1", A("198.18.0.1"))
+        repo.register_host(s, "h2", A("198.18.0.2"))
+    with session_scope(factory) as s:
+        assert repo.create_endpoint(s, "n1", "a", host="h1")[0].ip == A("10.0.0.2")
+    with session_scope(factory) as s:
+        repo.create_endpoint(s, "n1", "kept", ip=A("10.0.0.3"))
+        repo.create_endpoint(s, "n1", "other", ip=A("10.0.0.4"), host="h2")
+        repo.create_endpoint(s, "n2", "elsewhere", ip=A("10.0.0.5"))
+    with session_scope(factory) as s:
+        assert repo.create_endpoint(s, "n1", "b", host="h1")[0].ip == A("10.0.0.5")
+    with session_scope(factory) as s:
+        assert repo.create_endpoint(s, "n1", "c", host="h2")[0].ip == A("10.0.0.64")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -204,3 +205,26 @@ def test_vni_space_exhausted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ipam, "MAX_VNI", 3)
     with pytest.raises(AddressExhausted, match="VNI"):
         ipam.allocate_vni({1, 2, 3})
+
+
+def test_own_blocks_alone_choose_what_the_whole_network_would() -> None:
+    rng = random.Random(9)
+    network = net("10.0.0.0/24", block_prefix=28)
+    for _ in range(300):
+        hosts = ["h1", "h2", "h3"]
+        blocks = [block(f"10.0.0.{i * 16}/28", rng.choice(hosts))
+                  for i in range(16) if rng.random() < 0.6]  # fmt: skip
+        used = {A(f"10.0.0.{i}") for i in range(256) if rng.random() < rng.random()}
+        mine = [b for b in blocks if b.host == "h1"]
+        inside = {ip for ip in used if any(ip in b.cidr for b in mine)}
+        try:
+            whole: ipam.Allocation | None = ipam.allocate(network, used, blocks, host="h1")
+        except AddressExhausted:
+            whole = None
+        got = ipam.allocate_in_own_blocks(network, inside, blocks, "h1")
+        if got is None:  # h1's blocks are full (or it has none): the whole network decides
+            assert all(ip in used or ip == network.gateway or ip.packed[-1] in (0, 255)
+                       for b in mine for ip in b.cidr)  # fmt: skip
+        else:
+            assert got.block is None and any(got.ip in b.cidr for b in mine)
+            assert whole is None or got == whole
