@@ -5,7 +5,7 @@ Starts a controller on 127.0.0.1 (SQLite in a temp dir, or with ``--postgres`` a
 PostgreSQL server started for the run as tests/db/conftest.py does; free ports; heartbeats
 made irrelevant with ``VXPLANE_HOST_DEAD_AFTER`` since the fleet has no agents), registers N
 hosts (underlay addresses in 198.18.0.0/15; these are API records, no packet goes there),
-creates one network, fills E endpoints per host (``--fill-batch`` items per
+creates one network, fills E endpoints per host (``--fill-batch`` items (default 200) per
 ``POST /api/v1/bindings`` with ``create``, from ``--clients`` threads; ``--fill-batch 0``:
 one create-and-bind call each), then connects the fleet and measures, in this order:
 
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fill-batch",
         type=int,
-        default=500,
+        default=200,
         help=f"endpoints per batch request in the fill (1..{MAX_BATCH}; 0: create-and-bind calls)",
     )
     p.add_argument("--attaches", type=int, default=200)
