@@ -492,6 +492,27 @@ class LinkOps:
         except NetlinkError as exc:
             raise LinkError(f"addresses of {ifname} in {netns}: {exc}") from exc
 
+    def remove_address6(self, ifname: str, netns: str | None, address: IPv6Address) -> None:
+        """Take ``address`` (whatever its prefix length) off ``ifname`` in ``netns``, and the
+        default route via a gateway of its prefix; a no-op if it is not there."""
+        try:
+            with self._ipr(netns) as ipr:
+                index = self._index(ipr, ifname)
+                if index is None:
+                    return
+                for a in ipr.get_addr(index=index, family=AF_INET6):
+                    if IPv6Address(a.get_attr("IFA_ADDRESS")) != address:
+                        continue
+                    prefix = IPv6Interface(f"{address}/{a['prefixlen']}").network
+                    ipr.addr("del", index=index, address=str(address), prefixlen=a["prefixlen"])
+                    for r in ipr.get_routes(family=AF_INET6, dst_len=0, oif=index):
+                        via = r.get_attr("RTA_GATEWAY")
+                        if via is not None and IPv6Address(via) in prefix:
+                            ipr.route("del", dst="::/0", gateway=via, oif=index, family=AF_INET6)
+        except NetlinkError as exc:
+            if exc.code not in (errno.EADDRNOTAVAIL, errno.ESRCH, errno.ENODEV):
+                raise LinkError(f"removing {address} from {ifname} in {netns}: {exc}") from exc
+
     def ipv4_addresses(self, ifname: str, netns: str | None = None) -> list[IPv4Interface]:
         """The IPv4 addresses of ``ifname`` in ``netns``; [] if it is absent."""
         try:

@@ -45,6 +45,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from hostagent.client import ControllerClient, ControllerError
@@ -419,14 +420,22 @@ class Plugger:
         if not ep.ready:
             raise NotReady(f"endpoint {req.network}/{req.name} not ready after {wait}s")
         ids = dict(req.runtime_ids)
-        if ep.ip6 is not None and port.external_ids.get(EXT_IP6) != str(ep.ip6):
-            # plugged by an agent before dual stack, or the last plug did not get so far:
-            # the same configuration again (idempotent) gives the container its IPv6 side
+        given6 = port.external_ids.get(EXT_IP6) or None  # what the container was given
+        want6 = str(ep.ip6) if ep.ip6 is not None else None
+        if given6 is not None and given6 != want6:
+            # the network's subnet6 changed (or went) since: the old address and its default
+            # route go, or the container would keep (and source from) a stale address
+            self.links.remove_address6(req.ifname, req.netns, IPv6Address(given6))
+            ids[EXT_IP6] = ""
+        if want6 is not None and given6 != want6:
+            # plugged by an agent before dual stack, or the last plug did not get so far, or
+            # a new subnet6: the same configuration again (idempotent) gives the container
+            # its IPv6 side
             self.links.configure(
                 req.netns, req.ifname, req.ifname, ep.mac, ep.interface, self.mtu,
                 ep.gateway, ep.interface6, ep.gateway6,
             )  # fmt: skip
-            ids[EXT_IP6] = str(ep.ip6)
+            ids[EXT_IP6] = want6
         if ids:
             self.ovs.set_port_ids(host_if, ids)
         return ep

@@ -333,3 +333,30 @@ def test_trace_of_ipv6_agrees_with_the_real_switches(stack: Stack) -> None:
     got = stack.api.get("/api/v1/networks/blue/trace", params=params, timeout=30).json()
     assert got["verdict"] == "dropped" and got["agree"] is True, got
     assert a["ip6"] == got["src_ip"]
+
+
+def test_a_new_subnet6_replaces_the_address_of_a_replugged_container(stack: Stack) -> None:
+    """PATCH subnet6, then plug the running container again: it has the new address and
+    default route only, not the stale old address beside it (which it would source from)."""
+
+    def global6(name: str) -> list[str]:
+        out = sh(["ip", "-n", f"{PREFIX}{name}", "-6", "-o", "addr", "show", "dev", "eth0",
+                  "scope", "global"])  # fmt: skip
+        return [line.split()[3] for line in out.splitlines()]
+
+    body = {"name": "green", "subnet": SUBNET, "subnet6": "fd00:46:d::/64"}
+    stack.api.post("/api/v1/networks", json=body).raise_for_status()
+    stack.lab.run("h1", f"{PREFIX}g1", "green")
+    stack.lab.run("h2", f"{PREFIX}g2", "green")
+    old = stack.ep("g1", "green")
+    assert global6("g1") == [f"{old['ip6']}/64"]
+    patch = stack.api.patch("/api/v1/networks/green", json={"subnet6": "fd00:46:e::/64"})
+    assert patch.status_code == 200, patch.text
+    for host, name in (("h1", "g1"), ("h2", "g2")):
+        stack.lab.run(host, f"{PREFIX}{name}", "green")  # plugged again, as a runtime would
+    new = stack.ep("g1", "green")
+    assert new["ip6"].startswith("fd00:46:e::") and new["ip6"] != old["ip6"]
+    assert global6("g1") == [f"{new['ip6']}/64"]
+    route = sh(["ip", "-n", f"{PREFIX}g1", "-6", "route", "show", "default"])
+    assert new["gateway6"] in route and old["gateway6"] not in route, route
+    assert stack.ping6("g1", stack.ep("g2", "green")["ip6"])

@@ -428,6 +428,16 @@ class FakeLinks(_Fake):
         return [*dev.addresses6, *([dev.link_local] if dev.link_local else [])]
 
     @verb
+    def remove_address6(self, ifname: str, netns: str | None, address: IPv6Address) -> None:
+        dev = self._ns(netns).get(ifname)
+        if dev is None:
+            return
+        for held in [a for a in dev.addresses6 if a.ip == address]:
+            dev.addresses6.remove(held)
+            if dev.gateway6 is not None and dev.gateway6 in held.network:
+                dev.gateway6 = None
+
+    @verb
     def delete(self, ifname: str, netns: str | None = None) -> None:
         if netns is not None and netns not in self.namespaces:
             return

@@ -6,7 +6,8 @@ fd00:77::/64, gateway 10.1.0.1 and so fd00:77::a01:1)."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, IPv6Interface
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
 
@@ -16,6 +17,7 @@ from hostagent.errors import ControllerUnavailable, LinkError
 from hostagent.model import Endpoint
 from hostagent.plug import EXT_IP, EXT_IP6, PlugRequest, device_names
 from tests.unit.agentfakes import HOST, FakeHost
+from vxcommon.addr6 import gateway6
 
 NS = "c1"
 GREEN_IF = device_names("green", "a")[0]
@@ -117,6 +119,34 @@ def test_replug_gives_an_ipv4_only_plugged_container_its_ipv6_side(host: FakeHos
     assert eth0.gateway6 == IPv6Address("fd00:77::a01:1")
     port = host.ovs.port(GREEN_IF)
     assert port is not None and port.external_ids[EXT_IP6] == "fd00:77::a01:2"
+
+
+@pytest.mark.parametrize("subnet6", ["fd00:78::/64", None])
+def test_replug_after_a_new_subnet6_takes_the_stale_ipv6_address_away(
+    host: FakeHost, subnet6: str | None
+) -> None:
+    """The network's subnet6 was changed (or removed) while the container ran: plugged
+    again, it has the new address (or none) and not the old one beside it."""
+    plugger = host.plugger()
+    plugger.plug(req())
+    eth0 = host.links.dev("eth0", NS)
+    assert eth0.addresses6 == [IPv6Interface("fd00:77::a01:2/64")]
+    net = host.ctl.networks["green"]
+    six = gateway6(IPv6Network(subnet6), IPv4Address(net.gateway)) if subnet6 else None
+    host.ctl.networks["green"] = replace(net, subnet6=subnet6, gateway6=six)
+
+    again = plugger.plug(req())
+
+    assert again.ready and host.links.dev("eth0", NS) is eth0
+    port = host.ovs.port(GREEN_IF)
+    assert port is not None
+    if subnet6 is None:
+        assert eth0.addresses6 == [] and eth0.gateway6 is None
+        assert port.external_ids[EXT_IP6] == ""
+    else:
+        assert eth0.addresses6 == [IPv6Interface("fd00:78::a01:2/64")]
+        assert eth0.gateway6 == IPv6Address("fd00:78::a01:1")
+        assert port.external_ids[EXT_IP6] == "fd00:78::a01:2"
 
 
 def test_replug_of_a_labelled_container_does_not_configure_again(host: FakeHost) -> None:
