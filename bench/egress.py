@@ -2,11 +2,12 @@
 
 Run as root: ``.venv/bin/python -m bench.egress [--seconds 5] [--repeats 5]``.
 A controller (SQLite) and a 1-host lab (prefix ``beg-``, underlay 198.18.17.0/24, ports
-19270/17470), an external network with one container on the host, and an iperf3 server in
-the lab's outside namespace. Alternated ``--repeats`` times, one TCP stream each:
+19270/17470), an external dual-stack network with one container on the host, and an iperf3
+server in the lab's outside namespace. Alternated ``--repeats`` times, one TCP stream each,
+over IPv4 and over IPv6 (to the outside's ``outside_ip6``):
 
-- gateway: container -> br-int (conntrack SNAT to the egress address) -> vxgw0 -> the host's
-  kernel forwards -> br-phy -> fabric -> outside;
+- gateway: container -> br-int (conntrack SNAT to the egress address, or to egress6) ->
+  vxgw0 -> the host's kernel forwards -> br-phy -> fabric -> outside;
 - host: the host's own socket -> br-phy -> fabric -> outside (what the host gets alone).
 
 Prints medians and their ratio, and writes JSON to ``bench/results/egress-<time>.json``.
@@ -73,28 +74,43 @@ def main(argv: list[str] | None = None) -> int:
     with controller_and_lab(
         tmp, prefix=PREFIX, underlay=UNDERLAY, api_port=API_PORT, openflow_port=OF_PORT, hosts=1
     ) as (lab, _ctl, api):
-        body = {"name": "out", "subnet": "10.70.0.0/24", "external": True}
+        body = {"name": "out", "subnet": "10.70.0.0/24", "external": True,
+                "subnet6": "fd00:70::/64"}  # fmt: skip
         api.post("/api/v1/networks", json=body).raise_for_status()
         host = lab.host_name(1)
         lab.run(host, f"{PREFIX}c", "out")
         status = lab.status()
         outside, outside_ip = status["outside"], status["outside_ip"]
-        gateway, own = [], []
+        outside_ip6 = status["outside_ip6"]
+        gateway, own, gateway6, own6 = [], [], [], []
         for _ in range(args.repeats):
             gateway.append(iperf(f"{PREFIX}c", outside, outside_ip, args.seconds))
             own.append(iperf(host, outside, outside_ip, args.seconds))
+            gateway6.append(iperf(f"{PREFIX}c", outside, outside_ip6, args.seconds))
+            own6.append(iperf(host, outside, outside_ip6, args.seconds))
         med_g, med_h = statistics.median(gateway), statistics.median(own)
+        med_g6, med_h6 = statistics.median(gateway6), statistics.median(own6)
         result.update(
             gateway_mbps=gateway,
             host_mbps=own,
             median_gateway_mbps=med_g,
             median_host_mbps=med_h,
             ratio=med_g / med_h,
+            gateway6_mbps=gateway6,
+            host6_mbps=own6,
+            median_gateway6_mbps=med_g6,
+            median_host6_mbps=med_h6,
+            ratio6=med_g6 / med_h6,
         )
     print(f"TCP to the outside, one stream, {args.repeats} x {args.seconds} s alternated:")
-    print(f"  through the gateway (SNAT): median {med_g:.0f} Mbit/s  {[round(x) for x in gateway]}")
-    print(f"  the host's own:             median {med_h:.0f} Mbit/s  {[round(x) for x in own]}")
-    print(f"  ratio {med_g / med_h:.2f}")
+    for family, g, h, gs, hs in (
+        ("IPv4", med_g, med_h, gateway, own),
+        ("IPv6", med_g6, med_h6, gateway6, own6),
+    ):
+        runs_g, runs_h = [round(x) for x in gs], [round(x) for x in hs]
+        print(f"  {family} through the gateway (SNAT): median {g:.0f} Mbit/s  {runs_g}")
+        print(f"  {family} the host's own:             median {h:.0f} Mbit/s  {runs_h}")
+        print(f"  {family} ratio {g / h:.2f}")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"egress-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -127,6 +127,8 @@ class Host:
     ``egress_ip`` and ``gateway_port``: the host's egress address (its agent's
     ``--egress-ip``) and the OpenFlow port of its gateway port into its own stack; external
     networks' endpoints leave through them (None: this host gives no external access).
+    ``egress_ip6`` (``--egress-ip6``, only with ``egress_ip``): the IPv6 address the
+    endpoints of external dual-stack networks leave with (None: no IPv6 way out here).
     """
 
     name: str
@@ -136,6 +138,7 @@ class Host:
     last_seen: datetime | None = None
     egress_ip: IPv4Address | None = None
     gateway_port: int | None = None
+    egress_ip6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

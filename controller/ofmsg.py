@@ -100,7 +100,9 @@ def _ct(a: Ct) -> Any:
         inner.append(parser.OFPActionSetField(ct_mark=a.mark))
     if a.nat is not None:
         kw: dict[str, Any] = {}
-        if a.nat.ip:
+        if a.nat.ip and ":" in a.nat.ip:
+            kw.update(range_ipv6_min=a.nat.ip, range_ipv6_max=a.nat.ip)
+        elif a.nat.ip:
             kw.update(range_ipv4_min=a.nat.ip, range_ipv4_max=a.nat.ip)
         if a.nat.port_lo:
             kw.update(range_proto_min=a.nat.port_lo, range_proto_max=a.nat.port_hi)

@@ -35,8 +35,10 @@ What it models, as Open vSwitch does it:
 - IPv6 as far as the pipeline uses it: addresses, ICMPv6 type and code, and neighbour
   discovery's target, link-layer options, reserved field (flags) and option type, with
   OVS's prerequisites (a write to the target link-layer address needs a match on an
-  advertisement, type 136: a flow matching a solicitation cannot set it). IPv6 is not
-  tracked (``ct`` marks it invalid) and the hop limit is not modelled.
+  advertisement, type 136: a flow matching a solicitation cannot set it). IPv6 is tracked
+  and translated as IPv4 is (a connection's tuple carries its family; ``nat`` to an IPv6
+  address needs a match on eth_type=0x86dd); other ethertypes are marked invalid by
+  ``ct``. The hop limit is not modelled.
 - A :class:`Fabric` joins switches by their flow-based VXLAN port, so a packet can be
   followed from one host to another.
 
@@ -143,7 +145,7 @@ INNER_FIELDS: tuple[str, ...] = (
     "nd_options_type",
 )
 MAX_RECIRCULATIONS = 16
-NAT_FIELDS = ("ipv4_src", "ipv4_dst", *L4_FIELDS)
+NAT_FIELDS = ("ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", *L4_FIELDS)
 VXLAN_VNI_BITS = 24
 MAX_TABLE = 254
 
@@ -349,14 +351,16 @@ def _validate_ct(f: Flow, a: Ct, *, last: bool, eth_type: MatchValue | None) -> 
         if not last or f.goto is not None:
             raise FlowRejected("a recirculating ct must be the flow's last action, no goto")
     if a.nat is not None:
-        if eth_type != ETH_IP:
-            raise FlowRejected("ct nat needs a match on eth_type=0x0800")
+        if eth_type not in (ETH_IP, ETH_IPV6):
+            raise FlowRejected("ct nat needs a match on eth_type=0x0800 or 0x86dd")
         if a.nat.kind not in ("", "src", "dst"):
             raise FlowRejected(f"ct nat kind {a.nat.kind!r}")
         if a.nat.kind and not a.commit:
             raise FlowRejected("ct nat(src|dst=...) needs commit")
-        if a.nat.kind:
+        if a.nat.kind and eth_type == ETH_IP:
             IPv4Address(a.nat.ip)
+        elif a.nat.kind:  # OVS takes it, and conntrack never translates across families
+            IPv6Address(a.nat.ip)
         if not 0 <= a.nat.port_lo <= a.nat.port_hi <= 0xFFFF:
             raise FlowRejected(f"ct nat ports {a.nat.port_lo}-{a.nat.port_hi}")
     if a.mark is not None:
@@ -365,7 +369,8 @@ def _validate_ct(f: Flow, a: Ct, *, last: bool, eth_type: MatchValue | None) -> 
         to_int("ct_mark", a.mark)
 
 
-Tuple5 = tuple[int, int, int, int, int]  # source, destination, protocol, source port, dest port
+# source, destination, protocol, source port, destination port, ethertype (the family)
+Tuple5 = tuple[int, int, int, int, int, int]
 
 
 @dataclass
@@ -412,44 +417,56 @@ def _ports(pkt: Mapping[str, int]) -> tuple[str, str] | None:
     return None
 
 
+def _addresses(eth_type: int) -> tuple[str, str]:
+    return ("ipv6_src", "ipv6_dst") if eth_type == ETH_IPV6 else ("ipv4_src", "ipv4_dst")
+
+
 def five_tuple(pkt: Mapping[str, int]) -> Tuple5:
-    """(source, destination, protocol, source port, destination port) of an IPv4 packet."""
+    """(source, destination, protocol, source port, destination port, ethertype) of an
+    IPv4 or IPv6 packet."""
     ports = _ports(pkt)
     sport, dport = (pkt.get(ports[0], 0), pkt.get(ports[1], 0)) if ports else (0, 0)
-    return (pkt["ipv4_src"], pkt["ipv4_dst"], pkt.get("ip_proto", 0), sport, dport)
+    src, dst = _addresses(pkt["eth_type"])
+    return (pkt[src], pkt[dst], pkt.get("ip_proto", 0), sport, dport, pkt["eth_type"])
 
 
 def _rewrite(pkt: dict[str, int], t: Tuple5) -> None:
-    pkt["ipv4_src"], pkt["ipv4_dst"] = t[0], t[1]
+    src, dst = _addresses(t[5])
+    pkt[src], pkt[dst] = t[0], t[1]
     ports = _ports(pkt)
     if ports:
         pkt[ports[0]], pkt[ports[1]] = t[3], t[4]
 
 
 def _inverse(t: Tuple5) -> Tuple5:
-    return (t[1], t[0], t[2], t[4], t[3])
+    return (t[1], t[0], t[2], t[4], t[3], t[5])
+
+
+def _nat_ip(nat_ip: str, eth_type: int) -> int:
+    return int(IPv6Address(nat_ip) if eth_type == ETH_IPV6 else IPv4Address(nat_ip))
 
 
 def _commit(track: Conntrack, a: Ct, t: Tuple5) -> Conn:
-    src, dst, proto, sport, dport = t
+    src, dst, proto, sport, dport, family = t
     nat = a.nat
     reply: Tuple5 = _inverse(t)
     if nat is not None and nat.kind == "src":
-        ip = int(IPv4Address(nat.ip))
+        ip = _nat_ip(nat.ip, family)
         if proto in (IP_TCP, IP_UDP) and nat.port_lo:
             lo, hi = nat.port_lo, nat.port_hi
             tries = ([sport] if lo <= sport <= hi else []) + list(range(lo, hi + 1))
             port = next(
-                (p for p in tries if not track.taken(a.zone, (dst, ip, proto, dport, p))), None
+                (p for p in tries if not track.taken(a.zone, (dst, ip, proto, dport, p, family))),
+                None,
             )
             if port is None:
                 raise AssertionError(f"zone {a.zone}: source ports {lo}-{hi} exhausted")
         else:
             port = sport
-        reply = (dst, ip, proto, dport, port)
+        reply = (dst, ip, proto, dport, port, family)
     elif nat is not None and nat.kind == "dst":
-        ip = int(IPv4Address(nat.ip))
-        reply = (ip, src, proto, nat.port_lo or dport, sport)
+        ip = _nat_ip(nat.ip, family)
+        reply = (ip, src, proto, nat.port_lo or dport, sport, family)
     conn = Conn(a.zone, t, reply, a.mark or 0)
     track.conns.append(conn)
     return conn
@@ -663,7 +680,7 @@ class Switch:
 
     def _ct(self, a: Ct, pkt: dict[str, int]) -> None:
         """Run ``pkt`` through conntrack as the ``ct`` action ``a`` says."""
-        if pkt.get("eth_type") != ETH_IP:
+        if pkt.get("eth_type") not in (ETH_IP, ETH_IPV6):
             pkt.update(ct_state=CT_TRK | CT_INV, ct_zone=a.zone, ct_mark=0)
             return
         t = five_tuple(pkt)

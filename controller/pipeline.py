@@ -27,7 +27,8 @@ MAC and ip6, delivery to ip6, blocks as prefix::block/(96 + n), /128 exceptions)
 same IPv4 VXLAN tunnels, and:
 
  11 ND6         a neighbour solicitation for an address of the network (one masked flow per
-                network) becomes an advertisement (type, flags, option type) -> ND6_REPLY.
+                network; one more above it for gateway6, with the router flag) becomes an
+                advertisement (type, flags, option type) -> ND6_REPLY.
  12 ND6_REPLY   one flow: the advertisement's MAC (0a:58 + the target's low 32 bits, by
                 register moves), addresses swapped, out the port it came in on.
 
@@ -66,6 +67,21 @@ same CIDR on one host never mix:
                 ct_mark = CT_MARK_SNAT); +new, +est and +rel leave on the gateway port from
                 the egress MAC to vxgw0's MAC (0a:5a + egress IP); +inv is dropped.
 
+IPv6 external access (``_gateway6_flows``; a host with ``Host.egress_ip6`` as well, its
+external networks with a ``subnet6``): every gateway table above has an IPv6 twin matching
+eth_type 0x86dd, in the same zone with the same port range (conntrack keeps the families
+apart), from the same egress MAC out the same gateway port:
+
+  0 CLASSIFY    from the gateway port: IPv6 to egress6 -> GW_IN (the host's kernel knows
+                egress6 on vxgw0 by a permanent neighbour entry: no ND flow).
+ 20 GW_IN       a published host port -> its zone; the rest -> the first zone (IPv6 chain).
+ 21 GW_CT       +est/+rel in zone Z to Z's endpoints (prefix::subnet) -> LOCAL; a miss ->
+                the next zone with a dual-stack network; a new connection to a published
+                port -> ct(commit, nat(dst=endpoint ip6:port), CT_MARK_DNAT) and delivered.
+ 40 REMOTE      a miss from a local port -> EGRESS.
+ 50 EGRESS      to the network's own prefix or to multicast: dropped; the rest -> ct.
+ 51 EGRESS_CT   +new: ct(commit, nat(src=egress6:the zone's port range), CT_MARK_SNAT).
+
 Network policy (``controller.policy``; Kubernetes NetworkPolicy semantics): a local endpoint
 a policy of its network selects (isolated for ingress, egress or both) has both directions
 tracked in its network's policy zone (``policy.policy_zone``: 0x8000 | (VNI & 0x7fff)):
@@ -96,7 +112,7 @@ Registers, metadata and connection marks (network policy builds on these; keep t
   reg6          1: the packet came from a local endpoint's port (CLASSIFY); 0: tunnel or
                 gateway port
   reg1-reg5, reg7   free
-  ct_zone       one per external network (16 bits; zone 0 is never used)
+  ct_zone       one per external network, for both families (16 bits; zone 0 never used)
   ct_mark       bit 0 (CT_MARK_SNAT): committed by EGRESS_CT, an endpoint's connection
                 out; bit 1 (CT_MARK_DNAT): committed by GW_CT, a connection in to a published
                 port; bit 2 (policy.CT_MARK_POLICY): committed by a policy stage (in the
@@ -104,8 +120,9 @@ Registers, metadata and connection marks (network policy builds on these; keep t
                 connection any more, its replies are dropped; bits 4-31 free
   conj_id       the conjunction a policy check completed (POL_OUT_CT, POL_IN_CT)
   ct_label      free
-  IPv6          never sent through ct (policy and NAT are IPv4; an endpoint a policy
-                isolates gets no IPv6 data flows)
+  IPv6          through ct only in the gateway tables (external networks: the same zones
+                and marks as IPv4); policy is IPv4 only (an endpoint a policy isolates
+                gets no IPv6 data flows)
   tables        1-4, 6-9, 13-19, 24-29, 33-39, 41-49, 52-254 free
 
 SNAT source ports: 32768-65535, 512 per zone (``model.snat_ports``): conntrack in the
@@ -123,7 +140,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Protocol
 
 from controller.flows import (
@@ -150,14 +167,18 @@ from controller.model import (
     Endpoint,
     Host,
     Network,
+    Publication,
     Snapshot,
     mac_for_ip,
     snat_ports,
 )
 from controller.pipeline6 import (
+    ETH_IPV6,
     base_flows6,
     embed_net,
+    gateway_nd,
     local_endpoint6,
+    masked6,
     nd_responder,
     route6,
 )
@@ -283,6 +304,7 @@ def desired_flows(
         if net.subnet6 is not None:
             dual = True
             flows.append(nd_responder(net.vni, net.subnet6, net.subnet, PRIO_NORMAL))
+            flows.append(gateway_nd(net.vni, net.subnet6, net.gateway, PRIO_EXCEPTION))
     if dual:
         flows.extend(base_flows6(T_CLASSIFY, PRIO_EXCEPTION))
     guarded: dict[str, tuple[Network, list[Endpoint]]] = {}
@@ -527,11 +549,18 @@ def gateway_flows(host: Host, local: Iterable[tuple[Network, Endpoint]]) -> list
         nxt = zones[i + 1] if i + 1 < len(zones) else None
         out.extend(_zone_flows(net.vni, net.zone or 0, net.subnet, str(net.gateway), nxt))
         out.extend(_egress_flows(net.vni, net.zone or 0, net.subnet, egress, port))
-    published = {(net.name, pub.endpoint): pub for net in ordered for pub in net.publications}
+    if host.egress_ip6 is not None:
+        out.extend(_gateway6_flows(str(host.egress_ip6), egress, port, ordered))
+    published: dict[tuple[str, str], list[Publication]] = {}
+    for net in ordered:
+        for pub in net.publications:
+            published.setdefault((net.name, pub.endpoint), []).append(pub)
     if published:
+        egress6 = str(host.egress_ip6) if host.egress_ip6 is not None else None
         for net, ep in local:
-            pub = published.get((net.name, ep.name))
-            if pub is not None and net.name in nets:
+            if net.name not in nets:
+                continue
+            for pub in published.get((net.name, ep.name), ()):
                 out.extend(
                     _publication_flows(
                         net.vni,
@@ -544,6 +573,17 @@ def gateway_flows(host: Host, local: Iterable[tuple[Network, Endpoint]]) -> list
                         pub.proto,
                     )  # fmt: skip
                 )
+                if egress6 is not None and net.subnet6 is not None:
+                    out.extend(
+                        _publication_flows6(
+                            net.zone or 0,
+                            egress6,
+                            str(embed(net.subnet6, ep.ip)),
+                            pub.host_port,
+                            pub.port,
+                            pub.proto,
+                        )
+                    )
     return out
 
 
@@ -696,6 +736,146 @@ def _egress_flows(
             out,
         ),
     )
+
+
+# -- the distributed gateway for IPv6 (external dual-stack networks) ---------------------------
+
+
+def _gateway6_flows(egress6: str, egress: str, port: int, ordered: list[Network]) -> list[Flow]:
+    """The IPv6 twins of the gateway's flows for the external dual-stack networks of
+    ``ordered`` (by zone): IPv6 leaves translated to ``egress6``, from the same egress MAC
+    and out the same gateway port as IPv4; replies try the zones in turn."""
+    nets = [n for n in ordered if n.subnet6 is not None and n.zone]
+    if not nets:
+        return []
+    zones = [n.zone or 0 for n in nets]
+    out: list[Flow] = [
+        flow(
+            T_CLASSIFY,
+            PRIO_NORMAL,
+            {"in_port": port, "eth_type": ETH_IPV6, "ipv6_dst": egress6},
+            goto=T_GW_IN,
+        ),
+        flow(T_GW_IN, PRIO_NORMAL, {"eth_type": ETH_IPV6}, [Ct(zones[0], T_GW_CT, nat=Nat())]),
+    ]
+    for i, net in enumerate(nets):
+        assert net.subnet6 is not None
+        nxt = zones[i + 1] if i + 1 < len(zones) else None
+        ours = embed_net(net.subnet6, net.subnet)
+        out.extend(_zone_flows6(net.vni, zones[i], ours, str(net.gateway), nxt))
+        out.extend(_egress_flows6(net.vni, zones[i], net.subnet6, egress6, egress, port))
+    return out
+
+
+@lru_cache(maxsize=CACHE)
+def _publication_flows6(
+    zone: int, egress6: str, ip6: str, host_port: int, port: int, proto: str
+) -> tuple[Flow, ...]:
+    """GW_IN and GW_CT for one published port over IPv6 (``_publication_flows``' twins:
+    the endpoint's ip6 behind the host's IPv6 egress address; ``_zone_flows6`` delivers)."""
+    ip_proto, dst = (IP_TCP, "tcp_dst") if proto == "tcp" else (IP_UDP, "udp_dst")
+    match: dict[str, MatchValue] = {"eth_type": ETH_IPV6, "ip_proto": ip_proto, dst: host_port}
+    dnat = Ct(zone, T_GW_CT, commit=True, nat=Nat("dst", ip6, port, port), mark=CT_MARK_DNAT)
+    new = (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV)
+    return (
+        flow(T_GW_IN, PRIO_EXCEPTION, match, [Ct(zone, T_GW_CT, nat=Nat())]),
+        flow(
+            T_GW_CT,
+            PRIO_EXCEPTION,
+            {**match, "ct_zone": zone, "ct_state": new, "ipv6_dst": egress6},
+            [dnat],
+        ),
+    )
+
+
+@lru_cache(maxsize=CACHE)
+def _zone_flows6(
+    vni: int, zone: int, ours: IPv6Network, gateway: str, next_zone: int | None
+) -> tuple[Flow, ...]:
+    """GW_CT for one zone's IPv6: deliver its replies (to the endpoints' addresses,
+    ``ours``), else try the next zone."""
+    deliver: list[Action] = [SetField("eth_src", mac_for_ip(IPv4Address(gateway)))]
+    meta = (vni, META_MASK)
+    base: dict[str, MatchValue] = {"eth_type": ETH_IPV6, "ct_zone": zone, "ipv6_dst": masked6(ours)}
+    out = [
+        flow(
+            T_GW_CT,
+            PRIO_NORMAL - i,
+            {**base, "ct_state": (bit | CT_TRK, bit | CT_TRK)},
+            deliver,
+            write_metadata=meta,
+            goto=T_LOCAL,
+        )
+        for i, bit in enumerate((CT_EST, CT_REL))
+    ]
+    out.append(  # a new connection to a published port, after its translation
+        flow(
+            T_GW_CT,
+            PRIO_NORMAL - 2,
+            {
+                **base,
+                "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV),
+                "ct_mark": (CT_MARK_DNAT, CT_MARK_DNAT),
+            },
+            deliver,
+            write_metadata=meta,
+            goto=T_LOCAL,
+        )
+    )
+    if next_zone is not None:
+        out.append(
+            flow(
+                T_GW_CT,
+                PRIO_FALLTHROUGH,
+                {"eth_type": ETH_IPV6, "ct_zone": zone},
+                [Ct(next_zone, T_GW_CT, nat=Nat())],
+            )
+        )
+    return tuple(out)
+
+
+@lru_cache(maxsize=CACHE)
+def _egress_flows6(
+    vni: int, zone: int, subnet6: IPv6Network, egress6: str, egress: str, port: int
+) -> tuple[Flow, ...]:
+    """REMOTE's IPv6 fallthrough to EGRESS, and EGRESS/EGRESS_CT for one network's IPv6:
+    the same zone and source ports as its IPv4 (conntrack keeps the families apart)."""
+    lo, hi = snat_ports(zone)
+    ip = IPv4Address(egress)
+    out: list[Action] = [
+        SetField("eth_src", mac_for_ip(ip, EGRESS_MAC_PREFIX)),
+        SetField("eth_dst", mac_for_ip(ip, GATEWAY_PORT_MAC_PREFIX)),
+        Output(port),
+    ]
+    meta: dict[str, MatchValue] = {"metadata": vni, "eth_type": ETH_IPV6}
+    snat = Ct(zone, commit=True, nat=Nat("src", egress6, lo, hi), mark=CT_MARK_SNAT)
+    return (
+        flow(T_REMOTE, PRIO_EGRESS, {**meta, FROM_LOCAL_REG: 1}, goto=T_EGRESS),
+        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv6_dst": masked6(subnet6)}),
+        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv6_dst": masked6(MULTICAST6)}),
+        flow(T_EGRESS, PRIO_NORMAL, meta, [Ct(zone, T_EGRESS_CT, nat=Nat())]),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL,
+            {**meta, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV)},
+            [snat, *out],
+        ),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL - 1,
+            {**meta, "ct_state": (CT_EST | CT_TRK, CT_EST | CT_TRK | CT_INV)},
+            out,
+        ),
+        flow(
+            T_EGRESS_CT,
+            PRIO_NORMAL - 2,
+            {**meta, "ct_state": (CT_REL | CT_TRK, CT_REL | CT_TRK | CT_INV)},
+            out,
+        ),
+    )
+
+
+MULTICAST6 = IPv6Network("ff00::/8")
 
 
 def _masked(net: IPv4Network) -> str | tuple[str, str]:

@@ -19,8 +19,9 @@ same IPv4 VXLAN tunnels. Added tables:
                 no router advertisement is needed).
  11 ND6         a solicitation (ICMPv6 135, code 0) whose target is an address of the
                 network (prefix::subnet, one masked match per network, as ARP) becomes an
-                advertisement: type 136, flags solicited + override, option type 2
-                (target link-layer address) -> ND6_REPLY. OVS refuses to write the
+                advertisement: type 136, flags solicited + override (+ router for
+                gateway6, one exact flow above), option type 2 (target link-layer
+                address) -> ND6_REPLY. OVS refuses to write the
                 target link-layer address in a flow that matches a solicitation, hence
                 two tables (measured, ../shared/ovs-facts.md section 5).
  12 ND6_REPLY   one flow for every network: eth_dst = the requester, eth_src and the
@@ -30,21 +31,23 @@ same IPv4 VXLAN tunnels. Added tables:
  30 LOCAL       IPv6 to a local endpoint's ip6 -> eth_dst = its MAC, out its port.
  40 REMOTE      IPv6 to a block of another host (or a moved endpoint's /128) -> tunnel.
 
-Flows: per network 1 (ND6), per local endpoint 4, per remote block or moved endpoint 1,
+Flows: per network 2 (ND6: the subnet's, and gateway6's with the router flag: it is every
+endpoint's default router), per local endpoint 4, per remote block or moved endpoint 1,
 plus 11 for the whole switch (8 CLASSIFY drops, ND6_REPLY's rewrite, the two tables' default
 drops) while some network is dual
 stack. Not done here: IPv6 of endpoints a network policy isolates is dropped (policies
 are compiled for IPv4 only: fail closed, not open); link-local unicast between endpoints
-is not delivered (only ND uses it); external access (egress, published ports) is IPv4.
+is not delivered (only ND uses it). External access over IPv6 (egress to the host's
+egress6, published ports) is in ``pipeline``'s gateway (``_gateway6_flows``).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from ipaddress import IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from controller.flows import OFPP_IN_PORT, Action, Flow, MatchValue, Output, RegMove, SetField, flow
-from vxcommon.addr6 import link_local
+from vxcommon.addr6 import embed, link_local
 
 T_ND6 = 11
 T_ND6_REPLY = 12
@@ -54,6 +57,7 @@ ICMP6_MLD = (130, 131, 132, 143)  # query, v1 report, done, v2 report
 ICMP6_RS, ICMP6_RA, ICMP6_NS, ICMP6_NA, ICMP6_REDIRECT = 133, 134, 135, 136, 137
 DROPPED_ICMP6 = (*ICMP6_MLD, ICMP6_RS, ICMP6_RA, ICMP6_NA, ICMP6_REDIRECT)
 NA_FLAGS = 0x60000000  # solicited + override (router: no)
+NA_ROUTER = 0x80000000  # the gateway's advertisement: router
 ND_OPT_TLL = 2  # target link-layer address
 MAC_PREFIX = "0a:58:00:00:00:00"
 META_MASK = 0xFFFFFFFFFFFFFFFF
@@ -110,6 +114,30 @@ def nd_responder(vni: int, subnet6: IPv6Network, subnet: IPv4Network, prio: int)
         [
             SetField("icmpv6_type", ICMP6_NA),
             SetField("nd_reserved", NA_FLAGS),
+            SetField("nd_options_type", ND_OPT_TLL),
+        ],
+        goto=T_ND6_REPLY,
+    )
+
+
+@lru_cache(maxsize=1 << 16)
+def gateway_nd(vni: int, subnet6: IPv6Network, gateway: IPv4Address, prio: int) -> Flow:
+    """ND6 for the network's gateway6 (above ``nd_responder``): the same advertisement with
+    the router flag, since gateway6 is every endpoint's default router."""
+    return flow(
+        T_ND6,
+        prio,
+        {
+            "metadata": vni,
+            "eth_type": ETH_IPV6,
+            "ip_proto": IP_ICMPV6,
+            "icmpv6_type": ICMP6_NS,
+            "icmpv6_code": 0,
+            "ipv6_nd_target": str(embed(subnet6, gateway)),
+        },
+        [
+            SetField("icmpv6_type", ICMP6_NA),
+            SetField("nd_reserved", NA_FLAGS | NA_ROUTER),
             SetField("nd_options_type", ND_OPT_TLL),
         ],
         goto=T_ND6_REPLY,

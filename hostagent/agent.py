@@ -80,7 +80,7 @@ class Agent:
         self.dpid = self.ovs.bridge_dpid(self.bridge)
         self.tunnel_port = self.ovs.wait_ofport(TUNNEL_PORT)
         if s.egress_ip is not None:
-            self.gateway_port = ensure_gateway(self.ovs, self.bridge, s.egress_ip)
+            self.gateway_port = ensure_gateway(self.ovs, self.bridge, s.egress_ip, s.egress_ip6)
         log.info(
             "host %s: bridge %s ready (datapath %s, dpid %016x, tunnel ofport %d, controllers %s)",
             self.host, self.bridge, spec.datapath_type, self.dpid, self.tunnel_port,
@@ -108,6 +108,8 @@ class Agent:
             cluster_id=None if adopt else kept,
             egress_ip=str(self.settings.egress_ip) if self.gateway_port else None,
             gateway_port=self.gateway_port,
+            egress_ip6=str(self.settings.egress_ip6)
+            if self.gateway_port and self.settings.egress_ip6 else None,
         )  # fmt: skip
         joined = answer.get("cluster_id")
         if joined and joined != kept:

@@ -232,6 +232,7 @@ class ControllerClient:
         cluster_id: str | None = None,
         egress_ip: str | None = None,
         gateway_port: int | None = None,
+        egress_ip6: str | None = None,
     ) -> dict[str, Any]:
         """Register or update this host (``PUT /api/v1/hosts/{name}``); returns the Host with
         the controller's ``cluster_id``. With ``cluster_id``, ControllerError 409 (nothing
@@ -245,6 +246,8 @@ class ControllerClient:
             body["cluster_id"] = cluster_id
         if egress_ip is not None and gateway_port is not None:
             body.update(egress_ip=egress_ip, gateway_port=gateway_port)
+            if egress_ip6 is not None:
+                body["egress_ip6"] = egress_ip6
         return self._call("PUT", f"{API}/hosts/{_seg(name)}", json=body).json()
 
     def list_controllers(self) -> list[dict[str, Any]]:

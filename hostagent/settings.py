@@ -9,7 +9,7 @@ agent reads arguments or the environment.
 from __future__ import annotations
 
 import grp
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -71,6 +71,13 @@ class AgentSettings(BaseSettings):
         description="a spare address of one of this host's subnets that external networks' "
         "endpoints leave with (the host answers ARP for it and routes it into its gateway "
         "port vxgw0) [default: none; this host gives no external access]",
+    )
+    egress_ip6: IPv6Address | None = Field(
+        None,
+        description="with --egress-ip: a spare IPv6 address of one of this host's IPv6 "
+        "subnets that external dual-stack networks' endpoints leave with over IPv6 (the host "
+        "answers neighbour solicitations for it and routes it into vxgw0) [default: none; "
+        "no IPv6 way out]",
     )
     bridge: str = Field("br-int", description="integration bridge")
     ovsdb: str = Field(
@@ -204,6 +211,13 @@ class AgentSettings(BaseSettings):
     def _egress(self) -> AgentSettings:
         if self.egress_ip is not None and self.egress_ip == self.underlay_ip:
             raise ValueError("--egress-ip must not be the underlay address (the kernel owns it)")
+        if self.egress_ip6 is not None and self.egress_ip is None:
+            raise ValueError("--egress-ip6 needs --egress-ip (the gateway port it leaves by)")
+        if self.egress_ip6 is not None and (
+            self.egress_ip6.is_link_local or self.egress_ip6.is_multicast
+            or self.egress_ip6.is_loopback or self.egress_ip6.is_unspecified
+        ):  # fmt: skip
+            raise ValueError(f"--egress-ip6 {self.egress_ip6}: needs a unicast global address")
         return self
 
     @model_validator(mode="after")

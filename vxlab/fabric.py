@@ -9,8 +9,8 @@ root namespace, and the warm-up that teaches each host's OVS its neighbours.
         |  veth <prefix>h1u <-> <prefix>h1f  ...  one per host; in the host it is "underlay"
     <prefix>h1 ns: the host (its OVS puts "underlay" on br-phy: see ``vxlab.ovsd``)
     <prefix>outside ns: "the outside world", eth0 on the fabric bridge (veth <prefix>o <->
-        <prefix>of): an address of the underlay and nothing else, so it routes to the
-        hosts but knows no overlay subnet (``ensure_outside``)
+        <prefix>of): an address of the underlay (and its IPv6 twin) and nothing else, so it
+        routes to the hosts but knows no overlay subnet (``ensure_outside``)
 
 ``arp_ignore=1`` in each host namespace (and on the root veth) stops the kernel answering
 underlay ARP on the veth with the veth's MAC, which OVS's userspace tunnel would learn as the
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface
 
 from vxlab.errors import LabError
 from vxlab.proc import run
@@ -74,13 +74,17 @@ def ensure_fabric(ns: str, root_veth: str, root_ip: IPv4Interface, underlay: IPv
     run(["ip", "link", "set", root_veth, "up"])
 
 
-def ensure_outside(ns: str, fabric_ns: str, veth: str, address: IPv4Interface) -> None:
-    """The outside namespace ``ns``: ``eth0`` (``address``) on the fabric bridge, TX checksum
-    offload off, a loopback, and no route but its own subnet's (idempotent)."""
+def ensure_outside(
+    ns: str, fabric_ns: str, veth: str, address: IPv4Interface, address6: IPv6Interface
+) -> None:
+    """The outside namespace ``ns``: ``eth0`` (``address`` and ``address6``) on the fabric
+    bridge, TX checksum offload off, a loopback, and no route but its own subnets'
+    (idempotent)."""
     if not netns_exists(ns):
         run(["ip", "netns", "add", ns])
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     if link_exists("eth0", ns):
+        run(["ip", "-n", ns, "-6", "addr", "replace", str(address6), "dev", "eth0", "nodad"])
         return
     run(["ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}f"])
     run(["ip", "link", "set", f"{veth}f", "netns", fabric_ns])
@@ -89,6 +93,7 @@ def ensure_outside(ns: str, fabric_ns: str, veth: str, address: IPv4Interface) -
     run(["ip", "link", "set", veth, "netns", ns, "name", "eth0"])
     run(["ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"])
     run(["ip", "-n", ns, "addr", "add", str(address), "dev", "eth0"])
+    run(["ip", "-n", ns, "-6", "addr", "add", str(address6), "dev", "eth0", "nodad"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
 
 

@@ -14,11 +14,18 @@ Layout (prefix ``lab-``, underlay ``198.18.0.0/24``)::
     lab-outside ns: 198.18.0.253/24 on the fabric: the outside world for external networks;
         it knows the underlay subnet only, no overlay subnet
 
+The fabric also carries IPv6: every underlay address a.b.c.d has an IPv6 twin
+``fdfa::a.b.c.d`` (prefix ``fdfa::/96`` plus the IPv4 address, the prefix length 96 + the
+underlay's), set on each host's br-phy and on the outside's eth0 (``outside_ip6``); the root
+namespace keeps IPv6 off.
+
 Each host's agent gets an egress address, ``--egress-ip`` (host i: the underlay's address
 100 + i, 198.18.0.101 for h1), that external networks' containers leave with (see
 docs/architecture.md, "External access"); ``status()`` lists it per host, and the outside's
 address as ``outside_ip``. An underlay too small for them (under /24) gets no egress
-addresses.
+addresses. The agent also gets the egress address's IPv6 twin, ``--egress-ip6`` (fdfa::
+198.18.0.101 for h1: a spare address of the fabric's IPv6 prefix, which the host answers
+neighbour solicitations for), and ``status()`` lists it as ``egress_ip6``.
 
 With ``up(tls=True)`` OpenFlow runs over TLS: the lab makes a CA and certificates in
 ``<state_dir>/pki`` (``controller.pki``: ``controller.pem`` for the controller, with the
@@ -54,7 +61,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface
 from typing import Any
 
 import httpx
@@ -71,6 +78,7 @@ log = logging.getLogger(__name__)
 PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,8}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_HOSTS = 99
+FABRIC6 = IPv6Address("fdfa::")  # the fabric's IPv6 prefix (/96): fdfa:: + the IPv4 address
 OVS_DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # in stopping order
 
 
@@ -107,6 +115,11 @@ class Lab:
         self.outside_ns = f"{prefix}outside"
         self.outside_veth = f"{prefix}o"
         self.outside_ip = IPv4Interface(f"{net[-3]}/{net.prefixlen}")
+        self.outside_ip6 = self.twin6(self.outside_ip)
+
+    def twin6(self, iface: IPv4Interface) -> IPv6Interface:
+        """The fabric's IPv6 twin of an underlay address (see the module docstring)."""
+        return IPv6Interface((int(FABRIC6) | int(iface.ip), 96 + iface.network.prefixlen))
 
     @property
     def gateway_ip(self) -> str:
@@ -167,6 +180,14 @@ class Lab:
         address ``MAX_HOSTS + 1 + index``; None if the underlay is too small for it."""
         slot = MAX_HOSTS + 1 + index
         return self.underlay[slot] if slot < self.underlay.num_addresses - 3 else None
+
+    def egress_ip6(self, index: int) -> IPv6Address | None:
+        """The IPv6 egress address of host ``index`` (``--egress-ip6``): the egress
+        address's IPv6 twin; None without an egress address."""
+        egress = self.egress_ip(index)
+        if egress is None:
+            return None
+        return self.twin6(IPv4Interface(f"{egress}/{self.underlay.prefixlen}")).ip
 
     def host_paths(self, host: str) -> HostPaths:
         """Files and sockets of ``host``'s OVS and agent."""
@@ -284,7 +305,9 @@ class Lab:
         """The outside namespace on the fabric (recorded first, removed by ``down``)."""
         record(state, "namespaces", self.outside_ns)
         record(state, "root_links", self.outside_veth)
-        fabric.ensure_outside(self.outside_ns, self.fabric_ns, self.outside_veth, self.outside_ip)
+        fabric.ensure_outside(
+            self.outside_ns, self.fabric_ns, self.outside_veth, self.outside_ip, self.outside_ip6
+        )
 
     def _ensure_token(self, i: int, controller_url: str, admin_token: str | None) -> None:
         """Host ``i``'s agent token file: kept if the controller still takes it, else a new
@@ -348,6 +371,9 @@ class Lab:
         address = f"{ip}/{self.underlay.prefixlen}"
         ssl = self.host_ssl(name) if tls else None
         ovsd.ensure_bridges(paths, name, fabric.UNDERLAY_DEV, address, openflow, int(ip), ssl)
+        address6 = self.twin6(IPv4Interface(address))
+        proc.run(["ip", "-n", name, "-6", "addr", "replace", str(address6), "dev", "br-phy",
+                  "nodad"])  # fmt: skip
 
     def _ensure_agent(
         self,
@@ -362,6 +388,10 @@ class Lab:
         if egress is not None:
             host["egress_ip"] = str(egress)
             extra = ["--egress-ip", str(egress), *extra]
+            egress6 = self.egress_ip6(i)
+            if egress6 is not None:
+                host["egress_ip6"] = str(egress6)
+                extra = ["--egress-ip6", str(egress6), *extra]
         argv = agent.agent_argv(self.python, name, host, paths, controller_url, openflow, extra)
         agent.ensure_agent(host, paths, argv)
         host["controller_url"] = controller_url
@@ -473,11 +503,12 @@ class Lab:
     def status(self) -> dict[str, Any]:
         """The lab as a dict: ``hosts`` and ``containers`` are lists of flat rows.
 
-        ``outside_ip`` is the outside namespace's address (see the module docstring).
-        Host rows: ``name, underlay_ip, egress_ip, ovs ("up"/"down"), agent ("registered"/
-        "unregistered"/"down"/"none"), pids {daemon: {pid, alive}}, netns, agent_socket,
-        ovsdb, ofctl, controller_url, last_error``. Container rows: ``name, host, network, ip,
-        ip6`` (None unless the network is dual stack).
+        ``outside_ip`` and ``outside_ip6`` are the outside namespace's addresses (see the
+        module docstring). Host rows: ``name, underlay_ip, egress_ip, egress_ip6, ovs
+        ("up"/"down"), agent ("registered"/"unregistered"/"down"/"none"), pids {daemon:
+        {pid, alive}}, netns, agent_socket, ovsdb, ofctl, controller_url, last_error``.
+        Container rows: ``name, host, network, ip, ip6`` (None unless the network is dual
+        stack).
         """
         base = {
             "prefix": self.prefix,
@@ -485,6 +516,7 @@ class Lab:
             "gateway": self.gateway_ip,
             "outside": self.outside_ns,
             "outside_ip": str(self.outside_ip.ip),
+            "outside_ip6": str(self.outside_ip6.ip),
         }
         if not self.state.exists():
             return {**base, "up": False, "hosts": [], "containers": []}
@@ -521,6 +553,7 @@ class Lab:
             "name": name,
             "underlay_ip": h["underlay_ip"],
             "egress_ip": h.get("egress_ip"),
+            "egress_ip6": h.get("egress_ip6"),
             "ovs": "up" if ovs_up else "down",
             "agent": agent_state,
             "pids": pids,

@@ -75,6 +75,18 @@ def _address(value: Any) -> Any:
         raise ValueError(f"{value!r} is not an IPv4 address like 10.0.0.5") from None
 
 
+def _address6(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        ip = IPv6Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 address like fd00:18::101") from None
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback or ip.is_link_local:
+        raise ValueError(f"{value!r} is not a unicast address an egress can have")
+    return ip
+
+
 _BAD_UNDERLAY = (
     ("unspecified", lambda ip: ip.is_unspecified),
     ("broadcast", lambda ip: ip == IPv4Address("255.255.255.255")),
@@ -169,6 +181,7 @@ Subnet6 = Annotated[
     ),
 ]
 Address = Annotated[IPv4Address, BeforeValidator(_address)]
+Address6 = Annotated[IPv6Address, BeforeValidator(_address6)]
 UnderlayAddress = Annotated[IPv4Address, BeforeValidator(_address), AfterValidator(_underlay)]
 Dpid = Annotated[
     int,
@@ -279,6 +292,11 @@ class PublicationPublic(_Public):
     host: str | None = Field(description="the endpoint's host now (null: unbound)")
     address: IPv4Address | None = Field(
         description="that host's egress address: connect to address:host_port"
+    )
+    address6: IPv6Address | None = Field(
+        None,
+        description="on a dual-stack network, that host's IPv6 egress address (null: none): "
+        "connect to [address6]:host_port",
     )
     created_at: datetime
 
@@ -431,11 +449,18 @@ class HostRegister(_Body):
     gateway_port: OfPort | None = Field(
         None, description="OpenFlow port of the host's gateway port into its own stack"
     )
+    egress_ip6: Address6 | None = Field(
+        None,
+        description="the IPv6 address external dual-stack networks' endpoints leave this "
+        "host with (its agent's --egress-ip6); needs egress_ip",
+    )
 
     @model_validator(mode="after")
     def _egress_pair(self) -> HostRegister:
         if (self.egress_ip is None) != (self.gateway_port is None):
             raise ValueError("egress_ip and gateway_port go together: give both or neither")
+        if self.egress_ip6 is not None and self.egress_ip is None:
+            raise ValueError("egress_ip6 needs egress_ip (and gateway_port)")
         return self
 
     cluster_id: str | None = Field(
@@ -509,6 +534,11 @@ class HostPublic(BaseModel):
         None, description="external networks' endpoints leave this host with this address"
     )
     gateway_port: int | None = None
+    egress_ip6: IPv6Address | None = Field(
+        None,
+        description="external dual-stack networks' endpoints leave this host with this "
+        "IPv6 address",
+    )
     master: SwitchMaster | None = Field(
         None, description="the controller that masters this host's switch (none assigned yet)"
     )

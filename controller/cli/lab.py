@@ -174,8 +174,9 @@ def lab_exec(
 ) -> None:
     """Run a command inside NAME: vxplane lab exec web -- ping -c1 10.10.0.3
 
-    PREFIXoutside (lab-outside) is the lab's outside world: an address on the fabric, no
-    route to any overlay subnet (its address: `vxplane lab status -o json`, outside_ip)."""
+    PREFIXoutside (lab-outside) is the lab's outside world: an address on the fabric (and
+    its IPv6 twin), no route to any overlay subnet (its addresses: `vxplane lab status -o
+    json`, outside_ip and outside_ip6)."""
     _need_root()
     with _reported():
         code = _lab(prefix, underlay).exec(name, cmd)
@@ -243,7 +244,8 @@ def _print_status(status: dict, output: Output) -> None:  # type: ignore[type-ar
     render(status.get("hosts", []), ["name", "underlay_ip", "ovs", "agent"], output, "lab hosts")
     if status.get("up") and output == Output.table:
         console.print(
-            f"outside world: {status['outside']} at {status['outside_ip']} "
+            f"outside world: {status['outside']} at {status['outside_ip']} and "
+            f"{status['outside_ip6']} "
             f"(`vxplane lab exec {status['outside']} -- CMD`)"
         )
     render(

@@ -14,7 +14,7 @@ Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -150,6 +150,7 @@ def host_record(row: HostRow) -> HostRecord:
         created_at=row.created_at,
         egress_ip=IPv4Address(row.egress_ip) if row.egress_ip else None,
         gateway_port=row.gateway_port,
+        egress_ip6=IPv6Address(row.egress_ip6) if row.egress_ip6 else None,
     )
 
 

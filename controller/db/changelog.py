@@ -11,7 +11,7 @@ None and the engine reads everything again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
@@ -107,6 +107,7 @@ def to_host(row: HostRow) -> Host:
         last_seen=row.last_seen,
         egress_ip=IPv4Address(row.egress_ip) if row.egress_ip else None,
         gateway_port=row.gateway_port,
+        egress_ip6=IPv6Address(row.egress_ip6) if row.egress_ip6 else None,
     )
 
 

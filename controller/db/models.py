@@ -214,7 +214,8 @@ class HostRow(Base):
     """A host running br-int; ``dpid`` is 16 lowercase hex digits once known.
 
     ``egress_ip`` and ``gateway_port``: the address external networks leave with and the
-    OpenFlow port of the host's gateway port (both NULL: no external access there)."""
+    OpenFlow port of the host's gateway port (both NULL: no external access there);
+    ``egress_ip6`` the IPv6 address they leave with (NULL: no IPv6 way out there)."""
 
     __tablename__ = "hosts"
 
@@ -227,6 +228,9 @@ class HostRow(Base):
         String(15), nullable=True, unique=True, index=True
     )
     gateway_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    egress_ip6: Mapped[str | None] = mapped_column(
+        String(39), nullable=True, unique=True, index=True
+    )
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

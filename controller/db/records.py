@@ -40,6 +40,7 @@ class HostRecord:
     created_at: datetime
     egress_ip: IPv4Address | None = None
     gateway_port: int | None = None
+    egress_ip6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +96,4 @@ class PublicationRecord:
     host: str | None
     address: IPv4Address | None
     created_at: datetime
+    address6: IPv6Address | None = None  # the host's IPv6 egress address (dual stack)

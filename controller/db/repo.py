@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from sqlalchemy import (
     BigInteger,
@@ -316,6 +316,7 @@ def register_host(
     cluster_id: str | None = None,
     egress_ip: IPv4Address | None = None,
     gateway_port: int | None = None,
+    egress_ip6: IPv6Address | None = None,
 ) -> tuple[HostRecord, int | None]:
     """Register or update a host (idempotent); ``Conflict`` if its underlay IP or dpid is taken.
 
@@ -324,7 +325,8 @@ def register_host(
     (``ClusterMismatch`` before anything changes). Endpoints bound to the host's tunnel port
     number are unbound (the tunnel port is a fact of the host's bridge; they cannot hold it).
     ``egress_ip`` and ``gateway_port`` (both or neither) replace the stored ones: a host
-    registered without them gives no external access. Returns the revision if the dataplane
+    registered without them gives no external access; ``egress_ip6`` likewise for IPv6
+    (``Conflict`` if another host has it). Returns the revision if the dataplane
     view of the host changed.
     """
     begin_write(session)
@@ -348,6 +350,13 @@ def register_host(
         ).first()
         if other is not None or egress_text == str(underlay_ip):
             raise Conflict(f"egress IP {egress_text} is already an underlay or egress address")
+    egress6_text = str(egress_ip6) if egress_ip6 is not None else None
+    if egress6_text is not None:
+        other = session.execute(
+            select(HostRow.name).where(HostRow.egress_ip6 == egress6_text, HostRow.name != name)
+        ).first()
+        if other is not None:
+            raise Conflict(f"egress IPv6 address {egress6_text} is already another host's")
     if row is None:
         row = HostRow(name=name, created_at=now, tunnel_port=tunnel_port or 1)
         session.add(row)
@@ -358,8 +367,13 @@ def register_host(
             tunnel_port is not None and tunnel_port != row.tunnel_port
         )
         changed = changed or bool(on_tunnel)
-    changed = changed or (row.egress_ip, row.gateway_port) != (egress_text, gateway_port)
+    changed = changed or (row.egress_ip, row.gateway_port, row.egress_ip6) != (
+        egress_text,
+        gateway_port,
+        egress6_text,
+    )
     row.egress_ip = egress_text
+    row.egress_ip6 = egress6_text
     row.gateway_port = gateway_port
     row.underlay_ip = str(underlay_ip)
     row.dpid = dpid_text
@@ -807,13 +821,15 @@ def delete_publication(
 def _publication_record(session: Session, network: str, row: PublicationRow) -> PublicationRecord:
     """The API view: where the endpoint is now (host, egress address) joined in."""
     found = session.execute(
-        select(HostRow.name, HostRow.egress_ip)
+        select(HostRow.name, HostRow.egress_ip, HostRow.egress_ip6, NetworkRow.subnet6)
         .join(EndpointRow, EndpointRow.host_id == HostRow.id)
+        .join(NetworkRow, NetworkRow.id == EndpointRow.network_id)
         .where(EndpointRow.network_id == row.network_id, EndpointRow.name == row.endpoint)
     ).first()
-    host, address = (found[0], found[1]) if found is not None else (None, None)
+    host, address, address6, dual = found if found is not None else (None, None, None, None)
     return PublicationRecord(
         network=network, endpoint=row.endpoint, host_port=row.host_port, port=row.port,
         proto=row.proto, host=host, address=IPv4Address(address) if address else None,
         created_at=row.created_at,
+        address6=IPv6Address(address6) if address6 and dual else None,
     )  # fmt: skip

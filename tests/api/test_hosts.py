@@ -153,3 +153,30 @@ def test_egress_address_and_gateway_port_go_together(client: TestClient) -> None
     # registered again without them: no external access from h1 any more
     r = client.put(url, json={"underlay_ip": "198.18.0.1"})
     assert r.json()["egress_ip"] is None and r.json()["gateway_port"] is None
+
+
+def test_an_ipv6_egress_address_comes_with_an_egress_address(client: TestClient) -> None:
+    url = "/api/v1/hosts/h1"
+    body = {"underlay_ip": "198.18.0.1", "egress_ip": "198.18.0.101", "gateway_port": 2,
+            "egress_ip6": "fdfa::c612:65"}  # fmt: skip
+    r = client.put(url, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["egress_ip6"] == "fdfa::c612:65"
+    assert client.get(url).json()["egress_ip6"] == "fdfa::c612:65"
+    for bad in (
+        {"underlay_ip": "198.18.0.1", "egress_ip6": "fdfa::c612:65"},  # no egress_ip
+        {**body, "egress_ip6": "198.18.0.101"},
+        {**body, "egress_ip6": "fe80::1"},
+        {**body, "egress_ip6": "ff02::1"},
+        {**body, "egress_ip6": "::"},
+    ):
+        r = client.put(url, json=bad)
+        assert r.status_code == 422, bad
+        assert "egress_ip6" in r.text, r.text
+    taken = {"underlay_ip": "198.18.0.2", "egress_ip": "198.18.0.102", "gateway_port": 2,
+             "egress_ip6": "fdfa::c612:65"}  # fmt: skip
+    r = client.put("/api/v1/hosts/h2", json=taken)
+    assert r.status_code == 409 and "fdfa::c612:65" in r.text, r.text
+    assert client.get("/api/v1/hosts/h2").status_code == 404  # nothing half-made
+    r = client.put(url, json={k: v for k, v in body.items() if k != "egress_ip6"})
+    assert r.json()["egress_ip6"] is None  # registered again without it: no IPv6 way out

@@ -117,3 +117,22 @@ def test_the_same_publication_again_is_found_and_a_conditional_unpublish_spares_
     assert [p["endpoint"] for p in shop.get(PUBS).json()] == ["web"]
     assert shop.delete(f"{PUBS}/tcp/8080", params={"endpoint": "web"}).status_code == 204
     assert shop.get(PUBS).json() == []
+
+
+def test_a_dual_stack_publication_gives_the_hosts_ipv6_egress_address(client: TestClient) -> None:
+    body = {"underlay_ip": "198.18.0.1", "egress_ip": "198.18.0.101", "gateway_port": 2,
+            "egress_ip6": "fdfa::c612:65"}  # fmt: skip
+    assert client.put("/api/v1/hosts/h1", json=body).status_code == 200
+    for name, six in (("shop", "fd00:5::/64"), ("plain", None)):
+        net = {"name": name, "subnet": "10.5.0.0/24", "external": True, "subnet6": six}
+        assert client.post(NETS, json=net).status_code == 201
+        assert client.post(f"{NETS}/{name}/endpoints", json={"name": "web"}).status_code == 201
+        bind_to = {"host": "h1", "ofport": 5 if six else 6}
+        r = client.put(f"{NETS}/{name}/endpoints/web/binding", json=bind_to)
+        assert r.status_code in (200, 201), r.text
+    r = client.post(PUBS, json={"endpoint": "web", "host_port": 8080, "port": 80})
+    assert r.status_code == 201, r.text
+    assert (r.json()["address"], r.json()["address6"]) == ("198.18.0.101", "fdfa::c612:65")
+    r = client.post(f"{NETS}/plain/publications", json={"endpoint": "web", "host_port": 8081,
+                                                        "port": 80})  # fmt: skip
+    assert (r.json()["address"], r.json()["address6"]) == ("198.18.0.101", None)  # IPv4 only

@@ -1,5 +1,6 @@
 """External access on the real lab: containers of external networks reach the lab's outside
-namespace through their own host's gateway; sealed networks get nothing out.
+namespace through their own host's gateway, over IPv4 and (the networks are dual stack) over
+IPv6; sealed networks get nothing out by either.
 
 Prefix ``vxx-``, underlay 198.18.14.0/24, ports from tests/slots.py (moved by
 ``VXTEST_SLOT``). The outside world is the lab's own namespace ``vxx-outside`` on the fabric;
@@ -30,6 +31,7 @@ PREFIX = slots.prefix("vxx-")
 UNDERLAY = slots.underlay("198.18.14.0/24")
 API_PORT, OF_PORT = slots.ports("test_external", 2)
 SUBNET = "10.60.0.0/24"
+SUBNET6 = {"ext": "fd00:60:1::/64", "ext2": "fd00:60:2::/64", "sealed": "fd00:60:3::/64"}
 WEB_PORT = 8000
 PAGE = "hello from the outside\n"
 
@@ -42,10 +44,30 @@ class Stack:
     outside: str
     outside_ip: str
     web_log: Path
+    outside_ip6: str
+    web6_log: Path
 
-    def egress(self, host: str) -> str:
+    def egress(self, host: str, key: str = "egress_ip") -> str:
         (row,) = [h for h in self.lab.status()["hosts"] if h["name"] == self.lab.host_name(host)]
-        return str(row["egress_ip"])
+        return str(row[key])
+
+    def egress6(self, host: str) -> str:
+        return self.egress(host, "egress_ip6")
+
+    def ping6(self, ns: str, ip6: str, count: int = 2) -> bool:
+        argv = ["ping", "-6", "-c", str(count), "-W", "1", "-i", "0.2", "-q", ip6]
+        return self.lab.exec(ns, argv, quiet=True) == 0
+
+    def fetch6(self, ns: str, local_port: int | None = None) -> subprocess.CompletedProcess[str]:
+        argv = ["ip", "netns", "exec", ns, "curl", "-6", "-sS", "--max-time", "5"]
+        if local_port is not None:
+            argv += ["--local-port", str(local_port)]
+        argv.append(f"http://[{self.outside_ip6}]:{WEB_PORT}/page.txt")
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+
+    def clients6(self) -> list[str]:
+        """The source addresses the outside's IPv6 web server saw, in order."""
+        return re.findall(r"^(\S+) - - \[", self.web6_log.read_text(), re.MULTILINE)
 
     def run(self, host: str, name: str, network: str, ip: str | None = None) -> dict:
         return self.lab.run(host, name, network, ip=ip)
@@ -95,30 +117,38 @@ def stack(lab_prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> 
         hosts=2,
     ) as (lab, ctl, api):
         for name, external in (("ext", True), ("ext2", True), ("sealed", False)):
-            body = {"name": name, "subnet": SUBNET, "external": external}
+            body = {"name": name, "subnet": SUBNET, "external": external, "subnet6": SUBNET6[name]}
             api.post("/api/v1/networks", json=body).raise_for_status()
         status = lab.status()
         site = tmp / "site"
         site.mkdir()
         (site / "page.txt").write_text(PAGE)
-        web_log = tmp / "web.log"
-        with open(web_log, "w") as log:
-            web = subprocess.Popen(
-                ["ip", "netns", "exec", status["outside"], "python3", "-m", "http.server",
-                 "--bind", status["outside_ip"], "--directory", str(site), str(WEB_PORT)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        web_log, web6_log = tmp / "web.log", tmp / "web6.log"
+        webs = []
         try:
+            for address, path in ((status["outside_ip"], web_log),
+                                  (status["outside_ip6"], web6_log)):  # fmt: skip
+                with open(path, "w") as log:
+                    webs.append(subprocess.Popen(
+                        ["ip", "netns", "exec", status["outside"], "python3", "-m",
+                         "http.server", "--bind", address, "--directory", str(site),
+                         str(WEB_PORT)],
+                        stdout=log, stderr=subprocess.STDOUT,
+                    ))  # fmt: skip
             deadline = time.monotonic() + 10
             probe = ["ss", "-Hltn", f"sport = :{WEB_PORT}"]
             argv = ["ip", "netns", "exec", status["outside"], *probe]
-            while not subprocess.run(argv, capture_output=True, text=True).stdout.strip():
-                assert time.monotonic() < deadline, "the outside's web server never listened"
+            while len(subprocess.run(argv, capture_output=True, text=True).stdout.split("\n")) < 3:
+                assert time.monotonic() < deadline, "the outside's web servers never listened"
                 time.sleep(0.1)
-            yield Stack(lab, ctl, api, status["outside"], status["outside_ip"], web_log)
+            yield Stack(
+                lab, ctl, api, status["outside"], status["outside_ip"], web_log,
+                status["outside_ip6"], web6_log,
+            )  # fmt: skip
         finally:
-            web.terminate()
-            web.wait(timeout=10)
+            for web in webs:
+                web.terminate()
+                web.wait(timeout=10)
 
 
 def test_lab_reports_the_outside_and_egress_addresses(stack: Stack) -> None:
@@ -388,3 +418,110 @@ def test_a_published_udp_port_answers_and_a_taken_host_port_is_409(stack: Stack)
         echo.wait(timeout=10)
         stack.lab.rm(name)
         stack.lab.rm(other)
+
+
+# -- IPv6 --------------------------------------------------------------------------------------
+
+
+def test_lab_reports_the_outside_and_egress_ipv6_addresses(stack: Stack) -> None:
+    status = stack.lab.status()
+    assert status["outside_ip6"] == str(stack.lab.outside_ip6.ip)
+    assert [h["egress_ip6"] for h in status["hosts"]] == [
+        str(stack.lab.egress_ip6(1)),
+        str(stack.lab.egress_ip6(2)),
+    ]
+    hosts = {h["name"]: h for h in stack.api.get("/api/v1/hosts").json()}
+    for i in (1, 2):
+        assert hosts[stack.lab.host_name(i)]["egress_ip6"] == str(stack.lab.egress_ip6(i))
+    where = ["--prefix", PREFIX, "--underlay", UNDERLAY]
+    cli = [sys.executable, "-m", "controller.cli.main", "lab", "status", "-o", "json", *where]
+    out = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out)["outside_ip6"] == stack.outside_ip6
+
+
+def test_ipv6_pings_and_fetches_from_the_outside_as_its_host(stack: Stack) -> None:
+    """ping6 and HTTP over IPv6 out of h1 and out of h2: the outside sees each host's IPv6
+    egress address, never the container's own."""
+    for host, name in (("h1", f"{PREFIX}v1"), ("h2", f"{PREFIX}v2")):
+        ep = stack.run(host, name, "ext")
+        assert ep["state"] == "ready" and ep["ip6"], ep
+        assert stack.ping6(name, stack.outside_ip6), f"{name} on {host}: no ping6 reply"
+        before = len(stack.clients6())
+        got = stack.fetch6(name)
+        assert got.returncode == 0 and got.stdout == PAGE, got.stderr
+        assert stack.clients6()[before:] == [stack.egress6(host)]
+        assert ep["ip6"] not in stack.web6_log.read_text()
+
+
+def test_a_sealed_dual_stack_network_gets_nothing_out_over_ipv6(stack: Stack) -> None:
+    name = f"{PREFIX}s6"
+    s6 = stack.run("h1", name, "sealed")
+    assert s6["state"] == "ready" and s6["ip6"]
+    before = len(stack.clients6())
+    assert not stack.ping6(name, stack.outside_ip6, count=1)
+    assert stack.fetch6(name).returncode != 0
+    assert stack.clients6()[before:] == []
+    stack.lab.rm(name)
+
+
+def test_two_external_networks_with_the_same_cidr_on_one_host_over_ipv6_at_once(
+    stack: Stack,
+) -> None:
+    """The same IPv4 address (their IPv6 addresses differ only in the prefix), the same
+    source port, the same server, the same host, at once: both answered, each its own."""
+    a = stack.run("h1", f"{PREFIX}a6", "ext", ip="10.60.0.46")
+    b = stack.run("h1", f"{PREFIX}b6", "ext2", ip="10.60.0.46")
+    assert a["ip"] == b["ip"] and a["host"] == b["host"] and a["ip6"] != b["ip6"]
+    for attempt in range(2):  # a new port each time: the last one is in TIME_WAIT
+        argv = ["curl", "-6", "-sS", "--max-time", "5", "--local-port", str(42000 + attempt),
+                f"http://[{stack.outside_ip6}]:{WEB_PORT}/page.txt"]  # fmt: skip
+        runs = [
+            subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for ns in (f"{PREFIX}a6", f"{PREFIX}b6")
+        ]
+        outs = [r.communicate(timeout=20) for r in runs]
+        assert [r.returncode for r in runs] == [0, 0], outs
+        assert [o[0] for o in outs] == [PAGE, PAGE]
+    ping = ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", "-q", stack.outside_ip6]
+    pings = [
+        subprocess.Popen(["ip", "netns", "exec", ns, *ping], stdout=subprocess.DEVNULL)
+        for ns in (f"{PREFIX}a6", f"{PREFIX}b6")
+    ]
+    assert [p.wait(timeout=20) for p in pings] == [0, 0]
+
+
+def test_a_published_port_is_reached_over_ipv6_at_the_hosts_egress6(
+    stack: Stack, tmp_path: Path
+) -> None:
+    name = f"{PREFIX}w6"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "page.txt").write_text("published over v6\n")
+    log = tmp_path / "w6.log"
+    w = stack.run("h2", name, "ext")
+    web = _serve(name, w["ip6"], site, log)
+    try:
+        body = {"endpoint": name, "host_port": 8090, "port": 80, "proto": "tcp"}
+        r = stack.api.post("/api/v1/networks/ext/publications", json=body)
+        assert r.status_code == 201, r.text
+        assert (r.json()["address"], r.json()["address6"]) == (
+            stack.egress("h2"), stack.egress6("h2"),
+        )  # fmt: skip
+        stack.applied()
+        got = stack.from_outside(f"[{stack.egress6('h2')}]", 8090)
+        assert got.returncode == 0 and got.stdout == "published over v6\n", got.stderr
+        # the container saw the outside's own IPv6 address (only the destination translated)
+        assert f"{stack.outside_ip6} - - [" in log.read_text()
+        for closed in (8091, 80):
+            assert stack.from_outside(f"[{stack.egress6('h2')}]", closed).returncode != 0
+        assert stack.from_outside(f"[{stack.egress6('h1')}]", 8090).returncode != 0
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+        stack.api.delete("/api/v1/networks/ext/publications/tcp/8090")
+        stack.lab.rm(name)

@@ -633,6 +633,7 @@ class FakeController(_Fake):
         cluster_id: str | None = None,
         egress_ip: str | None = None,
         gateway_port: int | None = None,
+        egress_ip6: str | None = None,
     ) -> dict[str, Any]:
         if cluster_id is not None and cluster_id != self.cluster_id:
             raise ControllerError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -168,7 +168,12 @@ class Truth:
             last = int(host.underlay_ip) & 0xFF
             egress = IPv4Address(f"198.19.0.{last}") if host.egress_ip is None else None
             port = self.rng.choice([2, 3, 9]) if egress is not None else None
-            self.hosts[name] = replace(host, egress_ip=egress, gateway_port=port)
+            six = (
+                IPv6Address(f"fdfa::c613:{last:x}")
+                if egress is not None and self.rng.random() < 0.6
+                else None
+            )  # and an IPv6 egress address, or not
+            self.hosts[name] = replace(host, egress_ip=egress, gateway_port=port, egress_ip6=six)
         elif what < 0.65:
             port = self.rng.choice([1, 2, 3])
             self.hosts[name] = replace(host, tunnel_port=port)

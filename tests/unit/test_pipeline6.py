@@ -26,7 +26,7 @@ from controller.oftable import (
     tunnelled,
 )
 from controller.pipeline import desired_flows
-from controller.pipeline6 import DROPPED_ICMP6, ICMP6_NA, NA_FLAGS, ND_OPT_TLL
+from controller.pipeline6 import DROPPED_ICMP6, ICMP6_NA, NA_FLAGS, NA_ROUTER, ND_OPT_TLL
 from tests.unit.conftest import TUNNEL_PORT, Lab
 from vxcommon.addr6 import derive_ip6, link_local
 
@@ -149,7 +149,8 @@ def test_solicitation_answered_on_the_spot(
     assert (na["icmpv6_type"], na["icmpv6_code"], na["ipv6_nd_target"]) == (ICMP6_NA, 0, target)
     assert (na["eth_src"], na["ipv6_nd_tll"], na["eth_dst"]) == (mac, mac, r1a.mac)
     assert (na["ipv6_src"], na["ipv6_dst"]) == (target, src)
-    assert (na["nd_reserved"], na["nd_options_type"]) == (NA_FLAGS, ND_OPT_TLL)
+    flags = NA_FLAGS | (NA_ROUTER if name == "gateway" else 0)  # gateway6: the router
+    assert (na["nd_reserved"], na["nd_options_type"]) == (flags, ND_OPT_TLL)
 
 
 def test_unicast_probe_is_answered_too(dual: Lab) -> None:
@@ -273,10 +274,11 @@ def test_switch_refuses_the_one_table_responder() -> None:
 
 
 def test_network_without_endpoints_here_still_answers_nd(dual: Lab) -> None:
-    """The responder is per network, not per endpoint: O(1) flows for ND."""
+    """The responder is per network, not per endpoint: O(1) flows for ND (the subnet's
+    and the gateway's, which answers as a router)."""
     flows = desired_flows(dual.snap, "h1")
     nd = [f for f in flows if f.table == 11 and f.priority > 0]
-    assert len(nd) == len(dual.snap.networks)
+    assert len(nd) == 2 * len(dual.snap.networks)
     more = dual.with_endpoints(
         *(
             replace(dual.ep("r1a"), name=f"x{i}", ip=IPv4Address(f"10.0.0.{20 + i}"), ofport=20 + i)

@@ -89,6 +89,7 @@ def to_public(
         endpoints=endpoints,
         egress_ip=record.egress_ip,
         gateway_port=record.gateway_port,
+        egress_ip6=record.egress_ip6,
         master=(
             SwitchMaster(
                 id=master.controller_id,
@@ -137,6 +138,7 @@ def register_host(
     record, revision = repo.register_host(
         session, name, body.underlay_ip, dpid=dpid, tunnel_port=body.tunnel_port,
         cluster_id=body.cluster_id, egress_ip=body.egress_ip, gateway_port=body.gateway_port,
+        egress_ip6=body.egress_ip6,
     )  # fmt: skip
     commit(session, sync, revision, events, by=principal)
     public = _one(session, record, sync, settings, request)
