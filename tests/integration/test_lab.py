@@ -134,6 +134,10 @@ def test_two_hosts_vxlan_by_hand(lab: Lab) -> None:
     assert lab.exec(outside, ["ping", "-c", "1", "-W", "2", str(lab.underlay_ip(2))]) == 0
     routes = _sh("ip", "-n", outside, "-4", "route", "show").stdout
     assert routes.split()[0] == str(lab.underlay) and len(routes.splitlines()) == 1, routes
+    # and its IPv6 twin on the fabric (fdfa:: + the IPv4 address), reachable from the hosts
+    assert status["outside_ip6"] == str(lab.outside_ip6.ip)
+    assert int(lab.outside_ip6.ip) & 0xFFFFFFFF == int(lab.underlay[-3])
+    assert lab.exec("h2", ["ping", "-6", "-c", "2", "-W", "2", status["outside_ip6"]]) == 0
 
     # br-int as the agent expects it.
     for i, host in ((1, h1), (2, h2)):
