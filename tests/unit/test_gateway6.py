@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
+import pytest
+
+from controller.flows import Ct
 from controller.model import (
     EGRESS_MAC_PREFIX,
     GATEWAY_PORT_MAC_PREFIX,
@@ -25,6 +28,7 @@ from controller.model import (
 )
 from controller.oftable import Switch, icmp6_packet, tcp6_packet, tcp_packet
 from controller.pipeline import CT_MARK_DNAT, CT_MARK_SNAT, desired_flows
+from hostagent.settings import AgentSettings
 from tests.unit.conftest import Lab
 from vxcommon.addr6 import derive_ip6
 
@@ -198,3 +202,38 @@ def test_no_ipv6_egress_address_no_ipv6_publication(lab: Lab) -> None:
     sw = switch(published6(lab, egress6=None))
     assert back6(sw, 8080, sport=50000) == []
     assert sw.conntrack.conns == []
+
+
+def test_ipv6_nat_encodes_as_openflow_and_parses_back(lab: Lab) -> None:
+    """The IPv6 SNAT and DNAT ranges go out as NXActionNAT's IPv6 range (the real switch
+    takes them: the lab tests), and os-ken parses them back the same."""
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    from controller.ofmsg import _action, add_bytes
+
+    nats = [
+        (f, a)
+        for f in desired_flows(published6(lab), "h1")
+        for a in f.actions
+        if isinstance(a, Ct) and a.nat is not None and ":" in a.nat.ip
+    ]
+    assert {a.nat.kind for _, a in nats if a.nat} == {"src", "dst"}
+    for f, want in nats:
+        assert want.nat is not None and add_bytes(f, 7)
+        buf = bytearray()
+        _action(want).serialize(buf, 0)
+        got = parser.OFPAction.parser(bytes(buf), 0)
+        (nat,) = [a for a in got.actions if type(a).__name__ == "NXActionNAT"]
+        assert nat.range_ipv6_min == nat.range_ipv6_max == want.nat.ip
+        assert not nat.range_ipv4_min or nat.range_ipv4_min == "0.0.0.0"
+        assert (nat.range_proto_min, nat.range_proto_max) == (want.nat.port_lo, want.nat.port_hi)
+
+
+def test_agent_settings_take_egress_ip6_only_with_egress_ip() -> None:
+    base = {"controller": "http://a:8080", "host": "h1", "underlay_ip": "198.18.0.1"}
+    s = AgentSettings(**base, egress_ip=EGRESS, egress_ip6=EGRESS6)
+    assert str(s.egress_ip6) == EGRESS6
+    with pytest.raises(ValueError, match="--egress-ip6 needs --egress-ip"):
+        AgentSettings(**base, egress_ip6=EGRESS6)
+    with pytest.raises(ValueError, match="unicast global"):
+        AgentSettings(**base, egress_ip=EGRESS, egress_ip6="fe80::1")
