@@ -59,6 +59,7 @@ No os-ken import here: switches are reached through the small ``SwitchConn`` pro
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import threading
 import time
@@ -211,6 +212,30 @@ class _Gen:
     desired: frozenset[Flow] | None = None  # None: not computed (the host is unknown)
 
 
+@dataclass(slots=True)
+class _HostNeed:
+    """What the revisions waiting for one host need of it, in O(1) space per host: pairs
+    (generation, first revision that needs at least it), both ascending (a Pareto front:
+    the revisions unmet on the host are those it touched from the ``since`` of the first
+    pair whose generation is not applied yet), and ``last``, the newest revision that
+    touched it. Over ``MAX_STEPS`` pairs the two oldest merge, so a revision may wait for
+    a newer generation than it needed (longer, never shorter)."""
+
+    steps: list[tuple[int, int]] = field(default_factory=list)
+    last: int = 0
+
+    def add(self, generation: int, revision: int) -> None:
+        steps = self.steps
+        self.last = max(self.last, revision)
+        if any(g >= generation and r <= revision for g, r in steps):
+            return  # implied by a pair already there
+        steps[:] = [(g, r) for g, r in steps if not (g <= generation and r >= revision)]
+        steps.append((generation, revision))
+        steps.sort()
+        if len(steps) > MAX_STEPS:
+            steps[0:2] = [(steps[1][0], steps[0][1])]
+
+
 @dataclass(eq=False)
 class _Waiter:
     """An asyncio wait for ``revision`` (and ``hosts`` connected); ``wake`` from any thread."""
@@ -230,6 +255,8 @@ ChangeReader = Callable[[Session, int], tuple[int, list[tuple[int, list[Change]]
 ReadyMarker = Callable[[Session, Collection[int]], int]
 StateSaver = Callable[[Session, dict[str, tuple[int, int]]], None]  # host -> (wanted, applied)
 MAX_NEEDS = 200_000  # revisions waiting for switches kept (the oldest are dropped beyond)
+MAX_STEPS = 8  # generations a host's waiting revisions are told apart by (``_HostNeed``)
+NEVER = 1 << 62  # no revision waits for the host
 MAX_SPAN = 10_000  # revisions a full read may skip and still give each one its needs
 EventSink = Callable[..., Any]  # on_event(type, **data): see controller.events.EVENT_TYPES
 
@@ -284,7 +311,12 @@ class Engine:
         self._view: tuple[Intent, Snapshot] | None = None  # intent_view's copy, by revision
         self._revision = -1  # the model's revision once its needs are known (readiness)
         self._gens: dict[str, _Gen] = {}  # by host name
-        self._needs: dict[int, dict[str, int]] = {}  # revision -> host -> generation
+        # Readiness (see ``_need``): revision -> the hosts it still waits for, or None when
+        # it touched every host (then it waits for no host whose ``_unmet_from`` is <= it);
+        # per host what those revisions need of it, and the revisions naming it.
+        self._needs: dict[int, set[str] | None] = {}
+        self._needs_every: list[int] = []  # heap of the revisions that touched every host
+        self._host_needs: dict[str, _HostNeed] = {}
         self._needs_by_host: dict[str, set[int]] = {}
         self._to_mark: set[int] = set()  # revisions ready, not yet recorded in the database
         self._todo: set[str] = set()  # hosts whose switch should be brought to desired
@@ -428,8 +460,11 @@ class Engine:
         with self._lock:
             if self._revision < revision:
                 return None
-            needs = self._needs.get(revision, {})
-            return sorted(h for h, g in needs.items() if not self._met(h, g, revision))
+            if revision not in self._needs:
+                return []
+            hosts = self._needs[revision]
+            names = self._host_needs if hosts is None else hosts
+            return sorted(h for h in names if self._unmet_from(h) <= revision)
 
     def intent_view(self) -> Snapshot | None:
         """A copy of the in-memory intent (bound endpoints only), None before the first read:
@@ -463,14 +498,35 @@ class Engine:
         return all(h in present or self._remote_applied(h) >= revision for h in hosts)
 
     def _met(self, host: str, generation: int, revision: int) -> bool:
-        """(Lock held.) ``host``'s switch has ``generation``: confirmed here; or, when this
-        controller is not its master, its master published ``revision`` (or later) as
-        applied, or nobody published anything for it (a switch we do not master holds back
-        no wait but the one for its own host's endpoint: ``_ready``'s ``hosts``)."""
+        """(Lock held.) ``host``'s switch has ``generation`` (of ``revision``): confirmed
+        here when we master it (or nobody else may: no gate), or else published as applied
+        at ``revision`` or later by its master. One rule for every switch that must know:
+        a switch disconnected, never connected, or mastered by nobody has confirmed nothing,
+        and delays (only) the revisions that changed its flows."""
         if not self._elsewhere(host):
             return self._gen(host).applied >= generation
-        remote = self._remote_applied(host)
-        return remote < 0 or remote >= revision
+        return self._remote_applied(host) >= revision
+
+    def _unmet_from(self, host: str) -> int:
+        """(Lock held.) The oldest revision that touched ``host`` and that its switch has not
+        confirmed (every later revision that touched it is unmet too); ``NEVER``: none."""
+        need = self._host_needs.get(host)
+        if need is None or not need.steps:
+            return NEVER
+        if self._elsewhere(host):
+            start = max(need.steps[0][1], self._remote_applied(host) + 1)
+            if start > need.last:
+                need.steps.clear()
+                return NEVER
+            return start
+        applied = self._gen(host).applied
+        steps = need.steps
+        done = 0
+        while done < len(steps) and steps[done][0] <= applied:
+            done += 1
+        if done:
+            del steps[:done]
+        return steps[0][1] if steps else NEVER
 
     def _elsewhere(self, host: str) -> bool:
         """(Lock held.) Another controller may master ``host``'s switch (we do not)."""
@@ -492,9 +548,11 @@ class Engine:
         tick): revisions waiting for hosts whose switch another controller masters end on it."""
         with self._lock:
             self._remote = dict(applied)
-            for host in list(self._needs_by_host):
+            for host in list(self._host_needs):
                 if self._elsewhere(host):
-                    self._confirmed(host)
+                    self._states_dirty.add(host)
+                    self._settle(host)
+            self._settle_every()
             self._signal()
 
     def applied_revisions(self) -> dict[int, int]:
@@ -514,39 +572,86 @@ class Engine:
             sw.host for sw in self._switches.values() if sw.connected and sw.host and self._ours(sw)
         }
 
-    def _need(self, revision: int, hosts: Iterable[str]) -> None:
-        """(Lock held.) ``revision`` needs the generation wanted now of each of ``hosts``."""
-        needs = {
-            h: g.wanted for h in hosts if not self._met(h, (g := self._gen(h)).wanted, revision)
-        }
-        if not needs:
+    def _need(self, revision: int, hosts: Iterable[str], every: bool = False) -> None:
+        """(Lock held.) ``revision`` needs the generation wanted now of each of ``hosts``
+        (``every``: they are all the hosts). Kept in O(hosts + revisions), not their product:
+        each host keeps what the waiting revisions need of it (``_HostNeed``), a revision the
+        hosts it waits for, or, when it touched every host, nothing (``None``)."""
+        unmet: set[str] = set()
+        for h in hosts:
+            wanted = self._gen(h).wanted
+            if self._met(h, wanted, revision):
+                continue
+            need = self._host_needs.get(h)
+            if need is None:
+                need = self._host_needs[h] = _HostNeed()
+            need.add(wanted, revision)
+            unmet.add(h)
+        if not unmet:
             if revision not in self._needs:
                 self._to_mark.add(revision)
             return
-        mine = self._needs.setdefault(revision, {})
-        for host, generation in needs.items():
-            mine[host] = max(mine.get(host, 0), generation)
-            self._needs_by_host.setdefault(host, set()).add(revision)
+        self._to_mark.discard(revision)
+        known = self._needs.get(revision, set())
+        if every or known is None:
+            if known is not None:
+                heapq.heappush(self._needs_every, revision)
+            self._needs[revision] = None
+        else:
+            self._needs[revision] = known | unmet
+            for h in unmet:
+                self._needs_by_host.setdefault(h, set()).add(revision)
         if len(self._needs) > MAX_NEEDS:  # a switch silent for very long: forget the oldest
-            for old in sorted(self._needs)[: len(self._needs) - MAX_NEEDS]:
-                for host in self._needs.pop(old):
-                    self._needs_by_host.get(host, set()).discard(old)
+            for old in sorted(self._needs)[: len(self._needs) - MAX_NEEDS + MAX_NEEDS // 10]:
+                del self._needs[old]
 
     def _confirmed(self, host: str) -> None:
-        """(Lock held.) ``host``'s applied generation moved: settle the revisions it ends."""
+        """(Lock held.) ``host``'s applied generation (or its master's published revision)
+        moved: settle the revisions it ends."""
         self._states_dirty.add(host)
+        self._settle(host)
+        self._settle_every()
+
+    def _settle(self, host: str) -> None:
+        """(Lock held.) The revisions naming ``host`` that it no longer holds back."""
+        start = self._unmet_from(host)
+        if start == NEVER:
+            self._host_needs.pop(host, None)
         revisions = self._needs_by_host.get(host)
         if not revisions:
             return
-        for revision in [r for r in revisions if self._met(host, self._needs[r][host], r)]:
+        for revision in [r for r in revisions if r < start]:
             revisions.discard(revision)
-            needs = self._needs[revision]
-            del needs[host]
-            if not needs:
+            hosts = self._needs.get(revision)
+            if hosts is None:  # done already, or waits for every host now
+                continue
+            hosts.discard(host)
+            if not hosts:
                 del self._needs[revision]
                 self._to_mark.add(revision)
         if not revisions:
             del self._needs_by_host[host]
+
+    def _settle_every(self) -> None:
+        """(Lock held.) The revisions that touched every host and that none holds back."""
+        heap = self._needs_every
+        if not heap:
+            return
+        first = min((self._unmet_from(h) for h in list(self._host_needs)), default=NEVER)
+        while heap and heap[0] < first:
+            revision = heapq.heappop(heap)
+            if revision in self._needs and self._needs[revision] is None:
+                del self._needs[revision]
+                self._to_mark.add(revision)
+
+    def _forget_hosts(self, gone: Iterable[str]) -> None:
+        """(Lock held.) Hosts that went hold back no revision."""
+        gone = [h for h in gone if h in self._host_needs or h in self._needs_by_host]
+        for host in gone:
+            self._host_needs.pop(host, None)
+            self._settle(host)
+        if gone:
+            self._settle_every()
 
     # -- switch events (called from os-ken's threads) --------------------------------------
     def switch_connected(self, conn: SwitchConn) -> bool:
@@ -1001,8 +1106,10 @@ class Engine:
             intent.revision = max(intent.revision, revision)
         self._recompute(touched)
         with self._lock:
+            self._forget_hosts(h for h in touched if h not in intent.hosts)
             for rev, hosts in by_revision:
-                self._need(rev, (h for h in hosts if h in intent.hosts))
+                every = len(hosts) >= len(intent.hosts) and hosts >= intent.hosts.keys()
+                self._need(rev, (h for h in hosts if h in intent.hosts), every)
             self._revision = intent.revision  # readiness of these revisions is now known
             self._admit_known()
             self._signal()
@@ -1044,15 +1151,22 @@ class Engine:
         with self._lock:
             self._intent = intent
             self._next_audit = self._clock() + self._audit_every
+            self._forget_hosts(before - intent.hosts.keys())
             if 0 <= since < intent.revision <= since + MAX_SPAN:
                 mine = [h for h in changed if h in intent.hosts]
+                # Which of the skipped revisions changed what is not known: each needs every
+                # host that changed (all hosts, kept as such, when that is most of them).
+                every = 2 * len(mine) > len(intent.hosts)
                 for revision in range(since + 1, intent.revision + 1):
-                    self._need(revision, mine)
+                    self._need(revision, intent.hosts if every else mine, every)
             everyone = list(intent.hosts)
             for ep in snap.endpoints:
                 if ep.state is EndpointState.PENDING and ep.host is not None:
                     hosts = intent.endpoint_hosts((ep.network, ep.name))
-                    self._need(ep.bound_rev, everyone if hosts is None else hosts)
+                    if hosts is None:
+                        self._need(ep.bound_rev, everyone, True)
+                    else:
+                        self._need(ep.bound_rev, hosts)
             self._revision = intent.revision
             self._admit_known()
             self._signal()

@@ -147,3 +147,46 @@ def test_a_switch_back_without_its_flows_confirms_after_its_barrier() -> None:
     assert engine.waiting_on(3) == ["h3"]
     _answer(engine, h3)
     assert engine.waiting_on(3) == [] and engine.wait_applied(3, 0.01)
+
+
+def test_what_waits_for_switches_is_kept_per_host_not_per_revision_and_host() -> None:
+    """A cold fill: 40 hosts, no switch connected, 120 block claims, each changing every
+    host's routes. What the engine keeps for readiness stays O(hosts + revisions) (each
+    host at most ``MAX_STEPS`` generations; a claim keeps no host list), each claim names
+    every host in ``waiting_on``; once the switches connect and confirm, all are ready."""
+    from controller.engine import MAX_STEPS
+    from controller.intent import BLOCKS
+
+    net = Network("big", 9, IPv4Network("10.8.0.0/16"), IPv4Address("10.8.0.1"))
+    hosts = {f"n{i:02d}": Host(f"n{i:02d}", IPv4Address(f"198.18.1.{i + 1}"), dpid=100 + i)
+             for i in range(40)}  # fmt: skip
+    engine = Engine(lambda: None, lambda s: None, lambda s: 1, lambda s, r: 0)  # type: ignore[arg-type,return-value]
+    engine.sync_all(Snapshot(1, {"big": net}, hosts, (), ()))
+    names = sorted(hosts)
+    blocks: list[Block] = []
+    for k in range(120):
+        blocks.append(Block("big", IPv4Network(f"10.8.{k}.0/26"), names[k % 40]))
+        engine.apply(2 + k, [(2 + k, [Change(BLOCKS, "big", tuple(blocks))])])
+    last = 121
+    assert engine.waiting_on(2) == names and engine.waiting_on(last) == names
+    assert all(v is None for v in engine._needs.values()) and not engine._needs_by_host
+    assert sum(len(n.steps) for n in engine._host_needs.values()) <= 40 * MAX_STEPS
+    conns = {}
+    for name in names[:39]:  # every switch but the last one connects and confirms
+        conn = conns[name] = FakeConn(hosts[name].dpid or 0)
+        assert engine.switch_connected(conn)
+        engine.switch_dump(conn.dpid, [], more=False)
+    engine.push()
+    for conn in conns.values():
+        for xid in conn.barriers():
+            engine.barrier_reply(conn.dpid, xid)
+    assert engine.waiting_on(2) == [names[39]] and engine.waiting_on(last) == [names[39]]
+    assert not engine.wait_applied(2, 0.01)
+    late = FakeConn(hosts[names[39]].dpid or 0)
+    assert engine.switch_connected(late)
+    engine.switch_dump(late.dpid, [], more=False)
+    engine.push()
+    for xid in late.barriers():
+        engine.barrier_reply(late.dpid, xid)
+    assert all(engine.wait_applied(r, 0.01) for r in range(2, last + 1))
+    assert engine.waiting_on(last) == [] and not engine._needs and not engine._host_needs

@@ -254,10 +254,14 @@ def test_a_lapsed_lease_stops_writing_at_once() -> None:
     conn.pump()
     assert len(conn.written) == sent, "no batch after the lease lapsed"
     assert not a.roles.masters(1)
-    assert a.engine.wait_applied(2, 0.01), "a switch we do not master holds back no wait"
+    # One readiness rule for every switch that must know: mastered by nobody (our lease
+    # lapsed, no other master published), it has confirmed nothing, and is named.
+    assert not a.engine.wait_applied(2, 0.01), "a switch nobody masters confirmed revision 2"
+    assert a.engine.waiting_on(2) == ["h1"]
     a.assign({1: 1}, {1: 1})  # renewed: asks for the role again, re-reads, then writes
     _converge(conn, controllers=(a,))
     assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
+    assert a.engine.wait_applied(2, 0.01) and a.engine.waiting_on(2) == []
 
 
 def test_losing_the_assignment_stops_writing_and_asks_for_slave() -> None:
