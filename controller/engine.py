@@ -48,9 +48,10 @@ rest. A commit that fails (the switch refused a message at commit time: overlap,
 does the same. A switch that answers the open with an error gets plain flow-mods from then on.
 
 Backpressure: a switch whose connection reports ``congested`` (more queued for it than it
-has read, see ``controller/ofconn.py``) is left out of passes (its host stays queued) until
-``switch_drained`` queues it again; it then gets the difference against its installed model,
-so nothing is lost by waiting.
+has read, or more queued for all switches together than the global budget, see
+``controller/ofconn.py``) is left out of passes (its host stays queued) until
+``switch_drained`` (or ``budget_drained``) queues it again; it then gets the difference
+against its installed model, so nothing is lost by waiting.
 
 No os-ken import here: switches are reached through the small ``SwitchConn`` protocol that
 ``ofapp`` implements.
@@ -797,6 +798,11 @@ class Engine:
             sw = self._switches.get(dpid)
             if sw is not None and sw.host is not None:
                 self._todo.add(sw.host)
+        self._wake.set()
+
+    def budget_drained(self) -> None:
+        """The sum of all switches' send queues is under its budget again: the switches left
+        out meanwhile (still queued) get their batches."""
         self._wake.set()
 
     def switch_disconnected(self, dpid: int, conn: SwitchConn | None = None) -> None:

@@ -49,7 +49,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 
 from controller import ofguard, ofmsg
 from controller.engine import Engine
-from controller.ofconn import Prober, SendQueue
+from controller.ofconn import Budget, Prober, SendQueue
 from controller.roles import Roles
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 WRITE_SLICE = 256 * 1024  # bytes per socket write (a timeout retries the same slice)
 _prober = Prober()
+_budget = Budget()  # every switch's send queue together (``start_openflow`` wires its drain)
 _TCP_BYTES = struct.Struct("QQ")  # struct tcp_info: tcpi_bytes_acked, tcpi_bytes_received
 _TCP_BYTES_AT, _TCP_INFO_LEN = 120, 136  # their offset (Linux >= 4.1), the length needed
 _OUTQ_BUSY = 4096  # bytes in the kernel's send queue that mean a batch, not echo requests
@@ -67,7 +68,7 @@ class VxDatapath(Datapath):  # type: ignore[misc]
 
     def __init__(self, sock: Any, address: Any) -> None:
         super().__init__(sock, address)
-        self.out = SendQueue(on_drained=self._drained)
+        self.out = SendQueue(on_drained=self._drained, budget=_budget)
         self.on_drained: Any = None  # set once the engine knows the switch
         self.received = 0  # messages from the switch (counted by the guard)
         self.idle = 0
@@ -192,7 +193,7 @@ class _Conn:
 
     def congested(self) -> bool:
         out = getattr(self.dp, "out", None)
-        return bool(out is not None and out.congested)
+        return bool(out is not None and out.blocked())
 
     def request_flow_dump(self) -> None:
         self.dp.send_msg(ofmsg.flow_stats_request(self.dp))
@@ -516,6 +517,7 @@ def start_openflow(
     conf.set_override("echo_request_interval", echo_interval)
     conf.set_override("maximum_unreplied_echo_requests", echo_misses)
     _prober.interval, _prober.misses = echo_interval, echo_misses
+    _budget.on_drained = engine.budget_drained
     VxplaneOFApp.engine = engine
     VxplaneOFApp.roles = roles
     mgr = app_manager.AppManager.get_instance()

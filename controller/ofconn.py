@@ -15,6 +15,11 @@ Here instead (``ofapp.VxDatapath`` puts these under os-ken's Datapath):
   reconnects and is resynced from a flow dump, as after any reconnection. The writer
   retries a write that times out while the switch reads slowly; only the prober decides
   that a switch is gone.
+- ``Budget``: the sum over every switch's queue. Over ``high`` (64 MiB) every switch counts
+  as congested, so no switch gets a new batch, until the sum is under ``low``, when
+  ``on_drained`` wakes the engine. Each queue alone stays under 1 MiB before it is congested,
+  but one engine pass of a cold fill could otherwise queue every switch's batch at once
+  (1,000 switches x about 240 KB), and the controller's peak RSS with it.
 - ``Prober``: one thread ticks every ``interval`` s over all connections. Any sign of life
   since the last tick counts (a message received, bytes of ours the switch's TCP has
   acknowledged, bytes it sent that wait unread in our own receive buffer: a controller too
@@ -42,6 +47,44 @@ HIGH_WATER = 1 << 20  # bytes queued over which a switch gets no new batch
 LOW_WATER = 256 << 10  # ... until its queue is under this
 HARD_CAP = 16 << 20  # bytes queued over which the connection is closed
 BUSY_FACTOR = 4  # a switch with bytes waiting for it may stay silent this many times longer
+TOTAL_HIGH = 64 << 20  # bytes queued for all switches together over which none gets a batch
+TOTAL_LOW = 48 << 20  # ... until the sum is under this
+
+
+class Budget:
+    """Bytes queued for every switch together (``SendQueue``s share one); thread-safe."""
+
+    def __init__(
+        self,
+        high: int = TOTAL_HIGH,
+        low: int = TOTAL_LOW,
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
+        self.high, self.low = high, low
+        self.on_drained = on_drained
+        self._lock = threading.Lock()
+        self.queued = 0
+        self.peak = 0  # the most bytes ever queued at once (tests, diagnostics)
+        self.over = False  # no switch gets a new batch while True
+        self.overs = 0  # times the sum went over ``high``
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.queued += n
+            self.peak = max(self.peak, self.queued)
+            if not self.over and self.queued > self.high:
+                self.over = True
+                self.overs += 1
+
+    def sub(self, n: int) -> None:
+        drained = False
+        with self._lock:
+            self.queued -= n
+            if self.over and self.queued <= self.low:
+                self.over = False
+                drained = True
+        if drained and self.on_drained is not None:
+            self.on_drained()
 
 
 class SendQueue:
@@ -53,9 +96,11 @@ class SendQueue:
         low: int = LOW_WATER,
         cap: int = HARD_CAP,
         on_drained: Callable[[], None] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.high, self.low, self.cap = high, low, cap
         self.on_drained = on_drained
+        self.budget = budget
         self._cond = threading.Condition()
         self._bufs: deque[tuple[bytes, bool]] = deque()
         self.queued = 0  # bytes put and not yet written
@@ -78,7 +123,13 @@ class SendQueue:
             if self.queued > self.high:
                 self.congested = True
             self._cond.notify()
+        if self.budget is not None:
+            self.budget.add(len(data))
         return "ok"
+
+    def blocked(self) -> bool:
+        """No new batch now: this queue is congested, or the sum of all queues is over."""
+        return self.congested or (self.budget is not None and self.budget.over)
 
     def get(self) -> tuple[bytes, bool] | None:
         """The next buffer to write (blocks); None once closed."""
@@ -93,21 +144,28 @@ class SendQueue:
         """``n`` bytes of a buffer from ``get`` were written."""
         drained = False
         with self._cond:
+            if self.closed:  # ``close`` gave the budget back already
+                return
             self.queued -= n
             self.written += n
             if self.congested and self.queued <= self.low:
                 self.congested = False
                 drained = True
+        if self.budget is not None:
+            self.budget.sub(n)
         if drained and self.on_drained is not None:
             self.on_drained()
 
     def close(self) -> None:
         """Drop what is queued; ``get`` returns None, ``put`` "closed"."""
         with self._cond:
+            gone = 0 if self.closed else self.queued
             self.closed = True
             self._bufs.clear()
             self.queued = 0
             self._cond.notify_all()
+        if gone and self.budget is not None:
+            self.budget.sub(gone)
 
 
 class Probed(Protocol):

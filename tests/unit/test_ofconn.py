@@ -8,7 +8,7 @@ import subprocess
 import threading
 
 from controller import ofapp
-from controller.ofconn import Prober, SendQueue
+from controller.ofconn import Budget, Prober, SendQueue
 
 
 def test_queue_is_congested_over_high_water_and_drained_under_low_water() -> None:
@@ -30,6 +30,23 @@ def test_queue_refuses_over_its_cap_and_after_close_without_blocking() -> None:
     assert q.put(b"y" * 20) == "overflow" and q.queued == 90, "not queued"
     q.close()
     assert q.put(b"z") == "closed" and q.get() is None and q.queued == 0
+
+
+def test_the_sum_of_all_queues_over_the_budget_blocks_every_switch_until_it_drains() -> None:
+    woken: list[int] = []
+    budget = Budget(high=100, low=50, on_drained=lambda: woken.append(budget.queued))
+    a, b, c = (SendQueue(high=1000, low=10, cap=10_000, budget=budget) for _ in range(3))
+    assert a.put(b"x" * 60) == "ok" and b.put(b"y" * 30) == "ok"
+    assert not any(q.blocked() for q in (a, b, c)) and budget.queued == 90
+    assert a.put(b"z" * 20) == "ok", "a batch under way is never refused by the budget"
+    assert all(q.blocked() for q in (a, b, c)), "c queued nothing and still waits"
+    assert not any(q.congested for q in (a, b, c)), "no queue alone is over its own mark"
+    data, _ = a.get()  # type: ignore[misc]
+    a.done(len(data))
+    assert budget.queued == 50 and woken == [50] and not c.blocked()
+    b.close()  # a closed queue gives its bytes back, once, also if its writer ends late
+    b.done(30)
+    assert budget.queued == 20 and budget.peak == 110 and budget.overs == 1
 
 
 def test_a_blocked_get_returns_when_closed() -> None:
