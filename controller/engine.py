@@ -72,7 +72,7 @@ from sqlalchemy.orm import Session
 
 from controller import ofmsg
 from controller.flows import Flow
-from controller.intent import Change, Intent, apply_changes, diff_views
+from controller.intent import Change, Intent, apply_deltas, diff_views
 from controller.model import EndpointState, Snapshot
 from controller.pipeline import desired_flows
 from controller.reconcile import Changes, apply, diff
@@ -251,6 +251,17 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class _Computed:
+    """The hosts whose desired flows are computed (those ``apply_deltas`` may patch)."""
+
+    def __init__(self, gens: dict[str, _Gen]) -> None:
+        self._gens = gens
+
+    def __contains__(self, host: object) -> bool:
+        gen = self._gens.get(host) if isinstance(host, str) else None
+        return gen is not None and gen.desired is not None
+
+
 SnapshotLoader = Callable[[Session], Snapshot]
 ChangeReader = Callable[[Session, int], tuple[int, list[tuple[int, list[Change]]]] | None]
 ReadyMarker = Callable[[Session, Collection[int]], int]
@@ -334,6 +345,7 @@ class Engine:
         self.audit_mismatches = 0
         self.full_reads = 0
         self.recomputed = 0  # desired flow sets computed (hosts x passes)
+        self.patched = 0  # desired flow sets patched by an endpoint's own flows instead
         self._admitted: list[_Switch] = []  # admitted by a pass: their dump is asked for
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -1103,14 +1115,22 @@ class Engine:
         intent = self._intent
         assert intent is not None
         touched: set[str] = set()
+        full: set[str] = set()
+        patches: dict[str, list[tuple[frozenset[Flow], frozenset[Flow]]]] = {}
         by_revision: list[tuple[int, frozenset[str]]] = []
+        known = _Computed(self._gens)
         with self._lock:  # os-ken's threads look hosts up by dpid
             for rev, changes in groups:
-                hosts = apply_changes(intent, changes, rev)
+                deltas = apply_deltas(intent, changes, rev, known)
+                hosts = deltas.hosts
                 by_revision.append((rev, hosts))
                 touched |= hosts
+                full |= deltas.full
+                for host, patch in deltas.patch.items():
+                    patches.setdefault(host, []).append(patch)
             intent.revision = max(intent.revision, revision)
-        self._recompute(touched)
+        self._recompute(full)
+        self._patch({h: p for h, p in patches.items() if h not in full}, intent)
         with self._lock:
             self._forget_hosts(h for h in touched if h not in intent.hosts)
             for rev, hosts in by_revision:
@@ -1204,6 +1224,27 @@ class Engine:
                     self._todo.add(host)
                     self._states_dirty.add(host)
         return changed
+
+    def _patch(
+        self, patches: dict[str, list[tuple[frozenset[Flow], frozenset[Flow]]]], intent: Intent
+    ) -> None:
+        """Apply what endpoints took from and gave to their hosts' desired flows (in the
+        order of their revisions): O(their flows), not a recomputation of the host."""
+        with self._lock:
+            for host, steps in patches.items():
+                gen = self._gen(host)
+                desired = gen.desired
+                assert desired is not None, "only hosts with computed flows are patched"
+                for gone, new in steps:
+                    desired = (desired - gone if gone else desired) | new
+                self.patched += 1
+                if desired == gen.desired:
+                    continue
+                gen.desired = desired
+                gen.wanted += 1
+                gen.wanted_rev = intent.revision
+                self._todo.add(host)
+                self._states_dirty.add(host)
 
     def _admit_known(self) -> None:
         """(Lock held.) Admit held switches whose dpid is now a registered host's."""

@@ -28,15 +28,23 @@ values of what the log named. Which hosts a change touches follows ``pipeline``:
 
 ``Intent.index`` is then what ``pipeline.desired_flows`` needs, kept up to date in O(1) per
 endpoint change instead of O(endpoints) per pass.
+
+:func:`apply_deltas` says more for the common change, an endpoint bound, moved or unbound in
+its own host's block, in a network without policies, not through its host's gateway: the
+flows it takes from and gives to its host (``pipeline.endpoint_flows``), so the engine patches
+that host's desired set in O(the endpoint's flows) instead of recomputing it in O(hosts +
+blocks + local endpoints), about 2,000 flows per host at 1,000 hosts. Anything else names
+hosts to recompute in full, as ``apply_changes`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
+from controller.flows import Flow
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot
-from controller.pipeline import SnapshotIndex, owner_of
+from controller.pipeline import SnapshotIndex, endpoint_flows, owner_of
 
 NETWORK = "network"
 HOST = "host"
@@ -188,11 +196,87 @@ def apply_changes(intent: Intent, changes: Iterable[Change], revision: int) -> f
     """Set every change's value in ``intent`` (now at ``revision``) and return the hosts
     whose desired flows may have changed: known before or after, so a host that went is
     named too (the caller skips names it has no switch for)."""
+    return _apply(intent, changes, revision)[0]
+
+
+@dataclass
+class Deltas:
+    """What a batch of changes did to the hosts' desired flows: ``full``, hosts to recompute
+    (``pipeline.desired_flows``); ``patch``, host -> (flows gone, flows new) to apply to the
+    host's flows as computed before the batch (every host in ``patch`` had flows then)."""
+
+    full: frozenset[str]
+    patch: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = field(default_factory=dict)
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Every host whose desired flows may have changed (``apply_changes``' answer)."""
+        return self.full | self.patch.keys()
+
+
+def apply_deltas(
+    intent: Intent, changes: Iterable[Change], revision: int, known: Container[str] = ()
+) -> Deltas:
+    """``apply_changes``, telling which hosts can be patched (see the module docstring):
+    only hosts in ``known`` (those whose flows before the batch the caller holds)."""
+    touched, moved, local = _apply(intent, changes, revision)
+    if moved is None:
+        return Deltas(touched)
+    full: set[str] = {h for h in touched if h not in known or h not in intent.hosts}
+    gone: dict[str, set[Flow]] = {}
+    new: dict[str, set[Flow]] = {}
+    for key, (old, ep) in moved.items():
+        for value, into in ((old, gone), (ep, new)):
+            if value is None or value.host is None:
+                continue
+            host = intent.hosts.get(value.host)
+            net = intent.networks.get(key[0])
+            if host is None or net is None or value.host in full:
+                continue
+            if _gateway(host, net):
+                full.add(value.host)
+                continue
+            into.setdefault(value.host, set()).update(endpoint_flows(host, net, value))
+    patch: dict[str, tuple[frozenset[Flow], frozenset[Flow]]] = {}
+    for name in touched - full:
+        out = gone.get(name, set())
+        add = new.get(name, set())
+        if out:  # a flow another endpoint of the host still has stays
+            out -= add
+            host = intent.hosts[name]
+            for net, ep in local.get(name, ()):
+                if out and (net.name, ep.name) not in moved:
+                    out.difference_update(endpoint_flows(host, net, ep))
+        patch[name] = (frozenset(out - add), frozenset(add - out))
+    return Deltas(frozenset(full), patch)
+
+
+def _gateway(host: Host, net: Network) -> bool:
+    """``net``'s endpoints on ``host`` shape its gateway's flows (``pipeline.gateway_flows``)."""
+    return (
+        host.egress_ip is not None
+        and host.gateway_port is not None
+        and net.external
+        and bool(net.zone)
+    )
+
+
+def _apply(
+    intent: Intent, changes: Iterable[Change], revision: int
+) -> tuple[
+    frozenset[str],
+    dict[EpKey, tuple[Endpoint | None, Endpoint | None]] | None,
+    dict[str, list[tuple[Network, Endpoint]]],
+]:
+    """``apply_changes``; also, when the batch changed only endpoints each touching its own
+    host, every endpoint changed (as indexed before the batch, and now), else None, and the
+    local endpoints, after the batch, of the hosts touched."""
     before_hosts = set(intent.hosts)
     structural = False
     touched: set[str] = set()
     everyone = False
     moved: dict[EpKey, Endpoint | None] = {}
+    first: dict[EpKey, Endpoint | None] = {}
     for change in changes:
         if change.kind == NETWORK:
             structural = True
@@ -216,6 +300,7 @@ def apply_changes(intent: Intent, changes: Iterable[Change], revision: int) -> f
                 ep = None
             old = intent.endpoints.get(key)
             if key not in moved:  # first change of this endpoint in the batch: as indexed
+                first[key] = old
                 hosts = intent._endpoint_hosts(key, old)
                 if hosts is None:
                     everyone = True
@@ -235,7 +320,7 @@ def apply_changes(intent: Intent, changes: Iterable[Change], revision: int) -> f
     intent.revision = max(intent.revision, revision)
     if structural:
         intent._reindex()
-        return frozenset(before_hosts | set(intent.hosts))
+        return frozenset(before_hosts | set(intent.hosts)), None, {}
     for key, ep in moved.items():
         hosts = intent._endpoint_hosts(key, ep)
         if hosts is None:
@@ -243,8 +328,9 @@ def apply_changes(intent: Intent, changes: Iterable[Change], revision: int) -> f
         else:
             touched |= hosts
     if everyone:
-        return frozenset(before_hosts | set(intent.hosts) | touched)
-    return frozenset(touched)
+        return frozenset(before_hosts | set(intent.hosts) | touched), None, {}
+    local = {h: list(intent._local[h].values()) for h in touched if h in intent._local}
+    return frozenset(touched), {k: (first[k], ep) for k, ep in moved.items()}, local
 
 
 def _set(table: dict, key: str, value: Value, kind: type) -> None:  # type: ignore[type-arg]
@@ -290,7 +376,9 @@ __all__ = [
     "Change",
     "Intent",
     "Value",
+    "Deltas",
     "apply_changes",
+    "apply_deltas",
     "diff_views",
     "endpoint_key",
     "flow_view",

@@ -315,19 +315,7 @@ def desired_flows(
         isolated = bool(net.policies) and any(isolation(net, ep))
         if isolated:
             guarded.setdefault(net.name, (net, []))[1].append(ep)
-        flows.extend(_local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport, isolated))
-        if net.subnet6 is not None:
-            flows.extend(
-                local_endpoint6(
-                    net.vni,
-                    embed(net.subnet6, ep.ip),
-                    ep.mac,
-                    ep.ofport,
-                    (T_CLASSIFY, T_LOCAL),
-                    (PRIO_NORMAL, PRIO_EXCEPTION),
-                    not isolated,  # policies are IPv4 only: an isolated endpoint's IPv6 is dropped
-                )
-            )
+        flows.extend(endpoint_flows(host, net, ep, isolated))
     for net, eps in guarded.values():
         flows.extend(policy_flows(net, eps, members_of(net, idx.local)))
     for block in snapshot.blocks:
@@ -375,6 +363,30 @@ def desired_flows(
             )
     flows.extend(gateway_flows(host, idx.local.get(host.name, ())))
     return frozenset(flows)
+
+
+def endpoint_flows(
+    host: Host, net: Network, ep: Endpoint, isolated: bool = False
+) -> tuple[Flow, ...]:
+    """The flows a local endpoint ``ep`` of ``net`` has on its own ``host`` by itself
+    (CLASSIFY, ARP, LOCAL and their IPv6 twins; none without a port or on the tunnel's or
+    gateway's port); ``isolated`` by a policy: its packets go through the policy stages.
+    What else depends on it (policy stages, the gateway's flows, other hosts' /32 routes
+    when it lives away from its block) is not here: see ``intent.Deltas``."""
+    if ep.ofport is None or ep.ofport in (host.tunnel_port, host.gateway_port):
+        return ()
+    flows = _local_endpoint(net.vni, str(ep.ip), ep.mac, ep.ofport, isolated)
+    if net.subnet6 is None:
+        return flows
+    return flows + local_endpoint6(
+        net.vni,
+        embed(net.subnet6, ep.ip),
+        ep.mac,
+        ep.ofport,
+        (T_CLASSIFY, T_LOCAL),
+        (PRIO_NORMAL, PRIO_EXCEPTION),
+        not isolated,  # policies are IPv4 only: an isolated endpoint's IPv6 is dropped
+    )
 
 
 @lru_cache(maxsize=1)

@@ -190,3 +190,19 @@ def test_what_waits_for_switches_is_kept_per_host_not_per_revision_and_host() ->
         engine.barrier_reply(late.dpid, xid)
     assert all(engine.wait_applied(r, 0.01) for r in range(2, last + 1))
     assert engine.waiting_on(last) == [] and not engine._needs and not engine._host_needs
+
+
+def test_a_bind_at_home_patches_its_hosts_flows_without_recomputing_them() -> None:
+    engine = _engine()
+    engine.sync_all(_snap(1, SRC))
+    recomputed = engine.recomputed
+    engine.apply(2, [(2, [Change(ENDPOINT, endpoint_key("blue", "home"), HOME)])])
+    assert engine.recomputed == recomputed and engine.patched == 1
+    for h in HOSTS:
+        assert engine._gens[h].desired == desired_flows(_snap(2, SRC, HOME), h), h
+    engine.apply(3, [(3, [Change(ENDPOINT, endpoint_key("blue", "away"), AWAY)])])
+    assert engine.recomputed == recomputed + 3, "an endpoint away from its block: every host"
+    engine.apply(4, [(4, [Change(ENDPOINT, endpoint_key("blue", "home"), None)])])
+    assert engine.patched == 2
+    for h in HOSTS:
+        assert engine._gens[h].desired == desired_flows(_snap(4, SRC, AWAY), h), h
