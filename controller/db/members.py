@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from controller import mastership
@@ -124,15 +125,20 @@ def tick(
     period to renew theirs."""
     _lock(session, idle_limit=lease / 3)
     now = renew(session, member, api_url, openflow, lease)
-    for dpid, revision in (applied or {}).items():
-        session.execute(
-            update(SwitchMasterRow)
+    if applied:
+        # One executemany of a Core statement: at 1,000 switches every revision moves every
+        # converged switch's applied revision, and an ORM update per switch (each compiled
+        # and evaluated against the session) cost a third of the controller's CPU.
+        table = cast(Table, SwitchMasterRow.__table__)
+        session.connection().execute(
+            update(table)
             .where(
-                SwitchMasterRow.dpid == format_dpid(dpid),
-                SwitchMasterRow.controller_id == member,
-                SwitchMasterRow.applied_revision < revision,
+                table.c.dpid == bindparam("d"),
+                table.c.controller_id == member,
+                table.c.applied_revision < bindparam("r"),
             )
-            .values(applied_revision=revision)
+            .values(applied_revision=bindparam("r")),
+            [{"d": format_dpid(dpid), "r": revision} for dpid, revision in applied.items()],
         )
     live = tuple(
         sorted(
