@@ -414,10 +414,10 @@ class Engine:
         self._changed.notify_all()
         if not self._waiters:
             return
-        present = self._present()
-        for waiter in [w for w in self._waiters if self._ready(w.revision, w.hosts, present)]:
-            self._waiters.discard(waiter)
-            waiter.wake()
+        for waiter in list(self._waiters):
+            if self._ready(waiter.revision, waiter.hosts):
+                self._waiters.discard(waiter)
+                waiter.wake()
 
     def switches(self) -> list[SwitchStatus]:
         """Status of every admitted switch seen since start (held connections are not)."""
@@ -497,18 +497,21 @@ class Engine:
             gen = self._gens[host] = _Gen()
         return gen
 
-    def _ready(
-        self, revision: int, hosts: Collection[str], present: set[str] | None = None
-    ) -> bool:
+    def _ready(self, revision: int, hosts: Collection[str]) -> bool:
         """(Lock held.) ``revision`` was read and every switch it needs confirmed it, and
-        the switches of ``hosts`` are connected here, or mastered and confirmed elsewhere
-        (``present``: those connected, if known)."""
+        the switches of ``hosts`` are connected here, or mastered and confirmed elsewhere."""
         if self._revision < revision or revision in self._needs:
             return False
-        if not hosts:
+        return all(self._is_present(h) or self._remote_applied(h) >= revision for h in hosts)
+
+    def _is_present(self, host: str) -> bool:
+        """(Lock held.) ``host``'s switch is connected here, and ours to write: O(1) through
+        the host's dpid in the common case, so waking a waiter does not look at every switch."""
+        found = self._intent.hosts.get(host) if self._intent is not None else None
+        sw = self._switches.get(found.dpid) if found is not None and found.dpid else None
+        if sw is not None and sw.host == host and sw.connected and self._ours(sw):
             return True
-        present = present if present is not None else self._present()
-        return all(h in present or self._remote_applied(h) >= revision for h in hosts)
+        return host in self._present()  # e.g. re-registered with another dpid: look at all
 
     def _met(self, host: str, generation: int, revision: int) -> bool:
         """(Lock held.) ``host``'s switch has ``generation`` (of ``revision``): confirmed
