@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from controller import mastership
@@ -125,11 +125,11 @@ def tick(
     period to renew theirs."""
     _lock(session, idle_limit=lease / 3)
     now = renew(session, member, api_url, openflow, lease)
+    table = cast(Table, SwitchMasterRow.__table__)
     if applied:
         # One executemany of a Core statement: at 1,000 switches every revision moves every
         # converged switch's applied revision, and an ORM update per switch (each compiled
         # and evaluated against the session) cost a third of the controller's CPU.
-        table = cast(Table, SwitchMasterRow.__table__)
         session.connection().execute(
             update(table)
             .where(
@@ -152,8 +152,17 @@ def tick(
         for d in session.execute(select(HostRow.dpid).where(HostRow.dpid.is_not(None))).scalars()
         if d is not None
     ]
-    rows = {int(r.dpid, 16): r for r in session.execute(select(SwitchMasterRow)).scalars()}
-    before = {dpid: row.controller_id for dpid, row in rows.items()}
+    # Plain column rows, not ORM objects: a tick runs every second and after every switch
+    # that converged, and loading 1,000 ORM rows each time was most of its cost.
+    rows = {
+        int(dpid, 16): _Master(owner, generation, applied_revision)
+        for dpid, owner, generation, applied_revision in session.execute(
+            select(
+                table.c.dpid, table.c.controller_id, table.c.generation, table.c.applied_revision
+            )
+        )
+    }
+    before = {dpid: row.owner for dpid, row in rows.items()}
     after = mastership.assign(dpids, live, before) if rebalance else {}
     bumped = mastership.next_generations(
         before, after, {dpid: row.generation for dpid, row in rows.items()}
@@ -161,23 +170,37 @@ def tick(
     for dpid, owner in after.items():
         row = rows.get(dpid)
         if row is None:
-            row = SwitchMasterRow(
-                dpid=format_dpid(dpid), controller_id=None, generation=0, applied_revision=0
+            row = rows[dpid] = _Master(None, 0, 0)
+            session.execute(
+                insert(table).values(
+                    dpid=format_dpid(dpid), controller_id=None, generation=0, applied_revision=0
+                )
             )
-            session.add(row)
-            rows[dpid] = row
-        if row.controller_id != owner:
-            row.controller_id = owner
+        if row.owner != owner:
+            row.owner = owner
             row.generation = bumped.get(dpid, row.generation)
-    session.flush()
+            session.execute(
+                update(table)
+                .where(table.c.dpid == format_dpid(dpid))
+                .values(controller_id=owner, generation=row.generation)
+            )
     return Tick(
         now=now,
         live=live,
-        mine={d: r.generation for d, r in rows.items() if r.controller_id == member},
+        mine={d: r.generation for d, r in rows.items() if r.owner == member},
         generations={d: r.generation for d, r in rows.items()},
         moved=mastership.moves(before, after),
-        applied={d: r.applied_revision for d, r in rows.items() if r.controller_id is not None},
+        applied={d: r.applied_revision for d, r in rows.items() if r.owner is not None},
     )
+
+
+@dataclass(slots=True)
+class _Master:
+    """A ``switch_masters`` row as ``tick`` reads and changes it."""
+
+    owner: str | None
+    generation: int
+    applied_revision: int
 
 
 def leave(session: Session, member: str) -> None:
