@@ -17,7 +17,10 @@ reply makes that generation *applied*.
 Readiness: a revision (the one an endpoint was bound at) needs the generation wanted, after
 it, of every host its changes touched; it is ready once each of those switches applied it.
 A slow, silent or disconnected switch so delays only the endpoints that need it, and
-``waiting_on`` names it. API requests wait with ``until_applied`` from the event loop, holding
+``waiting_on`` names it; the same for a switch this controller does not master (confirmed
+by its master's published revision) and one nobody masters (confirmed by nobody). What waits
+is kept in O(hosts + revisions) (``_HostNeed``), not per revision and host. API requests
+wait with ``until_applied`` from the event loop, holding
 no thread (each waiter is an asyncio future that the barrier's thread resolves through
 ``call_soon_threadsafe``), or ``wait_applied``, blocking, from a thread.
 
