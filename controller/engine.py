@@ -213,7 +213,11 @@ class _Gen:
     applied: int = 0
     wanted_rev: int = 0
     applied_rev: int = 0
-    desired: frozenset[Flow] | None = None  # None: not computed (the host is unknown)
+    # The host's desired flows in cookie order (``_packed``), None: not computed (the host is
+    # unknown). A tuple, not a frozenset: 8 bytes a flow instead of up to 64 (a set's table
+    # is kept under 60 % full and grows fourfold), 17 KB instead of 128 KB a host at 1,000
+    # hosts; the engine only iterates it, and compares it whole.
+    desired: tuple[Flow, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -252,6 +256,16 @@ class _Waiter:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _packed(flows: Iterable[Flow]) -> tuple[Flow, ...]:
+    """A host's desired flows as ``_Gen`` keeps them: a tuple in cookie order (equal sets of
+    flows give equal tuples; memoized flows make the comparison mostly identity checks)."""
+    return tuple(sorted(flows, key=_cookie))
+
+
+def _cookie(f: Flow) -> int:
+    return f.cookie
 
 
 class _Computed:
@@ -1209,10 +1223,10 @@ class Engine:
         keeps its switch's flows). Returns the hosts whose flows changed."""
         intent = intent or self._intent
         assert intent is not None
-        fresh: dict[str, frozenset[Flow] | None] = {}
+        fresh: dict[str, tuple[Flow, ...] | None] = {}
         for host in hosts:
             if host in intent.hosts:
-                fresh[host] = desired_flows(intent, host, intent.index)
+                fresh[host] = _packed(desired_flows(intent, host, intent.index))
                 self.recomputed += 1
             else:
                 fresh[host] = None
@@ -1241,8 +1255,11 @@ class Engine:
                 gen = self._gen(host)
                 desired = gen.desired
                 assert desired is not None, "only hosts with computed flows are patched"
-                for gone, new in steps:
-                    desired = (desired - gone if gone else desired) | new
+                for gone, new in steps:  # by cookie: a Flow's hash is not cached, an int's is
+                    out = {f.cookie for f in gone}
+                    kept = [f for f in desired if f.cookie not in out] if out else list(desired)
+                    have = {f.cookie for f in kept} if new else set()
+                    desired = _packed(kept + [f for f in new if f.cookie not in have])
                 self.patched += 1
                 if desired == gen.desired:
                     continue
@@ -1348,7 +1365,7 @@ class Engine:
                 log.warning("switch %016x closed while sending", sw.conn.dpid)
                 return
 
-    def _without_held(self, sw: _Switch, desired: frozenset[Flow]) -> frozenset[Flow]:
+    def _without_held(self, sw: _Switch, desired: tuple[Flow, ...]) -> tuple[Flow, ...]:
         """``desired`` less the flows held back (lock held); entries no longer desired go,
         and those whose time came are marked as sent again."""
         now = self._clock()
@@ -1361,7 +1378,7 @@ class Engine:
                 hold.add(cookie)
             elif cookie not in sw.installed:
                 held.sent = True
-        return frozenset(f for f in desired if f.cookie not in hold) if hold else desired
+        return tuple(f for f in desired if f.cookie not in hold) if hold else desired
 
     def _bundled(self, sw: _Switch, changes: Changes, replaces: bool) -> bool:
         """Whether this batch goes as one bundle (see the module docstring)."""

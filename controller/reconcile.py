@@ -12,7 +12,7 @@ the add already overwrote it, and a delete by its old cookie would match nothing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from controller.flows import Flow
@@ -32,7 +32,7 @@ class Changes:
         return len(self.adds) + len(self.deletes)
 
 
-def diff(desired: frozenset[Flow] | set[Flow], installed: Mapping[int, Flow | None]) -> Changes:
+def diff(desired: Iterable[Flow], installed: Mapping[int, Flow | None]) -> Changes:
     """Changes that make ``installed`` equal to ``desired``."""
     wanted = {f.cookie: f for f in desired}
     adds = [f for c, f in wanted.items() if c not in installed]
