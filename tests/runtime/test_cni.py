@@ -480,7 +480,8 @@ def _applied(api: httpx.Client, timeout: float = 20.0) -> None:
 
 
 def _serve(netns: str, ip: str, site: Path) -> subprocess.Popen[bytes]:
-    """A web server on ``ip``:80 in container namespace ``netns``, once it listens."""
+    """A web server on ``ip``:80 in container namespace ``netns``, once it listens (``::``:
+    both families)."""
     web = subprocess.Popen(
         ["ip", "netns", "exec", netns, "python3", "-m", "http.server", "--bind", ip,
          "--directory", str(site), "80"],
@@ -502,13 +503,17 @@ def _from_outside(lab: Lab, address: str, port: int) -> subprocess.CompletedProc
 
 
 def test_port_mappings_publish_on_add_and_go_on_del(stack: Stack, tmp_path: Path) -> None:
-    """The ``portMappings`` capability: ADD publishes on the egress address of the pod's host
-    (reached from the lab's outside namespace), a host port taken by another pod fails that
-    ADD with the controller's message and leaves the holder's publication alone (also
-    through the DEL that follows), DEL unpublishes."""
-    body = {"name": "shopc", "subnet": "10.42.0.0/24", "external": True}
+    """The ``portMappings`` capability: ADD publishes on the egress addresses of the pod's
+    host (the network is dual stack: reached from the lab's outside namespace over IPv4 and
+    over IPv6), a host port taken by another pod fails that ADD with the controller's
+    message and leaves the holder's publication alone (also through the DEL that follows),
+    DEL unpublishes (both families)."""
+    body = {"name": "shopc", "subnet": "10.42.0.0/24", "subnet6": "fd00:42::/64",
+            "external": True}  # fmt: skip
     stack.api.post("/api/v1/networks", json=body).raise_for_status()
-    (egress,) = [h["egress_ip"] for h in stack.lab.status()["hosts"] if h["name"] == H1]
+    ((egress, egress6),) = [(h["egress_ip"], h["egress_ip6"]) for h in stack.lab.status()["hosts"]
+                            if h["name"] == H1]  # fmt: skip
+    assert egress6, "the lab's agent runs without --egress-ip6"
     site = tmp_path / "site"
     site.mkdir()
     (site / "page.txt").write_text("mapped page\n")
@@ -518,17 +523,18 @@ def test_port_mappings_publish_on_add_and_go_on_del(stack: Stack, tmp_path: Path
     a_ns = stack.netns(f"{PREFIX}pma")
     code, res = stack.cni(H1, "ADD", pm, cid="pma", netns=a_ns)
     assert code == 0, res
-    a_ip = res["ips"][0]["address"].split("/")[0]
     (pub,) = stack.api.get("/api/v1/networks/shopc/publications").json()
     assert (pub["endpoint"], pub["host_port"], pub["port"], pub["proto"]) == ("pma", 8090, 80,
                                                                               "tcp")  # fmt: skip
-    assert (pub["host"], pub["address"]) == (H1, egress)
-    web = _serve(a_ns.rsplit("/", 1)[1], a_ip, site)
+    assert (pub["host"], pub["address"], pub["address6"]) == (H1, egress, egress6)
+    assert len(res["ips"]) == 2, res  # both families
+    web = _serve(a_ns.rsplit("/", 1)[1], "::", site)
     try:
         _applied(stack.api)
-        got = _from_outside(stack.lab, egress, 8090)
-        assert got.returncode == 0 and got.stdout == "mapped page\n", got.stderr
-        assert _from_outside(stack.lab, egress, 8091).returncode != 0  # nothing else is open
+        for address in (egress, f"[{egress6}]"):
+            got = _from_outside(stack.lab, address, 8090)
+            assert got.returncode == 0 and got.stdout == "mapped page\n", (address, got.stderr)
+            assert _from_outside(stack.lab, address, 8091).returncode != 0  # nothing else open
 
         # another pod asks for the same host port: its ADD fails, nothing of it stays
         before = stack.state()
@@ -554,6 +560,7 @@ def test_port_mappings_publish_on_add_and_go_on_del(stack: Stack, tmp_path: Path
     assert stack.api.get("/api/v1/networks/shopc/publications").json() == []
     _applied(stack.api)
     assert _from_outside(stack.lab, egress, 8090).returncode != 0
+    assert _from_outside(stack.lab, f"[{egress6}]", 8090).returncode != 0
     bad = conf("shopc", runtimeConfig={"portMappings": [{**mapping, "hostPort": 40000}]})
     code, err = stack.cni(H1, "ADD", bad, cid="pmc", netns=stack.netns(f"{PREFIX}pmc"))
     assert code != 0 and err["code"] == 7 and "32768 and up" in err["msg"], err

@@ -534,7 +534,7 @@ IPAM_CALLS: list[tuple[str, Any]] = [
 ]
 
 
-SHOP = ("vxd-shop", "10.62.0.0/24")
+SHOP, SHOP6 = ("vxd-shop", "10.62.0.0/24"), "fd00:64::/64"  # dual stack
 SERVE = ["sh", "-c", "echo published page > /tmp/page.txt && exec httpd -f -p 80 -h /tmp"]
 
 
@@ -564,29 +564,35 @@ def _pubs(stack: Stack) -> list[tuple[str, int, int, str, str | None]]:
 
 
 def test_docker_run_p_publishes_and_stop_closes(stack: Stack) -> None:
-    """``docker run -p HOSTPORT:PORT`` on a vxplane network an admin made external: the lab's
-    outside namespace reaches the container at its host's egress address; the same host
-    port on the other host fails that start with the controller's message and nothing of
-    it stays; ``docker stop`` closes the port, ``docker start`` opens it again."""
+    """``docker run -p HOSTPORT:PORT`` on a dual-stack vxplane network an admin made
+    external: the lab's outside namespace reaches the container at its host's egress
+    address and at its IPv6 egress address; the same host port on the other host fails
+    that start with the controller's message and nothing of it stays; ``docker stop``
+    closes the port (both families), ``docker start`` opens it again."""
     for host in (H1, H2):
-        stack.docker(host, "network", "create", "-d", "vxplane", "--ipam-driver", "vxplane",
-                     "--subnet", SHOP[1], SHOP[0])  # fmt: skip
+        stack.docker(host, "network", "create", "--ipv6", "-d", "vxplane", "--ipam-driver",
+                     "vxplane", "--subnet", SHOP[1], "--subnet", SHOP6, SHOP[0])  # fmt: skip
     network(stack, SHOP[0])
     r = stack.api.patch(f"/api/v1/networks/{SHOP[0]}", json={"external": True})
     assert r.status_code == 200, r.text
-    hosts = {h["name"]: h["egress_ip"] for h in stack.lab.status()["hosts"]}
-    egress = hosts[H1]
+    hosts = {h["name"]: h for h in stack.lab.status()["hosts"]}
+    egress, egress6 = hosts[H1]["egress_ip"], hosts[H1]["egress_ip6"]
+    assert egress6, "the lab's agent runs without --egress-ip6"
     try:
         stack.docker(H1, "run", "-d", "--name", "pw", "--network", SHOP[0], "-p", "8092:80",
                      IMAGE, *SERVE)  # fmt: skip
         assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]
+        (pub,) = stack.api.get(f"/api/v1/networks/{SHOP[0]}/publications").json()
+        assert (pub["address"], pub["address6"]) == (egress, egress6)
         _applied(stack)
-        got = wait_for(
-            "the page from the outside",
-            lambda: g if (g := _from_outside(stack, egress, 8092)).returncode == 0 else None,
-        )
-        assert got.stdout == "published page\n", got.stderr
-        assert _from_outside(stack, egress, 8093).returncode != 0  # nothing else is open
+        for address in (egress, f"[{egress6}]"):
+            got = wait_for(
+                f"the page from the outside at {address}",
+                lambda a=address: g if (g := _from_outside(stack, a, 8092)).returncode == 0
+                else None,
+            )  # fmt: skip
+            assert got.stdout == "published page\n", got.stderr
+            assert _from_outside(stack, address, 8093).returncode != 0  # nothing else is open
         cfg = json.loads(stack.docker(H1, "inspect", "pw"))[0]["NetworkSettings"]
         ep = cfg["Networks"][SHOP[0]]
         ids = {"NetworkID": ep["NetworkID"], "EndpointID": ep["EndpointID"]}
@@ -614,11 +620,14 @@ def test_docker_run_p_publishes_and_stop_closes(stack: Stack) -> None:
         assert _pubs(stack) == []
         _applied(stack)
         assert _from_outside(stack, egress, 8092).returncode != 0
+        assert _from_outside(stack, f"[{egress6}]", 8092).returncode != 0
 
         stack.docker(H1, "start", "pw")
         assert _pubs(stack) == [("pw", 8092, 80, "tcp", H1)]
         _applied(stack)
         wait_for("the page again", lambda: _from_outside(stack, egress, 8092).returncode == 0)
+        wait_for("the page again over IPv6",
+                 lambda: _from_outside(stack, f"[{egress6}]", 8092).returncode == 0)  # fmt: skip
 
         for bad, why in (("80", "needs the host port"), ("40000:80", "32768 and up")):
             out = stack.docker(H1, "run", "-d", "--name", "pwbad", "--network", SHOP[0],
