@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hostagent.agent_client import AgentClient
+from vxcommon.tpoints import mark
 from vxlab.lab import Lab
 from vxlab.launch import controller_and_lab
 
@@ -102,11 +103,14 @@ def attach_latency(
         if not ipv6:
             no_ipv6(name)
         t0 = time.perf_counter()
+        mark("b_request", name)
         with AgentClient(lab.host_paths(host).agent_sock) as agent:
             ep = agent.attach(name, name, "bench")
         t_ready = time.perf_counter()
+        mark("b_ready", name)
         ready_ms.append((t_ready - t0) * 1000)
         ms, unanswered = first_ping("bn-peer", ep["ip"], t0)
+        mark("b_ping", name)
         ping_ms.append(ms)
         if unanswered:  # a first ping went unanswered: keep what we know of it
             slow.append({"endpoint": name, "host": host, "ip": ep["ip"], "ms": ms})

@@ -37,6 +37,7 @@ from controller.db.policies import policy_networks
 from controller.model import EndpointState
 from controller.policystats import PolicyStats, policy_stats
 from controller.sync import FlowSync
+from vxcommon import tpoints
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ class ApiLatency:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        if tpoints.ON and scope["path"].endswith("/binding"):  # the attach path's timeline
+            tpoints.mark("c_asgi", scope["path"].rsplit("/", 2)[-2])
         seen: list[int] = []
 
         async def timed(message: Message) -> None:

@@ -29,6 +29,7 @@ from hostagent.errors import AgentError, ControllerUnavailable
 from hostagent.model import Endpoint, Network
 from vxcommon.paging import collect
 from vxcommon.retry import BUSY_RETRIES, advised_delay
+from vxcommon.tpoints import mark
 
 API = "/api/v1"
 NDJSON = "application/x-ndjson"
@@ -165,6 +166,8 @@ class ControllerClient:
         """Send ``request``; an NDJSON answer is read line by line, each line given to
         ``on_line`` as it arrives; the response returned holds the last line (any other
         answer is read whole and returned as it is)."""
+        key = request.url.path.rsplit("/", 2)[-2]  # trace points: the endpoint's name
+        mark("a_send", key)
         resp = self._http.send(request, stream=True)
         try:
             if not resp.headers.get("content-type", "").startswith(NDJSON):
@@ -173,6 +176,7 @@ class ControllerClient:
             last: str | None = None
             for line in resp.iter_lines():
                 if line.strip():
+                    mark("a_rx2" if last else "a_rx1", key)
                     on_line(json_loads(line))
                     last = line
         finally:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from hostagent.agent import Agent
 from hostagent.api.schemas import AttachRequest, DetachRequest
 from hostagent.plug import PlugRequest
+from vxcommon.tpoints import mark
 
 
 def agent_router(agent: Agent) -> APIRouter:
@@ -25,6 +26,7 @@ def agent_router(agent: Agent) -> APIRouter:
 
     @router.post("/attach", response_class=JSONResponse)
     def attach(req: AttachRequest) -> JSONResponse:
+        mark("a_route", req.name)
         plug = PlugRequest(
             network=req.network,
             name=req.name,
@@ -35,7 +37,9 @@ def agent_router(agent: Agent) -> APIRouter:
             ready_timeout=req.ready_timeout,
         )
         # A JSONResponse skips FastAPI's re-validation of a plain dict (on every attach).
-        return JSONResponse(agent.attach(plug).to_api())
+        ans = JSONResponse(agent.attach(plug).to_api())
+        mark("a_answer", req.name)
+        return ans
 
     @router.post("/detach")
     def detach(req: DetachRequest) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from controller.errors import InvalidRequest, NotFound
 from controller.hostwatch import is_alive
 from controller.model import EndpointState
 from controller.sync import FlowSync
+from vxcommon.tpoints import mark
 
 router = APIRouter(prefix="/api/v1", tags=["endpoints"])
 
@@ -186,9 +187,11 @@ async def bind_endpoint(
     wait (``ready``, or ``pending`` if it timed out); errors are answered as without it.
     """
     started = time.perf_counter()
+    mark("c_route", name)
     require_host(principal, body.host, "bind endpoints to")
 
     def attach(session: Session) -> tuple[tuple[EndpointRecord, bool], int | None]:
+        mark("c_write", name)
         check_scope(session, settings, principal, network, name, "bind")
         record, created, revision = repo.attach_endpoint(
             session,
@@ -206,11 +209,13 @@ async def bind_endpoint(
         return (record, created), revision
 
     record, created = await writer.run(attach, principal)
+    mark("c_commit", name)
     if created:
         response.status_code = status.HTTP_201_CREATED
 
     async def waited() -> EndpointPublic:
         shown = await await_ready(request, background, sync, settings, record, wait_ready)
+        mark("c_ready", name)
         if wait_ready is not None:
             request.app.state.metrics.observe_attach(
                 started, record.state is EndpointState.PENDING, shown.state is EndpointState.READY
@@ -221,6 +226,7 @@ async def bind_endpoint(
         return await waited()
 
     async def lines() -> AsyncIterator[bytes]:
+        mark("c_line1", name)
         yield public(record, sync).model_dump_json().encode() + b"\n"
         if record.state is EndpointState.PENDING:
             yield (await waited()).model_dump_json().encode() + b"\n"
