@@ -1,5 +1,6 @@
 """The demo: a controller on SQLite, a 3-host lab, two networks on one CIDR, a ping matrix, and
-a container of an external network fetching a page from the lab's outside namespace."""
+a container of an external dual-stack network fetching a page from the lab's outside namespace
+over IPv4 and over IPv6."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vxlab.lab import Lab
@@ -63,63 +65,76 @@ def _start_controller(lab: Lab, api_port: int) -> ControllerProcess:
     return ctl
 
 
-EXTERNAL_NET, EXTERNAL_SUBNET = "green", "10.30.0.0/24"
+EXTERNAL_NET, EXTERNAL_SUBNET, EXTERNAL_SUBNET6 = "green", "10.30.0.0/24", "fd00:30::/64"
 WEB_DIR = STATE / "outside-site"
 WEB_PORT = 8000
+# the outside's web servers, one per family: (pid/log file stem, family)
+WEBS = (("outside-web", 4), ("outside-web6", 6))
 
 
-def _start_outside_web(lab: Lab) -> str:
-    """A web server in the lab's outside namespace (``python3 -m http.server``); its URL."""
+def _start_outside_web(lab: Lab, stem: str, family: int) -> str:
+    """A web server in the lab's outside namespace (``python3 -m http.server``) on its
+    address of ``family`` (pid in ``STATE/<stem>.pid``, requests in ``STATE/<stem>.log``);
+    its URL."""
     import subprocess
     import sys
 
     WEB_DIR.mkdir(parents=True, exist_ok=True)
     (WEB_DIR / "index.html").write_text("hello from the outside world\n")
-    ip = str(lab.outside_ip.ip)
-    with open(STATE / "outside-web.log", "w") as log:
+    ip = str(lab.outside_ip.ip if family == 4 else lab.outside_ip6.ip)
+    with open(STATE / f"{stem}.log", "w") as log:
         web = subprocess.Popen(
             ["ip", "netns", "exec", lab.outside_ns, sys.executable, "-m", "http.server",
              "--bind", ip, "--directory", str(WEB_DIR), str(WEB_PORT)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    (STATE / "outside-web.pid").write_text(str(web.pid))
+    (STATE / f"{stem}.pid").write_text(str(web.pid))
     deadline = time.monotonic() + 10
-    probe = ["ip", "netns", "exec", lab.outside_ns, "ss", "-Hltn", f"sport = :{WEB_PORT}"]
+    host = ip if family == 4 else f"[{ip}]"
+    probe = ["ip", "netns", "exec", lab.outside_ns, "ss", "-Hltn", f"src {host}:{WEB_PORT}"]
     while not subprocess.run(probe, capture_output=True, text=True).stdout.strip():
         if time.monotonic() > deadline:
-            raise RuntimeError("the outside's web server did not start")
+            raise RuntimeError(f"the outside's IPv{family} web server did not start")
         time.sleep(0.1)
-    return f"http://{ip}:{WEB_PORT}/"
+    return f"http://{host}:{WEB_PORT}/"
 
 
-def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> bool:
-    """An external network, a container on it, and a page fetched from the outside;
-    whether the fetch worked."""
+def _external_demo(lab: Lab, api: str, auth: dict[str, str]) -> list[str]:
+    """An external dual-stack network, a container on it, and a page fetched from the
+    outside over IPv4 and over IPv6; the families whose fetch failed."""
     import subprocess
 
-    body = {"name": EXTERNAL_NET, "subnet": EXTERNAL_SUBNET, "external": True}
+    body = {"name": EXTERNAL_NET, "subnet": EXTERNAL_SUBNET, "subnet6": EXTERNAL_SUBNET6,
+            "external": True}  # fmt: skip
     r = httpx.post(f"{api}/api/v1/networks", json=body, headers=auth)
     r.raise_for_status()
     console.print(
-        f"network {EXTERNAL_NET}: {EXTERNAL_SUBNET} vni {r.json()['vni']}, external "
-        f"(zone {r.json()['zone']})"
+        f"network {EXTERNAL_NET}: {EXTERNAL_SUBNET} + {EXTERNAL_SUBNET6} vni {r.json()['vni']}, "
+        f"external (zone {r.json()['zone']})"
     )
-    url = _start_outside_web(lab)
+    urls = [_start_outside_web(lab, stem, family) for stem, family in WEBS]
     ep = lab.run("lab-h1", "green-1", EXTERNAL_NET)
-    got = subprocess.run(
-        ["ip", "netns", "exec", "green-1", "curl", "-sS", "--max-time", "5", url],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    seen = (STATE / "outside-web.log").read_text().strip().splitlines()
-    who = seen[-1].split()[0] if seen else "?"
-    text = got.stdout.strip() or got.stderr.strip()
-    console.print(
-        f"  green-1 on lab-h1 ({ep['ip']}) fetched {url} from {lab.outside_ns}: "
-        f"[green]{text!r}[/] (the outside saw {who}, lab-h1's egress address)"
-        if got.returncode == 0
-        else f"  green-1 fetch from {url}: [bold red]failed[/] {text}"
-    )
-    return got.returncode == 0
+    failed = []
+    for url, (stem, family) in zip(urls, WEBS, strict=True):
+        got = subprocess.run(
+            ["ip", "netns", "exec", "green-1", "curl", f"-{family}", "-sS", "--max-time", "5",
+             url],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        seen = (STATE / f"{stem}.log").read_text().strip().splitlines()
+        who = seen[-1].split()[0] if seen else "?"
+        text = got.stdout.strip() or got.stderr.strip()
+        mine = ep["ip"] if family == 4 else ep.get("ip6")
+        egress = "egress address" if family == 4 else "IPv6 egress address"
+        console.print(
+            f"  green-1 on lab-h1 ({mine}) fetched {escape(url)} from {lab.outside_ns}: "
+            f"[green]{text!r}[/] (the outside saw {who}, lab-h1's {egress})"
+            if got.returncode == 0
+            else f"  green-1 fetch from {escape(url)}: [bold red]failed[/] {escape(text)}"
+        )
+        if got.returncode != 0:
+            failed.append(f"IPv{family}")
+    return failed
 
 
 def _stop_controller() -> None:
@@ -131,10 +146,11 @@ def _stop_controller() -> None:
 
 def demo_down() -> None:
     """Remove the demo's lab and stop its controller and the outside's web server."""
-    web = STATE / "outside-web.pid"
-    if web.exists():
-        stop_pid(int(web.read_text()), str(WEB_DIR), timeout=10)
-        web.unlink(missing_ok=True)
+    for stem, _ in WEBS:
+        web = STATE / f"{stem}.pid"
+        if web.exists():
+            stop_pid(int(web.read_text()), str(WEB_DIR), timeout=10)
+            web.unlink(missing_ok=True)
     _lab().down()
     _stop_controller()
 
@@ -174,8 +190,8 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
         failures = []
         if wrong := _matrix(lab, eps):
             failures.append(f"{wrong} reachability cell(s) not as expected")
-        if not _external_demo(lab, api, auth):
-            failures.append("the fetch from the outside failed")
+        if failed := _external_demo(lab, api, auth):
+            failures.append(f"the fetch from the outside failed ({', '.join(failed)})")
         if docker:
             _docker_demo(lab)
         console.print()
@@ -194,6 +210,10 @@ def run_demo(wait: bool = True, api_port: int = 8080, docker: bool = False) -> i
         console.print("           vxplane lab exec blue-1 -- ping -c 3 " + eps["blue-2"]["ip"])
         console.print(
             f"           vxplane lab exec green-1 -- curl -s http://{lab.outside_ip.ip}:{WEB_PORT}/"
+        )
+        console.print(
+            f"           vxplane lab exec green-1 -- curl -s http://[{lab.outside_ip6.ip}]:{WEB_PORT}/",
+            markup=False,
         )
         status = 0
         if failures:  # left up to look at; the exit status says it

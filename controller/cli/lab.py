@@ -269,8 +269,8 @@ def demo(
 ) -> None:
     """Controller on SQLite + 3 emulated hosts + two networks sharing a CIDR + a ping matrix.
 
-    Exit status 1 when a check fails (a cell of the ping matrix not as expected, or the
-    fetch from the outside); the lab is then left up to look at."""
+    Exit status 1 when a check fails (a cell of the ping matrix not as expected, or a
+    fetch from the outside, over IPv4 or IPv6); the lab is then left up to look at."""
     if ctx.invoked_subcommand is not None:
         return
     _need_root()
