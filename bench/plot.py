@@ -4,7 +4,8 @@ Run: ``.venv/bin/python -m bench.plot bench/results/scale-*.json -o docs/scale.p
 
 Each input is one ``python -m bench.scale`` result. Two panels, cluster size (switches) on a
 logarithmic x axis: attach-to-ready median and p99 (ms), and the controller's CPU per attach
-(ms, the per-change cost: flat means a change costs the same whatever the cluster's size).
+(ms, the per-change cost: flat means a change costs the same whatever the cluster's size),
+and, for runs with a churn, the controller's CPU per churn event (one bind or unbind).
 Several results for one size are all drawn (one mark each) and the line joins their medians,
 so a noisy run shows as spread instead of being averaged away.
 
@@ -43,6 +44,7 @@ class Point:
     attach_p99: float
     cpu_per_attach: float
     label: str
+    cpu_per_event: float = math.nan  # controller CPU per churn event (bind or unbind), if run
 
 
 def load(paths: Sequence[Path]) -> list[Point]:
@@ -64,6 +66,9 @@ def load(paths: Sequence[Path]) -> list[Point]:
                 attach_p99=float(a["p99"]),
                 cpu_per_attach=float(a.get("controller_cpu_ms_per_attach", math.nan)),
                 label=r.get("label", ""),
+                cpu_per_event=float(
+                    (r.get("churn") or {}).get("controller_cpu_ms_per_event", math.nan)
+                ),
             )
         )
     return sorted(points, key=lambda p: (p.switches, p.endpoints_per_host))
@@ -140,10 +145,13 @@ def svg(points: list[Point], subtitle: str = "") -> str:
     ]
     cpu = [(p.switches, p.cpu_per_attach) for p in points]
     cost = [("controller CPU per attach", "#2ca02c", cpu)]
+    churn = [(p.switches, p.cpu_per_event) for p in points if not math.isnan(p.cpu_per_event)]
+    if churn:
+        cost.append(("controller CPU per churn event", "#9467bd", churn))
     body = [
         f'<rect width="{W}" height="{H}" fill="white"/>',
         *_panel(MARGIN_L, "attach to ready", "ms", attach),
-        *_panel(MARGIN_L + PANEL_W + GAP, "cost of one change", "CPU ms per attach", cost),
+        *_panel(MARGIN_L + PANEL_W + GAP, "cost of one change", "controller CPU ms", cost),
     ]
     if subtitle:
         body.append(f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle" fill="#555">'
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     for pt in points:
         print(
             f"{pt.switches:>5} switches x {pt.endpoints_per_host}: attach median "
-            f"{pt.attach_median} ms, p99 {pt.attach_p99} ms, CPU/attach {pt.cpu_per_attach} ms"
+            f"{pt.attach_median} ms, p99 {pt.attach_p99} ms, CPU/attach {pt.cpu_per_attach} ms, "
+            f"CPU/churn event {pt.cpu_per_event} ms"
         )
     print(f"wrote {args.output}")
     return 0

@@ -52,3 +52,16 @@ def test_the_line_joins_the_median_of_each_size(tmp_path: Path) -> None:
     circles = [float(y) for y in re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', doc)[:4]]
     assert y1000 == min(circles)
     assert y100 in circles
+
+
+def test_churn_cost_is_drawn_only_for_runs_with_a_churn(tmp_path: Path) -> None:
+    paths = [write(tmp_path / "a.json", 100, 10.0), write(tmp_path / "b.json", 300, 20.0)]
+    assert "churn event" not in svg(load(paths))
+    churned = json.loads(paths[1].read_text())
+    churned["churn"] = {"controller_cpu_ms_per_event": 7.5}
+    paths[1].write_text(json.dumps(churned))
+    points = load(paths)
+    assert [p.cpu_per_event for p in points][1] == 7.5
+    doc = svg(points)
+    assert "controller CPU per churn event" in doc
+    assert doc.count("<circle") == 3 * 2 + 1  # one churn mark: the run that churned
