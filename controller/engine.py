@@ -906,6 +906,10 @@ class Engine:
                 return
         if bundle is not None:
             self._send_after(sw, out)
+            with self._lock:  # what waited for this bundle's commit (``push``) may go now
+                if sw.host is not None:
+                    self._todo.add(sw.host)
+            self._wake.set()
             return
         with self._lock:
             popped = sw.pending.pop(xid, None)
@@ -1326,6 +1330,15 @@ class Engine:
             if target.conn.congested():  # left out until ``switch_drained``: nothing lost
                 with self._lock:
                     self._todo.add(name)
+                continue
+            with self._lock:
+                # A bundle whose commit is not sent yet applies at its commit: a batch sent
+                # now would reach the switch first and be undone by it. Left out until the
+                # commit is sent (``barrier_reply`` queues the host again).
+                uncommitted = any(not b.committing for b in target.bundles)
+                if uncommitted:
+                    self._todo.add(name)
+            if uncommitted:
                 continue
             self._sync_switch(target, name)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -233,3 +234,21 @@ def test_bundle_mode_always_or_never(mode: str, bundled: bool) -> None:
 def test_unknown_bundle_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="bundles must be one of"):
         Harness(bundles="sometimes")
+
+
+def test_a_batch_after_an_uncommitted_bundle_waits_for_its_commit() -> None:
+    # Churn found it (bench.scale: switches converged yet missing flows the controller
+    # counted): a plain batch sent while a bundle waited for its prepare barrier reached the
+    # switch before that bundle's commit, so the commit undid it. Here the move's bundle
+    # adds a's flows at port 6; a is gone before it commits (plain deletes of those flows).
+    h, conn, _old = _setup()
+    _move(h, conn)
+    assert conn.switch.commits == 0 and conn.switch.bundles, "the move's bundle is open"
+    h.snap = replace(snapshot(3, a_port=6), endpoints=())
+    h.sync()
+    conn.pump()  # the bundle's barrier: commit; then what waited for it
+    h.engine.push()  # the engine's next pass (the commit woke it)
+    conn.pump()
+    gone = _cookies(desired_flows(h.snap, "h1"))
+    assert conn.switch.cookies() == gone == h.engine.installed_cookies(1)
+    assert h.engine.wait_applied(3, 0)
