@@ -13,6 +13,7 @@ Nothing here commits: the caller owns the transaction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
@@ -154,7 +155,31 @@ def host_record(row: HostRow) -> HostRecord:
     )
 
 
-def endpoint_record(row: EndpointRow, net: NetworkRow, host: str | None) -> EndpointRecord:
+@dataclass(slots=True)
+class EndpointCols:
+    """An endpoint row's columns read as a tuple (the set-based writes of
+    ``controller.db.bindings``), changed in place as the write plans its updates."""
+
+    id: int
+    network_id: int
+    name: str
+    ip: str
+    mac: str
+    host_id: int | None
+    ofport: int | None
+    port_name: str | None
+    state: str
+    bound_rev: int
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None
+    released_at: datetime | None
+    labels: dict[str, str]
+
+
+def endpoint_record(
+    row: EndpointRow | EndpointCols, net: NetworkRow, host: str | None
+) -> EndpointRecord:
     """The API view of an endpoint row."""
     subnet = IPv4Network(net.subnet)
     return EndpointRecord(

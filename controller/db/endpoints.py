@@ -16,9 +16,9 @@ from datetime import datetime
 from ipaddress import IPv4Address
 
 from sqlalchemy import and_, insert, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controller.db import bindings
 from controller.db.allocate import new_endpoint
 from controller.db.base import (
     begin_write,
@@ -28,27 +28,14 @@ from controller.db.base import (
     network_row,
     utcnow,
 )
+from controller.db.bindings import Binding, RevisionMismatch
 from controller.db.changelog import log_change, log_endpoint
 from controller.db.changes import note
 from controller.db.models import EndpointMoveRow, EndpointRow, HostRow, NetworkRow
 from controller.db.records import EndpointRecord, MoveRecord
-from controller.errors import Conflict, InvalidRequest, NotFound
+from controller.errors import Conflict, NotFound
 from controller.intent import BLOCKS
 from controller.model import EndpointState
-
-MAX_OFPORT = 65279  # OVS gives ports 1..65279 (0xfeff); the API refuses others
-
-
-class RevisionMismatch(Conflict):
-    """A condition on the endpoint failed: ``if_revision`` is not its current revision, or
-    (delete ``if_unbound``) it is bound. HTTP 409 with the endpoint.
-
-    ``endpoint`` is the endpoint as it is now, None when the name does not exist.
-    """
-
-    def __init__(self, message: str, endpoint: EndpointRecord | None) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
 
 
 def _find_row(
@@ -242,166 +229,17 @@ def attach_endpoint(
 
     ``labels``, when given, replace the endpoint's labels. A new name is allocated as
     ``create_endpoint(host=host)`` would, and notes ``endpoint.created`` then
-    ``endpoint.bound``, as the two calls would.
+    ``endpoint.bound``, as the two calls would. One item of ``controller.db.bindings.write``.
     """
-    begin_write(session)
-    now = now or utcnow()
-    net, row = _lock_for_attach(session, network, name, create)
-    current = row.bound_rev if row is not None else 0
-    if if_revision is not None and if_revision != current:
-        shown = _record(session, row, net) if row is not None else None
-        state = f"is at revision {current}" if row is not None else "does not exist (revision 0)"
-        raise RevisionMismatch(
-            f"endpoint {name!r} of network {network!r} {state}, not {if_revision}: "
-            "read it again and retry",
-            shown,
-        )
-    if row is not None:
-        _check_same_ip(row, ip, network)
-    target = host_row(session, host)
-    if row is not None and if_revision is None and not move:
-        _check_not_elsewhere(session, row, net, target, ofport)
-    created = row is None
-    claimed = False
-    if row is None:
-        row, claimed = new_endpoint(session, net, name, ip, target, labels or {}, now)
-    else:
-        relabelled = _set_labels(row, labels, now)
-        if (
-            row.host_id == target.id
-            and row.ofport == ofport
-            and (port_name is None or port_name == row.port_name)
-        ):
-            revision = _log_relabel(session, network, row) if relabelled else None
-            return endpoint_record(row, net, target.name), False, revision
-    _check_port_free(session, row, target, ofport)
-    revision = bump(session)
-    if claimed:
-        log_change(session, revision, BLOCKS, network)
-    _bind(session, network, row, target, ofport, port_name, revision, now)
-    return endpoint_record(row, net, target.name), created, revision
-
-
-def _check_not_elsewhere(
-    session: Session, row: EndpointRow, net: NetworkRow, target: HostRow, ofport: int
-) -> None:
-    """``RevisionMismatch`` if ``row`` is bound to another host or port than the target."""
-    if row.host_id is None or (row.host_id, row.ofport) == (target.id, ofport):
-        return
-    record = _record(session, row, net)
-    raise RevisionMismatch(
-        f"endpoint {row.name!r} of network {net.name!r} is bound to host {record.host!r} "
-        f"(ofport {row.ofport}, revision {row.bound_rev}): a bind moves it only with "
-        f'"move": true or "if_revision": {row.bound_rev}',
-        record,
-    )
-
-
-def _check_port_free(session: Session, row: EndpointRow, target: HostRow, ofport: int) -> None:
-    """``Conflict`` unless ``row`` may be bound to the host's ``ofport``."""
-    if not 1 <= ofport <= MAX_OFPORT:
-        raise InvalidRequest(f"ofport {ofport} is outside 1..{MAX_OFPORT}")
-    if ofport == target.tunnel_port:
-        raise Conflict(
-            f"ofport {ofport} of host {target.name!r} is its VXLAN tunnel port: "
-            "an endpoint cannot be bound to it"
-        )
-    holder = session.execute(
-        select(EndpointRow.name, NetworkRow.name)
-        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
-        .where(
-            EndpointRow.host_id == target.id,
-            EndpointRow.ofport == ofport,
-            EndpointRow.id != row.id,
-        )
-    ).first()
-    if holder is not None:
-        raise _port_taken(target.name, ofport, f"endpoint {holder[0]!r} of network {holder[1]!r}")
-
-
-def _port_taken(host: str, ofport: int, by: str) -> Conflict:
-    return Conflict(
-        f"ofport {ofport} of host {host!r} is bound to {by}: a port serves one endpoint "
-        "(unbind that one first)"
-    )
-
-
-def _lock_for_attach(
-    session: Session, network: str, name: str, create: bool
-) -> tuple[NetworkRow, EndpointRow | None]:
-    """The network and the endpoint's row, locked; None for a new name when ``create``.
-
-    An existing endpoint needs only a share lock on its network, so binds in one network
-    run side by side on PostgreSQL. A new name needs the network ``FOR UPDATE`` (allocation)
-    and is looked up again under it: a concurrent attach of the same name may have created
-    it meanwhile, and then this one binds what that one made (SQLite: one writer anyway).
-    """
-    if create and not _exists(session, network, name):
-        net = network_row(session, network, lock="update")
-        return net, _find_row(session, net, name, lock=True)
-    net = network_row(session, network, lock="share")
-    row = _find_row(session, net, name, lock=True)
-    if row is None and create:
-        raise Conflict(
-            f"endpoint {name!r} of network {network!r} was deleted while being bound: retry"
-        )
-    if row is None:
-        raise NotFound(f"endpoint {name!r} does not exist in network {network!r}")
-    return net, row
-
-
-def _exists(session: Session, network: str, name: str) -> bool:
-    query = (
-        select(EndpointRow.id)
-        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
-        .where(NetworkRow.name == network, EndpointRow.name == name)
-    )
-    return session.execute(query).first() is not None
-
-
-def _bind(
-    session: Session,
-    network: str,
-    row: EndpointRow,
-    target: HostRow,
-    ofport: int,
-    port_name: str | None,
-    revision: int,
-    now: datetime,
-) -> None:
-    """Point ``row`` at the host's port (state pending at ``revision``); history and note."""
-    previous = session.get(HostRow, row.host_id) if row.host_id is not None else None
-    moved = previous is not None and previous.id != target.id
-    row.host_id = target.id
-    row.ofport = ofport
-    row.port_name = port_name
-    row.state = EndpointState.PENDING.value
-    row.bound_rev = revision
-    row.ready_at = None
-    row.released_at = None
-    row.updated_at = now
-    from_host = previous.name if moved and previous is not None else None
-    host = target.name  # a failed flush expires the rows
-    try:
-        session.flush()
-        kind = "moved" if moved else "bound"
-        _add_move(session, row.id, kind, host, from_host, ofport, revision, now)
-        log_endpoint(session, revision, network, row.name)
-    except IntegrityError as exc:
-        if "ofport" in str(exc.orig):  # another endpoint was bound to the port meanwhile
-            raise _port_taken(host, ofport, "another endpoint") from exc
-        raise NotFound(f"host {host!r} is not registered") from exc  # deleted meanwhile
-    note(
-        session,
-        "endpoint.moved" if moved else "endpoint.bound",
-        network=network,
-        endpoint=row.name,
-        ip=row.ip,
-        host=target.name,
-        from_host=from_host,
-        ofport=ofport,
-        revision=revision,
-    )
+    item = Binding(
+        network, name, host, ofport, port_name=port_name, ip=ip, labels=labels,
+        if_revision=if_revision, move=move, create=create,
+    )  # fmt: skip
+    done = bindings.write(session, [item], now=now)[0]
+    if done.error is not None:
+        raise done.error
+    assert done.record is not None
+    return done.record, done.created, done.revision
 
 
 def unbind_endpoint(
@@ -414,16 +252,13 @@ def unbind_endpoint(
     """Unbind an endpoint (it keeps its address, state reserved).
 
     A no-op (no revision) when it is not bound, or bound to another host than ``host``.
+    One item of ``controller.db.bindings.write``.
     """
-    begin_write(session)
-    net = network_row(session, network, lock="share")
-    row = _endpoint_row(session, net, name, lock=True)
-    current = session.get(HostRow, row.host_id) if row.host_id is not None else None
-    if current is None or (host is not None and current.name != host):
-        return endpoint_record(row, net, current.name if current else None), None
-    revision = bump(session)
-    release(session, network, row, current.name, revision, now or utcnow())
-    return endpoint_record(row, net, None), revision
+    done = bindings.write(session, [Binding(network, name, host)], now=now)[0]
+    if done.error is not None:
+        raise done.error
+    assert done.record is not None
+    return done.record, done.revision
 
 
 def release(

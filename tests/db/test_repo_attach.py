@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import changelog, changes, endpoints, repo
+from controller.db import bindings, changelog, changes, repo
 from controller.db.session import session_scope
 from controller.errors import Conflict, InvalidRequest, NotFound
 from controller.model import EndpointState
@@ -165,7 +165,7 @@ def test_name_deleted_between_lookup_and_lock_is_a_conflict(
     world: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lookup saw the name, then another writer deleted it: 409 to retry, nothing made."""
-    monkeypatch.setattr(endpoints, "_exists", lambda *_: True)
+    monkeypatch.setattr(bindings, "_existing", lambda _, pairs: set(pairs))
     with pytest.raises(Conflict, match="deleted while being bound: retry"):
         with session_scope(world) as s:
             repo.attach_endpoint(s, "n", "web", "h1", 11, create=True)

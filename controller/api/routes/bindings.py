@@ -1,11 +1,15 @@
 """Batch binds: ``POST /api/v1/bindings`` binds and unbinds many endpoints in one request.
 
 One request is one write of the group-commit writer (``controller.api.writer``): one
-transaction. Each item runs in its own SAVEPOINT and is checked as the single request would be
-(the agent's host, its scope over the endpoint, revisions, ports), so the semantics are per
-item: an item that fails is rolled back alone and reported with its status and ``detail``; the
-others are applied and committed together. A malformed request (a bad field in any item, no
-items, more than ``MAX_BATCH_ITEMS``) is refused as a whole with 422 and changes nothing.
+transaction, and in it one set-based write of all the items (``controller.db.bindings``: a
+handful of statements for the whole batch, not a dozen per item). Each item is checked as the
+single request would be (the agent's host, its scope over the endpoint, revisions, ports),
+against the state the items before it left, so the semantics are per item: an item that fails
+changes nothing and is reported with its status and ``detail``; the others are applied and
+committed together, at one revision. If the set-based write meets a unique-index violation (a
+concurrent bind on PostgreSQL), it is rolled back and each item runs alone in a SAVEPOINT, as
+a single request would. A malformed request (a bad field in any item, no items, more than
+``MAX_BATCH_ITEMS``) is refused as a whole with 422 and changes nothing.
 
 The answer is 200 with one outcome per item, in order (a multi-status); items are bound
 ``pending`` (no ``wait_ready``: read each endpoint with ``wait_ready`` to wait for it).
@@ -13,15 +17,13 @@ The answer is 200 with one outcome per item, in order (a multi-status); items ar
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.api.auth import PrincipalDep, allow
 from controller.api.deps import SettingsDep, WriterDep
-from controller.api.routes.endpoints import check_scope
+from controller.api.routes.endpoints import scope_of
 from controller.api.schemas import (
     BindingBatch,
     BindingBatchResult,
@@ -30,10 +32,9 @@ from controller.api.schemas import (
     EndpointPublic,
 )
 from controller.api.status import status_of
-from controller.auth import Principal, Role, require_host
-from controller.config import Settings
-from controller.db import changes, repo
-from controller.errors import VxplaneError
+from controller.auth import Role, require_host
+from controller.db import bindings, changes
+from controller.errors import Conflict, VxplaneError
 
 router = APIRouter(prefix="/api/v1", tags=["endpoints"])
 
@@ -45,61 +46,69 @@ async def bind_many(
 ) -> BindingBatchResult:
     """Bind or unbind each item (per-item outcomes; see the module docstring): an agent's
     token only for its own host, each item in one transaction with the others."""
+    outcomes: list[BindingOutcome | None] = [None] * len(body.items)
+    todo: list[tuple[int, bindings.Binding]] = []
+    for n, item in enumerate(body.items):
+        try:
+            what = "unbind endpoints from" if item.unbind else "bind endpoints to"
+            require_host(principal, item.host, what)
+        except VxplaneError as exc:
+            outcomes[n] = _failed(exc)
+            continue
+        todo.append((n, _binding(item)))
+    scope = scope_of(settings, principal)
 
-    def write(session: Session) -> tuple[list[BindingOutcome], int | None]:
-        outcomes: list[BindingOutcome] = []
-        notes: list[tuple[str, dict[str, Any]]] = []
-        revision: int | None = None
-        for item in body.items:
-            notes += changes.take(session)
-            try:
-                with session.begin_nested():
-                    outcome, changed = _apply(session, settings, principal, item)
-            except VxplaneError as exc:
-                changes.take(session)  # the rolled-back item announces nothing
-                outcomes.append(_failed(exc))
-                continue
-            except IntegrityError:  # a concurrent change: as the single request answers
-                changes.take(session)
-                outcomes.append(BindingOutcome(status=409, detail="conflicts with a concurrent "
-                                               "change; retry the item"))  # fmt: skip
-                continue
-            outcomes.append(outcome)
-            if changed is not None:
-                revision = max(revision or 0, changed)
-        for kind, data in notes + changes.take(session):
-            changes.note(session, kind, **data)
-        return outcomes, revision
+    def write(session: Session) -> tuple[list[bindings.Outcome], int | None]:
+        items = [b for _, b in todo]
+        try:
+            with session.begin_nested():
+                done = bindings.write(session, items, scope=scope)
+        except IntegrityError:  # a concurrent change: each item alone, as single requests
+            changes.take(session)
+            done = [_alone(session, b, scope) for b in items]
+        revisions = [d.revision for d in done if d.revision is not None]
+        return done, max(revisions, default=None)
 
-    outcomes = await writer.run(write, principal)
-    return BindingBatchResult(items=outcomes)
+    done = await writer.run(write, principal) if todo else []
+    for (n, _), d in zip(todo, done, strict=True):
+        outcomes[n] = _shown(d)
+    return BindingBatchResult(items=[o for o in outcomes if o is not None])
 
 
-def _apply(
-    session: Session, settings: Settings, principal: Principal, item: BindingItem
-) -> tuple[BindingOutcome, int | None]:
+def _binding(item: BindingItem) -> bindings.Binding:
     if item.unbind:
-        require_host(principal, item.host, "unbind endpoints from")
-        record, revision = repo.unbind_endpoint(session, item.network, item.name, host=item.host)
-        return BindingOutcome(status=200, endpoint=EndpointPublic.model_validate(record)), revision
-    require_host(principal, item.host, "bind endpoints to")
-    assert item.ofport is not None  # the schema's validator
-    check_scope(session, settings, principal, item.network, item.name, "bind")
-    record, created, revision = repo.attach_endpoint(
-        session,
-        item.network,
-        item.name,
-        item.host,
-        item.ofport,
-        port_name=item.port_name,
-        ip=item.ip,
-        labels=item.labels,
-        if_revision=item.if_revision,
-        move=item.move,
-        create=item.create,
-    )
-    shown = EndpointPublic.model_validate(record)
-    return BindingOutcome(status=201 if created else 200, endpoint=shown), revision
+        return bindings.Binding(item.network, item.name, item.host)
+    return bindings.Binding(
+        item.network, item.name, item.host, item.ofport, port_name=item.port_name, ip=item.ip,
+        labels=item.labels, if_revision=item.if_revision, move=item.move, create=item.create,
+    )  # fmt: skip
+
+
+def _alone(
+    session: Session, item: bindings.Binding, scope: bindings.Scope | None
+) -> bindings.Outcome:
+    """One item in its own SAVEPOINT, rolled back if it fails."""
+    try:
+        with session.begin_nested():
+            done = bindings.write(session, [item], scope=scope)[0]
+            if done.error is not None:
+                raise done.error
+            return done
+    except VxplaneError as exc:
+        changes.take(session)  # the rolled-back item announces nothing
+        return bindings.Outcome(error=exc)
+    except IntegrityError:
+        changes.take(session)
+        return bindings.Outcome(
+            error=Conflict("conflicts with a concurrent change; retry the item")
+        )
+
+
+def _shown(done: bindings.Outcome) -> BindingOutcome:
+    if done.error is not None:
+        return _failed(done.error)
+    shown = EndpointPublic.model_validate(done.record)
+    return BindingOutcome(status=201 if done.created else 200, endpoint=shown)
 
 
 def _failed(exc: VxplaneError) -> BindingOutcome:

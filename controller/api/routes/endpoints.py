@@ -38,7 +38,7 @@ from controller.api.schemas import (
 from controller.api.writer import Writer
 from controller.auth import Principal, Role, require_endpoint_scope, require_host
 from controller.config import Settings
-from controller.db import repo
+from controller.db import bindings, repo
 from controller.db.base import begin_write
 from controller.db.records import EndpointRecord
 from controller.errors import InvalidRequest, NotFound
@@ -105,6 +105,35 @@ def check_scope(
         host = repo.get_host(session, record.host)
         alive = is_alive(host.last_seen, datetime.now(UTC), settings.host_dead_after)
     require_endpoint_scope(principal, record.host, alive, what)
+
+
+def scope_of(settings: Settings, principal: Principal) -> bindings.Scope | None:
+    """``check_scope`` for ``controller.db.bindings.write``, on the rows that write reads
+    (no read of its own): an agent may bind an endpoint bound to its host, to none, or to a
+    lost host; an unbind "only if bound to my host" (``host`` its own) is in any scope."""
+    if principal.role is not Role.agent:
+        return None
+    now = datetime.now(UTC)
+
+    def scope(item: bindings.Binding, bound_host: str, last_seen: datetime | None) -> None:
+        if bound_host == principal.host or (item.unbind and item.host == principal.host):
+            return
+        alive = is_alive(last_seen, now, settings.host_dead_after)
+        require_endpoint_scope(principal, bound_host, alive, "unbind" if item.unbind else "bind")
+
+    return scope
+
+
+def write_one(
+    session: Session, item: bindings.Binding, scope: bindings.Scope | None
+) -> tuple[tuple[EndpointRecord, bool], int | None]:
+    """``controller.db.bindings.write`` of one item, for the writer: its error raised (the
+    writer rolls the write back)."""
+    done = bindings.write(session, [item], scope=scope)[0]
+    if done.error is not None:
+        raise done.error
+    assert done.record is not None
+    return (done.record, done.created), done.revision
 
 
 async def _mark_ready(writer: Writer, revision: int) -> None:
@@ -190,23 +219,15 @@ async def bind_endpoint(
     mark("c_route", name)
     require_host(principal, body.host, "bind endpoints to")
 
+    item = bindings.Binding(
+        network, name, body.host, body.ofport, port_name=body.port_name, ip=body.ip,
+        labels=body.labels, if_revision=body.if_revision, move=body.move, create=create,
+    )  # fmt: skip
+    scope = scope_of(settings, principal)
+
     def attach(session: Session) -> tuple[tuple[EndpointRecord, bool], int | None]:
         mark("c_write", name)
-        check_scope(session, settings, principal, network, name, "bind")
-        record, created, revision = repo.attach_endpoint(
-            session,
-            network,
-            name,
-            body.host,
-            body.ofport,
-            port_name=body.port_name,
-            ip=body.ip,
-            labels=body.labels,
-            if_revision=body.if_revision,
-            move=body.move,
-            create=create,
-        )
-        return (record, created), revision
+        return write_one(session, item, scope)
 
     record, created = await writer.run(attach, principal)
     mark("c_commit", name)
@@ -251,12 +272,10 @@ async def unbind_endpoint(
 ) -> EndpointPublic:
     """Unbind (state reserved, address kept); a no-op if bound elsewhere or not at all."""
 
-    def write(session: Session) -> tuple[EndpointRecord, int | None]:
-        if host is None or host != principal.host:  # "only if bound here": any agent's scope
-            check_scope(session, settings, principal, network, name, "unbind")
-        return repo.unbind_endpoint(session, network, name, host=host)
-
-    return public(await writer.run(write, principal), sync)
+    item = bindings.Binding(network, name, host)
+    scope = scope_of(settings, principal)  # "only if bound here" (host its own): any scope
+    record, _ = await writer.run(lambda s: write_one(s, item, scope), principal)
+    return public(record, sync)
 
 
 @router.get(ITEM + "/history", responses={200: {"headers": LINK_HEADER}})

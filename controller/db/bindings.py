@@ -1,0 +1,524 @@
+"""Binds and unbinds, one or many, as one set-based write: the one write function behind
+``PUT .../binding`` (create-and-bind included), ``DELETE .../binding`` and ``POST
+/api/v1/bindings``, and behind ``repo.attach_endpoint`` / ``repo.unbind_endpoint``.
+
+For N items the statements are a handful, not a dozen per item (issue 9 item 2; measured in
+docs/benchmarks.md, "Set-based binds"):
+
+1. ``begin_write`` (SQLite: the write lock, so what is read next is still true at commit);
+2. the networks named (PostgreSQL: ``FOR SHARE``, or ``FOR UPDATE`` for a network where a
+   name is to be created, after a probe without locks of which names exist, as before);
+3. the endpoints named, with the host each is bound to and its ``last_seen`` (PostgreSQL:
+   ``FOR UPDATE OF endpoints`` in id order, so two batches never deadlock on them);
+4. the target hosts; 5. the endpoints holding the target (host, ofport) pairs;
+6. then every check in Python, item by item in order, against the state as the items before
+   left it (a port freed or taken earlier in the batch counts), the agent's scope check on
+   the rows already read (``scope``: no second read of the endpoint);
+7. one revision bump for the whole write (at the first item that changes something, so a
+   write that changes nothing bumps nothing), one ``executemany`` UPDATE of the endpoints in
+   item order (each step a valid state, so the unique (host, ofport) index holds at every
+   row), one INSERT of the history rows, one INSERT of the change-log rows.
+
+A new name (``create``) goes through ``controller.db.allocate.new_endpoint`` (the ORM path,
+one per new name: allocation reads what the network holds), after the updates planned so far
+are written (its reclaim may delete a reservation an earlier item binds). With more than one
+item each creation runs in a SAVEPOINT, so one that fails is rolled back alone.
+
+Semantics and errors per item are those of the per-item path this replaces (see
+``controller.db.endpoints.attach_endpoint``): an item that fails is reported in its outcome,
+changes nothing and notes nothing; the others apply. Every change of one write shares its
+revision. Notes (``controller.db.changes``) are made in item order after the writes.
+
+A unique-index violation at the UPDATE (on PostgreSQL, a concurrent bind to the same port
+that the read in step 5 could not see) is, for one item, the ``Conflict`` the single bind
+always answered; with several items the ``IntegrityError`` is raised for the caller to run
+each item alone (``POST /api/v1/bindings`` does).
+
+All core statements, not the ORM unit of work: the rows read are plain tuples; the ORM
+rows in the session for endpoints changed here are expired so a later ORM read in the same
+transaction (group commit) sees the new values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from ipaddress import IPv4Address
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
+
+from controller.db import changes
+from controller.db.allocate import new_endpoint
+from controller.db.base import (
+    EndpointCols,
+    begin_write,
+    bump,
+    dialect,
+    endpoint_record,
+    utcnow,
+)
+from controller.db.models import ChangeRow, EndpointMoveRow, EndpointRow, HostRow, NetworkRow
+from controller.db.records import EndpointRecord
+from controller.errors import Conflict, InvalidRequest, NotFound, VxplaneError
+from controller.intent import BLOCKS, ENDPOINT, endpoint_key
+from controller.model import EndpointState
+
+MAX_OFPORT = 65279  # OVS gives ports 1..65279 (0xfeff); the API refuses others
+
+
+class RevisionMismatch(Conflict):
+    """A condition on the endpoint failed: ``if_revision`` is not its current revision, or
+    (delete ``if_unbound``) it is bound. HTTP 409 with the endpoint.
+
+    ``endpoint`` is the endpoint as it is now, None when the name does not exist.
+    """
+
+    def __init__(self, message: str, endpoint: EndpointRecord | None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One item: bind ``name`` of ``network`` to ``host``'s ``ofport`` (``ofport`` None:
+    unbind it, if bound to ``host``; ``host`` None: from wherever it is bound)."""
+
+    network: str
+    name: str
+    host: str | None
+    ofport: int | None = None
+    port_name: str | None = None
+    ip: IPv4Address | None = None
+    labels: dict[str, str] | None = None
+    if_revision: int | None = None
+    move: bool = False
+    create: bool = False
+
+    @property
+    def unbind(self) -> bool:
+        return self.ofport is None
+
+
+@dataclass
+class Outcome:
+    """What became of one item: the endpoint (as it is after the item, or as it is when a
+    condition on it failed), whether it was created, the revision if it changed something;
+    or ``error``."""
+
+    record: EndpointRecord | None = None
+    created: bool = False
+    revision: int | None = None
+    error: VxplaneError | None = None
+
+
+# scope(item, the host the endpoint is bound to, that host's last_seen): raise to refuse
+Scope = Callable[[Binding, str, datetime | None], None]
+
+
+@dataclass
+class _Net:
+    row: NetworkRow
+    locked_for_create: bool = False
+
+
+@dataclass
+class _Plan:
+    """What the write will do, in item order."""
+
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    log: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
+    revision: int | None = None
+
+
+def write(
+    session: Session,
+    items: Sequence[Binding],
+    *,
+    scope: Scope | None = None,
+    now: datetime | None = None,
+) -> list[Outcome]:
+    """Apply ``items`` in order, each on its own (see the module docstring); one outcome per
+    item. The caller commits."""
+    begin_write(session)
+    now = now or utcnow()
+    held = changes.take(session)  # notes of earlier writes in this transaction
+    w = _Write(session, items, scope, now)
+    outcomes = w.run()
+    for kind, data in held + w.notes_in_order(outcomes):
+        changes.note(session, kind, **data)
+    return outcomes
+
+
+class _Write:
+    def __init__(
+        self, session: Session, items: Sequence[Binding], scope: Scope | None, now: datetime
+    ) -> None:
+        self.s = session
+        self.items = items
+        self.scope = scope
+        self.now = now
+        self.many = len(items) > 1
+        self.pg = dialect(session) == "postgresql"
+        self.plan = _Plan()
+        self.notes: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in items]
+        self.created_rows: list[EndpointRow] = []
+
+    # reads
+
+    def _read(self) -> None:
+        items = self.items
+        pairs = {(i.network, i.name) for i in items if i.create}
+        creating = {n for n, e in pairs - _existing(self.s, pairs)} if pairs else set()
+        self.nets = {row.name: _Net(row, True) for row in self._networks(creating, "update")}
+        rest = {i.network for i in items} - creating
+        self.nets.update((row.name, _Net(row)) for row in self._networks(rest, "share"))
+        self.hosts: dict[int, tuple[str, datetime | None]] = {}  # id -> (name, last_seen)
+        self.eps = self._endpoints({(i.network, i.name) for i in items})
+        targets = {i.host for i in items if not i.unbind and i.host is not None}
+        self.targets: dict[str, HostRow] = {}
+        if targets:
+            query = select(HostRow).where(HostRow.name.in_(sorted(targets)))
+            for host in self.s.execute(query).scalars():
+                self.targets[host.name] = host
+                self.hosts[host.id] = (host.name, host.last_seen)
+        self.ports = self._holders()
+
+    def _networks(self, names: set[str], lock: str) -> list[NetworkRow]:
+        """The networks named; PostgreSQL: locked (``lock`` "share" or "update") in id order."""
+        if not names:
+            return []
+        query = select(NetworkRow).where(NetworkRow.name.in_(sorted(names)))
+        if self.pg:
+            query = query.order_by(NetworkRow.id).with_for_update(read=lock == "share")
+        return list(self.s.execute(query).scalars())
+
+    def _endpoints(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], EndpointCols]:
+        """The endpoints named, as columns, with the host each is bound to (``self.hosts``);
+        PostgreSQL: locked in id order."""
+        by_id = {n.row.id: n.row.name for n in self.nets.values()}
+        if not by_id:
+            return {}
+        query = (
+            select(*_EP_COLS, HostRow.name, HostRow.last_seen)
+            .outerjoin(HostRow, EndpointRow.host_id == HostRow.id)
+            .where(
+                EndpointRow.network_id.in_(sorted(by_id)),
+                EndpointRow.name.in_(sorted({e for _, e in wanted})),
+            )
+        )
+        if self.pg:
+            query = query.order_by(EndpointRow.id).with_for_update(of=EndpointRow)
+        found: dict[tuple[str, str], EndpointCols] = {}
+        for row in self.s.execute(query):
+            r: tuple[Any, ...] = tuple(row)  # the columns of _EP_COLS, host name, last_seen
+            key = (by_id[r[1]], r[2])
+            if key in wanted:
+                found[key] = EndpointCols(*r[: len(_EP_COLS)])
+                if r[5] is not None:
+                    self.hosts[r[5]] = (r[-2], r[-1])
+        return found
+
+    def _holders(self) -> dict[tuple[int, int], tuple[int, str, str]]:
+        """(host id, ofport) -> (endpoint id, name, network) for the ports the items bind to,
+        and the ports the items' endpoints hold."""
+        ports: dict[tuple[int, int], tuple[int, str, str]] = {}
+        for (network, _), ep in self.eps.items():
+            if ep.host_id is not None and ep.ofport is not None:
+                ports[(ep.host_id, ep.ofport)] = (ep.id, ep.name, network)
+        wanted: dict[int, set[int]] = {}
+        for i in self.items:
+            if i.host in self.targets and i.ofport is not None:
+                wanted.setdefault(self.targets[i.host].id, set()).add(i.ofport)
+        if not wanted:
+            return ports
+        query = (
+            select(EndpointRow.id, EndpointRow.host_id, EndpointRow.ofport,
+                   EndpointRow.name, NetworkRow.name)
+            .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+            .where(or_(*(
+                and_(EndpointRow.host_id == h, EndpointRow.ofport.in_(sorted(p)))
+                for h, p in sorted(wanted.items())
+            )))
+        )  # fmt: skip
+        for ep_id, host_id, ofport, name, network in self.s.execute(query):
+            if host_id is not None and ofport is not None:
+                ports.setdefault((host_id, ofport), (ep_id, name, network))
+        return ports
+
+    # the items
+
+    def run(self) -> list[Outcome]:
+        self._read()
+        outcomes: list[Outcome] = []
+        for n, item in enumerate(self.items):
+            try:
+                outcomes.append(self._unbind(n, item) if item.unbind else self._bind(n, item))
+            except VxplaneError as exc:
+                self.notes[n] = []
+                outcomes.append(Outcome(error=exc))
+        self._flush()
+        return outcomes
+
+    def notes_in_order(self, outcomes: list[Outcome]) -> list[tuple[str, dict[str, Any]]]:
+        return [note for o, ns in zip(outcomes, self.notes, strict=True) if o.error is None
+                for note in ns]  # fmt: skip
+
+    def _revision(self) -> int:
+        if self.plan.revision is None:
+            self.plan.revision = bump(self.s)
+        return self.plan.revision
+
+    def _record(self, net: NetworkRow, ep: EndpointCols) -> EndpointRecord:
+        host = self.hosts[ep.host_id][0] if ep.host_id is not None else None
+        return endpoint_record(ep, net, host)
+
+    def _find(self, item: Binding) -> tuple[NetworkRow, EndpointCols | None]:
+        net = self.nets.get(item.network)
+        if net is None:
+            raise NotFound(f"network {item.network!r} does not exist")
+        ep = self.eps.get((item.network, item.name))
+        if ep is None and not item.create:
+            raise NotFound(f"endpoint {item.name!r} does not exist in network {item.network!r}")
+        if ep is None and not net.locked_for_create:
+            raise Conflict(
+                f"endpoint {item.name!r} of network {item.network!r} was deleted while being "
+                "bound: retry"
+            )
+        if ep is not None and ep.host_id is not None and self.scope is not None:
+            name, last_seen = self.hosts[ep.host_id]
+            self.scope(item, name, last_seen)
+        return net.row, ep
+
+    def _unbind(self, n: int, item: Binding) -> Outcome:
+        net, ep = self._find(item)
+        assert ep is not None
+        current = self.hosts[ep.host_id][0] if ep.host_id is not None else None
+        if current is None or (item.host is not None and current != item.host):
+            return Outcome(self._record(net, ep))
+        revision = self._revision()
+        self._free_port(ep)
+        ep.host_id = ep.ofport = ep.port_name = ep.ready_at = None
+        ep.state = EndpointState.RESERVED.value
+        ep.released_at = ep.updated_at = self.now
+        self._update(ep)
+        self._move(ep, "unbound", None, current, None)
+        self._log(ENDPOINT, endpoint_key(item.network, item.name))
+        self.notes[n].append((
+            "endpoint.unbound",
+            dict(network=item.network, endpoint=ep.name, ip=ep.ip, host=current,
+                 revision=revision),
+        ))  # fmt: skip
+        return Outcome(self._record(net, ep), revision=revision)
+
+    def _bind(self, n: int, item: Binding) -> Outcome:
+        assert item.ofport is not None and item.host is not None
+        net, ep = self._find(item)
+        current = ep.bound_rev if ep is not None else 0
+        if item.if_revision is not None and item.if_revision != current:
+            state = f"is at revision {current}" if ep is not None else "does not exist (revision 0)"
+            raise RevisionMismatch(
+                f"endpoint {item.name!r} of network {item.network!r} {state}, not "
+                f"{item.if_revision}: read it again and retry",
+                self._record(net, ep) if ep is not None else None,
+            )
+        if ep is not None and item.ip is not None and str(item.ip) != ep.ip:
+            raise Conflict(
+                f"endpoint {ep.name!r} of network {item.network!r} already holds {ep.ip}, "
+                f"not {item.ip}: delete it first to change its address"
+            )
+        target = self.targets.get(item.host)
+        if target is None:
+            raise NotFound(f"host {item.host!r} is not registered")
+        ofport = item.ofport
+        if (
+            ep is not None
+            and item.if_revision is None
+            and not item.move
+            and ep.host_id is not None
+            and (ep.host_id, ep.ofport) != (target.id, ofport)
+        ):
+            raise RevisionMismatch(
+                f"endpoint {ep.name!r} of network {net.name!r} is bound to host "
+                f"{self.hosts[ep.host_id][0]!r} (ofport {ep.ofport}, revision {ep.bound_rev}): "
+                f'a bind moves it only with "move": true or "if_revision": {ep.bound_rev}',
+                self._record(net, ep),
+            )
+        relabel = ep is not None and item.labels is not None and item.labels != ep.labels
+        if (
+            ep is not None
+            and ep.host_id == target.id
+            and ep.ofport == ofport
+            and (item.port_name is None or item.port_name == ep.port_name)
+        ):
+            if not relabel:
+                return Outcome(self._record(net, ep))
+            revision = self._revision()
+            ep.labels, ep.updated_at = dict(item.labels or {}), self.now
+            self._update(ep)
+            self._log(ENDPOINT, endpoint_key(item.network, item.name))
+            return Outcome(self._record(net, ep), revision=revision)
+        self._check_port(ep, target, ofport)
+        created = ep is None
+        if ep is None:
+            ep = self._create(n, item, net, target)
+        elif relabel:
+            ep.labels = dict(item.labels or {})
+        revision = self._revision()
+        moved = ep.host_id is not None and ep.host_id != target.id
+        from_host = self.hosts[ep.host_id][0] if moved and ep.host_id is not None else None
+        self._free_port(ep)
+        ep.host_id, ep.ofport, ep.port_name = target.id, ofport, item.port_name
+        ep.state, ep.bound_rev = EndpointState.PENDING.value, revision
+        ep.ready_at = ep.released_at = None
+        ep.updated_at = self.now
+        self.ports[(target.id, ofport)] = (ep.id, ep.name, item.network)
+        self._update(ep)
+        kind = "moved" if moved else "bound"
+        self._move(ep, kind, target.name, from_host, ofport)
+        self._log(ENDPOINT, endpoint_key(item.network, item.name))
+        self.notes[n].append((
+            f"endpoint.{kind}",
+            dict(network=item.network, endpoint=ep.name, ip=ep.ip, host=target.name,
+                 from_host=from_host, ofport=ofport, revision=revision),
+        ))  # fmt: skip
+        return Outcome(self._record(net, ep), created=created, revision=revision)
+
+    def _check_port(self, ep: EndpointCols | None, target: HostRow, ofport: int) -> None:
+        if not 1 <= ofport <= MAX_OFPORT:
+            raise InvalidRequest(f"ofport {ofport} is outside 1..{MAX_OFPORT}")
+        if ofport == target.tunnel_port:
+            raise Conflict(
+                f"ofport {ofport} of host {target.name!r} is its VXLAN tunnel port: "
+                "an endpoint cannot be bound to it"
+            )
+        holder = self.ports.get((target.id, ofport))
+        if holder is not None and (ep is None or holder[0] != ep.id):
+            by = f"endpoint {holder[1]!r} of network {holder[2]!r}"
+            raise port_taken(target.name, ofport, by)
+
+    def _create(self, n: int, item: Binding, net: NetworkRow, target: HostRow) -> EndpointCols:
+        """A new reserved row for ``item`` (allocation); the updates planned before it are
+        written first (see the module docstring)."""
+        self._flush()
+        try:
+            if self.many:
+                with self.s.begin_nested():
+                    row, claimed = new_endpoint(
+                        self.s, net, item.name, item.ip, target, item.labels or {}, self.now
+                    )
+            else:
+                row, claimed = new_endpoint(
+                    self.s, net, item.name, item.ip, target, item.labels or {}, self.now
+                )
+        finally:
+            self.notes[n] += changes.take(self.s)  # endpoint.created, before endpoint.bound
+        self.created_rows.append(row)
+        if claimed:
+            self._revision()
+            self._log(BLOCKS, item.network)
+        ep = EndpointCols(
+            row.id, row.network_id, row.name, row.ip, row.mac, None, None, None, row.state,
+            row.bound_rev, row.created_at, row.updated_at, None, None, dict(row.labels),
+        )  # fmt: skip
+        self.eps[(item.network, item.name)] = ep
+        return ep
+
+    # the plan
+
+    def _free_port(self, ep: EndpointCols) -> None:
+        if ep.host_id is not None and ep.ofport is not None:
+            holder = self.ports.get((ep.host_id, ep.ofport))
+            if holder is not None and holder[0] == ep.id:
+                del self.ports[(ep.host_id, ep.ofport)]
+
+    def _update(self, ep: EndpointCols) -> None:
+        self.plan.updates.append({
+            "_id": ep.id, "host_id": ep.host_id, "ofport": ep.ofport, "port_name": ep.port_name,
+            "state": ep.state, "bound_rev": ep.bound_rev, "ready_at": ep.ready_at,
+            "released_at": ep.released_at, "updated_at": ep.updated_at, "labels": ep.labels,
+        })  # fmt: skip
+
+    def _move(
+        self, ep: EndpointCols, kind: str, host: str | None, from_host: str | None,
+        ofport: int | None,
+    ) -> None:  # fmt: skip
+        assert self.plan.revision is not None
+        self.plan.moves.append({
+            "endpoint_id": ep.id, "kind": kind, "host": host, "from_host": from_host,
+            "ofport": ofport, "revision": self.plan.revision, "at": self.now,
+        })  # fmt: skip
+
+    def _log(self, kind: str, key: str) -> None:
+        self.plan.log[(kind, key)] = None
+
+    def _flush(self) -> None:
+        """Write what is planned so far: the endpoint UPDATE (in item order), the history and
+        the change-log rows."""
+        plan, s = self.plan, self.s
+        if plan.updates:
+            updates, plan.updates = plan.updates, []
+            try:
+                s.execute(_UPDATE, updates)
+            except IntegrityError as exc:
+                if self.many:
+                    raise
+                item = self.items[0]
+                if "ofport" in str(exc.orig):  # another endpoint was bound to the port meanwhile
+                    raise port_taken(str(item.host), item.ofport or 0, "another endpoint") from exc
+                raise NotFound(f"host {item.host!r} is not registered") from exc
+            for u in updates:  # an ORM row of this endpoint in the session is stale now
+                row = s.identity_map.get(identity_key(EndpointRow, u["_id"]))
+                if row is not None:
+                    s.expire(row)
+        if plan.moves:
+            moves, plan.moves = plan.moves, []
+            s.execute(insert(EndpointMoveRow), moves)
+        if plan.log:
+            assert plan.revision is not None
+            rows = [{"revision": plan.revision, "kind": k, "key": v} for k, v in plan.log]
+            plan.log = {}
+            s.execute(insert(ChangeRow), rows)
+
+
+def _existing(session: Session, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (network, name) ``pairs`` exist, read without locks: a new name needs its
+    network ``FOR UPDATE`` (allocation), an existing one only a share lock, so binds in one
+    network run side by side on PostgreSQL. Under the locks the names are read again: a name
+    seen here and gone there was deleted meanwhile (409, retry); a name created meanwhile by a
+    concurrent attach is bound, not made twice."""
+    query = (
+        select(NetworkRow.name, EndpointRow.name)
+        .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+        .where(
+            NetworkRow.name.in_(sorted({n for n, _ in pairs})),
+            EndpointRow.name.in_(sorted({e for _, e in pairs})),
+        )
+    )
+    return {(n, e) for n, e in session.execute(query)} & pairs
+
+
+def port_taken(host: str, ofport: int, by: str) -> Conflict:
+    """The 409 of a bind to a port another endpoint holds."""
+    return Conflict(
+        f"ofport {ofport} of host {host!r} is bound to {by}: a port serves one endpoint "
+        "(unbind that one first)"
+    )
+
+
+_EP_COLS = (
+    EndpointRow.id, EndpointRow.network_id, EndpointRow.name, EndpointRow.ip, EndpointRow.mac,
+    EndpointRow.host_id, EndpointRow.ofport, EndpointRow.port_name, EndpointRow.state,
+    EndpointRow.bound_rev, EndpointRow.created_at, EndpointRow.updated_at, EndpointRow.ready_at,
+    EndpointRow.released_at, EndpointRow.labels,
+)  # fmt: skip
+
+_T = EndpointRow.__table__
+assert isinstance(_T, Table)
+# executemany: SET takes the parameters named as columns (host_id, ofport, ...), WHERE ``_id``
+_UPDATE = update(_T).where(_T.c.id == bindparam("_id"))
