@@ -3,7 +3,8 @@
 A write request hands its work, a function of a session, to ``Writer.run`` and awaits the
 answer in the event loop (no thread held while it waits). The writer, a task of the event
 loop, takes the first waiting write and every other one already queued, up to ``batch_max``,
-and runs them in its one worker thread, each inside its own SAVEPOINT, committed together.
+and runs them in its one worker thread, each inside its own SAVEPOINT, committed together (a
+write alone in its transaction runs without one: its failure rolls the transaction back).
 The queue and the answers stay in the event loop: one thread handoff per batch, not per write
 (per-write handoffs, a thread-safe queue and a future per request crossing threads, were about
 a fifth of the controller's CPU under churn, measured with py-spy). Each write is answered
@@ -41,6 +42,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -207,11 +209,14 @@ class Writer:
     def _transaction(self, batch: list[_Write]) -> list[_Done]:
         done: list[_Done] = []
         with self._factory() as session:
+            alone = len(batch) == 1  # no SAVEPOINT (two statements): a failure rolls back all
             for write in batch:
                 try:
-                    with session.begin_nested():
+                    with nullcontext() if alone else session.begin_nested():
                         answer, revision = write.fn(session)
                 except Exception as exc:
+                    if alone:
+                        session.rollback()
                     changes.take(session)  # the notes of the rolled-back write
                     done.append(_Done(write, error=exc))
                 else:

@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controller import ipam
-from controller.db.base import to_network
 from controller.db.changes import note
 from controller.db.models import BlockRow, EndpointRow, HostRow, NetworkRow
 from controller.errors import AddressExhausted, Conflict, InvalidRequest
@@ -41,8 +40,12 @@ def new_endpoint(
     host: HostRow | None,
     labels: dict[str, str],
     now: datetime,
+    bind: tuple[int, str | None, int] | None = None,
 ) -> tuple[EndpointRow, bool]:
     """Insert the reserved endpoint ``name``; also whether a block was claimed for ``host``.
+
+    ``bind`` (ofport, port_name, revision): insert it bound to ``host``'s port instead,
+    pending at that revision (create-and-bind in one INSERT; the caller writes its history).
 
     ``Conflict`` if ``ip`` is held by another name or the name or address was taken by a
     concurrent writer; ``InvalidRequest`` for a bad name (the binding route takes it from
@@ -84,10 +87,18 @@ def new_endpoint(
         updated_at=now,
         labels=dict(labels),
     )
+    if bind is not None and host is not None:
+        row.host_id, row.state = host.id, EndpointState.PENDING.value
+        row.ofport, row.port_name, row.bound_rev = bind
     session.add(row)
     try:
         session.flush()
     except IntegrityError as exc:
+        if bind is not None and host is not None and "ofport" in str(exc.orig):
+            raise Conflict(
+                f"ofport {bind[0]} of host {host.name!r} is bound to another endpoint: a port "
+                "serves one endpoint (unbind that one first)"
+            ) from exc
         raise Conflict(f"endpoint {name!r} or {allocation.ip} was taken concurrently") from exc
     note(session, "endpoint.created", network=net.name, endpoint=name, ip=row.ip)
     return row, block is not None
@@ -98,7 +109,10 @@ def _allocate(
 ) -> ipam.Allocation:
     """Run the pure allocator on what the network holds; reclaim only when it is full, and
     only what the network allows (module docstring)."""
-    network = to_network(net)
+    # what the allocator reads of the network (not its publications and policies, which
+    # would cost two more statements per creation)
+    network = Network(net.name, net.vni, IPv4Network(net.subnet), IPv4Address(net.gateway),
+                      net.block_prefix)  # fmt: skip
     if host is not None and ip is None:
         own = _in_own_blocks(session, net, network, host)
         if own is not None:

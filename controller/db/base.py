@@ -37,6 +37,9 @@ def dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+_LOCKED = "vxplane.write_locked"  # session.info: the transaction that holds the write lock
+
+
 def begin_write(session: Session, *, serialize: bool = False) -> None:
     """Take the locks a write transaction needs before it reads (call it first).
 
@@ -44,7 +47,13 @@ def begin_write(session: Session, *, serialize: bool = False) -> None:
     timeout). On PostgreSQL, ``serialize`` locks the revision row for the whole transaction.
     """
     if dialect(session) == "sqlite":
+        # once per transaction: the lock is held until it ends (a ROLLBACK TO a savepoint,
+        # a group-commit write that failed, keeps it), so the next writes of a batch skip it
+        txn = session.get_transaction()
+        if txn is not None and session.info.get(_LOCKED) is txn:
+            return
         session.execute(update(Revision).where(Revision.id == 1).values(value=Revision.value))
+        session.info[_LOCKED] = session.get_transaction()
     elif serialize:
         session.execute(select(Revision.value).where(Revision.id == 1).with_for_update())
 

@@ -2,15 +2,18 @@
 ``PUT .../binding`` (create-and-bind included), ``DELETE .../binding`` and ``POST
 /api/v1/bindings``, and behind ``repo.attach_endpoint`` / ``repo.unbind_endpoint``.
 
-For N items the statements are a handful, not a dozen per item (issue 9 item 2; measured in
-docs/benchmarks.md, "Set-based binds"):
+For N items the statements are a handful, not a dozen per item (issue 9 item 2; counted and
+timed by ``bench/write_statements.py``, docs/benchmarks.md "Set-based binds"):
 
-1. ``begin_write`` (SQLite: the write lock, so what is read next is still true at commit);
-2. the networks named (PostgreSQL: ``FOR SHARE``, or ``FOR UPDATE`` for a network where a
-   name is to be created, after a probe without locks of which names exist, as before);
-3. the endpoints named, with the host each is bound to and its ``last_seen`` (PostgreSQL:
-   ``FOR UPDATE OF endpoints`` in id order, so two batches never deadlock on them);
-4. the target hosts; 5. the endpoints holding the target (host, ofport) pairs;
+1. ``begin_write`` (SQLite: the write lock, so what is read next is still true at commit;
+   once per transaction, so the other writes of a group-commit batch skip it);
+2. only if an item may create: which of its names exist (no locks);
+3. the networks named (PostgreSQL: ``FOR SHARE`` in id order; ``FOR UPDATE`` if a name is to
+   be created, for the allocation), without their publications and policies;
+4. the endpoints named, with the host each is bound to and its ``last_seen`` (PostgreSQL:
+   ``FOR UPDATE OF endpoints`` in id order, so two batches never deadlock on them); a name
+   seen in 2 and gone here was deleted meanwhile (409, retry);
+5. the target hosts, outer-joined with the endpoints holding the ports the items name;
 6. then every check in Python, item by item in order, against the state as the items before
    left it (a port freed or taken earlier in the batch counts), the agent's scope check on
    the rows already read (``scope``: no second read of the endpoint);
@@ -19,10 +22,15 @@ docs/benchmarks.md, "Set-based binds"):
    item order (each step a valid state, so the unique (host, ofport) index holds at every
    row), one INSERT of the history rows, one INSERT of the change-log rows.
 
-A new name (``create``) goes through ``controller.db.allocate.new_endpoint`` (the ORM path,
-one per new name: allocation reads what the network holds), after the updates planned so far
-are written (its reclaim may delete a reservation an earlier item binds). With more than one
-item each creation runs in a SAVEPOINT, so one that fails is rolled back alone.
+A bind of an existing endpoint is 8 statements in all on SQLite (with BEGIN; was 19 with
+the scope check's own reads), an unbind 8 (was 13); a batch of 16 or 64 binds 11.
+
+A new name (``create``) goes through ``controller.db.allocate.new_endpoint`` (one per new
+name: allocation reads the addresses and blocks the network holds), which inserts it already
+bound at the write's revision (12 statements for the create-and-bind of the attach path, was
+23); the updates planned before it are written first (its reclaim may delete a reservation
+an earlier item binds). With more than one item each creation runs in a SAVEPOINT, so one
+that fails is rolled back alone (with the revision bump, if it made it).
 
 Semantics and errors per item are those of the per-item path this replaces (see
 ``controller.db.endpoints.attach_endpoint``): an item that fails is reported in its outcome,
@@ -42,14 +50,15 @@ transaction (group commit) sees the new values.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.util import identity_key
 
 from controller.db import changes
@@ -167,33 +176,29 @@ class _Write:
         self.pg = dialect(session) == "postgresql"
         self.plan = _Plan()
         self.notes: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in items]
-        self.created_rows: list[EndpointRow] = []
 
     # reads
 
     def _read(self) -> None:
         items = self.items
         pairs = {(i.network, i.name) for i in items if i.create}
-        creating = {n for n, e in pairs - _existing(self.s, pairs)} if pairs else set()
-        self.nets = {row.name: _Net(row, True) for row in self._networks(creating, "update")}
-        rest = {i.network for i in items} - creating
-        self.nets.update((row.name, _Net(row)) for row in self._networks(rest, "share"))
+        creating = bool(pairs) and bool(pairs - _existing(self.s, pairs))
+        # one statement, in id order: a batch that creates locks its networks FOR UPDATE
+        lock = "update" if creating else "share"
+        names = {i.network for i in items}
+        self.nets = {row.name: _Net(row, creating) for row in self._networks(names, lock)}
         self.hosts: dict[int, tuple[str, datetime | None]] = {}  # id -> (name, last_seen)
         self.eps = self._endpoints({(i.network, i.name) for i in items})
-        targets = {i.host for i in items if not i.unbind and i.host is not None}
         self.targets: dict[str, HostRow] = {}
-        if targets:
-            query = select(HostRow).where(HostRow.name.in_(sorted(targets)))
-            for host in self.s.execute(query).scalars():
-                self.targets[host.name] = host
-                self.hosts[host.id] = (host.name, host.last_seen)
-        self.ports = self._holders()
+        self.ports = self._targets()
 
     def _networks(self, names: set[str], lock: str) -> list[NetworkRow]:
         """The networks named; PostgreSQL: locked (``lock`` "share" or "update") in id order."""
         if not names:
             return []
         query = select(NetworkRow).where(NetworkRow.name.in_(sorted(names)))
+        # not its publications and policies (two more statements): loaded if ever read
+        query = query.options(lazyload(NetworkRow.publications), lazyload(NetworkRow.policies))
         if self.pg:
             query = query.order_by(NetworkRow.id).with_for_update(read=lock == "share")
         return list(self.s.execute(query).scalars())
@@ -224,31 +229,31 @@ class _Write:
                     self.hosts[r[5]] = (r[-2], r[-1])
         return found
 
-    def _holders(self) -> dict[tuple[int, int], tuple[int, str, str]]:
-        """(host id, ofport) -> (endpoint id, name, network) for the ports the items bind to,
-        and the ports the items' endpoints hold."""
+    def _targets(self) -> dict[tuple[int, int], tuple[int, str, str]]:
+        """Read the hosts the items bind to (``self.targets``) and, in the same statement,
+        the endpoints holding the ports named on them; (host id, ofport) -> (endpoint id,
+        name, network) for those and for the ports the items' endpoints hold now."""
         ports: dict[tuple[int, int], tuple[int, str, str]] = {}
         for (network, _), ep in self.eps.items():
             if ep.host_id is not None and ep.ofport is not None:
                 ports[(ep.host_id, ep.ofport)] = (ep.id, ep.name, network)
-        wanted: dict[int, set[int]] = {}
-        for i in self.items:
-            if i.host in self.targets and i.ofport is not None:
-                wanted.setdefault(self.targets[i.host].id, set()).add(i.ofport)
-        if not wanted:
+        binds = [i for i in self.items if not i.unbind and i.host is not None]
+        if not binds:
             return ports
         query = (
-            select(EndpointRow.id, EndpointRow.host_id, EndpointRow.ofport,
-                   EndpointRow.name, NetworkRow.name)
-            .join(NetworkRow, EndpointRow.network_id == NetworkRow.id)
-            .where(or_(*(
-                and_(EndpointRow.host_id == h, EndpointRow.ofport.in_(sorted(p)))
-                for h, p in sorted(wanted.items())
-            )))
+            select(HostRow, EndpointRow.id, EndpointRow.ofport, EndpointRow.name, NetworkRow.name)
+            .outerjoin(EndpointRow, and_(
+                EndpointRow.host_id == HostRow.id,
+                EndpointRow.ofport.in_(sorted({i.ofport for i in binds})),
+            ))
+            .outerjoin(NetworkRow, EndpointRow.network_id == NetworkRow.id)
+            .where(HostRow.name.in_(sorted({str(i.host) for i in binds})))
         )  # fmt: skip
-        for ep_id, host_id, ofport, name, network in self.s.execute(query):
-            if host_id is not None and ofport is not None:
-                ports.setdefault((host_id, ofport), (ep_id, name, network))
+        for host, ep_id, ofport, name, network in self.s.execute(query):
+            self.targets[host.name] = host
+            self.hosts[host.id] = (host.name, host.last_seen)
+            if ep_id is not None and ofport is not None:
+                ports.setdefault((host.id, ofport), (ep_id, name, network))
         return ports
 
     # the items
@@ -364,22 +369,23 @@ class _Write:
             self._log(ENDPOINT, endpoint_key(item.network, item.name))
             return Outcome(self._record(net, ep), revision=revision)
         self._check_port(ep, target, ofport)
-        created = ep is None
+        created, from_host = ep is None, None
         if ep is None:
-            ep = self._create(n, item, net, target)
-        elif relabel:
-            ep.labels = dict(item.labels or {})
+            ep = self._create(n, item, net, target)  # inserted bound, at the revision
+        else:
+            if relabel:
+                ep.labels = dict(item.labels or {})
+            if ep.host_id is not None and ep.host_id != target.id:
+                from_host = self.hosts[ep.host_id][0]
+            self._free_port(ep)
+            ep.host_id, ep.ofport, ep.port_name = target.id, ofport, item.port_name
+            ep.state, ep.bound_rev = EndpointState.PENDING.value, self._revision()
+            ep.ready_at = ep.released_at = None
+            ep.updated_at = self.now
+            self._update(ep)
         revision = self._revision()
-        moved = ep.host_id is not None and ep.host_id != target.id
-        from_host = self.hosts[ep.host_id][0] if moved and ep.host_id is not None else None
-        self._free_port(ep)
-        ep.host_id, ep.ofport, ep.port_name = target.id, ofport, item.port_name
-        ep.state, ep.bound_rev = EndpointState.PENDING.value, revision
-        ep.ready_at = ep.released_at = None
-        ep.updated_at = self.now
         self.ports[(target.id, ofport)] = (ep.id, ep.name, item.network)
-        self._update(ep)
-        kind = "moved" if moved else "bound"
+        kind = "moved" if from_host is not None else "bound"
         self._move(ep, kind, target.name, from_host, ofport)
         self._log(ENDPOINT, endpoint_key(item.network, item.name))
         self.notes[n].append((
@@ -403,28 +409,31 @@ class _Write:
             raise port_taken(target.name, ofport, by)
 
     def _create(self, n: int, item: Binding, net: NetworkRow, target: HostRow) -> EndpointCols:
-        """A new reserved row for ``item`` (allocation); the updates planned before it are
-        written first (see the module docstring)."""
+        """Insert ``item``'s new endpoint bound to its port at the write's revision
+        (allocation: ``new_endpoint``); the updates planned before it are written first (see
+        the module docstring). A creation that fails takes back the revision bump it made."""
+        assert item.ofport is not None
         self._flush()
+        first = self.plan.revision is None
         try:
-            if self.many:
-                with self.s.begin_nested():
-                    row, claimed = new_endpoint(
-                        self.s, net, item.name, item.ip, target, item.labels or {}, self.now
-                    )
-            else:
+            with self.s.begin_nested() if self.many else nullcontext():
+                revision = self._revision()
                 row, claimed = new_endpoint(
-                    self.s, net, item.name, item.ip, target, item.labels or {}, self.now
-                )
+                    self.s, net, item.name, item.ip, target, item.labels or {}, self.now,
+                    bind=(item.ofport, item.port_name, revision),
+                )  # fmt: skip
+        except BaseException:
+            if first:
+                self.plan.revision = None  # rolled back with the rest
+            raise
         finally:
             self.notes[n] += changes.take(self.s)  # endpoint.created, before endpoint.bound
-        self.created_rows.append(row)
         if claimed:
-            self._revision()
             self._log(BLOCKS, item.network)
         ep = EndpointCols(
-            row.id, row.network_id, row.name, row.ip, row.mac, None, None, None, row.state,
-            row.bound_rev, row.created_at, row.updated_at, None, None, dict(row.labels),
+            row.id, row.network_id, row.name, row.ip, row.mac, target.id, item.ofport,
+            item.port_name, row.state, revision, row.created_at, row.updated_at, None, None,
+            dict(row.labels),
         )  # fmt: skip
         self.eps[(item.network, item.name)] = ep
         return ep

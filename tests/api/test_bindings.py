@@ -9,6 +9,7 @@ from fakes import RecordingSync
 from fastapi.testclient import TestClient
 
 from controller.api.schemas import MAX_BATCH_ITEMS
+from controller.db import bindings
 
 EPS = "/api/v1/networks/n/endpoints"
 BATCH = "/api/v1/bindings"
@@ -128,3 +129,27 @@ def test_a_viewer_may_not_batch(world: dict[str, TestClient], make_client, make_
     r = viewer.post(BATCH, json={"items": [item("a", ofport=3, create=True)]})
     assert r.status_code == 403
     assert "a" not in names(world["admin"])
+
+
+def test_a_conflict_behind_the_reads_runs_each_item_alone(
+    world: dict[str, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the unique index catches a port taken behind the set-based write's reads (a
+    concurrent bind on PostgreSQL), the batch runs again item by item: the item that
+    conflicts answers 409, the others apply."""
+    real = bindings._Write._targets
+
+    def blind(self: bindings._Write) -> dict[tuple[int, int], tuple[int, str, str]]:
+        real(self)
+        return {}  # as if nobody held any port
+
+    admin = world["admin"]
+    assert admin.post(EPS, json={"name": "x", "host": "h1"}).status_code == 201
+    monkeypatch.setattr(bindings._Write, "_targets", blind)
+    r = world["h1"].post(
+        BATCH, json={"items": [item("a", ofport=10, create=True), item("x", ofport=3)]}
+    )
+    got = r.json()["items"]
+    assert [o["status"] for o in got] == [201, 409], got
+    assert "ofport 3 of host 'h1' is bound to another endpoint" in got[1]["detail"]
+    assert names(admin) == {"a": ("h1", 10), "old": ("h1", 3), "x": (None, None)}

@@ -119,6 +119,26 @@ def test_errors_are_raised_to_each_writer(world: sessionmaker[Session]) -> None:
     run(writer, scenario)
 
 
+def test_a_write_alone_that_fails_halfway_commits_nothing(world: sessionmaker[Session]) -> None:
+    """A write alone in its transaction runs without a SAVEPOINT: what it wrote before it
+    failed is rolled back with the transaction, and the next write starts clean."""
+    writer = Writer(world, NullSync(), None)
+
+    def half(session: Session) -> tuple[Any, int | None]:
+        repo.attach_endpoint(session, "n", "half", "h1", 7, create=True)
+        raise Conflict("failed after its bind")
+
+    async def scenario() -> None:
+        with pytest.raises(Conflict, match="after its bind"):
+            await writer.run(half)
+        assert (await writer.run(bind("next", 7))).ofport == 7
+        with world() as s:
+            assert {e.name for e in repo.list_endpoints(s, network="n")} == {"next"}
+            assert [m.kind for m in repo.endpoint_history(s, "n", "next")] == ["bound"]
+
+    run(writer, scenario)
+
+
 def test_a_full_queue_refuses_at_once(world: sessionmaker[Session]) -> None:
     writer = Writer(world, NullSync(), None, queue_max=2, retry_after=3)
 
