@@ -65,9 +65,6 @@ class NullSync:
     def waiting_on(self, revision: int) -> list[str] | None:
         return []
 
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(name)
-
 
 @contextmanager
 def database(postgres: bool, tmp: Path) -> Iterator[str]:
@@ -110,7 +107,8 @@ def run(url: str, repeat: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with TestClient(app) as api:
         api.headers["Authorization"] = f"Bearer {admin}"
-        api.post("/api/v1/networks", json={"name": "n", "subnet": "10.64.0.0/12"}).raise_for_status()
+        net = {"name": "n", "subnet": "10.64.0.0/12"}
+        api.post("/api/v1/networks", json=net).raise_for_status()
         api.put("/api/v1/hosts/h0", json={"underlay_ip": "198.18.0.1"}).raise_for_status()
         api.headers["Authorization"] = f"Bearer {agent}"
         eps = "/api/v1/networks/n/endpoints"
