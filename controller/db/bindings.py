@@ -71,7 +71,7 @@ from controller.db.base import (
     endpoint_record,
     utcnow,
 )
-from controller.db.models import ChangeRow, EndpointMoveRow, EndpointRow, HostRow, NetworkRow
+from controller.db.models import Base, ChangeRow, EndpointMoveRow, EndpointRow, HostRow, NetworkRow
 from controller.db.records import EndpointRecord
 from controller.errors import Conflict, InvalidRequest, NotFound, VxplaneError
 from controller.intent import BLOCKS, ENDPOINT, endpoint_key
@@ -140,6 +140,8 @@ class _Plan:
     """What the write will do, in item order."""
 
     updates: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[dict[str, str]] = field(default_factory=list)  # of each update
+    relabel: bool = False  # an update changes labels: all of them set labels (else none)
     moves: list[dict[str, Any]] = field(default_factory=list)
     log: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
     revision: int | None = None
@@ -365,6 +367,7 @@ class _Write:
                 return Outcome(self._record(net, ep))
             revision = self._revision()
             ep.labels, ep.updated_at = dict(item.labels or {}), self.now
+            self.plan.relabel = True
             self._update(ep)
             self._log(ENDPOINT, endpoint_key(item.network, item.name))
             return Outcome(self._record(net, ep), revision=revision)
@@ -374,7 +377,7 @@ class _Write:
             ep = self._create(n, item, net, target)  # inserted bound, at the revision
         else:
             if relabel:
-                ep.labels = dict(item.labels or {})
+                ep.labels, self.plan.relabel = dict(item.labels or {}), True
             if ep.host_id is not None and ep.host_id != target.id:
                 from_host = self.hosts[ep.host_id][0]
             self._free_port(ep)
@@ -450,8 +453,9 @@ class _Write:
         self.plan.updates.append({
             "_id": ep.id, "host_id": ep.host_id, "ofport": ep.ofport, "port_name": ep.port_name,
             "state": ep.state, "bound_rev": ep.bound_rev, "ready_at": ep.ready_at,
-            "released_at": ep.released_at, "updated_at": ep.updated_at, "labels": ep.labels,
+            "released_at": ep.released_at, "updated_at": ep.updated_at,
         })  # fmt: skip
+        self.plan.labels.append(ep.labels)
 
     def _move(
         self, ep: EndpointCols, kind: str, host: str | None, from_host: str | None,
@@ -472,6 +476,10 @@ class _Write:
         plan, s = self.plan, self.s
         if plan.updates:
             updates, plan.updates = plan.updates, []
+            if plan.relabel:  # JSON per row: only when some item changes labels
+                for update_, labels in zip(updates, plan.labels, strict=True):
+                    update_["labels"] = labels
+            plan.labels, plan.relabel = [], False
             try:
                 s.execute(_UPDATE, updates)
             except IntegrityError as exc:
@@ -487,12 +495,12 @@ class _Write:
                     s.expire(row)
         if plan.moves:
             moves, plan.moves = plan.moves, []
-            s.execute(insert(EndpointMoveRow), moves)
+            s.execute(_INSERT_MOVES, moves)
         if plan.log:
             assert plan.revision is not None
             rows = [{"revision": plan.revision, "kind": k, "key": v} for k, v in plan.log]
             plan.log = {}
-            s.execute(insert(ChangeRow), rows)
+            s.execute(_INSERT_LOG, rows)
 
 
 def _existing(session: Session, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -527,7 +535,17 @@ _EP_COLS = (
     EndpointRow.released_at, EndpointRow.labels,
 )  # fmt: skip
 
-_T = EndpointRow.__table__
-assert isinstance(_T, Table)
+
+def _table(row: type[Base]) -> Table:
+    table = row.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_T = _table(EndpointRow)
+# On the tables, not the mapped classes: an ORM bulk INSERT of a list of rows processes each
+# row in Python (12 % of the controller's samples in batches of 16, py-spy), Core does not.
+_INSERT_MOVES = insert(_table(EndpointMoveRow))
+_INSERT_LOG = insert(_table(ChangeRow))
 # executemany: SET takes the parameters named as columns (host_id, ofport, ...), WHERE ``_id``
 _UPDATE = update(_T).where(_T.c.id == bindparam("_id"))

@@ -17,9 +17,9 @@ transactions of their own (``EventHub``'s outbox).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from controller.db.models import ClusterRow, EventRow, EventSeqRow
@@ -41,7 +41,7 @@ def append(session: Session, events: Sequence[Staged]) -> int:
     ).scalar_one()
     first = last - len(events) + 1
     session.execute(
-        insert(EventRow),
+        insert(cast(Table, EventRow.__table__)),  # Core: no ORM bulk path per row
         [
             {"id": first + i, "time": t, "type": kind, "summary": summary, "data": data}
             for i, (t, kind, summary, data) in enumerate(events)

@@ -199,3 +199,26 @@ def test_statements_do_not_grow_with_the_items(world: sessionmaker[Session], unb
         assert all(d.error is None and d.revision is not None for d in done)
         counts.append(len(sent))
     assert counts[0] == counts[1] and counts[0] <= 9, counts  # 8, and pg_notify on PostgreSQL
+
+
+def test_labels_change_only_where_an_item_gives_them(world: sessionmaker[Session]) -> None:
+    """One item relabels (written for every row of the UPDATE then), the others keep theirs."""
+    with session_scope(world) as s:
+        repo.set_endpoint_labels(s, "n", "e1", {"keep": "me"})
+        repo.attach_endpoint(s, "n", "e0", "h1", 3)
+    items = [
+        Binding("n", "e1", "h1", 4),
+        Binding("n", "e0", "h1", 3, labels={"app": "web"}),  # same port: a relabel only
+        Binding("n", "e2", "h1", 5, labels={"tier": "db"}),
+    ]
+    with session_scope(world) as s:
+        done = bindings.write(s, items)
+    assert [d.revision is not None for d in done] == [True, True, True]
+    with session_scope(world) as s:
+        got = {e: repo.get_endpoint(s, "n", e) for e in ("e0", "e1", "e2")}
+        history = repo.endpoint_history(s, "n", "e0")
+    assert {e: r.labels for e, r in got.items()} == {
+        "e0": {"app": "web"}, "e1": {"keep": "me"}, "e2": {"tier": "db"},
+    }  # fmt: skip
+    assert (got["e0"].ofport, got["e1"].ofport, got["e2"].ofport) == (3, 4, 5)
+    assert [m.kind for m in history] == ["bound"]  # the relabel is no step of its history
