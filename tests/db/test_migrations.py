@@ -50,7 +50,7 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0012"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0013"
             assert conn.execute(text("SELECT id, last FROM event_seq")).all() == [(1, 0)]
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
@@ -58,6 +58,12 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "egress_ip6" in _columns(db_url, "hosts")
+    migrate.downgrade(db_url, "0012")  # 0013 alone: the hosts' IPv6 egress column goes
+    assert "egress_ip6" not in _columns(db_url, "hosts")
+    assert {"egress_ip", "gateway_port"} <= _columns(db_url, "hosts")
+    assert _tables(db_url) & TABLES == TABLES
 
     migrate.downgrade(db_url, "0011")  # 0012 alone: the event log goes
     assert _tables(db_url) & TABLES == BEFORE_0012
