@@ -144,10 +144,10 @@ class SendQueue:
         """``n`` bytes of a buffer from ``get`` were written."""
         drained = False
         with self._cond:
+            self.written += n  # counted even after a close: these bytes did go out
             if self.closed:  # ``close`` gave the budget back already
                 return
             self.queued -= n
-            self.written += n
             if self.congested and self.queued <= self.low:
                 self.congested = False
                 drained = True
