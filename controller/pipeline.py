@@ -716,6 +716,22 @@ def _egress_flows(
     vni: int, zone: int, subnet: IPv4Network, egress: str, port: int
 ) -> tuple[Flow, ...]:
     """REMOTE's fallthrough to EGRESS, and EGRESS/EGRESS_CT for one network."""
+    meta: dict[str, MatchValue] = {"metadata": vni, "eth_type": ETH_IP}
+    return _egress_table_flows(meta, zone, egress, egress, port, ({"ipv4_dst": _masked(subnet)},))
+
+
+def _egress_table_flows(
+    meta: dict[str, MatchValue],
+    zone: int,
+    nat_to: str,
+    egress: str,
+    port: int,
+    sealed: tuple[dict[str, MatchValue], ...],
+) -> tuple[Flow, ...]:
+    """The egress tables for one network and address family (``meta`` matches both):
+    destinations in ``sealed`` are dropped, the rest is SNATed to ``nat_to`` in the
+    network's zone and source-port range and leaves through the gateway port; the MACs
+    come from the host's IPv4 egress address for both families."""
     lo, hi = snat_ports(zone)
     ip = IPv4Address(egress)
     out: list[Action] = [
@@ -723,11 +739,10 @@ def _egress_flows(
         SetField("eth_dst", mac_for_ip(ip, GATEWAY_PORT_MAC_PREFIX)),
         Output(port),
     ]
-    meta: dict[str, MatchValue] = {"metadata": vni, "eth_type": ETH_IP}
-    snat = Ct(zone, commit=True, nat=Nat("src", egress, lo, hi), mark=CT_MARK_SNAT)
+    snat = Ct(zone, commit=True, nat=Nat("src", nat_to, lo, hi), mark=CT_MARK_SNAT)
     return (
         flow(T_REMOTE, PRIO_EGRESS, {**meta, FROM_LOCAL_REG: 1}, goto=T_EGRESS),
-        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv4_dst": _masked(subnet)}),
+        *(flow(T_EGRESS, PRIO_EXCEPTION, {**meta, **dst}) for dst in sealed),
         flow(T_EGRESS, PRIO_NORMAL, meta, [Ct(zone, T_EGRESS_CT, nat=Nat())]),
         flow(
             T_EGRESS_CT,
@@ -852,39 +867,12 @@ def _egress_flows6(
 ) -> tuple[Flow, ...]:
     """REMOTE's IPv6 fallthrough to EGRESS, and EGRESS/EGRESS_CT for one network's IPv6:
     the same zone and source ports as its IPv4 (conntrack keeps the families apart)."""
-    lo, hi = snat_ports(zone)
-    ip = IPv4Address(egress)
-    out: list[Action] = [
-        SetField("eth_src", mac_for_ip(ip, EGRESS_MAC_PREFIX)),
-        SetField("eth_dst", mac_for_ip(ip, GATEWAY_PORT_MAC_PREFIX)),
-        Output(port),
-    ]
     meta: dict[str, MatchValue] = {"metadata": vni, "eth_type": ETH_IPV6}
-    snat = Ct(zone, commit=True, nat=Nat("src", egress6, lo, hi), mark=CT_MARK_SNAT)
-    return (
-        flow(T_REMOTE, PRIO_EGRESS, {**meta, FROM_LOCAL_REG: 1}, goto=T_EGRESS),
-        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv6_dst": masked6(subnet6)}),
-        flow(T_EGRESS, PRIO_EXCEPTION, {**meta, "ipv6_dst": masked6(MULTICAST6)}),
-        flow(T_EGRESS, PRIO_NORMAL, meta, [Ct(zone, T_EGRESS_CT, nat=Nat())]),
-        flow(
-            T_EGRESS_CT,
-            PRIO_NORMAL,
-            {**meta, "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV)},
-            [snat, *out],
-        ),
-        flow(
-            T_EGRESS_CT,
-            PRIO_NORMAL - 1,
-            {**meta, "ct_state": (CT_EST | CT_TRK, CT_EST | CT_TRK | CT_INV)},
-            out,
-        ),
-        flow(
-            T_EGRESS_CT,
-            PRIO_NORMAL - 2,
-            {**meta, "ct_state": (CT_REL | CT_TRK, CT_REL | CT_TRK | CT_INV)},
-            out,
-        ),
+    sealed: tuple[dict[str, MatchValue], ...] = (
+        {"ipv6_dst": masked6(subnet6)},
+        {"ipv6_dst": masked6(MULTICAST6)},
     )
+    return _egress_table_flows(meta, zone, egress6, egress, port, sealed)
 
 
 MULTICAST6 = IPv6Network("ff00::/8")

@@ -95,11 +95,9 @@ def base_flows6(t_classify: int, prio: int) -> tuple[Flow, ...]:
     return (*drops, flow(T_ND6_REPLY, prio, advert, reply), *defaults)
 
 
-@lru_cache(maxsize=1 << 16)
-def nd_responder(vni: int, subnet6: IPv6Network, subnet: IPv4Network, prio: int) -> Flow:
-    """One flow turning every solicitation for an address of the network into an
-    advertisement (finished by ND6_REPLY)."""
-    target = embed_net(subnet6, subnet)
+def _advertise(vni: int, target: str | tuple[str, str], flags: int, prio: int) -> Flow:
+    """A flow turning solicitations for ``target`` (an address or a masked prefix) in the
+    network into advertisements with ``flags`` (finished by ND6_REPLY)."""
     return flow(
         T_ND6,
         prio,
@@ -109,39 +107,29 @@ def nd_responder(vni: int, subnet6: IPv6Network, subnet: IPv4Network, prio: int)
             "ip_proto": IP_ICMPV6,
             "icmpv6_type": ICMP6_NS,
             "icmpv6_code": 0,
-            "ipv6_nd_target": masked6(target),
+            "ipv6_nd_target": target,
         },
         [
             SetField("icmpv6_type", ICMP6_NA),
-            SetField("nd_reserved", NA_FLAGS),
+            SetField("nd_reserved", flags),
             SetField("nd_options_type", ND_OPT_TLL),
         ],
         goto=T_ND6_REPLY,
     )
+
+
+@lru_cache(maxsize=1 << 16)
+def nd_responder(vni: int, subnet6: IPv6Network, subnet: IPv4Network, prio: int) -> Flow:
+    """One flow turning every solicitation for an address of the network into an
+    advertisement (finished by ND6_REPLY)."""
+    return _advertise(vni, masked6(embed_net(subnet6, subnet)), NA_FLAGS, prio)
 
 
 @lru_cache(maxsize=1 << 16)
 def gateway_nd(vni: int, subnet6: IPv6Network, gateway: IPv4Address, prio: int) -> Flow:
     """ND6 for the network's gateway6 (above ``nd_responder``): the same advertisement with
     the router flag, since gateway6 is every endpoint's default router."""
-    return flow(
-        T_ND6,
-        prio,
-        {
-            "metadata": vni,
-            "eth_type": ETH_IPV6,
-            "ip_proto": IP_ICMPV6,
-            "icmpv6_type": ICMP6_NS,
-            "icmpv6_code": 0,
-            "ipv6_nd_target": str(embed(subnet6, gateway)),
-        },
-        [
-            SetField("icmpv6_type", ICMP6_NA),
-            SetField("nd_reserved", NA_FLAGS | NA_ROUTER),
-            SetField("nd_options_type", ND_OPT_TLL),
-        ],
-        goto=T_ND6_REPLY,
-    )
+    return _advertise(vni, str(embed(subnet6, gateway)), NA_FLAGS | NA_ROUTER, prio)
 
 
 @lru_cache(maxsize=1 << 18)
