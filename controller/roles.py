@@ -125,7 +125,7 @@ class Roles:
         """The database's answer: ``mine`` (dpid -> generation id) we master, every switch's
         ``generations``, and our lease valid until ``until`` (monotonic clock)."""
         sends: list[tuple[RoleConn, int, int]] = []
-        downs: list[tuple[int, RoleConn]] = []
+        downs: list[tuple[int, RoleConn, str]] = []
         with self._lock:
             lapsed = self._clock() >= self._lease_until
             self._lease_until = until
@@ -134,17 +134,17 @@ class Roles:
             for dpid, st in self._conns.items():
                 if lapsed:  # a lapsed lease: the switches may have moved on; ask again
                     if st.master_gen is not None:
-                        downs.append((dpid, st.conn))
+                        downs.append((dpid, st.conn, "lease lapsed (found at renewal)"))
                     st.requested, st.master_gen = None, None
                 elif st.master_gen is not None and st.master_gen != self._mine.get(dpid):
                     st.master_gen = None  # reassigned: stop writing before asking for SLAVE
-                    downs.append((dpid, st.conn))
+                    downs.append((dpid, st.conn, "no longer its master (reassigned)"))
                 want = self._wanted(dpid)
                 if want is not None and want != st.requested:
                     st.requested = want
                     sends.append((st.conn, *want))
-        for dpid, conn in downs:
-            self._step_down(dpid, conn, "no longer its master")
+        for dpid, conn, why in downs:
+            self._step_down(dpid, conn, why)
         self._send(sends)
 
     def lapse(self) -> None:

@@ -302,6 +302,32 @@ def test_a_master_role_lost_with_its_connection_is_a_logged_step_down(
     assert a.roles.step_downs == 1
 
 
+def test_a_step_down_at_renewal_says_whether_the_lease_lapsed_or_the_switch_moved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The membership's answer ends a MASTER role in two ways, and the log tells them apart:
+    our lease ran out before the renewal came back (a paused or starved member), or the
+    database gave the switch to another member while our lease held."""
+    caplog.set_level(logging.INFO, logger="controller.roles")
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1}, lease=3.0)
+    _converge(conn, controllers=(a,))
+    a.now += 3.0  # woken past the lease: the renewal's answer finds it lapsed
+    a.assign({}, {1: 2})
+    assert a.roles.step_downs == 1
+    assert "switch 0000000000000001: stepping down (lease lapsed (found at renewal))" in caplog.text
+    assert "reassigned" not in caplog.text
+    caplog.clear()
+    a.assign({1: 3}, {1: 3})
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn)
+    a.assign({}, {1: 4})  # within the lease: another member took the switch
+    assert a.roles.step_downs == 2
+    assert "stepping down (no longer its master (reassigned))" in caplog.text
+    assert "lease lapsed" not in caplog.text
+
+
 def test_a_new_connection_replacing_the_master_one_is_a_logged_step_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
