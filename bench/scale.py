@@ -120,13 +120,23 @@ def load() -> list[float]:
 
 
 @contextmanager
+def postgres() -> Iterator[str]:
+    """A private PostgreSQL server for the run (Debian's binaries, as the tests use)."""
+    from tests.db.conftest import find_pg_bindir, postgres_server
+
+    bindir = find_pg_bindir()
+    if bindir is None:
+        raise SystemExit("--postgres: PostgreSQL server binaries (initdb, pg_ctl) not found")
+    with postgres_server(bindir) as url:
+        yield url
+
+
+@contextmanager
 def database(tmp: Path, use_postgres: bool) -> Iterator[str]:
     """SQLite in ``tmp``, or a private PostgreSQL server for the run (removed afterwards)."""
     if not use_postgres:
         yield f"sqlite:///{tmp}/vx.db"
         return
-    from bench.writes import postgres  # bench.writes imports this module
-
     with postgres() as url:
         yield url
 

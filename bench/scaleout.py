@@ -50,10 +50,20 @@ from typing import Any
 import httpx
 
 from bench.fleet import Fleet
-from bench.scale import DPID_BASE, Retries, bind, cpu_seconds, free_port, host_name, ms, rss_kib
+from bench.scale import (
+    DPID_BASE,
+    Retries,
+    bind,
+    cpu_seconds,
+    free_port,
+    host_name,
+    ms,
+    postgres,
+    rss_kib,
+)
 from bench.scale import NET as SCALE_NET
 from bench.scale import underlay as underlay_ip
-from bench.writes import _client_main, _ready, postgres
+from bench.writes import _client_main, _ready
 from vxlab.launch import ControllerProcess, get_all
 
 RESULTS = Path(__file__).parent / "results"

@@ -34,30 +34,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from bench import bindloop
 from bench.fleet import Fleet
-from bench.scale import DPID_BASE, cpu_seconds, free_port, host_name, ms, underlay, wait_converged
+from bench.scale import (
+    DPID_BASE,
+    cpu_seconds,
+    free_port,
+    host_name,
+    ms,
+    postgres,
+    underlay,
+    wait_converged,
+)
 from vxlab.launch import ControllerProcess
 
 RESULTS = Path(__file__).parent / "results"
 NET = "churn"
-
-
-@contextmanager
-def postgres() -> Iterator[str]:
-    """A private PostgreSQL server for the run (Debian's binaries, as the tests use)."""
-    from tests.db.conftest import find_pg_bindir, postgres_server
-
-    bindir = find_pg_bindir()
-    if bindir is None:
-        raise SystemExit("--postgres: PostgreSQL server binaries (initdb, pg_ctl) not found")
-    with postgres_server(bindir) as url:
-        yield url
 
 
 def client(
