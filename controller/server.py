@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.config import Settings
 from controller.model import Snapshot
 from controller.sync import FlowSync, SwitchStatus
+from vxcommon.retry import SERVER_KEEPALIVE
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def run_controller(settings: Settings) -> None:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        timeout_keep_alive=int(SERVER_KEEPALIVE),  # the agents drop theirs before (vxcommon.retry)
         # open event streams (dashboards, `vxplane events`) never end by themselves
         timeout_graceful_shutdown=2,
         ssl_certfile=settings.api_cert,

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from hostagent.errors import AgentError
+from vxcommon.retry import CLIENT_KEEPALIVE
 
 
 class AgentCallError(AgentError):
@@ -35,6 +36,7 @@ class AgentClient:
             base_url="http://agent",
             timeout=timeout,
             verify=False,
+            limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE),  # before the agent's close
         )
 
     def close(self) -> None:

@@ -10,9 +10,12 @@ advice as ``retry_after``, which the agent's own API passes on to the CNI plugin
 
 Several controllers (``--controller URL,URL``, plus the members the cluster advertises,
 ``set_members``): a request that could not even connect to the current one is sent to the
-next at once, and the client stays with the one that answered. A request that may have
-reached a controller (a read timeout, a 5xx) is not replayed elsewhere: it raises, and the
-next request starts with the next controller.
+next at once, and the client stays with the one that answered. A request that reached a
+controller and got no answer is replayed on the next only if it is idempotent (GET, PUT,
+DELETE); a POST, or a 5xx answer, raises, and the next request starts with the next
+controller. A connection closed before any answer is first retried once on the same
+controller (a kept-alive connection the server closed as idle; the client's keep-alive is
+shorter than the server's so that race stays rare: ``vxcommon.retry``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import httpx
 from hostagent.errors import AgentError, ControllerUnavailable
 from hostagent.model import Endpoint, Network
 from vxcommon.paging import collect
-from vxcommon.retry import BUSY_RETRIES, advised_delay
+from vxcommon.retry import BUSY_RETRIES, CLIENT_KEEPALIVE, advised_delay
 from vxcommon.tpoints import mark
 
 API = "/api/v1"
@@ -78,7 +81,12 @@ class ControllerClient:
         self.busy_waits: list[float] = []  # the Retry-After delays honoured so far
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._http = httpx.Client(timeout=timeout, headers=headers, verify=ca or True)
+        self._http = httpx.Client(
+            timeout=timeout,
+            headers=headers,
+            verify=ca or True,
+            limits=httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE),
+        )
 
     def set_members(self, api_urls: list[str]) -> None:
         """The API URLs of the cluster's live members: tried after the configured ones."""
@@ -132,7 +140,9 @@ class ControllerClient:
         timeout: float | None,
         on_line: Callable[[dict[str, Any]], None] | None = None,
     ) -> httpx.Response:
-        for attempt in range(len(self.urls)):
+        stale_retried = False
+        attempt = 0
+        while True:
             base = self.base_url
             try:
                 request = self._http.build_request(
@@ -148,17 +158,31 @@ class ControllerClient:
                 return self._streamed(request, on_line)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached it
                 self._rotate()
-                if attempt + 1 == len(self.urls):
+                attempt += 1
+                if attempt == len(self.urls):
                     raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
+            except httpx.RemoteProtocolError as exc:
+                # The connection closed before any answer. On a kept-alive connection that is
+                # the server closing it as idle just as the request went out (the pool then
+                # drops it): an idempotent request is sent once more to the same controller, on
+                # a new connection, before it counts as that controller's failure.
+                if method in IDEMPOTENT and not stale_retried:
+                    stale_retried = True
+                    continue
+                attempt = self._unanswered(method, base, attempt, exc)
             except httpx.HTTPError as exc:
-                # Reached, then no answer (a paused or dying controller). The request may have
-                # been applied there: an idempotent one (GET, PUT, DELETE: a create-and-bind
-                # names its host and port, so a replay binds the same) is replayed on the next
-                # controller; a POST is not, but the next request goes on from there.
-                self._rotate()
-                if method not in IDEMPOTENT or attempt + 1 == len(self.urls):
-                    raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
-        raise ControllerUnavailable("no controller URL")  # not reached: urls is never empty
+                attempt = self._unanswered(method, base, attempt, exc)
+
+    def _unanswered(self, method: str, base: str, attempt: int, exc: httpx.HTTPError) -> int:
+        """Reached ``base``, then no answer (a paused or dying controller). The request may
+        have been applied there: an idempotent one (GET, PUT, DELETE: a create-and-bind names
+        its host and port, so a replay binds the same) is replayed on the next controller; a
+        POST is not, but the next request goes on from there. Returns the next attempt."""
+        self._rotate()
+        attempt += 1
+        if method not in IDEMPOTENT or attempt == len(self.urls):
+            raise ControllerUnavailable(f"controller {base}: {exc!r}") from exc
+        return attempt
 
     def _streamed(
         self, request: httpx.Request, on_line: Callable[[dict[str, Any]], None]

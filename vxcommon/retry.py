@@ -15,6 +15,14 @@ import math
 BUSY_RETRIES = 3  # retries of one request answered 503 with Retry-After
 MAX_WAIT = 5.0  # longest wait (s) honoured before one retry; longer advice is capped
 
+# Keep-alive: the controller's API closes a connection idle for SERVER_KEEPALIVE seconds; the
+# agent's client drops its idle connections after CLIENT_KEEPALIVE, well before, so it never
+# sends a request on a connection the server is closing at that moment (with both at 5 s, as
+# uvicorn's and httpx's defaults are, a request 5 s after the last one could meet the close and
+# get "Server disconnected without sending a response": seen once in CI).
+SERVER_KEEPALIVE = 30.0
+CLIENT_KEEPALIVE = 10.0
+
 
 def advised_delay(status: int, retry_after: str | None, cap: float = MAX_WAIT) -> float | None:
     """Seconds to wait before retrying an answer with ``status`` and this ``Retry-After``

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from hostagent.errors import AgentError, retry_headers
+from vxcommon.retry import SERVER_KEEPALIVE
 
 TIMING_HEADER = b"x-vxplane-agent-seconds"
 SOCKET_MODE = 0o600  # uvicorn makes unix sockets 0666: only root may plug containers
@@ -107,7 +108,13 @@ class UnixServer:
     def __init__(self, app: Any, path: str, gid: int | None = None) -> None:
         self.path = path
         self.sock = bind_unix(path, gid)
-        config = uvicorn.Config(app, fd=self.sock.fileno(), access_log=False, log_level="warning")
+        config = uvicorn.Config(
+            app,
+            fd=self.sock.fileno(),
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=int(SERVER_KEEPALIVE),  # clients drop theirs before (AgentClient)
+        )
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:
