@@ -664,26 +664,34 @@ def _zone_flows(
     vni: int, zone: int, subnet: IPv4Network, gateway: str, next_zone: int | None
 ) -> tuple[Flow, ...]:
     """GW_CT for one zone: deliver its replies, else try the next zone."""
+    return _zone_table_flows(ETH_IP, {"ipv4_dst": _masked(subnet)}, vni, zone, gateway, next_zone)
+
+
+def _zone_table_flows(
+    eth_type: int,
+    dst: dict[str, MatchValue],
+    vni: int,
+    zone: int,
+    gateway: str,
+    next_zone: int | None,
+) -> tuple[Flow, ...]:
+    """GW_CT for one zone and family (``eth_type``): replies to ``dst`` (the network's
+    addresses) in ``zone`` are delivered from the gateway's MAC, and so is a new connection
+    to a published port after its translation; anything else in the zone tries
+    ``next_zone``. Shared by IPv4 (``_zone_flows``) and IPv6 (``_zone_flows6``)."""
     deliver: list[Action] = [SetField("eth_src", mac_for_ip(IPv4Address(gateway)))]
     meta = (vni, META_MASK)
-    base: dict[str, MatchValue] = {"eth_type": ETH_IP, "ct_zone": zone, "ipv4_dst": _masked(subnet)}
+    base: dict[str, MatchValue] = {"eth_type": eth_type, "ct_zone": zone, **dst}
     out = [
         flow(
             T_GW_CT,
-            PRIO_NORMAL,
-            {**base, "ct_state": (CT_EST | CT_TRK, CT_EST | CT_TRK)},
+            PRIO_NORMAL - i,
+            {**base, "ct_state": (bit | CT_TRK, bit | CT_TRK)},
             deliver,
             write_metadata=meta,
             goto=T_LOCAL,
-        ),
-        flow(
-            T_GW_CT,
-            PRIO_NORMAL - 1,
-            {**base, "ct_state": (CT_REL | CT_TRK, CT_REL | CT_TRK)},
-            deliver,
-            write_metadata=meta,
-            goto=T_LOCAL,
-        ),
+        )
+        for i, bit in enumerate((CT_EST, CT_REL))
     ]
     out.append(  # a new connection to a published port, after its translation
         flow(
@@ -704,7 +712,7 @@ def _zone_flows(
             flow(
                 T_GW_CT,
                 PRIO_FALLTHROUGH,
-                {"eth_type": ETH_IP, "ct_zone": zone},
+                {"eth_type": eth_type, "ct_zone": zone},
                 [Ct(next_zone, T_GW_CT, nat=Nat())],
             )
         )
@@ -821,44 +829,7 @@ def _zone_flows6(
 ) -> tuple[Flow, ...]:
     """GW_CT for one zone's IPv6: deliver its replies (to the endpoints' addresses,
     ``ours``), else try the next zone."""
-    deliver: list[Action] = [SetField("eth_src", mac_for_ip(IPv4Address(gateway)))]
-    meta = (vni, META_MASK)
-    base: dict[str, MatchValue] = {"eth_type": ETH_IPV6, "ct_zone": zone, "ipv6_dst": masked6(ours)}
-    out = [
-        flow(
-            T_GW_CT,
-            PRIO_NORMAL - i,
-            {**base, "ct_state": (bit | CT_TRK, bit | CT_TRK)},
-            deliver,
-            write_metadata=meta,
-            goto=T_LOCAL,
-        )
-        for i, bit in enumerate((CT_EST, CT_REL))
-    ]
-    out.append(  # a new connection to a published port, after its translation
-        flow(
-            T_GW_CT,
-            PRIO_NORMAL - 2,
-            {
-                **base,
-                "ct_state": (CT_NEW | CT_TRK, CT_NEW | CT_TRK | CT_INV),
-                "ct_mark": (CT_MARK_DNAT, CT_MARK_DNAT),
-            },
-            deliver,
-            write_metadata=meta,
-            goto=T_LOCAL,
-        )
-    )
-    if next_zone is not None:
-        out.append(
-            flow(
-                T_GW_CT,
-                PRIO_FALLTHROUGH,
-                {"eth_type": ETH_IPV6, "ct_zone": zone},
-                [Ct(next_zone, T_GW_CT, nat=Nat())],
-            )
-        )
-    return tuple(out)
+    return _zone_table_flows(ETH_IPV6, {"ipv6_dst": masked6(ours)}, vni, zone, gateway, next_zone)
 
 
 @lru_cache(maxsize=CACHE)
