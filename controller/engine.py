@@ -88,6 +88,8 @@ FIRST_XID = 0x80000000
 QUARANTINE_BASE = 1.0  # s before a rejected flow is tried again; doubles on every rejection
 QUARANTINE_MAX = 300.0
 MAX_HELD = 256  # connections waiting for their dpid to become a registered host's
+# ... plus, before the first intent read (every dpid is unknown then, and a restarted
+# controller's whole fleet reconnects within a second), one per host registered at start
 HOLD_TIMEOUT = 120.0  # s a connection may wait for that before it is closed
 MAX_DUMP_FLOWS = 500_000  # a flow dump longer than this is not a vxplane switch's: closed
 BUNDLE_MODES = ("auto", "always", "never")
@@ -310,6 +312,7 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         bundles: str = "auto",
         gate: WriteGate | None = None,
+        hosts_at_start: int = 0,
     ) -> None:
         if bundles not in BUNDLE_MODES:
             raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
@@ -330,6 +333,7 @@ class Engine:
         self._clock = clock
         self._bundles = bundles
         self._gate = gate  # None: the only controller, every admitted switch is ours
+        self._hosts_at_start = max(0, hosts_at_start)  # more may be held before the first read
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -716,8 +720,8 @@ class Engine:
                     conn.dpid, conn.address, old.conn.address, why,
                 )  # fmt: skip
                 replaced = old.conn
-            if host is None and replaced is None and self._held() >= MAX_HELD:
-                self._refuse(conn, f"{MAX_HELD} connections already wait for admission")
+            if host is None and replaced is None and self._held() >= self._hold_limit():
+                self._refuse(conn, f"{self._hold_limit()} connections already wait for admission")
                 return False
             sw = _Switch(conn=conn, since=self._clock())
             self._switches[conn.dpid] = sw
@@ -736,6 +740,16 @@ class Engine:
 
     def _held(self) -> int:
         return sum(1 for sw in self._switches.values() if sw.connected and not sw.admitted)
+
+    def _hold_limit(self) -> int:
+        """(Lock held.) How many connections may wait for admission: ``MAX_HELD``; before
+        the first intent read also one per host registered at start, since every dpid is
+        unknown until then and a restarted controller's fleet reconnects at once (refused,
+        each would come back later and be dumped later). A held connection is never sent
+        anything nor trusted; past the first read, unknown dpids are back to ``MAX_HELD``."""
+        if self._intent is None:
+            return MAX_HELD + self._hosts_at_start
+        return MAX_HELD
 
     def expire_held(self) -> int:
         """Close connections that waited over ``HOLD_TIMEOUT`` s for admission; how many."""

@@ -126,6 +126,8 @@ def run_controller(settings: Settings) -> None:
         if kind == "switch.converged":
             membership.poke()  # publish the applied revision for the other controllers
 
+    with sessions() as session:  # the fleet that may reconnect before the first intent read
+        hosts_at_start = repo.count_hosts(session)
     roles = Roles(
         on_master=lambda dpid, conn: engine_box[0].resync(dpid, conn),
         on_step_down=lambda dpid, conn: engine_box[0].step_down(dpid, conn),
@@ -145,6 +147,7 @@ def run_controller(settings: Settings) -> None:
         require_cert=tls is not None,
         bundles=settings.openflow_bundles,
         gate=roles,
+        hosts_at_start=hosts_at_start,
     )
     engine_box.append(engine)
     membership = Membership(

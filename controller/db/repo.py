@@ -558,6 +558,12 @@ def prune_history(session: Session, keep: int = HISTORY_KEEP) -> int:
 # For the OpenFlow engine
 
 
+def count_hosts(session: Session) -> int:
+    """How many hosts are registered (the engine holds that many switches before its first
+    intent read, see ``Engine``'s ``hosts_at_start``)."""
+    return int(session.execute(select(func.count()).select_from(HostRow)).scalar_one())
+
+
 def current_revision(session: Session) -> int:
     """The current intent revision."""
     return read_revision(session)

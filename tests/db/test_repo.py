@@ -22,8 +22,11 @@ def test_allocation_binding_and_snapshot(factory: sessionmaker[Session]) -> None
     with session_scope(factory) as s:
         _, rev_net = repo.create_network(s, "n1", IPv4Network("10.0.0.0/24"), vni=42)
     with session_scope(factory) as s:
+        assert repo.count_hosts(s) == 0
         _, rev_host = repo.register_host(s, "h1", A("198.18.0.1"), dpid=0xAB)
     assert rev_host == rev_net + 1
+    with session_scope(factory) as s:
+        assert repo.count_hosts(s) == 1
     with session_scope(factory) as s:
         ep, created, rev_block = repo.create_endpoint(s, "n1", "web", host="h1")
     assert created and ep.ip == A("10.0.0.2") and rev_block == rev_host + 1

@@ -94,7 +94,12 @@ def snapshot(rev: int, with_b: bool = False, a_port: int = 5, h9: bool = False) 
 
 class Harness:
     def __init__(
-        self, poll: float = 60, require_cert: bool = False, bundles: str = "never"
+        self,
+        poll: float = 60,
+        require_cert: bool = False,
+        bundles: str = "never",
+        hosts_at_start: int = 0,
+        read: bool = True,
     ) -> None:
         self.snap = snapshot(1)
         self.fail_reads = False
@@ -111,8 +116,10 @@ class Harness:
             require_cert=require_cert,
             clock=lambda: self.now,
             bundles=bundles,  # these tests read plain flow-mods; bundles: test_bundles.py
+            hosts_at_start=hosts_at_start,
         )
-        self.sync()  # the engine knows the registered hosts before switches connect
+        if read:
+            self.sync()  # the engine knows the registered hosts before switches connect
 
     class _S:
         def __enter__(self):  # noqa: ANN204
@@ -454,6 +461,45 @@ def test_held_connections_are_capped_and_expire(h: Harness) -> None:
     assert all(c.closed and c.dumps == 0 for c in held) and not c1.closed
     late = FakeConn(0x9998)
     assert h.engine.switch_connected(late) and not late.closed, "room again"
+
+
+def test_before_the_first_read_a_whole_fleet_is_held_then_admitted_not_refused() -> None:
+    """A restarted controller's fleet reconnects before the intent is read: every dpid is
+    unknown then. Up to MAX_HELD plus the hosts registered at start are held (sent
+    nothing), the first read admits the registered ones and dumps each once; past it,
+    unknown dpids are capped at MAX_HELD again."""
+    from controller import engine as engmod
+
+    fleet = 2 * engmod.MAX_HELD  # more than MAX_HELD, as at 1,000 switches
+    h = Harness(hosts_at_start=fleet, read=False)
+    hosts = {f"f{i}": Host(f"f{i}", IPv4Address(f"198.18.{i // 250}.{i % 250 + 1}"), dpid=i)
+             for i in range(1, fleet + 1)}  # fmt: skip
+    h.snap = Snapshot(1, hosts=hosts)  # dpids 1..fleet registered
+    conns = [FakeConn(i + 1) for i in range(fleet)]
+    strangers = [FakeConn(0x100000 + i) for i in range(engmod.MAX_HELD)]
+    assert all(h.engine.switch_connected(c) for c in conns + strangers), "held, not refused"
+    assert all(not c.closed and c.dumps == 0 and not c.msgs for c in conns + strangers)
+    assert h.engine.refused == 0 and h.engine.switches() == [], "held ones are not switches yet"
+    over = FakeConn(0x200000)
+    assert not h.engine.switch_connected(over) and over.closed, "the bound still holds"
+    h.sync()  # the first read admits the registered dpids
+    assert all(c.dumps == 1 and not c.closed for c in conns), "each dumped once"
+    assert all(c.dumps == 0 and not c.msgs and not c.closed for c in strangers), "still held"
+    late = FakeConn(0x300000)
+    assert not h.engine.switch_connected(late) and late.closed, "past the read: MAX_HELD"
+    h.now += engmod.HOLD_TIMEOUT + 1
+    assert h.engine.expire_held() == len(strangers)
+    assert all(c.closed for c in strangers) and not any(c.closed for c in conns)
+
+
+def test_without_hosts_at_start_the_cap_is_max_held_before_the_first_read_too() -> None:
+    from controller import engine as engmod
+
+    h = Harness(read=False)
+    held = [FakeConn(0x100 + i) for i in range(engmod.MAX_HELD)]
+    assert all(h.engine.switch_connected(c) for c in held)
+    extra = FakeConn(0x9999)
+    assert not h.engine.switch_connected(extra) and extra.closed
 
 
 def test_each_worker_pass_is_told_to_on_pass() -> None:
