@@ -67,6 +67,7 @@ import heapq
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,7 +79,7 @@ from controller.flows import Flow
 from controller.intent import Change, Intent, apply_deltas, diff_views
 from controller.model import EndpointState, Snapshot
 from controller.pipeline import desired_flows
-from controller.reconcile import Changes, apply, diff
+from controller.reconcile import Changes, FlowKey, apply, apply_patch, diff, diff_patch
 from controller.sync import SwitchStatus
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,9 @@ class _Switch:
     host: str | None = None
     sent_gen: int = 0  # generation of the last batch sent
     sent_rev: int = 0  # the revision it was computed at
+    # The host's generations and the one whose flows ``installed`` holds exactly (None:
+    # not known: after a dump, a rejected add, flows held back)
+    exact: tuple[_Gen, int] | None = None
     pending: dict[int, int] = field(default_factory=dict)  # barrier xid -> generation
     batches: dict[int, dict[int, _Sent]] = field(default_factory=dict)  # barrier xid -> adds
     held: dict[int, _Held] = field(default_factory=dict)  # rejected cookie -> backoff
@@ -220,6 +224,12 @@ class _Gen:
     # is kept under 60 % full and grows fourfold), 17 KB instead of 128 KB a host at 1,000
     # hosts; the engine only iterates it, and compares it whole.
     desired: tuple[Flow, ...] | None = None
+    # What patches (``_patch``) took from and gave to ``desired`` since generation ``base``
+    # (cookie -> flow, net): its switch, if it holds exactly generation ``base``'s flows,
+    # gets these as its batch instead of a diff of every flow (``_sync_switch``). None: a
+    # recomputation (or a delta grown past half the flows) since; a full diff.
+    base: int = -1
+    delta: tuple[dict[int, Flow], dict[int, Flow]] | None = None
 
 
 @dataclass(slots=True)
@@ -366,6 +376,7 @@ class Engine:
         self.audit_mismatches = 0
         self.full_reads = 0
         self.recomputed = 0  # desired flow sets computed (hosts x passes)
+        self.patch_batches = 0  # batches sent as a patch's flows, not a diff of every flow
         self.patched = 0  # desired flow sets patched by an endpoint's own flows instead
         self._admitted: list[_Switch] = []  # admitted by a pass: their dump is asked for
 
@@ -822,6 +833,7 @@ class Engine:
                 return
             else:
                 sw.installed = {c: None for c in sw.dump}
+                sw.exact = None
                 sw.dump = set()
                 sw.dumping = False
                 sw.synced = True
@@ -1023,6 +1035,7 @@ class Engine:
             if outcome is None:
                 sent = next((b.pop(xid) for b in sw.batches.values() if xid in b), None)
             if sent is not None:
+                sw.exact = None
                 sw.installed.pop(sent.cookie, None)
                 if sent.replaced is not None:  # the switch kept the flow it would replace
                     sw.installed[sent.replaced[0]] = sent.replaced[1]
@@ -1255,6 +1268,7 @@ class Engine:
                 if desired == gen.desired:
                     continue
                 gen.desired = desired
+                gen.base, gen.delta = -1, None
                 changed.add(host)
                 if desired is not None:
                     gen.wanted += 1
@@ -1267,21 +1281,41 @@ class Engine:
         self, patches: dict[str, list[tuple[frozenset[Flow], frozenset[Flow]]]], intent: Intent
     ) -> None:
         """Apply what endpoints took from and gave to their hosts' desired flows (in the
-        order of their revisions): O(their flows), not a recomputation of the host."""
+        order of their revisions): O(their flows) bisections in the cookie-ordered tuple, not
+        a recomputation of the host; what they took and gave is also kept as the host's
+        delta since ``_Gen.base``, which ``_sync_switch`` sends as the batch."""
         with self._lock:
             for host, steps in patches.items():
                 gen = self._gen(host)
                 desired = gen.desired
                 assert desired is not None, "only hosts with computed flows are patched"
-                for gone, new in steps:  # by cookie: a Flow's hash is not cached, an int's is
-                    out = {f.cookie for f in gone}
-                    kept = [f for f in desired if f.cookie not in out] if out else list(desired)
-                    have = {f.cookie for f in kept} if new else set()
-                    desired = _packed(kept + [f for f in new if f.cookie not in have])
+                if gen.delta is None:
+                    gen.base, gen.delta = gen.wanted, ({}, {})
+                taken, given = gen.delta
+                flows = list(desired)  # in cookie order: found by bisection, O(log n) each
+                changed = False
+                for gone, new in steps:
+                    for f in gone:
+                        i = bisect_left(flows, f.cookie, key=_cookie)
+                        if i < len(flows) and flows[i].cookie == f.cookie:
+                            del flows[i]
+                            changed = True
+                            if given.pop(f.cookie, None) is None:
+                                taken[f.cookie] = f
+                    for f in new:
+                        i = bisect_left(flows, f.cookie, key=_cookie)
+                        if i == len(flows) or flows[i].cookie != f.cookie:
+                            flows.insert(i, f)
+                            changed = True
+                            if taken.pop(f.cookie, None) is None:
+                                given[f.cookie] = f
                 self.patched += 1
-                if desired == gen.desired:
+                if 2 * (len(taken) + len(given)) > len(flows):
+                    gen.base, gen.delta = -1, None  # as cheap to diff in full
+                packed = tuple(flows)
+                if not changed or packed == desired:
                     continue
-                gen.desired = desired
+                gen.desired = packed
                 gen.wanted += 1
                 gen.wanted_rev = intent.revision
                 self._todo.add(host)
@@ -1364,18 +1398,42 @@ class Engine:
             if gen is None or gen.desired is None:
                 return
             desired = gen.desired
-            if sw.held:
+            replaced: dict[FlowKey, tuple[int, Flow]] | None = None
+            held = bool(sw.held)
+            if held:
                 desired = self._without_held(sw, desired)
-            changes = diff(desired, sw.installed)
+            exact = sw.exact
+            if (
+                not held
+                and gen.delta is not None
+                and exact
+                and exact[0] is gen
+                and exact[1] == gen.base
+            ):
+                # the switch holds generation ``base``: its batch is the patches since
+                taken, given = gen.delta
+                changes, replaced = diff_patch(sw.installed, taken.values(), given.values())
+                self.patch_batches += 1
+            else:
+                changes = diff(desired, sw.installed)
             sw.sent_gen, sw.sent_rev = gen.wanted, gen.wanted_rev
+            if held:
+                sw.exact = None
+            else:  # the switch holds ``desired`` once this batch is applied
+                gen.base = gen.wanted
+                sw.exact = (gen, gen.base)
+                gen.delta = ({}, {}) if gen.delta is not None else None
             if not changes:
                 if not sw.pending and gen.applied < gen.wanted:
                     gen.applied, gen.applied_rev = gen.wanted, gen.wanted_rev
                     self._confirmed(host)
                     self._signal()
                 return
-            data, barrier_xid, sent = self._encode(sw, changes)
-            sw.installed = apply(sw.installed, changes)
+            data, barrier_xid, sent = self._encode(sw, changes, replaced)
+            if replaced is not None:
+                apply_patch(sw.installed, changes, replaced)
+            else:
+                sw.installed = apply(sw.installed, changes)
             sw.pending[barrier_xid] = gen.wanted
             sw.batches[barrier_xid] = sent
         log.info(
@@ -1415,13 +1473,22 @@ class Engine:
             return True
         return bool(changes.adds) and (bool(changes.deletes) or replaces)
 
-    def _encode(self, sw: _Switch, changes: Changes) -> tuple[list[bytes], int, dict[int, _Sent]]:
+    def _encode(
+        self,
+        sw: _Switch,
+        changes: Changes,
+        replaced: dict[FlowKey, tuple[int, Flow]] | None = None,
+    ) -> tuple[list[bytes], int, dict[int, _Sent]]:
         """(Lock held.) The batch's wire bytes in chunks of about ``SEND_CHUNK``, the xid of
-        the barrier that confirms it, and its adds by xid; a bundle is registered on ``sw``."""
+        the barrier that confirms it, and its adds by xid; a bundle is registered on ``sw``.
+        ``replaced``: the installed flows the adds replace, by key, when known (a patch);
+        else found among every installed flow."""
         chunks: list[bytes] = []
         buf = bytearray()
         sent: dict[int, _Sent] = {}
-        by_key = {f.key(): (c, f) for c, f in sw.installed.items() if f is not None}
+        by_key = replaced
+        if by_key is None:
+            by_key = {f.key(): (c, f) for c, f in sw.installed.items() if f is not None}
         msgs: list[bytes] = []
         for f in changes.adds:
             xid = sw.xid()
