@@ -15,9 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from controller.db.records import HostRecord
+
+class Seen(Protocol):
+    """What the watcher reads of a host (a ``HostRecord``, or the two columns alone as
+    ``repo.host_heartbeats`` reads them)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def last_seen(self) -> datetime | None: ...
 
 
 def is_alive(last_seen: datetime | None, now: datetime, dead_after: float) -> bool:
@@ -33,7 +42,7 @@ class HostWatch:
         self._primed = False
 
     def check(
-        self, hosts: Iterable[HostRecord], now: datetime, dead_after: float
+        self, hosts: Iterable[Seen], now: datetime, dead_after: float
     ) -> list[tuple[str, dict[str, Any]]]:
         """Events for hosts whose liveness changed since the last call."""
         events: list[tuple[str, dict[str, Any]]] = []

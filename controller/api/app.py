@@ -175,7 +175,7 @@ async def _housekeeping(
 
     def read_hosts() -> list[Any]:
         with session_factory() as session:
-            return repo.list_hosts(session)
+            return repo.host_heartbeats(session)
 
     def prune() -> None:
         with session_factory() as session:

@@ -252,3 +252,30 @@ def test_a_host_skips_addresses_of_its_block_that_others_hold(
         assert repo.create_endpoint(s, "n1", "b", host="h1")[0].ip == A("10.0.0.5")
     with session_scope(factory) as s:
         assert repo.create_endpoint(s, "n1", "c", host="h2")[0].ip == A("10.0.0.64")
+
+
+def test_the_host_watch_reads_heartbeats_as_the_records_say(
+    factory: sessionmaker[Session],
+) -> None:
+    """``host_heartbeats`` (two columns, no records) gives the host watch what the full
+    records give it: the same names and heartbeat times, so the same lost/alive events."""
+    from datetime import UTC, datetime, timedelta
+
+    from controller.hostwatch import HostWatch
+
+    t0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    with session_scope(factory) as s:
+        for i in (1, 2):
+            repo.register_host(s, f"h{i}", A(f"198.18.0.{i}"))
+            repo.heartbeat(s, f"h{i}", now=t0)
+    later = t0 + timedelta(seconds=10)
+    with session_scope(factory) as s:
+        repo.heartbeat(s, "h2", now=later)
+    with session_scope(factory) as s:
+        light, full = repo.host_heartbeats(s), repo.list_hosts(s)
+    assert sorted((h.name, h.last_seen) for h in light) == [(h.name, h.last_seen) for h in full]
+    assert [h.last_seen for h in full] == [t0, later]
+    watch = HostWatch()
+    assert watch.check(light, t0, 3) == []
+    (lost,) = watch.check(light, later, 3)
+    assert lost == ("host.lost", {"host": "h1", "last_seen": t0.isoformat()})
