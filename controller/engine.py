@@ -907,6 +907,30 @@ class Engine:
         log.info("switch %016x (%s): master now, reading its flows", dpid, sw.host)
         sw.conn.request_flow_dump()
 
+    def resumed(self, dpid: int, conn: object) -> None:
+        """We are ``dpid``'s master again with the generation we held before our lease
+        lapsed (nobody else was granted it meanwhile): what we believe installed still holds,
+        so no dump; only a host whose batch the lapse held back is queued again. (A switch
+        never read yet, its dump not asked for while we could not write, is read now.)"""
+        with self._lock:
+            sw = self._switches.get(dpid)
+            if sw is None or sw.conn is not conn or not sw.connected or not sw.admitted:
+                return
+            unread, behind = not sw.synced and not sw.dumping, False
+            if not unread:
+                gen = self._gens.get(sw.host) if sw.host is not None else None
+                behind = sw.synced and gen is not None and sw.sent_gen != gen.wanted
+                if behind and sw.host is not None:
+                    self._todo.add(sw.host)
+        if unread:
+            self.resync(dpid, conn)
+            return
+        if sw.synced:  # "MASTER" then "synced" in the log reads as "writing to it"
+            log.info("switch %016x synced: kept, %d flows installed as before (not read again)",
+                     dpid, len(sw.installed))  # fmt: skip
+        if behind:
+            self._wake.set()
+
     def step_down(self, dpid: int, conn: object) -> None:
         """We are no longer ``dpid``'s master: batches in flight prove nothing (their barrier
         replies must not count as applied) and nothing more is sent until ``resync``."""

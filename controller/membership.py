@@ -13,8 +13,12 @@ their switches, so an outage does not end in a round of needless takeovers.
 
 A renewal that fails (database down, locked) leaves the deadline where it was: once it
 passes, ``Roles`` refuses every write by itself; ``lapse`` is called too, so the roles are
-asked again when the database is back. A clean stop removes our row and frees our switches
-(the others take them at their next tick instead of after the lease).
+asked again when the database is back. A lapse is not a step-down by itself: the renewal
+that comes back (late, or after the outage) keeps every switch the database still assigns
+us with the same generation id, without a flow dump (``Roles.assigned``); a switch another
+member was granted meanwhile, or every switch if our member row was gone, is stepped down.
+A clean stop removes our row and frees our switches (the others take them at their next
+tick instead of after the lease).
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ class Membership:
             )  # fmt: skip
         self.lease_until = started + self.lease
         self.last = tick
-        self._roles.assigned(tick.mine, tick.generations, self.lease_until)
+        self._roles.assigned(tick.mine, tick.generations, self.lease_until, tick.rejoined)
         if self._on_applied is not None:
             self._on_applied(tick.applied)
         return tick

@@ -17,7 +17,17 @@ into role requests on each switch connection and keeps what the switches answere
   connections dropped: the agents removed its target from br-int). No MASTER role is ever
   lost without a "stepping down" line in the log;
 - the MASTER answer calls ``on_master``: the engine dumps the switch's flows again and then
-  sends only the difference (nothing when the previous master left it converged).
+  sends only the difference (nothing when the previous master left it converged);
+- a lease that lapsed (a renewal answered late by a controller starved of CPU, or failing
+  while the database was locked or gone) stops every write at once, by the clock, but is no
+  step-down by itself: a switch whose MASTER role we held is *suspended* (``held_gen``). At
+  the next renewal the database decides: if it still assigns us that switch with the same
+  generation id, nobody was granted it meanwhile (every grant to another member bumps the
+  generation, under the cluster-wide lock), so we ask the switch for MASTER with that
+  generation again and, once it answers MASTER, write again *without* reading its flows
+  (``on_resumed``): nobody else could have written them. If the switch went to another
+  member, or our member row was gone (``rejoined``), we step down as before ("lease lapsed
+  (found at renewal)"), and a STALE or IS_SLAVE answer to the new request steps down too.
 
 Called from os-ken's event thread (connections, replies, errors) and from the membership
 thread (assignments); callbacks run outside the lock.
@@ -39,6 +49,7 @@ ROLE_NAMES = {ROLE_NOCHANGE: "nochange", ROLE_EQUAL: "equal", ROLE_MASTER: "mast
               ROLE_SLAVE: "slave"}  # fmt: skip
 ERR_BAD_REQUEST, ERR_IS_SLAVE = 1, 10  # OFPET_BAD_REQUEST / OFPBRC_IS_SLAVE
 ERR_ROLE_REQUEST_FAILED = 11  # OFPET_ROLE_REQUEST_FAILED (code 0 STALE, 1 UNSUP, 2 BAD_ROLE)
+_REASSIGNED = "no longer its master (reassigned)"
 
 
 class RoleConn(Protocol):
@@ -55,9 +66,15 @@ class _State:
     conn: RoleConn
     requested: tuple[int, int] | None = None  # (role, generation) last asked for
     master_gen: int | None = None  # generation the switch confirmed us MASTER with
+    held_gen: int | None = None  # MASTER with this generation when the lease lapsed (suspended)
 
 
 SwitchCallback = Callable[[int, RoleConn], None]
+
+
+def _holds(st: _State) -> bool:
+    """A MASTER role is held on this connection (writing, or suspended by a lapse)."""
+    return st.master_gen is not None or st.held_gen is not None
 
 
 class Roles:
@@ -69,6 +86,7 @@ class Roles:
         on_master: SwitchCallback | None = None,
         on_step_down: SwitchCallback | None = None,
         on_refused: Callable[[], None] | None = None,
+        on_resumed: SwitchCallback | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = threading.Lock()
@@ -76,12 +94,14 @@ class Roles:
         self._on_master = on_master
         self._on_step_down = on_step_down
         self._on_refused = on_refused
+        self._on_resumed = on_resumed
         self._lease_until = float("-inf")
         self._mine: dict[int, int] = {}
         self._gens: dict[int, int] = {}
         self._refused: dict[int, int] = {}  # dpid -> generation the switch told us is stale
         self._conns: dict[int, _State] = {}
         self.step_downs = 0
+        self.resumed = 0  # MASTER roles kept across a lapsed lease (no step-down, no dump)
 
     # -- what the engine asks --------------------------------------------------------------
     def lease_valid(self) -> bool:
@@ -120,44 +140,62 @@ class Roles:
 
     # -- from the membership ---------------------------------------------------------------
     def assigned(
-        self, mine: Mapping[int, int], generations: Mapping[int, int], until: float
+        self,
+        mine: Mapping[int, int],
+        generations: Mapping[int, int],
+        until: float,
+        rejoined: bool = False,
     ) -> None:
         """The database's answer: ``mine`` (dpid -> generation id) we master, every switch's
-        ``generations``, and our lease valid until ``until`` (monotonic clock)."""
+        ``generations``, and our lease valid until ``until`` (monotonic clock). ``rejoined``:
+        our member row was gone and this renewal inserted it again (no grant carries over)."""
         sends: list[tuple[RoleConn, int, int]] = []
         downs: list[tuple[int, RoleConn, str]] = []
+        kept = 0
         with self._lock:
             lapsed = self._clock() >= self._lease_until
             self._lease_until = until
             self._mine = dict(mine)
             self._gens = dict(generations)
             for dpid, st in self._conns.items():
-                if lapsed:  # a lapsed lease: the switches may have moved on; ask again
-                    if st.master_gen is not None:
-                        downs.append((dpid, st.conn, "lease lapsed (found at renewal)"))
-                    st.requested, st.master_gen = None, None
-                elif st.master_gen is not None and st.master_gen != self._mine.get(dpid):
+                gen = self._mine.get(dpid)
+                if lapsed:  # the lease ran out before this answer: the switches are asked again
+                    if st.master_gen is not None:  # suspended: the database decides below
+                        st.held_gen, st.master_gen = st.master_gen, None
+                    st.requested = None
+                if st.held_gen is not None:
+                    if st.held_gen == gen and not rejoined and self._refused.get(dpid, -1) < gen:
+                        kept += 1  # nobody was granted it meanwhile: MASTER again, no dump
+                    else:
+                        st.held_gen, st.requested = None, None
+                        why = "lease lapsed (found at renewal)" if lapsed else _REASSIGNED
+                        downs.append((dpid, st.conn, why))
+                elif st.master_gen is not None and st.master_gen != gen:
                     st.master_gen = None  # reassigned: stop writing before asking for SLAVE
-                    downs.append((dpid, st.conn, "no longer its master (reassigned)"))
+                    downs.append((dpid, st.conn, _REASSIGNED))
                 want = self._wanted(dpid)
                 if want is not None and want != st.requested:
                     st.requested = want
                     sends.append((st.conn, *want))
+        if lapsed and kept:
+            log.warning(
+                "lease lapsed (found at renewal): %d switch(es) still ours with the same "
+                "generation id, asking them for MASTER again (no step-down, no flow dump)",
+                kept,
+            )  # fmt: skip
         for dpid, conn, why in downs:
             self._step_down(dpid, conn, why)
         self._send(sends)
 
     def lapse(self) -> None:
-        """Our lease is gone (renewal failed past it): forget every grant at once."""
-        downs = []
+        """Our lease is gone (renewal failed past it): nothing is written from now on (the
+        clock says so); MASTER roles are suspended until the next renewal decides."""
         with self._lock:
             self._lease_until = float("-inf")
-            for dpid, st in self._conns.items():
+            for st in self._conns.values():
                 if st.master_gen is not None:
-                    downs.append((dpid, st.conn))
-                st.requested, st.master_gen = None, None
-        for dpid, conn in downs:
-            self._step_down(dpid, conn, "lease lapsed")
+                    st.held_gen, st.master_gen = st.master_gen, None
+                st.requested = None
 
     def _wanted(self, dpid: int) -> tuple[int, int] | None:
         if self._clock() >= self._lease_until:
@@ -176,7 +214,7 @@ class Roles:
         replaces is gone, and that is a step-down like any other (logged, never silent)."""
         with self._lock:
             old = self._conns.get(conn.dpid)
-            lost = old.conn if old is not None and old.master_gen is not None else None
+            lost = old.conn if old is not None and _holds(old) else None
             st = _State(conn)
             self._conns[conn.dpid] = st
             want = self._wanted(conn.dpid)
@@ -195,7 +233,7 @@ class Roles:
             if st is None or st.conn is not conn:
                 return
             del self._conns[dpid]
-            was = st.master_gen
+            was = st.master_gen if st.master_gen is not None else st.held_gen
         if was is not None:
             self._step_down(dpid, conn, f"connection closed while MASTER (generation {was})")
 
@@ -211,9 +249,17 @@ class Roles:
                 and self._mine.get(dpid) == generation
                 and self._clock() < self._lease_until
             )
-            was = st.master_gen
+            was = st.master_gen if st.master_gen is not None else st.held_gen
+            resumed = granted and st.held_gen == generation
             st.master_gen = generation if granted else None
-        if granted and was != generation:
+            st.held_gen = None
+        if resumed:
+            self.resumed += 1
+            log.info("switch %016x: MASTER (generation %d) kept across a lapsed lease",
+                     dpid, generation)  # fmt: skip
+            if self._on_resumed is not None:
+                self._on_resumed(dpid, conn)
+        elif granted and was != generation:
             log.info("switch %016x: MASTER (generation %d)", dpid, generation)
             if self._on_master is not None:
                 self._on_master(dpid, conn)
@@ -233,11 +279,11 @@ class Roles:
             if st is None or st.conn is not conn:
                 return True
             asked_master = st.requested is not None and st.requested[0] == ROLE_MASTER
-            was = st.master_gen
+            was = st.master_gen if st.master_gen is not None else st.held_gen
             if asked_master and st.requested is not None:
                 self._refused[dpid] = st.requested[1]  # never ask with that generation again
                 st.requested = None
-            st.master_gen = None
+            st.master_gen, st.held_gen = None, None
         if was is not None or asked_master:
             self._step_down(dpid, conn, reason)
             if self._on_refused is not None:

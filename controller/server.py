@@ -132,6 +132,7 @@ def run_controller(settings: Settings) -> None:
         on_master=lambda dpid, conn: engine_box[0].resync(dpid, conn),
         on_step_down=lambda dpid, conn: engine_box[0].step_down(dpid, conn),
         on_refused=lambda: membership.poke(),
+        on_resumed=lambda dpid, conn: engine_box[0].resumed(dpid, conn),
     )
     engine = Engine(
         sessions,

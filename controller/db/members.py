@@ -58,6 +58,7 @@ class Tick:
     generations: dict[int, int]
     moved: int  # switches whose master this tick changed
     applied: dict[int, int] = field(default_factory=dict)  # dpid -> its master's applied rev
+    rejoined: bool = False  # this member's row was missing and was inserted again
 
 
 def db_now(session: Session) -> datetime:
@@ -84,8 +85,11 @@ def _lock(session: Session, idle_limit: float = 1.0) -> None:
         begin_write(session)
 
 
-def renew(session: Session, member: str, api_url: str, openflow: str, lease: float) -> datetime:
-    """Renew ``member``'s lease (insert its row if missing); the database time of it."""
+def renew(
+    session: Session, member: str, api_url: str, openflow: str, lease: float
+) -> tuple[datetime, bool]:
+    """Renew ``member``'s lease (insert its row if missing); the database time of it, and
+    whether the row had to be inserted (a first start, or a member forgotten as dead)."""
     now = db_now(session)
     expires = now + timedelta(seconds=lease)
     done = session.execute(
@@ -105,7 +109,7 @@ def renew(session: Session, member: str, api_url: str, openflow: str, lease: flo
             )  # fmt: skip
         )
         session.flush()
-    return now
+    return now, done.rowcount == 0  # type: ignore[attr-defined]
 
 
 def tick(
@@ -124,7 +128,7 @@ def tick(
     lapses every lease at once) does not take the others' switches before they had a lease
     period to renew theirs."""
     _lock(session, idle_limit=lease / 3)
-    now = renew(session, member, api_url, openflow, lease)
+    now, rejoined = renew(session, member, api_url, openflow, lease)
     table = cast(Table, SwitchMasterRow.__table__)
     if applied:
         # One executemany of a Core statement: at 1,000 switches every revision moves every
@@ -191,6 +195,7 @@ def tick(
         generations={d: r.generation for d, r in rows.items()},
         moved=mastership.moves(before, after),
         applied={d: r.applied_revision for d, r in rows.items() if r.owner is not None},
+        rejoined=rejoined,
     )
 
 

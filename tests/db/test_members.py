@@ -130,6 +130,105 @@ def test_membership_lapse_stops_every_write_and_a_renewal_asks_again(
     assert not roles.may_write(1, conn)  # not before the switch answers
     roles.reply(1, conn, 2, 1)
     assert roles.may_write(1, conn)
+    assert roles.step_downs == 0 and roles.resumed == 1  # kept: no step-down, no re-read
+
+
+class _Switch:
+    """A switch connection that records the role requests and answers MASTER on ``grant``."""
+
+    def __init__(self, dpid: int) -> None:
+        self.dpid = dpid
+        self.asked: list[tuple[int, int]] = []
+
+    def request_role(self, role: int, generation: int) -> bool:
+        self.asked.append((role, generation))
+        return True
+
+    def grant(self, roles: Roles) -> None:
+        role, generation = self.asked[-1]
+        roles.reply(self.dpid, self, role, generation)
+
+
+def _member(factory: sessionmaker[Session], name: str) -> tuple[Membership, Roles]:
+    roles = Roles()
+    m = Membership(factory, roles, member_id=name, api_url=f"http://{name}",
+                   openflow=f"tcp:{name}:1", lease=LEASE, renew_every=0.2)  # fmt: skip
+    return m, roles
+
+
+def test_a_late_renewal_keeps_the_switches_nobody_else_was_granted(
+    factory: sessionmaker[Session],
+) -> None:
+    """A member renewing after its lease ran out (a starved process) while no other member
+    ticked: the database still gives it its switches with the same generation ids, so it
+    keeps them (no step-down; MASTER asked again with the same generation)."""
+    _hosts(factory, 2)
+    a, roles = _member(factory, "a")
+    sw = {d: _Switch(d) for d in (1, 2)}
+    for conn in sw.values():
+        roles.connected(conn)
+    first = a.renew()
+    assert first is not None and first.mine == {1: 1, 2: 1} and first.rejoined  # its row new
+    for conn in sw.values():
+        conn.grant(roles)
+    assert all(roles.may_write(d, c) for d, c in sw.items())
+    time.sleep(LEASE + 0.2)  # the next renewal comes after the lease
+    late = a.renew()
+    assert late is not None and late.mine == first.mine and not late.rejoined
+    assert roles.step_downs == 0
+    assert [c.asked for c in sw.values()] == [[(2, 1), (2, 1)]] * 2
+    for conn in sw.values():
+        conn.grant(roles)
+    assert all(roles.may_write(d, c) for d, c in sw.items()) and roles.resumed == 2
+
+
+def test_a_late_renewal_steps_down_where_another_member_was_granted_the_switch(
+    factory: sessionmaker[Session],
+) -> None:
+    """Fencing through the database: while a's lease had lapsed, b ticked and took a's
+    switch with a newer generation id; a's late renewal steps down there (and asks SLAVE
+    with b's generation), keeping nothing it could not prove."""
+    _hosts(factory, 2)
+    a, roles_a = _member(factory, "a")
+    b, _ = _member(factory, "b")
+    a.renew()
+    b.renew()
+    first = a.renew()
+    assert first is not None and len(first.mine) == 1
+    ((dpid, gen),) = first.mine.items()
+    conn = _Switch(dpid)
+    roles_a.connected(conn)
+    conn.grant(roles_a)
+    assert roles_a.may_write(dpid, conn)
+    time.sleep(LEASE / 2)
+    assert b.renew() is not None
+    time.sleep(LEASE / 2 + 0.2)  # a's lease is over, b's is not
+    taken = b.renew()
+    assert taken is not None and taken.live == ("b",) and taken.mine[dpid] == gen + 1
+    late = a.renew()
+    assert late is not None and dpid not in late.mine
+    assert roles_a.step_downs == 1 and roles_a.resumed == 0
+    assert not roles_a.may_write(dpid, conn) and conn.asked[-1] == (3, gen + 1)  # SLAVE
+
+
+def test_a_renewal_that_inserts_the_member_row_again_keeps_no_grant(
+    factory: sessionmaker[Session],
+) -> None:
+    """Our member row gone (forgotten as dead): the renewal inserts it again and says so;
+    nothing held before is kept."""
+    _hosts(factory, 1)
+    a, roles = _member(factory, "a")
+    conn = _Switch(1)
+    roles.connected(conn)
+    assert a.renew() is not None
+    conn.grant(roles)
+    with factory() as s:
+        s.execute(text("DELETE FROM controllers WHERE id = 'a'"))
+        s.commit()
+    time.sleep(LEASE + 0.2)
+    again = a.renew()
+    assert again is not None and again.rejoined
+    assert roles.step_downs == 1 and not roles.may_write(1, conn)
 
 
 def test_applied_revisions_are_published_by_the_master_only(

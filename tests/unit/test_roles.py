@@ -27,6 +27,7 @@ class Bridge:
 
     def __init__(self) -> None:
         self.flows: set[int] = set()
+        self.keys: dict[bytes, int] = {}  # (table, priority, match) -> cookie holding it
         self.generation: int | None = None
         self.master: Conn | None = None
         self.log: list[tuple[str, object]] = []  # what happened, in order
@@ -44,6 +45,7 @@ class Conn:
         self.roles: Roles | None = None
         self.written: list[int] = []  # cookies of flow-mods the bridge applied from us
         self.refused: list[int] = []  # cookies of flow-mods refused IS_SLAVE
+        self.dumps = 0  # flow dumps asked for
 
     # -- SwitchConn / RoleConn ---------------------------------------------------------
     def send(self, data: bytes) -> bool:
@@ -60,6 +62,7 @@ class Conn:
         return True
 
     def request_flow_dump(self) -> None:
+        self.dumps += 1
         self.inbox.append(
             lambda: self._engine().switch_dump(self.dpid, set(self.bridge.flows), False)
         )
@@ -117,10 +120,16 @@ class Conn:
                 return
             self.bridge.log.append((self.name, "flow_mod"))
             self.written.append(cookie)
-            if body[17] == FC_ADD:
-                self.bridge.flows.add(cookie)
+            b = self.bridge
+            if body[17] == FC_ADD:  # as OVS: an add with the same table, priority and match
+                (mlen,) = struct.unpack_from("!H", body, 42)  # replaces that flow
+                key = bytes(body[16:17]) + bytes(body[22:24]) + bytes(body[40 : 40 + mlen])
+                b.flows.discard(b.keys.get(key, cookie))
+                b.flows.add(cookie)
+                b.keys[key] = cookie
             elif body[17] == FC_DELETE:
-                self.bridge.flows.discard(cookie)
+                b.flows.discard(cookie)
+                b.keys = {k: c for k, c in b.keys.items() if c != cookie}
         elif mtype == BARRIER:
             self._engine().barrier_reply(self.dpid, xid)
 
@@ -136,6 +145,7 @@ class Controller:
         self.roles = Roles(
             on_master=lambda d, c: self.engine.resync(d, c),
             on_step_down=lambda d, c: self.engine.step_down(d, c),
+            on_resumed=lambda d, c: self.engine.resumed(d, c),
             clock=lambda: self.now,
         )
         self.engine = Engine(
@@ -258,10 +268,131 @@ def test_a_lapsed_lease_stops_writing_at_once() -> None:
     # lapsed, no other master published), it has confirmed nothing, and is named.
     assert not a.engine.wait_applied(2, 0.01), "a switch nobody masters confirmed revision 2"
     assert a.engine.waiting_on(2) == ["h1"]
-    a.assign({1: 1}, {1: 1})  # renewed: asks for the role again, re-reads, then writes
+    a.assign({1: 1}, {1: 1})  # renewed, nobody took it: asks for the role again, then writes
     _converge(conn, controllers=(a,))
     assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
     assert a.engine.wait_applied(2, 0.01) and a.engine.waiting_on(2) == []
+
+
+def test_a_late_renewal_nobody_else_was_granted_in_keeps_mastership_without_a_dump(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A starved controller's renewal answered after its lease: the database still assigns
+    it the switch with the same generation id, so nobody was granted the switch meanwhile.
+    No step-down and no flow dump: it asks the switch for MASTER with that generation again
+    and, once the switch answers, writes only what changed while it could not write."""
+    caplog.set_level(logging.INFO, logger="controller.roles")
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1}, lease=3.0)
+    _converge(conn, controllers=(a,))
+    assert conn.dumps == 1
+    a.now += 3.5  # the renewal's answer comes after the lease ran out ...
+    a.snap = snapshot(2, a_port=6)  # ... and a change waits meanwhile
+    a.sync()
+    conn.pump()
+    assert not a.roles.may_write(1, conn)
+    a.assign({1: 1}, {1: 1})
+    assert a.roles.step_downs == 0 and "stepping down" not in caplog.text
+    assert not a.roles.may_write(1, conn), "no write before the switch confirms the role again"
+    assert len(conn.inbox) == 1  # the role request only
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.resumed == 1
+    assert conn.dumps == 1, "mastership kept: the switch's flows are not read again"
+    assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
+    assert a.engine.wait_applied(2, 0.01, hosts=["h1"])
+    assert bridge.log[-1] == ("a", "flow_mod") and ("a", "master 1") in bridge.log
+
+
+def test_a_failed_renewal_past_the_lease_then_one_that_succeeds_keeps_mastership() -> None:
+    """The same through ``lapse`` (the renewal failed, the database locked or away): every
+    write stops at once, and the renewal that succeeds keeps what nobody else took."""
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1}, lease=3.0)
+    _converge(conn, controllers=(a,))
+    a.roles.lapse()
+    assert not a.roles.may_write(1, conn) and not a.roles.masters(1)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.step_downs == 0 and conn.dumps == 1
+
+
+def test_a_late_renewal_finding_the_switch_taken_steps_down_and_writes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fencing holds: while a's lease had lapsed, b was granted the switch (generation 2),
+    became MASTER there and wrote a change. a's late renewal finds the switch reassigned:
+    a steps down and writes nothing, also with the change of intent it had waiting."""
+    caplog.set_level(logging.INFO, logger="controller.roles")
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    b.assign({}, {1: 1})
+    _converge(ca, cb, controllers=(a, b))
+    written = len(ca.written)
+    a.now += 3.5  # a starved past its lease; b takes the switch
+    b.assign({1: 2}, {1: 2})
+    b.snap = snapshot(2, a_port=6)
+    _converge(cb, controllers=(b,))
+    assert cb.role == "master" and ca.role == "slave"
+    a.snap = snapshot(2, a_port=6)
+    a.assign({}, {1: 2})  # a's renewal: the switch is b's now
+    assert a.roles.step_downs == 1 and a.roles.resumed == 0
+    assert "stepping down (lease lapsed (found at renewal))" in caplog.text
+    _converge(ca, controllers=(a,))
+    assert len(ca.written) == written and ca.refused == [] and ca.dumps == 1
+    assert ca.role == "slave" and not a.roles.may_write(1, ca)
+    assert bridge.flows == {f.cookie for f in desired_flows(b.snap, "h1")}
+
+
+def test_a_late_renewal_with_a_newer_generation_of_its_own_reads_the_flows_again() -> None:
+    """The switch went to b and back to a while a was starved: the same owner, a newer
+    generation (every grant bumps it). Another master may have written: a steps down and
+    takes the switch anew, reading its flows."""
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    a.now += 3.5
+    a.assign({1: 3}, {1: 3})
+    assert a.roles.step_downs == 1
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.resumed == 0 and conn.dumps == 2
+
+
+def test_a_late_renewal_that_reinserted_its_member_row_keeps_nothing() -> None:
+    """Our member row was gone (forgotten as dead): no grant carries over, even with the
+    same generation in the assignment; the switch is taken anew, its flows read again."""
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    a.now += 3.5
+    a.roles.assigned({1: 1}, {1: 1}, a.now + 3.0, rejoined=True)
+    assert a.roles.step_downs == 1
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.resumed == 0 and conn.dumps == 2
+
+
+def test_a_kept_master_answered_stale_by_the_switch_steps_down() -> None:
+    """The switch has the last word: if it holds a newer generation than the one the
+    database still gives us (the database behind), the new MASTER request is answered
+    STALE and we step down without having written."""
+    bridge, a, b = Bridge(), Controller("a"), Controller("b")
+    ca, cb = a.connect(bridge), b.connect(bridge)
+    a.assign({1: 1}, {1: 1})
+    _converge(ca, controllers=(a,))
+    written = len(ca.written)
+    a.now += 3.5
+    b.assign({1: 2}, {1: 2})
+    _converge(cb, controllers=(b,))
+    a.snap = snapshot(2, a_port=6)
+    a.assign({1: 1}, {1: 1})  # a's view is behind: same generation, so it asks again
+    assert a.roles.step_downs == 0
+    _converge(ca, controllers=(a,))
+    assert ("a", "stale") in bridge.log and a.roles.step_downs == 1
+    assert not a.roles.may_write(1, ca) and len(ca.written) == written
 
 
 def test_losing_the_assignment_stops_writing_and_asks_for_slave() -> None:
@@ -321,6 +452,7 @@ def test_a_step_down_at_renewal_says_whether_the_lease_lapsed_or_the_switch_move
     caplog.clear()
     a.assign({1: 3}, {1: 3})
     _converge(conn, controllers=(a,))
+    assert conn.dumps == 2  # taken anew: its flows read again
     assert a.roles.may_write(1, conn)
     a.assign({}, {1: 4})  # within the lease: another member took the switch
     assert a.roles.step_downs == 2
