@@ -76,7 +76,7 @@ from sqlalchemy.orm import Session
 
 from controller import ofmsg
 from controller.flows import Flow
-from controller.intent import Change, Intent, apply_deltas, diff_views
+from controller.intent import HOST, Change, Intent, apply_deltas, diff_views
 from controller.model import EndpointState, Snapshot
 from controller.pipeline import desired_flows
 from controller.reconcile import Changes, FlowKey, apply, apply_patch, diff, diff_patch
@@ -372,6 +372,9 @@ class Engine:
         self.bundles_committed = 0  # commits the switches confirmed (tests, diagnostics)
         self.bundles_discarded = 0
         self.on_pass: Callable[[float], None] | None = None  # seconds of each pass (metrics)
+        # a host's switch came, went or changed its dpid (a change applied, or a full read):
+        # the membership rebalances mastership now rather than at its next renewal
+        self.on_switches: Callable[[], None] | None = None
         self.audits = 0
         self.audit_mismatches = 0
         self.full_reads = 0
@@ -1194,7 +1197,9 @@ class Engine:
         patches: dict[str, list[tuple[frozenset[Flow], frozenset[Flow]]]] = {}
         by_revision: list[tuple[int, frozenset[str]]] = []
         known = _Computed(self._gens)
+        hosts_named = {c.key for _, cs in groups for c in cs if c.kind == HOST}
         with self._lock:  # os-ken's threads look hosts up by dpid
+            dpids_before = {h: _dpid_of(intent, h) for h in hosts_named}
             for rev, changes in groups:
                 deltas = apply_deltas(intent, changes, rev, known)
                 hosts = deltas.hosts
@@ -1204,6 +1209,9 @@ class Engine:
                 for host, patch in deltas.patch.items():
                     patches.setdefault(host, []).append(patch)
             intent.revision = max(intent.revision, revision)
+            switches_moved = any(_dpid_of(intent, h) != d for h, d in dpids_before.items())
+        if switches_moved and self.on_switches is not None:
+            self.on_switches()
         self._recompute(full)
         self._patch({h: p for h, p in patches.items() if h not in full}, intent)
         with self._lock:
@@ -1248,6 +1256,9 @@ class Engine:
         with self._lock:
             before = set(self._intent.hosts) if self._intent is not None else set()
             since = self._revision
+            dpids_before = _dpids(self._intent)
+        if self.on_switches is not None and _dpids(intent) != dpids_before:
+            self.on_switches()
         changed = self._recompute(before | set(intent.hosts), intent)
         with self._lock:
             self._intent = intent
@@ -1574,3 +1585,16 @@ class Engine:
                 self._to_mark |= revisions
                 self._states_dirty |= set(states)
             raise
+
+
+def _dpid_of(intent: Intent, host: str) -> int | None:
+    """The datapath id of ``host``'s switch in ``intent`` (None: no such host, or none yet)."""
+    found = intent.hosts.get(host)
+    return found.dpid if found is not None else None
+
+
+def _dpids(intent: Intent | None) -> dict[str, int]:
+    """Every host's datapath id in ``intent`` (hosts without one left out)."""
+    if intent is None:
+        return {}
+    return {name: h.dpid for name, h in intent.hosts.items() if h.dpid is not None}

@@ -1,7 +1,8 @@
 """This controller's membership of the cluster: a lease in the database, renewed every second.
 
 One thread runs ``members.tick`` every ``renew_every`` seconds (and at once when poked: a
-host registered, a switch converged, a switch refused our writes): it renews the lease
+host's switch came or went, a switch refused our writes; and, while another member is live,
+a switch converged or a write was made): it renews the lease
 (``lease`` seconds), publishes the revision each of our switches applied (so a controller
 that does not master a host's switch can still answer ``wait_ready``) and rebalances
 mastership, then hands ``Roles`` our switches and the lease's deadline on this
@@ -109,6 +110,16 @@ class Membership:
     def poke(self) -> None:
         """Renew and rebalance now (hosts or switches changed)."""
         self._wake.set()
+
+    def poke_shared(self) -> None:
+        """Renew now if another member may be waiting on what a renewal publishes or reads
+        (a switch of ours converged: its applied revision, for their ``wait_ready``; a write:
+        theirs, for ours). Alone in the cluster (the last renewal saw no other live member)
+        nobody is: the periodic renewal is enough. At 1,000 switches a renewal reads every
+        switch's row, and under churn these pokes ran one every ``MIN_GAP``."""
+        last = self.last
+        if last is None or last.live != (self.id,):
+            self._wake.set()
 
     def renew(self) -> members.Tick | None:
         """One renewal and rebalance; None if the database could not be reached."""

@@ -40,8 +40,10 @@ def write_admin_token(sessions: sessionmaker[Session], path: str) -> None:
 
 
 class PokingSync:
-    """The engine as the API's ``FlowSync``, and every write also pokes the membership: a
-    host that registers gets a master at once instead of at the next lease renewal."""
+    """The engine as the API's ``FlowSync``, and every write also pokes the membership while
+    another member is live (``Membership.poke_shared``: their applied revisions, read at once
+    for a ``wait_ready`` here). A host that registers gets a master at once through the
+    engine (``Engine.on_switches``) instead of at the next lease renewal."""
 
     def __init__(self, engine: FlowSync, poke: Callable[[], None]) -> None:
         self._engine = engine
@@ -124,7 +126,7 @@ def run_controller(settings: Settings) -> None:
     def on_event(kind: str, **data: object) -> None:
         hub.publish(kind, **data)
         if kind == "switch.converged":
-            membership.poke()  # publish the applied revision for the other controllers
+            membership.poke_shared()  # publish the applied revision for the other controllers
 
     with sessions() as session:  # the fleet that may reconnect before the first intent read
         hosts_at_start = repo.count_hosts(session)
@@ -162,6 +164,7 @@ def run_controller(settings: Settings) -> None:
         applied=engine.applied_revisions,
         on_applied=engine.remote_applied,
     )
+    engine.on_switches = membership.poke  # a host's switch came or went: rebalance now
     membership.start()
     log.info(
         "controller %s: member of the cluster (API %s, OpenFlow %s, lease %.1f s)",
@@ -175,7 +178,7 @@ def run_controller(settings: Settings) -> None:
         def on_revision(revision: int) -> None:
             engine.notify(revision)
             hub.poke()  # another controller's write: its events are in the log
-            membership.poke()  # a host (switch) may have come or gone
+            membership.poke_shared()  # its switches' applied revisions (hosts: on_switches)
 
         listener = RevisionListener(settings.db_url, on_revision)
         listener.start()
@@ -195,7 +198,7 @@ def run_controller(settings: Settings) -> None:
         settings.openflow_port,
         "TLS, client certificates required" if tls else "plain TCP",
     )
-    sync = PokingSync(engine, membership.poke)
+    sync = PokingSync(engine, membership.poke_shared)
     app = create_app(
         settings, sync=sync, session_factory=sessions, events=hub, membership=membership
     )

@@ -302,3 +302,27 @@ def test_a_member_stopped_while_holding_the_lock_does_not_stall_the_others(
         stopped.close()
     finally:
         engine.dispose()
+
+
+def test_a_lone_member_is_not_renewed_per_write_or_converged_switch(
+    factory: sessionmaker[Session],
+) -> None:
+    """``poke_shared`` (a write, a converged switch) renews at once only while another
+    member is live: alone, the periodic renewal publishes soon enough for nobody."""
+    _hosts(factory, 2)
+    a, _ = _member(factory, "a")
+    a.poke_shared()  # before any renewal: who else is live is not known
+    assert a._wake.is_set()
+    a._wake.clear()
+    assert a.renew() is not None
+    a.poke_shared()
+    assert not a._wake.is_set(), "alone: a write or a converged switch renews nothing"
+    a.poke()  # a switch came or went: always
+    assert a._wake.is_set()
+    a._wake.clear()
+    b, _ = _member(factory, "b")
+    assert b.renew() is not None
+    seen = a.renew()
+    assert seen is not None and seen.live == ("a", "b")
+    a.poke_shared()
+    assert a._wake.is_set(), "b may wait on a's applied revisions"
