@@ -164,10 +164,16 @@ class Membership:
         return tick
 
     def _run(self) -> None:
+        # Renewals start every ``renew_every`` from the last one's start, not from its end
+        # plus ``MIN_GAP``: that made 1.25 s plus a renewal's time between two starts, and
+        # a starved controller's lease (3 s) lapsed when two renewals took 1.75 s together
+        # (while writes poked the thread on every write, the pokes had hidden it).
+        next_at = self._clock() + self.renew_every
         while not self._stop.is_set():
-            self._wake.wait(self.renew_every)
+            self._wake.wait(max(0.0, next_at - self._clock()))
             self._wake.clear()
             if self._stop.is_set():
                 break
+            next_at = self._clock() + self.renew_every
             self.renew()
             self._stop.wait(MIN_GAP)
