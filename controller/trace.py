@@ -215,8 +215,10 @@ def _value(v: object) -> str:
 def switches(snap: Snapshot) -> dict[str, Switch]:
     """Every host's switch in the model, loaded with its desired flows."""
     idx = pipeline.index(snap)
+    remote = pipeline.RemoteFlows(snap, idx)
     return {
-        name: Switch(name=name).load(pipeline.desired_flows(snap, name, idx)) for name in snap.hosts
+        name: Switch(name=name).load(pipeline.desired_flows(snap, name, idx, remote))
+        for name in snap.hosts
     }
 
 

@@ -427,3 +427,60 @@ def test_an_endpoint_bind_touches_its_host_only_unless_it_lives_away() -> None:
     assert apply_changes(intent, [Change(ENDPOINT, "n/a", None)], 3) == {"h1", "h2", "h3"}
     assert apply_changes(intent, [Change(BLOCKS, "n", ())], 4) == {"h1", "h2", "h3"}
     assert not intent.endpoints and intent.revision == 4
+
+
+def _remote_before(snap: Snapshot, host_name: str) -> list[Flow]:
+    """The flows towards other hosts as ``desired_flows`` built them, per host, before
+    ``pipeline.RemoteFlows`` shared them (kept here as the reference)."""
+    from controller import pipeline as p
+
+    host = snap.hosts[host_name]
+    idx = p.index(snap)
+    flows = [
+        p._tunnel_from(host.tunnel_port, str(peer.underlay_ip))
+        for peer in snap.hosts.values()
+        if peer.name != host.name
+    ]
+    for block in snap.blocks:
+        bnet, owner = snap.networks.get(block.network), snap.hosts.get(block.host)
+        if bnet is None or owner is None or owner.name == host.name:
+            continue
+        ip = str(owner.underlay_ip)
+        flows.append(p._route(bnet.vni, block.cidr, p.PRIO_NORMAL, ip, host.tunnel_port))
+        if bnet.subnet6 is not None:
+            six = p.embed_net(bnet.subnet6, block.cidr)
+            flows.append(p.route6(p.T_REMOTE, bnet.vni, six, p.PRIO_NORMAL, ip, host.tunnel_port))
+    for net, ep in idx.exceptions:
+        there = snap.hosts.get(ep.host or "")
+        if there is None or there.name == host.name:
+            continue
+        ip, cidr = str(there.underlay_ip), IPv4Network(ep.ip)
+        flows.append(p._route(net.vni, cidr, p.PRIO_EXCEPTION, ip, host.tunnel_port))
+        if net.subnet6 is not None:
+            six = p.embed_net(net.subnet6, cidr)
+            flows.append(p.route6(p.T_REMOTE, net.vni, six, p.PRIO_EXCEPTION, ip, host.tunnel_port))
+    return flows
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shared_remote_flows_equal_the_per_host_computation(seed: int) -> None:
+    """``RemoteFlows`` (one per state, shared by every host computed with it) gives each host
+    the same flows as the per-host loops it replaced, and the engine's ``_unique`` of the
+    list equals the sorted set."""
+    from controller import pipeline as p
+    from controller.engine import _packed, _unique
+
+    rng = random.Random(seed)
+    truth = Truth(rng, home=seed % 2 == 0)
+    for step in range(60):
+        truth.step()
+        if step % 6:
+            continue
+        snap = truth.snapshot()
+        idx = p.index(snap)
+        remote = p.RemoteFlows(snap, idx)
+        for name, host in snap.hosts.items():
+            listed = p.desired_list(snap, name, idx, remote)
+            before = frozenset(p._own_flows(snap, host, idx) + _remote_before(snap, name))
+            assert frozenset(listed) == before == desired_flows(snap, name), f"{seed} {step}"
+            assert _unique(listed) == _packed(before)
