@@ -28,6 +28,9 @@ into role requests on each switch connection and keeps what the switches answere
   (``on_resumed``): nobody else could have written them. If the switch went to another
   member, or our member row was gone (``rejoined``), we step down as before ("lease lapsed
   (found at renewal)"), and a STALE or IS_SLAVE answer to the new request steps down too.
+  A MASTER answer that arrives after the lease lapsed again is held the same way (the switch
+  made us MASTER; nothing is written until a renewal decides); ``Engine.resumed`` reads a
+  switch's flows if it never read them as master on that connection.
 
 Called from os-ken's event thread (connections, replies, errors) and from the membership
 thread (assignments); callbacks run outside the lock.
@@ -243,17 +246,24 @@ class Roles:
             st = self._conns.get(dpid)
             if st is None or st.conn is not conn:
                 return
-            granted = (
+            answered = (
                 role == ROLE_MASTER
                 and st.requested == (ROLE_MASTER, generation)
                 and self._mine.get(dpid) == generation
-                and self._clock() < self._lease_until
             )
+            late = answered and self._clock() >= self._lease_until
+            granted = answered and not late
             was = st.master_gen if st.master_gen is not None else st.held_gen
             resumed = granted and st.held_gen == generation
-            st.master_gen = generation if granted else None
-            st.held_gen = None
-        if resumed:
+            if late:  # MASTER at the switch, but our lease lapsed meanwhile: suspended
+                st.master_gen, st.held_gen, st.requested = None, generation, None
+            else:
+                st.master_gen = generation if granted else None
+                st.held_gen = None
+        if late:
+            log.info("switch %016x: MASTER (generation %d) answered after our lease lapsed: "
+                     "held, writing nothing until a renewal", dpid, generation)  # fmt: skip
+        elif resumed:
             self.resumed += 1
             log.info("switch %016x: MASTER (generation %d) kept across a lapsed lease",
                      dpid, generation)  # fmt: skip

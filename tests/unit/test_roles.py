@@ -318,6 +318,32 @@ def test_a_failed_renewal_past_the_lease_then_one_that_succeeds_keeps_mastership
     assert a.roles.may_write(1, conn) and a.roles.step_downs == 0 and conn.dumps == 1
 
 
+def test_a_master_answer_after_the_lease_lapsed_is_held_not_a_step_down() -> None:
+    """Starved between its request and the switch's MASTER answer: the answer finds the
+    lease lapsed. It writes nothing, steps down on nothing, and the next renewal (same
+    generation) takes the role back; a switch it never read as master is read then."""
+    bridge, a = Bridge(), Controller("a")
+    conn = a.connect(bridge)
+    conn.pump()  # the connection's dump: none yet (not master)
+    a.assign({1: 1}, {1: 1}, lease=3.0)
+    a.now += 3.5  # the answer comes after the lease
+    conn.pump()
+    assert bridge.master is conn and a.roles.step_downs == 0
+    assert not a.roles.may_write(1, conn) and conn.dumps == 0
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.step_downs == 0
+    assert conn.dumps == 1, "never read as master: read once"
+    assert bridge.flows == {f.cookie for f in desired_flows(a.snap, "h1")}
+    a.now += 3.5  # again, now with its flows read: kept, not read again
+    a.assign({1: 1}, {1: 1})
+    a.now += 3.5
+    conn.pump()  # answered late once more
+    a.assign({1: 1}, {1: 1})
+    _converge(conn, controllers=(a,))
+    assert a.roles.may_write(1, conn) and a.roles.step_downs == 0 and conn.dumps == 1
+
+
 def test_a_late_renewal_finding_the_switch_taken_steps_down_and_writes_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
