@@ -68,7 +68,7 @@ import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -390,6 +390,8 @@ class Engine:
         self.patch_batches = 0  # batches sent as a patch's flows, not a diff of every flow
         self.patched = 0  # desired flow sets patched by an endpoint's own flows instead
         self._admitted: list[_Switch] = []  # admitted by a pass: their dump is asked for
+        # the intent's dpid -> host map that every switch's host was last checked against
+        self._dpids_seen: Mapping[int, str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -1387,7 +1389,8 @@ class Engine:
         with self._lock:
             for sw in self._switches.values():
                 if (
-                    sw.connected
+                    sw.held  # most have none: no generator per switch and pass
+                    and sw.connected
                     and sw.host
                     and any(not h.sent and h.until <= now for h in sw.held.values())
                 ):
@@ -1399,20 +1402,29 @@ class Engine:
         with self._lock:
             admitted, self._admitted = self._admitted, []
             todo, self._todo = self._todo, set()
-            by_host = {
-                sw.host: sw
-                for sw in self._switches.values()
-                if sw.connected and sw.synced and sw.host is not None
-            }
             intent = self._intent
-            # a switch whose dpid now names another host (re-registered) follows it
-            if intent is not None:
-                for sw in by_host.values():
-                    host = intent.host_by_dpid(sw.conn.dpid)
-                    if host is not None and host.name != sw.host:
-                        sw.host = host.name
-                        todo.add(host.name)
-                by_host = {sw.host: sw for sw in by_host.values() if sw.host is not None}
+            if intent is None or intent.dpids is not self._dpids_seen:
+                by_host = {
+                    sw.host: sw
+                    for sw in self._switches.values()
+                    if sw.connected and sw.synced and sw.host is not None
+                }
+                # a switch whose dpid now names another host (re-registered) follows it
+                if intent is not None:
+                    self._dpids_seen = intent.dpids
+                    for sw in by_host.values():
+                        host = intent.host_by_dpid(sw.conn.dpid)
+                        if host is not None and host.name != sw.host:
+                            sw.host = host.name
+                            todo.add(host.name)
+                    by_host = {sw.host: sw for sw in by_host.values() if sw.host is not None}
+            else:  # the hosts' dpids are as at the last scan: only the queued hosts' switches
+                by_host = {}
+                for name in todo:
+                    host = intent.hosts.get(name)
+                    found = self._switches.get(host.dpid) if host and host.dpid else None
+                    if found and found.connected and found.synced and found.host == name:
+                        by_host[name] = found
         for sw in admitted:
             self._connected(sw)
         for name in sorted(todo):

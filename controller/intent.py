@@ -118,6 +118,12 @@ class Intent:
         for blocks in self._blocks.values():
             yield from blocks
 
+    @property
+    def dpids(self) -> Mapping[int, str]:
+        """Datapath id -> host name. A new mapping whenever the hosts change (never changed in
+        place), so a reader can tell a change by identity, in O(1)."""
+        return self._by_dpid
+
     def host_by_dpid(self, dpid: int) -> Host | None:
         """The host whose bridge has this datapath id, if any."""
         name = self._by_dpid.get(dpid)

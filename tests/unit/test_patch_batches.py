@@ -208,3 +208,37 @@ def test_a_move_to_another_port_replaces_the_flow_under_its_key() -> None:
     changes, replaced = diff_patch(installed, old - new, new - old)
     assert replaced and changes == diff(new, installed)
     assert len(changes.deletes) < len(old - new), "replaced flows are not deleted"
+
+
+def test_a_pass_finds_queued_hosts_switches_and_a_re_registered_dpid_follows_its_host() -> None:
+    """``push`` looks up only the queued hosts' switches while the hosts' dpids are as at its
+    last scan; when they change (h1's dpid re-registered as h9's), every switch is checked
+    again and the one at that dpid gets h9's flows."""
+    from tests.unit.test_engine import Harness, snapshot
+
+    h = Harness()
+    conns = {d: FakeConn(d) for d in (1, 2)}
+    for c in conns.values():
+        assert h.engine.switch_connected(c)
+        h.engine.switch_dump(c.dpid, [], more=False)
+    h.engine.push()
+    assert conns[1].cookies(OFPFC_ADD) == {f.cookie for f in desired_flows(h.snap, "h1")}
+    seen = h.engine._dpids_seen
+    assert seen is not None
+    h.snap = snapshot(2, a_port=6)  # an endpoint of h1 moves: h1 queued, dpids unchanged
+    before = len(conns[2].msgs)
+    (moved,) = h.snap.endpoints
+    h.engine.apply(2, [(2, [Change(ENDPOINT, endpoint_key("blue", "a"), moved)])])
+    h.engine.push()
+    assert h.engine._dpids_seen is seen
+    assert conns[1].cookies(OFPFC_ADD) >= {f.cookie for f in desired_flows(h.snap, "h1")}
+    assert len(conns[2].msgs) == before, "h2 was not queued: nothing sent to it"
+    hosts = dict(snapshot(3, h9=True).hosts)
+    hosts["h9"] = replace(hosts["h9"], dpid=1)
+    del hosts["h1"]
+    h.snap = replace(snapshot(3), hosts=hosts, endpoints=())
+    h.sync()
+    assert h.engine._dpids_seen is not seen
+    want = {f.cookie for f in desired_flows(h.snap, "h9")}
+    assert h.engine.installed_cookies(1) == want, "dpid 1 now holds h9's flows"
+    assert {s.host for s in h.engine.switches() if s.dpid == 1} == {"h9"}
