@@ -25,7 +25,7 @@ from controller.oftable import (
     tunnelled,
 )
 from controller.pipeline import desired_flows
-from controller.reconcile import Changes, apply, diff
+from controller.reconcile import Changes, Shared, apply, diff, editable, holds_exactly, settled
 from tests.unit.conftest import TUNNEL_PORT, Lab, endpoint
 
 Installed = dict[int, Flow | None]
@@ -405,3 +405,48 @@ def test_migration_end_to_end_never_leaks_between_networks(lab: Lab) -> None:
 def test_changes_value() -> None:
     assert not Changes()
     assert len(Changes((flow(0, 0),), (1, 2))) == 3
+
+
+# -- the installed model as a view of the desired tuple (``Shared``) ---------------------------
+
+
+def packed(flows: frozenset[Flow]) -> tuple[Flow, ...]:
+    """Desired flows as the engine keeps them: a tuple in cookie order."""
+    return tuple(sorted(flows, key=lambda f: f.cookie))
+
+
+@pytest.mark.parametrize("name", sorted(TRANSITIONS))
+def test_a_shared_model_diffs_as_its_dict_and_settles_on_the_new_tuple(lab: Lab, name: str) -> None:
+    for host, before, after in cases(lab, name):
+        old, new = packed(before), packed(after)
+        shared = Shared(old)
+        assert dict(shared.items()) == model_of(before) == {c: shared[c] for c in shared}
+        assert len(shared) == len(before) and all(f.cookie in shared for f in before)
+        assert 0x1234 not in shared and "x" not in shared and shared.get(0x1234) is None
+        assert not diff(old, shared), "its own tuple: nothing to do"
+        changes = diff(new, shared)
+        assert changes == diff(new, model_of(before)), host
+        applied = apply(shared, changes)
+        assert applied == apply(model_of(before), changes), host
+        kept = settled(new, applied)
+        assert isinstance(kept, Shared) and kept.flows is new, host
+        assert not diff(new, kept)
+        sw = Switch(host).load(before)
+        sw.apply(changes)
+        assert sw.snapshot() == {(f.cookie, f) for f in after}, host
+        edit = editable(shared)
+        assert isinstance(edit, dict) and edit == model_of(before)
+        edit.clear()
+        assert len(shared) == len(before), "editing the copy leaves the tuple alone"
+
+
+def test_settled_keeps_a_model_that_is_not_exactly_the_desired_flows(lab: Lab) -> None:
+    desired = packed(desired_flows(lab.snap, "h1"))
+    exact = model_of(frozenset(desired))
+    assert isinstance(settled(desired, exact), Shared)
+    missing = dict(exact)
+    missing.pop(desired[0].cookie)
+    extra = {**exact, 0x1234: None}
+    for model in (missing, extra, {}):
+        assert settled(desired, model) is model
+    assert holds_exactly(desired, set(exact)) and not holds_exactly(desired, set(extra))
