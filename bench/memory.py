@@ -32,9 +32,11 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from controller import ofmsg
 from controller.engine import Engine
 from controller.flows import Flow
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
@@ -226,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoints-per-host", type=int, default=10)
     p.add_argument("--trace", action="store_true", help="tracemalloc current/peak per phase")
     p.add_argument("--json", help="write the figures here as JSON")
+    p.add_argument(
+        "--add-cache", type=int, default=None, help="entries of ofmsg's flow-mod cache (a trial)"
+    )
     args = p.parse_args(argv)
+    if args.add_cache is not None:
+        ofmsg._flow_add_bytes = lru_cache(args.add_cache)(ofmsg._flow_add_bytes.__wrapped__)  # noqa: SLF001
     if args.trace:
         tracemalloc.start()
     report: dict[str, Any] = {"hosts": args.hosts, "endpoints_per_host": args.endpoints_per_host}

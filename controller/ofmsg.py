@@ -3,7 +3,10 @@
 With ``ofapp`` the only modules that import os_ken. A flow-mod is serialized once per
 distinct flow (cached by cookie, with xid 0) and copied with the xid patched in, so a flow
 shared by many switches is built once: os-ken's message building dominates the CPU cost of
-pushing flows (DESIGN.md, "Controller internals").
+pushing flows (DESIGN.md, "Controller internals"). The cache keeps ``ADD_CACHE`` flows, the
+ones most recently sent: the flows shared by many switches (about 2 per host of the
+cluster) stay in it; an endpoint's own flows, sent to one switch, pass through (at 200,000
+entries, 1,000 hosts x 50 endpoints kept about 40 MB of bytes sent once).
 
 ONF bundles (the OpenFlow 1.3 extension EXT-230, which OVS implements: experimenter
 ``0x4f4e4600``, ``ONF_ET_BUNDLE_CONTROL`` 2300 and ``ONF_ET_BUNDLE_ADD_MESSAGE`` 2301) are
@@ -144,7 +147,10 @@ def flow_mod(f: Flow, datapath: Any = _DESC) -> Any:
     )
 
 
-@lru_cache(maxsize=200_000)
+ADD_CACHE = 1 << 15  # serialized flow-mods kept: the shared ones of up to ~16,000 hosts
+
+
+@lru_cache(maxsize=ADD_CACHE)
 def _flow_add_bytes(f: Flow) -> bytes:
     msg = flow_mod(f)
     msg.set_xid(0)
