@@ -23,7 +23,7 @@ from controller.intent import BLOCKS, ENDPOINT, Change, endpoint_key
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
 from controller.oftable import Switch
 from controller.pipeline import desired_flows
-from controller.reconcile import apply, apply_patch, diff, diff_patch
+from controller.reconcile import Shared, apply, apply_patch, diff, diff_patch
 from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, OFPT_FLOW_MOD, FakeConn
 
 NET = Network("blue", 7, IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
@@ -136,6 +136,10 @@ def _walk(seed: int) -> tuple[int, int]:
             assert patched.engine.installed_cookies(h == "h1" and 1 or 2) == {
                 f.cookie for f in want.values()
             }
+        for side in (patched, full):  # either way the model is the desired tuple, shared
+            for sw in side.engine._switches.values():
+                model, gen = sw.installed, side.engine._gens[sw.host or ""]
+                assert isinstance(model, Shared) and model.flows is gen.desired
     assert full.engine.patch_batches == 0
     return patched.engine.patch_batches, patched.engine.recomputed
 
