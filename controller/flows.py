@@ -153,7 +153,7 @@ def flow(
 # Parts of flows, each kept once: ("eth_type", 2048), ("in_port", 10), ("metadata", vni),
 # (vni, mask), (SetField("reg6", 1),) recur in every endpoint's flows on every host, and
 # an endpoint's own pairs (its MAC, its address) in several of its flows. At 1,000 hosts x
-# 50 endpoints the 200,000 distinct flows took 525 bytes each, a quarter of it in such
+# 50 endpoints the 200,000 distinct flows took 525 bytes each, a third of it in such
 # copies (``bench.memory``). Cleared when full: a part made after that is shared anew.
 _SHARED: dict[object, object] = {}
 _T = TypeVar("_T")

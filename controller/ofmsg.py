@@ -6,7 +6,7 @@ shared by many switches is built once: os-ken's message building dominates the C
 pushing flows (DESIGN.md, "Controller internals"). The cache keeps ``ADD_CACHE`` flows, the
 ones most recently sent: the flows shared by many switches (about 2 per host of the
 cluster) stay in it; an endpoint's own flows, sent to one switch, pass through (at 200,000
-entries, 1,000 hosts x 50 endpoints kept about 40 MB of bytes sent once).
+entries, 1,000 hosts x 50 endpoints kept about 54 MiB more: ``bench.memory --add-cache``).
 
 ONF bundles (the OpenFlow 1.3 extension EXT-230, which OVS implements: experimenter
 ``0x4f4e4600``, ``ONF_ET_BUNDLE_CONTROL`` 2300 and ``ONF_ET_BUNDLE_ADD_MESSAGE`` 2301) are
