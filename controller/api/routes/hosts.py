@@ -58,21 +58,20 @@ def to_public(
     settings: Settings,
     wanted: int,
     endpoints: int,
-    switches: list[SwitchStatus] | None = None,
+    switches: Mapping[int, SwitchStatus] | None = None,
     masters: Mapping[int, members.SwitchMaster] | None = None,
     me: str | None = None,
 ) -> HostPublic:
     """The API view of a host: alive from its heartbeat, switch from the flow side, master
     from the database (``masters``: dpid -> master, None when the database could not be
-    read; ``me``: the answering member's id)."""
+    read; ``me``: the answering member's id; ``switches``: dpid -> status, read from ``sync``
+    when not given)."""
     alive = is_alive(record.last_seen, datetime.now(UTC), settings.host_dead_after)
     found = None
     if record.dpid is not None:
-        found = next(
-            (s for s in (switches if switches is not None else sync.switches())
-             if s.dpid == record.dpid),
-            None,
-        )  # fmt: skip
+        if switches is None:
+            switches = _by_dpid(sync)
+        found = switches.get(record.dpid)
     state = host_status(alive, found)
     master = (masters or {}).get(record.dpid) if record.dpid is not None else None
     return HostPublic(
@@ -189,12 +188,20 @@ def list_hosts(
         )
         counts, wanted = _bound_counts(view), view.revision
         masters = None  # the database names the masters: unknown while it is unavailable
-    switches = sync.switches()
+    switches = _by_dpid(sync)  # one lookup per host, not a scan of every switch per host
     me = _member_id(request)
     return [
         to_public(r, sync, settings, wanted, counts.get(r.name, 0), switches, masters, me)
         for r in records
     ]
+
+
+def _by_dpid(sync: FlowSync) -> dict[int, SwitchStatus]:
+    """dpid -> the first status listed for it (as the scan this replaces found it)."""
+    found: dict[int, SwitchStatus] = {}
+    for sw in sync.switches():
+        found.setdefault(sw.dpid, sw)
+    return found
 
 
 def _bound_counts(view: Snapshot) -> dict[str, int]:
