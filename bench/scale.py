@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -195,16 +195,24 @@ def bind(
     return str(r.raise_for_status().json()["state"])
 
 
-def post_batch(api: httpx.Client, items: list[dict[str, Any]], busy: Retries) -> list[Any]:
-    """One ``POST /api/v1/bindings``; its outcomes. A 503 is retried after its Retry-After
-    (nothing was written) and counted in ``busy``; an item not answered 200/201 raises."""
+def until_taken(send: Callable[[], httpx.Response], busy: Retries | None = None) -> httpx.Response:
+    """``send()`` again while it is answered 503 with a Retry-After (nothing was written),
+    after the advised delay, at most 30 times; each retry counted in ``busy``."""
     for _ in range(30):
-        r = api.post("/api/v1/bindings", json={"items": items})
+        r = send()
         delay = advised_delay(r.status_code, r.headers.get("retry-after"))
         if delay is None:
             break
-        busy.add()
+        if busy is not None:
+            busy.add()
         time.sleep(delay)
+    return r
+
+
+def post_batch(api: httpx.Client, items: list[dict[str, Any]], busy: Retries) -> list[Any]:
+    """One ``POST /api/v1/bindings``; its outcomes. A 503 is retried after its Retry-After
+    (nothing was written) and counted in ``busy``; an item not answered 200/201 raises."""
+    r = until_taken(lambda: api.post("/api/v1/bindings", json={"items": items}), busy)
     outcomes = r.raise_for_status().json()["items"]
     bad = [(it["name"], o) for it, o in zip(items, outcomes, strict=True)
            if o["status"] not in (200, 201)]  # fmt: skip
@@ -383,15 +391,16 @@ def restart(
 
 
 def register(api: httpx.Client, hosts: list[str]) -> None:
-    """Register ``hosts`` (8 at a time) and create the network."""
+    """Register ``hosts`` (8 at a time) and create the network (a busy answer is retried)."""
 
     def one(i: int) -> None:
         body = {"underlay_ip": underlay(i), "dpid": f"{DPID_BASE + i + 1:016x}"}
-        api.put(f"/api/v1/hosts/{hosts[i]}", json=body).raise_for_status()
+        until_taken(lambda: api.put(f"/api/v1/hosts/{hosts[i]}", json=body)).raise_for_status()
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(len(hosts))))
-    api.post("/api/v1/networks", json={"name": NET, "subnet": "10.64.0.0/12"}).raise_for_status()
+    net = {"name": NET, "subnet": "10.64.0.0/12"}
+    until_taken(lambda: api.post("/api/v1/networks", json=net)).raise_for_status()
 
 
 def run(
