@@ -12,7 +12,9 @@ controller does with a fleet:
    is answered: the switches are converged.
 3. ``change``: one endpoint more on host 0 (a patch of its desired flows), one pass, barrier.
 4. ``restart``: a second engine on the same intent; every switch dumps the cookies it holds
-   (fresh int objects, as parsed from the wire), one pass (nothing to send), converged.
+   (fresh int objects, as parsed from the wire) in two parts, every switch's first part
+   before any second part (``dumping``: every dump half received), one pass (nothing to
+   send), converged.
 
 After each phase: ``tracemalloc``'s current and peak bytes (``--trace``; slower, and it
 adds its own memory to the RSS), the process's VmRSS and VmHWM, and the bytes of the
@@ -31,6 +33,7 @@ import struct
 import sys
 import time
 import tracemalloc
+from array import array
 from collections.abc import Iterator
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
@@ -145,7 +148,7 @@ def containers(engine: Engine) -> dict[str, int]:
         if gen.desired is not None:
             desired += sys.getsizeof(gen.desired)
             flows += len(gen.desired)
-    installed = own_ints = batches = 0
+    installed = own_ints = batches = dumps = 0
     for sw in _installed_of(engine):
         inst = sw.installed
         installed += _model_bytes(inst)
@@ -156,12 +159,16 @@ def containers(engine: Engine) -> dict[str, int]:
                 own_ints += sys.getsizeof(c)
         for batch in sw.batches.values():
             batches += _deep(batch)
+        dumps += sys.getsizeof(sw.dump)  # an array holds its cookies in its buffer
+        if not isinstance(sw.dump, array):
+            dumps += sum(sys.getsizeof(c) for c in sw.dump)
     return {
         "flows": flows,
         "desired_bytes": desired,
         "installed_bytes": installed,
         "installed_own_cookie_bytes": own_ints,
         "inflight_batch_bytes": batches,
+        "dump_bytes": dumps,
     }
 
 
@@ -261,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             f" HWM {row['VmHWM']:>5} MiB{traced}"
             f"  desired {row['desired_bytes'] >> 20} MiB ({row['desired_bytes_per_flow']} B/flow)"
             f"  installed {installed} MiB ({row['installed_bytes_per_flow']} B/flow)"
-            f"  in flight {row['inflight_batch_bytes'] >> 20} MiB",
+            f"  in flight {row['inflight_batch_bytes'] >> 20} MiB"
+            f"  dumps {row['dump_bytes'] >> 20} MiB",
             flush=True,
         )
 
@@ -307,9 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     for c in conns:
         c.barrier = None
         restarted.switch_connected(c)
-        # fresh ints, as the parser makes them from the wire
-        cookies = [int.from_bytes(x.to_bytes(8, "big"), "big") for x in held.pop(c.dpid)]
-        restarted.switch_dump(c.dpid, cookies, False)
+    for part in (0, 1):  # every switch sends half its dump, then the other half
+        for c in conns:
+            cookies = held[c.dpid]
+            half = cookies[: len(cookies) // 2] if part == 0 else cookies[len(cookies) // 2 :]
+            # fresh ints, as the parser makes them from the wire
+            fresh = [int.from_bytes(x.to_bytes(8, "big"), "big") for x in half]
+            restarted.switch_dump(c.dpid, fresh, more=part == 0)
+        if part == 0:
+            phase("dumping", restarted, t0)
+    held.clear()
     restarted.push()
     answer_barriers(restarted, conns)
     phase("restart", restarted, t0)

@@ -153,3 +153,20 @@ def test_an_add_rejected_after_the_xids_wrapped_is_the_one_held_back() -> None:
     h.engine.barrier_reply(1, c1.barriers()[-1])
     assert h.engine.held_cookies(1) == {wrapped}
     assert h.engine.installed_cookies(1) == {c for _, c in adds} - {wrapped}
+
+
+def test_a_dump_is_kept_as_packed_cookies_and_a_repeated_cookie_counts_once() -> None:
+    h = Harness()
+    want = [f.cookie for f in desired_flows(h.snap, "h1")]
+    c1 = FakeConn(1)
+    h.engine.switch_connected(c1)
+    h.engine.switch_dump(1, want[:2], more=True)
+    dump = h.engine._switches[1].dump  # noqa: SLF001
+    assert dump.itemsize == 8 and list(dump) == want[:2], "8 bytes a cookie, no int objects"
+    h.engine.switch_dump(1, [*want[2:], want[0]], more=False)  # want[0] twice
+    model = _model(h.engine, 1)
+    assert not isinstance(model, Shared) and set(model) == set(want)
+    h.sync()
+    assert c1.cookies(OFPFC_ADD) == set() and c1.cookies(OFPFC_DELETE) == set()
+    model = _model(h.engine, 1)
+    assert isinstance(model, Shared) and model.flows is _desired(h.engine, "h1")
