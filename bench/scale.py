@@ -12,6 +12,9 @@ one create-and-bind call each), then connects the fleet and measures, in this or
 - populate: endpoints per second through the API, and the per-call median and p99;
 - cold start: from the fleet's first connect until every host answers ``status: converged``
   in ``GET /api/v1/hosts`` (empty switches: the whole fill is flow-mods);
+- idle: the converged controller's own CPU over 5 s without a call (echo probes, lease
+  renewals, audits), reported in cores and taken off the CPU per attach as a second figure
+  (``..._above_idle``): at 1,000 switches that share is no cost of a change;
 - attach-to-ready with the fleet connected: ``--attaches`` create-and-bind calls with
   ``wait_ready=5``, one after the other, on hosts in turn, timed until they answer ``ready``;
 - churn (``--churn-seconds``, 0: skipped): ``--churn-clients`` client processes, each with
@@ -353,6 +356,18 @@ def churn(
     }
 
 
+IDLE_SECONDS = 5.0
+
+
+def idle_cpu(pid: int, seconds: float = IDLE_SECONDS) -> float:
+    """The controller's CPU (cores: CPU seconds per second) over ``seconds`` of a converged
+    cluster with no API call: echo probes, lease renewals, audits, the host watch. A cost per
+    change measured as CPU over a phase carries this share of the phase's time too."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+
+
 def flow_counts_agree(api: httpx.Client, fleet: Fleet) -> bool:
     """The fleet's models against what the controller believes each switch holds."""
     told = {h["dpid"]: (h["switch"] or {}).get("flow_count") for h in get_all(api, "/api/v1/hosts")}
@@ -453,10 +468,12 @@ def run(
                 **fleet.totals(),
             }
             print(f"converged {cold:.1f} s after connecting; attaching", file=sys.stderr)
+            idle = idle_cpu(ctl.pid)
+            result["idle_controller_cpu"] = round(idle, 4)
             attach: list[float] = []
             busy = Retries()
             not_ready = 0
-            cpu0 = cpu_seconds(ctl.pid)
+            cpu0, t0 = cpu_seconds(ctl.pid), time.monotonic()
             for k in range(args.attaches):
                 t1 = time.perf_counter()
                 state = bind(api, f"a-{k}", hosts[k % n], 2 + e + k // n, 5, busy)
@@ -470,6 +487,13 @@ def run(
                     **ms(attach),
                     "controller_cpu_ms_per_attach": round(
                         (cpu_seconds(ctl.pid) - cpu0) * 1000 / len(attach), 1
+                    ),
+                    # the same less what the converged controller spends idle meanwhile
+                    "controller_cpu_ms_per_attach_above_idle": round(
+                        (cpu_seconds(ctl.pid) - cpu0 - idle * (time.monotonic() - t0))
+                        * 1000
+                        / len(attach),
+                        1,
                     ),
                     "load_average_at_end": load(),
                 }
@@ -510,7 +534,9 @@ def summary(r: dict[str, Any]) -> str:
     ]
     if a := r.get("attach_to_ready_ms"):
         lines.append(f"  attach       median {a['median']} ms, p99 {a['p99']} ms ({a['attaches']}),"
-                     f" {a['controller_cpu_ms_per_attach']} ms CPU each")  # fmt: skip
+                     f" {a['controller_cpu_ms_per_attach']} ms CPU each"
+                     f" ({a.get('controller_cpu_ms_per_attach_above_idle')} above the idle"
+                     f" {r.get('idle_controller_cpu')} cores)")  # fmt: skip
     if ch := r.get("churn"):
         lines.append(
             f"  churn        {ch['events_per_second']} events/s ({ch['clients']} clients, batch "
