@@ -10,7 +10,9 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from controller.engine import Engine
+from controller.flows import Flow
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
+from controller.oftable import Switch
 from controller.pipeline import desired_flows
 
 OFPT_FLOW_MOD = 14
@@ -62,8 +64,38 @@ class FakeConn:
     def barriers(self) -> list[int]:
         return [xid for t, xid, _, _ in self.msgs if t == OFPT_BARRIER_REQUEST]
 
+    def flow_mods(self) -> list[tuple[int, int]]:
+        """(command, cookie) of every flow-mod sent, in order."""
+        return [(cmd, cookie) for t, _, cmd, cookie in self.msgs if t == OFPT_FLOW_MOD]
+
     def cookies(self, command: int) -> set[int]:
         return {c for t, _, cmd, c in self.msgs if t == OFPT_FLOW_MOD and cmd == command}
+
+
+def play(table: Switch, msgs: list[tuple[int, int, int, int]], catalog: dict[int, Flow]) -> None:
+    """Apply to ``table`` the flow-mods among ``msgs`` (a ``FakeConn``'s), adds decoded by
+    their cookie through ``catalog``."""
+    for mtype, _xid, cmd, cookie in msgs:
+        if mtype == OFPT_FLOW_MOD and cmd == OFPFC_ADD:
+            table.add(catalog[cookie])
+        elif mtype == OFPT_FLOW_MOD and cmd == OFPFC_DELETE:
+            table.delete_cookie(cookie)
+
+
+class TableConn(FakeConn):
+    """A connection whose flow-mods land in an in-memory flow table (adds decoded through
+    ``catalog``: every flow the test can produce, by cookie)."""
+
+    def __init__(self, dpid: int, catalog: dict[int, Flow]) -> None:
+        super().__init__(dpid)
+        self.catalog = catalog
+        self.table = Switch(f"br-int of dpid {dpid}")
+
+    def send(self, data: bytes) -> bool:
+        first = len(self.msgs)
+        super().send(data)
+        play(self.table, self.msgs[first:], self.catalog)
+        return True
 
 
 def snapshot(rev: int, with_b: bool = False, a_port: int = 5, h9: bool = False) -> Snapshot:

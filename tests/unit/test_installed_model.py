@@ -10,7 +10,7 @@ from controller.flows import Flow
 from controller.oftable import Switch
 from controller.pipeline import desired_flows
 from controller.reconcile import Shared
-from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, FakeConn, Harness, snapshot
+from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, FakeConn, Harness, play, snapshot
 
 
 def _model(engine: Engine, dpid: int) -> object:
@@ -19,17 +19,6 @@ def _model(engine: Engine, dpid: int) -> object:
 
 def _desired(engine: Engine, host: str) -> tuple[Flow, ...] | None:
     return engine._gens[host].desired  # noqa: SLF001
-
-
-def _play(sw: Switch, conn: FakeConn, start: int, known: dict[int, Flow]) -> None:
-    """Apply to ``sw`` the flow-mods ``conn`` was sent from message ``start`` on."""
-    for mtype, _xid, cmd, cookie in conn.msgs[start:]:
-        if mtype != 14:
-            continue
-        if cmd == OFPFC_ADD:
-            sw.add(known[cookie])
-        elif cmd == OFPFC_DELETE:
-            sw.delete_cookie(cookie)
 
 
 def _flows(*snaps: object) -> dict[int, Flow]:
@@ -54,7 +43,7 @@ def test_converged_switch_shares_the_desired_tuple_and_a_change_diffs_against_it
         start = len(c1.msgs)
         h.sync()
         assert len(c1.msgs) > start, f"revision {rev} changes h1's flows"
-        _play(switch, c1, start, _flows(old, snap))
+        play(switch, c1.msgs[start:], _flows(old, snap))
         assert switch.table() == desired_flows(snap, "h1"), rev
         h.engine.barrier_reply(1, c1.barriers()[-1])
         model = _model(h.engine, 1)
@@ -85,7 +74,7 @@ def test_a_modified_flow_is_replaced_by_its_add_alone() -> None:
     deleted = {c for t, _, cmd, c in c1.msgs[start:] if t == 14 and cmd == OFPFC_DELETE}
     assert not deleted & replaced
     switch = Switch("h1").load(before)
-    _play(switch, c1, start, _flows(snapshot(1), h.snap))
+    play(switch, c1.msgs[start:], _flows(snapshot(1), h.snap))
     assert switch.table() == after
 
 

@@ -21,10 +21,9 @@ from controller.engine import Engine
 from controller.flows import Flow
 from controller.intent import BLOCKS, ENDPOINT, Change, endpoint_key
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
-from controller.oftable import Switch
 from controller.pipeline import desired_flows
 from controller.reconcile import Shared, apply, apply_patch, diff, diff_patch
-from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, OFPT_FLOW_MOD, FakeConn
+from tests.unit.test_engine import OFPFC_ADD, FakeConn, TableConn
 
 NET = Network("blue", 7, IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
 HOSTS = {f"h{i}": Host(f"h{i}", IPv4Address(f"198.18.0.{i}"), dpid=i) for i in (1, 2)}
@@ -39,29 +38,6 @@ NAMES = [f"e{i}" for i in range(6)]
 def _ep(i: int, host: str, port: int, rev: int) -> Endpoint:
     ip = IPv4Address(f"10.0.0.{2 + i}" if host == "h1" else f"10.0.0.{66 + i}")
     return Endpoint("blue", NAMES[i], ip, mac_for_ip(ip), host, port, EndpointState.PENDING, rev)
-
-
-class TableConn(FakeConn):
-    """A connection whose flow-mods land in an in-memory flow table (adds decoded through
-    ``catalog``, every flow the walk can produce)."""
-
-    def __init__(self, dpid: int, catalog: dict[int, Flow]) -> None:
-        super().__init__(dpid)
-        self.catalog = catalog
-        self.table = Switch(f"br-int of dpid {dpid}")
-
-    def send(self, data: bytes) -> bool:
-        first = len(self.msgs)
-        super().send(data)
-        for mtype, _, cmd, cookie in self.msgs[first:]:
-            if mtype == OFPT_FLOW_MOD and cmd == OFPFC_ADD:
-                self.table.add(self.catalog[cookie])
-            elif mtype == OFPT_FLOW_MOD and cmd == OFPFC_DELETE:
-                self.table.delete_cookie(cookie)
-        return True
-
-    def flow_mods(self) -> list[tuple[int, int]]:
-        return [(cmd, cookie) for t, _, cmd, cookie in self.msgs if t == OFPT_FLOW_MOD]
 
 
 class Side:

@@ -19,9 +19,9 @@ from controller.engine import Engine
 from controller.flows import Flow
 from controller.intent import ENDPOINT, Change, endpoint_key
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
-from controller.oftable import Fabric, Node, Switch, ipv4_packet
+from controller.oftable import Fabric, Node, ipv4_packet
 from controller.pipeline import desired_flows
-from tests.unit.test_engine import OFPFC_ADD, OFPFC_DELETE, OFPT_FLOW_MOD, FakeConn
+from tests.unit.test_engine import OFPFC_ADD, FakeConn, TableConn
 
 NET = Network("blue", 7, IPv4Network("10.0.0.0/24"), IPv4Address("10.0.0.1"))
 HOSTS = {f"h{i}": Host(f"h{i}", IPv4Address(f"198.18.0.{i}"), dpid=i) for i in (1, 2, 3)}
@@ -50,24 +50,6 @@ CATALOG: dict[int, Flow] = {
 }
 
 
-class TableConn(FakeConn):
-    """A switch connection whose flow-mods land in an in-memory flow table."""
-
-    def __init__(self, dpid: int) -> None:
-        super().__init__(dpid)
-        self.table = Switch(f"br-int of dpid {dpid}")
-
-    def send(self, data: bytes) -> bool:
-        first = len(self.msgs)
-        super().send(data)
-        for mtype, _, cmd, cookie in self.msgs[first:]:
-            if mtype == OFPT_FLOW_MOD and cmd == OFPFC_ADD:
-                self.table.add(CATALOG[cookie])
-            elif mtype == OFPT_FLOW_MOD and cmd == OFPFC_DELETE:
-                self.table.delete_cookie(cookie)
-        return True
-
-
 def _answer(engine: Engine, conn: TableConn) -> None:
     for xid in conn.barriers():
         engine.barrier_reply(conn.dpid, xid)
@@ -80,7 +62,7 @@ def _engine() -> Engine:
 def test_a_silent_switch_delays_only_the_endpoints_that_need_it() -> None:
     engine = _engine()
     engine.sync_all(_snap(1, SRC))
-    conns = {h: TableConn(HOSTS[h].dpid or 0) for h in HOSTS}
+    conns = {h: TableConn(HOSTS[h].dpid or 0, CATALOG) for h in HOSTS}
     for conn in conns.values():
         assert engine.switch_connected(conn)
         engine.switch_dump(conn.dpid, [], more=False)
@@ -117,7 +99,7 @@ def test_a_silent_switch_delays_only_the_endpoints_that_need_it() -> None:
     assert status["h3"].applied_generation < status["h3"].wanted_generation
     assert status["h1"].applied_generation == status["h1"].wanted_generation
 
-    back = TableConn(3)  # h3 comes back holding every flow it took: nothing to send
+    back = TableConn(3, CATALOG)  # h3 comes back holding every flow it took: nothing to send
     assert engine.switch_connected(back)
     engine.switch_dump(3, sorted(silent.table.cookies()), more=False)
     engine.push()
@@ -128,7 +110,7 @@ def test_a_silent_switch_delays_only_the_endpoints_that_need_it() -> None:
 def test_a_switch_back_without_its_flows_confirms_after_its_barrier() -> None:
     engine = _engine()
     engine.sync_all(_snap(1, SRC))
-    conns = {h: TableConn(HOSTS[h].dpid or 0) for h in ("h1", "h2")}  # h3 is down
+    conns = {h: TableConn(HOSTS[h].dpid or 0, CATALOG) for h in ("h1", "h2")}  # h3 is down
     for conn in conns.values():
         assert engine.switch_connected(conn)
         engine.switch_dump(conn.dpid, [], more=False)
@@ -140,7 +122,7 @@ def test_a_switch_back_without_its_flows_confirms_after_its_barrier() -> None:
     for conn in conns.values():
         _answer(engine, conn)
     assert engine.waiting_on(3) == ["h3"], "h3 never connected: it must still learn the route"
-    h3 = TableConn(3)
+    h3 = TableConn(3, CATALOG)
     assert engine.switch_connected(h3)
     engine.switch_dump(3, [], more=False)
     engine.push()
