@@ -27,20 +27,32 @@ without the extension would. Errors carry the refused message's xid (a bundle-ad
 message has the same).
 
 ``Fleet`` runs the switches on its own event loop in a background thread, so a synchronous
-benchmark can drive the controller's API meanwhile. Not a test double for correctness: the
-reference for OpenFlow semantics stays real OVS (tests/integration).
+benchmark can drive the controller's API meanwhile. ``FleetProcesses`` deals them over K
+child processes instead (each a ``Fleet``; counters and flow counts come back through a
+pipe): in one thread of the benchmark's process, the fleet fell seconds behind the
+controller under churn and the benchmark measured its own backlog (docs/benchmarks.md, "The
+lag after a batch churn: the fleet's"). With ``VXPLANE_TPOINTS`` set (vxcommon.tpoints), a
+switch marks ``f_barrier`` when it reads a barrier request (the controller marks
+``c_barrier_out`` and ``c_barrier_in``), and the loop ``f_loop_lag`` when it woke over 50
+ms late. Not a test double for correctness: the reference for OpenFlow semantics stays real
+OVS (tests/integration).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import struct
 import threading
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
 from tests.ofswitch import features_reply, hello, msg, multipart_reply
+from vxcommon import tpoints
 
 ONF = 0x4F4E4600
 BUNDLE_CONTROL, BUNDLE_ADD = ofp.ONF_ET_BUNDLE_CONTROL, ofp.ONF_ET_BUNDLE_ADD_MESSAGE
@@ -207,6 +219,8 @@ class Switch:
             self.flow_mods += 1
         elif mtype == ofp.OFPT_BARRIER_REQUEST:
             self.barriers += 1
+            if tpoints.ON:  # read (and answered) now; the controller marks c_barrier_out
+                tpoints.mark("f_barrier", f"{self.dpid:x}:{xid}")
             return [msg(ofp.OFPT_BARRIER_REPLY, xid)]
         elif mtype == ofp.OFPT_ECHO_REQUEST:
             self.echoes += 1
@@ -325,6 +339,18 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+async def _loop_lag(stop: asyncio.Event, every: float = 0.1) -> None:
+    """Trace points ``f_loop_lag`` (key: the lag in ms) where the loop woke a sleep of
+    ``every`` seconds more than 50 ms late: the fleet's own backlog."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t0 = loop.time()
+        await asyncio.sleep(every)
+        late = loop.time() - t0 - every
+        if late > 0.05:
+            tpoints.mark("f_loop_lag", f"{late * 1000:.0f}")
+
+
 class Fleet:
     """``switches`` connecting to ``host:port`` (or to each of ``ports``: one connection per
     controller) from one background event loop."""
@@ -373,6 +399,8 @@ class Fleet:
             for s in self.switches
             for port in self.ports
         ]
+        if tpoints.ON:
+            tasks.append(asyncio.create_task(_loop_lag(self._stop)))
         await self._stop.wait()
         for t in tasks:
             t.cancel()
@@ -381,6 +409,10 @@ class Fleet:
     def connected(self) -> int:
         """How many switches are past the handshake now."""
         return sum(s.connected for s in self.switches)
+
+    def flow_counts(self) -> dict[int, int]:
+        """Each switch's flows in its model now, by dpid."""
+        return {s.dpid: len(s.flows) for s in self.switches}
 
     def totals(self) -> dict[str, int]:
         """Counters summed over the fleet."""
@@ -397,3 +429,113 @@ class Fleet:
             "refused_is_slave": sum(s.refused_slave for s in self.switches),
             "refused_stale": sum(s.refused_stale for s in self.switches),
         }
+
+
+def _fleet_main(
+    host: str, ports: list[int], dpids: list[int], reconnect_after: float, conn: Connection
+) -> None:
+    """One process of a ``FleetProcesses``: its share of the switches (a ``Fleet``), and
+    answers to the parent's questions on ``conn`` until ``stop``."""
+    fleet = Fleet(host, ports[0], dpids, reconnect_after, ports).start()
+    try:
+        while True:
+            ask = conn.recv()
+            if ask == "connected":
+                conn.send(fleet.connected())
+            elif ask == "totals":
+                conn.send(fleet.totals())
+            elif ask == "flow_counts":
+                conn.send({s.dpid: len(s.flows) for s in fleet.switches})
+            elif ask == "stop":
+                break
+    except EOFError:  # the parent is gone
+        pass
+    finally:
+        fleet.stop()
+        try:
+            conn.send("stopped")
+        except OSError:
+            pass
+
+
+class FleetProcesses:
+    """A ``Fleet`` split over ``processes`` child processes (dpids dealt in turn), so that
+    parsing the controller's flow-mods costs the benchmark's own process nothing: a
+    benchmark measures the controller, not the GIL of its own process (docs/benchmarks.md,
+    "The lag after a batch churn"). The counters and each switch's flow count come back
+    through a pipe per process; the switches' tables stay in the children."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        dpids: list[int],
+        processes: int = 2,
+        reconnect_after: float = 1.0,
+        ports: list[int] | None = None,
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        k = max(1, min(processes, len(dpids)))
+        self._pipes: list[Connection] = []
+        self._procs: list[BaseProcess] = []
+        for i in range(k):
+            mine, theirs = ctx.Pipe()
+            share = dpids[i::k]
+            args = (host, list(ports) if ports else [port], share, reconnect_after, theirs)
+            self._procs.append(ctx.Process(target=_fleet_main, args=args, name=f"fleet-{i}"))
+            self._pipes.append(mine)
+
+    def start(self) -> FleetProcesses:
+        """Start every process (returns once each has started its switches)."""
+        for p in self._procs:
+            p.start()
+        return self
+
+    def _ask(self, what: str) -> list[Any]:
+        for c in self._pipes:
+            c.send(what)
+        return [c.recv() for c in self._pipes]
+
+    def connected(self) -> int:
+        """How many switches are past the handshake now."""
+        return sum(self._ask("connected"))
+
+    def totals(self) -> dict[str, int]:
+        """Counters summed over every process's switches."""
+        out: dict[str, int] = {}
+        for part in self._ask("totals"):
+            for k, v in part.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def flow_counts(self) -> dict[int, int]:
+        """Each switch's flows in its model now, by dpid."""
+        out: dict[int, int] = {}
+        for part in self._ask("flow_counts"):
+            out.update(part)
+        return out
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and end the processes (by their own pids)."""
+        for c, p in zip(self._pipes, self._procs, strict=True):
+            if not p.is_alive():
+                continue
+            try:
+                c.send("stop")
+                if c.poll(timeout):
+                    c.recv()
+            except (OSError, EOFError):
+                pass
+        for p in self._procs:
+            if p.pid is None:
+                continue
+            p.join(timeout)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout)
+        for c in self._pipes:
+            c.close()
+
+    def pids(self) -> list[int]:
+        """The processes' pids (for their CPU time)."""
+        return [p.pid for p in self._procs if p.pid is not None]

@@ -7,7 +7,8 @@ made irrelevant with ``VXPLANE_HOST_DEAD_AFTER`` since the fleet has no agents),
 hosts (underlay addresses in 198.18.0.0/15; these are API records, no packet goes there),
 creates one network, fills E endpoints per host (``--fill-batch`` items (default 200) per
 ``POST /api/v1/bindings`` with ``create``, from ``--clients`` threads; ``--fill-batch 0``:
-one create-and-bind call each), then connects the fleet and measures, in this order:
+one create-and-bind call each), then connects the fleet (``--fleet-processes`` K child
+processes, default 2; 0: a thread of this process, as before) and measures, in this order:
 
 - populate: endpoints per second through the API, and the per-call median and p99;
 - cold start: from the fleet's first connect until every host answers ``status: converged``
@@ -61,7 +62,8 @@ from typing import Any
 import httpx
 
 from bench import bindloop
-from bench.fleet import Fleet
+from bench.fleet import Fleet, FleetProcesses
+from vxcommon import tpoints
 from vxcommon.retry import advised_delay
 from vxlab.launch import ControllerProcess, get_all
 
@@ -336,6 +338,9 @@ def churn(
     if not done:
         wait_converged(api, n, args.timeout)
     lag = time.monotonic() - t_end  # CLOCK_MONOTONIC: one clock for all processes
+    if tpoints.ON:
+        tpoints.mark("b_churn_end", f"{t_end:.6f}")
+        tpoints.mark("b_converged", f"{lag:.3f}")
     calls = [x for o in outs for x in o["lat"]]
     events = sum(o["events"] for o in outs)
     return {
@@ -368,14 +373,26 @@ def idle_cpu(pid: int, seconds: float = IDLE_SECONDS) -> float:
     return (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
 
 
-def flow_counts_agree(api: httpx.Client, fleet: Fleet) -> bool:
+def flow_counts_agree(api: httpx.Client, fleet: Fleet | FleetProcesses) -> bool:
     """The fleet's models against what the controller believes each switch holds."""
     told = {h["dpid"]: (h["switch"] or {}).get("flow_count") for h in get_all(api, "/api/v1/hosts")}
-    return all(told.get(f"{s.dpid:016x}") == len(s.flows) for s in fleet.switches)
+    return all(told.get(f"{d:016x}") == n for d, n in fleet.flow_counts().items())
+
+
+def fleet_cpu(fleet: Fleet | FleetProcesses) -> float:
+    """CPU seconds of the fleet's processes so far (an in-process fleet: this whole process,
+    the API polling included)."""
+    if isinstance(fleet, FleetProcesses):
+        return sum(cpu_seconds(p) for p in fleet.pids())
+    return cpu_seconds(os.getpid())
 
 
 def restart(
-    ctl: ControllerProcess, fleet: Fleet, n: int, args: argparse.Namespace, result: dict[str, Any]
+    ctl: ControllerProcess,
+    fleet: Fleet | FleetProcesses,
+    n: int,
+    args: argparse.Namespace,
+    result: dict[str, Any],
 ) -> None:
     """SIGKILL the converged controller, start it on the same database, time it until every
     host is converged again, and count what the fleet got meanwhile."""
@@ -454,15 +471,23 @@ def run(
         }
         result["rss_kib_before_fleet"] = rss_kib(ctl.pid)
         print(f"filled {filled} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
-        fleet = Fleet("127.0.0.1", ctl.openflow_port, [DPID_BASE + i + 1 for i in range(n)])
+        dpids = [DPID_BASE + i + 1 for i in range(n)]
+        k = getattr(args, "fleet_processes", 0)
+        fleet: Fleet | FleetProcesses = (
+            FleetProcesses("127.0.0.1", ctl.openflow_port, dpids, k)
+            if k
+            else Fleet("127.0.0.1", ctl.openflow_port, dpids)
+        )
+        result["fleet_processes"] = k
         try:
-            cpu0, own0 = cpu_seconds(ctl.pid), cpu_seconds(os.getpid())
+            cpu0 = cpu_seconds(ctl.pid)
             fleet.start()
+            own0 = fleet_cpu(fleet)
             cold, listing = wait_converged(api, n, args.timeout)
             result["cold_start"] = {
                 "seconds": round(cold, 2),
                 "controller_cpu_seconds": round(cpu_seconds(ctl.pid) - cpu0, 2),
-                "fleet_process_cpu_seconds": round(cpu_seconds(os.getpid()) - own0, 2),
+                "fleet_cpu_seconds": round(fleet_cpu(fleet) - own0, 2),
                 "wanted_revision": listing[0]["wanted_revision"],
                 "load_average_at_end": load(),
                 **fleet.totals(),
@@ -499,8 +524,10 @@ def run(
                 }
             if getattr(args, "churn_seconds", 0) > 0:
                 print(f"churn for {args.churn_seconds:.0f} s", file=sys.stderr)
+                f0 = fleet_cpu(fleet)
                 result["churn"] = churn(ctl, api, hosts, args)
-            per_switch = [len(s.flows) for s in fleet.switches]
+                result["churn"]["fleet_cpu_seconds"] = round(fleet_cpu(fleet) - f0, 2)
+            per_switch = list(fleet.flow_counts().values())
             result["flows_per_switch"] = {
                 "min": min(per_switch),
                 "median": statistics.median(per_switch),
@@ -574,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-seconds", type=float, default=60.0, help="0: no churn")
     p.add_argument("--churn-clients", type=int, default=16, help="churn client processes")
     p.add_argument("--churn-batch", type=int, default=0, help="items per churn batch (0: none)")
+    p.add_argument(
+        "--fleet-processes",
+        type=int,
+        default=2,
+        help="processes the emulated switches are dealt over (0: a thread of this process)",
+    )
     p.add_argument("--no-restart", dest="restart", action="store_false", help="skip the restart")
     p.add_argument("--postgres", action="store_true", help="a private PostgreSQL, not SQLite")
     p.add_argument("--timeout", type=float, default=600, help="limit of each wait (s)")

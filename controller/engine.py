@@ -92,6 +92,7 @@ from controller.reconcile import (
     settled,
 )
 from controller.sync import SwitchStatus
+from vxcommon import tpoints
 
 log = logging.getLogger(__name__)
 
@@ -1026,6 +1027,8 @@ class Engine:
     def barrier_reply(self, dpid: int, xid: int) -> None:
         """A barrier came back: everything sent before it is applied (or, for a bundle's
         prepare barrier, every message of the bundle was answered: commit or discard it)."""
+        if tpoints.ON:
+            tpoints.mark("c_barrier_in", f"{dpid:x}:{xid}")
         with self._lock:
             sw = self._switches.get(dpid)
             if sw is None:
@@ -1565,6 +1568,8 @@ class Engine:
                 sw.installed = Shared(desired)
             sw.pending[barrier_xid] = gen.wanted
             sw.batches[barrier_xid] = sent
+            if tpoints.ON:  # the barrier's round trip, with the fleet's f_barrier (bench.fleet)
+                tpoints.mark("c_barrier_out", f"{sw.conn.dpid:x}:{barrier_xid}")
         log.info(
             "switch %016x (%s): generation %d (rev %d), +%d -%d flows",
             sw.conn.dpid,

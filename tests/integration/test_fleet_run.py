@@ -1,13 +1,14 @@
 """A small fleet run: the real controller process, 50 emulated OpenFlow 1.3 switches
 (``bench.fleet``), driven through the real API by ``bench.scale`` (issue 9's acceptance).
 
-No root and no lab: the controller listens on loopback and the switches are one asyncio
-process. The figures are bench.scale's; this test checks only what must hold at any speed:
-the fill through batch requests created every endpoint, every switch connected once (no
-reconnection storm), converged, holds exactly the flows the controller believes it holds,
-every attach made with the fleet connected became ready, a short churn by agent clients made
-events and ended converged, and a SIGKILLed controller started again on the same database
-sends no flow-mod to switches that already hold its flows (it dumps each once and converges).
+No root and no lab: the controller listens on loopback and the switches run on asyncio in two
+child processes (counters and flow counts come back through pipes). The figures are
+bench.scale's; this test checks only what must hold at any speed: the fill through batch
+requests created every endpoint, every switch connected once (no reconnection storm),
+converged, holds exactly the flows the controller believes it holds, every attach made with
+the fleet connected became ready, a short churn by agent clients made events and ended
+converged, and a SIGKILLed controller started again on the same database sends no flow-mod
+to switches that already hold its flows (it dumps each once and converges).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def test_fifty_switches_converge_once_each_churn_and_restart_without_flow_mods(
         restart=True,
         timeout=240.0,
         bundles="auto",
+        fleet_processes=2,  # the switches in 2 child processes (bench.fleet.FleetProcesses)
     )
     result: dict[str, Any] = {}
     scale.run(args, result, tmp_path)
