@@ -230,6 +230,9 @@ class _Switch:
     connected: bool = True
     admitted: bool = False  # its dpid is a registered host's (and its certificate names it)
     dumping: bool = False  # a flow dump was asked for and is not complete
+    # a dump was asked for since admission (``resync``: the switch made us its master between
+    # the admission and the pass that asks admitted switches; that pass then asks nothing)
+    asked: bool = False
     synced: bool = False
     # cookies of a flow dump under way, 8 bytes each: at a restart every switch dumps at
     # once, and a set of int objects took ~65 bytes a cookie (130 MiB at 1,000 x 10)
@@ -878,16 +881,20 @@ class Engine:
         sw.admitted = True
         sw.host = host
         sw.dumping = True
+        sw.asked = False
         return True
 
     def _connected(self, sw: _Switch) -> None:
         conn = sw.conn
         log.info("switch %016x (%s) connected from %s", conn.dpid, sw.host, conn.address)
         self._emit("switch.connected", dpid=f"{conn.dpid:016x}", host=sw.host, address=conn.address)
-        if self._gate is not None and not self._gate.may_write(conn.dpid, conn):
-            with self._lock:  # not its master (yet): ``resync`` dumps it once it is
-                sw.dumping = False
-            return
+        with self._lock:
+            if self._gate is not None and not self._gate.may_write(conn.dpid, conn):
+                sw.dumping = False  # not its master (yet): ``resync`` dumps it once it is
+                return
+            if sw.asked:
+                return  # made us master since its admission: ``resync`` asked already
+            sw.asked = True
         conn.request_flow_dump()
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
@@ -985,6 +992,7 @@ class Engine:
             if sw is None or sw.conn is not conn or not sw.connected or not sw.admitted:
                 return
             sw.synced, sw.dumping, sw.dump = False, True, _cookies()
+            sw.asked = True
             sw.forget_inflight()
         log.info("switch %016x (%s): master now, reading its flows", dpid, sw.host)
         sw.conn.request_flow_dump()
