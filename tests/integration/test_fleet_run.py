@@ -23,10 +23,9 @@ from bench import scale
 SWITCHES, PER_HOST, ATTACHES = 50, 2, 10
 
 
-def test_fifty_switches_converge_once_each_churn_and_restart_without_flow_mods(
-    tmp_path: Path,
-) -> None:
-    args = argparse.Namespace(
+def _args(**given: Any) -> argparse.Namespace:
+    """bench.scale's options for a small fleet run; ``given`` sets the ones that differ."""
+    return argparse.Namespace(
         switches=SWITCHES,
         endpoints_per_host=PER_HOST,
         clients=4,
@@ -34,12 +33,17 @@ def test_fifty_switches_converge_once_each_churn_and_restart_without_flow_mods(
         attaches=ATTACHES,
         churn_seconds=3.0,
         churn_clients=4,
-        churn_batch=0,
-        restart=True,
         timeout=240.0,
         bundles="auto",
-        fleet_processes=0,  # the fleet in a thread, as before FleetProcesses (second test)
+        **given,
     )
+
+
+def test_fifty_switches_converge_once_each_churn_and_restart_without_flow_mods(
+    tmp_path: Path,
+) -> None:
+    # the fleet in a thread, as before FleetProcesses (second test)
+    args = _args(churn_batch=0, restart=True, fleet_processes=0)
     result: dict[str, Any] = {}
     scale.run(args, result, tmp_path)
 
@@ -74,20 +78,7 @@ def test_fifty_switches_converge_once_each_churn_and_restart_without_flow_mods(
 def test_fifty_switches_in_two_processes_converge_once_each_and_agree_after_a_churn(
     tmp_path: Path,
 ) -> None:
-    args = argparse.Namespace(
-        switches=SWITCHES,
-        endpoints_per_host=PER_HOST,
-        clients=4,
-        fill_batch=30,
-        attaches=ATTACHES,
-        churn_seconds=3.0,
-        churn_clients=4,
-        churn_batch=PER_HOST,
-        restart=False,
-        timeout=240.0,
-        bundles="auto",
-        fleet_processes=2,
-    )
+    args = _args(churn_batch=PER_HOST, restart=False, fleet_processes=2)
     result: dict[str, Any] = {}
     scale.run(args, result, tmp_path)
 
