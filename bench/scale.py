@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -66,6 +66,9 @@ from bench.fleet import Fleet, FleetProcesses
 from vxcommon import tpoints
 from vxcommon.retry import advised_delay
 from vxlab.launch import ControllerProcess, get_all
+
+if TYPE_CHECKING:
+    from tests.db.conftest import PostgresServer
 
 RESULTS = Path(__file__).parent / "results"
 NET = "scale"
@@ -127,23 +130,118 @@ def load() -> list[float]:
 @contextmanager
 def postgres() -> Iterator[str]:
     """A private PostgreSQL server for the run (Debian's binaries, as the tests use)."""
-    from tests.db.conftest import find_pg_bindir, postgres_server
+    with postgres_server() as server:
+        yield server.url
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the run, with ``pg_stat_statements`` loaded when the
+    binaries have it (Debian's do); removed afterwards."""
+    from tests.db.conftest import find_pg_bindir, private_postgres
 
     bindir = find_pg_bindir()
     if bindir is None:
         raise SystemExit("--postgres: PostgreSQL server binaries (initdb, pg_ctl) not found")
-    with postgres_server(bindir) as url:
-        yield url
+    stats = (bindir.parent / "lib" / "pg_stat_statements.so").exists()
+    options = "-c shared_preload_libraries=pg_stat_statements" if stats else ""
+    with private_postgres(bindir, options) as server:
+        yield server
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``, of its live children and of its ended children it has waited
+    for: a PostgreSQL server is a postmaster and backends that come and go."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile: its time is in the parent's (cutime, cstime)
+            continue
+        if int(child[1]) == pid:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class DbServer:
+    """The PostgreSQL server of a run: its CPU (it shares the machine with the controller)
+    and, with ``pg_stat_statements``, the statements that took its time in a phase."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        import psycopg
+
+        self.pid = server.pid()
+        self._conn = psycopg.connect(
+            host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", autocommit=True
+        )
+        try:
+            self._conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.stats = True
+        except psycopg.Error:  # not loaded: CPU only
+            self.stats = False
+
+    def cpu(self) -> float:
+        return tree_cpu_seconds(self.pid)
+
+    def reset(self) -> None:
+        """Forget the statements so far (the start of a phase)."""
+        if self.stats:
+            self._conn.execute("SELECT pg_stat_statements_reset()")
+
+    def top(self, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` statements that took the most server time since ``reset``."""
+        if not self.stats:
+            return []
+        rows = self._conn.execute(
+            "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'),"
+            " 400) FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s",
+            (n,),
+        ).fetchall()
+        return [
+            {"calls": c, "total_ms": round(t, 1), "mean_ms": round(t / max(1, c), 3),
+             "rows": r, "query": q}
+            for c, t, r, q in rows
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 @contextmanager
-def database(tmp: Path, use_postgres: bool) -> Iterator[str]:
-    """SQLite in ``tmp``, or a private PostgreSQL server for the run (removed afterwards)."""
+def database(tmp: Path, use_postgres: bool) -> Iterator[tuple[str, DbServer | None]]:
+    """SQLite in ``tmp``, or a private PostgreSQL server for the run (removed afterwards)
+    and its ``DbServer``."""
     if not use_postgres:
-        yield f"sqlite:///{tmp}/vx.db"
+        yield f"sqlite:///{tmp}/vx.db", None
         return
-    with postgres() as url:
-        yield url
+    with postgres_server() as server:
+        db = DbServer(server)
+        try:
+            yield server.url, db
+        finally:
+            db.close()
+
+
+def db_phase(db: DbServer | None, cpu0: float | None, elapsed: float) -> dict[str, Any]:
+    """What the database server spent in a phase that began at ``cpu0`` (``db.cpu()``) and
+    lasted ``elapsed`` seconds: CPU seconds, cores, its top statements (PostgreSQL only)."""
+    if db is None or cpu0 is None:
+        return {}
+    used = db.cpu() - cpu0
+    return {
+        "db_server_cpu_seconds": round(used, 2),
+        "db_server_cores": round(used / max(elapsed, 1e-9), 3),
+        "db_top_statements": db.top(),
+    }
+
+
+def db_start(db: DbServer | None) -> float | None:
+    """The start of a phase for ``db_phase``: statements forgotten, the CPU so far."""
+    if db is None:
+        return None
+    db.reset()
+    return db.cpu()
 
 
 @contextmanager
@@ -436,8 +534,14 @@ def register(api: httpx.Client, hosts: list[str]) -> None:
 
 
 def run(
-    args: argparse.Namespace, result: dict[str, Any], tmp: Path, db_url: str | None = None
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    tmp: Path,
+    db_url: str | None = None,
+    db: DbServer | None = None,
 ) -> None:
+    """Every step on a controller of its own (``db_url``: SQLite in ``tmp`` unless given;
+    ``db``: the PostgreSQL server's CPU and statements per phase are measured too)."""
     n, e = args.switches, args.endpoints_per_host
     hosts = [host_name(i) for i in range(n)]
     fill_batch = getattr(args, "fill_batch", 0)
@@ -445,7 +549,7 @@ def run(
         assert ctl.pid is not None
         result["load_average_at_start"] = load()
         register(api, hosts)
-        cpu0 = cpu_seconds(ctl.pid)
+        cpu0, d0 = cpu_seconds(ctl.pid), db_start(db)
         t0 = time.perf_counter()
         busy = Retries()
         lat, ends, per_call = populate(ctl, hosts, e, args.clients, busy, fill_batch)
@@ -468,6 +572,7 @@ def run(
                 (cpu_seconds(ctl.pid) - cpu0) * 1000 / max(1, filled), 2
             ),
             "load_average_at_end": load(),
+            **db_phase(db, d0, fill),
         }
         result["rss_kib_before_fleet"] = rss_kib(ctl.pid)
         print(f"filled {filled} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
@@ -480,7 +585,7 @@ def run(
         )
         result["fleet_processes"] = k
         try:
-            cpu0 = cpu_seconds(ctl.pid)
+            cpu0, d0 = cpu_seconds(ctl.pid), db_start(db)
             fleet.start()
             own0 = fleet_cpu(fleet)
             cold, listing = wait_converged(api, n, args.timeout)
@@ -491,14 +596,20 @@ def run(
                 "wanted_revision": listing[0]["wanted_revision"],
                 "load_average_at_end": load(),
                 **fleet.totals(),
+                **db_phase(db, d0, cold),
             }
             print(f"converged {cold:.1f} s after connecting; attaching", file=sys.stderr)
+            d0, t0 = db_start(db), time.monotonic()
             idle = idle_cpu(ctl.pid)
             result["idle_controller_cpu"] = round(idle, 4)
+            if db is not None:
+                result["idle_db_server_cores"] = db_phase(db, d0, time.monotonic() - t0)[
+                    "db_server_cores"
+                ]
             attach: list[float] = []
             busy = Retries()
             not_ready = 0
-            cpu0, t0 = cpu_seconds(ctl.pid), time.monotonic()
+            cpu0, t0, d0 = cpu_seconds(ctl.pid), time.monotonic(), db_start(db)
             for k in range(args.attaches):
                 t1 = time.perf_counter()
                 state = bind(api, f"a-{k}", hosts[k % n], 2 + e + k // n, 5, busy)
@@ -521,12 +632,20 @@ def run(
                         1,
                     ),
                     "load_average_at_end": load(),
+                    **db_phase(db, d0, time.monotonic() - t0),
                 }
             if getattr(args, "churn_seconds", 0) > 0:
                 print(f"churn for {args.churn_seconds:.0f} s", file=sys.stderr)
-                f0 = fleet_cpu(fleet)
-                result["churn"] = churn(ctl, api, hosts, args)
-                result["churn"]["fleet_cpu_seconds"] = round(fleet_cpu(fleet) - f0, 2)
+                f0, d0 = fleet_cpu(fleet), db_start(db)
+                result["churn"] = ch = churn(ctl, api, hosts, args)
+                ch["fleet_cpu_seconds"] = round(fleet_cpu(fleet) - f0, 2)
+                # over the churn and its convergence (the clients' start-up second included)
+                phase = ch["seconds"] + ch["converged_after_last_answer_ms"] / 1000 + 1
+                ch.update(db_phase(db, d0, phase))
+                if db is not None:
+                    ch["db_server_cpu_ms_per_event"] = round(
+                        ch["db_server_cpu_seconds"] * 1000 / max(1, ch["events"]), 3
+                    )
             per_switch = list(fleet.flow_counts().values())
             result["flows_per_switch"] = {
                 "min": min(per_switch),
@@ -538,7 +657,9 @@ def run(
             result["rss_kib"] = rss_kib(ctl.pid)
             if getattr(args, "restart", True):
                 print("converged; SIGKILL and restart", file=sys.stderr)
+                d0 = db_start(db)
                 restart(ctl, fleet, n, args, result)
+                result["restart"].update(db_phase(db, d0, result["restart"]["seconds_from_kill"]))
                 assert ctl.pid is not None
                 result["rss_kib_after_restart"] = rss_kib(ctl.pid)
         finally:
@@ -634,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = None
     try:
         with ExitStack() as stack:
-            db_url = stack.enter_context(database(tmp, args.postgres))
-            run(args, result, tmp, db_url)
+            db_url, db = stack.enter_context(database(tmp, args.postgres))
+            run(args, result, tmp, db_url, db)
     except Exception as exc:  # keep what was measured before the failure
         failed = result["error"] = f"{type(exc).__name__}: {exc}"
     finally:

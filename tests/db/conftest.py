@@ -79,8 +79,9 @@ class PostgresServer:
     """A throwaway PostgreSQL server in a private directory that a test may stop and start
     again (same port, same data): ``url`` names an empty database made at the first start."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, options: str = "") -> None:
         self.bindir = bindir
+        self.options = options  # more ``-c name=value`` for the server (benchmarks)
         self.base = Path(tempfile.mkdtemp(prefix="vxplane-pg-"))
         self.data, self.sockets = self.base / "data", self.base / "sock"
         self.logfile = self.base / "server.log"
@@ -120,6 +121,7 @@ class PostgresServer:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            + (f" {self.options}" if self.options else "")
         )
         _run(
             [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-w"]
@@ -135,6 +137,10 @@ class PostgresServer:
             cwd=self.base,
         )
         self.running = False
+
+    def pid(self) -> int:
+        """The postmaster's process id (first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def remove(self) -> None:
         """Stop it if it runs and delete its directory."""
@@ -153,9 +159,9 @@ def postgres_server(bindir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def private_postgres(bindir: Path) -> Iterator[PostgresServer]:
+def private_postgres(bindir: Path, options: str = "") -> Iterator[PostgresServer]:
     """A ``PostgresServer`` of one's own (removed afterwards, also on failure)."""
-    server = PostgresServer(bindir)
+    server = PostgresServer(bindir, options)
     try:
         server.create()
         yield server
