@@ -122,6 +122,33 @@ def rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def smaps_kib(pid: int) -> dict[str, int]:
+    """Resident KiB of ``pid`` by kind of mapping (``/proc/PID/smaps``): ``threads``
+    (anonymous read-write mappings of exactly 8 MiB: glibc's thread stacks), ``heap`` (the
+    main heap), ``anon`` (every other anonymous mapping: Python's arenas, other threads'
+    malloc arenas, large blocks) and ``files``; ``thread_mappings`` counts the first kind."""
+    out = {"threads": 0, "heap": 0, "anon": 0, "files": 0, "thread_mappings": 0}
+    kind = "files"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            start, _, end = head[0].partition("-")
+            size = (int(end, 16) - int(start, 16)) >> 10
+            path = head[5] if len(head) > 5 else ""
+            if path == "[heap]":
+                kind = "heap"
+            elif path and not path.startswith("[anon"):
+                kind = "files"
+            elif size == 8192 and head[1].startswith("rw"):
+                kind = "threads"
+                out["thread_mappings"] += 1
+            else:
+                kind = "anon"
+        elif head and head[0] == "Rss:":
+            out[kind] += int(head[1])
+    return out
+
+
 def load() -> list[float]:
     """The machine's 1, 5 and 15 minute load averages."""
     return [round(x, 1) for x in os.getloadavg()]
@@ -246,16 +273,19 @@ def db_start(db: DbServer | None) -> float | None:
 
 @contextmanager
 def controller(
-    tmp: Path, bundles: str = "auto", db_url: str | None = None
+    tmp: Path, bundles: str = "auto", db_url: str | None = None, max_dumps: int | None = None
 ) -> Iterator[ControllerProcess]:
     """A controller on loopback (SQLite in ``tmp`` unless ``db_url``); stopped (by pid)
-    afterwards."""
+    afterwards. ``max_dumps``: its ``VXPLANE_OPENFLOW_MAX_DUMPS`` (None: its default)."""
+    env = {"VXPLANE_HOST_DEAD_AFTER": "86400", "VXPLANE_OPENFLOW_BUNDLES": bundles}
+    if max_dumps is not None:
+        env["VXPLANE_OPENFLOW_MAX_DUMPS"] = str(max_dumps)
     ctl = ControllerProcess(
         db_url or f"sqlite:///{tmp}/vx.db",
         tmp / "controller.log",
         free_port(),
         free_port(),
-        env={"VXPLANE_HOST_DEAD_AFTER": "86400", "VXPLANE_OPENFLOW_BUNDLES": bundles},
+        env=env,
     )
     try:
         ctl.start(timeout=120)
@@ -485,6 +515,82 @@ def fleet_cpu(fleet: Fleet | FleetProcesses) -> float:
     return cpu_seconds(os.getpid())
 
 
+class RssSampler:
+    """VmRSS of the controller every ``every`` s from a start (a thread), and its peak:
+    where in a restart the restarted process's memory goes (``markers`` from its log)."""
+
+    def __init__(self, ctl: ControllerProcess, every: float = 0.1) -> None:
+        self.ctl, self.every = ctl, every
+        self.t0 = time.time()
+        self.samples: list[tuple[float, int]] = []  # (s since t0, VmRSS KiB)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self.t0 = time.time()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            pid = self.ctl.pid
+            if pid is None:
+                continue
+            try:
+                rss = rss_kib(pid)["VmRSS"]
+            except (OSError, KeyError):
+                continue  # the killed process is gone, the new one not started yet
+            self.samples.append((round(time.time() - self.t0, 2), rss))
+
+    def report(self, log_path: Path, log_offset: int) -> dict[str, Any]:
+        """The peak sample, a timeline (one sample a second, MiB) and the log's markers,
+        all in s since the kill."""
+        peak = max(self.samples, key=lambda s: s[1], default=(0.0, 0))
+        timeline: dict[int, int] = {}
+        for t, rss in self.samples:
+            timeline[int(t)] = max(timeline.get(int(t), 0), rss >> 10)
+        return {
+            "peak_vmrss_sampled_kib": peak[1],
+            "peak_at_s": peak[0],
+            "vmrss_mib_by_second": sorted(timeline.items()),
+            "log_markers_s": log_markers(log_path, log_offset, self.t0),
+        }
+
+
+_MARKERS = {  # first and last line of each kind in the restarted controller's log
+    "connected": "connected from",
+    "synced": "synced:",
+    "held": "held: its dpid",
+}
+
+
+def log_markers(log_path: Path, offset: int, t0: float) -> dict[str, list[float]]:
+    """[first, last] time (s since ``t0``, wall clock) of each ``_MARKERS`` kind of line in
+    the controller's log from ``offset`` (its asctime: ``2026-12-01 01:21:37,123``)."""
+    out: dict[str, list[float]] = {}
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        kind = next((k for k, text in _MARKERS.items() if text in line), None)
+        if kind is None or len(line) < 23:
+            continue
+        try:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+            t = round(stamp + int(line[20:23]) / 1000 - t0, 2)
+        except ValueError:
+            continue
+        first_last = out.setdefault(kind, [t, t])
+        first_last[1] = t
+    return out
+
+
 def restart(
     ctl: ControllerProcess,
     fleet: Fleet | FleetProcesses,
@@ -499,14 +605,20 @@ def restart(
     before = fleet.totals()
     load0 = load()
     t_kill = time.monotonic()
+    sampler = RssSampler(ctl)
+    sampler.start()
     ctl.kill()
-    ctl.start(timeout=args.timeout)
-    assert ctl.pid is not None
-    t_up = time.monotonic()
-    with ctl.client(timeout=600) as api:
-        took, _ = wait_converged(api, n, args.timeout)
-        after = fleet.totals()
-        agree = flow_counts_agree(api, fleet)
+    try:
+        ctl.start(timeout=args.timeout)
+        assert ctl.pid is not None
+        t_up = time.monotonic()
+        with ctl.client(timeout=600) as api:
+            took, _ = wait_converged(api, n, args.timeout)
+            sampled = sampler.report(ctl.log_path, ctl.log_offset)
+            after = fleet.totals()
+            agree = flow_counts_agree(api, fleet)
+    finally:
+        sampler.stop()
     t_done = t_up + took
     delta = {k: after[k] - before[k] for k in after if k != "flows"}
     result["restart"] = {
@@ -517,6 +629,8 @@ def restart(
         "flows_before_after": [before["flows"], after["flows"]],
         "flow_counts_agree": agree,
         "load_average_before": load0,
+        "rss_of_the_restarted_process": sampled,
+        "smaps_kib_when_converged": smaps_kib(ctl.pid),
     }
 
 
@@ -545,7 +659,11 @@ def run(
     n, e = args.switches, args.endpoints_per_host
     hosts = [host_name(i) for i in range(n)]
     fill_batch = getattr(args, "fill_batch", 0)
-    with controller(tmp, args.bundles, db_url) as ctl, ctl.client(timeout=600) as api:
+    max_dumps = getattr(args, "max_dumps", None)
+    with (
+        controller(tmp, args.bundles, db_url, max_dumps) as ctl,
+        ctl.client(timeout=600) as api,
+    ):
         assert ctl.pid is not None
         result["load_average_at_start"] = load()
         register(api, hosts)
@@ -738,6 +856,12 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="the controller's VXPLANE_OPENFLOW_BUNDLES (always: the cold fill in bundles too)",
     )
+    p.add_argument(
+        "--max-dumps",
+        type=int,
+        default=None,
+        help="the controller's VXPLANE_OPENFLOW_MAX_DUMPS (flow dumps under way at once)",
+    )
     args = p.parse_args(argv)
     if not 0 <= args.fill_batch <= MAX_BATCH:
         p.error(f"--fill-batch must be 0..{MAX_BATCH}")
@@ -748,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         "switches": args.switches,
         "endpoints_per_host": args.endpoints_per_host,
         "bundles": args.bundles,
+        "max_dumps": args.max_dumps,
         "database": "postgresql" if args.postgres else "sqlite",
         "cpus": os.cpu_count(),
     }
