@@ -11,10 +11,14 @@ controller does with a fleet:
    sends every switch its whole table (to connections that drop the bytes), every barrier
    is answered: the switches are converged.
 3. ``change``: one endpoint more on host 0 (a patch of its desired flows), one pass, barrier.
-4. ``restart``: a second engine on the same intent; every switch dumps the cookies it holds
-   (fresh int objects, as parsed from the wire) in two parts, every switch's first part
-   before any second part (``dumping``: every dump half received), one pass (nothing to
-   send), converged.
+4. ``restart``: a second engine on the same intent; every switch connects, and those the
+   engine asks for their flows (at most ``--max-dumps`` at a time, the engine's
+   ``MAX_DUMPS`` by default) dump the cookies they hold (fresh int objects, as parsed from
+   the wire) in two parts, every asked switch's first part before any second part
+   (``dumping``: the first round's halves received); each second part lets the engine ask
+   the next switches, answered the same way until every switch is dumped; one pass
+   (nothing to send), converged. ``--max-dumps`` at the number of hosts or more: every
+   switch dumps at once (the engine before the bound).
 
 After each phase: ``tracemalloc``'s current and peak bytes (``--trace``; slower, and it
 adds its own memory to the RSS), the process's VmRSS and VmHWM, and the bytes of the
@@ -40,7 +44,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from controller import ofmsg
-from controller.engine import Engine
+from controller.engine import MAX_DUMPS, Engine
 from controller.flows import Flow
 from controller.model import Block, Endpoint, EndpointState, Host, Network, Snapshot, mac_for_ip
 
@@ -110,13 +114,14 @@ class _Session:
         pass
 
 
-def make_engine(snap: Snapshot) -> Engine:
+def make_engine(snap: Snapshot, max_dumps: int = MAX_DUMPS) -> Engine:
     return Engine(
         _Session,  # type: ignore[arg-type]
         lambda _s: snap,
         lambda _s: snap.revision,
         lambda _s, revs: 0,
         bundles="never",
+        max_dumps=max_dumps,
     )
 
 
@@ -236,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="tracemalloc current/peak per phase")
     p.add_argument("--json", help="write the figures here as JSON")
     p.add_argument(
+        "--max-dumps",
+        type=int,
+        default=MAX_DUMPS,
+        help="the restarted engine's dumps under way at once (>= hosts: all at once)",
+    )
+    p.add_argument(
         "--add-cache", type=int, default=None, help="entries of ofmsg's flow-mod cache (a trial)"
     )
     args = p.parse_args(argv)
@@ -243,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         ofmsg._flow_add_bytes = lru_cache(args.add_cache)(ofmsg._flow_add_bytes.__wrapped__)  # noqa: SLF001
     if args.trace:
         tracemalloc.start()
-    report: dict[str, Any] = {"hosts": args.hosts, "endpoints_per_host": args.endpoints_per_host}
+    report: dict[str, Any] = {
+        "hosts": args.hosts,
+        "endpoints_per_host": args.endpoints_per_host,
+        "max_dumps": args.max_dumps,
+    }
 
     def phase(name: str, engine: Engine, t0: float) -> None:
         gc.collect()
@@ -310,20 +325,30 @@ def main(argv: list[str] | None = None) -> int:
     held = {c.dpid: [f.cookie for f in engine._gens[f"h{c.dpid - 1}"].desired or ()] for c in conns}  # noqa: SLF001
     del engine
     gc.collect()
-    restarted = make_engine(changed)
+    restarted = make_engine(changed, args.max_dumps)
     restarted.sync_all(changed)
     for c in conns:
         c.barrier = None
+        c.dumps = 0
         restarted.switch_connected(c)
-    for part in (0, 1):  # every switch sends half its dump, then the other half
-        for c in conns:
-            cookies = held[c.dpid]
-            half = cookies[: len(cookies) // 2] if part == 0 else cookies[len(cookies) // 2 :]
-            # fresh ints, as the parser makes them from the wire
-            fresh = [int.from_bytes(x.to_bytes(8, "big"), "big") for x in half]
-            restarted.switch_dump(c.dpid, fresh, more=part == 0)
-        if part == 0:
-            phase("dumping", restarted, t0)
+    answered: dict[int, int] = {}
+    rounds = 0
+    while asked := [c for c in conns if c.dumps > answered.get(c.dpid, 0)]:
+        for part in (0, 1):  # every asked switch sends half its dump, then the other half
+            for c in asked:
+                cookies = held[c.dpid]
+                half = cookies[: len(cookies) // 2] if part == 0 else cookies[len(cookies) // 2 :]
+                # fresh ints, as the parser makes them from the wire
+                fresh = [int.from_bytes(x.to_bytes(8, "big"), "big") for x in half]
+                if part == 1:
+                    answered[c.dpid] = c.dumps
+                restarted.switch_dump(c.dpid, fresh, more=part == 0)
+            if part == 0 and rounds == 0:
+                phase("dumping", restarted, t0)
+        rounds += 1
+    report["dump_rounds"] = rounds
+    report["dumps_peak"] = restarted.dumps_peak
+    report["dumps"] = sum(c.dumps for c in conns)
     held.clear()
     restarted.push()
     answer_barriers(restarted, conns)
@@ -331,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     sent = sum(c.sent for c in conns)
     report["bytes_sent"] = sent
     print(f"bytes sent to the switches in all: {sent >> 20} MiB")
+    print(
+        f"restart: {report['dumps']} dumps, at most {report['dumps_peak']} under way, "
+        f"{report['dump_rounds']} rounds"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

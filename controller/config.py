@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="send a batch as one atomic ONF bundle: auto (batches that replace or "
         "remove flows while adding others), always, never",
     )
+    openflow_max_dumps: int = Field(
+        100,  # controller.engine.MAX_DUMPS
+        ge=1,
+        description="flow dumps under way at once at most; more switches to read wait "
+        "(a restart's whole fleet reconnects at once: this bounds its memory peak)",
+    )
     advertise_api: str | None = Field(
         None,
         description="API URL the other controllers and the agents reach this one at "

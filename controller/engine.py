@@ -28,6 +28,17 @@ A switch is synced after its first flow dump at connect: its installed model is 
 the cookies it holds, so a controller restart replays nothing that is already there and
 deletes only stale flows. A failed database read changes nothing.
 
+Flow dumps in flight are bounded (``max_dumps``, default ``MAX_DUMPS``): a switch whose flows
+must be read waits in a queue, first come first served, and is asked when fewer than that
+many dumps are under way; each dump that completes, fails (too long, or no reply part for
+``DUMP_TIMEOUT`` s: the switch is closed) or stops counting (the switch disconnected, or we
+stepped down as its master) asks the next. A restarted controller's whole fleet reconnects
+at once: every switch's dump in flight together, ~2,200 flows each at 1,000 x 50, was the
+restarted process's memory peak (docs/benchmarks.md "The restart's memory peak"). A dump
+that stops counting while its reply is still coming (a step-down, or ``resync`` while it is
+under way: the reply may predate what must be read) has that reply dropped when it comes:
+replies to one connection come in the order asked.
+
 Admission: a connection is only *held* until its datapath id belongs to a registered host
 (and, with TLS, until its certificate's CN names that host); only then is it asked for a
 flow dump and sent flows. A connection for a dpid that is already connected replaces the
@@ -69,6 +80,7 @@ import threading
 import time
 from array import array
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -105,6 +117,8 @@ MAX_HELD = 256  # connections waiting for their dpid to become a registered host
 # controller's whole fleet reconnects within a second), one per host registered at start
 HOLD_TIMEOUT = 120.0  # s a connection may wait for that before it is closed
 MAX_DUMP_FLOWS = 500_000  # a flow dump longer than this is not a vxplane switch's: closed
+MAX_DUMPS = 100  # flow dumps under way at once at most (the rest queue): see the docstring
+DUMP_TIMEOUT = 60.0  # s a dump under way may go without a reply part before its switch is closed
 BUNDLE_MODES = ("auto", "always", "never")
 
 
@@ -223,16 +237,20 @@ def _cookies() -> array[int]:
     return array("Q")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity (``Engine._dumps_out``)
 class _Switch:
     conn: SwitchConn
     since: float = 0.0  # when it connected (the engine's clock)
     connected: bool = True
     admitted: bool = False  # its dpid is a registered host's (and its certificate names it)
-    dumping: bool = False  # a flow dump was asked for and is not complete
-    # a dump was asked for since admission (``resync``: the switch made us its master between
+    dumping: bool = False  # its flows must be read: a dump is queued or under way
+    # a dump was wanted since admission (``resync``: the switch made us its master between
     # the admission and the pass that asks admitted switches; that pass then asks nothing)
     asked: bool = False
+    queued: bool = False  # in ``Engine._dump_queue``, waiting for a dump slot
+    dump_out: bool = False  # its dump request is out and holds a slot (``max_dumps``)
+    dump_at: float = 0.0  # when that request went out or its last reply part came
+    discard: int = 0  # dump replies still to come that no longer count (dropped whole)
     synced: bool = False
     # cookies of a flow dump under way, 8 bytes each: at a restart every switch dumps at
     # once, and a set of int objects took ~65 bytes a cookie (130 MiB at 1,000 x 10)
@@ -393,9 +411,17 @@ class Engine:
         bundles: str = "auto",
         gate: WriteGate | None = None,
         hosts_at_start: int = 0,
+        max_dumps: int = MAX_DUMPS,
     ) -> None:
         if bundles not in BUNDLE_MODES:
             raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
+        if max_dumps < 1:
+            raise ValueError(f"max_dumps must be at least 1, not {max_dumps}")
+        self._max_dumps = max_dumps
+        self._dump_queue: deque[_Switch] = deque()  # switches waiting for a dump slot, in order
+        self._dumps_out: set[_Switch] = set()  # switches whose dump request holds a slot
+        self.dumps_asked = 0  # dump requests sent (tests, diagnostics)
+        self.dumps_peak = 0  # the most dumps under way at once so far
         self._sessions = session_factory
         self._load_snapshot = load_snapshot
         self._load_revision = load_revision
@@ -806,6 +832,8 @@ class Engine:
                     conn.dpid, conn.address, old.conn.address, why,
                 )  # fmt: skip
                 replaced = old.conn
+                old.dumping = False
+                self._end_dump(old)  # the new connection is dumped anew
             if host is None and replaced is None and self._held() >= self._hold_limit():
                 self._refuse(conn, f"{self._hold_limit()} connections already wait for admission")
                 return False
@@ -817,6 +845,8 @@ class Engine:
             replaced.close()
         if admit:
             self._connected(sw)
+        elif replaced is not None:
+            self._ask_dumps()
         else:
             log.info(
                 "switch %016x from %s held: its dpid is no registered host's", conn.dpid,
@@ -894,20 +924,113 @@ class Engine:
                 return
             if sw.asked:
                 return  # made us master since its admission: ``resync`` asked already
-            sw.asked = True
-        conn.request_flow_dump()
+            self._want_dump(sw)
+        self._ask_dumps()
+
+    # -- flow dumps: at most ``max_dumps`` under way, the rest queued ----------------------
+    def _want_dump(self, sw: _Switch) -> None:
+        """(Lock held.) ``sw``'s flows must be read (again): it is queued for a dump slot
+        (``_ask_dumps`` sends the request). A dump already under way no longer counts (its
+        reply may predate what must be read): it is dropped when it comes, and the switch is
+        queued first, to take the slot it freed."""
+        sw.synced, sw.dumping, sw.asked = False, True, True
+        sw.dump = _cookies()
+        sw.forget_inflight()
+        if sw.dump_out:
+            self._drop_dump(sw)
+            if not sw.queued:
+                sw.queued = True
+                self._dump_queue.appendleft(sw)
+        elif not sw.queued:
+            sw.queued = True
+            self._dump_queue.append(sw)
+
+    def _end_dump(self, sw: _Switch) -> None:
+        """(Lock held.) ``sw``'s dump request no longer holds a slot."""
+        if sw.dump_out:
+            sw.dump_out = False
+            self._dumps_out.discard(sw)
+
+    def _drop_dump(self, sw: _Switch) -> None:
+        """(Lock held.) ``sw``'s dump under way stops counting: its slot is free, and its
+        reply, still to come, is dropped whole."""
+        if sw.dump_out:
+            self._end_dump(sw)
+            sw.discard += 1
+            sw.dump = _cookies()
+
+    def _ask_dumps(self) -> None:
+        """Ask the queued switches for their flows while fewer than ``max_dumps`` dumps are
+        under way (called without the lock; the requests go out after it is released)."""
+        ask = []
+        with self._lock:
+            while self._dump_queue and len(self._dumps_out) < self._max_dumps:
+                sw = self._dump_queue.popleft()
+                sw.queued = False
+                if (
+                    not sw.connected
+                    or not sw.dumping
+                    or sw.dump_out
+                    or self._switches.get(sw.conn.dpid) is not sw
+                ):
+                    continue  # gone, replaced, stepped down, or asked already
+                sw.dump_out, sw.dump_at = True, self._clock()
+                self._dumps_out.add(sw)
+                ask.append(sw)
+            self.dumps_asked += len(ask)
+            self.dumps_peak = max(self.dumps_peak, len(self._dumps_out))
+        for sw in ask:
+            sw.conn.request_flow_dump()
+
+    @property
+    def dumps_under_way(self) -> int:
+        """Flow dumps asked for and not complete (tests, diagnostics)."""
+        with self._lock:
+            return len(self._dumps_out)
+
+    @property
+    def dumps_queued(self) -> int:
+        """Switches waiting for a dump slot (tests, diagnostics)."""
+        with self._lock:
+            return sum(1 for sw in self._dump_queue if sw.dumping and sw.connected)
+
+    def expire_dumps(self) -> int:
+        """Close the switches whose dump under way sent no reply part for ``DUMP_TIMEOUT`` s
+        (a switch that never answers must not hold a slot for ever); how many. Each one
+        reconnects and is dumped anew."""
+        now = self._clock()
+        with self._lock:
+            late = [sw for sw in self._dumps_out if now - sw.dump_at > DUMP_TIMEOUT]
+            for sw in late:
+                sw.dumping = False
+                self._end_dump(sw)
+        for sw in late:
+            log.warning("switch %016x (%s): no flow dump reply for %.0f s, closing",
+                        sw.conn.dpid, sw.host, DUMP_TIMEOUT)  # fmt: skip
+            sw.conn.close()
+        self._ask_dumps()  # also whatever was queued where no slot was looked for
+        return len(late)
 
     def switch_dump(self, dpid: int, cookies: Iterable[int], more: bool) -> None:
-        """Part of a flow dump arrived; the last part makes the switch synced."""
+        """Part of a flow dump arrived; the last part makes the switch synced and frees its
+        slot for the next queued switch."""
         with self._lock:
             sw = self._switches.get(dpid)
-            if sw is None or not sw.connected or not sw.dumping:
+            if sw is None or not sw.connected:
+                return
+            if sw.discard:  # the reply of a dump that stopped counting
+                if not more:
+                    sw.discard -= 1
+                return
+            if not sw.dump_out or not sw.dumping:
                 return  # not asked for (a held switch, or an unsolicited reply)
+            sw.dump_at = self._clock()
             sw.dump.extend(cookies)
             too_long = len(sw.dump) > MAX_DUMP_FLOWS
             if too_long:
                 sw.dump = _cookies()
                 sw.dumping = False
+                self._end_dump(sw)
             elif more:
                 return
             else:
@@ -925,8 +1048,10 @@ class Engine:
                 sw.exact = None
                 sw.dump = _cookies()
                 sw.dumping = False
+                self._end_dump(sw)
                 sw.synced = True
                 sw.forget_inflight()
+        self._ask_dumps()
         if too_long:
             log.error("switch %016x (%s): flow dump over %d flows, closing", dpid, sw.host,
                       MAX_DUMP_FLOWS)  # fmt: skip
@@ -961,11 +1086,15 @@ class Engine:
             sw.connected = False
             sw.synced = False
             sw.dumping = False
+            freed = sw.dump_out
+            self._end_dump(sw)
             sw.forget_inflight()
             sw.bundles.clear()  # a switch drops its open bundles with the connection
             self._signal()
             if not sw.admitted:
                 del self._switches[dpid]
+        if freed:
+            self._ask_dumps()
         if not sw.admitted:
             log.info("switch %016x from %s disconnected before admission", dpid, sw.conn.address)
             return
@@ -991,11 +1120,9 @@ class Engine:
             sw = self._switches.get(dpid)
             if sw is None or sw.conn is not conn or not sw.connected or not sw.admitted:
                 return
-            sw.synced, sw.dumping, sw.dump = False, True, _cookies()
-            sw.asked = True
-            sw.forget_inflight()
+            self._want_dump(sw)
         log.info("switch %016x (%s): master now, reading its flows", dpid, sw.host)
-        sw.conn.request_flow_dump()
+        self._ask_dumps()
 
     def resumed(self, dpid: int, conn: object) -> None:
         """We are ``dpid``'s master again with the generation we held before our lease
@@ -1029,8 +1156,12 @@ class Engine:
             if sw is None or sw.conn is not conn:
                 return
             sw.synced, sw.dumping, sw.dump = False, False, _cookies()
+            freed = sw.dump_out
+            self._drop_dump(sw)  # its slot goes to the next switch; its reply is dropped
             sw.forget_inflight()
             self._signal()
+        if freed:
+            self._ask_dumps()
 
     def barrier_reply(self, dpid: int, xid: int) -> None:
         """A barrier came back: everything sent before it is applied (or, for a bundle's
@@ -1099,11 +1230,9 @@ class Engine:
         return ofmsg.bundle_ctrl_bytes(b.bundle_id, ofmsg.BUNDLE_DISCARD, sw.xid()), resync
 
     def _redump(self, sw: _Switch) -> None:
-        """(Lock held.) The installed model is no longer known: dump the switch again."""
-        sw.synced = False
-        sw.dumping = True
-        sw.dump = _cookies()
-        sw.forget_inflight()
+        """(Lock held.) The installed model is no longer known: dump the switch again (the
+        caller calls ``_ask_dumps`` once the lock is released)."""
+        self._want_dump(sw)
         self._signal()
 
     def _send_after(self, sw: _Switch, out: tuple[bytes, bool]) -> None:
@@ -1112,7 +1241,7 @@ class Engine:
             log.warning("switch %016x closed while sending", sw.conn.dpid)
             return
         if redump:
-            sw.conn.request_flow_dump()
+            self._ask_dumps()
 
     def bundle_reply(self, dpid: int, xid: int, kind: int) -> None:
         """A bundle control reply (open, commit or discard) came back."""
@@ -1165,7 +1294,7 @@ class Engine:
             if sent is not None and host is not None:  # its installed model changed: diff
                 self._todo.add(host)
         if outcome == "redump":
-            sw.conn.request_flow_dump()
+            self._ask_dumps()
         if sent is None:
             if outcome is None:
                 log.error("switch %016x (%s) error for xid %#x: %s", dpid, host, xid, text)
@@ -1230,6 +1359,7 @@ class Engine:
             if self._stop.is_set():
                 break
             self.expire_held()
+            self.expire_dumps()
             with self._lock:
                 dirty, self._dirty = self._dirty, False
             try:

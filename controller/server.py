@@ -151,6 +151,7 @@ def run_controller(settings: Settings) -> None:
         bundles=settings.openflow_bundles,
         gate=roles,
         hosts_at_start=hosts_at_start,
+        max_dumps=settings.openflow_max_dumps,
     )
     engine_box.append(engine)
     membership = Membership(

@@ -132,6 +132,7 @@ class Harness:
         bundles: str = "never",
         hosts_at_start: int = 0,
         read: bool = True,
+        max_dumps: int | None = None,
     ) -> None:
         self.snap = snapshot(1)
         self.fail_reads = False
@@ -149,6 +150,7 @@ class Harness:
             clock=lambda: self.now,
             bundles=bundles,  # these tests read plain flow-mods; bundles: test_bundles.py
             hosts_at_start=hosts_at_start,
+            **({} if max_dumps is None else {"max_dumps": max_dumps}),
         )
         if read:
             self.sync()  # the engine knows the registered hosts before switches connect
@@ -514,7 +516,14 @@ def test_before_the_first_read_a_whole_fleet_is_held_then_admitted_not_refused()
     assert h.engine.refused == 0 and h.engine.switches() == [], "held ones are not switches yet"
     over = FakeConn(0x200000)
     assert not h.engine.switch_connected(over) and over.closed, "the bound still holds"
-    h.sync()  # the first read admits the registered dpids
+    h.sync()  # the first read admits the registered dpids: dumped MAX_DUMPS at a time
+    answered: set[int] = set()
+    while len(answered) < len(conns):
+        asked = [c for c in conns if c.dumps and c.dpid not in answered]
+        assert 0 < len(asked) <= engmod.MAX_DUMPS
+        for c in asked:
+            h.engine.switch_dump(c.dpid, [], more=False)
+            answered.add(c.dpid)
     assert all(c.dumps == 1 and not c.closed for c in conns), "each dumped once"
     assert all(c.dumps == 0 and not c.msgs and not c.closed for c in strangers), "still held"
     late = FakeConn(0x300000)
