@@ -633,11 +633,20 @@ def load_snapshot(session: Session) -> Snapshot:
     return Snapshot(revision, networks, hosts, blocks, endpoints)
 
 
+_SNAPSHOT = "vxplane.snapshot"  # session.info: the REPEATABLE READ transaction begun here
+
+
 def begin_snapshot(session: Session) -> None:
-    """Start a REPEATABLE READ transaction on PostgreSQL unless the session has written."""
+    """Start a REPEATABLE READ transaction on PostgreSQL unless the session has written or
+    already reads from one begun here: the engine's audit reads everything in the snapshot of
+    the change read just before it (ending that transaction took a new snapshot, and a write
+    committed in between showed as a difference)."""
     if dialect(session) != "postgresql":
         return
     if session.in_transaction():
+        txn = session.get_transaction()
+        if txn is not None and session.info.get(_SNAPSHOT) is txn:
+            return
         if session.new or session.dirty or session.deleted:
             return
         wrote = session.execute(text("SELECT pg_current_xact_id_if_assigned()")).scalar()
@@ -645,6 +654,7 @@ def begin_snapshot(session: Session) -> None:
             return
         session.rollback()
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    session.info[_SNAPSHOT] = session.get_transaction()
 
 
 def mark_ready(

@@ -102,3 +102,50 @@ def test_engine_follows_the_log_and_audits(factory: sessionmaker[Session]) -> No
     with factory() as s:
         want = {f.cookie for f in desired_flows(repo.load_snapshot(s), "h1")}
     assert want <= conns["h1"].cookies(OFPFC_ADD), "the full read was adopted and pushed"
+
+
+def test_the_audit_reads_in_the_change_reads_snapshot(factory: sessionmaker[Session]) -> None:
+    """The audit's full read comes right after the change read, in its snapshot: a write
+    committed between the two is the next pass's, not a difference (on PostgreSQL the full
+    read began a new transaction and saw it: a bind found 'extra' in the model under churn)."""
+    with session_scope(factory) as s:
+        repo.create_network(s, "blue", IPv4Network("10.0.0.0/24"))
+        repo.register_host(s, "h1", A("198.18.0.1"), dpid=1)
+    now = [100.0]
+    wrote: list[int] = []
+
+    def write_then_load(session: Session) -> Any:
+        if engine.full_reads:  # the audit's read, not the first one: a write commits first
+            with session_scope(factory) as other:
+                rev = repo.attach_endpoint(other, "blue", "late", "h1", 6, create=True)[2]
+                wrote.append(rev or 0)
+        return repo.load_snapshot(session)
+
+    engine = Engine(
+        factory,
+        write_then_load,
+        repo.current_revision,
+        repo.mark_ready_at,
+        read_changes=_read_changes,
+        save_states=repo.save_switch_states,
+        prune_log=changelog.prune,
+        audit_interval=60,
+        bundles="never",
+        clock=lambda: now[0],
+    )
+    engine.refresh()
+    with session_scope(factory) as s:
+        repo.attach_endpoint(s, "blue", "a", "h1", 5, create=True)
+    now[0] += 61  # the next pass audits
+    engine.refresh()
+    assert wrote and engine.audits == 1
+    assert engine.audit_mismatches == 0, "the write after the change read is the next pass's"
+    assert engine.full_reads == 1
+    view = engine.intent_view()
+    assert view is not None and view.revision == wrote[0] - 1
+    assert [e.name for e in view.endpoints] == ["a"]
+    engine.refresh()  # and the next pass reads it from the log
+    view = engine.intent_view()
+    assert view is not None and view.revision == wrote[0]
+    assert sorted(e.name for e in view.endpoints) == ["a", "late"]
+    assert engine.full_reads == 1 and engine.audit_mismatches == 0
