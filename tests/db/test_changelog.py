@@ -4,15 +4,13 @@ it changed, and an ``Intent`` kept up to date from the log equals a full read af
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
-from typing import Any
 
-import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db import changelog, migrate, repo
+from controller.db import changelog, repo
 from controller.db.models import ChangeRow
-from controller.db.session import make_engine, make_session_factory, session_scope
+from controller.db.session import session_scope
 from controller.intent import Intent, apply_changes, diff_views
 
 A = IPv4Address
@@ -111,53 +109,3 @@ def test_changed_endpoints_are_read_by_their_pairs_only(factory: sessionmaker[Se
         ("n1", "a", 10),
         ("n2", "b", 13),
     }
-
-
-@pytest.mark.postgres
-def test_changed_endpoints_are_found_through_the_index_on_postgresql(pg_db_url: str) -> None:
-    """PostgreSQL finds the endpoints of a change read through the (network_id, name) index,
-    not by filtering every endpoint of the network: ``(network, name) IN (pairs)`` was planned
-    as a scan with an OR per pair on each row (46 ms for 50 keys at 50,000 endpoints), and
-    an engine reads the changes of every pass so."""
-    migrate.upgrade(pg_db_url)
-    engine = make_engine(pg_db_url)
-    try:
-        with engine.begin() as c:
-            c.execute(text(
-                "INSERT INTO networks (id, name, vni, subnet, gateway, block_prefix, created_at,"
-                " reclaim, external) VALUES (1, 'n1', 100, '10.64.0.0/12', '10.64.0.1', 26,"
-                " now(), false, false)"
-            ))  # fmt: skip
-            c.execute(text(
-                "INSERT INTO hosts (id, name, underlay_ip, tunnel_port, created_at)"
-                " SELECT i, 'h' || i, '198.18.' || (i / 250) || '.' || (i % 250 + 2), 1, now()"
-                " FROM generate_series(1, 200) i"
-            ))  # fmt: skip
-            c.execute(text(
-                "INSERT INTO endpoints (network_id, name, ip, mac, host_id, ofport, state,"
-                " bound_rev, created_at, updated_at, labels)"
-                " SELECT 1, 'e' || (h * 100 + j), '10.' || (64 + (h * 100 + j) / 65536) || '.'"
-                " || ((h * 100 + j) / 256 % 256) || '.' || ((h * 100 + j) % 256),"
-                " '02:00:00:00:00:01', h, 2 + j, 'ready', 1, now(), now(), '{}'"
-                " FROM generate_series(1, 200) h, generate_series(0, 99) j"
-            ))  # fmt: skip
-            c.execute(text("ANALYZE"))
-        statements: list[tuple[str, Any]] = []
-
-        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            statements.append((statement, params))
-
-        keys = [changelog.endpoint_key("n1", f"e{100 + k * 397}") for k in range(50)]
-        event.listen(engine, "before_cursor_execute", capture)
-        with make_session_factory(engine)() as s:
-            found = changelog._endpoints(s, keys)
-        event.remove(engine, "before_cursor_execute", capture)
-        assert len(found) == 50 and len(statements) == 1
-        with engine.connect() as c:
-            cursor = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute("EXPLAIN " + statements[0][0], statements[0][1])
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        assert "Seq Scan on endpoints" not in plan, plan
-        assert "uq_endpoints_network_id_name" in plan, plan
-    finally:
-        engine.dispose()

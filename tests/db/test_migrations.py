@@ -43,6 +43,14 @@ def _columns(url: str, table: str) -> set[str]:
         engine.dispose()
 
 
+def _indexes(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {str(index["name"]) for index in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     migrate.upgrade(db_url)
     assert TABLES <= _tables(db_url)
@@ -50,7 +58,7 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0013"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0014"
             assert conn.execute(text("SELECT id, last FROM event_seq")).all() == [(1, 0)]
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
@@ -58,6 +66,11 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "ix_endpoints_bound_rev" in _indexes(db_url, "endpoints")
+    migrate.downgrade(db_url, "0013")  # 0014 alone: the index on endpoints.bound_rev goes
+    assert "ix_endpoints_bound_rev" not in _indexes(db_url, "endpoints")
+    assert "ix_endpoints_state" in _indexes(db_url, "endpoints")
 
     assert "egress_ip6" in _columns(db_url, "hosts")
     migrate.downgrade(db_url, "0012")  # 0013 alone: the hosts' IPv6 egress column goes
