@@ -77,7 +77,7 @@ def run_controller(settings: Settings) -> None:
     from controller.api.writer import Writer
     from controller.db import changelog, migrate, repo
     from controller.db.changelog import ChangeGroups  # noqa: F401 (annotation)
-    from controller.db.session import make_engine, make_session_factory
+    from controller.db.session import make_control_engine, make_engine, make_session_factory
     from controller.engine import Engine
     from controller.events import EventHub
     from controller.membership import Membership, new_member_id
@@ -90,7 +90,9 @@ def run_controller(settings: Settings) -> None:
     )
     migrate.upgrade(settings.db_url)
     db = make_engine(settings.db_url)
-    sessions = make_session_factory(db)
+    sessions = make_session_factory(db)  # the API's
+    control_db = make_control_engine(db)  # PostgreSQL: a pool the API's load cannot take
+    control = make_session_factory(control_db)  # the engine's, the membership's, the events'
     write_admin_token(sessions, settings.admin_token_file)
 
     def read_changes(session: Session, after: int) -> ChangeGroups | None:
@@ -116,7 +118,7 @@ def run_controller(settings: Settings) -> None:
     from controller.db.events import DbEventStore
 
     member_id = new_member_id()
-    hub = EventHub(settings.events_capacity, store=DbEventStore(sessions), origin=member_id)
+    hub = EventHub(settings.events_capacity, store=DbEventStore(control), origin=member_id)
     hub.start()  # ids from the cluster-wide log: a client resumes on any member
     tls = settings.openflow_tls
     # Mastership: the engine writes to a switch only as its confirmed master (roles.py);
@@ -128,7 +130,7 @@ def run_controller(settings: Settings) -> None:
         if kind == "switch.converged":
             membership.poke_shared()  # publish the applied revision for the other controllers
 
-    with sessions() as session:  # the fleet that may reconnect before the first intent read
+    with control() as session:  # the fleet that may reconnect before the first intent read
         hosts_at_start = repo.count_hosts(session)
     roles = Roles(
         on_master=lambda dpid, conn: engine_box[0].resync(dpid, conn),
@@ -137,7 +139,7 @@ def run_controller(settings: Settings) -> None:
         on_resumed=lambda dpid, conn: engine_box[0].resumed(dpid, conn),
     )
     engine = Engine(
-        sessions,
+        control,
         repo.load_snapshot,
         repo.current_revision,
         mark_ready,
@@ -155,7 +157,7 @@ def run_controller(settings: Settings) -> None:
     )
     engine_box.append(engine)
     membership = Membership(
-        sessions,
+        control,
         roles,
         member_id=member_id,
         api_url=settings.api_url,
@@ -229,6 +231,7 @@ def run_controller(settings: Settings) -> None:
         engine.stop()
         hub.stop()  # a last flush of this controller's own events
         db.dispose()
+        control_db.dispose()
         # os-ken's hub threads are not daemons and cannot be killed (hub.kill is a no-op).
         logging.shutdown()
         os._exit(0)
