@@ -577,6 +577,7 @@ class Engine:
                         wanted_generation=gen.wanted,
                         applied_generation=applied_gen,
                         role=self._gate.role_of(dpid) if self._gate is not None else None,
+                        flow_dump=_dump_state(sw),
                     )
                 )
             return out
@@ -1831,6 +1832,15 @@ class Engine:
                 self._to_mark |= revisions
                 self._states_dirty |= set(states)
             raise
+
+
+def _dump_state(sw: _Switch) -> str | None:
+    """A switch's flow dump as ``SwitchStatus.flow_dump`` tells it."""
+    if sw.dump_out:
+        return "under_way"
+    if sw.queued and sw.dumping and sw.connected:
+        return "queued"
+    return None
 
 
 def _dpid_of(intent: Intent, host: str) -> int | None:

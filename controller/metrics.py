@@ -101,6 +101,14 @@ class _StateCollector(Collector):
             "wanted (database) revision minus the switch's applied revision",
             labels=labels,
         )
+        dumps = GaugeMetricFamily(
+            "vxplane_switch_flow_dumps",
+            "switches whose flow dump is queued (waiting for a dump slot) or under way",
+            labels=["state"],
+        )
+        for state in ("queued", "under_way"):
+            dumps.add_metric([state], sum(1 for s in switches if s.flow_dump == state))
+        yield dumps
         for s in switches:
             key = [s.host or "", f"{s.dpid:016x}"]
             up.add_metric(key, 1 if s.connected else 0)

@@ -30,6 +30,9 @@ class SwitchStatus:
     wanted_generation: int = 0  # bumped when the host's desired flows change
     applied_generation: int = 0  # the newest generation the switch confirmed (barrier)
     role: str | None = None  # this controller's OpenFlow role on it (None: no cluster roles)
+    # its flow dump: "queued" (waiting for one of the engine's dump slots), "under_way", or
+    # None (none wanted, e.g. synced)
+    flow_dump: str | None = None
 
 
 class FlowSync(Protocol):

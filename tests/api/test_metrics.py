@@ -62,12 +62,17 @@ def test_gauges_follow_the_engine_and_the_database(
     sync.status = [
         SwitchStatus(1, True, "198.18.0.1:5000", wanted - 2, 17, host="h1", rejected_flows=1),
         SwitchStatus(2, False, None, 3, 0, host="h2"),
+        SwitchStatus(3, True, "198.18.0.3:5000", 0, 0, host="h3", flow_dump="queued"),
+        SwitchStatus(4, True, "198.18.0.4:5000", 0, 0, host="h4", flow_dump="under_way"),
+        SwitchStatus(5, True, "198.18.0.5:5000", 0, 0, host="h5", flow_dump="queued"),
     ]
     after = scrape(client)
     assert value(after, "vxplane_endpoints", state="reserved") == 1
     assert value(after, "vxplane_endpoints", state="pending") == 1
     assert value(after, "vxplane_intent_revision") == wanted
-    assert value(after, "vxplane_switches_connected") == 1
+    assert value(after, "vxplane_switches_connected") == 4
+    assert value(after, "vxplane_switch_flow_dumps", state="queued") == 2
+    assert value(after, "vxplane_switch_flow_dumps", state="under_way") == 1
     h1 = {"host": "h1", "dpid": f"{1:016x}"}
     h2 = {"host": "h2", "dpid": f"{2:016x}"}
     assert value(after, "vxplane_switch_connected", **h1) == 1

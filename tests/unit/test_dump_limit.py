@@ -108,6 +108,8 @@ def test_a_restarted_fleet_is_dumped_at_most_the_limit_at_a_time_each_once_no_fl
     h.sync()  # the first read admits every switch; only ``limit`` are asked
     assert sum(c.dumps for c in conns) == limit
     assert h.engine.dumps_queued == n - limit
+    states = [s.flow_dump for s in h.engine.switches()]  # what /metrics counts
+    assert (states.count("under_way"), states.count("queued")) == (limit, n - limit)
     assert _drain(h, conns, limit, seed=1) == limit, "the slots were used"
     assert [c.dumps for c in conns] == [1] * n, "every switch dumped exactly once"
     h.sync()
@@ -116,6 +118,7 @@ def test_a_restarted_fleet_is_dumped_at_most_the_limit_at_a_time_each_once_no_fl
                for c in conns)  # fmt: skip
     assert h.engine.dumps_under_way == 0 and h.engine.dumps_queued == 0
     assert h.engine.dumps_asked == n and h.engine.dumps_peak == limit
+    assert {s.flow_dump for s in h.engine.switches()} == {None}
     assert all(s.flow_count > 0 for s in h.engine.switches())
 
 
