@@ -28,6 +28,7 @@ from controller.intent import (
     apply_deltas,
     diff_views,
     endpoint_key,
+    flow_view,
     split_endpoint_key,
 )
 from controller.model import (
@@ -484,3 +485,61 @@ def test_shared_remote_flows_equal_the_per_host_computation(seed: int) -> None:
             before = frozenset(p._own_flows(snap, host, idx) + _remote_before(snap, name))
             assert frozenset(listed) == before == desired_flows(snap, name), f"{seed} {step}"
             assert _unique(listed) == _packed(before)
+
+
+def _diff_by_flow_view(full: Snapshot, model: Snapshot) -> list[str]:
+    """``diff_views`` as it was: sets of ``flow_view``'s values (a new endpoint object each)."""
+    out: list[str] = []
+    names = ("networks", "hosts", "blocks", "endpoints")
+    for name, a, b in zip(names, flow_view(full), flow_view(model), strict=True):
+        sa, sb = set(a), set(b)  # type: ignore[call-overload]
+        if sa != sb:
+            missing = sorted(map(str, sa - sb))[:3]
+            extra = sorted(map(str, sb - sa))[:3]
+            out.append(f"{name}: {len(sa - sb)} missing {missing}, {len(sb - sa)} extra {extra}")
+    return out
+
+
+CHANGES = {  # a field of an endpoint and a value that changes it; readiness does not count
+    "state": EndpointState.READY,
+    "bound_rev": 10**6,
+    "ready_at": None,
+    "port_name": "other",
+    "ofport": 4242,
+    "mac": "0a:58:00:00:00:99",
+    "labels": (("app", "changed"),),
+    "host": None,
+    "ip": IPv4Address("10.250.0.9"),
+}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_audits_compare_finds_what_a_compare_of_flow_views_finds(seed: int) -> None:
+    """The audit's compare (endpoints by their fields) answers what comparing ``flow_view``'s
+    endpoint objects answered, message included: readiness and the fields left out of
+    equality are no difference, anything else the flows depend on is."""
+    rng = random.Random(seed)
+    truth = Truth(rng)
+    for step in range(2000):  # at least 60 steps, then until some endpoint is bound
+        truth.step()
+        if step >= 60 and any(e.host for e in truth.endpoints.values()):
+            break
+    full = truth.snapshot()
+    assert diff_views(full, full) == []
+    bound = [e for e in full.endpoints if e.host]
+    assert bound
+    picked = rng.sample(bound, min(len(bound), rng.choice([1, 2, 5])))
+    edits = {(e.network, e.name): rng.choice(list(CHANGES)) for e in picked}
+    model = replace(
+        full,
+        endpoints=tuple(
+            replace(e, **{edits[(e.network, e.name)]: CHANGES[edits[(e.network, e.name)]]})
+            if (e.network, e.name) in edits
+            else e
+            for e in full.endpoints
+        ),
+    )
+    assert diff_views(full, model) == _diff_by_flow_view(full, model)
+    assert diff_views(model, full) == _diff_by_flow_view(model, full)
+    counted = {"state", "bound_rev", "ready_at", "port_name"}
+    assert (diff_views(full, model) == []) == all(f in counted for f in edits.values())
