@@ -31,7 +31,11 @@ processes, default 2; 0: a thread of this process, as before) and measures, in t
   and at the end), the flows per switch in the fleet's models, the fleet's counters
   (flow-mods, barriers, dumps, connects: more connects than switches means reconnections),
   and the load average at each step (the machine may be shared: CPU per event moves less
-  than wall time).
+  than wall time);
+- with ``--postgres``, the server's own CPU in each phase (``db_server_cpu_seconds``,
+  ``db_server_cores``: the postmaster and its backends, ended ones included; it shares the
+  machine with the controller) and the statements that took its time there
+  (``db_top_statements``, from ``pg_stat_statements``, loaded when the binaries have it).
 
 Prints JSON (and writes it to ``bench/results/``) and a short summary; everything it started
 (the controller, by pid; the fleet; the client processes; the PostgreSQL server; the temp
