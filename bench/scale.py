@@ -51,8 +51,10 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -458,8 +460,10 @@ def churn(
         start_at = time.monotonic() + 1.0
         time.sleep(1.0)
         cpu0, load0 = cpu_seconds(ctl.pid), load()
+        spy = _profile(args, ctl.pid)
         work = [(*job, start_at, args.churn_seconds, args.churn_batch) for job in jobs]
         outs = pool.map(_churn_main, work, chunksize=1)
+        _stop_profile(spy)
     t_end = max(o["end"] for o in outs)
     elapsed = t_end - start_at
     used = cpu_seconds(ctl.pid) - cpu0
@@ -491,6 +495,28 @@ def churn(
         "one_hosts_listing_ms": round(listing_s * 1000, 1),
         "load_average_before_after": [load0, load1],
     }
+
+
+def _profile(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
+    """With ``--py-spy BIN``: sample the controller's GIL holder during the churn, raw
+    (collapsed) stacks with thread names to ``--profile-out``."""
+    if not getattr(args, "py_spy", None):
+        return None
+    command = [args.py_spy, "record", "--pid", str(pid)]
+    command += ["--duration", str(int(args.churn_seconds) + 60), "--format", "raw", "--threads"]
+    command += ["--gil", "--nonblocking", "--rate", "200", "--output", args.profile_out]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is None:
+        return
+    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
 
 
 IDLE_SECONDS = 5.0
@@ -854,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--postgres", action="store_true", help="a private PostgreSQL, not SQLite")
     p.add_argument("--timeout", type=float, default=600, help="limit of each wait (s)")
     p.add_argument("--keep-log", action="store_true", help="keep the controller's temp dir")
+    p.add_argument("--py-spy", default=None, help="py-spy binary: profile the controller's churn")
+    p.add_argument("--profile-out", default="bench/results/scale-churn-profile.txt")
     p.add_argument(
         "--bundles",
         choices=("auto", "always", "never"),
