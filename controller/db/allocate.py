@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,12 +32,22 @@ from vxcommon.names import endpoint_name_error
 OWN_BLOCKS_MAX = 4096  # addresses of a host's blocks looked up one by one (a /26 block: 64)
 
 
+class HostRef(Protocol):
+    """What a new endpoint needs of its host: a ``HostRow`` or its columns."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 def new_endpoint(
     session: Session,
     net: NetworkRow,
     name: str,
     ip: IPv4Address | None,
-    host: HostRow | None,
+    host: HostRef | None,
     labels: dict[str, str],
     now: datetime,
     bind: tuple[int, str | None, int] | None = None,

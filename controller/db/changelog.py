@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from controller.db.base import read_revision, to_network
+from controller.db.base import read_revision, stored_ipv4, to_network
 from controller.db.models import BlockRow, ChangeRow, EndpointRow, HostRow, NetworkRow
 from controller.intent import (
     BLOCKS,
@@ -182,7 +182,7 @@ def _endpoints(session: Session, keys: list[str]) -> dict[str, Value]:
             out[endpoint_key(r[0], r[1])] = Endpoint(
                 r[0],
                 r[1],
-                IPv4Address(r[2]),
+                stored_ipv4(r[2]),
                 r[3],
                 r[4],
                 r[5],

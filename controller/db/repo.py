@@ -45,6 +45,7 @@ from controller.db.base import (
     network_record,
     network_row,
     read_revision,
+    stored_ipv4,
     to_network,
     utcnow,
 )
@@ -614,7 +615,7 @@ def load_snapshot(session: Session) -> Snapshot:
         Endpoint(
             network=net_names[r[0]],
             name=r[1],
-            ip=IPv4Address(r[2]),
+            ip=stored_ipv4(r[2]),
             mac=r[3],
             host=host_names[r[4]] if r[4] is not None else None,
             ofport=r[5],

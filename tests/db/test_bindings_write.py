@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controller.auth import Forbidden
 from controller.db import bindings, changelog, changes, repo
 from controller.db.bindings import Binding
+from controller.db.models import Base
 from controller.db.session import session_scope
 from controller.errors import Conflict, NotFound
 from controller.intent import ENDPOINT, endpoint_key
@@ -222,3 +223,37 @@ def test_labels_change_only_where_an_item_gives_them(world: sessionmaker[Session
     }  # fmt: skip
     assert (got["e0"].ofport, got["e1"].ofport, got["e2"].ofport) == (3, 4, 5)
     assert [m.kind for m in history] == ["bound"]  # the relabel is no step of its history
+
+
+def test_binds_read_columns_not_orm_rows(world: sessionmaker[Session]) -> None:
+    """A write that creates nothing loads no ORM row: the hosts, networks and endpoints it
+    reads are plain columns (an ORM load of the host per bind was the write's largest cost in
+    the churn profiles); a create still loads its network as a row (the allocation needs it).
+    Records and errors are those of the ORM path."""
+    loaded: list[str] = []
+
+    def on_load(target: object, _context: object) -> None:
+        loaded.append(type(target).__name__)
+
+    event.listen(Base, "load", on_load, propagate=True)
+    try:
+        with session_scope(world) as s:
+            binds = [Binding("n", "e0", "h1", 5), Binding("n", "e1", "h2", 6),
+                     Binding("n", "e2", "h1", 5), Binding("n", "e3", "h1", 4094)]  # fmt: skip
+            done = bindings.write(s, binds)
+            done += bindings.write(s, [Binding("n", "e0", "h1"), Binding("n", "e1", "h2")])
+            assert loaded == []
+            done += bindings.write(s, [Binding("n", "new", "h1", 9, create=True)])
+            assert "NetworkRow" in loaded
+    finally:
+        event.remove(Base, "load", on_load)
+    assert [type(d.error).__name__ if d.error else None for d in done] == [
+        None, None, "Conflict", None, None, None, None,
+    ]  # fmt: skip
+    first = done[0].record
+    assert first is not None and (first.host, first.ofport, first.network) == ("h1", 5, "n")
+    assert first.prefixlen == 24 and first.gateway == A("10.0.0.1") and first.vni is not None
+    assert done[1].record is not None and done[1].record.host == "h2"
+    assert done[4].record is not None and done[4].record.host is None
+    assert done[6].created and done[6].record is not None and done[6].record.ofport == 9
+    assert where(world)["e3"] == ("h1", 4094)
