@@ -9,7 +9,7 @@ network ``n`` and an agent token of ``h0``, then times, with that token:
 - ``create_and_bind``: ``PUT .../binding?create=true`` of a new name (the attach path);
 - ``bind`` / ``unbind``: ``PUT .../binding`` of an existing, unbound endpoint, ``DELETE
   .../binding?host=h0``;
-- ``batch16_bind`` / ``batch16_unbind`` (and 64): ``POST /api/v1/bindings`` of that many.
+- ``batch16_bind`` / ``batch16_unbind`` (and 50, 64): ``POST /api/v1/bindings`` of that many.
 
 Per operation: the SQL statements sent (an ``executemany`` counts once; counted with
 SQLAlchemy's ``before_cursor_execute`` on every engine, token lookups included) and the
@@ -133,7 +133,7 @@ def run(url: str, repeat: int) -> dict[str, Any]:
         api.post("/api/v1/bindings", json={"items": [
             {"network": "n", "name": f"a{i}", "host": "h0", "unbind": True} for i in range(repeat)
         ][:256]})  # fmt: skip
-        for size in (16, 64):
+        for size in (16, 50, 64):
             rounds = max(1, repeat // size)
 
             def batch(i: int, unbind: bool, size: int = size) -> None:

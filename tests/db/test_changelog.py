@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.db import changelog, repo
@@ -109,3 +109,28 @@ def test_changed_endpoints_are_read_by_their_pairs_only(factory: sessionmaker[Se
         ("n1", "a", 10),
         ("n2", "b", 13),
     }
+
+
+def test_the_log_is_read_by_its_revision_index(factory: sessionmaker[Session]) -> None:
+    """An engine reads the log after its revision on every pass: through the revision index
+    in log order, not by scanning the log (SQLite scanned every row in seq order when the
+    read was ordered by seq alone: 1.3 ms at 62,000 rows, growing with the log)."""
+    with session_scope(factory) as s:
+        repo.create_network(s, "n1", IPv4Network("10.0.0.0/24"))
+        repo.register_host(s, "h1", A("198.18.0.1"))
+    for k in range(3):
+        with session_scope(factory) as s:
+            repo.create_endpoint(s, "n1", f"e{k}", host="h1")
+            repo.attach_endpoint(s, "n1", f"e{k}", "h1", 2 + k)
+    with factory() as s:
+        rows = s.execute(changelog.changes_after(0)).all()
+        seqs = list(s.execute(select(ChangeRow.revision, ChangeRow.seq).order_by(ChangeRow.seq)))
+        if s.get_bind().dialect.name == "sqlite":
+            query = changelog.changes_after(2).compile(
+                s.get_bind(), compile_kwargs={"literal_binds": True}
+            )
+            plan = s.execute(text(f"EXPLAIN QUERY PLAN {query}")).all()
+            detail = " ".join(str(row[-1]) for row in plan)
+            assert "ix_change_log_revision" in detail and "SCAN" not in detail, detail
+    assert [r for r, _, _ in rows] == [r for r, _ in seqs]  # the order of the log (seq)
+    assert [r for r, _, _ in rows] == sorted(r for r, _, _ in rows)
