@@ -307,8 +307,9 @@ class EndpointRow(Base):
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     ip: Mapped[str] = mapped_column(String(15), nullable=False)
     mac: Mapped[str] = mapped_column(String(17), nullable=False)
+    # no index of its own: ix_endpoints_host_id_ofport serves lookups by host (migration 0015)
     host_id: Mapped[int | None] = mapped_column(
-        ForeignKey("hosts.id", ondelete="SET NULL"), nullable=True, index=True
+        ForeignKey("hosts.id", ondelete="SET NULL"), nullable=True
     )
     ofport: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     port_name: Mapped[str | None] = mapped_column(String(255), nullable=True)

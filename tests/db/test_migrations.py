@@ -58,7 +58,7 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, value FROM revision")).all() == [(1, 0)]
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0014"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0015"
             assert conn.execute(text("SELECT id, last FROM event_seq")).all() == [(1, 0)]
             (cluster,) = conn.execute(text("SELECT cluster_id FROM cluster")).scalars()
             assert len(cluster) == 36
@@ -66,6 +66,11 @@ def test_upgrade_head_then_downgrade_base(db_url: str) -> None:
         engine.dispose()
     assert "labels" in _columns(db_url, "endpoints")
     assert {"reclaim", "reservation_ttl"} <= _columns(db_url, "networks")
+
+    assert "ix_endpoints_host_id" not in _indexes(db_url, "endpoints")
+    assert "ix_endpoints_host_id_ofport" in _indexes(db_url, "endpoints")
+    migrate.downgrade(db_url, "0014")  # 0015 alone: the index on host_id comes back
+    assert {"ix_endpoints_host_id", "ix_endpoints_host_id_ofport"} <= _indexes(db_url, "endpoints")
 
     assert "ix_endpoints_bound_rev" in _indexes(db_url, "endpoints")
     migrate.downgrade(db_url, "0013")  # 0014 alone: the index on endpoints.bound_rev goes
