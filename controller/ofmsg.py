@@ -183,12 +183,25 @@ def add_bytes(f: Flow, xid: int) -> bytes:
     return _with_xid(_flow_add_bytes(f), xid)
 
 
-def delete_bytes(cookie: int, xid: int) -> bytes:
-    """Wire bytes of the delete of ``cookie`` with transaction id ``xid``."""
-    msg = delete_by_cookie(cookie)
-    msg.set_xid(xid)
+@lru_cache(maxsize=1)
+def _delete_template() -> bytes:
+    msg = delete_by_cookie(0)
+    msg.set_xid(0)
     msg.serialize()
     return bytes(msg.buf)
+
+
+_COOKIE = struct.Struct("!Q")  # ofp_flow_mod's cookie, right after the 8-byte header
+
+
+def delete_bytes(cookie: int, xid: int) -> bytes:
+    """Wire bytes of the delete of ``cookie`` with transaction id ``xid``: os-ken's message
+    serialized once, its xid and cookie set in a copy (building and serializing an
+    ``OFPFlowMod`` per delete was 3 % of the controller's samples in a batch churn)."""
+    out = bytearray(_delete_template())
+    _XID.pack_into(out, 4, xid)
+    _COOKIE.pack_into(out, 8, cookie)
+    return bytes(out)
 
 
 def xid_of(message: bytes) -> int:
