@@ -28,7 +28,10 @@ processes, default 2; 0: a thread of this process, as before) and measures, in t
   bundles and dumps the fleet got meanwhile (goal: no flow-mod, the switches already hold
   the flows), and whether every switch still holds what the controller believes;
 - the controller's RSS (``/proc/PID/status``: VmRSS and its peak VmHWM, before the restart
-  and at the end), the flows per switch in the fleet's models, the fleet's counters
+  and at the end; ``vmrss_by_phase_before_restart``: VmRSS sampled every 0.25 s, its peak
+  and last value in each phase up to the restart; ``smaps_kib_*``: resident KiB by kind of
+  mapping after the fill, after the cold start and before the restart), the flows per
+  switch in the fleet's models, the fleet's counters
   (flow-mods, barriers, dumps, connects: more connects than switches means reconnections),
   and the load average at each step (the machine may be shared: CPU per event moves less
   than wall time);
@@ -589,6 +592,23 @@ class RssSampler:
             "log_markers_s": log_markers(log_path, log_offset, self.t0),
         }
 
+    def phases(self, marks: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
+        """The peak and last VmRSS (MiB) of each phase: ``marks`` are (phase, its end in
+        ``time.time()``), in order; a phase runs from the previous mark."""
+        out: dict[str, dict[str, float]] = {}
+        start = 0.0
+        for name, end in marks:
+            end -= self.t0
+            inside = [rss for t, rss in self.samples if start <= t < end]
+            if inside:
+                out[name] = {
+                    "seconds": round(end - start, 1),
+                    "peak_vmrss_mib": round(max(inside) / 1024, 1),
+                    "last_vmrss_mib": round(inside[-1] / 1024, 1),
+                }
+            start = end
+        return out
+
 
 _MARKERS = {  # first and last line of each kind in the restarted controller's log
     "connected": "connected from",
@@ -696,7 +716,11 @@ def run(
     ):
         assert ctl.pid is not None
         result["load_average_at_start"] = load()
+        # VmRSS every 0.25 s up to the restart, with the end of each phase
+        steady, marks = RssSampler(ctl, 0.25), [("register", 0.0)]
+        steady.start()
         register(api, hosts)
+        marks[0] = ("register", time.time())
         cpu0, d0 = cpu_seconds(ctl.pid), db_start(db)
         t0 = time.perf_counter()
         busy = Retries()
@@ -723,6 +747,8 @@ def run(
             **db_phase(db, d0, fill),
         }
         result["rss_kib_before_fleet"] = rss_kib(ctl.pid)
+        result["smaps_kib_before_fleet"] = smaps_kib(ctl.pid)
+        marks.append(("fill", time.time()))
         print(f"filled {filled} endpoints in {fill:.1f} s; connecting", file=sys.stderr)
         dpids = [DPID_BASE + i + 1 for i in range(n)]
         k = getattr(args, "fleet_processes", 0)
@@ -746,6 +772,8 @@ def run(
                 **fleet.totals(),
                 **db_phase(db, d0, cold),
             }
+            marks.append(("cold_start", time.time()))
+            result["smaps_kib_after_cold_start"] = smaps_kib(ctl.pid)
             print(f"converged {cold:.1f} s after connecting; attaching", file=sys.stderr)
             d0, t0 = db_start(db), time.monotonic()
             idle = idle_cpu(ctl.pid)
@@ -782,6 +810,7 @@ def run(
                     "load_average_at_end": load(),
                     **db_phase(db, d0, time.monotonic() - t0),
                 }
+            marks.append(("attaches", time.time()))
             if getattr(args, "churn_seconds", 0) > 0:
                 print(f"churn for {args.churn_seconds:.0f} s", file=sys.stderr)
                 f0, d0 = fleet_cpu(fleet), db_start(db)
@@ -803,6 +832,10 @@ def run(
             result["fleet_totals"] = fleet.totals()
             result["flow_counts_agree"] = flow_counts_agree(api, fleet)
             result["rss_kib"] = rss_kib(ctl.pid)
+            marks.append(("churn_and_counts", time.time()))
+            steady.stop()
+            result["vmrss_by_phase_before_restart"] = steady.phases(marks)
+            result["smaps_kib_before_restart"] = smaps_kib(ctl.pid)
             if getattr(args, "restart", True):
                 print("converged; SIGKILL and restart", file=sys.stderr)
                 d0 = db_start(db)
