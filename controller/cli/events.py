@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -99,32 +100,43 @@ def events(
     if types:
         params["types"] = types
     recent = call(api, "GET", "/api/v1/events/recent", params=params, token=token)
-    for event in recent["events"][-last:] if last else []:
+    shown = recent["events"][-last:] if last else []
+    for event in shown:
         print_event(event, output)
     if not follow:
         return
-    cursor, epoch = recent["last_id"], recent["epoch"]
+    ids = [e["id"] for e in shown if isinstance(e.get("id"), int)]
+    at = _Position(max([recent["last_id"], *ids]), recent["epoch"])  # none printed twice
     bases = api_urls(api)  # event ids are the cluster's: resume on any controller given
     turn = 0
     try:
         while True:
             try:
-                cursor, epoch = _follow(bases[turn], token, cursor, epoch, types, output)
+                _follow(bases[turn], token, at, types, output)
             except httpx.HTTPError as exc:
                 turn = (turn + 1) % len(bases)
                 err_console.print(
-                    f"[yellow]event stream interrupted ({exc}); resuming after event {cursor} "
-                    f"from {bases[turn]}...[/]"
+                    f"[yellow]event stream interrupted ({exc}); resuming after event "
+                    f"{at.cursor} from {bases[turn]}...[/]"
                 )
                 time.sleep(1.0 if turn == 0 else 0.1)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
-def _follow(
-    base: str, token: str | None, cursor: int, epoch: str, types: str | None, output: Output
-) -> tuple[int, str]:
-    params: dict[str, Any] = {"after": cursor}
+@dataclass
+class _Position:
+    """Where a follow is: the id of the last event printed (or of the start) and the log's
+    epoch. Kept by the caller and moved as each event is printed, so a stream that breaks
+    after it delivered events (its controller killed) is resumed after the last one printed,
+    not after the id the broken connection started from (which printed those events twice)."""
+
+    cursor: int
+    epoch: str
+
+
+def _follow(base: str, token: str | None, at: _Position, types: str | None, output: Output) -> None:
+    params: dict[str, Any] = {"after": at.cursor}
     if types:
         params["types"] = types
     timeout = httpx.Timeout(10.0, read=None)
@@ -139,18 +151,17 @@ def _follow(
         for name, data, ident in sse_messages(resp.iter_lines()):
             if name == "hello":
                 hello = json.loads(data)
-                if hello["epoch"] != epoch:
+                if hello["epoch"] != at.epoch:
                     err_console.print(
                         "[yellow]another event log (another database): event ids start over[/]"
                     )
-                    epoch = hello["epoch"]
+                    at.epoch = hello["epoch"]
             elif name == "resync":
                 err_console.print("[yellow]some events were missed (the stream fell behind)[/]")
             elif name == "message":
                 print_event(json.loads(data), output)
                 if ident and ident.isdigit():
-                    cursor = int(ident)
-    return cursor, epoch
+                    at.cursor = int(ident)
 
 
 def status(api: ApiOpt = None, token: TokenOpt = None, output: OutOpt = Output.table) -> None:

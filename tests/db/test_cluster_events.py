@@ -164,11 +164,16 @@ def test_a_stream_resumed_on_another_controller_misses_nothing_and_repeats_nothi
     # the client got as far as n2, then its controller died after writing n4 it never sent
     upto = next(e["id"] for e in seen_a if e["data"].get("network") == "n2")
     kept = [e for e in seen_a if e["id"] <= upto]
-    _create(a, "n4", 94)
-    a.kill()
-    _create(b, "n5", 95)
     try:
-        printed = cli.until(lambda ev: "n5" in _created(ev))
+        # the CLI read /recent before it printed n3, so n4 reaches it over a's stream: it is
+        # following a when a dies (without these waits a slow CLI started after a's death,
+        # from b's /recent, and the failover was not tested at all)
+        printed = cli.until(lambda ev: "n3" in _created(ev))
+        _create(a, "n4", 94)
+        printed += cli.until(lambda ev: "n4" in _created(ev))
+        a.kill()
+        _create(b, "n5", 95)
+        printed += cli.until(lambda ev: "n5" in _created(ev))
     finally:
         cli.stop()
     assert _created(printed) == ["n1", "n2", "n3", "n4", "n5"], printed  # once each, in order
