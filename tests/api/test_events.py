@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -263,3 +264,28 @@ def test_event_stream_needs_a_token(
         with httpx.stream("GET", f"{url}/api/v1/events", timeout=5, headers=auth) as resp:
             assert resp.status_code == 200
             assert next(resp.iter_lines()) == "retry: 2000"
+
+
+class _WriteBetweenReads(EventHub):
+    """A hub where a write lands between ``/recent``'s read of ``last_id`` and of the events
+    (a concurrent write, pinned at that point)."""
+
+    def since(self, after: int, limit: int | None = None) -> tuple[list[Any], bool]:
+        if self.last_id == 1:
+            self.publish("host.lost", host="h9")
+        return super().since(after, limit)
+
+
+def test_recent_lists_nothing_past_its_last_id(
+    db_file_url: str, sync: RecordingSync, make_token: Callable[..., str]
+) -> None:
+    """A client that shows ``/recent`` and then follows from its ``last_id`` (``vxplane
+    events -f``) would show an event listed past ``last_id`` twice."""
+    hub = _WriteBetweenReads()
+    hub.publish("network.created", network="blue")
+    settings = Settings(db_url=db_file_url, allowed_hosts=["testserver"])  # type: ignore[call-arg]
+    with TestClient(create_app(settings=settings, sync=sync, events=hub)) as client:
+        client.headers["Authorization"] = f"Bearer {make_token('admin')}"
+        body = client.get("/api/v1/events/recent").json()
+        assert [e["id"] for e in body["events"]] == [1] and body["last_id"] == 1
+        assert [e["id"] for e in client.get("/api/v1/events/recent").json()["events"]] == [1, 2]

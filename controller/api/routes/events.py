@@ -201,7 +201,9 @@ def recent_events(
     """The newest events kept by the controller (oldest first)."""
     wanted = _matcher(types)
     last = hub.last_id
-    events = [e for e in hub.since(after)[0] if wanted(e.type)][-limit:]
+    # only up to ``last``: an event that lands between the two reads would be in ``events``
+    # and after ``last_id``, so a client that follows on from ``last_id`` got it twice
+    events = [e for e in hub.since(after)[0] if e.id <= last and wanted(e.type)][-limit:]
     return EventsRecent(
         epoch=hub.epoch,
         last_id=last,
