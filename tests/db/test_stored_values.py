@@ -7,8 +7,10 @@ rows written before and comparisons in SQL (``at < :cutoff``) depend on it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
@@ -16,9 +18,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite.base import DATETIME
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.db import migrate
 from controller.db.base import stored_ipv4
 from controller.db.models import EndpointMoveRow, HostRow
-from controller.db.session import session_scope
+from controller.db.session import make_engine, make_session_factory, session_scope
 
 
 def _host(s: Session, last_seen: datetime | None) -> None:
@@ -50,13 +53,27 @@ def test_a_timestamp_reads_back_as_the_same_instant_in_utc(
         assert raw == DATETIME().bind_processor(sqlite.dialect())(naive)
 
 
-def test_text_written_by_sqlalchemy_or_sql_reads_back(factory: sessionmaker[Session]) -> None:
-    """Rows written before (SQLAlchemy's DATETIME text) or by SQL itself read back as UTC;
-    a comparison in SQL orders them as instants."""
+@pytest.fixture
+def sqlite_factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A migrated SQLite database: the text timestamps are SQLite's alone (PostgreSQL stores
+    ``timestamptz``)."""
+    url = f"sqlite:///{tmp_path}/vxplane.db"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def test_text_written_by_sqlalchemy_or_sql_reads_back(
+    sqlite_factory: sessionmaker[Session],
+) -> None:
+    """SQLite: rows written before (SQLAlchemy's DATETIME text) or by SQL itself read back
+    as UTC; a comparison in SQL orders them as instants."""
+    factory = sqlite_factory
     with session_scope(factory) as s:
         _host(s, None)
-        if s.get_bind().dialect.name != "sqlite":
-            pytest.skip("SQLite only: PostgreSQL stores timestamptz, not text")
         s.execute(text("UPDATE hosts SET last_seen = '2026-12-01 01:30:00'"))
     with session_scope(factory) as s:
         assert s.execute(select(HostRow.last_seen)).scalar_one() == datetime(
