@@ -58,8 +58,15 @@ class Settings(BaseSettings):
     engine_audit_interval: float = Field(
         60.0,
         gt=0,
-        description="the flow engine compares its in-memory intent with a full read this often "
-        "(s); a difference is logged as an error, reported and the full read adopted",
+        description="the flow engine compares its in-memory intent with the whole database "
+        "this often (s), in pages (see engine_audit_page_endpoints); a difference is logged as "
+        "an error, reported and a full read adopted",
+    )
+    engine_audit_page_endpoints: int = Field(
+        5000,
+        ge=1,
+        description="the audit reads the database in pages of about this many bound endpoints "
+        "(a slice of the hosts each), one every audit interval / pages seconds",
     )
     ready_timeout: float = Field(10.0, description="longest wait_ready a request may ask for (s)")
     trace_timeout: float = Field(

@@ -8,8 +8,15 @@ The intent lives in memory (``intent.Intent``): read in full once at start, then
 date from the change log (``read_changes``: the rows written since the model's revision, see
 ``controller.db.changelog``). A pass applies the changes and recomputes
 ``pipeline.desired_flows`` only for the hosts they touch (``intent.apply_changes``); every
-``audit_interval`` seconds a full read must find the model equal (a mismatch is logged,
-reported as ``engine.audit_mismatch`` and the full read adopted). A host whose desired flows
+``audit_interval`` seconds the whole database must find the model equal, read in pages
+(``load_page``): the hosts are cut into K slices by row id modulo K (K: bound endpoints /
+``audit_page_endpoints``, at most one per host, fixed for a cycle), and every
+``audit_interval / K`` seconds one pass reads, in its change read's snapshot, the networks,
+hosts, blocks and the endpoints of one slice's hosts, and compares them with the model's
+endpoints of the same hosts (a full read of 50,000 endpoints in the pass stopped the engine
+for 0.5-1 s on SQLite, 4-5 s on PostgreSQL). A mismatch is logged, reported as
+``engine.audit_mismatch`` and a full read adopted; ``audits`` counts whole cycles,
+``audit_pages`` the pages, ``audit_mismatches`` the pages that differed. A host whose desired flows
 changed gets a new *wanted generation*; its switch, when connected and synced, gets the diff
 against its installed model (``reconcile.diff``) in one buffer followed by a barrier, whose
 reply makes that generation *applied*.
@@ -380,6 +387,10 @@ class _Computed:
 
 
 SnapshotLoader = Callable[[Session], Snapshot]
+# (session, page, pages) -> networks, hosts, blocks and the endpoints of the page's hosts
+# only, and those hosts' names (``repo.load_page``)
+PageLoader = Callable[[Session, int, int], tuple[Snapshot, frozenset[str]]]
+AUDIT_PAGE_ENDPOINTS = 5000  # an audit page's size in bound endpoints, about
 ChangeReader = Callable[[Session, int], tuple[int, list[tuple[int, list[Change]]]] | None]
 ReadyMarker = Callable[[Session, Collection[int]], int]
 StateSaver = Callable[[Session, dict[str, tuple[int, int]]], None]  # host -> (wanted, applied)
@@ -405,6 +416,8 @@ class Engine:
         prune_log: Callable[[Session], int] | None = None,
         poll_interval: float = 2.0,
         audit_interval: float = 60.0,
+        load_page: PageLoader | None = None,
+        audit_page_endpoints: int = AUDIT_PAGE_ENDPOINTS,
         on_event: EventSink | None = None,
         require_cert: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -417,6 +430,8 @@ class Engine:
             raise ValueError(f"bundles must be one of {', '.join(BUNDLE_MODES)}, not {bundles!r}")
         if max_dumps < 1:
             raise ValueError(f"max_dumps must be at least 1, not {max_dumps}")
+        if audit_page_endpoints < 1:
+            raise ValueError(f"audit_page_endpoints must be at least 1, not {audit_page_endpoints}")
         self._max_dumps = max_dumps
         self._dump_queue: deque[_Switch] = deque()  # switches waiting for a dump slot, in order
         self._dumps_out: set[_Switch] = set()  # switches whose dump request holds a slot
@@ -434,6 +449,10 @@ class Engine:
         self._mark_ready = mark_ready
         self._poll = poll_interval
         self._audit_every = audit_interval
+        self._load_page = load_page  # None: each audit is one full read
+        self._page_size = audit_page_endpoints
+        self._page = 0  # the audit's next page in its cycle
+        self._pages = 1  # the pages of the cycle under way (fixed at its first page)
         self._on_event = on_event
         self._require_cert = require_cert  # TLS: a switch's certificate CN must be its host
         self._clock = clock
@@ -471,8 +490,9 @@ class Engine:
         # a host's switch came, went or changed its dpid (a change applied, or a full read):
         # the membership rebalances mastership now rather than at its next renewal
         self.on_switches: Callable[[], None] | None = None
-        self.audits = 0
-        self.audit_mismatches = 0
+        self.audits = 0  # audit cycles completed: the whole database compared once each
+        self.audit_pages = 0  # pages compared (a cycle is ``_pages`` of them)
+        self.audit_mismatches = 0  # pages (or full audits) that found a difference
         self.full_reads = 0
         self.recomputed = 0  # desired flow sets computed (hosts x passes)
         self.patch_batches = 0  # batches sent as a patch's flows, not a diff of every flow
@@ -1407,8 +1427,21 @@ class Engine:
             revision, groups = read
             if groups or revision != intent.revision:
                 self.apply(revision, groups)
-            if audit:
-                self._audit(self._load_snapshot(session))  # same transaction: same revision
+            if audit:  # same transaction as the change read: same revision
+                if self._load_page is None:
+                    self._audit(self._load_snapshot(session), None)
+                    return
+                if self._page == 0:
+                    self._pages = self._pages_for(intent)
+                page, hosts = self._load_page(session, self._page, self._pages)
+                if not self._audit(page, hosts):
+                    self._adopt(self._load_snapshot(session))  # a difference: a full read
+
+    def _pages_for(self, intent: Intent) -> int:
+        """The pages of an audit cycle: ~``audit_page_endpoints`` bound endpoints each, at
+        most one per host (a page is a slice of the hosts)."""
+        pages = -(-len(intent.endpoints) // self._page_size)
+        return max(1, min(pages, len(intent.hosts)))
 
     def apply(self, revision: int, groups: list[tuple[int, list[Change]]]) -> None:
         """Apply the change log's rows, by revision, and recompute the hosts they touch."""
@@ -1445,21 +1478,35 @@ class Engine:
             self._admit_known()
             self._signal()
 
-    def _audit(self, full: Snapshot) -> None:
-        """Compare the model with a full read of the same revision; adopt the read if not equal."""
+    def _audit(self, read: Snapshot, hosts: frozenset[str] | None) -> bool:
+        """Compare the model with a read of the same revision: a full read (``hosts`` None),
+        adopted if not equal, or one page (networks, hosts, blocks and the endpoints of
+        ``hosts``), compared with the model's endpoints of the same hosts; False: it
+        differs, the caller adopts a full read. The last page of a cycle counts an audit."""
         assert self._intent is not None
-        self.audits += 1
-        self._next_audit = self._clock() + self._audit_every
-        self._prune_due = True
-        found = diff_views(full, self._intent.snapshot())
-        if full.revision != self._intent.revision:
-            found.append(f"revision {self._intent.revision}, database {full.revision}")
+        self.audit_pages += 1
+        if hosts is None:
+            self._page, self._pages = 0, 1
+        else:
+            self._page = (self._page + 1) % self._pages
+        if self._page == 0:
+            self.audits += 1
+            self._prune_due = True
+        self._next_audit = self._clock() + self._audit_every / self._pages
+        found = diff_views(read, self._intent.snapshot(hosts))
+        if read.revision != self._intent.revision:
+            found.append(f"revision {self._intent.revision}, database {read.revision}")
         if not found:
-            return
+            return True
         self.audit_mismatches += 1
-        log.error("audit: the in-memory intent differs from the database: %s", "; ".join(found))
-        self._emit("engine.audit_mismatch", revision=full.revision, differences=found)
-        self._adopt(full)
+        where = "" if hosts is None else f" (page of {len(hosts)} hosts)"
+        log.error(
+            "audit%s: the in-memory intent differs from the database: %s", where, "; ".join(found)
+        )
+        self._emit("engine.audit_mismatch", revision=read.revision, differences=found)
+        if hosts is None:
+            self._adopt(read)
+        return False
 
     def sync_all(self, snap: Snapshot) -> None:
         """Adopt ``snap`` as a full read, then bring the switches whose flows changed to it
@@ -1484,7 +1531,10 @@ class Engine:
         changed = self._recompute(before | set(intent.hosts), intent)
         with self._lock:
             self._intent = intent
-            self._next_audit = self._clock() + self._audit_every
+            # a full read compared everything: the audit's cycle starts again
+            self._page = 0
+            self._pages = self._pages_for(intent) if self._load_page is not None else 1
+            self._next_audit = self._clock() + self._audit_every / self._pages
             self._forget_hosts(before - intent.hosts.keys())
             if 0 <= since < intent.revision <= since + MAX_SPAN:
                 mine = [h for h in changed if h in intent.hosts]

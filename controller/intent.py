@@ -39,7 +39,7 @@ hosts to recompute in full, as ``apply_changes`` does.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 
@@ -134,10 +134,15 @@ class Intent:
         """True if the endpoint lives away from its block's host (routed by every host)."""
         return key in self._exceptions
 
-    def snapshot(self) -> Snapshot:
-        """The model as a ``Snapshot`` (endpoints in key order; states as loaded)."""
+    def snapshot(self, hosts: Collection[str] | None = None) -> Snapshot:
+        """The model as a ``Snapshot`` (endpoints in key order; states as loaded); with
+        ``hosts``, only the endpoints bound to those hosts (an audit page's slice)."""
         blocks = tuple(sorted(self.blocks, key=lambda b: (b.network, int(b.cidr.network_address))))
-        endpoints = tuple(self.endpoints[k] for k in sorted(self.endpoints))
+        if hosts is None:
+            keys = sorted(self.endpoints)
+        else:
+            keys = sorted(k for k, e in self.endpoints.items() if e.host in hosts)
+        endpoints = tuple(self.endpoints[k] for k in keys)
         return Snapshot(self.revision, dict(self.networks), dict(self.hosts), blocks, endpoints)
 
     # -- building --------------------------------------------------------------------------

@@ -148,6 +148,8 @@ def run_controller(settings: Settings) -> None:
         prune_log=changelog.prune,
         poll_interval=settings.engine_poll_interval,
         audit_interval=settings.engine_audit_interval,
+        load_page=repo.load_page,
+        audit_page_endpoints=settings.engine_audit_page_endpoints,
         on_event=on_event,
         require_cert=tls is not None,
         bundles=settings.openflow_bundles,

@@ -585,6 +585,22 @@ def load_snapshot(session: Session) -> Snapshot:
     already open on the session is ended first; one that wrote is read from as it is.
     SQLite transactions always read one snapshot.
     """
+    return _load(session, None)[0]
+
+
+def load_page(session: Session, page: int, pages: int) -> tuple[Snapshot, frozenset[str]]:
+    """One page of the audit (``Engine``): every network, host and block, but only the
+    endpoints bound to the hosts of slice ``page`` of ``pages`` (the hosts whose row id is
+    ``page`` modulo ``pages``), read like ``load_snapshot``; and the names of those hosts.
+    The endpoints are selected by ``host_id IN (...)`` (ix_endpoints_host_id_ofport), so the
+    database hands over only the slice's rows. Unbound endpoints are in no page: they have no
+    flows and the audit does not compare them."""
+    if not 0 <= page < pages:
+        raise ValueError(f"page must be in 0..{pages - 1}, not {page}")
+    return _load(session, (page, pages))
+
+
+def _load(session: Session, page: tuple[int, int] | None) -> tuple[Snapshot, frozenset[str]]:
     begin_snapshot(session)
     revision = read_revision(session)
     net_rows = list(session.execute(select(NetworkRow)).scalars())
@@ -611,6 +627,12 @@ def load_snapshot(session: Session) -> Snapshot:
         EndpointRow.updated_at,
         EndpointRow.ready_at,
     ).order_by(EndpointRow.id)
+    if page is None:
+        covered = frozenset(host_names.values())
+    else:
+        ids = sorted(i for i in host_names if i % page[1] == page[0])
+        covered = frozenset(host_names[i] for i in ids)
+        ep_cols = ep_cols.where(EndpointRow.host_id.in_(ids))
     endpoints = tuple(
         Endpoint(
             network=net_names[r[0]],
@@ -631,7 +653,7 @@ def load_snapshot(session: Session) -> Snapshot:
     )
     hosts = {row.name: to_host(row) for row in host_rows}
     networks = {row.name: to_network(row) for row in net_rows}
-    return Snapshot(revision, networks, hosts, blocks, endpoints)
+    return Snapshot(revision, networks, hosts, blocks, endpoints), covered
 
 
 _SNAPSHOT = "vxplane.snapshot"  # session.info: the REPEATABLE READ transaction begun here
