@@ -67,7 +67,8 @@ def main() -> None:
         factory = make_session_factory(engine)
         t = time.perf_counter()
         build(factory, args.switches, args.endpoints_per_host)
-        print(f"built {args.switches} x {args.endpoints_per_host} in {time.perf_counter() - t:.0f} s")
+        took = time.perf_counter() - t
+        print(f"built {args.switches} x {args.endpoints_per_host} in {took:.0f} s")
         with factory() as s:
             intent = Intent.from_snapshot(repo.load_snapshot(s))
         total = len(intent.endpoints)
