@@ -81,6 +81,18 @@ def _converged_fleet(h: Harness, snap: Snapshot) -> list[DumpingConn]:
     return conns
 
 
+def _two_connected() -> tuple[Harness, DumpingConn, DumpingConn]:
+    """A limit of one dump, two converged switches connected in turn: c1's dump under way,
+    c2's queued."""
+    h = Harness(max_dumps=1)
+    h.snap = fleet(2)
+    h.sync()
+    c1, c2 = _converged_fleet(h, h.snap)
+    h.engine.switch_connected(c1)
+    h.engine.switch_connected(c2)
+    return h, c1, c2
+
+
 def _drain(h: Harness, conns: list[DumpingConn], limit: int, seed: int) -> int:
     """Answer every dump asked for, one part at a time in a drawn order, checking after each
     part that at most ``limit`` are outstanding; returns the most seen outstanding."""
@@ -166,12 +178,7 @@ def test_a_switch_that_disconnects_mid_dump_frees_its_slot() -> None:
 
 
 def test_a_step_down_frees_the_slot_and_its_late_reply_is_dropped() -> None:
-    h = Harness(max_dumps=1)
-    h.snap = fleet(2)
-    h.sync()
-    c1, c2 = _converged_fleet(h, h.snap)
-    h.engine.switch_connected(c1)
-    h.engine.switch_connected(c2)
+    h, c1, c2 = _two_connected()
     assert (c1.dumps, c2.dumps) == (1, 0)
     stale = 0xDEAD
     c1.table.load([Flow(0, 1, (), (), cookie=stale)])  # another master's flow, for now
@@ -192,12 +199,7 @@ def test_a_step_down_frees_the_slot_and_its_late_reply_is_dropped() -> None:
 
 
 def test_resync_while_a_dump_is_under_way_takes_the_newer_reply() -> None:
-    h = Harness(max_dumps=1)
-    h.snap = fleet(2)
-    h.sync()
-    c1, c2 = _converged_fleet(h, h.snap)
-    h.engine.switch_connected(c1)
-    h.engine.switch_connected(c2)
+    h, c1, c2 = _two_connected()
     stale = 0xDEAD
     c1.table.load([Flow(0, 1, (), (), cookie=stale)])
     c1.answer_part()  # half a reply with the stale flow in it, then we become master
@@ -215,12 +217,7 @@ def test_resync_while_a_dump_is_under_way_takes_the_newer_reply() -> None:
 
 
 def test_a_switch_that_never_answers_its_dump_is_closed_and_frees_its_slot() -> None:
-    h = Harness(max_dumps=1)
-    h.snap = fleet(2)
-    h.sync()
-    c1, c2 = _converged_fleet(h, h.snap)
-    h.engine.switch_connected(c1)
-    h.engine.switch_connected(c2)
+    h, c1, c2 = _two_connected()
     h.now += engmod.DUMP_TIMEOUT / 2
     c1.answer_part()  # a reply part restarts its clock
     h.now += engmod.DUMP_TIMEOUT / 2 + 1
@@ -234,12 +231,7 @@ def test_a_dump_too_long_closes_its_switch_and_frees_its_slot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(engmod, "MAX_DUMP_FLOWS", 3)
-    h = Harness(max_dumps=1)
-    h.snap = fleet(2)
-    h.sync()
-    c1, c2 = _converged_fleet(h, h.snap)
-    h.engine.switch_connected(c1)
-    h.engine.switch_connected(c2)
+    h, c1, c2 = _two_connected()
     h.engine.switch_dump(c1.dpid, [1, 2, 3, 4], more=True)
     assert c1.closed and c2.dumps == 1
 
