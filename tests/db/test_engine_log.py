@@ -4,6 +4,7 @@ behind the log's back is found by the next audit, reported and adopted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -26,16 +27,24 @@ def _read_changes(session: Session, after: int) -> ChangeGroups | None:
     return changelog.read_changes(session, after)
 
 
-def test_engine_follows_the_log_and_audits(factory: sessionmaker[Session]) -> None:
-    with session_scope(factory) as s:
-        repo.create_network(s, "blue", IPv4Network("10.0.0.0/24"))
-        repo.register_host(s, "h1", A("198.18.0.1"), dpid=1)
-        repo.register_host(s, "h2", A("198.18.0.2"), dpid=2)
-    now = [100.0]
-    events: list[tuple[str, dict[str, Any]]] = []
-    engine = Engine(
+def _engine(
+    factory: sessionmaker[Session],
+    now: list[float],
+    events: list[tuple[str, dict[str, Any]]] | None = None,
+    load: Callable[[Session], Any] = repo.load_snapshot,
+    **extra: Any,
+) -> Engine:
+    """The controller's engine on ``factory`` with its change log, on the clock ``now[0]``,
+    its events into ``events``; ``extra``: more of ``Engine``'s options."""
+    got = events
+
+    def sink(kind: str, **data: Any) -> None:
+        if got is not None:
+            got.append((kind, data))
+
+    return Engine(
         factory,
-        repo.load_snapshot,
+        load,
         repo.current_revision,
         repo.mark_ready_at,
         read_changes=_read_changes,
@@ -43,9 +52,20 @@ def test_engine_follows_the_log_and_audits(factory: sessionmaker[Session]) -> No
         prune_log=changelog.prune,
         audit_interval=60,
         bundles="never",  # FakeConn reads plain flow-mods
-        on_event=lambda kind, **data: events.append((kind, data)),
+        on_event=sink,
         clock=lambda: now[0],
+        **extra,
     )
+
+
+def test_engine_follows_the_log_and_audits(factory: sessionmaker[Session]) -> None:
+    with session_scope(factory) as s:
+        repo.create_network(s, "blue", IPv4Network("10.0.0.0/24"))
+        repo.register_host(s, "h1", A("198.18.0.1"), dpid=1)
+        repo.register_host(s, "h2", A("198.18.0.2"), dpid=2)
+    now = [100.0]
+    events: list[tuple[str, dict[str, Any]]] = []
+    engine = _engine(factory, now, events)
     engine.refresh()
     conns = {h: FakeConn(d) for h, d in (("h1", 1), ("h2", 2))}
     for conn in conns.values():
@@ -122,18 +142,7 @@ def test_the_audit_reads_in_the_change_reads_snapshot(factory: sessionmaker[Sess
                 wrote.append(rev or 0)
         return repo.load_snapshot(session)
 
-    engine = Engine(
-        factory,
-        write_then_load,
-        repo.current_revision,
-        repo.mark_ready_at,
-        read_changes=_read_changes,
-        save_states=repo.save_switch_states,
-        prune_log=changelog.prune,
-        audit_interval=60,
-        bundles="never",
-        clock=lambda: now[0],
-    )
+    engine = _engine(factory, now, load=write_then_load)
     engine.refresh()
     with session_scope(factory) as s:
         repo.attach_endpoint(s, "blue", "a", "h1", 5, create=True)
@@ -155,21 +164,10 @@ def test_the_audit_reads_in_the_change_reads_snapshot(factory: sessionmaker[Sess
 def _paged_engine(
     factory: sessionmaker[Session], now: list[float], events: list[tuple[str, dict[str, Any]]]
 ) -> Engine:
-    return Engine(
-        factory,
-        repo.load_snapshot,
-        repo.current_revision,
-        repo.mark_ready_at,
-        read_changes=_read_changes,
-        save_states=repo.save_switch_states,
-        prune_log=changelog.prune,
-        audit_interval=60,
-        load_page=repo.load_page,
+    return _engine(
+        factory, now, events, load_page=repo.load_page,
         audit_page_endpoints=2,  # 6 bound endpoints on 4 hosts: 3 pages
-        bundles="never",
-        on_event=lambda kind, **data: events.append((kind, data)),
-        clock=lambda: now[0],
-    )
+    )  # fmt: skip
 
 
 def _four_hosts(factory: sessionmaker[Session]) -> dict[str, int]:
